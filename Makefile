@@ -1,0 +1,30 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine with Python 3.11.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## demo: install, then simulate the default scenario (nw-italy) into ./workspace and print a summary
+demo: $(STAMP)
+	$(VENV)/bin/heimdall simulate
+
+## test: install, then run the fast test suite
+test: $(STAMP)
+	$(PY) -m pytest
+
+## test-all: the fast and the slow tests
+test-all: $(STAMP)
+	$(PY) -m pytest -m ''
+
+bench: $(STAMP)
+	$(PY) bench/bench_simulate.py
+
+clean:
+	rm -rf workspace .pytest_cache

@@ -1,0 +1,3 @@
+from heimdall.cli import run
+
+run()

@@ -1,0 +1,1 @@
+"""Thin shells behind each CLI subcommand: parse → call the functional core → print for a person."""

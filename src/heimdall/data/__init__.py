@@ -1,0 +1,1 @@
+"""Training stores: writing and reading the per-split HDF5 files."""

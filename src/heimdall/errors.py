@@ -1,0 +1,17 @@
+"""Exception types, one per failure kind; messages name the file/field, what was found and what was expected."""
+
+
+class HeimdallError(Exception):
+    """Base class of every error Heimdall reports to a user (the CLI prints these without a traceback)."""
+
+
+class ScenarioError(HeimdallError):
+    """A scenario file or value is invalid."""
+
+
+class DatasetError(HeimdallError):
+    """A training store is missing, corrupt or inconsistent."""
+
+
+class FeatureError(HeimdallError):
+    """IQ given to the feature extractor does not fit its parameters."""

@@ -1,0 +1,151 @@
+"""Per-receiver features from complex baseband IQ: the one code path for training, evaluation and serving.
+
+For each recording: a Welch log-power spectral density (Hann window, 50 % overlap, linear frequency
+bins), the in-band signal power with the noise floor removed, the noise density, and the SNR in the
+channel. Every value keeps the receiver's absolute power scale (dBm after its calibration): receivers
+are never normalised independently of each other, since relative power is the information.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.fft
+
+from heimdall.errors import FeatureError
+
+SNR_FLOOR_DB = -30.0  # reported when no signal power is left after removing the noise
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Settings of the extractor; stored with every dataset and model so serving computes the same thing."""
+
+    sample_rate_hz: float
+    window_samples: int
+    segment_samples: int
+    psd_bins: int
+    channel_bandwidth_hz: float
+    noise_band_hz: tuple[float, float]
+    detection_snr_db: float
+
+    @classmethod
+    def from_scenario(cls, scenario: Any) -> "FeatureParams":
+        ch, ft = scenario.receiver_chain, scenario.features
+        return cls(
+            sample_rate_hz=ch.sample_rate_hz,
+            window_samples=ch.window_samples,
+            segment_samples=ft.segment_samples,
+            psd_bins=ft.psd_bins,
+            channel_bandwidth_hz=ch.channel_bandwidth_hz,
+            noise_band_hz=tuple(ft.noise_band_hz),
+            detection_snr_db=ch.detection_snr_db,
+        )
+
+    @property
+    def n_features(self) -> int:
+        return self.psd_bins + 3
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the columns of `feature_matrix`, with units."""
+        return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + ["power_dbm", "noise_density_dbm_hz", "snr_db"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureParams":
+        d = json.loads(text)
+        d["noise_band_hz"] = tuple(d["noise_band_hz"])
+        return cls(**d)
+
+
+class Features(NamedTuple):
+    """Extractor output; leading axes are those of the IQ without its sample axis."""
+
+    psd_dbm_hz: np.ndarray  # float32 [..., psd_bins] log-PSD, dBm/Hz, bins from -fs/2 to +fs/2
+    power_dbm: np.ndarray  # float32 [...] in-band signal power, noise removed
+    noise_density_dbm_hz: np.ndarray  # float32 [...] noise floor estimate
+    snr_db: np.ndarray  # float32 [...] signal power / noise power in the channel bandwidth
+
+
+class _Plan(NamedTuple):
+    window: np.ndarray
+    window_power: float
+    in_band: np.ndarray
+    noise_band: np.ndarray
+
+
+def _plan(p: FeatureParams) -> _Plan:
+    n = p.segment_samples
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic Hann
+    freqs = np.fft.fftshift(np.fft.fftfreq(n, 1.0 / p.sample_rate_hz))
+    lo, hi = p.noise_band_hz
+    return _Plan(
+        window=window,
+        window_power=float(np.sum(window.astype(np.float64) ** 2)),
+        in_band=np.abs(freqs) <= p.channel_bandwidth_hz / 2,
+        noise_band=(np.abs(freqs) >= lo) & (np.abs(freqs) <= hi),
+    )
+
+
+def welch_psd(iq: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """Two-sided Welch PSD, fftshifted. iq: complex [..., n ≥ window] → float32 [..., segment] in FS²/Hz."""
+    plan = _plan(p)
+    x = np.asarray(iq)[..., : p.window_samples].astype(np.complex64, copy=False)
+    hop = p.segment_samples // 2
+    segments = np.lib.stride_tricks.sliding_window_view(x, p.segment_samples, axis=-1)[..., ::hop, :]
+    spectra = scipy.fft.fft(segments * plan.window, axis=-1)
+    power = (spectra.real**2 + spectra.imag**2).mean(axis=-2)
+    return np.fft.fftshift(power / np.float32(p.sample_rate_hz * plan.window_power), axes=-1)
+
+
+def extract_features(iq: np.ndarray, p: FeatureParams, full_scale_dbm: float | np.ndarray) -> Features:
+    """Features of recordings.
+
+    Args:
+        iq: complex64 [..., n_samples], full-scale units (|x|² = 1 ↔ full_scale_dbm); the first
+            p.window_samples samples are used.
+        p: extractor settings; the IQ must be sampled at p.sample_rate_hz.
+        full_scale_dbm: dBm of a full-scale signal, scalar or broadcastable to iq.shape[:-1]
+            (per-receiver calibration).
+    Returns:
+        Features with leading axes iq.shape[:-1].
+    """
+    iq = np.asarray(iq)
+    if not np.iscomplexobj(iq):
+        raise FeatureError(f"iq: expected complex samples, got dtype {iq.dtype}")
+    if iq.shape[-1] < p.window_samples:
+        raise FeatureError(f"iq: {iq.shape[-1]} samples, expected at least the window of {p.window_samples}")
+    plan = _plan(p)
+    psd = welch_psd(iq, p).astype(np.float64)
+    df = p.sample_rate_hz / p.segment_samples
+    noise = psd[..., plan.noise_band].mean(axis=-1)
+    band = psd[..., plan.in_band].sum(axis=-1) * df
+    noise_in_channel = noise * p.channel_bandwidth_hz
+    signal = np.maximum(band - noise * plan.in_band.sum() * df, noise_in_channel * 10 ** (SNR_FLOOR_DB / 10))
+    cal = np.asarray(full_scale_dbm, np.float64)
+    binned = psd.reshape(*psd.shape[:-1], p.psd_bins, -1).mean(axis=-1)
+    tiny = np.finfo(np.float64).tiny
+    return Features(
+        psd_dbm_hz=(10 * np.log10(binned + tiny) + cal[..., None]).astype(np.float32),
+        power_dbm=(10 * np.log10(signal + tiny) + cal).astype(np.float32),
+        noise_density_dbm_hz=(10 * np.log10(noise + tiny) + cal).astype(np.float32),
+        snr_db=(10 * np.log10(signal / (noise_in_channel + tiny) + tiny)).astype(np.float32),
+    )
+
+
+def feature_matrix(f: Features) -> np.ndarray:
+    """Stack features into the model's input: float32 [..., psd_bins + 3] (see FeatureParams.feature_names)."""
+    return np.concatenate(
+        [f.psd_dbm_hz, f.power_dbm[..., None], f.noise_density_dbm_hz[..., None], f.snr_db[..., None]], axis=-1
+    ).astype(np.float32, copy=False)
+
+
+def heard(snr_db: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """Detection decision: bool [...], True where the measured SNR reaches p.detection_snr_db."""
+    return np.asarray(snr_db) >= p.detection_snr_db

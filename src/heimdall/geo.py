@@ -1,0 +1,58 @@
+"""The local east/north frame in metres, and the only place latitude/longitude are converted.
+
+Inside Heimdall every position is metres east/north of a frame origin (an azimuthal-equidistant
+projection centred on the receiver network). Degrees appear only at the edges: files, CLI, HTTP API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from pyproj import Transformer
+
+
+@dataclass(frozen=True)
+class LocalFrame:
+    """Azimuthal-equidistant projection on WGS84 centred at (origin_lat, origin_lon), in metres."""
+
+    origin_lat: float
+    origin_lon: float
+
+    @cached_property
+    def _forward(self) -> Transformer:
+        return Transformer.from_crs("EPSG:4326", self.proj_string, always_xy=True)
+
+    @cached_property
+    def _inverse(self) -> Transformer:
+        return Transformer.from_crs(self.proj_string, "EPSG:4326", always_xy=True)
+
+    @property
+    def proj_string(self) -> str:
+        """PROJ definition of the frame (stored with datasets and models)."""
+        return (
+            f"+proj=aeqd +lat_0={self.origin_lat:.9f} +lon_0={self.origin_lon:.9f} "
+            "+datum=WGS84 +units=m +no_defs"
+        )
+
+    def to_local(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """Degrees → metres. lat, lon: float [...] → float64 [..., 2] (east_m, north_m)."""
+        east, north = self._forward.transform(np.asarray(lon, float), np.asarray(lat, float))
+        return np.stack([np.asarray(east), np.asarray(north)], axis=-1)
+
+    def to_geodetic(self, east_north_m: np.ndarray) -> np.ndarray:
+        """Metres → degrees. east_north_m: float [..., 2] → float64 [..., 2] (lat, lon)."""
+        en = np.asarray(east_north_m, float)
+        lon, lat = self._inverse.transform(en[..., 0], en[..., 1])
+        return np.stack([np.asarray(lat), np.asarray(lon)], axis=-1)
+
+    @classmethod
+    def centred_on(cls, lat: np.ndarray, lon: np.ndarray) -> "LocalFrame":
+        """Frame whose origin is the centroid of the given points (mean of unit vectors on the sphere)."""
+        la, lo = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
+        v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)]).mean(axis=1)
+        return cls(
+            origin_lat=float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))),
+            origin_lon=float(np.degrees(np.arctan2(v[1], v[0]))),
+        )

@@ -1,0 +1,1 @@
+"""The radio simulator: propagation, shadowing fields, fading, emissions, and block generation."""

@@ -1,0 +1,252 @@
+"""Generate a simulated training store: train/val/test splits, in parallel, reproducibly.
+
+Each split is generated as a sequence of blocks of candidate transmissions; block b of split s in shard
+i/N draws from ``SeedSequence(seed, spawn_key=(s, i, N, b))`` and the blocks are written in order, so the
+output is byte-identical whatever the number of worker processes. Different splits and shards use
+different keys, so they never share a transmission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import heimdall
+from heimdall.data.store import STORE_FORMAT, STORE_FORMAT_VERSION, StoreWriter, split_filename
+from heimdall.errors import DatasetError
+from heimdall.scenario import Scenario
+from heimdall.sim.generator import World, build_world, simulate_block
+from heimdall.sim.signals import EMISSION_CODES
+
+SPLITS = ("train", "val", "test")
+SPLIT_MODES = ("random", "spatial")
+BLOCK_CANDIDATES = 512
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to generate. fractions: (train, val, test); shard: (i, N) — this process makes shard i of N."""
+
+    n_transmissions: int
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    shard: tuple[int, int] = (0, 1)
+    split_mode: str = "random"
+    spatial_block_m: float = 20_000.0
+    iq_per_split: int = 64
+
+    def split_counts(self) -> dict[str, int]:
+        """Transmissions of each split in this shard."""
+        total = np.asarray(self.fractions) / sum(self.fractions) * self.n_transmissions
+        counts = np.floor(total).astype(int)
+        counts[0] += self.n_transmissions - counts.sum()  # rounding remainder goes to train
+        i, n = self.shard
+        return {s: int(c // n + (i < c % n)) for s, c in zip(SPLITS, counts)}
+
+
+@dataclass
+class SplitSummary:
+    split: str
+    path: Path
+    n_samples: int
+    n_candidates: int
+    heard_fraction: np.ndarray  # float [R]
+    mean_heard: float
+    emissions: dict[str, int]
+    n_iq: int
+
+
+@dataclass
+class DatasetSummary:
+    out_dir: Path
+    splits: list[SplitSummary] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_samples(self) -> int:
+        return sum(s.n_samples for s in self.splits)
+
+
+def spatial_split_of(pos_m: np.ndarray, seed: int, block_m: float, fractions: tuple[float, float, float]) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) of each position for the spatial-block split. pos_m: [n, 2]."""
+    cell = np.floor(pos_m / block_m).astype(np.int64)
+    h = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (seed * 83492791)
+    u = (h % 1_000_003) / 1_000_003.0
+    edges = np.cumsum(fractions) / sum(fractions)
+    return np.searchsorted(edges[:-1], u, side="right")
+
+
+# --- worker side: the world is built once per process -----------------------------------------------
+
+_WORLD: World | None = None
+
+
+def _init_worker(scenario: Scenario) -> None:
+    global _WORLD
+    threadpool_limits(1)
+    _WORLD = build_world(scenario)
+
+
+def _keep_for(spec: DatasetSpec, split_index: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    if spec.split_mode == "random":
+        return None
+    return lambda pos: spatial_split_of(pos, spec.seed, spec.spatial_block_m, spec.fractions) == split_index
+
+
+def _run_block(spec: DatasetSpec, split_index: int, block: int, max_iq: int) -> dict[str, np.ndarray]:
+    i, n = spec.shard
+    seq = np.random.SeedSequence(entropy=spec.seed, spawn_key=(split_index, i, n, block))
+    rng = np.random.Generator(np.random.PCG64(seq))
+    return simulate_block(_WORLD, rng, BLOCK_CANDIDATES, max_iq, _keep_for(spec, split_index))
+
+
+# --- orchestration -------------------------------------------------------------------------------------
+
+
+def _store_attrs(scenario: Scenario, world: World, spec: DatasetSpec, split: str) -> dict:
+    return {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "split": split,
+        "shard": f"{spec.shard[0]}/{spec.shard[1]}",
+        "seed": spec.seed,
+        "split_mode": spec.split_mode,
+        "scenario_name": scenario.name,
+        "scenario_yaml": scenario.to_yaml(),
+        "scenario_sha256": scenario.sha256,
+        "heimdall_version": heimdall.__version__,
+        "feature_params": world.params.to_json(),
+        "feature_names": repr(world.params.feature_names),
+        "emission_names": repr(list(EMISSION_CODES)),
+        "frame_origin_lat_lon": [scenario.frame.origin_lat, scenario.frame.origin_lon],
+    }
+
+
+def _receiver_table(scenario: Scenario, world: World) -> dict[str, np.ndarray]:
+    rx = scenario.receivers
+    return {
+        "id": np.array([r.id for r in rx]),
+        "name": np.array([r.name for r in rx]),
+        "lat": np.array([r.lat for r in rx]),
+        "lon": np.array([r.lon for r in rx]),
+        "east_m": world.rx_position_m[:, 0],
+        "north_m": world.rx_position_m[:, 1],
+        "antenna_height_m": world.rx_height_m,
+        "noise_figure_db": np.array([r.noise_figure_db for r in rx]),
+    }
+
+
+def dataset_fingerprint(paths: list[Path]) -> str:
+    """sha256 over the bytes of the given store files (the dataset hash recorded by training runs)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def generate_dataset(
+    scenario: Scenario,
+    out_dir: str | Path,
+    spec: DatasetSpec,
+    workers: int = 1,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> DatasetSummary:
+    """Simulate and write every split of `spec` into out_dir; returns what was written.
+
+    on_progress(split, done, total) is called after each block. Existing complete files are replaced;
+    an interruption leaves only ``*.partial`` files, which are removed.
+    """
+    if spec.n_transmissions < 1:
+        raise DatasetError(f"n_transmissions: expected ≥ 1, got {spec.n_transmissions}")
+    if spec.split_mode not in SPLIT_MODES:
+        raise DatasetError(f"split_mode: expected one of {', '.join(SPLIT_MODES)}, got {spec.split_mode!r}")
+    i, n = spec.shard
+    if not (n >= 1 and 0 <= i < n):
+        raise DatasetError(f"shard: expected i/N with 0 ≤ i < N, got {i}/{n}")
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    world = build_world(scenario)
+    summary = DatasetSummary(out_dir=out)
+    # one BLAS thread per process: the parallelism is the processes (threads would oversubscribe the cores)
+    with threadpool_limits(1):
+        pool = mp.get_context("fork").Pool(workers, _init_worker, (scenario,)) if workers > 1 else None
+        global _WORLD
+        _WORLD = world
+        try:
+            for split_index, split in enumerate(SPLITS):
+                count = spec.split_counts()[split]
+                if count == 0:
+                    continue
+                summary.splits.append(
+                    _generate_split(scenario, world, spec, out, split_index, split, count, pool, workers, on_progress)
+                )
+        finally:
+            _WORLD = None
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _generate_split(scenario, world, spec, out, split_index, split, count, pool, workers, on_progress) -> SplitSummary:
+    writer = StoreWriter(
+        out / split_filename(split, spec.shard),
+        _store_attrs(scenario, world, spec, split),
+        _receiver_table(scenario, world),
+        world.gain_offset_db,
+    )
+    try:
+        pending: deque = deque()
+        next_block, candidates, iq_asked = 0, 0, 0
+        heard = np.zeros(world.n_rx)
+        emissions = np.zeros(len(EMISSION_CODES), np.int64)
+        while writer.n_samples < count:
+            while len(pending) < max(1, 2 * workers):
+                max_iq = max(0, min(spec.iq_per_split, count) - iq_asked)
+                iq_asked += max_iq
+                args = (spec, split_index, next_block, max_iq)
+                pending.append(pool.apply_async(_run_block, args) if pool else _run_block(*args))
+                next_block += 1
+            res = pending.popleft()
+            block = res.get() if pool else res
+            candidates += BLOCK_CANDIDATES
+            take = min(len(block["features"]), count - writer.n_samples)
+            if take == 0 and next_block > 200 and writer.n_samples == 0:
+                raise DatasetError(
+                    f"scenario {scenario.name!r}: no transmission heard by receiver_chain.min_receivers="
+                    f"{scenario.receiver_chain.min_receivers} receivers in {candidates} candidates; "
+                    "check transmitter power, area and receiver heights"
+                )
+            room_iq = spec.iq_per_split - writer.n_iq
+            block = {k: (v[: min(take, room_iq)] if k == "iq" else v[:take]) for k, v in block.items()}
+            block["tx_lat_lon"] = scenario.frame.to_geodetic(block["tx_position_m"])
+            writer.append(block)
+            heard += block["mask"].sum(0)
+            emissions += np.bincount(block["emission"], minlength=len(EMISSION_CODES))
+            if on_progress:
+                on_progress(split, writer.n_samples, count)
+        path = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return SplitSummary(
+        split=split,
+        path=path,
+        n_samples=count,
+        n_candidates=candidates,
+        heard_fraction=heard / count,
+        mean_heard=float(heard.sum() / count),
+        emissions={name: int(emissions[c]) for name, c in EMISSION_CODES.items()},
+        n_iq=writer.n_iq,
+    )

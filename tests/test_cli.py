@@ -1,0 +1,71 @@
+import pytest
+
+from heimdall.cli import main
+from heimdall.data.store import inspect_store
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "simulate" in out and "scenario" in out
+
+
+def test_simulate_writes_a_store_and_prints_a_summary(tmp_path, capsys):
+    code = main(["simulate", "-n", "300", "--out", str(tmp_path), "--workers", "1", "--quiet", "--seed", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "nw-italy: 300 transmissions" in out and "giaveno" in out
+    assert inspect_store(tmp_path / "train.h5").n_samples == 240
+
+
+def test_simulate_second_scenario_and_iid_control(tmp_path, capsys):
+    assert main(["simulate", "--scenario", "randstad-70cm", "-n", "100", "--out", str(tmp_path / "r"),
+                 "--quiet", "--workers", "1"]) == 0
+    info = inspect_store(tmp_path / "r" / "test.h5")
+    assert info.n_receivers == 10
+    assert main(["simulate", "--shadowing", "iid", "-n", "100", "--out", str(tmp_path / "i"), "--quiet",
+                 "--workers", "1"]) == 0
+    assert "nw-italy-iid" in capsys.readouterr().out
+
+
+def test_bad_scenario_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfrequency_hz: 145\nreceivers: []\n")
+    assert main(["simulate", "--scenario", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "frequency_hz" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_scenario_commands(tmp_path, capsys):
+    assert main(["scenario", "list"]) == 0
+    assert "randstad-70cm" in capsys.readouterr().out
+    assert main(["scenario", "show", "nw-italy"]) == 0
+    shown = capsys.readouterr().out
+    (tmp_path / "copy.yaml").write_text(shown)
+    assert main(["scenario", "validate", str(tmp_path / "copy.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_bad_flags_exit_with_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--shard", "3/2"])
+    assert info.value.code == 2
+    assert "--shard" in capsys.readouterr().err
+
+
+def test_help_imports_no_heavy_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from heimdall.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "print(sorted(m for m in ('numpy', 'h5py', 'scipy', 'torch', 'lightning') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
