@@ -8,12 +8,15 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned: the CPU build; anything that depends on torch is then satisfied by it
+	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-## demo: install, then simulate the default scenario (nw-italy) into ./workspace and print a summary
+## demo: install, then on the default scenario (nw-italy): simulate (if missing), train, export, evaluate
 demo: $(STAMP)
-	$(VENV)/bin/heimdall simulate
+	$(VENV)/bin/heimdall train
+	$(VENV)/bin/heimdall evaluate
 
 ## test: install, then run the fast test suite
 test: $(STAMP)
@@ -25,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_simulate.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf workspace .pytest_cache

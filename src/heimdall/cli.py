@@ -72,11 +72,68 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the scenario's shadowing mode (iid: the control without a learnable radio map)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_train_parser(sub)
+
+    p = sub.add_parser("evaluate", help="compare a model with classical estimators, the oracle and the CRLB",
+                       description="Evaluate a checkpoint or ONNX model on a test split against the weighted "
+                                   "centroid, classical RSS maximum likelihood, the oracle and the Cramér–Rao bound.")
+    p.add_argument("--model", help="best.ckpt or model.onnx (default: the newest run in the workspace)")
+    p.add_argument("--data", help="store folder (its test split) or a test .h5 (default: the run's data_dir)")
+    p.add_argument("--out", help="output folder (default: <run folder>/evaluation)")
+    p.add_argument("--grid-spacing-m", "--grid_spacing_m", type=float, default=2000.0,
+                   help="grid of the classical and oracle searches in metres (default 2000)")
+    p.add_argument("--max-samples", "--max_samples", type=int, help="evaluate only the first N test transmissions")
+    p.add_argument("--tracking-uri", "--tracking_uri", help="MLflow tracking URI (default: the run's)")
+    p.add_argument("--no-mlflow", "--no_mlflow", action="store_true", help="do not log to MLflow")
+
+    p = sub.add_parser("inspect", help="print the metadata inside an exported ONNX model",
+                       description="Print the metadata stored inside a Heimdall ONNX model.")
+    p.add_argument("model", help="path to model.onnx")
+
     p = sub.add_parser("scenario", help="list, show or validate scenarios",
                        description="List built-in scenarios, print one, or validate a scenario file.")
     p.add_argument("action", choices=["list", "show", "validate"])
     p.add_argument("name", nargs="?", default="nw-italy", help="built-in name or YAML file")
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a localization model (default: the built-in scenario, simulated if missing)",
+        description="Train LocalizationNet with Lightning and track it with MLflow. Flags override --config; "
+                    "the resolved configuration is saved with the run.",
+        argument_default=argparse.SUPPRESS,
+    )
+    flag = p.add_argument
+    flag("--config", help="YAML file of options (keys as the long flag names with underscores)")
+    flag("--data_dir", "--data-dir", help="store folder with train.h5/val.h5 (default: simulate the default scenario)")
+    flag("--epochs", type=int, help="maximum epochs (default 60; early stopping usually ends sooner)")
+    flag("--batch_size", "--batch-size", type=int, help="batch size (default 256)")
+    flag("--learning_rate", "--learning-rate", "--lr", type=float, help="peak learning rate (default 2e-3)")
+    flag("--validation_split", "--validation-split", "--val_split", "--val-split", type=float,
+         help="fraction of train used for validation when the store has no val split (default 0.1)")
+    flag("--num_workers", "--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    flag("--accelerator", choices=["cpu", "gpu", "auto"], help="cpu, gpu or auto (default auto)")
+    flag("--devices", help="devices per node: a count or 'auto' (default auto)")
+    flag("--num_nodes", "--num-nodes", type=int, help="nodes for multi-node DDP (default 1)")
+    flag("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
+    flag("--seed", type=int, help="seed of data order, initialisation and dropout (default 0)")
+    flag("--checkpoint_dir", "--checkpoint-dir", help="run folder for checkpoints (default workspace/runs/<run>)")
+    flag("--checkpoint", help="checkpoint to export with --export_only")
+    flag("--export_only", "--export-only", action="store_true", help="export --checkpoint to ONNX, no training")
+    flag("--resume_training", "--resume-training", action="store_true",
+         help="continue the run in --checkpoint_dir from last.ckpt with its saved configuration")
+    flag("--experiment_name", "--experiment-name", help="MLflow experiment (default heimdall)")
+    flag("--run_name_prefix", "--run-name-prefix", help="prefix of the run name (default heimdall)")
+    flag("--tracking_uri", "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite)")
+    flag("--max_time_minutes", "--max-time-minutes", type=float, help="wall-clock budget of the fit (default 12)")
+    flag("--n_components", "--n-components", type=int, help="Gaussian mixture components of the head (default 1)")
+    flag("--d_model", "--d-model", type=int, help="width of the network (default 96)")
+    flag("--n_layers", "--n-layers", type=int, help="attention blocks (default 3)")
+    flag("--patience", type=int, help="early-stopping patience in epochs (default 10)")
+    flag("--threads", type=int, help="torch intra-op threads (default: all cores)")
+    flag("--dataset_size", "--dataset-size", type=int, help="transmissions when simulating the default dataset")
+    flag("--no_export", "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from heimdall.commands.simulate import simulate_command
 
             return simulate_command(args)
+        if args.command == "train":
+            from heimdall.commands.train import train_command
+
+            return train_command(args)
+        if args.command == "evaluate":
+            from heimdall.commands.evaluate import evaluate_command
+
+            return evaluate_command(args)
+        if args.command == "inspect":
+            from heimdall.commands.inspect import inspect_command
+
+            return inspect_command(args)
         if args.command == "scenario":
             from heimdall.commands.scenario import scenario_command
 

@@ -1,0 +1,87 @@
+"""`heimdall evaluate`: metrics.json, plots, MLflow logging and a table for a person."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from heimdall.errors import HeimdallError
+from heimdall.evaluate import ESTIMATORS, evaluate, load_test_set
+from heimdall.workspace import workspace
+
+
+def latest_run() -> Path:
+    runs = sorted((workspace() / "runs").glob("*/config.yaml"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise HeimdallError(f"no training run in {workspace() / 'runs'}; give --model (train one with `heimdall train`)")
+    return runs[-1].parent
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    console = Console(width=max(Console().width, 100))
+    run_dir = None
+    if args.model:
+        model = Path(args.model)
+        if (model.parent / "config.yaml").is_file():
+            run_dir = model.parent
+    else:
+        run_dir = latest_run()
+        model = run_dir / "best.ckpt"
+    run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if run_dir else {}
+    data = Path(args.data) if args.data else (Path(run_cfg["data_dir"]) if run_cfg.get("data_dir") else None)
+    if data is None:
+        raise HeimdallError("no test data: give --data (a store folder or test .h5)")
+    out = Path(args.out) if args.out else (run_dir / "evaluation" if run_dir else Path("evaluation"))
+    test = load_test_set(data, args.max_samples)
+    calibration = None
+    if data.is_dir() and (data / "train.h5").is_file():
+        from heimdall.evaluate import CALIBRATION_SAMPLES
+
+        calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
+    console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
+    metrics = evaluate(model, test, calibration, out, args.grid_spacing_m)
+    print_table(console, metrics)
+    if not args.no_mlflow and run_cfg.get("mlflow_run_id"):
+        log_to_mlflow(args.tracking_uri or run_cfg.get("tracking_uri"), run_cfg["mlflow_run_id"], metrics, out)
+        console.print(f"logged to MLflow run {run_cfg['mlflow_run_id']}")
+    console.print(f"metrics and plots in {out}")
+    return 0
+
+
+def print_table(console: Console, metrics: dict) -> None:
+    table = Table(title=f"test split: {metrics['n_test']} transmissions "
+                        f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)")
+    for col in ["estimator", "median km", "p90 km", "in hull", "outside", "1σ", "2σ", "E d²"]:
+        table.add_column(col, justify="right" if col != "estimator" else "left")
+    for name in ESTIMATORS:
+        m = metrics["estimators"].get(name)
+        if not m:
+            continue
+        km = lambda v: f"{v / 1e3:.1f}" if v is not None else "—"  # noqa: E731
+        table.add_row(
+            name, km(m["median_error_m"]), km(m["p90_error_m"]),
+            km(m["inside_hull"].get("median_error_m")), km(m["outside_hull"].get("median_error_m")),
+            f"{m['coverage_1sigma']:.1%}" if "coverage_1sigma" in m else "—",
+            f"{m['coverage_2sigma']:.1%}" if "coverage_2sigma" in m else "—",
+            f"{m['mean_mahalanobis_sq']:.2f}" if "mean_mahalanobis_sq" in m else "—",
+        )
+    console.print(table)
+    console.print("median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
+                  "(ideal 39.3 %, 86.5 %); E d² = mean squared Mahalanobis distance (ideal 2.00)")
+
+
+def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from heimdall.train.run import default_tracking_uri
+
+    client = MlflowClient(tracking_uri or default_tracking_uri())
+    for name, m in metrics["estimators"].items():
+        for key, value in m.items():
+            if isinstance(value, (int, float)) and key != "n":
+                client.log_metric(run_id, f"test_{name}_{key}", float(value))
+    client.log_artifacts(run_id, str(out), artifact_path="evaluation")

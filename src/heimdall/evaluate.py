@@ -1,0 +1,274 @@
+"""Evaluation of a model against classical estimators, the oracle and the Cramér–Rao bound.
+
+Every estimator sees the same test transmissions. Metrics are in metres; calibration uses each
+estimator's own covariance. Output: metrics.json and PNG plots in one folder (see `evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import Delaunay
+
+import heimdall
+from heimdall.baselines import (
+    Grid,
+    fit_log_distance,
+    log_distance_crlb,
+    log_distance_model,
+    rss_ml,
+    rss_posterior,
+    weighted_centroid,
+)
+from heimdall.data.loader import StoreDataset
+from heimdall.data.store import split_files
+from heimdall.errors import DatasetError, HeimdallError
+from heimdall.metrics import accuracy_summary, calibration_summary
+from heimdall.scenario import Scenario, scenario_from_dict
+
+CALIBRATION_SAMPLES = 20_000
+DEFAULT_GRID_SPACING_M = 2_000.0
+ESTIMATORS = ("model", "weighted_centroid", "classical_ml", "oracle", "crlb")
+
+
+@dataclass
+class TestSet:
+    """The transmissions every estimator is evaluated on (arrays over n samples, R receivers)."""
+
+    features: np.ndarray  # float32 [n, R, F]
+    heard: np.ndarray  # bool [n, R]
+    target_m: np.ndarray  # float64 [n, 2]
+    rx_position_m: np.ndarray  # float64 [R, 2]
+    scenario: Scenario | None
+    gain_offset_db: np.ndarray | None  # oracle, simulated stores only
+    tx_height_m: np.ndarray | None  # oracle, simulated stores only
+    source: str
+
+    @property
+    def power_dbm(self) -> np.ndarray:
+        return self.features[..., -3].astype(np.float64)
+
+
+def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
+    """A test split: a store folder (its test split) or one store file."""
+    p = Path(path)
+    files = split_files(p, "test") if p.is_dir() else [p]
+    if not files:
+        raise DatasetError(f"{p}: no test.h5 (or test shards) in the folder")
+    ds = StoreDataset(files)
+    if max_samples:
+        ds = StoreDataset(files, np.arange(min(max_samples, len(ds))))
+    import yaml
+
+    scenario = scenario_from_dict(yaml.safe_load(ds.meta.scenario_yaml)) if ds.meta.scenario_yaml else None
+    import h5py
+
+    with h5py.File(files[0], "r") as f:
+        gains = f["oracle/gain_offset_db"][...] if "oracle/gain_offset_db" in f else None
+        simulated = "oracle/tx_height_m" in f
+    return TestSet(
+        features=ds.read_all("features"),
+        heard=ds.read_all("mask"),
+        target_m=ds.read_all("tx_position_m").astype(np.float64),
+        rx_position_m=ds.meta.rx_position_m.astype(np.float64),
+        scenario=scenario,
+        gain_offset_db=gains,
+        tx_height_m=ds.read_all("oracle/tx_height_m") if simulated else None,
+        source=", ".join(str(f) for f in files),
+    )
+
+
+def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of a checkpoint (.ckpt) or exported model (.onnx)."""
+    p = Path(model_path)
+    n = len(test.features)
+    rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape)).copy()
+    present = np.ones(test.heard.shape, np.float32)
+    if p.suffix == ".onnx":
+        import onnxruntime as ort
+
+        if not p.is_file():
+            raise HeimdallError(f"{p}: model file not found")
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        means, covs = [], []
+        for s in range(0, n, 4096):
+            m, c = session.run(["mean_m", "cov_m2"], {"features": test.features[s:s + 4096],
+                                                       "rx_position_m": rx[s:s + 4096], "present": present[s:s + 4096]})
+            means.append(m)
+            covs.append(c)
+        return np.concatenate(means).astype(np.float64), np.concatenate(covs).astype(np.float64)
+    from heimdall.train.checkpoint import load_checkpoint
+    from heimdall.train.task import LocalizationTask, predict_numpy
+
+    load_checkpoint(p)
+    task = LocalizationTask.load_from_checkpoint(p, map_location="cpu")
+    return predict_numpy(task.net, test.features, rx, present)
+
+
+def inside_hull(points_m: np.ndarray, rx_position_m: np.ndarray) -> np.ndarray:
+    """bool [n]: the point lies inside the convex hull of the receivers."""
+    return Delaunay(rx_position_m).find_simplex(points_m) >= 0
+
+
+def summarise(pred: np.ndarray, cov: np.ndarray | None, truth: np.ndarray, inside: np.ndarray,
+              n_heard: np.ndarray) -> dict:
+    """Accuracy (and calibration when cov is given) overall, inside/outside the hull, by receivers heard."""
+
+    def one(sel: np.ndarray) -> dict:
+        out = {"n": int(sel.sum()), **accuracy_summary(pred[sel], truth[sel])}
+        if cov is not None:
+            out.update(calibration_summary(pred[sel], cov[sel], truth[sel]))
+        return out
+
+    everything = np.ones(len(truth), bool)
+    result = one(everything)
+    result["inside_hull"] = one(inside)
+    result["outside_hull"] = one(~inside)
+    result["by_receivers_heard"] = {str(k): one(n_heard == k) for k in np.unique(n_heard)}
+    return result
+
+
+ORACLE_HEIGHT_BINS = 8
+
+
+def residual_sigma_db(power_dbm: np.ndarray, heard: np.ndarray, truth_m: np.ndarray, mean_model) -> float:
+    """Std of p − μ(x_true) − P0 over hearing receivers, P0 profiled per transmission."""
+    r = np.where(heard, power_dbm - mean_model(truth_m), 0.0)
+    w = heard.astype(float)
+    n_h = np.maximum(w.sum(1, keepdims=True), 1.0)
+    r = (r - r.sum(1, keepdims=True) / n_h) * w
+    return float(np.sqrt((r**2).sum() / max(heard.sum() - (w.sum(1) > 0).sum(), 1)))
+
+
+def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: float):
+    """Mean received power [P, R] (dBm minus the transmit power) of the simulator itself: the true path loss
+    for a transmitter antenna at tx_height_m, the true shadowing fields and the receivers' gain offsets."""
+    from heimdall.sim.generator import build_world
+    from heimdall.sim.propagation import path_loss_db
+
+    world = build_world(scenario)
+
+    def mean(points: np.ndarray) -> np.ndarray:
+        d = np.linalg.norm(points[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
+        loss = path_loss_db(d, scenario.frequency_hz, tx_height_m, world.rx_height_m[None, :],
+                            scenario.environment.path_loss.earth_radius_factor)
+        shadow = world.fields.sample(points) if world.fields is not None else 0.0
+        return -loss + shadow + gain_offset_db
+
+    return mean
+
+
+def _height_bins(scenario: Scenario, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index [n] of each transmitter height and the bin centres [B] (log-spaced over the scenario range)."""
+    lo, hi = scenario.transmitter.antenna_height_m
+    edges = np.geomspace(lo, max(hi, lo * 1.0001), ORACLE_HEIGHT_BINS + 1)
+    idx = np.clip(np.searchsorted(edges, heights, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
+    return idx, np.sqrt(edges[:-1] * edges[1:])
+
+
+def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior mean and covariance given everything the simulator knows except the position and the
+    transmit power: shadowing fields, gain offsets, path loss at the transmitter's height (in bins), the
+    transmit power range and which receivers stayed silent (censoring). Returns (mean, cov, σ used)."""
+    from heimdall.sim.noise import noise_floor_dbm
+
+    sc = test.scenario
+    ch = sc.receiver_chain
+    censor = (noise_floor_dbm(np.array([r.noise_figure_db for r in sc.receivers]), ch.channel_bandwidth_hz)
+              + test.gain_offset_db + ch.detection_snr_db)
+    cal_bin, centres = _height_bins(sc, calibration.tx_height_m)
+    sq, count = 0.0, 0
+    for b, h in enumerate(centres):
+        sel = cal_bin == b
+        if sel.sum() > 10:
+            sigma_b = residual_sigma_db(calibration.power_dbm[sel], calibration.heard[sel],
+                                        calibration.target_m[sel], oracle_model(sc, test.gain_offset_db, h))
+            n_b = int(calibration.heard[sel].sum())
+            sq, count = sq + sigma_b**2 * n_b, count + n_b
+    sigma = float(np.sqrt(sq / max(count, 1)))
+    mean = np.empty((len(test.target_m), 2))
+    cov = np.empty((len(test.target_m), 2, 2))
+    test_bin, _ = _height_bins(sc, test.tx_height_m)
+    for b, h in enumerate(centres):
+        sel = np.flatnonzero(test_bin == b)
+        if len(sel):
+            mean[sel], cov[sel] = rss_posterior(test.power_dbm[sel], test.heard[sel],
+                                                oracle_model(sc, test.gain_offset_db, h), grid, sigma,
+                                                censor_dbm=censor, p0_range_dbm=sc.transmitter.power_dbm)
+    return mean, cov, sigma
+
+
+def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet | None, out_dir: str | Path,
+             grid_spacing_m: float = DEFAULT_GRID_SPACING_M, seed: int = 0) -> dict:
+    """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
+
+    calibration: labelled data (the training split) to calibrate the classical model's exponent, per-receiver
+    offsets and σ, and the oracle's residual σ; without it the test set itself is used (and flagged).
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth, heard, rx = test.target_m, test.heard, test.rx_position_m
+    cal = calibration or test
+    fit = fit_log_distance(cal.power_dbm, cal.heard, cal.target_m, cal.rx_position_m)
+    bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
+    grid = Grid(bounds, grid_spacing_m)
+    preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    if model_path is not None:
+        preds["model"] = model_predictions(model_path, test)
+    preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
+    classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
+    preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
+    oracle_sigma = None
+    if test.scenario is not None and test.tx_height_m is not None and cal.tx_height_m is not None:
+        fine = Grid(bounds, min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4))
+        mean, cov, oracle_sigma = oracle_estimate(test, cal, fine)
+        preds["oracle"] = (mean, cov)
+        crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
+        rng = np.random.default_rng(seed)
+        draws = truth + np.einsum("nij,nj->ni", np.linalg.cholesky(crlb), rng.standard_normal(truth.shape))
+        preds["crlb"] = (draws, None)
+    inside = inside_hull(truth, rx)
+    n_heard = heard.sum(1)
+    metrics = {
+        "n_test": int(len(truth)),
+        "provenance": {
+            "heimdall_version": heimdall.__version__,
+            "model": str(model_path) if model_path else None,
+            "test_store": test.source,
+            "scenario": test.scenario.name if test.scenario else None,
+            "calibration": "training split" if calibration is not None else "test split (no training split found)",
+            "classical_model": {"exponent": fit.exponent, "offsets_db": fit.offsets_db.tolist(),
+                                "sigma_db": fit.sigma_db, "grid_spacing_m": grid_spacing_m},
+            "oracle": "posterior mean and covariance on a grid of 1/4 of the finest shadowing correlation, given "
+                      "the true path loss (transmitter height in 8 bins), shadowing fields, gain offsets, transmit "
+                      "power range and censoring of silent receivers",
+            "oracle_sigma_db": oracle_sigma,
+            "crlb": "errors of an efficient estimator: one draw from N(truth, CRLB) per transmission, "
+                    "log-distance model with the classical fit",
+        },
+        "inside_hull_fraction": float(inside.mean()),
+        "estimators": {name: summarise(p, c, truth, inside, n_heard) for name, (p, c) in preds.items()},
+    }
+    metrics["seconds"] = time.perf_counter() - t0
+    tmp = out / "metrics.json.partial"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(out / "metrics.json")
+    from heimdall.plots import write_plots
+
+    write_plots(out, preds, truth, test, metrics)
+    return metrics
+
+
+def _finest_correlation_m(scenario: Scenario) -> float:
+    return min(c.correlation_m for c in scenario.environment.shadowing.components)
+
+
+def _bounds_around(truth: np.ndarray, rx: np.ndarray) -> tuple[float, float, float, float]:
+    pts = np.concatenate([truth, rx])
+    lo, hi = pts.min(0) - 20_000, pts.max(0) + 20_000
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))

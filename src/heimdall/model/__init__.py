@@ -1,0 +1,1 @@
+"""The localization network and its loss (PyTorch)."""

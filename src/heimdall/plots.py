@@ -1,0 +1,110 @@
+"""Evaluation plots (PNG, matplotlib): error CDF, calibration curve, map with ellipses, error heat map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from heimdall.metrics import coverage_curve, error_m
+
+COLOURS = {"model": "C0", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3", "crlb": "C7"}
+MAP_SAMPLES = 30
+
+
+def _ellipse_points(mean: np.ndarray, cov: np.ndarray, prob: float = 0.95, n: int = 64) -> np.ndarray:
+    """[n, 2] points of the `prob` ellipse of N(mean, cov) in metres."""
+    r = np.sqrt(-2.0 * np.log(1.0 - prob))
+    vals, vecs = np.linalg.eigh(cov)
+    t = np.linspace(0, 2 * np.pi, n)
+    circle = np.stack([np.cos(t), np.sin(t)], -1) * r * np.sqrt(np.maximum(vals, 0))
+    return mean + circle @ vecs.T
+
+
+def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    # 1. error CDF of every estimator on one axis
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (pos, _) in preds.items():
+        e = np.sort(error_m(pos, truth)) / 1e3
+        med = metrics["estimators"][name]["median_error_m"] / 1e3
+        ax.plot(e, np.linspace(0, 1, len(e)), label=f"{name} (median {med:.1f} km)", color=COLOURS.get(name))
+    ax.set_xscale("log")
+    ax.set_xlabel("position error [km]")
+    ax.set_ylabel("fraction of test transmissions")
+    ax.set_title(f"Error CDF, {len(truth)} test transmissions")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "error_cdf.png"))
+
+    # 2. calibration curve of estimators with a covariance
+    fig, ax = plt.subplots(figsize=(5, 5))
+    nominal = np.linspace(0.05, 0.99, 30)
+    for name, (pos, cov) in preds.items():
+        if cov is not None:
+            ax.plot(nominal, coverage_curve(pos, cov, truth, nominal), label=name, color=COLOURS.get(name))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.set_xlabel("nominal ellipse probability")
+    ax.set_ylabel("observed coverage")
+    ax.set_title("Calibration of the uncertainty ellipses")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    paths.append(_save(fig, out / "calibration.png"))
+
+    if test.scenario is None:
+        return paths
+    frame = test.scenario.frame
+    rx_ll = frame.to_geodetic(test.rx_position_m)
+    # 3. map: receivers, a sample of truths, model predictions and their 95 % ellipses
+    main = "model" if "model" in preds else "classical_ml"
+    pos, cov = preds[main]
+    fig, ax = plt.subplots(figsize=(8, 7))
+    idx = np.random.default_rng(0).choice(len(truth), min(MAP_SAMPLES, len(truth)), replace=False)
+    t_ll, p_ll = frame.to_geodetic(truth[idx]), frame.to_geodetic(pos[idx])
+    for k, i in enumerate(idx):
+        if cov is not None:
+            ell = frame.to_geodetic(_ellipse_points(pos[i], cov[i]))
+            ax.plot(ell[:, 1], ell[:, 0], color=COLOURS.get(main), lw=0.7, alpha=0.6,
+                    label="95 % ellipse" if k == 0 else None)
+        ax.plot([t_ll[k, 1], p_ll[k, 1]], [t_ll[k, 0], p_ll[k, 0]], color="0.5", lw=0.6)
+    ax.scatter(t_ll[:, 1], t_ll[:, 0], marker="x", color="k", label="true transmitter", zorder=3)
+    ax.scatter(p_ll[:, 1], p_ll[:, 0], s=12, color=COLOURS.get(main), label=f"{main} estimate", zorder=3)
+    ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver", zorder=4)
+    for r, ll in zip(test.scenario.receivers, rx_ll):
+        ax.annotate(r.name, (ll[1], ll[0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("longitude [°]")
+    ax.set_ylabel("latitude [°]")
+    ax.set_aspect(1 / np.cos(np.radians(frame.origin_lat)))
+    ax.set_title(f"{test.scenario.name}: {len(idx)} test transmissions")
+    ax.legend(loc="best", fontsize=8)
+    paths.append(_save(fig, out / "map.png"))
+
+    # 4. median error of the main estimator over the area
+    t_all = frame.to_geodetic(truth)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    hb = ax.hexbin(t_all[:, 1], t_all[:, 0], C=error_m(pos, truth) / 1e3, reduce_C_function=np.median,
+                   gridsize=25, cmap="viridis", mincnt=3)
+    fig.colorbar(hb, ax=ax, label=f"median {main} error [km]")
+    ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver")
+    ax.set_xlabel("longitude [°]")
+    ax.set_ylabel("latitude [°]")
+    ax.set_aspect(1 / np.cos(np.radians(frame.origin_lat)))
+    ax.set_title(f"{main} error over the area")
+    ax.legend(loc="best", fontsize=8)
+    paths.append(_save(fig, out / "error_map.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    tmp.replace(path)
+    return path

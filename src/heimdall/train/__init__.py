@@ -1,0 +1,1 @@
+"""Training: configuration, the Lightning task and data module, checkpoints, and the run orchestration."""

@@ -1,0 +1,77 @@
+"""The Lightning data module over a store folder (train / val splits, or train split by validation_split)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from heimdall.data.loader import StoreDataset, collate
+from heimdall.data.store import split_files
+from heimdall.errors import DatasetError
+
+NORMALISATION_SAMPLES = 20_000
+
+
+class StoreDataModule(L.LightningDataModule):
+    def __init__(self, data_dir: str | Path, batch_size: int, num_workers: int, validation_split: float, seed: int):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.validation_split = validation_split
+        self.seed = seed
+        self.train: StoreDataset | None = None
+        self.val: StoreDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        if not self.data_dir.is_dir():
+            raise DatasetError(f"{self.data_dir}: data folder not found (make one with `heimdall simulate --out ...`)")
+        train_files = split_files(self.data_dir, "train")
+        if not train_files:
+            raise DatasetError(f"{self.data_dir}: no train.h5 (or train shards) in the data folder")
+        val_files = split_files(self.data_dir, "val")
+        if val_files:
+            self.train, self.val = StoreDataset(train_files), StoreDataset(val_files)
+            if self.val.meta.scenario_sha256 != self.train.meta.scenario_sha256:
+                raise DatasetError(f"{val_files[0]}: store from another scenario than {train_files[0]}")
+        else:
+            n = int(StoreDataset(train_files).offsets[-1])
+            perm = np.random.default_rng(self.seed).permutation(n)
+            n_val = max(1, int(round(n * self.validation_split)))
+            if n_val >= n:
+                raise DatasetError(f"{self.data_dir}: {n} samples are too few to split off a validation set")
+            self.train, self.val = StoreDataset(train_files, np.sort(perm[n_val:])), StoreDataset(
+                train_files, np.sort(perm[:n_val])
+            )
+
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Feature mean/std per column over all receivers (one affine for every receiver: relative power
+        between receivers is kept) and the position scale in metres, from the training split."""
+        self.setup()
+        feats = self.train.read_all("features", NORMALISATION_SAMPLES).astype(np.float64)
+        target = self.train.read_all("tx_position_m", NORMALISATION_SAMPLES)
+        flat = feats.reshape(-1, feats.shape[-1])
+        scale = float(np.ceil(np.abs(target).max() / 1e4) * 1e4)
+        return flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32), scale
+
+    def _loader(self, ds: StoreDataset, shuffle: bool) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.train, shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.val, shuffle=False)

@@ -1,0 +1,227 @@
+"""One training run end to end: data (simulated if missing) → fit → checkpoints → MLflow → export."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from heimdall.errors import HeimdallError
+from heimdall.train.config import ConfigError, TrainConfig, from_mapping, load_yaml
+from heimdall.workspace import default_data_dir, workspace
+
+CONFIG_FILE = "config.yaml"
+# Options that may differ when a run is resumed (everything else comes from the run's saved config).
+RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "accelerator", "devices",
+                      "num_nodes", "strategy", "threads", "export")
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    checkpoint_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    mlflow_run_id: str | None
+    tracking_uri: str
+    epochs_completed: int
+    best_val_median_error_m: float | None = None
+    baseline_val_median_error_m: float | None = None
+    val_calibration: dict | None = None  # of the best checkpoint after covariance calibration
+    covariance_scale: float | None = None
+    onnx_path: Path | None = None
+    seconds: float = 0.0
+
+
+def default_tracking_uri() -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    ws = workspace().resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{ws / 'mlflow.db'}"
+
+
+def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
+    """The saved configuration of the run in cfg.checkpoint_dir, with the resumable options that were given."""
+    if not cfg.checkpoint_dir:
+        raise ConfigError("--resume_training needs --checkpoint_dir (the folder of the run to continue)")
+    saved_path = Path(cfg.checkpoint_dir) / CONFIG_FILE
+    if not saved_path.is_file():
+        raise ConfigError(f"{saved_path}: no saved configuration; is {cfg.checkpoint_dir} a Heimdall run folder?")
+    saved = from_mapping(load_yaml(saved_path), str(saved_path))
+    overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given}
+    return dataclasses.replace(saved, resume_training=True, **overrides)
+
+
+def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
+    """The data folder; the default scenario's dataset is simulated into the workspace when missing."""
+    from heimdall.data.store import split_files
+
+    if cfg.data_dir:
+        return Path(cfg.data_dir)
+    from heimdall.scenario import load_scenario
+
+    scenario = load_scenario(cfg.scenario)
+    data_dir = default_data_dir(scenario.name)
+    if not split_files(data_dir, "train") or not split_files(data_dir, "val"):
+        from heimdall.sim.dataset import DatasetSpec, generate_dataset
+
+        console.print(f"No dataset in {data_dir}: simulating {cfg.dataset_size} transmissions of {scenario.name}…")
+        summary = generate_dataset(scenario, data_dir, DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
+                                   workers=os.cpu_count() or 1)
+        console.print(f"  {summary.n_samples} transmissions in {summary.seconds:.0f} s")
+    return data_dir
+
+
+def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train (or resume) as configured; returns where everything is. Raises HeimdallError on bad input."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    import numpy as np
+
+    from heimdall.baselines import weighted_centroid
+    from heimdall.metrics import calibration_summary, error_m
+    from heimdall.sim.dataset import dataset_fingerprint
+    from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
+    from heimdall.train.datamodule import StoreDataModule
+    from heimdall.train.task import LocalizationTask, predict_numpy
+
+    console = console or Console()
+    t0 = time.perf_counter()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    data_dir = ensure_dataset(cfg, console)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed)
+    dm.setup()
+    meta = dm.train.meta
+
+    if cfg.resume_training:
+        ckpt_dir = Path(cfg.checkpoint_dir)
+        last = ckpt_dir / "last.ckpt"
+        ckpt = load_checkpoint(last)
+        if ckpt["heimdall"].get("scenario_sha256") != meta.scenario_sha256:
+            raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
+        remove_stale_temporaries(ckpt_dir)
+        task = LocalizationTask.load_from_checkpoint(last, map_location="cpu")
+        run_name = cfg.run_name
+    else:
+        run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else workspace() / "runs" / run_name
+        if (ckpt_dir / "last.ckpt").exists():
+            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume_training to continue it")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        mean, std, scale = dm.normalisation()
+        net_cfg = {
+            "n_features": dm.train.infos[0].n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+            "n_layers": cfg.n_layers, "n_components": cfg.n_components, "dropout": cfg.dropout,
+        }
+        task = LocalizationTask(net_cfg, cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout)
+        task.net.set_normalisation(mean, std, scale)
+
+    tracking_uri = cfg.tracking_uri or default_tracking_uri()
+    artifacts = (workspace() / "mlartifacts").resolve()
+    dataset_sha = dataset_fingerprint(sorted({i.path for i in dm.train.infos + dm.val.infos}))
+    logger = MLFlowLogger(
+        experiment_name=cfg.experiment_name,
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+        artifact_location=artifacts.as_uri(),
+        run_id=cfg.mlflow_run_id if cfg.resume_training else None,
+        tags={"scenario_sha256": meta.scenario_sha256, "dataset_sha256": dataset_sha,
+              "data_dir": str(Path(data_dir).resolve())},
+    )
+    cfg = dataclasses.replace(cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id,
+                              data_dir=str(data_dir))
+    cfg.save(ckpt_dir / CONFIG_FILE)
+    task.heimdall_meta = {
+        "scenario_sha256": meta.scenario_sha256,
+        "scenario_yaml": meta.scenario_yaml,
+        "feature_params": meta.feature_params_json,
+        "receivers": {k: v.tolist() for k, v in meta.receivers.items()},
+        "dataset_sha256": dataset_sha,
+        "config": cfg.to_dict(),
+        "mlflow_run_id": logger.run_id,
+    }
+    if not cfg.resume_training:
+        logger.log_hyperparams({f"cfg.{k}": v for k, v in cfg.to_dict().items() if k not in ("mlflow_run_id",)})
+
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+                                 save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        max_time={"minutes": cfg.max_time_minutes} if cfg.max_time_minutes > 0 else None,
+        accelerator=cfg.accelerator,
+        devices=int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        callbacks=[checkpoint, EarlyStopping(monitor="val_loss", patience=cfg.patience), RichProgressBar()],
+        plugins=[AtomicCheckpointIO()],
+        logger=logger,
+        log_every_n_steps=50,
+        enable_model_summary=False,
+        default_root_dir=str(ckpt_dir),
+    )
+    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None)
+
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    result = TrainResult(
+        run_name=run_name, checkpoint_dir=ckpt_dir, best_checkpoint=best,
+        last_checkpoint=ckpt_dir / "last.ckpt" if (ckpt_dir / "last.ckpt").exists() else None,
+        mlflow_run_id=logger.run_id, tracking_uri=tracking_uri, epochs_completed=trainer.current_epoch,
+    )
+    if trainer.global_rank != 0:
+        return result
+    val_feats = dm.val.read_all("features")
+    heard = dm.val.read_all("mask")
+    truth = dm.val.read_all("tx_position_m")
+    rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
+    if best is not None:
+        best_task = LocalizationTask.load_from_checkpoint(best, map_location="cpu")
+        present = np.ones(heard.shape, np.float32)
+        pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
+        scale = best_task.net.calibrate_covariance(calibration_summary(pred, cov, truth)["mean_mahalanobis_sq"])
+        _store_covariance_scale(best, scale)
+        pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
+        result.best_val_median_error_m = float(np.median(error_m(pred, truth)))
+        result.val_calibration = calibration_summary(pred, cov, truth)
+        result.covariance_scale = scale
+    centroid = weighted_centroid(val_feats[..., -3], heard, meta.rx_position_m)
+    result.baseline_val_median_error_m = float(np.median(error_m(centroid, truth)))
+    client = logger.experiment
+    client.log_metric(logger.run_id, "best_val_median_error_m", result.best_val_median_error_m or float("nan"))
+    client.log_metric(logger.run_id, "val_weighted_centroid_median_error_m", result.baseline_val_median_error_m)
+    for key, value in (result.val_calibration or {}).items():
+        client.log_metric(logger.run_id, f"best_val_{key}", value)
+    if result.covariance_scale is not None:
+        client.log_metric(logger.run_id, "covariance_scale", result.covariance_scale)
+    if best is not None:
+        client.set_tag(logger.run_id, "best_checkpoint", str(best.resolve()))
+    client.log_artifact(logger.run_id, str(ckpt_dir / CONFIG_FILE))
+    if cfg.export and best is not None:
+        from heimdall.export import export_checkpoint
+
+        result.onnx_path = export_checkpoint(best, ckpt_dir / "model.onnx").path
+        client.log_artifact(logger.run_id, str(result.onnx_path))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _store_covariance_scale(checkpoint: Path, scale: float) -> None:
+    """Write the calibrated covariance scale into the checkpoint's weights (atomically)."""
+    import torch
+
+    from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["state_dict"]["net.covariance_scale"] = torch.tensor(scale)
+    ckpt["heimdall"]["covariance_scale"] = scale
+    AtomicCheckpointIO().save_checkpoint(ckpt, checkpoint)

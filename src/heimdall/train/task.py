@@ -1,0 +1,107 @@
+"""The Lightning shell around LocalizationNet: loss, receiver dropout, validation metrics in metres."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from heimdall.metrics import accuracy_summary, calibration_summary
+from heimdall.model.net import LocalizationNet, NetConfig, mixture_nll, moment_match
+
+CHECKPOINT_FORMAT = "heimdall-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class LocalizationTask(L.LightningModule):
+    """Trains LocalizationNet with the 2-D Gaussian (mixture) NLL in normalised metres.
+
+    Logged per epoch: train_loss, val_loss, val_median_error_m, val_p90_error_m, val_coverage_1sigma,
+    val_coverage_2sigma.
+    """
+
+    def __init__(self, net: dict, learning_rate: float, weight_decay: float, receiver_dropout: float,
+                 heimdall: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["heimdall"])
+        self.net = LocalizationNet(NetConfig(**net))
+        self.heimdall_meta = heimdall or {}
+        self._val: list[tuple[torch.Tensor, ...]] = []
+
+    def _present(self, batch: dict[str, torch.Tensor], training: bool) -> torch.Tensor:
+        present = torch.ones_like(batch["heard"], dtype=torch.float32)
+        if training and self.hparams.receiver_dropout > 0:
+            keep = torch.rand_like(present) >= self.hparams.receiver_dropout
+            present = present * keep
+        return present
+
+    def _loss(self, batch: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        out = self.net(batch["features"], batch["rx_position_m"], present)
+        target = batch["target_m"] / self.net.position_scale_m
+        return mixture_nll(*out, target).mean(), out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch, self._present(batch, training=True))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]),
+                 sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, out = self._loss(batch, self._present(batch, training=False))
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]), sync_dist=True)
+        mean, cov = moment_match(*out)
+        s = self.net.position_scale_m
+        self._val.append((mean * s, cov * s * s, batch["target_m"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        mean, cov, target = (torch.cat(t) for t in zip(*self._val))
+        self._val.clear()
+        if self.trainer.world_size > 1:
+            mean, cov, target = (self.all_gather(t).flatten(0, 1) for t in (mean, cov, target))
+        m, c, t = (x.detach().double().cpu().numpy() for x in (mean, cov, target))
+        acc, cal = accuracy_summary(m, t), calibration_summary(m, c, t)
+        self.log_dict(
+            {
+                "val_median_error_m": acc["median_error_m"],
+                "val_p90_error_m": acc["p90_error_m"],
+                "val_coverage_1sigma": cal["coverage_1sigma"],
+                "val_coverage_2sigma": cal["coverage_2sigma"],
+            },
+            prog_bar=False,
+            rank_zero_only=True,
+        )
+        self.log("val_median_km", acc["median_error_m"] / 1e3, prog_bar=True, rank_zero_only=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["heimdall"] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **self.heimdall_meta}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = dict(checkpoint.get("heimdall", {}))
+        meta.pop("format", None)
+        meta.pop("version", None)
+        self.heimdall_meta = meta
+
+
+def predict_numpy(net: LocalizationNet, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray,
+                  batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network on numpy inputs in batches → mean [n, 2] metres, covariance [n, 2, 2] m² (float64)."""
+    net.eval()
+    means, covs = [], []
+    with torch.no_grad():
+        for s in range(0, len(features), batch_size):
+            sl = slice(s, s + batch_size)
+            m, c = net.predict_m(torch.as_tensor(features[sl]), torch.as_tensor(rx_position_m[sl]),
+                                 torch.as_tensor(present[sl], dtype=torch.float32))
+            means.append(m.double().numpy())
+            covs.append(c.double().numpy())
+    return np.concatenate(means), np.concatenate(covs)

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from heimdall.baselines import (
+    PRIOR_SIGMA_M,
+    Grid,
+    fit_log_distance,
+    log_distance_crlb,
+    log_distance_model,
+    rss_ml,
+    rss_posterior,
+    weighted_centroid,
+)
+from heimdall.metrics import (
+    COVERAGE_1SIGMA_IDEAL,
+    COVERAGE_2SIGMA_IDEAL,
+    accuracy_summary,
+    calibration_summary,
+    coverage_curve,
+    mahalanobis_sq,
+)
+
+SQUARE = np.array([[-30_000.0, -30_000.0], [30_000.0, -30_000.0], [30_000.0, 30_000.0], [-30_000.0, 30_000.0]])
+
+
+def test_accuracy_summary_hand_case():
+    truth = np.zeros((5, 2))
+    pred = np.array([[3.0, 4.0], [6.0, 8.0], [0.0, 1.0], [0.0, 2.0], [0.0, 10.0]])  # errors 5, 10, 1, 2, 10
+    s = accuracy_summary(pred, truth)
+    assert s["median_error_m"] == 5.0 and s["mean_error_m"] == pytest.approx(5.6)
+    assert s["p90_error_m"] == pytest.approx(10.0) and s["cep50_m"] == 5.0
+
+
+def test_mahalanobis_hand_case():
+    cov = np.array([[[4.0, 0.0], [0.0, 1.0]]])
+    assert mahalanobis_sq(np.zeros((1, 2)), cov, np.array([[2.0, 1.0]]))[0] == pytest.approx(2.0)
+
+
+def test_calibrated_gaussian_has_ideal_coverage():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    a = rng.uniform(100, 5000, n)
+    b = rng.uniform(100, 5000, n)
+    th = rng.uniform(0, np.pi, n)
+    rot = np.stack([np.stack([np.cos(th), -np.sin(th)], -1), np.stack([np.sin(th), np.cos(th)], -1)], -2)
+    cov = rot @ (np.eye(2) * np.stack([a**2, b**2], -1)[:, None, :]) @ np.transpose(rot, (0, 2, 1))
+    truth = rng.uniform(-1e5, 1e5, (n, 2))
+    pred = truth + np.einsum("nij,nj->ni", np.linalg.cholesky(cov), rng.standard_normal((n, 2)))
+    s = calibration_summary(pred, cov, truth)
+    assert s["coverage_1sigma"] == pytest.approx(COVERAGE_1SIGMA_IDEAL, abs=0.005)
+    assert s["coverage_2sigma"] == pytest.approx(COVERAGE_2SIGMA_IDEAL, abs=0.005)
+    assert s["coverage_95"] == pytest.approx(0.95, abs=0.005)
+    assert s["mean_mahalanobis_sq"] == pytest.approx(2.0, abs=0.03)
+    nominal = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(coverage_curve(pred, cov, truth, nominal), nominal, atol=0.005)
+    # an over-confident estimator (covariance 4× too small) is caught
+    assert calibration_summary(pred, cov / 4, truth)["coverage_1sigma"] < 0.15
+
+
+def test_weighted_centroid():
+    rx = SQUARE
+    heard = np.array([[True, True, True, True], [True, True, False, False], [False] * 4])
+    power = np.array([[-90.0] * 4, [-90.0, -90.0, 0.0, 0.0], [-90.0] * 4])
+    est = weighted_centroid(power, heard, rx)
+    np.testing.assert_allclose(est[0], [0, 0], atol=1e-9)
+    np.testing.assert_allclose(est[1], [0, -30_000], atol=1e-9)  # silent receivers do not count
+    np.testing.assert_allclose(est[2], [0, 0], atol=1e-9)  # nobody heard: centroid of all
+    stronger = weighted_centroid(np.array([[-60.0, -90.0, -90.0, -90.0]]), np.ones((1, 4), bool), rx)
+    assert stronger[0, 0] < 0 and stronger[0, 1] < 0  # pulled towards the strong receiver
+
+
+def test_ml_finds_a_noise_free_transmitter_on_a_known_grid():
+    model = log_distance_model(SQUARE, 3.0)
+    truth = np.array([[10_000.0, -4_000.0], [-22_000.0, 15_000.0], [3_333.0, 7_777.0]])
+    power = 20.0 + model(truth)  # unknown transmit power 20 dBm, no noise
+    heard = np.ones((3, 4), bool)
+    grid = Grid((-50_000.0, -50_000.0, 50_000.0, 50_000.0), 2_000.0)
+    pos, cov = rss_ml(power, heard, model, grid, sigma_db=6.0)
+    np.testing.assert_allclose(pos, truth, atol=2_000.0 / 4**3)  # refinement resolution
+    assert np.isfinite(cov).all() and (np.linalg.eigvalsh(cov) > 0).all()
+    post, post_cov = rss_posterior(power, heard, model, grid, sigma_db=0.5)
+    np.testing.assert_allclose(post, truth, atol=1_500.0)
+    wide = rss_posterior(power, heard, model, grid, sigma_db=3.0)[1]
+    assert (np.trace(wide, axis1=1, axis2=2) > np.trace(post_cov, axis1=1, axis2=2)).all()
+
+
+def test_censoring_moves_the_posterior_away_from_silent_receivers():
+    model = log_distance_model(SQUARE, 3.0)
+    truth = np.array([[-20_000.0, -20_000.0]])
+    power = 20.0 + model(truth)
+    heard = np.array([[True, True, False, True]])  # the receiver at (+30 km, +30 km) stays silent
+    grid = Grid((-50_000.0, -50_000.0, 50_000.0, 50_000.0), 2_000.0)
+    plain, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0)
+    censored, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0, censor_dbm=np.full(4, float(power.min())))
+    far = SQUARE[2]
+    assert np.linalg.norm(censored - far) > np.linalg.norm(plain - far)
+
+
+def test_crlb_of_a_symmetric_geometry_matches_the_closed_form():
+    # transmitter at the centre of a square: ḡ = 0 and J = (1/σ²)·(10n/(a·ln10))²·Σ u uᵀ = (1/σ²)·(10n/(a·ln10))²·2·I
+    n_exp, sigma, a = 3.5, 8.0, np.hypot(30_000.0, 30_000.0)
+    crlb = log_distance_crlb(np.zeros((1, 2)), np.ones((1, 4), bool), SQUARE, n_exp, sigma)[0]
+    expected = sigma**2 * (a * np.log(10)) ** 2 / (2 * (10 * n_exp) ** 2)
+    with_prior = 1 / (1 / expected + 1 / PRIOR_SIGMA_M**2)  # the weak prior that keeps bounds finite
+    np.testing.assert_allclose(crlb, np.eye(2) * with_prior, rtol=1e-9, atol=1e-6)
+
+
+def test_fit_log_distance_recovers_the_model():
+    rng = np.random.default_rng(3)
+    rx = np.concatenate([SQUARE, [[0.0, 45_000.0]]])
+    truth = rng.uniform(-60_000, 60_000, (5000, 2))
+    offsets = np.array([2.0, -1.0, 0.0, 3.0, -4.0])
+    offsets -= offsets.mean()
+    power = rng.uniform(10, 40, (5000, 1)) + log_distance_model(rx, 3.2, offsets)(truth)
+    power += rng.normal(0, 4.0, power.shape)
+    heard = rng.random(power.shape) < 0.8
+    fit = fit_log_distance(power, heard, truth, rx)
+    assert fit.exponent == pytest.approx(3.2, abs=0.05)
+    np.testing.assert_allclose(fit.offsets_db, offsets, atol=0.3)
+    assert fit.sigma_db == pytest.approx(4.0, abs=0.15)

@@ -1,0 +1,157 @@
+"""End to end through `main([...])` in-process (torchgeo style), on a tiny simulated store."""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from heimdall.cli import main
+from heimdall.sim.dataset import DatasetSpec, generate_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_store(nw_italy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=1500, seed=21, iq_per_split=0))
+    return out
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _train_args(store, run_dir, uri, *extra):
+    return ["train", "--data_dir", str(store), "--checkpoint_dir", str(run_dir), "--tracking_uri", uri,
+            "--batch_size", "128", "--d_model", "32", "--n_layers", "1", "--threads", "2", *extra]
+
+
+def test_train_resume_export(tiny_store, ws, capsys):
+    run_dir = ws / "run"
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "val median error (model" in out and "weighted centroid" in out
+    for name in ["last.ckpt", "best.ckpt", "config.yaml", "model.onnx"]:
+        assert (run_dir / name).is_file(), name
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    run_id = saved["mlflow_run_id"]
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    for key in ["val_loss", "train_loss", "val_median_error_m", "val_p90_error_m", "val_coverage_1sigma",
+                "val_coverage_2sigma", "val_weighted_centroid_median_error_m"]:
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run_id, "val_median_error_m")) == 2
+    assert run.data.tags["scenario_sha256"] and run.data.tags["dataset_sha256"]
+    assert run.data.params["cfg.epochs"] == "2"
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: the 2nd epoch
+
+    # resume: continues at epoch 3 in the same MLflow run, with the saved configuration
+    assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", "3"]) == 0
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 2  # the 3rd epoch
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["mlflow_run_id"] == run_id
+    assert len(client.get_metric_history(run_id, "val_median_error_m")) == 3
+    experiment = client.get_experiment_by_name("heimdall")
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+    # export-only loads the checkpoint and writes a model ONNX Runtime can run
+    onnx_path = ws / "exported.onnx"
+    assert main(["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"),
+                 "--checkpoint_dir", str(ws)]) == 0
+    (ws / "model.onnx").rename(onnx_path)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with h5py.File(tiny_store / "test.h5") as f:
+        feats = f["features"][:3]
+        rx = np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)
+    mean_m, cov = session.run(["mean_m", "cov_m2"], {
+        "features": feats, "rx_position_m": np.broadcast_to(rx, (3, 7, 2)).copy(),
+        "present": np.ones((3, 7), np.float32)})
+    assert mean_m.shape == (3, 2) and np.isfinite(cov).all()
+    assert main(["inspect", str(onnx_path)]) == 0
+    assert "weights_sha256" in capsys.readouterr().out
+
+    # evaluation: every estimator, every metric, the plots, and the numbers in the training run
+    assert main(["evaluate", "--model", str(run_dir / "best.ckpt"), "--data", str(tiny_store), "--out",
+                 str(ws / "eval"), "--grid-spacing-m", "4000"]) == 0
+    table = capsys.readouterr().out
+    assert "classical_ml" in table and "oracle" in table
+    metrics = json.loads((ws / "eval" / "metrics.json").read_text())
+    assert metrics["n_test"] == 150
+    assert set(metrics["estimators"]) == {"model", "weighted_centroid", "classical_ml", "oracle", "crlb"}
+    for name in ["model", "classical_ml", "oracle"]:
+        m = metrics["estimators"][name]
+        for key in ["median_error_m", "mean_error_m", "p90_error_m", "cep50_m", "r95_m", "coverage_1sigma",
+                    "coverage_2sigma", "coverage_95", "mean_mahalanobis_sq", "nll"]:
+            assert np.isfinite(m[key]), (name, key)
+        assert m["inside_hull"]["n"] + m["outside_hull"]["n"] == 150
+        assert sum(v["n"] for v in m["by_receivers_heard"].values()) == 150
+    for plot in ["error_cdf.png", "calibration.png", "map.png", "error_map.png"]:
+        assert (ws / "eval" / plot).stat().st_size > 10_000, plot
+    assert "test_model_median_error_m" in client.get_run(run_id).data.metrics
+    # the same evaluation from the exported model gives the same model numbers
+    assert main(["evaluate", "--model", str(onnx_path), "--data", str(tiny_store), "--out", str(ws / "eval2"),
+                 "--grid-spacing-m", "4000", "--no-mlflow"]) == 0
+    onnx_metrics = json.loads((ws / "eval2" / "metrics.json").read_text())["estimators"]["model"]
+    assert onnx_metrics["median_error_m"] == pytest.approx(metrics["estimators"]["model"]["median_error_m"], abs=1.0)
+
+
+def test_resuming_a_finished_run_folder_is_refused(tiny_store, ws, capsys):
+    run_dir = ws / "run"
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1", "--no_export")) == 0
+    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1")) == 2
+    assert "already holds a run; use --resume_training" in capsys.readouterr().err
+
+
+def test_export_only_rejects_bad_checkpoints(ws, capsys):
+    assert main(["train", "--export_only", "--checkpoint", str(ws / "missing.ckpt")]) == 2
+    assert "missing.ckpt: checkpoint not found" in capsys.readouterr().err
+    foreign = ws / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    assert main(["train", "--export_only", "--checkpoint", str(foreign)]) == 2
+    assert "not a Heimdall checkpoint" in capsys.readouterr().err
+    garbage = ws / "garbage.ckpt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    assert main(["train", "--export_only", "--checkpoint", str(garbage)]) == 2
+    assert "cannot read as a PyTorch checkpoint" in capsys.readouterr().err
+    assert main(["train", "--export_only"]) == 2
+    assert "--export_only needs --checkpoint" in capsys.readouterr().err
+
+
+def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    assert main(_train_args(tmp_path / "nowhere", ws / "r0", uri, "--epochs", "1")) == 2
+    assert "nowhere: data folder not found" in capsys.readouterr().err
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "train.h5").write_bytes((tiny_store / "train.h5").read_bytes()[:4096])
+    assert main(_train_args(corrupt, ws / "r1", uri, "--epochs", "1")) == 2
+    assert "corrupt/train.h5: cannot read as HDF5" in capsys.readouterr().err
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(tiny_store / "train.h5", mixed / "train.h5")
+    from heimdall.scenario import load_scenario
+
+    generate_dataset(load_scenario("randstad-70cm"), tmp_path / "other", DatasetSpec(n_transmissions=60,
+                                                                                        iq_per_split=0))
+    shutil.copy(tmp_path / "other" / "val.h5", mixed / "val.h5")
+    assert main(_train_args(mixed, ws / "r2", uri, "--epochs", "1")) == 2
+    assert "store from another scenario" in capsys.readouterr().err
+
+    nan = tmp_path / "nan"
+    shutil.copytree(tiny_store, nan)
+    with h5py.File(nan / "train.h5", "r+") as f:
+        f["features"][7, 2, 4] = np.nan
+    assert main(_train_args(nan, ws / "r3", uri, "--epochs", "1", "--validation_split", "0.1")) == 2
+    err = capsys.readouterr().err
+    assert "nan/train.h5: features of rows [7] are not finite" in err

@@ -1,0 +1,74 @@
+"""Training in separate processes: killed mid-epoch, and DDP with two CPU processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from heimdall.cli import main
+from heimdall.sim.dataset import DatasetSpec, generate_dataset
+from heimdall.train.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def store(nw_italy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("proc")
+    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=4000, seed=8, iq_per_split=0))
+    return out
+
+
+def _cmd(store, run_dir, uri, *extra):
+    return [sys.executable, "-m", "heimdall", "train", "--data_dir", str(store), "--checkpoint_dir", str(run_dir),
+            "--tracking_uri", uri, "--batch_size", "32", "--d_model", "32", "--n_layers", "1", "--no_export",
+            *extra]
+
+
+def _env(tmp_path):
+    return {**os.environ, "HEIMDALL_WORKSPACE": str(tmp_path / "ws"), "PYTHONUNBUFFERED": "1"}
+
+
+def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(_cmd(store, run_dir, uri, "--epochs", "200", "--threads", "1"), env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while not (run_dir / "last.ckpt").exists():
+            assert proc.poll() is None, "training ended before writing a checkpoint"
+            assert time.time() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.5)
+        first = os.stat(run_dir / "last.ckpt").st_mtime_ns
+        while os.stat(run_dir / "last.ckpt").st_mtime_ns == first:  # wait for the next save, then kill
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.7)  # inside the following epoch
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # every checkpoint file left behind is complete and readable
+    for ckpt in run_dir.glob("*.ckpt"):
+        load_checkpoint(ckpt)
+    epoch = torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"]
+    monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
+    assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", str(epoch + 2),
+                 "--threads", "2"]) == 0
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == epoch + 1
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_ddp_two_cpu_processes(store, tmp_path):
+    run_dir = tmp_path / "ddp"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = _cmd(store, run_dir, uri, "--epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+               "--threads", "1")
+    done = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "last.ckpt").is_file()
+    assert "MEMBER: 2/2" in done.stderr + done.stdout  # the second rank joined
+    ckpt = load_checkpoint(run_dir / "last.ckpt")
+    assert ckpt["epoch"] == 0
