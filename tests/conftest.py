@@ -21,3 +21,25 @@ def block(world):
     rng = np.random.default_rng(1234)
     parts = [simulate_block(world, rng, 512) for _ in range(4)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@pytest.fixture(scope="session")
+def tiny_store(nw_italy, tmp_path_factory):
+    """A small simulated store (1,200 / 150 / 150 transmissions) for training tests."""
+    from heimdall.sim.dataset import DatasetSpec, generate_dataset
+
+    out = tmp_path_factory.mktemp("tiny")
+    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=1500, seed=21, iq_per_split=8))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_store, tmp_path_factory):
+    """A model trained for 3 short epochs on tiny_store: (workspace, tracking URI); run folder ws/run."""
+    from heimdall.cli import main
+
+    ws = tmp_path_factory.mktemp("tinyrun")
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    assert main(["train", "--data_dir", str(tiny_store), "--checkpoint_dir", str(ws / "run"), "--tracking_uri", uri,
+                 "--epochs", "3", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export"]) == 0
+    return ws, uri

@@ -118,3 +118,19 @@ def test_fit_log_distance_recovers_the_model():
     assert fit.exponent == pytest.approx(3.2, abs=0.05)
     np.testing.assert_allclose(fit.offsets_db, offsets, atol=0.3)
     assert fit.sigma_db == pytest.approx(4.0, abs=0.15)
+
+
+def test_covariance_scale_for():
+    from heimdall.metrics import covariance_scale_for
+
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((100_000, 2))
+    d2 = (z**2).sum(1)
+    assert covariance_scale_for(d2) == pytest.approx(1.0, abs=0.03)  # already calibrated
+    assert covariance_scale_for(d2 * 3.0) == pytest.approx(3.0, rel=0.03)  # 3× over-confident
+    # heavy tails (a scale mixture): matching the mean alone over-covers the 1σ ellipse; the fit does better
+    heavy = d2 * rng.choice([0.7, 2.2], size=len(d2), p=[0.8, 0.2])
+    s, by_mean = covariance_scale_for(heavy), heavy.mean() / 2
+    assert np.mean(heavy / by_mean <= 1) - 0.393 > 0.03
+    assert abs(np.mean(heavy / s <= 1) - 0.393) < np.mean(heavy / by_mean <= 1) - 0.393
+    assert abs(np.mean(heavy / s <= 4) - 0.865) < 0.03 and abs(np.mean(heavy / s) - 2.0) < 0.2

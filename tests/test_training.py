@@ -15,13 +15,6 @@ from heimdall.cli import main
 from heimdall.sim.dataset import DatasetSpec, generate_dataset
 
 
-@pytest.fixture(scope="session")
-def tiny_store(nw_italy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=1500, seed=21, iq_per_split=0))
-    return out
-
-
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))

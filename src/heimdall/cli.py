@@ -86,6 +86,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", "--tracking_uri", help="MLflow tracking URI (default: the run's)")
     p.add_argument("--no-mlflow", "--no_mlflow", action="store_true", help="do not log to MLflow")
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, store it and register it in MLflow",
+                       description="Export a checkpoint to one validated ONNX file, publish it to the model store "
+                                   "(local folder or s3://bucket/prefix) and register it as heimdall-localizer.")
+    p.add_argument("--checkpoint", required=True, help="a Heimdall checkpoint (best.ckpt)")
+    p.add_argument("--out", help="ONNX file to write (default: model.onnx beside the checkpoint)")
+    p.add_argument("--store", help="model store: a folder or s3://bucket/prefix (default: workspace/models)")
+    p.add_argument("--no-store", "--no_store", action="store_true", help="only write the ONNX file")
+    p.add_argument("--name", default="heimdall-localizer", help="model name in the store and the registry")
+    p.add_argument("--s3-endpoint-url", "--s3_endpoint_url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or "
+                   "$AWS_ENDPOINT_URL")
+    p.add_argument("--s3-access-key", "--s3_access_key", help="default $AWS_ACCESS_KEY_ID")
+    p.add_argument("--s3-secret-key", "--s3_secret_key", help="default $AWS_SECRET_ACCESS_KEY")
+    p.add_argument("--eval-data", "--eval_data", help="evaluation set for the champion rule (default: the test "
+                   "split of the training data)")
+    p.add_argument("--no-register", "--no_register", action="store_true", help="do not register in MLflow")
+    p.add_argument("--tracking-uri", "--tracking_uri", help="MLflow tracking URI (default: the training run's)")
+
+    p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + ONNX Runtime)",
+                       description="Serve localization over HTTP. The model comes from a file, the model store "
+                                   "or the MLflow registry (default: alias champion in the workspace's registry).")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
+    src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
+    p.add_argument("--version", type=int, help="version in the model store")
+    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
+    p.add_argument("--name", default="heimdall-localizer", help="model name in the store / registry")
+    p.add_argument("--alias", default="champion", help="registry alias (default champion)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--max-batch", "--max_batch", type=int, default=64, help="micro-batch size limit")
+    p.add_argument("--max-wait-ms", "--max_wait_ms", type=float, default=2.0, help="micro-batch wait (ms)")
+    p.add_argument("--max-queue", "--max_queue", type=int, default=1024, help="queued requests before 429")
+    p.add_argument("--cache-size", "--cache_size", type=int, default=4096, help="answers kept in the LRU cache")
+    p.add_argument("--max-body-mb", "--max_body_mb", type=float, default=16.0, help="request body limit (MB)")
+
+    p = sub.add_parser("predict", help="localize the transmissions of a store with a served model (no HTTP)",
+                       description="Run the service's model (file, store or registry) on every transmission of a "
+                                   "store file or folder and write a CSV of positions and ellipses.")
+    p.add_argument("data", help="a store .h5 file, or a store folder (its --split)")
+    p.add_argument("--split", default="test", help="split of a store folder (default test)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
+    src.add_argument("--store", help="model store (folder or s3://bucket/prefix)")
+    p.add_argument("--version", type=int, help="version in the model store")
+    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
+    p.add_argument("--name", default="heimdall-localizer")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--threads", type=int, default=2)
+
     p = sub.add_parser("inspect", help="print the metadata inside an exported ONNX model",
                        description="Print the metadata stored inside a Heimdall ONNX model.")
     p.add_argument("model", help="path to model.onnx")
@@ -151,6 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from heimdall.commands.evaluate import evaluate_command
 
             return evaluate_command(args)
+        if args.command == "export":
+            from heimdall.commands.export import export_command
+
+            return export_command(args)
+        if args.command == "serve":
+            from heimdall.commands.serve import serve_command
+
+            return serve_command(args)
+        if args.command == "predict":
+            from heimdall.commands.predict import predict_command
+
+            return predict_command(args)
         if args.command == "inspect":
             from heimdall.commands.inspect import inspect_command
 

@@ -194,7 +194,10 @@ def parity_max_abs_diff(model, onnx_bytes: bytes, rx_position_m: np.ndarray) -> 
             with torch.no_grad():
                 ref = dict(zip(OUTPUT_NAMES, model(*(torch.from_numpy(inputs[k]) for k in INPUT_NAMES))))
             for name in NORMALISED_OUTPUTS:
-                worst = max(worst, float(np.max(np.abs(got[name] - ref[name].numpy()))))
+                diff = float(np.max(np.abs(got[name] - ref[name].numpy())))
+                if not np.isfinite(diff):  # NaN/Inf outputs fail, whatever the other side says
+                    return float("inf")
+                worst = max(worst, diff)
     return worst
 
 

@@ -37,6 +37,11 @@ def train_command(args: argparse.Namespace) -> int:
     table.add_row("last checkpoint", str(result.last_checkpoint))
     if result.onnx_path:
         table.add_row("ONNX model", str(result.onnx_path))
+    if result.published is not None and result.published.store_version is not None:
+        table.add_row("model store", f"version {result.published.store_version} in {result.published.store}")
+    if result.published is not None and result.published.registration is not None:
+        g = result.published.registration
+        table.add_row("MLflow registry", f"heimdall-localizer v{g.version} → {g.alias} ({g.reason})")
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     table.add_row("time", f"{result.seconds:.0f} s")
     console.print(table)
@@ -46,14 +51,13 @@ def train_command(args: argparse.Namespace) -> int:
 def _export_only(console: Console, cfg) -> int:
     from pathlib import Path
 
-    from heimdall.export import export_checkpoint
+    from heimdall.commands.export import report
+    from heimdall.publish import export_and_publish
     from heimdall.train.config import ConfigError
 
     if not cfg.checkpoint:
         raise ConfigError("--export_only needs --checkpoint PATH")
     ckpt = Path(cfg.checkpoint)
-    out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_suffix(".onnx")
-    result = export_checkpoint(ckpt, out)
-    console.print(f"exported {ckpt} → {result.path} (sha256 {result.sha256[:16]}…, "
-                  f"ONNX Runtime vs PyTorch max |Δ| = {result.max_abs_diff:.1e})")
+    out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
+    report(console, export_and_publish(ckpt, out, None, {}, False, None, cfg.tracking_uri))
     return 0

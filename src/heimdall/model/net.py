@@ -106,10 +106,9 @@ class LocalizationNet(nn.Module):
         self.feature_std.copy_(torch.as_tensor(feature_std, dtype=torch.float32).clamp_min(1e-3))
         self.position_scale_m.fill_(float(position_scale_m))
 
-    def calibrate_covariance(self, mean_mahalanobis_sq: float) -> float:
-        """Scale every covariance so the mean squared Mahalanobis distance measured on held-out data
-        (with the current scale) becomes its ideal value 2; returns the new scale."""
-        self.covariance_scale.mul_(float(mean_mahalanobis_sq) / 2.0)
+    def calibrate_covariance(self, factor: float) -> float:
+        """Multiply every covariance by `factor` (fitted on held-out data); returns the new total scale."""
+        self.covariance_scale.mul_(float(factor))
         return float(self.covariance_scale)
 
     def _log_sigma_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:

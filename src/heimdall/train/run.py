@@ -34,6 +34,7 @@ class TrainResult:
     val_calibration: dict | None = None  # of the best checkpoint after covariance calibration
     covariance_scale: float | None = None
     onnx_path: Path | None = None
+    published: object | None = None  # heimdall.publish.PublishResult
     seconds: float = 0.0
 
 
@@ -88,7 +89,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     import numpy as np
 
     from heimdall.baselines import weighted_centroid
-    from heimdall.metrics import calibration_summary, error_m
+    from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
     from heimdall.sim.dataset import dataset_fingerprint
     from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
     from heimdall.train.datamodule import StoreDataModule
@@ -188,7 +189,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         best_task = LocalizationTask.load_from_checkpoint(best, map_location="cpu")
         present = np.ones(heard.shape, np.float32)
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
-        scale = best_task.net.calibrate_covariance(calibration_summary(pred, cov, truth)["mean_mahalanobis_sq"])
+        scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
         _store_covariance_scale(best, scale)
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
         result.best_val_median_error_m = float(np.median(error_m(pred, truth)))
@@ -207,10 +208,11 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         client.set_tag(logger.run_id, "best_checkpoint", str(best.resolve()))
     client.log_artifact(logger.run_id, str(ckpt_dir / CONFIG_FILE))
     if cfg.export and best is not None:
-        from heimdall.export import export_checkpoint
+        from heimdall.publish import default_store, export_and_publish
 
-        result.onnx_path = export_checkpoint(best, ckpt_dir / "model.onnx").path
-        client.log_artifact(logger.run_id, str(result.onnx_path))
+        result.published = export_and_publish(best, ckpt_dir / "model.onnx", default_store(), {}, True, None,
+                                              tracking_uri)
+        result.onnx_path = result.published.export.path
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -1,0 +1,75 @@
+"""From a checkpoint to a served model: export (validated ONNX) → model store → MLflow registry.
+
+Each step commits only when complete: the ONNX file appears after validation, a store version after its
+manifest, the registry alias after the comparison. A failed upload leaves the local ONNX file in place and
+no new version in the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from heimdall.export import ExportResult, export_checkpoint
+from heimdall.registry import REGISTERED_MODEL, Registration, register, summary_of
+from heimdall.store import ModelStore, ModelStoreError
+from heimdall.workspace import workspace
+
+
+@dataclass
+class PublishResult:
+    export: ExportResult
+    store: str | None = None
+    store_version: int | None = None
+    registration: Registration | None = None
+    eval_metrics: dict | None = None
+
+
+def default_store() -> str:
+    return str(workspace() / "models")
+
+
+def evaluation_set(checkpoint_meta: dict, eval_data: str | Path | None, max_samples: int = 20_000):
+    """The test split the model is judged on: --eval-data, else the test split of the training data."""
+    from heimdall.evaluate import load_test_set
+
+    data = eval_data or (checkpoint_meta.get("config") or {}).get("data_dir")
+    if not data:
+        return None
+    return load_test_set(data, max_samples)
+
+
+def export_and_publish(checkpoint: str | Path, out: str | Path, store: str | None, s3_options: dict,
+                       do_register: bool, eval_data: str | Path | None, tracking_uri: str | None,
+                       name: str = REGISTERED_MODEL) -> PublishResult:
+    from heimdall.train.checkpoint import load_checkpoint
+    from heimdall.train.task import LocalizationTask, predict_numpy
+
+    ckpt = load_checkpoint(checkpoint)
+    meta = ckpt["heimdall"]
+    test = evaluation_set(meta, eval_data)
+    metrics = None
+    if test is not None:
+        import numpy as np
+
+        net = LocalizationTask.load_from_checkpoint(checkpoint, map_location="cpu").net
+        rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (len(test.features), *test.rx_position_m.shape))
+        mean, cov = predict_numpy(net, test.features, rx.copy(), np.ones(test.heard.shape, np.float32))
+        metrics = summary_of(mean, cov, test.target_m) | {"n_eval": len(test.features), "eval_data": test.source}
+    exported = export_checkpoint(checkpoint, out, metrics=metrics)
+    result = PublishResult(export=exported, eval_metrics=metrics)
+    if store is not None:
+        model_store = ModelStore.open(store, **s3_options)
+        data = exported.path.read_bytes()
+        try:
+            result.store_version = model_store.publish(name, data, exported.metadata, parent_run=meta.get("mlflow_run_id"))
+        except ModelStoreError as exc:
+            raise ModelStoreError(f"{exc}; the exported model is kept at {exported.path}") from None
+        result.store = model_store.backend.description
+    if do_register and test is not None:
+        from heimdall.train.run import default_tracking_uri
+
+        uri = tracking_uri or (meta.get("config") or {}).get("tracking_uri") or default_tracking_uri()
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        result.registration = register(exported.path.read_bytes(), numeric, test, uri, meta.get("mlflow_run_id"), name)
+    return result

@@ -1,0 +1,1 @@
+"""The inference service: FastAPI + one ONNX Runtime session. Nothing here imports torch."""

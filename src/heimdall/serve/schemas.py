@@ -1,0 +1,87 @@
+"""Request and response bodies of the HTTP API (pydantic; NaN/Inf are refused everywhere)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Finite = float  # with allow_inf_nan=False on every model below
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ReceiverRef(_Strict):
+    """A receiver by id from the model's receiver table, or ad hoc by position."""
+
+    id: str | None = Field(None, max_length=128, description="receiver id in the model's table")
+    lat: float | None = Field(None, ge=-90, le=90, description="ad-hoc receiver latitude (degrees)")
+    lon: float | None = Field(None, ge=-180, le=180, description="ad-hoc receiver longitude (degrees)")
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> "ReceiverRef":
+        if self.id is None and (self.lat is None or self.lon is None):
+            raise ValueError("give the receiver's id, or both lat and lon")
+        return self
+
+
+class IQRecording(ReceiverRef):
+    """One receiver's raw recording: base64 of interleaved I/Q samples."""
+
+    datatype: Literal["ci16_le", "cf32_le"] = Field(description="ci16_le: int16 I,Q (full scale 32768); "
+                                                                "cf32_le: float32 I,Q (full scale 1.0)")
+    sample_rate_hz: float = Field(gt=0, description="must equal the model's sample rate")
+    center_frequency_hz: float = Field(gt=0)
+    samples_base64: str = Field(min_length=4)
+    full_scale_dbm: float | None = Field(None, ge=-200, le=100,
+                                         description="dBm of a full-scale signal (default: the model's)")
+
+
+class FeatureVector(ReceiverRef):
+    """One receiver's features as computed by heimdall.features.feature_matrix (dBm, dB)."""
+
+    features: list[float] = Field(min_length=1, max_length=4096)
+
+
+class LocalizeRequest(_Strict):
+    """One transmission: raw IQ per receiver, or features per receiver (not both)."""
+
+    iq: list[IQRecording] | None = Field(None, max_length=256)
+    features: list[FeatureVector] | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "LocalizeRequest":
+        if (self.iq is None) == (self.features is None):
+            raise ValueError("give exactly one of 'iq' or 'features'")
+        return self
+
+
+class BatchRequest(_Strict):
+    transmissions: list[LocalizeRequest] = Field(min_length=1, max_length=1024)
+
+
+class Ellipse(BaseModel):
+    probability: float
+    semi_major_m: float
+    semi_minor_m: float
+    orientation_deg: float = Field(description="bearing of the major axis, degrees clockwise from north")
+
+
+class LocalizeResponse(BaseModel):
+    lat: float
+    lon: float
+    east_m: float
+    north_m: float
+    covariance_m2: list[list[float]] = Field(description="[[ee, en], [ne, nn]] in the local east/north frame")
+    ellipses: list[Ellipse]
+    geojson: dict = Field(description="GeoJSON Feature: the 95 % ellipse as a Polygon")
+    receivers_used: list[str]
+    model: dict
+    cached: bool
+    latency_ms: float
+
+
+class BatchResponse(BaseModel):
+    results: list[LocalizeResponse]
