@@ -106,13 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + ONNX Runtime)",
                        description="Serve localization over HTTP. The model comes from a file, the model store "
                                    "or the MLflow registry (default: alias champion in the workspace's registry).")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
-    src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
-    p.add_argument("--version", type=int, help="version in the model store")
-    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
-    p.add_argument("--name", default="heimdall-localizer", help="model name in the store / registry")
-    p.add_argument("--alias", default="champion", help="registry alias (default champion)")
+    _add_model_source(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -128,13 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="a store .h5 file, or a store folder (its --split)")
     p.add_argument("--split", default="test", help="split of a store folder (default test)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
-    src.add_argument("--store", help="model store (folder or s3://bucket/prefix)")
-    p.add_argument("--version", type=int, help="version in the model store")
-    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
-    p.add_argument("--name", default="heimdall-localizer")
-    p.add_argument("--alias", default="champion")
+    _add_model_source(p)
     p.add_argument("--threads", type=int, default=2)
 
     p = sub.add_parser("inspect", help="print the metadata inside an exported ONNX model",
@@ -146,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "validate"])
     p.add_argument("name", nargs="?", default="nw-italy", help="built-in name or YAML file")
     return parser
+
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    """Where `serve` and `predict` take the model from (default: the registry's champion)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
+    src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
+    p.add_argument("--version", type=int, help="version in the model store")
+    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
+    p.add_argument("--name", default="heimdall-localizer", help="model name in the store / registry")
+    p.add_argument("--alias", default="champion", help="registry alias (default champion)")
 
 
 def _add_train_parser(sub) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 import heimdall
+from heimdall.atomic import atomic_write_text
 from heimdall.baselines import (
     Grid,
     fit_log_distance,
@@ -255,9 +256,7 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
         "estimators": {name: summarise(p, c, truth, inside, n_heard) for name, (p, c) in preds.items()},
     }
     metrics["seconds"] = time.perf_counter() - t0
-    tmp = out / "metrics.json.partial"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(out / "metrics.json")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     from heimdall.plots import write_plots
 
     write_plots(out, preds, truth, test, metrics)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import heimdall
+from heimdall.atomic import atomic_write_bytes
 from heimdall.errors import HeimdallError
 
 OPSET = 18
@@ -114,7 +115,6 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dic
     example = parity_inputs(net, rx_position_m, 2, np.random.default_rng(0))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     rx = torch.export.Dim("rx", min=1, max=4096)
     # the exporter logs about optional operator libraries (torchvision) and its own deprecations
@@ -170,10 +170,8 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dic
             f"more than the tolerance {PARITY_TOLERANCE:g}; nothing was written"
         )
     try:
-        partial.write_bytes(data)
-        partial.replace(out)
+        atomic_write_bytes(out, data)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise ExportError(f"{out}: cannot write the model: {exc}") from None
     return ExportResult(path=out, sha256=hashlib.sha256(data).hexdigest(), max_abs_diff=diff, metadata=metadata)
 

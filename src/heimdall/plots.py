@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heimdall.atomic import atomic_open
 from heimdall.metrics import coverage_curve, error_m
 
 COLOURS = {"model": "C0", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3", "crlb": "C7"}
@@ -77,11 +78,7 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
     ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver", zorder=4)
     for r, ll in zip(test.scenario.receivers, rx_ll):
         ax.annotate(r.name, (ll[1], ll[0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel("longitude [°]")
-    ax.set_ylabel("latitude [°]")
-    ax.set_aspect(1 / np.cos(np.radians(frame.origin_lat)))
-    ax.set_title(f"{test.scenario.name}: {len(idx)} test transmissions")
-    ax.legend(loc="best", fontsize=8)
+    _geographic_axes(ax, frame, f"{test.scenario.name}: {len(idx)} test transmissions")
     paths.append(_save(fig, out / "map.png"))
 
     # 4. median error of the main estimator over the area
@@ -91,20 +88,24 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
                    gridsize=25, cmap="viridis", mincnt=3)
     fig.colorbar(hb, ax=ax, label=f"median {main} error [km]")
     ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver")
-    ax.set_xlabel("longitude [°]")
-    ax.set_ylabel("latitude [°]")
-    ax.set_aspect(1 / np.cos(np.radians(frame.origin_lat)))
-    ax.set_title(f"{main} error over the area")
-    ax.legend(loc="best", fontsize=8)
+    _geographic_axes(ax, frame, f"{main} error over the area")
     paths.append(_save(fig, out / "error_map.png"))
     return paths
 
 
+def _geographic_axes(ax, frame, title: str) -> None:
+    """Longitude/latitude axes with a locally true aspect ratio."""
+    ax.set_xlabel("longitude [°]")
+    ax.set_ylabel("latitude [°]")
+    ax.set_aspect(1 / np.cos(np.radians(frame.origin_lat)))
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+
+
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -14,11 +14,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from heimdall.atomic import atomic_write_bytes
 from heimdall.errors import HeimdallError
 
 MODEL_FILE = "model.onnx"
@@ -46,18 +46,7 @@ class LocalBackend(_Backend):
         self.description = str(self.root)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.root / key, data)
 
     def get(self, key: str) -> bytes:
         path = self.root / key

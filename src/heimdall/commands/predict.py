@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from heimdall.atomic import atomic_open
 from heimdall.data.loader import StoreDataset
 from heimdall.data.store import split_files
 from heimdall.errors import DatasetError, HeimdallError
@@ -42,8 +43,7 @@ def predict_command(args: argparse.Namespace) -> int:
     mean, cov = np.concatenate(means), np.concatenate(covs)
     lat_lon = model.frame.to_geodetic(mean)
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".partial")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(out, "w") as f:
         w = csv.writer(f)
         w.writerow(["index", "lat", "lon", "east_m", "north_m", "cov_ee_m2", "cov_en_m2", "cov_nn_m2",
                     "semi_major_95_m", "semi_minor_95_m", "orientation_95_deg"])
@@ -52,7 +52,6 @@ def predict_command(args: argparse.Namespace) -> int:
             w.writerow([i, f"{lat_lon[i, 0]:.6f}", f"{lat_lon[i, 1]:.6f}", f"{mean[i, 0]:.1f}", f"{mean[i, 1]:.1f}",
                         f"{cov[i, 0, 0]:.6g}", f"{cov[i, 0, 1]:.6g}", f"{cov[i, 1, 1]:.6g}",
                         f"{e['semi_major_m']:.1f}", f"{e['semi_minor_m']:.1f}", f"{e['orientation_deg']:.1f}"])
-    tmp.replace(out)
     console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
     truth = ds.read_all("tx_position_m")
     if len(truth):

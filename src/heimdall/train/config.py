@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from heimdall.atomic import atomic_write_text
 from heimdall.errors import HeimdallError
 
 
@@ -69,9 +70,7 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".yaml.partial")
-        tmp.write_text(self.to_yaml())
-        tmp.replace(path)
+        atomic_write_text(path, self.to_yaml())
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
