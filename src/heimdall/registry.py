@@ -92,10 +92,16 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
         current = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         current = None
+    other_scenario = False
     if current is not None and current.version != version:
-        champion_bytes = mlflow.onnx.load_model(f"models:/{name}@champion").SerializeToString()
-        champion_metrics = onnx_metrics(champion_bytes, test)
-    wins, reason = decide(metrics, champion_metrics, tolerance)
+        champion = mlflow.onnx.load_model(f"models:/{name}@champion")
+        other_scenario = _scenario_of(champion) != _scenario_of(model)
+        if not other_scenario:
+            champion_metrics = onnx_metrics(champion.SerializeToString(), test)
+    if other_scenario:
+        wins, reason = False, "the champion was trained on another scenario; it is not replaced automatically"
+    else:
+        wins, reason = decide(metrics, champion_metrics, tolerance)
     alias = "champion" if wins else "challenger"
     client.set_registered_model_alias(name, alias, version)
     for key, value in metrics.items():
@@ -103,3 +109,8 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
     client.set_model_version_tag(name, version, "decision", reason)
     return Registration(version=version, alias=alias, reason=reason, metrics=metrics,
                         champion_metrics=champion_metrics)
+
+
+def _scenario_of(model) -> str | None:
+    """scenario_sha256 in an ONNX model's metadata."""
+    return next((p.value for p in model.metadata_props if p.key == "scenario_sha256"), None)
