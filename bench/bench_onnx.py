@@ -71,14 +71,23 @@ def _random_checkpoint(folder: Path) -> Path:
     """A checkpoint of the default architecture with random weights (enough to time inference)."""
     import lightning as L
 
+    from heimdall.features import FeatureParams
+    from heimdall.scenario import load_scenario
     from heimdall.train.checkpoint import AtomicCheckpointIO
     from heimdall.train.config import TrainConfig
 
     cfg = TrainConfig()
     task = LocalizationTask({"n_features": 35, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
                              "n_layers": cfg.n_layers, "n_components": cfg.n_components}, 1e-3, 0.0, 0.0)
-    task.heimdall_meta = {"receivers": {"id": [f"r{i}" for i in range(7)], "east_m": [0.0] * 7,
-                                        "north_m": [0.0] * 7}}
+    scenario = load_scenario("nw-italy")
+    en = scenario.receiver_positions_m()
+    task.heimdall_meta = {
+        "receivers": {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
+                      "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(),
+                      "north_m": en[:, 1].tolist()},
+        "scenario_yaml": scenario.to_yaml(), "scenario_sha256": scenario.sha256,
+        "feature_params": FeatureParams.from_scenario(scenario).to_json(),
+    }
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         plugins=[AtomicCheckpointIO()], max_epochs=0)
     trainer.strategy.connect(task)

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--max-batch", "--max_batch", type=int, default=64, help="micro-batch size limit")
-    p.add_argument("--max-wait-ms", "--max_wait_ms", type=float, default=2.0, help="micro-batch wait (ms)")
+    p.add_argument("--max-wait-ms", "--max_wait_ms", type=float, default=0.0,
+                   help="extra wait for a fuller micro-batch (ms, default 0: batch what is already waiting)")
     p.add_argument("--max-queue", "--max_queue", type=int, default=1024, help="queued requests before 429")
     p.add_argument("--cache-size", "--cache_size", type=int, default=4096, help="answers kept in the LRU cache")
     p.add_argument("--max-body-mb", "--max_body_mb", type=float, default=16.0, help="request body limit (MB)")

@@ -31,7 +31,7 @@ from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest,
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
     cache_size: int = 4096
     max_body_bytes: int = 16 * 1024 * 1024
@@ -117,8 +117,11 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             cache_events.labels("hit").inc()
             return {**hit, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1e3}
         cache_events.labels("miss").inc()
-        feats, pos, labels = await asyncio.get_running_loop().run_in_executor(
-            None, to_model_inputs, req, model, settings.max_samples)
+        if req.iq is not None:  # FFTs: off the event loop
+            feats, pos, labels = await asyncio.get_running_loop().run_in_executor(
+                None, to_model_inputs, req, model, settings.max_samples)
+        else:
+            feats, pos, labels = to_model_inputs(req, model, settings.max_samples)
         mean, cov, answered_by = await batcher.submit(feats, pos)
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             raise InputError(kind_of(req), "the model gives no finite answer for these inputs")

@@ -1,7 +1,7 @@
 """Micro-batching: concurrent requests are stacked into one ONNX Runtime call.
 
 Requests wait in a bounded queue (full → QueueFull, answered 429); one worker takes up to `max_batch`
-of them, waiting at most `max_wait_ms` after the first, pads them to a common receiver count (absent
+of them — all that are waiting, plus those arriving within `max_wait_ms` when it is > 0 — pads them to a common receiver count (absent
 receivers have present = 0), runs the model off the event loop, and resolves each request's future.
 """
 
@@ -30,7 +30,7 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, get_model: Callable[[], ServedModel], max_batch: int = 64, max_wait_ms: float = 2.0,
+    def __init__(self, get_model: Callable[[], ServedModel], max_batch: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 1024, on_batch: Callable[[int], None] | None = None):
         self.get_model = get_model
         self.max_batch = max_batch
@@ -63,8 +63,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            # greedy: take what is already waiting (requests pile up while the model runs); wait up to
+            # max_wait for more only when it is set (trading latency for larger batches)
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
+            while len(batch) < self.max_batch and self.max_wait_s > 0:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
