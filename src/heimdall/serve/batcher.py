@@ -1,8 +1,9 @@
 """Micro-batching: concurrent requests are stacked into one ONNX Runtime call.
 
 Requests wait in a bounded queue (full → QueueFull, answered 429); one worker takes up to `max_batch`
-of them — all that are waiting, plus those arriving within `max_wait_ms` when it is > 0 — pads them to a common receiver count (absent
-receivers have present = 0), runs the model off the event loop, and resolves each request's future.
+of them (all that are waiting, plus those arriving within `max_wait_ms` when it is > 0), pads them to a
+common receiver count (absent receivers have present = 0), runs the model off the event loop, and resolves
+each request's future.
 """
 
 from __future__ import annotations
