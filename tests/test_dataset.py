@@ -118,3 +118,21 @@ def test_bad_specs(nw_italy, tmp_path):
         generate_dataset(nw_italy, tmp_path, DatasetSpec(n_transmissions=10, shard=(2, 2)))
     with pytest.raises(DatasetError, match="split_mode"):
         generate_dataset(nw_italy, tmp_path, DatasetSpec(n_transmissions=10, split_mode="diagonal"))
+
+
+def test_loader_batches_in_any_order_with_repeats(small, monkeypatch):
+    import heimdall.data.loader as loader
+
+    out, _ = small
+    for in_memory in (True, False):  # numpy arrays, and row reads from HDF5 for large files
+        monkeypatch.setattr(loader, "IN_MEMORY_BYTES", 2**40 if in_memory else 0)
+        ds = loader.StoreDataset([out / "train.h5", out / "val.h5"])
+        with h5py.File(out / "train.h5") as f:
+            t = f["tx_position_m"][...]
+        with h5py.File(out / "val.h5") as f:
+            v = f["tx_position_m"][...]
+        every = np.concatenate([t, v]).astype(np.float32)
+        items = [600, 3, 3, 559, 0, 560]  # across both files, unsorted, with a repeat (DDP padding does this)
+        batch = ds.__getitems__(items)
+        np.testing.assert_array_equal(batch["target_m"], every[items])
+        assert batch["features"].shape == (6, 7, ds.infos[0].n_features)

@@ -99,12 +99,11 @@ class StoreDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, items: list[int]) -> dict[str, np.ndarray]:
         rows = self.indices[np.asarray(items, np.int64)]
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        file_of = np.searchsorted(self.offsets, sorted_rows, side="right") - 1
+        unique, inverse = np.unique(rows, return_inverse=True)  # sorted, no repeats: what HDF5 reads need
+        file_of = np.searchsorted(self.offsets, unique, side="right") - 1
         parts = {"features": [], "heard": [], "target_m": []}
         for k in np.unique(file_of):
-            local = sorted_rows[file_of == k] - self.offsets[k]
+            local = unique[file_of == k] - self.offsets[k]
             f = self._arrays(int(k))
             feats = f["features"][local]
             if not np.isfinite(feats).all():
@@ -113,8 +112,6 @@ class StoreDataset(torch.utils.data.Dataset):
             parts["features"].append(feats)
             parts["heard"].append(f["mask"][local])
             parts["target_m"].append(f["tx_position_m"][local].astype(np.float32))
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
         batch = {k: np.concatenate(v)[inverse] for k, v in parts.items()}
         batch["rx_position_m"] = np.broadcast_to(self._rx, (len(rows), *self._rx.shape)).copy()
         return batch
