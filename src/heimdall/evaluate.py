@@ -90,24 +90,33 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape)).copy()
     present = np.ones(test.heard.shape, np.float32)
     if p.suffix == ".onnx":
-        import onnxruntime as ort
-
         if not p.is_file():
             raise HeimdallError(f"{p}: model file not found")
-        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        means, covs = [], []
-        for s in range(0, n, 4096):
-            m, c = session.run(["mean_m", "cov_m2"], {"features": test.features[s:s + 4096],
-                                                       "rx_position_m": rx[s:s + 4096], "present": present[s:s + 4096]})
-            means.append(m)
-            covs.append(c)
-        return np.concatenate(means).astype(np.float64), np.concatenate(covs).astype(np.float64)
+        return onnx_predictions(p.read_bytes(), test)
     from heimdall.train.checkpoint import load_checkpoint
     from heimdall.train.task import LocalizationTask, predict_numpy
 
     load_checkpoint(p)
     task = LocalizationTask.load_from_checkpoint(p, map_location="cpu")
     return predict_numpy(task.net, test.features, rx, present)
+
+
+def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model, all receivers present."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    n = len(test.features)
+    rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape))
+    present = np.ones(test.heard.shape, np.float32)
+    means, covs = [], []
+    for s in range(0, n, batch):
+        m, c = session.run(["mean_m", "cov_m2"], {"features": test.features[s:s + batch],
+                                                   "rx_position_m": rx[s:s + batch].copy(),
+                                                   "present": present[s:s + batch]})
+        means.append(m)
+        covs.append(c)
+    return np.concatenate(means).astype(np.float64), np.concatenate(covs).astype(np.float64)
 
 
 def inside_hull(points_m: np.ndarray, rx_position_m: np.ndarray) -> np.ndarray:

@@ -43,18 +43,15 @@ def export_and_publish(checkpoint: str | Path, out: str | Path, store: str | Non
                        do_register: bool, eval_data: str | Path | None, tracking_uri: str | None,
                        name: str = REGISTERED_MODEL) -> PublishResult:
     from heimdall.train.checkpoint import load_checkpoint
-    from heimdall.train.task import LocalizationTask, predict_numpy
 
     ckpt = load_checkpoint(checkpoint)
     meta = ckpt["heimdall"]
     test = evaluation_set(meta, eval_data)
     metrics = None
     if test is not None:
-        import numpy as np
+        from heimdall.evaluate import model_predictions
 
-        net = LocalizationTask.load_from_checkpoint(checkpoint, map_location="cpu").net
-        rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (len(test.features), *test.rx_position_m.shape))
-        mean, cov = predict_numpy(net, test.features, rx.copy(), np.ones(test.heard.shape, np.float32))
+        mean, cov = model_predictions(checkpoint, test)
         metrics = summary_of(mean, cov, test.target_m) | {"n_eval": len(test.features), "eval_data": test.source}
     exported = export_checkpoint(checkpoint, out, metrics=metrics)
     result = PublishResult(export=exported, eval_metrics=metrics)

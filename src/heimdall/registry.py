@@ -29,14 +29,9 @@ class Registration:
 
 def onnx_metrics(onnx_bytes: bytes, test) -> dict:
     """Median error and calibration of an ONNX model on a TestSet (heimdall.evaluate)."""
-    import onnxruntime as ort
+    from heimdall.evaluate import onnx_predictions
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    n = len(test.features)
-    rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape)).copy()
-    mean, cov = session.run(["mean_m", "cov_m2"], {"features": test.features, "rx_position_m": rx,
-                                                   "present": np.ones(test.heard.shape, np.float32)})
-    return summary_of(mean.astype(np.float64), cov.astype(np.float64), test.target_m)
+    return summary_of(*onnx_predictions(onnx_bytes, test), test.target_m)
 
 
 def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:

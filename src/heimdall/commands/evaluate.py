@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heimdall.errors import HeimdallError
-from heimdall.evaluate import ESTIMATORS, evaluate, load_test_set
+from heimdall.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set
 from heimdall.workspace import workspace
 
 
@@ -39,8 +39,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
     test = load_test_set(data, args.max_samples)
     calibration = None
     if data.is_dir() and (data / "train.h5").is_file():
-        from heimdall.evaluate import CALIBRATION_SAMPLES
-
         calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
     metrics = evaluate(model, test, calibration, out, args.grid_spacing_m)

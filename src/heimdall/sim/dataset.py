@@ -57,7 +57,6 @@ class SplitSummary:
     split: str
     path: Path
     n_samples: int
-    n_candidates: int
     heard_fraction: np.ndarray  # float [R]
     mean_heard: float
     emissions: dict[str, int]
@@ -244,7 +243,6 @@ def _generate_split(scenario, world, spec, out, split_index, split, count, pool,
         split=split,
         path=path,
         n_samples=count,
-        n_candidates=candidates,
         heard_fraction=heard / count,
         mean_heard=float(heard.sum() / count),
         emissions={name: int(emissions[c]) for name, c in EMISSION_CODES.items()},
