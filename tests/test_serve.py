@@ -1,10 +1,6 @@
 """The HTTP service against a real uvicorn process on 127.0.0.1 (and its app in-process for one case)."""
 
 import base64
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,14 +12,9 @@ import torch
 
 from heimdall.export import export_checkpoint
 from heimdall.train.task import LocalizationTask
+from service_process import running_service
 
 TOKEN = "test-admin-token"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,25 +25,8 @@ def model_file(tiny_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_file):
-    port = _free_port()
-    env = {**os.environ, "HEIMDALL_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "heimdall", "serve", "--model-file", str(model_file), "--port",
-                             str(port), "--max-body-mb", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "server did not become ready"
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with running_service(model_file, "--max-body-mb", "1", env={"HEIMDALL_ADMIN_TOKEN": TOKEN}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ entry point.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Sequence
@@ -51,12 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("simulate", help="simulate a scenario into a training store (train/val/test)",
-                       description="Simulate transmissions of a scenario and write train/val/test store files.")
+    p = sub.add_parser("simulate", help="simulate a scenario into a training store (train/val/test) or SigMF",
+                       description="Simulate transmissions of a scenario and write train/val/test store files, "
+                                   "or (--format sigmf) one SigMF collection per transmission.")
     p.add_argument("--scenario", default="nw-italy", help="built-in scenario name or YAML file (default: nw-italy)")
-    p.add_argument("--out", help="output folder (default: $HEIMDALL_WORKSPACE/data/<scenario>)")
+    p.add_argument("--out", help="output folder (default: $HEIMDALL_WORKSPACE/data/<scenario>, "
+                                 "or $HEIMDALL_WORKSPACE/sigmf/<scenario> with --format sigmf)")
+    p.add_argument("--format", choices=["store", "sigmf"], default="store",
+                   help="store: HDF5 training store; sigmf: a folder of SigMF collections per split (default: store)")
+    p.add_argument("--datatype", choices=["cf32_le", "ci16_le", "ci8", "cu8"], default="cf32_le",
+                   help="sample type of SigMF recordings (default: cf32_le, lossless)")
     p.add_argument("-n", "--n-transmissions", "--n_transmissions", type=_positive_int, default=100_000,
-                   help="transmissions over all splits (default: 100000)")
+                   help="transmissions over all splits (default: 100000; each SigMF transmission is "
+                        "about 16 KiB per receiver in cf32_le)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                    help="worker processes (default: CPU count); the output does not depend on it")
@@ -117,14 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", "--cache_size", type=int, default=4096, help="answers kept in the LRU cache")
     p.add_argument("--max-body-mb", "--max_body_mb", type=float, default=16.0, help="request body limit (MB)")
 
-    p = sub.add_parser("predict", help="localize the transmissions of a store with a served model (no HTTP)",
+    p = sub.add_parser("predict", help="localize the transmissions of a store or SigMF collections (no HTTP)",
                        description="Run the service's model (file, store or registry) on every transmission of a "
-                                   "store file or folder and write a CSV of positions and ellipses.")
-    p.add_argument("data", help="a store .h5 file, or a store folder (its --split)")
-    p.add_argument("--split", default="test", help="split of a store folder (default test)")
+                                   "store or of SigMF collections and write a CSV of positions and ellipses.")
+    p.add_argument("data", help="a store .h5 file, a store folder (its --split), a .sigmf-collection, "
+                                "or a folder of SigMF collections")
+    p.add_argument("--split", default="test", help="split of a store folder (default test; 'unlabelled' for "
+                                                  "imported transmissions without a known position)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
+                   help="a SigMF recording within this distance of a model receiver is that receiver (default 100)")
+    p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
+                   help="SigMF: skip invalid collections (reported) instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_source(p)
     p.add_argument("--threads", type=int, default=2)
+
+    p = sub.add_parser("import", help="import a folder of SigMF collections into a training store",
+                       description="Read every *.sigmf-collection under DIR (one transmission each, one recording "
+                                   "per receiver), check it, and write a training store: labelled collections into "
+                                   "train/val/test (kept from train/val/test sub-folders, else a seeded split), "
+                                   "unlabelled ones into the 'unlabelled' split for prediction.")
+    p.add_argument("input", metavar="DIR", help="folder of SigMF collections (only read, never modified)")
+    p.add_argument("--out", required=True, help="store folder to write")
+    p.add_argument("--scenario", default="nw-italy",
+                   help="scenario giving the channel frequency, feature settings and known receivers (default nw-italy)")
+    p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
+                   help="import the valid collections and report each invalid one (default: stop at the first)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
+                   help="a recording within this distance of a known receiver is that receiver (default 100 m)")
+    p.add_argument("--new-receiver-height-m", "--new_receiver_height_m", type=float, default=10.0,
+                   help="antenna height above terrain given to receivers not in the scenario (default 10 m)")
+    p.add_argument("--splits", type=_fractions, default=(0.8, 0.1, 0.1),
+                   help="train,val,test fractions for collections outside split folders")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default 0)")
+    p.add_argument("--iq-samples", "--iq_samples", type=int, default=64,
+                   help="keep the conformed IQ of the first K transmissions of each split (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="replace a store already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("inspect", help="print the metadata inside an exported ONNX model",
                        description="Print the metadata stored inside a Heimdall ONNX model.")
@@ -187,48 +225,30 @@ def _add_train_parser(sub) -> None:
     flag("--no_export", "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
 
 
+COMMANDS = {
+    "simulate": ("heimdall.commands.simulate", "simulate_command"),
+    "train": ("heimdall.commands.train", "train_command"),
+    "evaluate": ("heimdall.commands.evaluate", "evaluate_command"),
+    "export": ("heimdall.commands.export", "export_command"),
+    "serve": ("heimdall.commands.serve", "serve_command"),
+    "predict": ("heimdall.commands.predict", "predict_command"),
+    "import": ("heimdall.commands.import_sigmf", "import_command"),
+    "inspect": ("heimdall.commands.inspect", "inspect_command"),
+    "scenario": ("heimdall.commands.scenario", "scenario_command"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    module, function = COMMANDS[args.command]
     try:
-        if args.command == "simulate":
-            from heimdall.commands.simulate import simulate_command
-
-            return simulate_command(args)
-        if args.command == "train":
-            from heimdall.commands.train import train_command
-
-            return train_command(args)
-        if args.command == "evaluate":
-            from heimdall.commands.evaluate import evaluate_command
-
-            return evaluate_command(args)
-        if args.command == "export":
-            from heimdall.commands.export import export_command
-
-            return export_command(args)
-        if args.command == "serve":
-            from heimdall.commands.serve import serve_command
-
-            return serve_command(args)
-        if args.command == "predict":
-            from heimdall.commands.predict import predict_command
-
-            return predict_command(args)
-        if args.command == "inspect":
-            from heimdall.commands.inspect import inspect_command
-
-            return inspect_command(args)
-        if args.command == "scenario":
-            from heimdall.commands.scenario import scenario_command
-
-            return scenario_command(args)
+        return getattr(importlib.import_module(module), function)(args)
     except HeimdallError as exc:
         print(f"heimdall {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"heimdall {args.command}: interrupted", file=sys.stderr)
         return 130
-    raise AssertionError(f"unhandled command {args.command}")
 
 
 def run() -> None:

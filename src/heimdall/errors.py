@@ -15,3 +15,13 @@ class DatasetError(HeimdallError):
 
 class FeatureError(HeimdallError):
     """IQ given to the feature extractor does not fit its parameters."""
+
+
+class RecordingError(HeimdallError):
+    """A SigMF recording or collection is invalid; names the file and the field."""
+
+    def __init__(self, path: object, field: str, message: str):
+        super().__init__(f"{path}: {field}: {message}")
+        self.path = str(path)
+        self.field = field
+        self.message = message

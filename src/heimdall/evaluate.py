@@ -42,6 +42,7 @@ class TestSet:
 
     features: np.ndarray  # float32 [n, R, F]
     heard: np.ndarray  # bool [n, R]
+    present: np.ndarray  # float32 [n, R], 1 where the receiver's recording is part of the transmission
     target_m: np.ndarray  # float64 [n, 2]
     rx_position_m: np.ndarray  # float64 [R, 2]
     scenario: Scenario | None
@@ -74,6 +75,7 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
     return TestSet(
         features=ds.read_all("features"),
         heard=ds.read_all("mask"),
+        present=ds.read_present(),
         target_m=ds.read_all("tx_position_m").astype(np.float64),
         rx_position_m=ds.meta.rx_position_m.astype(np.float64),
         scenario=scenario,
@@ -88,7 +90,6 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
     p = Path(model_path)
     n = len(test.features)
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape)).copy()
-    present = np.ones(test.heard.shape, np.float32)
     if p.suffix == ".onnx":
         if not p.is_file():
             raise HeimdallError(f"{p}: model file not found")
@@ -98,22 +99,21 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
 
     load_checkpoint(p)
     task = LocalizationTask.load_from_checkpoint(p, map_location="cpu")
-    return predict_numpy(task.net, test.features, rx, present)
+    return predict_numpy(task.net, test.features, rx, test.present)
 
 
 def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model, all receivers present."""
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     n = len(test.features)
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape))
-    present = np.ones(test.heard.shape, np.float32)
     means, covs = [], []
     for s in range(0, n, batch):
         m, c = session.run(["mean_m", "cov_m2"], {"features": test.features[s:s + batch],
                                                    "rx_position_m": rx[s:s + batch].copy(),
-                                                   "present": present[s:s + batch]})
+                                                   "present": test.present[s:s + batch]})
         means.append(m)
         covs.append(c)
     return np.concatenate(means).astype(np.float64), np.concatenate(covs).astype(np.float64)

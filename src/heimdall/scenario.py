@@ -8,6 +8,7 @@ dataclasses; any unknown key, wrong type, value in the wrong unit or inconsisten
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -163,9 +164,9 @@ class Scenario:
     def wavelength_m(self) -> float:
         return 299_792_458.0 / self.frequency_hz
 
-    @property
+    @functools.cached_property
     def frame(self) -> LocalFrame:
-        """The local east/north frame, centred on the receivers' centroid."""
+        """The local east/north frame, centred on the receivers' centroid (built once per scenario)."""
         return LocalFrame.centred_on([r.lat for r in self.receivers], [r.lon for r in self.receivers])
 
     def receiver_positions_m(self) -> np.ndarray:

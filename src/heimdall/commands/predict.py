@@ -1,4 +1,4 @@
-"""`heimdall predict`: the service's model over a whole store, written as CSV."""
+"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import track
 
 from heimdall.atomic import atomic_open
 from heimdall.data.loader import StoreDataset
 from heimdall.data.store import split_files
-from heimdall.errors import DatasetError, HeimdallError
+from heimdall.errors import DatasetError, HeimdallError, RecordingError
+from heimdall.interchange.conform import recording_features
+from heimdall.interchange.receivers import check_unique, match_receiver
+from heimdall.interchange.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
 from heimdall.serve.geometry import ellipse
-from heimdall.serve.runtime import ModelSource
+from heimdall.serve.runtime import ModelSource, ServedModel
 
 BATCH = 4096
 
@@ -25,36 +29,89 @@ def predict_command(args: argparse.Namespace) -> int:
                          tracking_uri=args.registry_uri, alias=args.alias, threads=args.threads)
     model = source.load()
     data = Path(args.data)
-    files = split_files(data, args.split) if data.is_dir() else [data]
+    if data.name.endswith(COLLECTION_SUFFIX) or (data.is_dir() and not split_files(data, args.split)
+                                                 and find_collections(data)):
+        names, mean, cov, truth = predict_collections(data, model, args.match_tolerance_m, args.skip_invalid,
+                                                      console, quiet=args.quiet)
+    else:
+        names, mean, cov, truth = predict_store(data, args.split, model)
+    lat_lon = model.frame.to_geodetic(mean)
+    out = Path(args.out)
+    with atomic_open(out, "w") as f:
+        w = csv.writer(f)
+        w.writerow(["transmission", "lat", "lon", "east_m", "north_m", "cov_ee_m2", "cov_en_m2", "cov_nn_m2",
+                    "semi_major_95_m", "semi_minor_95_m", "orientation_95_deg"])
+        for i in range(len(mean)):
+            e = ellipse(cov[i], 0.95)
+            w.writerow([names[i], f"{lat_lon[i, 0]:.6f}", f"{lat_lon[i, 1]:.6f}", f"{mean[i, 0]:.1f}",
+                        f"{mean[i, 1]:.1f}", f"{cov[i, 0, 0]:.6g}", f"{cov[i, 0, 1]:.6g}", f"{cov[i, 1, 1]:.6g}",
+                        f"{e['semi_major_m']:.1f}", f"{e['semi_minor_m']:.1f}", f"{e['orientation_deg']:.1f}"])
+    console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
+    labelled = np.isfinite(truth).all(axis=1)
+    if labelled.any():
+        err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
+        console.print(f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
+                      f"p90 {np.percentile(err, 90) / 1e3:.2f} km")
+    return 0
+
+
+def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m or NaN) for a store file or a folder's split."""
+    files = split_files(data, split) if data.is_dir() else [data]
     if not files:
-        raise DatasetError(f"{data}: no {args.split} split in the folder")
+        raise DatasetError(f"{data}: no {split} split in the folder (and no SigMF collections)")
     ds = StoreDataset(files)
     ids = list(ds.meta.receivers["id"])
     unknown = [i for i in ids if i not in model.receiver_ids]
     if unknown:
         raise HeimdallError(f"{files[0]}: receivers {unknown} are not in model {model.name} {model.version}")
-    feats = ds.read_all("features")
+    feats, present = ds.read_all("features"), ds.read_present()
     rx = np.broadcast_to(ds.meta.rx_position_m, (len(feats), *ds.meta.rx_position_m.shape))
     means, covs = [], []
     for s in range(0, len(feats), BATCH):
-        m, c = model.predict(feats[s:s + BATCH], rx[s:s + BATCH], np.ones(feats[s:s + BATCH].shape[:2], np.float32))
+        m, c = model.predict(feats[s:s + BATCH], rx[s:s + BATCH], present[s:s + BATCH])
         means.append(m)
         covs.append(c)
-    mean, cov = np.concatenate(means), np.concatenate(covs)
-    lat_lon = model.frame.to_geodetic(mean)
-    out = Path(args.out)
-    with atomic_open(out, "w") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "lat", "lon", "east_m", "north_m", "cov_ee_m2", "cov_en_m2", "cov_nn_m2",
-                    "semi_major_95_m", "semi_minor_95_m", "orientation_95_deg"])
-        for i in range(len(mean)):
-            e = ellipse(cov[i], 0.95)
-            w.writerow([i, f"{lat_lon[i, 0]:.6f}", f"{lat_lon[i, 1]:.6f}", f"{mean[i, 0]:.1f}", f"{mean[i, 1]:.1f}",
-                        f"{cov[i, 0, 0]:.6g}", f"{cov[i, 0, 1]:.6g}", f"{cov[i, 1, 1]:.6g}",
-                        f"{e['semi_major_m']:.1f}", f"{e['semi_minor_m']:.1f}", f"{e['orientation_deg']:.1f}"])
-    console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
-    truth = ds.read_all("tx_position_m")
-    if len(truth):
-        err = np.linalg.norm(mean - truth, axis=1)
-        console.print(f"labelled: median error {np.median(err) / 1e3:.2f} km, p90 {np.percentile(err, 90) / 1e3:.2f} km")
-    return 0
+    try:  # imported stores name each transmission by its collection
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in ds.read_all("meta/collection")]
+    except KeyError:
+        names = [str(i) for i in range(len(feats))]
+    return names, np.concatenate(means), np.concatenate(covs), ds.read_all("tx_position_m").astype(np.float64)
+
+
+def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console,
+                        quiet: bool = False) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The same for one SigMF collection or a folder of them (receivers unknown to the model join ad hoc)."""
+    paths = [data] if data.is_file() else find_collections(data)
+    if not paths:
+        raise DatasetError(f"{data}: no *.sigmf-collection files found")
+    names, means, covs, truth = [], [], [], []
+    for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
+        try:
+            col = read_collection(path)
+            feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz,
+                                          model.full_scale_dbm)
+            positions, keys = [], []
+            for rec in col.recordings:
+                en = model.frame.to_local(rec.lat, rec.lon).reshape(2)
+                k = match_receiver(rec, en, model.receiver_ids, model.rx_position_m, tolerance_m)
+                positions.append(model.rx_position_m[k] if k >= 0 else en)
+                keys.append(model.receiver_ids[k] if k >= 0 else f"{rec.lat:.5f},{rec.lon:.5f}")
+            check_unique(col, keys)
+            if len(keys) < model.min_receivers:
+                raise RecordingError(path, "collection.core:streams", f"{len(keys)} recordings, the model needs "
+                                                                      f"at least {model.min_receivers}")
+        except RecordingError as exc:
+            if not skip_invalid:
+                raise
+            console.print(f"skipped {exc}", highlight=False, markup=False)
+            continue
+        m, c = model.predict(feats[None], np.asarray(positions, np.float32)[None], np.ones((1, len(keys))))
+        names.append(col.name)
+        means.append(m[0])
+        covs.append(c[0])
+        tx = col.transmitter_lat_lon
+        truth.append(model.frame.to_local(*tx).reshape(2) if tx is not None else np.full(2, np.nan))
+    if not names:
+        raise DatasetError(f"{data}: no collection could be localized")
+    return names, np.stack(means), np.stack(covs), np.stack(truth)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from heimdall.scenario import load_scenario
 from heimdall.sim.dataset import DatasetSpec, DatasetSummary, generate_dataset
-from heimdall.workspace import default_data_dir
+from heimdall.workspace import default_data_dir, workspace
 
 
 def simulate_command(args: argparse.Namespace) -> int:
@@ -19,7 +19,10 @@ def simulate_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     if args.shadowing and args.shadowing != scenario.environment.shadowing.mode:
         scenario = scenario.with_shadowing_mode(args.shadowing)
-    out = Path(args.out) if args.out else default_data_dir(scenario.name)
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = default_data_dir(scenario.name) if args.format == "store" else workspace() / "sigmf" / scenario.name
     spec = DatasetSpec(
         n_transmissions=args.n_transmissions,
         seed=args.seed,
@@ -40,7 +43,8 @@ def simulate_command(args: argparse.Namespace) -> int:
                 tasks[split] = progress.add_task(split, total=total)
             progress.update(tasks[split], completed=done)
 
-        summary = generate_dataset(scenario, out, spec, workers=args.workers, on_progress=on_progress)
+        summary = generate_dataset(scenario, out, spec, workers=args.workers, on_progress=on_progress,
+                                   output=args.format, sigmf_datatype=args.datatype)
     print_summary(console, scenario, summary)
     return 0
 
@@ -52,7 +56,7 @@ def print_summary(console: Console, scenario, summary: DatasetSummary) -> None:
     table.add_column("transmissions", justify="right")
     table.add_column("mean heard", justify="right")
     table.add_column("raw IQ", justify="right")
-    table.add_column("file")
+    table.add_column("written to")
     for s in summary.splits:
         table.add_row(s.split, str(s.n_samples), f"{s.mean_heard:.2f}",
                       str(s.n_iq), str(s.path))

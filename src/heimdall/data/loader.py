@@ -22,6 +22,7 @@ from heimdall.errors import DatasetError
 CHUNK_CACHE_BYTES = 512 * 1024 * 1024
 IN_MEMORY_BYTES = 2 * 1024**3
 INPUTS = ("features", "mask", "tx_position_m")
+OPTIONAL_INPUTS = ("present",)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ class StoreDataset(torch.utils.data.Dataset):
     """Samples of store files (a split or its shards), optionally a subset given by `indices`.
 
     A batch (`__getitems__`) is a dict of numpy arrays:
-        features float32 [B, R, F]; heard bool [B, R]; rx_position_m float32 [B, R, 2];
-        target_m float32 [B, 2] (transmitter east/north).
+        features float32 [B, R, F]; heard bool [B, R]; present float32 [B, R] (1 where the receiver's
+        recording is part of the sample); rx_position_m float32 [B, R, 2]; target_m float32 [B, 2].
     """
 
     def __init__(self, files: list[Path], indices: np.ndarray | None = None):
@@ -93,15 +94,16 @@ class StoreDataset(torch.utils.data.Dataset):
             self._handles, self._pid = {}, os.getpid()
         if k not in self._handles:
             f = h5py.File(self.infos[k].path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=100_003)
-            size = sum(f[name].size * f[name].dtype.itemsize for name in INPUTS)
-            self._handles[k] = {name: (f[name][...] if size <= IN_MEMORY_BYTES else f[name]) for name in INPUTS}
+            names = [n for n in INPUTS + OPTIONAL_INPUTS if n in f]
+            size = sum(f[name].size * f[name].dtype.itemsize for name in names)
+            self._handles[k] = {name: (f[name][...] if size <= IN_MEMORY_BYTES else f[name]) for name in names}
         return self._handles[k]
 
     def __getitems__(self, items: list[int]) -> dict[str, np.ndarray]:
         rows = self.indices[np.asarray(items, np.int64)]
         unique, inverse = np.unique(rows, return_inverse=True)  # sorted, no repeats: what HDF5 reads need
         file_of = np.searchsorted(self.offsets, unique, side="right") - 1
-        parts = {"features": [], "heard": [], "target_m": []}
+        parts = {"features": [], "heard": [], "present": [], "target_m": []}
         for k in np.unique(file_of):
             local = unique[file_of == k] - self.offsets[k]
             f = self._arrays(int(k))
@@ -111,6 +113,8 @@ class StoreDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{self.infos[k].path}: features of rows {bad.tolist()} are not finite (NaN/Inf)")
             parts["features"].append(feats)
             parts["heard"].append(f["mask"][local])
+            parts["present"].append(f["present"][local].astype(np.float32) if "present" in f
+                                    else np.ones((len(local), f["mask"].shape[1]), np.float32))
             parts["target_m"].append(f["tx_position_m"][local].astype(np.float32))
         batch = {k: np.concatenate(v)[inverse] for k, v in parts.items()}
         batch["rx_position_m"] = np.broadcast_to(self._rx, (len(rows), *self._rx.shape)).copy()
@@ -119,17 +123,29 @@ class StoreDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
-    def read_all(self, name: str, limit: int | None = None) -> np.ndarray:
-        """A per-sample dataset (e.g. 'features', 'oracle/rx_power_dbm') over this subset, in order."""
+    def _rows_by_file(self, limit: int | None = None):
+        """(file index, local rows) of this subset, in order."""
         rows = self.indices if limit is None else self.indices[:limit]
-        out = []
         for k in range(len(self.infos)):
             sel = rows[(rows >= self.offsets[k]) & (rows < self.offsets[k + 1])] - self.offsets[k]
             if len(sel):
-                with h5py.File(self.infos[k].path, "r") as f:
-                    data = f[name][...]
-                out.append(data[sel])
+                yield k, sel
+
+    def read_all(self, name: str, limit: int | None = None) -> np.ndarray:
+        """A per-sample dataset (e.g. 'features', 'oracle/rx_power_dbm') over this subset, in order."""
+        out = []
+        for k, sel in self._rows_by_file(limit):
+            with h5py.File(self.infos[k].path, "r") as f:
+                out.append(f[name][...][sel])
         return np.concatenate(out)
+
+    def read_present(self) -> np.ndarray:
+        """float32 [n, R]: 1 where a receiver's recording is part of the sample (all 1 in simulated stores)."""
+        out = []
+        for k, sel in self._rows_by_file():
+            with h5py.File(self.infos[k].path, "r") as f:
+                out.append(f["present"][...][sel] if "present" in f else np.ones((len(sel), f["mask"].shape[1]), bool))
+        return np.concatenate(out).astype(np.float32)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -3,11 +3,13 @@
 Layout of ``<split>.h5`` (or ``<split>-<i>-of-<N>.h5`` for shard i of N):
   features            float32 [n, R, F]  model input (heimdall.features.feature_matrix)
   mask                bool    [n, R]     receiver heard the transmission
+  present             bool    [n, R]     receiver's recording is part of the sample (optional; absent: all)
   tx_position_m       float64 [n, 2]     label, east/north in the scenario's local frame
   tx_lat_lon          float64 [n, 2]     the same label in degrees
   oracle/<name>       per-sample truths (tx_power_dbm, rx_power_dbm, shadowing_db, ... see generator)
-  oracle/gain_offset_db float64 [R]      per-receiver calibration errors
+  oracle/gain_offset_db float64 [R]      per-receiver calibration errors (simulated stores)
   iq                  complex64 [k, R, N] raw IQ of the first k samples (optional)
+  meta/<name>         per-sample provenance of imported recordings (collection, datetime, frequency_hz)
   receivers/<column>  the receiver table (id, name, lat, lon, east_m, north_m, antenna_height_m, noise_figure_db)
   attrs: format, format_version, split, shard, seed, scenario_yaml, scenario_sha256, heimdall_version,
          feature_params (JSON), feature_names (JSON), emission_names (JSON), n_samples
@@ -25,12 +27,51 @@ from typing import Any
 import h5py
 import numpy as np
 
+import heimdall
 from heimdall.errors import DatasetError
+from heimdall.features import FeatureParams
+from heimdall.scenario import Scenario
+from heimdall.sim.signals import EMISSION_CODES
 
 STORE_FORMAT = "heimdall-store"
 STORE_FORMAT_VERSION = 1
 PER_SAMPLE_TOP = ("features", "mask", "tx_position_m", "tx_lat_lon")
+OPTIONAL_TOP = ("present",)
 CHUNK_SAMPLES = 1024
+
+
+def store_attrs(scenario: Scenario, params: FeatureParams, split: str, **extra: Any) -> dict[str, Any]:
+    """The attributes every store file carries (plus `extra`, e.g. seed and shard of a simulation)."""
+    return {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "split": split,
+        "scenario_name": scenario.name,
+        "scenario_yaml": scenario.to_yaml(),
+        "scenario_sha256": scenario.sha256,
+        "heimdall_version": heimdall.__version__,
+        "feature_params": params.to_json(),
+        "feature_names": repr(params.feature_names),
+        "emission_names": repr(list(EMISSION_CODES)),
+        "frame_origin_lat_lon": [scenario.frame.origin_lat, scenario.frame.origin_lon],
+        **extra,
+    }
+
+
+def receiver_table(scenario: Scenario) -> dict[str, np.ndarray]:
+    """The receiver table of a store (column arrays) for the scenario's receivers."""
+    rx = scenario.receivers
+    en = scenario.receiver_positions_m()
+    return {
+        "id": np.array([r.id for r in rx]),
+        "name": np.array([r.name for r in rx]),
+        "lat": np.array([r.lat for r in rx]),
+        "lon": np.array([r.lon for r in rx]),
+        "east_m": en[:, 0],
+        "north_m": en[:, 1],
+        "antenna_height_m": np.array([r.antenna_height_m for r in rx]),
+        "noise_figure_db": np.array([r.noise_figure_db for r in rx]),
+    }
 
 
 def split_filename(split: str, shard: tuple[int, int] | None) -> str:
@@ -43,7 +84,8 @@ def split_filename(split: str, shard: tuple[int, int] | None) -> str:
 class StoreWriter:
     """Appends blocks of samples to a new store file; `commit()` makes it visible under its final name."""
 
-    def __init__(self, path: Path, attrs: dict[str, Any], receivers: dict[str, np.ndarray], gain_offset_db: np.ndarray):
+    def __init__(self, path: Path, attrs: dict[str, Any], receivers: dict[str, np.ndarray],
+                 gain_offset_db: np.ndarray | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,16 +101,19 @@ class StoreWriter:
                 g.create_dataset(k, data=v.astype(object), dtype=h5py.string_dtype())
             else:
                 g.create_dataset(k, data=v)
-        self._f.create_dataset("oracle/gain_offset_db", data=np.asarray(gain_offset_db, np.float64))
+        if gain_offset_db is not None:
+            self._f.create_dataset("oracle/gain_offset_db", data=np.asarray(gain_offset_db, np.float64))
 
     def _append(self, name: str, data: np.ndarray, start: int) -> None:
+        if data.dtype.kind in "UO":
+            data = data.astype(object)
         if name not in self._f:
             chunk_rows = CHUNK_SAMPLES if name != "iq" else 1
             self._f.create_dataset(
                 name,
                 shape=(0, *data.shape[1:]),
                 maxshape=(None, *data.shape[1:]),
-                dtype=data.dtype,
+                dtype=h5py.string_dtype() if data.dtype.kind == "O" else data.dtype,
                 chunks=(chunk_rows, *data.shape[1:]),
                 compression="gzip",
                 compression_opts=1,
@@ -79,12 +124,13 @@ class StoreWriter:
         ds[start:] = data
 
     def append(self, block: dict[str, np.ndarray]) -> None:
-        """Append samples: every per-sample array of one block (oracle arrays go under oracle/)."""
+        """Append samples: every per-sample array of one block (others than the model's go under oracle/,
+        unless already named meta/...)."""
         n = len(block["features"])
         for k, v in block.items():
             if k == "iq":
                 continue
-            name = k if k in PER_SAMPLE_TOP else f"oracle/{k}"
+            name = k if k in PER_SAMPLE_TOP + OPTIONAL_TOP or k.startswith("meta/") else f"oracle/{k}"
             self._append(name, np.asarray(v), self._n)
         if "iq" in block and len(block["iq"]):
             self._append("iq", block["iq"], self._n_iq)

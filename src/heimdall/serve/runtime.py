@@ -39,6 +39,7 @@ class ServedModel:
     frame: LocalFrame
     full_scale_dbm: float
     min_receivers: int
+    frequency_hz: float  # the channel the model's features are computed on
 
     @property
     def n_features(self) -> int:
@@ -98,6 +99,7 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
         frame=scenario.frame,
         full_scale_dbm=scenario.receiver_chain.full_scale_dbm,
         min_receivers=scenario.receiver_chain.min_receivers,
+        frequency_hz=scenario.frequency_hz,
     )
 
 

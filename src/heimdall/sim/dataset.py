@@ -19,8 +19,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import heimdall
-from heimdall.data.store import STORE_FORMAT, STORE_FORMAT_VERSION, StoreWriter, split_filename
+from heimdall.data.store import StoreWriter, receiver_table, split_filename, store_attrs
 from heimdall.errors import DatasetError
 from heimdall.scenario import Scenario
 from heimdall.sim.generator import World, build_world, simulate_block
@@ -28,6 +27,7 @@ from heimdall.sim.signals import EMISSION_CODES
 
 SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("random", "spatial")
+OUTPUT_FORMATS = ("store", "sigmf")
 BLOCK_CANDIDATES = 512
 
 
@@ -110,39 +110,6 @@ def _run_block(spec: DatasetSpec, split_index: int, block: int, max_iq: int) -> 
 # --- orchestration -------------------------------------------------------------------------------------
 
 
-def _store_attrs(scenario: Scenario, world: World, spec: DatasetSpec, split: str) -> dict:
-    return {
-        "format": STORE_FORMAT,
-        "format_version": STORE_FORMAT_VERSION,
-        "split": split,
-        "shard": f"{spec.shard[0]}/{spec.shard[1]}",
-        "seed": spec.seed,
-        "split_mode": spec.split_mode,
-        "scenario_name": scenario.name,
-        "scenario_yaml": scenario.to_yaml(),
-        "scenario_sha256": scenario.sha256,
-        "heimdall_version": heimdall.__version__,
-        "feature_params": world.params.to_json(),
-        "feature_names": repr(world.params.feature_names),
-        "emission_names": repr(list(EMISSION_CODES)),
-        "frame_origin_lat_lon": [scenario.frame.origin_lat, scenario.frame.origin_lon],
-    }
-
-
-def _receiver_table(scenario: Scenario, world: World) -> dict[str, np.ndarray]:
-    rx = scenario.receivers
-    return {
-        "id": np.array([r.id for r in rx]),
-        "name": np.array([r.name for r in rx]),
-        "lat": np.array([r.lat for r in rx]),
-        "lon": np.array([r.lon for r in rx]),
-        "east_m": world.rx_position_m[:, 0],
-        "north_m": world.rx_position_m[:, 1],
-        "antenna_height_m": world.rx_height_m,
-        "noise_figure_db": np.array([r.noise_figure_db for r in rx]),
-    }
-
-
 def dataset_fingerprint(paths: list[Path]) -> str:
     """sha256 over the bytes of the given store files (the dataset hash recorded by training runs)."""
     h = hashlib.sha256()
@@ -159,12 +126,18 @@ def generate_dataset(
     spec: DatasetSpec,
     workers: int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
+    output: str = "store",
+    sigmf_datatype: str = "cf32_le",
 ) -> DatasetSummary:
     """Simulate and write every split of `spec` into out_dir; returns what was written.
 
-    on_progress(split, done, total) is called after each block. Existing complete files are replaced;
+    output "store": one HDF5 store file per split; "sigmf": one folder of SigMF collections per split
+    (heimdall.interchange.sigmf_writer), the same transmissions as the store for the same spec.
+    on_progress(split, done, total) is called after each block. Existing complete outputs are replaced;
     an interruption leaves only ``*.partial`` files, which are removed.
     """
+    if output not in OUTPUT_FORMATS:
+        raise DatasetError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {output!r}")
     if spec.n_transmissions < 1:
         raise DatasetError(f"n_transmissions: expected ≥ 1, got {spec.n_transmissions}")
     if spec.split_mode not in SPLIT_MODES:
@@ -186,8 +159,10 @@ def generate_dataset(
                 count = spec.split_counts()[split]
                 if count == 0:
                     continue
+                writer = _writer(scenario, world, spec, out, split, output, sigmf_datatype)
                 summary.splits.append(
-                    _generate_split(scenario, world, spec, out, split_index, split, count, pool, workers, on_progress)
+                    _generate_split(scenario, world, spec, writer, split_index, split, count, pool, workers,
+                                    on_progress, iq_per_split=count if output == "sigmf" else spec.iq_per_split)
                 )
         finally:
             _WORLD = None
@@ -198,13 +173,20 @@ def generate_dataset(
     return summary
 
 
-def _generate_split(scenario, world, spec, out, split_index, split, count, pool, workers, on_progress) -> SplitSummary:
-    writer = StoreWriter(
-        out / split_filename(split, spec.shard),
-        _store_attrs(scenario, world, spec, split),
-        _receiver_table(scenario, world),
-        world.gain_offset_db,
-    )
+def _writer(scenario, world, spec, out, split, output, sigmf_datatype):
+    """Where a split goes: a store file, or a folder of SigMF collections."""
+    if output == "sigmf":
+        from heimdall.interchange.sigmf_writer import SigMFSplitWriter
+
+        return SigMFSplitWriter(out / split_filename(split, spec.shard).removesuffix(".h5"), scenario, sigmf_datatype)
+    attrs = store_attrs(scenario, world.params, split, shard=f"{spec.shard[0]}/{spec.shard[1]}", seed=spec.seed,
+                        split_mode=spec.split_mode)
+    return StoreWriter(out / split_filename(split, spec.shard), attrs, receiver_table(scenario), world.gain_offset_db)
+
+
+def _generate_split(scenario, world, spec, writer, split_index, split, count, pool, workers,
+                    on_progress, iq_per_split: int) -> SplitSummary:
+    """Fill one writer (store file or SigMF folder) with `count` transmissions, the first iq_per_split with IQ."""
     try:
         pending: deque = deque()
         next_block, candidates, iq_asked = 0, 0, 0
@@ -212,7 +194,8 @@ def _generate_split(scenario, world, spec, out, split_index, split, count, pool,
         emissions = np.zeros(len(EMISSION_CODES), np.int64)
         while writer.n_samples < count:
             while len(pending) < max(1, 2 * workers):
-                max_iq = max(0, min(spec.iq_per_split, count) - iq_asked)
+                # every transmission's IQ when all are wanted; else the first iq_per_split asked for
+                max_iq = BLOCK_CANDIDATES if iq_per_split >= count else max(0, iq_per_split - iq_asked)
                 iq_asked += max_iq
                 args = (spec, split_index, next_block, max_iq)
                 pending.append(pool.apply_async(_run_block, args) if pool else _run_block(*args))
@@ -227,7 +210,7 @@ def _generate_split(scenario, world, spec, out, split_index, split, count, pool,
                     f"{scenario.receiver_chain.min_receivers} receivers in {candidates} candidates; "
                     "check transmitter power, area and receiver heights"
                 )
-            room_iq = spec.iq_per_split - writer.n_iq
+            room_iq = iq_per_split - writer.n_iq
             block = {k: (v[: min(take, room_iq)] if k == "iq" else v[:take]) for k, v in block.items()}
             block["tx_lat_lon"] = scenario.frame.to_geodetic(block["tx_position_m"])
             writer.append(block)

@@ -187,7 +187,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
     if best is not None:
         best_task = LocalizationTask.load_from_checkpoint(best, map_location="cpu")
-        present = np.ones(heard.shape, np.float32)
+        present = dm.val.read_present()
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
         scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
         _store_covariance_scale(best, scale)

@@ -31,7 +31,7 @@ class LocalizationTask(L.LightningModule):
         self._val: list[tuple[torch.Tensor, ...]] = []
 
     def _present(self, batch: dict[str, torch.Tensor], training: bool) -> torch.Tensor:
-        present = torch.ones_like(batch["heard"], dtype=torch.float32)
+        present = batch["present"]
         if training and self.hparams.receiver_dropout > 0:
             keep = torch.rand_like(present) >= self.hparams.receiver_dropout
             present = present * keep

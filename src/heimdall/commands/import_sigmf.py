@@ -1,0 +1,56 @@
+"""`heimdall import`: a folder of SigMF collections → a training store, with a summary of what was skipped."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from heimdall.interchange.importer import ImportOptions, ImportSummary, import_collections
+from heimdall.scenario import load_scenario
+
+SHOWN_SKIPPED = 20
+
+
+def import_command(args: argparse.Namespace) -> int:
+    console = Console()
+    scenario = load_scenario(args.scenario)
+    options = ImportOptions(seed=args.seed, fractions=args.splits, match_tolerance_m=args.match_tolerance_m,
+                            new_receiver_height_m=args.new_receiver_height_m, skip_invalid=args.skip_invalid,
+                            iq_per_split=max(0, args.iq_samples), overwrite=args.overwrite)
+    with Progress(TextColumn("[bold]{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, disable=args.quiet) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done)
+
+        summary = import_collections(args.input, args.out, scenario, options, on_progress)
+    print_summary(console, summary)
+    return 0
+
+
+def print_summary(console: Console, s: ImportSummary) -> None:
+    table = Table(title=f"{s.n_collections} collections → {s.out_dir} in {s.seconds:.1f} s")
+    table.add_column("split")
+    table.add_column("transmissions", justify="right")
+    table.add_column("file")
+    for split, n in s.splits.items():
+        table.add_row(split, str(n), str(Path(s.out_dir) / f"{split}.h5"))
+    console.print(table)
+    console.print(f"recordings resampled: {s.resampled}, retuned to the channel: {s.retuned}")
+    if s.new_receivers:
+        console.print(f"receivers added to the table: {', '.join(s.new_receivers)}")
+    for title, items in (("skipped (invalid)", s.skipped), ("not localisable", s.not_localisable)):
+        if items:
+            console.print(f"[bold]{title}: {len(items)}[/bold]")
+            for k in items[:SHOWN_SKIPPED]:
+                console.print(f"  {k.file}: {k.field}: {k.message}", highlight=False, markup=False)
+            if len(items) > SHOWN_SKIPPED:
+                console.print(f"  … and {len(items) - SHOWN_SKIPPED} more")
+    console.print(f"report: {s.report}")

@@ -1,0 +1,1 @@
+"""Recordings in and out: SigMF collections (one per transmission) ↔ training stores."""

@@ -1,0 +1,334 @@
+"""SigMF files as Heimdall reads and writes them (docs/DATA.md, "Recordings: SigMF").
+
+One transmission = one ``<name>.sigmf-collection`` whose ``core:streams`` name the per-receiver
+recordings (``<stream>.sigmf-meta`` + ``<stream>.sigmf-data``, single channel). Per recording:
+``global.core:datatype`` (ci16_le, cf32_le, cu8, ci8), ``global.core:sample_rate`` (Hz), the receiver
+position as a GeoJSON Point ``[lon, lat, alt_m]`` in ``captures[0].core:geolocation`` or
+``global.core:geolocation``, ``captures[0].core:frequency`` (centre, Hz) and ``captures[0].core:datetime``;
+optional ``global.heimdall:receiver_id``, ``global.heimdall:gain_offset_db`` and
+``global.heimdall:power_calibration_dbm`` (the dBm that 0 dBFS, |x|² = 1, corresponds to). The
+collection's ``heimdall:transmitter`` (GeoJSON Point) is the label when known.
+
+Every problem raises RecordingError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heimdall.atomic import atomic_write_bytes, atomic_write_text
+from heimdall.errors import RecordingError
+
+SIGMF_VERSION = "1.2.0"
+HEIMDALL_EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
+COLLECTION_SUFFIX = ".sigmf-collection"
+META_SUFFIX = ".sigmf-meta"
+DATA_SUFFIX = ".sigmf-data"
+
+# datatype → (numpy dtype of one real component, offset, scale): full-scale value = (raw - offset) * scale
+DATATYPES: dict[str, tuple[np.dtype, float, float]] = {
+    "cf32_le": (np.dtype("<f4"), 0.0, 1.0),
+    "ci16_le": (np.dtype("<i2"), 0.0, 1 / 32768),
+    "ci8": (np.dtype("i1"), 0.0, 1 / 128),
+    "cu8": (np.dtype("u1"), 127.5, 1 / 127.5),
+}
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One receiver's recording (metadata read and checked; samples read on demand)."""
+
+    meta_path: Path
+    data_path: Path
+    datatype: str
+    sample_rate_hz: float
+    frequency_hz: float
+    datetime: str | None
+    lat: float
+    lon: float
+    alt_m: float | None
+    receiver_id: str | None
+    gain_offset_db: float
+    power_calibration_dbm: float | None
+    n_samples: int
+
+    def samples(self, count: int | None = None) -> np.ndarray:
+        """The first `count` (default all) samples as complex64 [n] in full-scale units; NaN/Inf refused."""
+        kind, offset, scale = DATATYPES[self.datatype]
+        n = self.n_samples if count is None else min(count, self.n_samples)
+        raw = np.fromfile(self.data_path, dtype=kind, count=2 * n)
+        if len(raw) < 2 * n:
+            raise RecordingError(self.data_path, "data", f"file ended after {len(raw) // 2} of {n} samples")
+        if kind.kind == "f":
+            bad = ~np.isfinite(raw)
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0]) // 2
+                raise RecordingError(self.data_path, "data",
+                                     f"{int(bad.sum())} non-finite values (NaN/Inf), first at sample {first}")
+            return raw.view(np.complex64).copy()
+        pairs = (raw.astype(np.float32) - np.float32(offset)) * np.float32(scale)
+        return pairs.view(np.complex64)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One transmission: its recordings and, when known, where the transmitter was."""
+
+    path: Path
+    recordings: tuple[Recording, ...]
+    transmitter_lat_lon: tuple[float, float] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name[: -len(COLLECTION_SUFFIX)]
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def find_collections(root: str | Path) -> list[Path]:
+    """Every ``*.sigmf-collection`` under root, sorted by path."""
+    return sorted(Path(root).rglob(f"*{COLLECTION_SUFFIX}"))
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordingError(path, "file", "not found") from None
+    except UnicodeDecodeError as exc:
+        raise RecordingError(path, "JSON", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordingError(path, "JSON", f"malformed at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise RecordingError(path, "JSON", f"expected an object at the top level, got {type(doc).__name__}")
+    return doc
+
+
+@lru_cache(maxsize=1)
+def _meta_validator():
+    import jsonschema
+    from sigmf import schema
+
+    return jsonschema.Draft202012Validator(schema.get_schema(schema_file=schema.SCHEMA_META))
+
+
+def _check_schema(path: Path, doc: dict) -> None:
+    """Validate recording metadata against the SigMF JSON schema (sigmf package); reports the first problem."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_meta_validator().iter_errors(doc))
+    if error is not None:
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise RecordingError(path, field, f"SigMF schema: {error.message[:200]}")
+
+
+def _number(path: Path, field: str, value: Any, lo: float = -math.inf, hi: float = math.inf,
+            lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordingError(path, field, f"expected a finite number, got {value!r:.60}")
+    if value < lo or value > hi or (lo_open and value <= lo):
+        bound = f"> {lo:g}" if lo_open and math.isinf(hi) else f"in [{lo:g}, {hi:g}]"
+        raise RecordingError(path, field, f"expected a value {bound}, got {value!r}")
+    return float(value)
+
+
+def _point(path: Path, field: str, value: Any) -> tuple[float, float, float | None]:
+    """A GeoJSON Point → (lat, lon, alt_m or None)."""
+    if not isinstance(value, dict) or value.get("type") != "Point":
+        raise RecordingError(path, field, f"expected a GeoJSON Point {{\"type\": \"Point\", \"coordinates\": "
+                                          f"[lon, lat, alt_m]}}, got {value!r:.80}")
+    c = value.get("coordinates")
+    if not isinstance(c, list) or len(c) not in (2, 3):
+        raise RecordingError(path, f"{field}.coordinates", f"expected [lon, lat] or [lon, lat, alt_m], got {c!r:.80}")
+    lon = _number(path, f"{field}.coordinates[0] (longitude)", c[0], -180, 180)
+    lat = _number(path, f"{field}.coordinates[1] (latitude)", c[1], -90, 90)
+    alt = _number(path, f"{field}.coordinates[2] (altitude, m)", c[2], -500, 10_000) if len(c) == 3 else None
+    return lat, lon, alt
+
+
+def _datetime(path: Path, field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RecordingError(path, field, f"expected an ISO 8601 UTC time string, got {value!r:.60}")
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise RecordingError(path, field, f"expected an ISO 8601 time like 2026-05-01T12:00:00Z, got {value!r:.60}") \
+            from None
+    return value
+
+
+def read_recording(meta_path: str | Path) -> Recording:
+    """Read and check one recording's metadata and the size of its data file."""
+    path = Path(meta_path)
+    doc = _load_json(path)
+    g, captures = doc.get("global"), doc.get("captures")
+    if not isinstance(g, dict):
+        raise RecordingError(path, "global", "missing (expected an object)")
+    datatype = g.get("core:datatype")
+    if datatype not in DATATYPES:
+        raise RecordingError(path, "global.core:datatype",
+                             f"unsupported {datatype!r}; expected one of {', '.join(DATATYPES)}")
+    if "core:sample_rate" not in g:
+        raise RecordingError(path, "global.core:sample_rate", "missing (samples per second, Hz)")
+    rate = _number(path, "global.core:sample_rate", g["core:sample_rate"], 0.0, lo_open=True)
+    if g.get("core:num_channels", 1) != 1:
+        raise RecordingError(path, "global.core:num_channels", f"expected 1 channel, got {g['core:num_channels']!r}")
+    if not isinstance(captures, list) or not captures or not isinstance(captures[0], dict):
+        raise RecordingError(path, "captures", "expected at least one capture segment")
+    c0 = captures[0]
+    if "core:frequency" not in c0:
+        raise RecordingError(path, "captures[0].core:frequency", "missing (centre frequency, Hz)")
+    freq = _number(path, "captures[0].core:frequency", c0["core:frequency"], 0.0, lo_open=True)
+    when = _datetime(path, "captures[0].core:datetime", c0["core:datetime"]) if "core:datetime" in c0 else None
+    if "core:geolocation" in c0:
+        lat, lon, alt = _point(path, "captures[0].core:geolocation", c0["core:geolocation"])
+    elif "core:geolocation" in g:
+        lat, lon, alt = _point(path, "global.core:geolocation", g["core:geolocation"])
+    else:
+        raise RecordingError(path, "global.core:geolocation", "missing: the receiver position is needed "
+                                                              "(GeoJSON Point [lon, lat, alt_m])")
+    rx_id = g.get("heimdall:receiver_id")
+    if rx_id is not None and (not isinstance(rx_id, str) or not rx_id.strip()):
+        raise RecordingError(path, "global.heimdall:receiver_id", f"expected a non-empty string, got {rx_id!r:.60}")
+    gain = _number(path, "global.heimdall:gain_offset_db", g.get("heimdall:gain_offset_db", 0.0), -30, 30)
+    cal = g.get("heimdall:power_calibration_dbm")
+    if cal is not None:
+        cal = _number(path, "global.heimdall:power_calibration_dbm", cal, -200, 100)
+    _check_schema(path, doc)
+
+    data_path = path.with_name(path.name[: -len(META_SUFFIX)] + DATA_SUFFIX)
+    if not data_path.is_file():
+        raise RecordingError(data_path, "data", f"data file not found (named by {path.name})")
+    sample_bytes = 2 * DATATYPES[datatype][0].itemsize
+    size = data_path.stat().st_size - int(g.get("core:trailing_bytes", 0))
+    if size % sample_bytes:
+        raise RecordingError(data_path, "data", f"{size} bytes is not a whole number of {datatype} samples "
+                                                f"({sample_bytes} bytes each): truncated?")
+    n = size // sample_bytes
+    for key, items in (("captures", captures), ("annotations", doc.get("annotations", []))):
+        for i, item in enumerate(items):
+            end = int(item.get("core:sample_start", 0)) + int(item.get("core:sample_count", 0))
+            if end > n or int(item.get("core:sample_start", 0)) >= max(n, 1):
+                raise RecordingError(data_path, f"{key}[{i}]", f"metadata describes samples up to {end} but the "
+                                                               f"data file holds {n}: data shorter than the metadata")
+    return Recording(meta_path=path, data_path=data_path, datatype=datatype, sample_rate_hz=rate,
+                     frequency_hz=freq, datetime=when, lat=lat, lon=lon, alt_m=alt,
+                     receiver_id=rx_id.strip() if rx_id else None, gain_offset_db=gain,
+                     power_calibration_dbm=cal, n_samples=int(n))
+
+
+def read_collection(path: str | Path) -> Collection:
+    """Read a collection and every recording it names (hashes checked when given)."""
+    path = Path(path)
+    doc = _load_json(path)
+    col = doc.get("collection")
+    if not isinstance(col, dict):
+        raise RecordingError(path, "collection", "missing (expected an object)")
+    streams = col.get("core:streams")
+    if not isinstance(streams, list) or not streams:
+        raise RecordingError(path, "collection.core:streams", "expected a non-empty list of recordings")
+    tx = None
+    if col.get("heimdall:transmitter") is not None:
+        lat, lon, _ = _point(path, "collection.heimdall:transmitter", col["heimdall:transmitter"])
+        tx = (lat, lon)
+    # The sigmf package's collection schema wants [name, hash] pairs while the specification and the
+    # package itself write {"name", "hash"} objects: both are accepted and checked here, not by the schema.
+    recordings = []
+    for i, s in enumerate(streams):
+        field = f"collection.core:streams[{i}]"
+        if isinstance(s, list) and len(s) in (1, 2):
+            s = {"name": s[0], "hash": s[1] if len(s) == 2 else None}
+        name = s.get("name") if isinstance(s, dict) else None
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise RecordingError(path, f"{field}.name", f"expected the base name of a recording, got {name!r:.60}")
+        meta = path.parent / f"{name}{META_SUFFIX}"
+        if not meta.is_file():
+            raise RecordingError(path, f"{field}.name", f"recording metadata {meta.name} not found")
+        expected = s.get("hash")
+        if expected is not None and hashlib.sha512(meta.read_bytes()).hexdigest() != str(expected).lower():
+            raise RecordingError(path, f"{field}.hash", f"sha512 of {meta.name} does not match: the recording "
+                                                        "changed after the collection was written")
+        recordings.append(read_recording(meta))
+    return Collection(path=path, recordings=tuple(recordings), transmitter_lat_lon=tx)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def encode(iq: np.ndarray, datatype: str) -> bytes:
+    """complex [n] full-scale samples → bytes of `datatype` (integers rounded and clipped)."""
+    kind, offset, scale = DATATYPES[datatype]
+    pairs = np.asarray(iq, np.complex64).view(np.float32)
+    if kind.kind == "f":
+        return pairs.astype(kind).tobytes()
+    info = np.iinfo(kind)
+    return np.clip(np.round(pairs / scale + offset), info.min, info.max).astype(kind).tobytes()
+
+
+def point(lat: float, lon: float, alt_m: float | None = None) -> dict:
+    return {"type": "Point", "coordinates": [float(lon), float(lat)] + ([float(alt_m)] if alt_m is not None else [])}
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of an identifier."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def write_recording(folder: Path, stem: str, iq: np.ndarray, *, datatype: str, sample_rate_hz: float,
+                    frequency_hz: float, datetime: str, lat: float, lon: float, alt_m: float | None,
+                    receiver_id: str, power_calibration_dbm: float, description: str = "",
+                    extra_global: dict | None = None) -> Path:
+    """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta``; returns the meta path."""
+    data = encode(iq, datatype)
+    meta = {
+        "global": {
+            "core:datatype": datatype,
+            "core:sample_rate": float(sample_rate_hz),
+            "core:version": SIGMF_VERSION,
+            "core:num_channels": 1,
+            "core:sha512": hashlib.sha512(data).hexdigest(),
+            "core:description": description,
+            "core:recorder": "heimdall",
+            "core:extensions": [HEIMDALL_EXTENSION],
+            "core:geolocation": point(lat, lon, alt_m),
+            "heimdall:receiver_id": receiver_id,
+            "heimdall:power_calibration_dbm": float(power_calibration_dbm),
+            **(extra_global or {}),
+        },
+        "captures": [{"core:sample_start": 0, "core:frequency": float(frequency_hz), "core:datetime": datetime}],
+        "annotations": [{"core:sample_start": 0, "core:sample_count": len(iq)}],
+    }
+    atomic_write_bytes(folder / f"{stem}{DATA_SUFFIX}", data)
+    path = folder / f"{stem}{META_SUFFIX}"
+    atomic_write_text(path, json.dumps(meta, indent=1))
+    return path
+
+
+def write_collection(folder: Path, name: str, meta_paths: list[Path], transmitter_lat_lon: tuple[float, float] | None,
+                     description: str = "") -> Path:
+    """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512)."""
+    col: dict[str, Any] = {
+        "core:version": SIGMF_VERSION,
+        "core:extensions": [HEIMDALL_EXTENSION],
+        "core:description": description,
+        "core:streams": [{"name": p.name[: -len(META_SUFFIX)], "hash": hashlib.sha512(p.read_bytes()).hexdigest()}
+                         for p in meta_paths],
+    }
+    if transmitter_lat_lon is not None:
+        col["heimdall:transmitter"] = point(*transmitter_lat_lon)
+    path = folder / f"{name}{COLLECTION_SUFFIX}"
+    atomic_write_text(path, json.dumps({"collection": col}, indent=1))
+    return path
