@@ -97,3 +97,20 @@ def test_config_layers_and_errors(tmp_path):
         resolve({}, str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="d_model must be a multiple of n_heads"):
         resolve({"d_model": 30}, None)
+
+
+def test_missing_spectral_features_are_a_flag_not_a_nan(net):
+    """NaN marks values not measured: a power-only input gives finite answers and gradients, depends on the
+    power, and not on what the missing values would have been."""
+    f, p, present = _inputs()
+    power_only = torch.full_like(f, float("nan"))
+    power_only[..., -3] = f[..., -3]
+    net.zero_grad()
+    means, chol, logits = net(power_only, p, present)
+    mixture_nll(means, chol, logits, torch.zeros(5, 2)).sum().backward()
+    assert torch.isfinite(means).all() and torch.isfinite(chol).all()
+    assert all(torch.isfinite(w.grad).all() for w in net.parameters() if w.grad is not None)
+    assert not torch.allclose(net.predict_m(power_only, p, present)[0], net.predict_m(f, p, present)[0])
+    louder = power_only.clone()
+    louder[:, 0, -3] += 20.0
+    assert not torch.allclose(net.predict_m(louder, p, present)[0], net.predict_m(power_only, p, present)[0])

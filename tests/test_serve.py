@@ -37,11 +37,15 @@ def rows(tiny_store):
                 "rx": np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)}
 
 
-def _torch_answer(tiny_run, rows, k):
+def _torch_answer(tiny_run, rows, k, power_only=False):
     ws, _ = tiny_run
     net = LocalizationTask.load_from_checkpoint(ws / "run" / "best.ckpt", map_location="cpu").net.eval()
+    features = rows["features"][k:k + 1].copy()
+    if power_only:
+        features[..., :-3] = np.nan
+        features[..., -2:] = np.nan
     with torch.no_grad():
-        mean, cov = net.predict_m(torch.from_numpy(rows["features"][k:k + 1]), torch.from_numpy(rows["rx"][None]),
+        mean, cov = net.predict_m(torch.from_numpy(features), torch.from_numpy(rows["rx"][None]),
                                   torch.ones(1, len(rows["ids"])))
     return mean[0].numpy(), cov[0].numpy(), float(net.position_scale_m)
 
@@ -73,6 +77,20 @@ def test_features_and_raw_iq_match_pytorch(server, rows, tiny_run):
             assert a["receivers_used"] == rows["ids"] and a["model"]["version"] == "file"
 
 
+def test_power_only_matches_pytorch_with_missing_features(server, rows, tiny_run):
+    for k in range(2):
+        mean, cov, scale = _torch_answer(tiny_run, rows, k, power_only=True)
+        body = {"features": [{"id": rid, "power_dbm": float(rows["features"][k, i, -3])}
+                             for i, rid in enumerate(rows["ids"])]}
+        r = httpx.post(f"{server}/v1/localize", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        a = r.json()
+        assert np.abs(np.array([a["east_m"], a["north_m"]]) - mean).max() / scale <= 1e-4
+        assert np.abs(np.array(a["covariance_m2"]) - cov).max() / scale**2 <= 1e-4
+        full = httpx.post(f"{server}/v1/localize", json=_features_body(rows, k), timeout=30).json()
+        assert (a["east_m"], a["north_m"]) != (full["east_m"], full["north_m"])
+
+
 def test_batch_and_cache(server, rows):
     body = {"transmissions": [_features_body(rows, k) for k in range(5)]}
     r = httpx.post(f"{server}/v1/localize/batch", json=body, timeout=30)
@@ -99,6 +117,9 @@ BAD = [
     ("both kinds", lambda b: b.update(iq=[]), "body", "exactly one"),
     ("extra key", lambda b: b.update(colour="red"), "colour", "Extra inputs"),
     ("duplicate receiver", lambda b: b["features"][1].update(id=b["features"][0]["id"]), "features", "twice"),
+    ("features and power", lambda b: b["features"][2].update(power_dbm=-90.0), "features.2", "exactly one"),
+    ("power out of range", lambda b: b["features"][2].update(features=None, power_dbm=500.0),
+     "features.2.power_dbm", "less than or equal"),
 ]
 
 

@@ -78,7 +78,8 @@ def test_train_resume_export(tiny_store, ws, capsys):
     assert "classical_ml" in table and "oracle" in table
     metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 150
-    assert set(metrics["estimators"]) == {"model", "weighted_centroid", "classical_ml", "oracle", "crlb"}
+    assert set(metrics["estimators"]) == {"model", "model_power_only", "weighted_centroid", "classical_ml", "oracle",
+                                          "crlb"}
     for name in ["model", "classical_ml", "oracle"]:
         m = metrics["estimators"][name]
         for key in ["median_error_m", "mean_error_m", "p90_error_m", "cep50_m", "r95_m", "coverage_1sigma",

@@ -220,6 +220,8 @@ def _add_train_parser(sub) -> None:
     flag("--d_model", "--d-model", type=int, help="width of the network (default 96)")
     flag("--n_layers", "--n-layers", type=int, help="attention blocks (default 3)")
     flag("--patience", type=int, help="early-stopping patience in epochs (default 10)")
+    flag("--feature_dropout", "--feature-dropout", type=float,
+         help="share of training transmissions seen with power only, no spectrum (default 0.2)")
     flag("--threads", type=int, help="torch intra-op threads (default: all cores)")
     flag("--dataset_size", "--dataset-size", type=int, help="transmissions when simulating the default dataset")
     flag("--no_export", "--no-export", dest="export", action="store_false", help="do not export ONNX after training")

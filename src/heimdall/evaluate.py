@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from heimdall.scenario import Scenario, scenario_from_dict
 
 CALIBRATION_SAMPLES = 20_000
 DEFAULT_GRID_SPACING_M = 2_000.0
-ESTIMATORS = ("model", "weighted_centroid", "classical_ml", "oracle", "crlb")
+ESTIMATORS = ("model", "model_power_only", "weighted_centroid", "classical_ml", "oracle", "crlb")
 
 
 @dataclass
@@ -83,6 +83,13 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
         tx_height_m=ds.read_all("oracle/tx_height_m") if simulated else None,
         source=", ".join(str(f) for f in files),
     )
+
+
+def power_only(test: TestSet) -> TestSet:
+    """The test set as a power-only request sees it: every feature but the power missing (NaN)."""
+    features = np.full_like(test.features, np.nan)
+    features[..., -3] = test.features[..., -3]
+    return replace(test, features=features)
 
 
 def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +237,7 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
     preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     if model_path is not None:
         preds["model"] = model_predictions(model_path, test)
+        preds["model_power_only"] = model_predictions(model_path, power_only(test))
     preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
     classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)

@@ -83,7 +83,8 @@ def weights_sha256(net) -> str:
 
 
 def parity_inputs(net, rx_position_m: np.ndarray, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Plausible inputs: features around the training mean, the real receivers, random subsets present."""
+    """Plausible inputs: features around the training mean, the real receivers, random subsets present,
+    and every third transmission with power only (the other features NaN, as the service sends them)."""
     r = len(rx_position_m)
     mean = net.feature_mean.numpy()
     std = net.feature_std.numpy()
@@ -93,6 +94,8 @@ def parity_inputs(net, rx_position_m: np.ndarray, batch: int, rng: np.random.Gen
     if batch > 1:
         present[1] = 0.0
         present[1, 0] = 1.0  # a single receiver
+    spectral = np.arange(len(mean)) != len(mean) + net.cfg.power_index
+    features[2::3, :, spectral] = np.nan
     pos = np.broadcast_to(rx_position_m.astype(np.float32), (batch, r, 2)).copy()
     return {"features": features, "rx_position_m": pos, "present": present}
 

@@ -9,7 +9,8 @@ import numpy as np
 from heimdall.atomic import atomic_open
 from heimdall.metrics import coverage_curve, error_m
 
-COLOURS = {"model": "C0", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3", "crlb": "C7"}
+COLOURS = {"model": "C0", "model_power_only": "C9", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3",
+           "crlb": "C7"}
 MAP_SAMPLES = 30
 
 

@@ -1,7 +1,8 @@
 """LocalizationNet: a set model over receivers → a 2-D Gaussian (mixture) over the transmitter position.
 
 Input, in physical units (the model normalises internally, so an exported model takes raw features):
-    features       float32 [B, R, F]  per-receiver features (heimdall.features.feature_matrix), dBm/dB
+    features       float32 [B, R, F]  per-receiver features (heimdall.features.feature_matrix), dBm/dB;
+                                      NaN marks a value not measured (e.g. only power_dbm is known)
     rx_position_m  float32 [B, R, 2]  receiver east/north in the model's local frame, metres
     present        float32 [B, R]     1 where the receiver's recording is part of the input, else 0
 Output (`forward`), in normalised units (metres / position_scale_m):
@@ -12,7 +13,8 @@ Receivers form a set: each is a token (feature encoder + Fourier encoding of its
 summary token attends with them through masked self-attention (so even an input with no receiver
 present has one valid token and stays finite), and the head reads the summary plus a masked mean.
 Relative power (each receiver's power minus the mean over present receivers) is computed inside the
-model: the transmit power is unknown, so relative power carries the geometry.
+model: the transmit power is unknown, so relative power carries the geometry. A receiver whose spectral
+features are missing (NaN; trained with feature dropout) is encoded with its power and a flag saying so.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class LocalizationNet(nn.Module):
         self.register_buffer("position_scale_m", torch.tensor(NOMINAL_SCALE_M))
         self.register_buffer("covariance_scale", torch.tensor(1.0))  # post-hoc calibration on validation data
         self.register_buffer("frequencies", 2.0 ** torch.linspace(-1.0, 5.0, cfg.n_frequencies))
-        self.feature_encoder = nn.Sequential(nn.Linear(f + 1, d), nn.GELU(), nn.Linear(d, d))
+        self.feature_encoder = nn.Sequential(nn.Linear(f + 2, d), nn.GELU(), nn.Linear(d, d))
         self.position_encoder = nn.Sequential(nn.Linear(4 * cfg.n_frequencies + 2, d), nn.GELU(), nn.Linear(d, d))
         self.summary = nn.Parameter(torch.zeros(1, 1, d))
         self.blocks = nn.ModuleList(_Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
@@ -120,11 +122,15 @@ class LocalizationNet(nn.Module):
         self, features: torch.Tensor, rx_position_m: torch.Tensor, present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         present = present.to(features.dtype)
+        measured = torch.isfinite(features)
+        spectral = measured.all(-1).to(features.dtype)  # 1: full feature vector, 0: some values missing
+        features = torch.where(measured, features, self.feature_mean)  # missing → normalised 0
         power = features[..., self.cfg.power_index]
         n_present = present.sum(-1, keepdim=True).clamp_min(1.0)
         relative = (power - (power * present).sum(-1, keepdim=True) / n_present) / 10.0  # tens of dB
         x = (features - self.feature_mean) / self.feature_std
-        x = torch.cat([x * present[..., None], (relative * present)[..., None]], dim=-1)
+        x = torch.cat([x * present[..., None], (relative * present)[..., None], (spectral * present)[..., None]],
+                      dim=-1)
         p = rx_position_m / self.position_scale_m
         angles = (p[..., None] * self.frequencies * (2 * math.pi)).flatten(-2)
         pos = torch.cat([p, torch.sin(angles), torch.cos(angles)], dim=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import time
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from heimdall.serve.batcher import MicroBatcher, QueueFull
@@ -61,6 +62,44 @@ class _Cache:
         self.items.clear()
 
 
+class LimitsAndMetrics:
+    """ASGI middleware: refuse bodies over the size limit (413) and count requests and latency per route.
+
+    Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
+
+    def __init__(self, app, max_body_bytes: int, requests: Counter, latency: Histogram):
+        self.app, self.max_body_bytes, self.requests, self.latency = app, max_body_bytes, requests, latency
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        length = dict(scope["headers"]).get(b"content-length")
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                response = JSONResponse({"detail": f"body: larger than the limit of {self.max_body_bytes} bytes"},
+                                        status_code=413)
+                await response(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "other"
+            self.requests.labels(endpoint, str(status[0])).inc()
+            self.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+def _json(body: dict) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
 def kind_of(req: LocalizeRequest) -> str:
     return "iq" if req.iq is not None else "features"
 
@@ -88,20 +127,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
 
     app = FastAPI(title="Heimdall", version="1", lifespan=lifespan,
                   description="Locate VHF/UHF transmitters from multi-receiver recordings.")
-
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response = JSONResponse({"detail": f"body: larger than the limit of {settings.max_body_bytes} bytes"},
-                                    status_code=413)
-        else:
-            response = await call_next(request)
-        endpoint = request.scope.get("route").path if request.scope.get("route") else "other"
-        requests.labels(endpoint, str(response.status_code)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -137,11 +163,13 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             return JSONResponse({"detail": f"busy: {exc}; retry later"}, status_code=429)
         raise exc
 
+    # The answers are built here from checked numbers and sent as they are (response_model documents them;
+    # returning a Response skips FastAPI's re-validation of every answer, a large share of a request's cost).
     @app.post("/v1/localize", response_model=LocalizeResponse)
     async def localize(req: LocalizeRequest):
         """Locate one transmission from raw IQ or features per receiver."""
         try:
-            return await localize_one(req, time.perf_counter())
+            return _json(await localize_one(req, time.perf_counter()))
         except (InputError, QueueFull) as exc:
             return _error(exc)
 
@@ -160,7 +188,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             results = await asyncio.gather(*(one(i, r) for i, r in enumerate(req.transmissions)))
         except (InputError, QueueFull) as exc:
             return _error(exc)
-        return {"results": results}
+        return _json({"results": results})
 
     @app.get("/v1/model")
     async def model_info():

@@ -69,6 +69,11 @@ def to_model_inputs(req: LocalizeRequest, model: ServedModel, max_samples: int
     if req.features is not None:
         rows = []
         for i, item in enumerate(req.features):
+            if item.power_dbm is not None:  # power only: the other features are missing (NaN) for the model
+                row = [float("nan")] * p.n_features
+                row[p.feature_names.index("power_dbm")] = item.power_dbm
+                rows.append(row)
+                continue
             if len(item.features) != p.n_features:
                 raise InputError(f"features[{i}].features", f"{len(item.features)} values, the model expects "
                                                             f"{p.n_features} ({', '.join(p.feature_names[-3:])}, …)")
@@ -88,6 +93,7 @@ def to_model_inputs(req: LocalizeRequest, model: ServedModel, max_samples: int
             signals.append(x[: p.window_samples])
             calibration.append(model.full_scale_dbm if item.full_scale_dbm is None else item.full_scale_dbm)
         feats = feature_matrix(extract_features(np.stack(signals), p, np.asarray(calibration)))
-    if not np.isfinite(feats).all() or np.abs(feats).max() > MAX_ABS_FEATURE_DB:
+    given = feats[~np.isnan(feats)] if req.features is not None else feats  # NaN only where power-only
+    if not np.isfinite(given).all() or np.abs(given).max() > MAX_ABS_FEATURE_DB:
         raise InputError(kind, f"feature values must be finite dBm/dB within ±{MAX_ABS_FEATURE_DB:g}")
     return feats, np.stack(positions).astype(np.float32), labels

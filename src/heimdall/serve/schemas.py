@@ -40,9 +40,18 @@ class IQRecording(ReceiverRef):
 
 
 class FeatureVector(ReceiverRef):
-    """One receiver's features as computed by heimdall.features.feature_matrix (dBm, dB)."""
+    """One receiver's features: the full vector of heimdall.features.feature_matrix (dBm, dB), or only the
+    measured in-band power."""
 
-    features: list[float] = Field(min_length=1, max_length=4096)
+    features: list[float] | None = Field(None, min_length=1, max_length=4096,
+                                         description="the model's feature vector (GET /v1/model: feature_names)")
+    power_dbm: float | None = Field(None, ge=-250, le=100, description="measured in-band power only, dBm")
+
+    @model_validator(mode="after")
+    def _features_or_power(self) -> "FeatureVector":
+        if (self.features is None) == (self.power_dbm is None):
+            raise ValueError("give exactly one of 'features' or 'power_dbm'")
+        return self
 
 
 class LocalizeRequest(_Strict):

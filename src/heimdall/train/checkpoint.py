@@ -10,7 +10,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from heimdall.atomic import atomic_open
 from heimdall.errors import HeimdallError
-from heimdall.train.task import CHECKPOINT_FORMAT
+from heimdall.train.task import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 
 class CheckpointError(HeimdallError):
@@ -46,4 +46,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     meta = ckpt.get("heimdall") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a Heimdall checkpoint (no 'heimdall' section of format {CHECKPOINT_FORMAT!r})")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {meta.get('version')}, this Heimdall reads version "
+                              f"{CHECKPOINT_VERSION} (the network changed; train again)")
     return ckpt

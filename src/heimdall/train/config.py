@@ -38,6 +38,7 @@ class TrainConfig:
     n_components: int = 1
     dropout: float = 0.0
     receiver_dropout: float = 0.1  # training-time probability of hiding each receiver
+    feature_dropout: float = 0.2  # training-time probability of a transmission with power only (no spectrum)
     # optimisation
     epochs: int = 60
     learning_rate: float = 2e-3
@@ -120,6 +121,7 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         (cfg.learning_rate > 0, "learning_rate must be > 0"),
         (0 <= cfg.validation_split < 1, "validation_split must be in [0, 1)"),
         (0 <= cfg.receiver_dropout < 1, "receiver_dropout must be in [0, 1)"),
+        (0 <= cfg.feature_dropout < 1, "feature_dropout must be in [0, 1)"),
         (cfg.num_workers >= 0, "num_workers must be ≥ 0"),
         (cfg.d_model % cfg.n_heads == 0, "d_model must be a multiple of n_heads"),
         (cfg.n_components >= 1, "n_components must be ≥ 1"),

@@ -125,7 +125,8 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
             "n_features": dm.train.infos[0].n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
             "n_layers": cfg.n_layers, "n_components": cfg.n_components, "dropout": cfg.dropout,
         }
-        task = LocalizationTask(net_cfg, cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout)
+        task = LocalizationTask(net_cfg, cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout,
+                                cfg.feature_dropout)
         task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()

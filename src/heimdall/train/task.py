@@ -12,7 +12,7 @@ from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.model.net import LocalizationNet, NetConfig, mixture_nll, moment_match
 
 CHECKPOINT_FORMAT = "heimdall-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: spectral-features flag in the encoder (power-only inputs)
 
 
 class LocalizationTask(L.LightningModule):
@@ -23,33 +23,40 @@ class LocalizationTask(L.LightningModule):
     """
 
     def __init__(self, net: dict, learning_rate: float, weight_decay: float, receiver_dropout: float,
-                 heimdall: dict | None = None):
+                 feature_dropout: float = 0.0, heimdall: dict | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["heimdall"])
         self.net = LocalizationNet(NetConfig(**net))
         self.heimdall_meta = heimdall or {}
         self._val: list[tuple[torch.Tensor, ...]] = []
 
-    def _present(self, batch: dict[str, torch.Tensor], training: bool) -> torch.Tensor:
-        present = batch["present"]
+    def _inputs(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, present) as the network sees them; in training, hide receivers (receiver_dropout) and
+        the spectral features of whole transmissions, keeping power only (feature_dropout)."""
+        features, present = batch["features"], batch["present"]
         if training and self.hparams.receiver_dropout > 0:
-            keep = torch.rand_like(present) >= self.hparams.receiver_dropout
-            present = present * keep
-        return present
+            present = present * (torch.rand_like(present) >= self.hparams.receiver_dropout)
+        if training and self.hparams.feature_dropout > 0:
+            power_only = torch.rand(len(features), 1, 1, device=features.device) < self.hparams.feature_dropout
+            spectral = torch.ones(features.shape[-1], dtype=torch.bool, device=features.device)
+            spectral[self.net.cfg.power_index] = False
+            features = features.masked_fill(power_only & spectral, float("nan"))
+        return features, present
 
-    def _loss(self, batch: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        out = self.net(batch["features"], batch["rx_position_m"], present)
+    def _loss(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, tuple]:
+        features, present = self._inputs(batch, training)
+        out = self.net(features, batch["rx_position_m"], present)
         target = batch["target_m"] / self.net.position_scale_m
         return mixture_nll(*out, target).mean(), out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch, self._present(batch, training=True))
+        loss, _ = self._loss(batch, training=True)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]),
                  sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, out = self._loss(batch, self._present(batch, training=False))
+        loss, out = self._loss(batch, training=False)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]), sync_dist=True)
         mean, cov = moment_match(*out)
         s = self.net.position_scale_m
