@@ -18,7 +18,7 @@ from heimdall.cli import main
 from heimdall.errors import RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
 from heimdall.interchange.conform import recording_features
-from heimdall.interchange.importer import ImportOptions, import_collections
+from heimdall.interchange.importer import import_collections
 from heimdall.interchange.sigmf_files import DATATYPES, encode, read_collection, write_collection, write_recording
 from heimdall.sim.dataset import DatasetSpec, generate_dataset
 from service_process import running_service
