@@ -3,7 +3,7 @@
     python bench/bench_serve.py [--model-file model.onnx] [--requests 2000] [--seconds 20]
 
 Starts the service (uvicorn, one process) on 127.0.0.1, sends a bounded number of requests (each distinct, so
-the answer cache does not help) at concurrency 1 and 32, and prints p50 / p99 latency and requests/s; then
+the answer cache does not help; 200 unmeasured warm-up requests first in each configuration) at concurrency 1 and 32, and prints p50 / p99 latency and requests/s; then
 repeats concurrency 32 with micro-batching off (--max-batch 1) for the gain. Kinds: full feature vectors,
 power only (power_dbm per receiver) and raw IQ. The client is a minimal keep-alive HTTP/1.1 client in this
 process (uvloop when installed); on a 2-core machine it shares the cores with the server. Without --model-file a model of
@@ -29,6 +29,9 @@ import httpx
 import numpy as np
 
 
+WARMUP_REQUESTS = 200
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,8 +53,8 @@ def start(model_file: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the service did not start")
 
 
-def bodies(kind: str, n: int, ids: list[str], n_features: int) -> list[bytes]:
-    rng = np.random.default_rng(0)
+def bodies(kind: str, n: int, ids: list[str], n_features: int, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         if kind == "features":
@@ -162,6 +165,9 @@ def main() -> None:
                         if batching == "off" and (conc == 1 or kind == "power"):
                             continue
                         n = args.requests if kind != "iq" else args.requests // 4
+                        # warm-up (not measured, other bodies so the answer cache stays cold): the first
+                        # requests of a configuration pay for thread-pool start and allocations
+                        run(load(url, bodies(kind, WARMUP_REQUESTS, ids, nf, seed=1), conc, args.seconds))
                         lat, rate, err = run(load(url, bodies(kind, n, ids, nf), conc, args.seconds))
                         results[(batching, kind, conc)] = rate
                         report(f"{kind:8s} concurrency {conc:2d} batching {batching}", lat, rate, err)

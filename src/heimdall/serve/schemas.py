@@ -6,11 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Finite = float  # with allow_inf_nan=False on every model below
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _exactly_one(model: BaseModel, a: str, b: str) -> BaseModel:
+    """The model, if exactly one of its fields a and b is given; else a validation error naming both."""
+    if (getattr(model, a) is None) == (getattr(model, b) is None):
+        raise ValueError(f"give exactly one of '{a}' or '{b}'")
+    return model
 
 
 class ReceiverRef(_Strict):
@@ -49,9 +53,7 @@ class FeatureVector(ReceiverRef):
 
     @model_validator(mode="after")
     def _features_or_power(self) -> "FeatureVector":
-        if (self.features is None) == (self.power_dbm is None):
-            raise ValueError("give exactly one of 'features' or 'power_dbm'")
-        return self
+        return _exactly_one(self, "features", "power_dbm")
 
 
 class LocalizeRequest(_Strict):
@@ -61,10 +63,8 @@ class LocalizeRequest(_Strict):
     features: list[FeatureVector] | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "LocalizeRequest":
-        if (self.iq is None) == (self.features is None):
-            raise ValueError("give exactly one of 'iq' or 'features'")
-        return self
+    def _iq_or_features(self) -> "LocalizeRequest":
+        return _exactly_one(self, "iq", "features")
 
 
 class BatchRequest(_Strict):
