@@ -76,3 +76,26 @@ def test_complex_gaussian_statistics():
     assert np.var(z.real) == pytest.approx(0.5, abs=0.01) and np.var(z.imag) == pytest.approx(0.5, abs=0.01)
     assert abs(np.mean(z.real * z.imag)) < 0.01
     assert np.mean(z.real**4) / np.mean(z.real**2) ** 2 == pytest.approx(3.0, abs=0.1)  # Gaussian kurtosis
+
+
+def test_okumura_hata_hand_computed_and_floored_at_free_space():
+    from heimdall.sim.propagation import okumura_hata_loss_db
+
+    # f = 433.5 MHz, h_b = 30 m, h_m = 1.5 m, d = 10 km: urban 153.36 dB, suburban 8.23 dB less
+    assert okumura_hata_loss_db(10_000, 433.5e6, 1.5, 30.0, "urban") == pytest.approx(153.36, abs=0.01)
+    assert okumura_hata_loss_db(10_000, 433.5e6, 1.5, 30.0, "suburban") == pytest.approx(153.36 - 8.23, abs=0.01)
+    d = np.geomspace(10, 200_000, 50)
+    loss = okumura_hata_loss_db(d, 145e6, 5.0, 30.0, "open")
+    assert (loss >= free_space_loss_db(d, 145e6) - 1e-9).all() and (np.diff(loss) >= 0).all()
+
+
+def test_the_scenario_chooses_the_path_loss_model(nw_italy):
+    import dataclasses
+
+    from heimdall.sim.propagation import median_path_loss_db, okumura_hata_loss_db
+
+    pl = nw_italy.environment.path_loss
+    assert median_path_loss_db(pl, 30_000, 145e6, 2.0, 50.0) == path_loss_db(30_000, 145e6, 2.0, 50.0,
+                                                                             pl.earth_radius_factor)
+    hata = dataclasses.replace(pl, model="okumura_hata", hata_environment="open")
+    assert median_path_loss_db(hata, 30_000, 145e6, 2.0, 50.0) == okumura_hata_loss_db(30_000, 145e6, 2.0, 50.0, "open")

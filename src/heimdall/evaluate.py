@@ -165,14 +165,14 @@ def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: fl
     """Mean received power [P, R] (dBm minus the transmit power) of the simulator itself: the true path loss
     for a transmitter antenna at tx_height_m, the true shadowing fields and the receivers' gain offsets."""
     from heimdall.sim.generator import build_world
-    from heimdall.sim.propagation import path_loss_db
+    from heimdall.sim.propagation import median_path_loss_db
 
     world = build_world(scenario)
 
     def mean(points: np.ndarray) -> np.ndarray:
         d = np.linalg.norm(points[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
-        loss = path_loss_db(d, scenario.frequency_hz, tx_height_m, world.rx_height_m[None, :],
-                            scenario.environment.path_loss.earth_radius_factor)
+        loss = median_path_loss_db(scenario.environment.path_loss, d, scenario.frequency_hz, tx_height_m,
+                                   world.rx_height_m[None, :])
         shadow = world.fields.sample(points) if world.fields is not None else 0.0
         return -loss + shadow + gain_offset_db
 

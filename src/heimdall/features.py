@@ -50,6 +50,21 @@ class FeatureParams:
         return self.psd_bins + 3
 
     @property
+    def power_index(self) -> int:
+        """Column of the in-band power (dBm) in `feature_matrix`."""
+        return self.psd_bins
+
+    @property
+    def noise_index(self) -> int:
+        """Column of the noise density (dBm/Hz)."""
+        return self.psd_bins + 1
+
+    @property
+    def snr_index(self) -> int:
+        """Column of the SNR in the channel (dB)."""
+        return self.psd_bins + 2
+
+    @property
     def feature_names(self) -> list[str]:
         """Names of the columns of `feature_matrix`, with units."""
         return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + ["power_dbm", "noise_density_dbm_hz", "snr_db"]

@@ -24,7 +24,8 @@ from heimdall.geo import LocalFrame
 
 EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
-PATH_LOSS_MODELS = ("two_ray_diffraction",)
+PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata")
+HATA_ENVIRONMENTS = ("urban", "suburban", "open")
 MIN_RECEIVER_SEPARATION_M = 100.0
 
 _REQUIRED = object()
@@ -92,6 +93,7 @@ class PathLoss:
 
     model: str = "two_ray_diffraction"
     earth_radius_factor: float = 4.0 / 3.0
+    hata_environment: str = "suburban"  # okumura_hata only: urban, suburban or open
 
 
 @dataclass(frozen=True)
@@ -411,6 +413,7 @@ def _environment(v: Any, where: str) -> Environment:
                         {
                             "model": (lambda y, ww: _choice(y, ww, PATH_LOSS_MODELS), "two_ray_diffraction"),
                             "earth_radius_factor": (lambda y, ww: _number(y, ww, "(factor)", 0.5, 10), 4 / 3),
+                            "hata_environment": (lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS), "suburban"),
                         },
                     )
                 ),

@@ -15,7 +15,7 @@ from heimdall.features import FeatureParams, extract_features, feature_matrix, h
 from heimdall.scenario import Scenario
 from heimdall.sim.fading import rician_fading
 from heimdall.sim.noise import complex_gaussian, noise_density_dbm_hz
-from heimdall.sim.propagation import path_loss_db
+from heimdall.sim.propagation import median_path_loss_db
 from heimdall.sim.shadowing import ShadowingFields, build_fields
 from heimdall.sim.signals import EMISSION_CODES, synthesise
 
@@ -108,10 +108,8 @@ def simulate_block(
     carrier = rng.uniform(-sc.signals.carrier_offset_hz, sc.signals.carrier_offset_hz, n)
 
     distance = np.linalg.norm(pos[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
-    loss = path_loss_db(
-        distance, sc.frequency_hz, tx_height[:, None], world.rx_height_m[None, :],
-        sc.environment.path_loss.earth_radius_factor,
-    )
+    loss = median_path_loss_db(sc.environment.path_loss, distance, sc.frequency_hz, tx_height[:, None],
+                               world.rx_height_m[None, :])
     if world.fields is not None:
         shadow = world.fields.sample(pos).astype(np.float64)
     else:

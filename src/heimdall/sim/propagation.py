@@ -1,17 +1,29 @@
 """Median path loss for VHF/UHF links of 1–200 km.
 
-Model ``two_ray_diffraction`` (docs/PHYSICS.md): the larger of
+Two models (docs/PHYSICS.md), chosen by the scenario's ``environment.path_loss.model``:
+
+Model ``two_ray_diffraction``: the larger of
   * the plane-earth two-ray loss, which equals free space up to the breakpoint 4π·h_t·h_r/λ and falls
     at 40 dB/decade beyond it, and
   * free space plus smooth-spherical-earth diffraction (ITU-R P.526, first-term residue formula with an
     effective earth radius k·6371 km), which dominates beyond the radio horizon.
 Both are functions of antenna heights above the local terrain; terrain itself is left to the shadowing
 fields. Valid for 30 MHz–3 GHz, 1–200 km, antenna heights 1–1000 m.
+
+Model ``okumura_hata``: the empirical Hata fit of Okumura's measurements (urban, suburban or open area),
+with the receiver as the base station and the transmitter as the mobile; never below free space. Its
+slope (35 dB/decade for a 30 m base) differs from the two-ray model's 40, which makes it a useful
+"other physics" for testing estimators that assume one model on data made with the other.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from heimdall.scenario import PathLoss
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 EARTH_RADIUS_M = 6_371_000.0
@@ -88,3 +100,44 @@ def path_loss_db(
     )
     return np.maximum(two_ray_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m), spherical)
 
+
+
+def okumura_hata_loss_db(
+    distance_m: np.ndarray,
+    frequency_hz: float,
+    h_tx_m: np.ndarray,
+    h_rx_m: np.ndarray,
+    environment: str = "suburban",
+) -> np.ndarray:
+    """Hata's median loss in dB for a base (receiver) of height h_rx_m and a mobile (transmitter) of h_tx_m.
+
+    Urban (small/medium city): 69.55 + 26.16·log f − 13.82·log h_b − a(h_m) + (44.9 − 6.55·log h_b)·log d,
+    a(h_m) = (1.1·log f − 0.7)·h_m − (1.56·log f − 0.8); suburban subtracts 2·log²(f/28) + 5.4, open
+    4.78·log²f − 18.33·log f + 40.94 (f in MHz, d in km, h in m; h_b ≥ 1 m). Floored at free space.
+    """
+    f_mhz = frequency_hz / 1e6
+    log_f = np.log10(f_mhz)
+    d_km = np.maximum(np.asarray(distance_m, float), MIN_DISTANCE_M) / 1e3
+    h_b = np.maximum(np.asarray(h_rx_m, float), 1.0)
+    h_m = np.asarray(h_tx_m, float)
+    a_hm = (1.1 * log_f - 0.7) * h_m - (1.56 * log_f - 0.8)
+    urban = 69.55 + 26.16 * log_f - 13.82 * np.log10(h_b) - a_hm + (44.9 - 6.55 * np.log10(h_b)) * np.log10(d_km)
+    correction = {
+        "urban": 0.0,
+        "suburban": 2.0 * np.log10(f_mhz / 28.0) ** 2 + 5.4,
+        "open": 4.78 * log_f**2 - 18.33 * log_f + 40.94,
+    }[environment]
+    return np.maximum(urban - correction, free_space_loss_db(distance_m, frequency_hz))
+
+
+def median_path_loss_db(
+    model: "PathLoss",
+    distance_m: np.ndarray,
+    frequency_hz: float,
+    h_tx_m: np.ndarray,
+    h_rx_m: np.ndarray,
+) -> np.ndarray:
+    """The scenario's median path loss in dB (model.model selects the formula); arrays broadcast."""
+    if model.model == "okumura_hata":
+        return okumura_hata_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.hata_environment)
+    return path_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.earth_radius_factor)

@@ -1,0 +1,58 @@
+"""A radio map applied to many transmissions: the arrays evaluation and prediction read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.posterior import GridPosterior
+
+HPD_PROBABILITIES = (0.5, 0.95)
+
+
+@dataclass
+class MapAnswers:
+    """Per transmission (n): moments, most probable cell and, given the truth, how the posterior scored it."""
+
+    mean_m: np.ndarray  # [n, 2]
+    cov_m2: np.ndarray  # [n, 2, 2]
+    map_m: np.ndarray  # [n, 2]
+    hpd95_area_km2: np.ndarray  # [n]
+    n_modes: np.ndarray  # int [n], parts of the 95 % region
+    log_density_at_truth: np.ndarray | None = None  # [n] per km²
+    in_hpd50: np.ndarray | None = None  # bool [n]
+    in_hpd95: np.ndarray | None = None  # bool [n]
+
+
+def localize_all(localize: Callable[[int], GridPosterior], n: int, truth_m: np.ndarray | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> MapAnswers:
+    """Apply `localize(i)` (the posterior of transmission i) to i = 0..n-1 and collect the answers."""
+    mean, cov, best = np.empty((n, 2)), np.empty((n, 2, 2)), np.empty((n, 2))
+    area, modes = np.empty(n), np.empty(n, np.int64)
+    dens, in50, in95 = np.empty(n), np.empty(n, bool), np.empty(n, bool)
+    for i in range(n):
+        post = localize(i)
+        mean[i], cov[i], best[i] = post.mean_m, post.cov_m2, post.map_m
+        level = post.hpd_level(0.95)
+        area[i] = float((post.weights >= level).sum()) * post.grid.cell_area_km2
+        modes[i] = len(post.modes(0.95))
+        if truth_m is not None:
+            t = truth_m[i][None]
+            dens[i] = post.log_density_at(t)[0]
+            in50[i], in95[i] = post.in_hpd(t, 0.5)[0], post.in_hpd(t, 0.95)[0]
+        if on_progress and (i + 1) % 50 == 0:
+            on_progress(i + 1, n)
+    out = MapAnswers(mean, cov, best, area, modes)
+    if truth_m is not None:
+        out.log_density_at_truth, out.in_hpd50, out.in_hpd95 = dens, in50, in95
+    return out
+
+
+def answers_of(radio_map: RadioMap, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray,
+               truth_m: np.ndarray | None = None, on_progress: Callable[[int, int], None] | None = None) -> MapAnswers:
+    """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order)."""
+    return localize_all(lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m,
+                        on_progress)

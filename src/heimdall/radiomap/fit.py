@@ -1,0 +1,363 @@
+"""Building a radio map: from the scenario's physics, unlabelled recordings and labelled transmissions.
+
+Mean received power of receiver r at x for a 0 dBm transmitter:
+
+    μ_r(x) = a_r − L_r(x) − 10·c_r·log10(d_r(x) / D_REF_M) + f_r(x)
+
+L_r is the shape of the path loss: the scenario's median model (heimdall.sim.propagation) for a
+transmitter at the scenario's typical antenna height, or a plain log-distance law (LOG_DISTANCE_EXPONENT)
+when the recordings say the scenario's model does not fit the network. a_r (offset: calibration, antenna,
+site) and c_r (slope correction) are fitted per receiver with every transmission's power unknown
+(alternating least squares with weak priors):
+  * from labelled transmissions (their positions known), then f_r, a residual field kriged from the labels
+    (heimdall.radiomap.field);
+  * without labels, from unlabelled recordings by Monte Carlo EM (`self_calibrate`): positions drawn from
+    each transmission's posterior under the current map, the map refitted to them, a few rounds, the shape
+    and round with the highest mean evidence kept; the map's spread is then set so that each receiver's
+    power, predicted from the others, scatters as predicted (leave-one-receiver-out z-scores).
+Receivers that measured a weak power (down to FIT_MIN_SNR_DB) count too, so the fit is not biased towards
+places where a receiver barely hears. With neither labels nor recordings the map is the scenario's
+physics alone: its shadowing σ plus PHYSICS_MODEL_SD_DB as spread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from heimdall.features import FeatureParams
+from heimdall.radiomap.fading import scenario_fading
+from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid
+from heimdall.radiomap.grid import MapGrid
+from heimdall.radiomap.model import POWER_STEP_DB, STRONG_SNR_DB, RadioMap
+from heimdall.radiomap.noise import power_noise_for
+
+log = logging.getLogger(__name__)
+
+D_REF_M = 10_000.0
+MIN_DISTANCE_M = 100.0
+LOG_DISTANCE_EXPONENT = 3.0
+SHAPES = ("scenario", "log_distance")
+FIT_MIN_SNR_DB = -8.0
+PHYSICS_MODEL_SD_DB = 2.0
+POWER_PRIOR_MARGIN_DB = 30.0  # the transmit power prior spans the scenario's range widened by this, each side
+POWER_KDE_SD_DB = 3.0
+POWER_PRIOR_FLAT_SHARE = 0.1
+OFFSET_PRIOR_SD_DB = 10.0
+SLOPE_PRIOR_SD = 1.0
+MIN_FIELD_POINTS = 30
+ALTERNATING_ROUNDS = 8
+EM_TRANSMISSIONS = 600
+EM_ROUNDS = 4
+EM_SAMPLES = 4
+MIN_UNLABELLED = 100
+SPREAD_CHECK_TRANSMISSIONS = 300
+SPREAD_CHECK_COVERAGE = 0.95
+SPREAD_SEARCH_DB = (2.0, 15.0)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    spacing_m: float = 500.0
+    coarse_factor: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Transmissions as the receivers measured them: SNR and noise power per receiver, which recorded."""
+
+    snr_db: np.ndarray  # float [n, R]
+    noise_dbm: np.ndarray  # float [n, R]
+    present: np.ndarray  # bool [n, R]
+
+    @classmethod
+    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams) -> "Measured":
+        snr = features[..., params.snr_index].astype(np.float64)
+        return cls(snr, features[..., params.power_index].astype(np.float64) - snr, np.asarray(present, bool))
+
+    def __len__(self) -> int:
+        return len(self.snr_db)
+
+    @property
+    def power_dbm(self) -> np.ndarray:
+        return self.snr_db + self.noise_dbm
+
+    def usable(self) -> np.ndarray:
+        """bool [n, R]: measurements precise enough to fit on (present, finite, SNR ≥ FIT_MIN_SNR_DB)."""
+        return self.present & np.isfinite(self.snr_db) & (self.snr_db >= FIT_MIN_SNR_DB)
+
+    def subset(self, rows: np.ndarray) -> "Measured":
+        return Measured(self.snr_db[rows], self.noise_dbm[rows], self.present[rows])
+
+
+@dataclass(frozen=True)
+class Labelled(Measured):
+    """Measured transmissions whose transmitter position is known."""
+
+    position_m: np.ndarray = None  # float [n, 2]
+
+    @classmethod
+    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams,  # type: ignore[override]
+                      position_m: np.ndarray | None = None) -> "Labelled":
+        m = Measured.from_features(features, present, params)
+        return cls(m.snr_db, m.noise_dbm, m.present, np.asarray(position_m, np.float64))
+
+
+def nominal_tx_height_m(scenario) -> float:
+    lo, hi = scenario.transmitter.antenna_height_m
+    return float(np.sqrt(lo * hi))
+
+
+def shape_loss_db(scenario, points_m: np.ndarray, shape: str = "scenario") -> tuple[np.ndarray, np.ndarray]:
+    """(path-loss shape [n, R] dB, distance [n, R] m) from points [n, 2] to the scenario's receivers."""
+    from heimdall.sim.propagation import median_path_loss_db
+
+    rx = scenario.receiver_positions_m()
+    d = np.linalg.norm(np.asarray(points_m, float)[:, None, :] - rx[None], axis=-1)
+    if shape == "log_distance":
+        return 10 * LOG_DISTANCE_EXPONENT * np.log10(np.maximum(d, MIN_DISTANCE_M)), d
+    heights = np.array([r.antenna_height_m for r in scenario.receivers])
+    return median_path_loss_db(scenario.environment.path_loss, d, scenario.frequency_hz, nominal_tx_height_m(scenario),
+                               heights[None, :]), d
+
+
+def _slope_regressor(d: np.ndarray) -> np.ndarray:
+    return -10.0 * np.log10(np.maximum(d, MIN_DISTANCE_M) / D_REF_M)
+
+
+def _flat_power_prior(scenario) -> tuple[float, np.ndarray]:
+    lo, hi = scenario.transmitter.power_dbm
+    start = np.floor(lo - POWER_PRIOR_MARGIN_DB)
+    n = int(np.ceil((hi + POWER_PRIOR_MARGIN_DB - start) / POWER_STEP_DB)) + 1
+    return float(start), np.full(n, -np.log(n))
+
+
+def physics_map(scenario, options: MapOptions = MapOptions()) -> RadioMap:
+    """The zero-label map: the scenario's path loss, its shadowing σ as the map's spread, a flat power prior."""
+    grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_m, options.coarse_factor)
+    kernels, weights = scenario_fading(scenario, seed=options.seed)
+    mixture_mean = float(np.exp(weights) @ [k.mean_db for k in kernels])
+    loss, _ = shape_loss_db(scenario, grid.centres())
+    sd = float(np.hypot(scenario.environment.shadowing.sigma_db, PHYSICS_MODEL_SD_DB))
+    start, prior = _flat_power_prior(scenario)
+    return RadioMap(grid=grid, receiver_ids=tuple(r.id for r in scenario.receivers),
+                    rx_position_m=scenario.receiver_positions_m(), mean_dbm=(-loss).astype(np.float32),
+                    spread_db=np.full(loss.shape, sd, np.float32),
+                    noise=power_noise_for(FeatureParams.from_scenario(scenario), seed=options.seed),
+                    # offsets a_r and the unknown power absorb the fading's mean
+                    kernels=tuple(k.shifted(-mixture_mean) for k in kernels), component_log_weight=weights,
+                    power_start_dbm=start, power_log_prior=prior, n_labels=0,
+                    info={"kind": "physics", "shape": "scenario", "path_loss": scenario.environment.path_loss.model,
+                          "spread_db": sd})
+
+
+def _parametric(base: RadioMap, scenario, shape: str, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 [cells, R] mean power of the offset/slope-corrected shape on the map's grid."""
+    loss, d = shape_loss_db(scenario, base.grid.centres(), shape)
+    return (-loss + a + c * _slope_regressor(d)).astype(np.float32)
+
+
+def fit_radio_map(scenario, labelled: Labelled | None = None, unlabelled: Measured | None = None,
+                  options: MapOptions = MapOptions(), on_progress: Progress | None = None) -> RadioMap:
+    """The best map the data allow: labelled fit, else self-calibration on unlabelled recordings, else physics."""
+    base = physics_map(scenario, options)
+    if labelled is not None and len(labelled) > 0:
+        return _fit_labelled(base, scenario, labelled, options, on_progress)
+    if unlabelled is not None and len(unlabelled) >= MIN_UNLABELLED:
+        return self_calibrate(base, scenario, unlabelled, options, on_progress)
+    if unlabelled is not None and len(unlabelled):
+        log.warning("%d unlabelled transmissions are too few to calibrate the map on (at least %d): physics only",
+                    len(unlabelled), MIN_UNLABELLED)
+    return base
+
+
+def self_calibrate(base: RadioMap, scenario, unlabelled: Measured, options: MapOptions = MapOptions(),
+                   on_progress: Progress | None = None) -> RadioMap:
+    """Offsets, slopes, shape and spread from unlabelled recordings (see the module docstring)."""
+    rng = np.random.default_rng(options.seed)
+    informative = np.flatnonzero((unlabelled.usable() & (unlabelled.snr_db >= STRONG_SNR_DB)).sum(1) >= 2)
+    if len(informative) < MIN_UNLABELLED:
+        log.warning("only %d unlabelled transmissions are heard strongly by two receivers (at least %d are needed "
+                    "to calibrate the map): physics only", len(informative), MIN_UNLABELLED)
+        return base
+    pick = rng.choice(informative, min(EM_TRANSMISSIONS, len(informative)), replace=False)
+    data = unlabelled.subset(pick)
+    residual_var = base.fading_var_db2 + float(base.spread_db.mean()) ** 2
+    best_map, best_evidence, history = base, _mean_evidence(base, data), []
+    history.append({"shape": "scenario", "round": 0, "mean_log_evidence": best_evidence})
+    steps, done = len(SHAPES) * EM_ROUNDS, 0
+    for shape in SHAPES:
+        current = replace(base, mean_dbm=_parametric(base, scenario, shape, 0.0, 0.0))
+        for r in range(EM_ROUNDS):
+            points, evidence = _posterior_samples(current, data, rng)
+            if r > 0 or shape != "scenario":
+                history.append({"shape": shape, "round": r, "mean_log_evidence": evidence})
+                if evidence > best_evidence:
+                    best_map, best_evidence = current, evidence
+            loss, d = shape_loss_db(scenario, points, shape)
+            use = np.repeat(data.usable(), EM_SAMPLES, axis=0)
+            a, c, _, _ = _fit_offsets(np.repeat(data.power_dbm, EM_SAMPLES, axis=0), use, -loss, _slope_regressor(d),
+                                      residual_var, prior_power_dbm=float(np.mean(scenario.transmitter.power_dbm)))
+            current = replace(current, mean_dbm=_parametric(base, scenario, shape, a, c),
+                              info={**base.info, "kind": "self-calibrated", "shape": shape, "offset_db": a.tolist(),
+                                    "slope_correction": c.tolist()})
+            done += 1
+            if on_progress:
+                on_progress("calibrate", done, steps)
+        evidence = _mean_evidence(current, data)
+        history.append({"shape": shape, "round": EM_ROUNDS, "mean_log_evidence": evidence})
+        if evidence > best_evidence:
+            best_map, best_evidence = current, evidence
+    spread = calibrate_spread(best_map, unlabelled, rng)
+    return replace(best_map, spread_db=np.full(base.spread_db.shape, spread, np.float32),
+                   info={**best_map.info, "spread_db": spread, "unlabelled": len(unlabelled),
+                         "calibration": history})
+
+
+def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """EM_SAMPLES positions [n·EM_SAMPLES, 2] drawn from each transmission's posterior, and the mean log evidence."""
+    points, evidence = [], []
+    half = m.grid.spacing_m / 2
+    for j in range(len(data)):
+        post = m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j])
+        cells = post.cells[rng.choice(len(post.cells), EM_SAMPLES, p=post.weights)]
+        points.append(m.grid.centres(cells) + rng.uniform(-half, half, (EM_SAMPLES, 2)))
+        evidence.append(post.log_evidence)
+    return np.concatenate(points), float(np.mean(evidence))
+
+
+def _mean_evidence(m: RadioMap, data: Measured) -> float:
+    return float(np.mean([m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j]).log_evidence
+                          for j in range(len(data))]))
+
+
+def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> float:
+    """The map spread (dB, the same for every cell and receiver) at which a strongly heard receiver's power,
+    predicted from the others, falls inside its central SPREAD_CHECK_COVERAGE predictive interval as often as
+    that interval claims (coverage rather than E[z²]: real errors are heavier-tailed than a Gaussian)."""
+    strong = (data.usable() & (data.snr_db >= STRONG_SNR_DB))
+    rows = np.flatnonzero(strong.sum(1) >= 3)
+    rows = rng.choice(rows, min(SPREAD_CHECK_TRANSMISSIONS, len(rows)), replace=False)
+    held = [int(rng.choice(np.flatnonzero(strong[j]))) for j in rows]
+    lo, hi = SPREAD_SEARCH_DB
+
+    from scipy.stats import norm
+
+    limit = norm.ppf(0.5 + SPREAD_CHECK_COVERAGE / 2)
+
+    def coverage(spread: float) -> float:
+        trial = replace(m, spread_db=np.full(m.spread_db.shape, spread, np.float32))
+        return float(np.mean([abs(trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], r, 0.0))
+                              <= limit for j, r in zip(rows, held)]))
+
+    for _ in range(6):  # bisection on log spread
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = (mid, hi) if coverage(mid) < SPREAD_CHECK_COVERAGE else (lo, mid)
+    return float(np.sqrt(lo * hi))
+
+
+def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOptions,
+                  on_progress: Progress | None) -> RadioMap:
+    """Offsets and slopes of the scenario's shape, then a kriged residual field per receiver."""
+    rng = np.random.default_rng(options.seed)
+    n_rx = base.n_receivers
+    fade_var = base.fading_var_db2
+    y = labelled.power_dbm
+    use = labelled.usable()
+    t = 10 ** (labelled.snr_db / 10)
+    meas_var = (10 / np.log(10) * base.noise.sd(t) / np.maximum(t, 1e-3)) ** 2
+    loss, d = shape_loss_db(scenario, labelled.position_m)
+    reg = _slope_regressor(d)
+    lo, hi = scenario.transmitter.power_dbm
+    a, c, power, _ = _fit_offsets(y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2,
+                                  prior_power_dbm=(lo + hi) / 2)
+    mu_param = -loss + a + c * reg
+    resid = np.where(use, y - mu_param, 0.0)
+    n_use = use.sum(1)
+    shrink = fade_var / 10.0**2
+    mean = _parametric(base, scenario, "scenario", a, c)
+    spread = base.spread_db.copy()
+    fitted_field = np.zeros_like(y)
+    fields = {}
+    initial = FieldHyper(scenario.environment.shadowing.sigma_db,
+                         max(cp.correlation_m for cp in scenario.environment.shadowing.components), 1.0)
+    for r in range(n_rx):
+        if on_progress:
+            on_progress("field", r, n_rx)
+        rid = base.receiver_ids[r]
+        # the transmit power from the other receivers only, so the residual is not pulled towards zero
+        others = n_use - use[:, r]
+        p_loo = (resid.sum(1) - resid[:, r] + shrink * power) / (others + shrink)
+        var_p = fade_var / (others + shrink)
+        sel = use[:, r] & (others >= 1)
+        if sel.sum() < MIN_FIELD_POINTS:
+            fields[rid] = {"points": int(sel.sum()), "field": "none (too few labelled points)"}
+            log.warning("receiver %s: %d labelled transmissions measured by it and another receiver; at least %d are "
+                        "needed for its residual field: offset, slope and physics spread only", rid, sel.sum(),
+                        MIN_FIELD_POINTS)
+            continue
+        e = (y[:, r] - mu_param[:, r] - p_loo)[sel]
+        nv = (fade_var + var_p + meas_var[:, r])[sel]
+        pts = labelled.position_m[sel]
+        h = fit_hyper(pts, e, nv, rng, initial)
+        f_mean, f_var = krige_on_grid(base.grid, pts, e, nv, h)
+        cv_mean, cv_var = krige(pts, pts, e, nv, h, exclude_self=True)
+        inflation = float(np.clip(np.mean((e - cv_mean) ** 2 / (cv_var + h.nugget_db**2 + nv)), 1.0, 4.0))
+        fitted_field[sel, r] = krige(pts, pts, e, nv, h)[0]
+        mean[:, r] += f_mean.astype(np.float32)
+        spread[:, r] = np.sqrt(inflation * (f_var + h.nugget_db**2)).astype(np.float32)
+        fields[rid] = {"points": int(sel.sum()), "sigma_db": h.sigma_db, "correlation_m": h.correlation_m,
+                       "nugget_db": h.nugget_db, "variance_inflation": inflation}
+    start, prior = _learned_power_prior(scenario, y - mu_param - fitted_field, use)
+    return replace(base, mean_dbm=mean, spread_db=spread, power_start_dbm=start, power_log_prior=prior,
+                   n_labels=len(labelled),
+                   info={"kind": "fitted", "shape": "scenario", "path_loss": scenario.environment.path_loss.model,
+                         "offset_db": a.tolist(), "slope_correction": c.tolist(), "fields": fields})
+
+
+def _fit_offsets(y: np.ndarray, use: np.ndarray, base: np.ndarray, reg: np.ndarray, residual_var: float,
+                 prior_power_dbm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-receiver offset a [R] and slope correction c [R], each transmission's power [n] and its variance [n].
+
+    y = P_t + base + a_r + c_r·reg + noise(residual_var) over the used measurements; P_t unknown (a weak prior
+    around prior_power_dbm keeps a transmission heard by one receiver from fixing its receiver's offset).
+    """
+    n_rx = y.shape[1]
+    a, c = np.zeros(n_rx), np.zeros(n_rx)
+    shrink_p = residual_var / 20.0**2
+    ridge = np.diag([residual_var / OFFSET_PRIOR_SD_DB**2, residual_var / SLOPE_PRIOR_SD**2])
+    power = np.full(len(y), prior_power_dbm)
+    for _ in range(ALTERNATING_ROUNDS):
+        r = np.where(use, y - base - a - c * reg, 0.0)
+        power = (r.sum(1) + shrink_p * prior_power_dbm) / (use.sum(1) + shrink_p)
+        for k in range(n_rx):
+            s = use[:, k]
+            if not s.any():
+                continue
+            design = np.stack([np.ones(s.sum()), reg[s, k]], axis=1)
+            a[k], c[k] = np.linalg.solve(design.T @ design + ridge, design.T @ (y[s, k] - power[s] - base[s, k]))
+    return a, c, power, residual_var / (use.sum(1) + shrink_p)
+
+
+def _learned_power_prior(scenario, implied_power: np.ndarray, use: np.ndarray) -> tuple[float, np.ndarray]:
+    """A prior over the transmit power from the labelled transmissions heard by ≥ 2 receivers (their mean
+    implied power, smoothed by POWER_KDE_SD_DB), mixed with the flat prior."""
+    start, flat = _flat_power_prior(scenario)
+    several = use.sum(1) >= 2
+    if several.sum() < 20:
+        return start, flat
+    p_hat = np.where(use, implied_power, 0.0).sum(1)[several] / use.sum(1)[several]
+    lo = min(start, np.floor(p_hat.min() - 15))
+    hi = max(start + POWER_STEP_DB * (len(flat) - 1), np.ceil(p_hat.max() + 15))
+    grid = np.arange(lo, hi + POWER_STEP_DB / 2, POWER_STEP_DB)
+    dens = np.exp(-0.5 * ((grid[:, None] - p_hat[None, :]) / POWER_KDE_SD_DB) ** 2).sum(1)
+    dens /= dens.sum()
+    flat_part = np.where((grid >= start) & (grid <= start + POWER_STEP_DB * (len(flat) - 1)), 1.0, 0.0)
+    mixed = (1 - POWER_PRIOR_FLAT_SHARE) * dens + POWER_PRIOR_FLAT_SHARE * flat_part / flat_part.sum()
+    return float(lo), np.log(np.maximum(mixed, 1e-300))

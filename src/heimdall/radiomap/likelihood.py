@@ -1,0 +1,99 @@
+"""The likelihood of one receiver's measured power given the expected signal level, as a lookup table.
+
+For a receiver with measured SNR u (dB; heimdall.features) and an expected window SNR z (dB) — the
+transmit power plus the map's mean power at a place, minus the measured noise power — the likelihood
+
+    p(u | z) = Σ_g k_s(g) · p_noise(u | t = 10^((z + g)/10))
+
+mixes the measurement noise of the power estimate (heimdall.radiomap.noise: Gaussian in linear power, a
+censored probability at the extractor's floor) with the window gain g (fast fading widened by the map's
+own uncertainty s: heimdall.radiomap.fading). Near and below the noise it is soft: a power measured at
+2 dB SNR still counts, and a silent receiver says "weak here" without a hard threshold. A small outlier
+probability keeps one contradicting receiver (interference, a wrong calibration) from vetoing a place.
+
+The table is indexed by (fading component, spread level, measured-SNR row, Δ = z − u); measurements above
+`U_MAX_DB` are shift-invariant in Δ and share the last row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import fftconvolve
+from scipy.special import log_ndtr
+
+from heimdall.radiomap.fading import FadingKernel
+from heimdall.radiomap.noise import PowerNoise
+
+STEP_DB = 0.25  # of the measured-SNR rows, of Δ, and of every kernel
+U_MAX_DB = 30.0
+DELTA_RANGE_DB = (-60.0, 60.0)
+OUTLIER_PROBABILITY = 1e-3
+OUTLIER_SPAN_DB = 100.0  # an outlier measurement is uniform over this many dB
+SPREAD_LEVELS_DB = (0.0, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0, 10.0, 11.0, 12.5, 15.0)
+_LN10_10 = np.log(10.0) / 10.0
+
+
+@dataclass(frozen=True)
+class LikelihoodTable:
+    """log p(u | z) as float32 [n_components, n_spreads, n_rows, n_delta]; row 0 is the censored floor."""
+
+    values: np.ndarray
+    floor_snr_db: float
+    spread_levels_db: np.ndarray  # [n_spreads]
+
+    @property
+    def u_rows_db(self) -> np.ndarray:
+        return self.floor_snr_db + STEP_DB * np.arange(self.values.shape[2])
+
+    @property
+    def delta_start_db(self) -> float:
+        return DELTA_RANGE_DB[0]
+
+    def rows(self, snr_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row index [R], reference SNR dB [R]) of measured SNRs: Δ is taken relative to the reference."""
+        s = np.asarray(snr_db, float)
+        n = self.values.shape[2]
+        r = np.clip(np.round((s - self.floor_snr_db) / STEP_DB).astype(np.int64), 0, n - 1)
+        r[s <= self.floor_snr_db + 1e-3] = 0
+        ref = np.where(r == n - 1, s, self.floor_snr_db + STEP_DB * r)
+        return r, ref
+
+    def spread_index(self, sd_db: np.ndarray) -> np.ndarray:
+        """Nearest spread level (uint8) for extra spreads sd_db (any shape)."""
+        levels = self.spread_levels_db
+        return np.argmin(np.abs(np.asarray(sd_db, float)[..., None] - levels), axis=-1).astype(np.uint8)
+
+
+def build_table(noise: PowerNoise, kernels: list[FadingKernel],
+                spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB) -> LikelihoodTable:
+    """The table for fading components `kernels` (each widened by every spread level)."""
+    u_rows = noise.floor_snr_db + STEP_DB * np.arange(int(round((U_MAX_DB - noise.floor_snr_db) / STEP_DB)) + 1)
+    delta = np.arange(DELTA_RANGE_DB[0], DELTA_RANGE_DB[1] + STEP_DB / 2, STEP_DB)
+    log_outlier = np.log(OUTLIER_PROBABILITY / OUTLIER_SPAN_DB)
+    out = np.empty((len(kernels), len(spread_levels_db), len(u_rows), len(delta)), np.float32)
+    for c, kernel in enumerate(kernels):
+        for s, spread in enumerate(spread_levels_db):
+            k = kernel.widened(spread)
+            g = k.g_db
+            # z' = u + Δ + g over every Δ and g: evaluate the measurement density once, then correlate with k
+            zp = delta[0] + g[0] + STEP_DB * np.arange(len(delta) + len(g) - 1)
+            log_h = _log_measurement(noise, u_rows[:, None], u_rows[:, None] + zp[None, :])
+            top = log_h.max(axis=1, keepdims=True)
+            h = np.exp(log_h - top)
+            w = np.exp(k.log_weight)
+            conv = fftconvolve(h, w[::-1][None, :], mode="valid", axes=1)  # Σ_j w_j h[i + j]
+            ll = np.log(np.maximum(conv, 1e-300)) + top
+            out[c, s] = np.logaddexp(ll, log_outlier)
+    return LikelihoodTable(values=out, floor_snr_db=noise.floor_snr_db, spread_levels_db=np.asarray(spread_levels_db))
+
+
+def _log_measurement(noise: PowerNoise, u_db: np.ndarray, z_db: np.ndarray) -> np.ndarray:
+    """log p(measured u_db | true SNR z_db): a density per dB, or the censored mass on the floor row."""
+    t = 10 ** (z_db / 10)
+    sd = noise.sd(t)
+    u = 10 ** (u_db / 10)
+    density = -0.5 * ((u - t) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi) + np.log(u * _LN10_10)
+    censored = log_ndtr((noise.floor_linear - t) / sd)
+    return np.where(u_db <= noise.floor_snr_db + 1e-3, censored, density)

@@ -1,0 +1,198 @@
+"""The radio-map localizer: noise model, likelihood, grid posterior, fitting, the oracle, the ONNX container."""
+
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from heimdall.baselines import weighted_centroid
+from heimdall.features import FeatureParams, extract_features
+from heimdall.radiomap.answers import answers_of
+from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map, physics_map
+from heimdall.radiomap.likelihood import build_table
+from heimdall.radiomap.noise import power_noise_for
+from heimdall.radiomap.fading import FadingKernel
+from heimdall.scenario import scenario_from_dict
+from heimdall.sim.noise import complex_gaussian
+
+COARSE = MapOptions(spacing_m=2000.0, coarse_factor=2)
+
+
+@pytest.fixture(scope="module")
+def split(tiny_store):
+    """(scenario, params, train Labelled, test Labelled) of the tiny simulated store."""
+    with h5py.File(tiny_store / "train.h5") as f:
+        scenario = scenario_from_dict(yaml.safe_load(f.attrs["scenario_yaml"]))
+        params = FeatureParams.from_scenario(scenario)
+        train = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), params,
+                                       f["tx_position_m"][...])
+    with h5py.File(tiny_store / "test.h5") as f:
+        test = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), params,
+                                      f["tx_position_m"][...])
+        mask = f["mask"][...]
+    return scenario, params, train, test, mask
+
+
+@pytest.fixture(scope="module")
+def physics(split):
+    return physics_map(split[0], COARSE)
+
+
+def test_power_noise_predicts_the_extractor_spread(nw_italy):
+    """The spread PowerNoise claims for the measured SNR matches fresh extractor runs on a carrier in noise."""
+    p = FeatureParams.from_scenario(nw_italy)
+    model = power_noise_for(p, seed=1)
+    rng = np.random.default_rng(7)
+    n = np.arange(p.window_samples) / p.sample_rate_hz
+    for t in (0.3, 1.0, 10.0):
+        noise = complex_gaussian(rng, (3000, p.window_samples)) * np.float32(np.sqrt(p.sample_rate_hz /
+                                                                                      p.channel_bandwidth_hz))
+        carrier = np.exp(2j * np.pi * (rng.uniform(-3e3, 3e3, (3000, 1)) * n + rng.random((3000, 1))))
+        u = 10 ** (extract_features((carrier * np.sqrt(t)).astype(np.complex64) + noise, p, 0.0).snr_db / 10)
+        assert np.std(u) == pytest.approx(model.sd(t), rel=0.2)
+        assert np.mean(u) == pytest.approx(t, rel=0.05)
+
+
+def test_likelihood_is_sharp_above_the_noise_and_soft_below(nw_italy):
+    """A strong measurement pins the expected level near it; one at the floor only says 'weak', and a power
+    measured at 2 dB SNR still rules out levels far from it (no hard censoring)."""
+    p = FeatureParams.from_scenario(nw_italy)
+    noise = power_noise_for(p)
+    table = build_table(noise, [FadingKernel.gaussian(3.0)], spread_levels_db=(0.0,))
+    delta = table.delta_start_db + 0.25 * np.arange(table.values.shape[-1])
+    rows, _ = table.rows(np.array([25.0, 2.0, -30.0]))
+    strong, weak, floor = (table.values[0, 0, r] for r in rows)
+    assert abs(delta[np.argmax(strong)]) <= 0.5  # Δ = z − u: peaks where the level equals the measurement
+    assert strong[np.searchsorted(delta, 12.0)] < strong.max() - 5  # 12 dB off: 4σ of fading, much less likely
+    assert weak[np.searchsorted(delta, 15.0)] < weak.max() - 5 and weak[np.searchsorted(delta, -15.0)] < weak.max() - 3
+    lvl = floor[np.searchsorted(delta, [-40.0, 0.0, 20.0, 40.0])]
+    assert lvl[0] > lvl[1] > lvl[2] > lvl[3] - 1e-6  # the floor says "weaker is likelier", monotonically
+    assert np.isfinite(table.values).all()
+
+
+def test_posterior_summaries_are_consistent(split, physics):
+    scenario, params, _, test, _ = split
+    post = physics.localize(test.snr_db[0], test.noise_dbm[0], test.present[0])
+    assert post.weights.sum() == pytest.approx(1.0) and (post.weights >= 0).all()
+    assert np.all(np.linalg.eigvalsh(post.cov_m2) > 0)
+    modes = post.modes(0.95)
+    assert 1 <= len(modes) and sum(m.mass for m in modes) <= 1.0 + 1e-9
+    assert np.allclose(sorted([m.mass for m in modes], reverse=True), [m.mass for m in modes])
+    assert post.in_hpd(post.map_m[None], 0.5)[0] and post.in_hpd(post.map_m[None], 0.95)[0]
+    region = post.region(0.95)
+    from matplotlib.path import Path as PolyPath
+
+    assert any(PolyPath(poly[0]).contains_point(post.map_m) for poly in region)
+    far = post.mean_m + 10 * np.sqrt(np.trace(post.cov_m2))
+    assert not post.in_hpd(far[None], 0.95)[0]
+
+
+def test_physics_map_beats_the_centroid_and_its_regions_hold_the_truth(split, physics):
+    scenario, params, _, test, mask = split
+    a = answers_of(physics, test.snr_db, test.noise_dbm, test.present, test.position_m)
+    err = np.linalg.norm(a.mean_m - test.position_m, axis=1)
+    wc = weighted_centroid(test.power_dbm, mask, physics.rx_position_m)
+    assert np.median(err) < 0.7 * np.median(np.linalg.norm(wc - test.position_m, axis=1))
+    assert 0.85 <= a.in_hpd95.mean() <= 1.0
+    assert 0.35 <= a.in_hpd50.mean() <= 0.7
+
+
+def test_labels_improve_the_map(split, physics):
+    scenario, params, train, test, _ = split
+    fitted = fit_radio_map(scenario, train, options=COARSE)
+    assert fitted.n_labels == len(train) and fitted.info["kind"] == "fitted"
+    assert all("sigma_db" in f for f in fitted.info["fields"].values())
+    nll = {}
+    for name, m in (("physics", physics), ("fitted", fitted)):
+        a = answers_of(m, test.snr_db, test.noise_dbm, test.present, test.position_m)
+        nll[name] = -a.log_density_at_truth.mean()
+    assert nll["fitted"] < nll["physics"]
+
+
+@pytest.fixture(scope="module")
+def hata_store(nw_italy, tmp_path_factory):
+    """nw-italy simulated with Okumura-Hata (suburban) path loss: physics the scenario's map does not assume."""
+    from heimdall.sim.dataset import DatasetSpec, generate_dataset
+
+    pl = dataclasses.replace(nw_italy.environment.path_loss, model="okumura_hata", hata_environment="suburban")
+    hata = dataclasses.replace(nw_italy, environment=dataclasses.replace(nw_italy.environment, path_loss=pl))
+    out = tmp_path_factory.mktemp("hata")
+    generate_dataset(hata, out, DatasetSpec(n_transmissions=1500, seed=5, iq_per_split=0))
+    return out
+
+
+def test_unlabelled_recordings_calibrate_a_wrong_physics(nw_italy, hata_store):
+    """Data made with Okumura-Hata, a map that assumes the two-ray model: without a single label,
+    self-calibration on the recordings raises the evidence, the accuracy and the regions' coverage."""
+    p = FeatureParams.from_scenario(nw_italy)
+    with h5py.File(hata_store / "train.h5") as f:
+        unlabelled = Measured.from_features(f["features"][...], np.ones(f["mask"].shape, bool), p)
+    with h5py.File(hata_store / "test.h5") as f:
+        test = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), p, f["tx_position_m"][...])
+    base = physics_map(nw_italy, COARSE)
+    calibrated = fit_radio_map(nw_italy, unlabelled=unlabelled, options=COARSE)
+    assert calibrated.info["kind"] == "self-calibrated"
+    history = calibrated.info["calibration"]
+    assert max(h["mean_log_evidence"] for h in history) > history[0]["mean_log_evidence"]
+    a0 = answers_of(base, test.snr_db, test.noise_dbm, test.present, test.position_m)
+    a1 = answers_of(calibrated, test.snr_db, test.noise_dbm, test.present, test.position_m)
+    assert -a1.log_density_at_truth.mean() < -a0.log_density_at_truth.mean()
+    err = [np.median(np.linalg.norm(a.mean_m - test.position_m, axis=1)) for a in (a0, a1)]
+    assert err[1] < err[0]
+    assert a0.in_hpd95.mean() < 0.6 and a1.in_hpd95.mean() >= 0.85
+
+
+def test_oracle_is_a_floor(split, physics, tiny_store):
+    from heimdall.radiomap.oracle import oracle_answers
+
+    scenario, params, train, test, _ = split
+    with h5py.File(tiny_store / "test.h5") as f:
+        gains, heights = f["oracle/gain_offset_db"][...], f["oracle/tx_height_m"][...]
+    oracle = oracle_answers(scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m,
+                            COARSE.spacing_m)
+    fitted = answers_of(fit_radio_map(scenario, train, options=COARSE), test.snr_db, test.noise_dbm, test.present,
+                        test.position_m)
+    phys = answers_of(physics, test.snr_db, test.noise_dbm, test.present, test.position_m)
+    assert -oracle.log_density_at_truth.mean() < -fitted.log_density_at_truth.mean() < \
+        -phys.log_density_at_truth.mean()
+
+
+def test_onnx_container_round_trip(split, physics):
+    import onnx
+    import onnxruntime as ort
+
+    from heimdall.radiomap.io import RadioMapFormatError, from_onnx, has_map, to_onnx
+
+    scenario, params, _, test, _ = split
+    model = to_onnx(physics, {"format": "heimdall-radiomap/1"})
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    ort.InferenceSession(data, providers=["CPUExecutionProvider"])  # a loadable model on its own
+    back = from_onnx(onnx.load_from_string(data))
+    assert has_map(model) and back.grid == physics.grid and back.receiver_ids == physics.receiver_ids
+    for i in range(3):
+        a = physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i])
+        b = back.localize(test.snr_db[i], test.noise_dbm[i], test.present[i])
+        assert np.array_equal(a.mean_m, b.mean_m)
+    broken = onnx.load_from_string(data)
+    broken.graph.initializer[0].dims[0] = 3  # a tensor whose shape no longer fits the grid
+    broken.graph.initializer[0].raw_data = broken.graph.initializer[0].raw_data[: 3 * 4 * len(physics.receiver_ids)]
+    with pytest.raises(RadioMapFormatError, match="radiomap.mean_dbm"):
+        from_onnx(broken)
+
+
+def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
+    from heimdall.radiomap.hybrid import choose_exponents
+
+    scenario, params, _, test, _ = split
+    posts = [physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i]) for i in range(40)]
+    rng = np.random.default_rng(0)
+    far_mean = test.position_m[:40] + rng.normal(0, 60_000, (40, 2))
+    alpha, beta, _ = choose_exponents(posts, far_mean, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)),
+                                      test.position_m[:40])
+    assert beta == 0.0 and alpha > 0
+    good = test.position_m[:40] + rng.normal(0, 1000, (40, 2))
+    alpha, beta, _ = choose_exponents(posts, good, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)), test.position_m[:40])
+    assert beta > 0
