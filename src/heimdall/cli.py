@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <run folder>/evaluation)")
     p.add_argument("--grid-spacing-m", "--grid_spacing_m", type=float, default=2000.0,
                    help="grid of the classical and oracle searches in metres (default 2000)")
-    p.add_argument("--max-samples", "--max_samples", type=int, help="evaluate only the first N test transmissions")
+    p.add_argument("--max-samples", "--max_samples", type=_positive_int,
+                   help="evaluate only the first N test transmissions")
     p.add_argument("--tracking-uri", "--tracking_uri", help="MLflow tracking URI (default: the run's)")
     p.add_argument("--no-mlflow", "--no_mlflow", action="store_true", help="do not log to MLflow")
 

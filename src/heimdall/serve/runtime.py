@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import yaml
 
 from heimdall.errors import HeimdallError
 from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
-from heimdall.scenario import scenario_from_dict
+from heimdall.scenario import scenario_from_text
 
 
 class ModelLoadError(HeimdallError):
@@ -86,7 +85,7 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
     if meta.get("format") != "heimdall-onnx/1":
         raise ModelLoadError(f"{name} {version}: not a Heimdall model (metadata format={meta.get('format')!r})")
     receivers = json.loads(meta["receivers"])
-    scenario = scenario_from_dict(yaml.safe_load(meta["scenario_yaml"]))
+    scenario = scenario_from_text(meta.get("scenario_yaml"), f"{name} {version}: metadata scenario_yaml")
     return ServedModel(
         name=name,
         version=version,

@@ -56,7 +56,8 @@ def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
         raise ConfigError(f"{saved_path}: no saved configuration; is {cfg.checkpoint_dir} a Heimdall run folder?")
     saved = from_mapping(load_yaml(saved_path), str(saved_path))
     overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given}
-    return dataclasses.replace(saved, resume_training=True, **overrides)
+    # the folder given is the run resumed (a copied or moved run folder names its old place in its config)
+    return dataclasses.replace(saved, resume_training=True, checkpoint_dir=cfg.checkpoint_dir, **overrides)
 
 
 def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
@@ -91,7 +92,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     from heimdall.baselines import weighted_centroid
     from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
     from heimdall.sim.dataset import dataset_fingerprint
-    from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
+    from heimdall.train.checkpoint import AtomicCheckpointIO, load_task, remove_stale_temporaries
     from heimdall.train.datamodule import StoreDataModule
     from heimdall.train.task import LocalizationTask, predict_numpy
 
@@ -107,12 +108,10 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
 
     if cfg.resume_training:
         ckpt_dir = Path(cfg.checkpoint_dir)
-        last = ckpt_dir / "last.ckpt"
-        ckpt = load_checkpoint(last)
-        if ckpt["heimdall"].get("scenario_sha256") != meta.scenario_sha256:
+        task = load_task(ckpt_dir / "last.ckpt")
+        if task.heimdall_meta.get("scenario_sha256") != meta.scenario_sha256:
             raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
         remove_stale_temporaries(ckpt_dir)
-        task = LocalizationTask.load_from_checkpoint(last, map_location="cpu")
         run_name = cfg.run_name
     else:
         run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -172,7 +171,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir),
     )
-    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None)
+    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None, weights_only=True)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     result = TrainResult(
@@ -187,7 +186,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     truth = dm.val.read_all("tx_position_m")
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
     if best is not None:
-        best_task = LocalizationTask.load_from_checkpoint(best, map_location="cpu")
+        best_task = load_task(best)
         present = dm.val.read_present()
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
         scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
