@@ -83,12 +83,13 @@ def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip
                         quiet: bool = False) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """The same for one SigMF collection or a folder of them (receivers unknown to the model join ad hoc)."""
     paths = [data] if data.is_file() else find_collections(data)
+    root = data.parent if data.is_file() else data
     if not paths:
         raise DatasetError(f"{data}: no *.sigmf-collection files found")
     names, means, covs, truth = [], [], [], []
     for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
         try:
-            col = read_collection(path)
+            col = read_collection(path, root)
             feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz,
                                           model.full_scale_dbm)
             positions, keys = [], []
