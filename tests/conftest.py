@@ -43,3 +43,19 @@ def tiny_run(tiny_store, tmp_path_factory):
     assert main(["train", "--data_dir", str(tiny_store), "--checkpoint_dir", str(ws / "run"), "--tracking_uri", uri,
                  "--epochs", "3", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export"]) == 0
     return ws, uri
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """The paths os.fsync is called on, in order, from now on (the real fsync still runs)."""
+    import os
+
+    paths = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths

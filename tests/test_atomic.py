@@ -30,16 +30,8 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["shared.txt"]  # no temporary left
 
 
-def test_the_file_then_its_folder_are_fsynced(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd):
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+def test_the_file_then_its_folder_are_fsynced(tmp_path, fsynced):
     atomic_write_text(tmp_path / "a.txt", "x")
-    assert len(synced) == 2
-    assert os.path.basename(synced[0]).startswith(".a.txt.")  # the content, before the rename
-    assert synced[1] == str(tmp_path)  # the rename
+    assert len(fsynced) == 2
+    assert os.path.basename(fsynced[0]).startswith(".a.txt.")  # the content, before the rename
+    assert fsynced[1] == str(tmp_path)  # the rename

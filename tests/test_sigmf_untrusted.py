@@ -72,7 +72,8 @@ def _too_many_streams(folder):
 
 
 def _huge_meta(folder):
-    edit_text(folder / "tx_torino.sigmf-meta", '"core:description": ""', '"core:description": "' + "x" * 2_000_000 + '"')
+    description = '"core:description": "' + "x" * 2_000_000 + '"'
+    edit_text(folder / "tx_torino.sigmf-meta", '"core:description": ""', description)
     rehash(folder)
 
 

@@ -203,6 +203,8 @@ def _add_train_parser(sub) -> None:
     flag("--validation_split", "--validation-split", "--val_split", "--val-split", type=float,
          help="fraction of train used for validation when the store has no val split (default 0.1)")
     flag("--num_workers", "--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    flag("--loader_memory_mb", "--loader-memory-mb", type=float,
+         help="store data each reading process keeps in memory, MB (default 1024; the rest is read from disk)")
     flag("--accelerator", choices=["cpu", "gpu", "auto"], help="cpu, gpu or auto (default auto)")
     flag("--devices", help="devices per node: a count or 'auto' (default auto)")
     flag("--num_nodes", "--num-nodes", type=int, help="nodes for multi-node DDP (default 1)")

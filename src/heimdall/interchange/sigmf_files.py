@@ -298,7 +298,8 @@ def _recording(path: Path, meta_bytes: bytes, root: Path) -> Recording:
         raise RecordingError(path, "global.core:sample_rate", "missing (samples per second, Hz)")
     rate = _number(path, "global.core:sample_rate", g["core:sample_rate"], 0.0, MAX_SAMPLE_RATE_HZ, lo_open=True)
     if g.get("core:num_channels", 1) != 1:
-        raise RecordingError(path, "global.core:num_channels", f"expected 1 channel, got {g['core:num_channels']!r:.40}")
+        raise RecordingError(path, "global.core:num_channels",
+                             f"expected 1 channel, got {g['core:num_channels']!r:.40}")
     if not isinstance(captures, list) or not captures or not isinstance(captures[0], dict):
         raise RecordingError(path, "captures", "expected at least one capture segment")
     c0 = captures[0]

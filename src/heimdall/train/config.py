@@ -35,6 +35,7 @@ class TrainConfig:
     validation_split: float = 0.1  # used when the store has no val split
     batch_size: int = 256
     num_workers: int = 0
+    loader_memory_mb: float = 1024.0  # store data each reading process keeps in memory; the rest is read from disk
     seed: int = 0
     # model
     d_model: int = 96
@@ -139,6 +140,7 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         (0 <= cfg.receiver_dropout < 1, "receiver_dropout must be in [0, 1)"),
         (0 <= cfg.feature_dropout < 1, "feature_dropout must be in [0, 1)"),
         (cfg.num_workers >= 0, "num_workers must be ≥ 0"),
+        (cfg.loader_memory_mb >= 0, "loader_memory_mb must be ≥ 0"),
         (cfg.num_nodes >= 1, "num_nodes must be ≥ 1"),
         (cfg.threads >= 0, "threads must be ≥ 0"),
         (cfg.patience >= 0, "patience must be ≥ 0"),

@@ -16,8 +16,8 @@ from heimdall.workspace import default_data_dir, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
-RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "accelerator", "devices",
-                      "num_nodes", "strategy", "threads", "export")
+RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "loader_memory_mb", "accelerator",
+                      "devices", "num_nodes", "strategy", "threads", "export")
 
 
 @dataclass
@@ -102,8 +102,14 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         torch.set_num_threads(cfg.threads)
     data_dir = ensure_dataset(cfg, console)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed)
+    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed,
+                         cfg.loader_memory_mb * 1024**2)
     dm.setup()
+    for split, ds in (("train", dm.train), ("val", dm.val)):
+        if ds.files_on_disk:
+            console.print(f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
+                          f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
+                          "(slower); raise it if the memory allows", markup=False, highlight=False, soft_wrap=True)
     meta = dm.train.meta
 
     if cfg.resume_training:
