@@ -169,3 +169,26 @@ def test_a_huge_scenario_file_is_refused_unread(tmp_path):
         f.truncate(64 * 1024**2)  # sparse: 64 MB that would take long to parse
     with pytest.raises(ScenarioError, match="big.yaml: 67108864 bytes; at most 262144 characters are read"):
         load_scenario(big)
+
+
+def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, capsys):
+    """The scenario inside an ONNX model goes through the same parser: an alias bomb stops `predict` clearly."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from heimdall.cli import main
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    for key, value in {"format": "heimdall-onnx/1", "receivers": '{"id": ["a"], "east_m": [0], "north_m": [0]}',
+                       "scenario_yaml": _with_description_bomb()}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp_path / "bomb.onnx"))
+    assert main(["predict", str(tiny_store), "--model-file", str(tmp_path / "bomb.onnx"),
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bomb file: metadata scenario_yaml: not valid YAML" in err and "aliases" in err
+    assert not (tmp_path / "p.csv").exists()
