@@ -47,7 +47,8 @@ def loop_model():
         [helper.make_node("Constant", [], ["w"], value=external("w")), helper.make_node("Identity", ["c"], ["c_out"])],
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
                  helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])])
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])])
     return model([helper.make_node("Loop", ["", "cond"], ["scan_w"], body=body),
                   helper.make_node("Identity", ["x"], ["y"])],
                  inputs=(X, helper.make_tensor_value_info("cond", TensorProto.BOOL, [])))

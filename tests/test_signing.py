@@ -118,5 +118,8 @@ def test_key_files_are_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("HEIMDALL_SIGNING_KEY_FILE", str(priv))
     monkeypatch.setenv("HEIMDALL_VERIFY_KEY_FILE", str(pub))
     assert signing_key(None).key_id == verify_key(None).key_id == VerifyKey.from_file(pub).key_id
+    hmac_file = tmp_path / "hmac.key"
+    hmac_file.write_text("secret-" * 8)
+    assert "secret-" not in repr(SigningKey.from_file(hmac_file)) + repr(VerifyKey.from_file(hmac_file))
     with pytest.raises(SigningKeyError, match="short.key"):
         signing_key(str(short))

@@ -17,9 +17,9 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from heimdall.errors import ModelLoadError, SigningKeyError
 
@@ -54,80 +54,66 @@ def _read_key_file(path: str | Path, what: str) -> bytes:
         raise SigningKeyError(f"{p}: cannot read the {what}: {exc.strerror or exc}") from None
 
 
-def _hmac_secret(raw: bytes, path: str | Path) -> bytes:
-    if len(raw) < MIN_HMAC_KEY_BYTES:
-        raise SigningKeyError(f"{path}: an HMAC key needs at least {MIN_HMAC_KEY_BYTES} bytes, the file has "
-                              f"{len(raw)} (make one with: openssl rand -hex 32 > KEY)")
-    return raw
+def _load_key(path: str | Path, role: str) -> tuple[str, str, Any]:
+    """(algorithm, key_id, key) from a key file; role "signing" takes a private key, "verify" a public one."""
+    raw = _read_key_file(path, f"{role} key")
+    if not raw.startswith(b"-----BEGIN"):
+        if len(raw) < MIN_HMAC_KEY_BYTES:
+            raise SigningKeyError(f"{path}: an HMAC key needs at least {MIN_HMAC_KEY_BYTES} bytes, the file has "
+                                  f"{len(raw)} (make one with: openssl rand -hex 32 > KEY)")
+        return HMAC_SHA256, _key_id(raw), raw
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    signing = role == "signing"
+    if (b"PUBLIC KEY" if signing else b"PRIVATE KEY") in raw.splitlines()[0]:
+        raise SigningKeyError(f"{path}: a public key; signing needs the ed25519 private key" if signing else
+                              f"{path}: a private key; give the server only the public key "
+                              "(openssl pkey -in PRIVATE.pem -pubout -out PUBLIC.pem)")
+    try:
+        key = serialization.load_pem_private_key(raw, password=None) if signing else \
+            serialization.load_pem_public_key(raw)
+    except (TypeError, ValueError) as exc:
+        kind = "private key without a password" if signing else "public key"
+        raise SigningKeyError(f"{path}: not a PEM {kind} ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey if signing else Ed25519PublicKey):
+        raise SigningKeyError(f"{path}: a {type(key).__name__.removeprefix('_')}; expected an ed25519 key")
+    public = key.public_key() if signing else key
+    return ED25519, _key_id(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)), key
 
 
 @dataclass(frozen=True)
-class SigningKey:
-    """A key that signs manifests: an ed25519 private key or an HMAC secret."""
-
+class _Key:
     algorithm: str
     key_id: str
-    _secret: Any  # Ed25519PrivateKey or the HMAC secret bytes
+    _key: Any = field(repr=False)  # the ed25519 private (signing) or public (verify) key, or the HMAC secret
+    role: ClassVar[str]
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SigningKey":
-        raw = _read_key_file(path, "signing key")
-        if not raw.startswith(b"-----BEGIN"):
-            secret = _hmac_secret(raw, path)
-            return cls(HMAC_SHA256, _key_id(secret), secret)
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    def from_file(cls, path: str | Path) -> Self:
+        return cls(*_load_key(path, cls.role))
 
-        if b"PUBLIC KEY" in raw.splitlines()[0]:
-            raise SigningKeyError(f"{path}: a public key; signing needs the ed25519 private key")
-        try:
-            private = serialization.load_pem_private_key(raw, password=None)
-        except (TypeError, ValueError) as exc:
-            raise SigningKeyError(f"{path}: not an unencrypted PEM private key ({exc})") from None
-        if not isinstance(private, Ed25519PrivateKey):
-            raise SigningKeyError(f"{path}: a {type(private).__name__.removeprefix('_')}; expected an ed25519 key")
-        public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return cls(ED25519, _key_id(public), private)
+
+class SigningKey(_Key):
+    """A key that signs manifests: an ed25519 private key or an HMAC secret."""
+
+    role = "signing"
 
     def sign(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """A copy of `manifest` with its signature."""
         payload = signed_payload(manifest)
         if self.algorithm == ED25519:
-            value = self._secret.sign(payload)
+            value = self._key.sign(payload)
         else:
-            value = hmac.new(self._secret, payload, hashlib.sha256).digest()
+            value = hmac.new(self._key, payload, hashlib.sha256).digest()
         return {**manifest, SIGNATURE_FIELD: {"algorithm": self.algorithm, "key_id": self.key_id,
                                               "value": base64.b64encode(value).decode()}}
 
 
-@dataclass(frozen=True)
-class VerifyKey:
+class VerifyKey(_Key):
     """A key that checks signatures: an ed25519 public key or the HMAC secret."""
 
-    algorithm: str
-    key_id: str
-    _key: Any  # Ed25519PublicKey or the HMAC secret bytes
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "VerifyKey":
-        raw = _read_key_file(path, "verify key")
-        if not raw.startswith(b"-----BEGIN"):
-            secret = _hmac_secret(raw, path)
-            return cls(HMAC_SHA256, _key_id(secret), secret)
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        if b"PRIVATE KEY" in raw.splitlines()[0]:
-            raise SigningKeyError(f"{path}: a private key; give the server only the public key "
-                                  "(openssl pkey -in PRIVATE.pem -pubout -out PUBLIC.pem)")
-        try:
-            public = serialization.load_pem_public_key(raw)
-        except ValueError as exc:
-            raise SigningKeyError(f"{path}: not a PEM public key ({exc})") from None
-        if not isinstance(public, Ed25519PublicKey):
-            raise SigningKeyError(f"{path}: a {type(public).__name__.removeprefix('_')}; expected an ed25519 key")
-        raw_public = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return cls(ED25519, _key_id(raw_public), public)
+    role = "verify"
 
     def verify(self, manifest: dict[str, Any], where: str) -> None:
         """Raise ModelLoadError unless `manifest` carries a valid signature by this key."""
