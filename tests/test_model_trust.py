@@ -137,7 +137,7 @@ def _leaking(data: bytes, location: str) -> bytes:
     return proto.SerializeToString()
 
 
-def test_a_model_that_reads_a_host_file_is_refused(published, tmp_path, monkeypatch):
+def test_a_model_that_reads_a_host_file_is_refused(published, tiny_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the server's working folder
     secret = np.array([123456.0, -654321.0], np.float32)
     (tmp_path / "secret.txt").write_bytes(secret.tobytes())
@@ -150,6 +150,10 @@ def test_a_model_that_reads_a_host_file_is_refused(published, tmp_path, monkeypa
     np.testing.assert_allclose(leaked - clean, secret[None], rtol=1e-6)  # ONNX Runtime alone answers the secret
     with pytest.raises(ModelLoadError, match="tensor 'w0' .* refers to external data 'secret.txt'.*refused"):
         from_bytes(tampered, "tampered", "1")
+    from heimdall.evaluate import load_test_set, onnx_predictions
+
+    with pytest.raises(ModelLoadError, match="external data"):  # `heimdall evaluate --model tampered.onnx`
+        onnx_predictions(tampered, load_test_set(tiny_store, 10))
     (tmp_path / "model.onnx").write_bytes(tampered)
     with pytest.raises(ModelLoadError, match="external data"):
         ModelSource(file=str(tmp_path / "model.onnx"), trust=TrustPolicy(sha256=hashlib.sha256(tampered).hexdigest())

@@ -110,9 +110,12 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
 
 
 def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model."""
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model (refused if it holds external data)."""
     import onnxruntime as ort
 
+    from heimdall.onnx_guard import require_self_contained
+
+    require_self_contained(onnx_bytes, "model")
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     n = len(test.features)
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape))
