@@ -35,6 +35,12 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text.lower()):
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits (a sha256), got {text[:80]!r}")
+    return text.lower()
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -103,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="model store: a folder or s3://bucket/prefix (default: workspace/models)")
     p.add_argument("--no-store", "--no_store", action="store_true", help="only write the ONNX file")
     p.add_argument("--name", default="heimdall-localizer", help="model name in the store and the registry")
-    p.add_argument("--s3-endpoint-url", "--s3_endpoint_url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or "
-                   "$AWS_ENDPOINT_URL")
-    p.add_argument("--s3-access-key", "--s3_access_key", help="default $AWS_ACCESS_KEY_ID")
-    p.add_argument("--s3-secret-key", "--s3_secret_key", help="default $AWS_SECRET_ACCESS_KEY")
+    _add_s3_options(p)
+    p.add_argument("--signing-key", "--signing_key", metavar="FILE",
+                   help="sign the manifests with this ed25519 private key (PEM) or HMAC key file "
+                        "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)")
     p.add_argument("--eval-data", "--eval_data", help="evaluation set for the champion rule (default: the test "
                    "split of the training data)")
     p.add_argument("--no-register", "--no_register", action="store_true", help="do not register in MLflow")
@@ -176,15 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_s3_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint-url", "--s3_endpoint_url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or "
+                   "$AWS_ENDPOINT_URL")
+    p.add_argument("--s3-access-key", "--s3_access_key", help="default $AWS_ACCESS_KEY_ID or the AWS credentials file")
+    p.add_argument("--s3-secret-key", "--s3_secret_key",
+                   help="visible to other users in the process list: prefer $AWS_SECRET_ACCESS_KEY or the AWS "
+                        "credentials file ($AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials)")
+
+
 def _add_model_source(p: argparse.ArgumentParser) -> None:
-    """Where `serve` and `predict` take the model from (default: the registry's champion)."""
+    """Where `serve` and `predict` take the model from (default: the registry's champion), and how it is trusted."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
     src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
     p.add_argument("--version", type=int, help="version in the model store")
-    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
+    p.add_argument("--registry-uri", "--registry_uri",
+                   help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI, else the workspace's)")
     p.add_argument("--name", default="heimdall-localizer", help="model name in the store / registry")
     p.add_argument("--alias", default="champion", help="registry alias (default champion)")
+    _add_s3_options(p)
+    p.add_argument("--verify-key", "--verify_key", metavar="FILE",
+                   help="refuse models whose manifest is not signed by this ed25519 public key (PEM) or HMAC key "
+                        "file (default $HEIMDALL_VERIFY_KEY_FILE)")
+    p.add_argument("--model-sha256", "--model_sha256", type=_sha256, metavar="HEX",
+                   help="refuse any model whose bytes do not have this sha256")
 
 
 def _add_train_parser(sub) -> None:
@@ -228,6 +250,9 @@ def _add_train_parser(sub) -> None:
     flag("--threads", type=int, help="torch intra-op threads (default: all cores)")
     flag("--dataset_size", "--dataset-size", type=int, help="transmissions when simulating the default dataset")
     flag("--no_export", "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
+    flag("--signing_key", "--signing-key", metavar="FILE",
+         help="sign the exported model's manifests with this ed25519 private key (PEM) or HMAC key file "
+              "(default $HEIMDALL_SIGNING_KEY_FILE)")
 
 
 COMMANDS = {

@@ -116,10 +116,13 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
 
 
 def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model."""
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model (refused if it holds external data)."""
     import onnxruntime as ort
 
-    try:  # from bytes: ONNX Runtime refuses external data (there is no folder to read it from)
+    from heimdall.onnx_guard import require_self_contained
+
+    require_self_contained(onnx_bytes, "model")
+    try:
         session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a bad model
         raise HeimdallError(f"not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:300]})") from None

@@ -76,7 +76,7 @@ def print_table(console: Console, metrics: dict) -> None:
 def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from heimdall.train.run import default_tracking_uri
+    from heimdall.workspace import default_tracking_uri
 
     client = MlflowClient(tracking_uri or default_tracking_uri())
     for name, m in metrics["estimators"].items():

@@ -8,11 +8,10 @@ import argparse
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from heimdall.commands.options import model_source
     from heimdall.serve.app import ServeSettings, create_app
-    from heimdall.serve.runtime import ModelSource
 
-    source = ModelSource(file=args.model_file, store=args.store, name=args.name, version=args.version,
-                         tracking_uri=args.registry_uri, alias=args.alias, threads=args.threads)
+    source = model_source(args)
     source.load()  # fail now, with a clear message, rather than inside the server
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              cache_size=args.cache_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024))

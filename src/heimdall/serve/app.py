@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from heimdall.errors import HeimdallError
 from heimdall.serve.batcher import MicroBatcher, QueueFull
 from heimdall.serve.geometry import response_geometry
 from heimdall.serve.inputs import InputError, to_model_inputs
@@ -220,7 +221,11 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             return JSONResponse({"detail": "missing bearer token"}, status_code=401)
         if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
             return JSONResponse({"detail": "wrong token"}, status_code=403)
-        new = await asyncio.get_running_loop().run_in_executor(None, source.load)
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(None, source.load)
+        except HeimdallError as exc:  # refused or unreachable: keep serving the model already loaded
+            current = state["model"].version if state["model"] else None
+            return JSONResponse({"detail": f"reload refused: {exc}", "current": current}, status_code=409)
         old = state["model"]
         state["model"] = new
         cache.clear()

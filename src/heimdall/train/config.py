@@ -66,6 +66,7 @@ class TrainConfig:
     run_name_prefix: str = "heimdall"
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in the workspace
     export: bool = True  # export ONNX after training
+    signing_key: str | None = None  # key file signing the model's manifests (default $HEIMDALL_SIGNING_KEY_FILE)
     # written by the run itself
     run_name: str | None = None
     mlflow_run_id: str | None = None

@@ -11,13 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from heimdall.errors import HeimdallError
+from heimdall.signing import signing_key
 from heimdall.train.config import ConfigError, TrainConfig, from_mapping, load_yaml
-from heimdall.workspace import default_data_dir, workspace
+from heimdall.workspace import default_artifact_location, default_data_dir, default_tracking_uri, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
 RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "loader_memory_mb", "accelerator",
-                      "devices", "num_nodes", "strategy", "threads", "export")
+                      "devices", "num_nodes", "strategy", "threads", "export", "signing_key")
 
 
 @dataclass
@@ -36,15 +37,6 @@ class TrainResult:
     onnx_path: Path | None = None
     published: object | None = None  # heimdall.publish.PublishResult
     seconds: float = 0.0
-
-
-def default_tracking_uri() -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    ws = workspace().resolve()
-    ws.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{ws / 'mlflow.db'}"
 
 
 def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
@@ -100,6 +92,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     t0 = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    signer = signing_key(cfg.signing_key) if cfg.export else None  # a bad key file fails now, not after the fit
     data_dir = ensure_dataset(cfg, console)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed,
@@ -135,7 +128,8 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
-    artifacts = (workspace() / "mlartifacts").resolve()
+    workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
+    artifacts = default_artifact_location()
     dataset_sha = dataset_fingerprint(sorted({i.path for i in dm.train.infos + dm.val.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
@@ -217,7 +211,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         from heimdall.publish import default_store, export_and_publish
 
         result.published = export_and_publish(best, ckpt_dir / "model.onnx", default_store(), {}, True, None,
-                                              tracking_uri)
+                                              tracking_uri, signer=signer)
         result.onnx_path = result.published.export.path
     result.seconds = time.perf_counter() - t0
     return result
