@@ -178,17 +178,22 @@ def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, ca
 
     from heimdall.cli import main
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    for key, value in {"format": "heimdall-onnx/1", "receivers": '{"id": ["a"], "east_m": [0], "north_m": [0]}',
-                       "scenario_yaml": _with_description_bomb()}.items():
+    from heimdall.features import FeatureParams
+    from heimdall.scenario import load_scenario
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
+              (("features", ["b", "r", 35]), ("rx_position_m", ["b", "r", 2]), ("present", ["b", "r"]))]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mean_m", "cov_m2")]
+    nodes = [helper.make_node("Identity", ["rx_position_m"], ["mean_m"]), helper.make_node("Identity", ["features"], ["cov_m2"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 18)])
+    params = FeatureParams.from_scenario(load_scenario("nw-italy"))
+    for key, value in {"format": "heimdall-onnx/1", "receivers": '{"id": ["a"], "lat": [45.0], "lon": [7.0], "east_m": [0], "north_m": [0]}',
+                       "feature_params": params.to_json(), "scenario_yaml": _with_description_bomb()}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(tmp_path / "bomb.onnx"))
     assert main(["predict", str(tiny_store), "--model-file", str(tmp_path / "bomb.onnx"),
                  "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
-    assert "bomb file: metadata scenario_yaml: not valid YAML" in err and "aliases" in err
+    assert "bomb file: metadata 'scenario_yaml': not valid YAML" in err and "aliases" in err
     assert not (tmp_path / "p.csv").exists()

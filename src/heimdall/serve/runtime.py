@@ -97,6 +97,8 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
     receivers = _receivers(meta, where)
     params = _feature_params(meta, where)
     dims = {i.name: i.shape for i in session.get_inputs()}["features"]
+    if len(dims) != 3:
+        raise ModelLoadError(f"{where}: input 'features' has shape {dims}; expected [batch, receivers, features]")
     if isinstance(dims[-1], int) and dims[-1] != params.n_features:
         raise ModelLoadError(f"{where}: input 'features' takes {dims[-1]} values per receiver, metadata "
                              f"'feature_params' gives {params.n_features}")
