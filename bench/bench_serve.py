@@ -147,12 +147,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_file = args.model_file
         if model_file is None:
-            sys.path.insert(0, str(Path(__file__).parent))
-            from bench_onnx import _random_checkpoint
-
             from heimdall.export import export_checkpoint
+            from heimdall.scenario import load_scenario
+            from heimdall.train.checkpoint import untrained_checkpoint
 
-            model_file = export_checkpoint(_random_checkpoint(Path(tmp)), Path(tmp) / "model.onnx").path
+            model_file = export_checkpoint(untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"),
+                                           Path(tmp) / "model.onnx").path
         results = {}
         for batching, extra in (("on", ()), ("off", ("--max-batch", "1"))):
             proc, url = start(model_file, *extra)
