@@ -14,8 +14,10 @@ def serve_command(args: argparse.Namespace) -> int:
     source = ModelSource(file=args.model_file, store=args.store, name=args.name, version=args.version,
                          tracking_uri=args.registry_uri, alias=args.alias, threads=args.threads)
     source.load()  # fail now, with a clear message, rather than inside the server
-    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             cache_size=args.cache_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_inflight=args.max_inflight,
+                             max_requests=args.max_requests, cache_size=args.cache_size,
+                             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                             match_tolerance_m=args.match_tolerance_m)
     uvicorn.run(create_app(source, settings), host=args.host, port=args.port, log_level="warning",
                 access_log=False)
     return 0

@@ -24,6 +24,11 @@ def match_receiver(rec: Recording, en_m: np.ndarray, ids: list[str], positions_m
                                  f"receiver {rec.receiver_id!r} is {dist:.0f} m from its position in the receiver "
                                  f"table (tolerance {tolerance_m:.0f} m)")
         return k
+    return nearest_receiver(en_m, positions_m, tolerance_m)
+
+
+def nearest_receiver(en_m: np.ndarray, positions_m: np.ndarray, tolerance_m: float) -> int:
+    """Index of the table position (positions_m [R, 2]) nearest to en_m [2] if within tolerance_m, else -1."""
     if len(positions_m) == 0:
         return -1
     d = np.linalg.norm(np.asarray(positions_m) - en_m, axis=1)
