@@ -186,6 +186,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         t0 = time.perf_counter()
         body = await request.body()
         try:
+            admission.check_room()
             async with turns.hold():
                 raw = transmissions(parse(body), batch)
             with admission.admit(len(raw)):

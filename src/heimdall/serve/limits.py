@@ -102,6 +102,11 @@ class Admission:
         self.capacity = capacity
         self.in_flight = 0
 
+    def check_room(self) -> None:
+        """Busy when not even one more transmission fits: refused before its body is parsed."""
+        if self.in_flight >= self.capacity:
+            raise Busy("transmissions", f"{self.in_flight} of {self.capacity} transmissions in flight; retry later")
+
     @contextmanager
     def admit(self, n: int):
         """Hold n transmissions' places for the block; TooLarge if n can never fit, Busy if not now."""
