@@ -13,7 +13,6 @@ stored under. Answers are kept and sent as JSON bytes (few objects for the garba
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import hmac
 import os
@@ -42,11 +41,6 @@ from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest,
 from heimdall.serve.slices import Turns
 
 JSON = "application/json"
-# Requests allocate many short-lived containers (parsed JSON, validated models) that reference counting frees.
-# With the default thresholds (700, 10, 10) the collector runs so often that it walks the objects of the requests
-# in flight again and again (full collections of 20–50 ms under large batches, measured); these let most request
-# objects die before any collection, and full collections come rarely.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 @dataclass(frozen=True)
@@ -123,10 +117,6 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["model"] = await asyncio.get_running_loop().run_in_executor(None, source.load)
-        # what exists now lives as long as the process: keep it out of every garbage collection
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
         batcher.start()
         yield
         await batcher.stop()
