@@ -233,8 +233,8 @@ def wrk_figures(model_file: Path, seconds: float) -> None:
             args = [kind, ",".join(ids), str(nf)]
             wrk(url, "localize.lua", args, 32, 5)  # warm-up, not measured
             f = wrk(url, "localize.lua", args, 32, seconds)
-            print(f"wrk     {kind:8s} connections 32  n={f['requests']:6d}  p50 {f['p50']:6.2f} ms  p90 {f['p90']:6.2f} ms"
-                  f"  p99 {f['p99']:6.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}")
+            print(f"wrk     {kind:8s} connections 32  n={f['requests']:6d}  p50 {f['p50']:6.2f} ms  "
+                  f"p90 {f['p90']:6.2f} ms  p99 {f['p99']:6.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}")
             if kind == "features":
                 print(f"wrk     features at 32: {f['rate']:.0f} req/s {ratio(f['rate'], TARGET_WRK_RATE, True)}, "
                       f"p99 {f['p99']:.1f} ms {ratio(f['p99'], TARGET_WRK_P99_MS, False)}")
@@ -355,8 +355,8 @@ def rss_under_oversized_chunked_body(model_file: Path) -> None:
         _, peak = _memory_mib(proc.pid)
         status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
         target = RSS_TARGET_FACTOR * idle + BODY_LIMIT_MB
-        print(f"python  answer '{status}' after {sent / 2**20:.0f} MiB sent; RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB "
-              f"(target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: ratio {target / peak:.2f})")
+        print(f"python  answer '{status}' after {sent / 2**20:.0f} MiB sent; RSS idle {idle:.0f} MiB, "
+              f"peak {peak:.0f} MiB (target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: ratio {target / peak:.2f})")
     finally:
         stop(proc)
 

@@ -188,7 +188,8 @@ def _post_chunked(url: str, chunks: list[bytes], final: bool, timeout_s: float =
         while b"\r\n\r\n" not in answer:
             answer += s.recv(65536)
         head, body = answer.split(b"\r\n\r\n", 1)
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
         while len(body) < length:
             body += s.recv(65536)
     return int(head.split()[1]), json.loads(body)
@@ -273,7 +274,8 @@ _features = st.builds(lambda r, f: {**r, "features": f}, _receiver,
                       st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=40))
 _power = st.builds(lambda r, p: {**r, "power_dbm": p}, _receiver, st.floats(-300, 200, allow_nan=False))
 _iq = st.builds(lambda r, d, rate, f, s: {**r, "datatype": d, "sample_rate_hz": rate, "center_frequency_hz": f,
-                                          "samples_base64": s}, _receiver, st.sampled_from(["ci16_le", "cf32_le", "cu8"]),
+                                          "samples_base64": s},
+                _receiver, st.sampled_from(["ci16_le", "cf32_le", "cu8"]),
                 st.sampled_from([48000.0, 0.0, -1.0, 1e12]), st.sampled_from([145e6, 145.0015e6, 2.4e9, 1.0, -5.0]),
                 st.one_of(st.text(max_size=40), st.binary(max_size=20000).map(lambda b: base64.b64encode(b).decode())))
 _transmission = st.one_of(st.fixed_dictionaries({"features": st.lists(_features | _power, max_size=9)}),

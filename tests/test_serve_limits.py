@@ -37,7 +37,8 @@ def test_counts_are_checked_before_any_transmission_is_validated(slow_server):
     # 2000 transmissions, every one invalid: refused for their number, with no per-item error
     r = httpx.post(f"{slow_server}/v1/localize/batch", json={"transmissions": [{"features": "x"}] * 2000}, timeout=30)
     assert r.status_code == 413, r.text
-    assert r.json()["detail"] == [{"field": "transmissions", "message": "2000 transmissions, more than the limit of 1024"}]
+    assert r.json()["detail"] == [{"field": "transmissions",
+                                   "message": "2000 transmissions, more than the limit of 1024"}]
     r = httpx.post(f"{slow_server}/v1/localize", json={"features": [{"id": 1}] * 300}, timeout=30)
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "features", r.text
     # more JSON values than any request needs: refused before the parse

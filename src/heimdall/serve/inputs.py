@@ -9,7 +9,7 @@ import numpy as np
 
 from heimdall.features import extract_features, feature_matrix
 from heimdall.interchange.conform import ConformError, conform
-from heimdall.interchange.receivers import nearest_receiver
+from heimdall.interchange.receivers import nearest_receivers
 from heimdall.serve.errors import InputError
 from heimdall.serve.runtime import ServedModel
 from heimdall.serve.schemas import IQRecording, LocalizeRequest, ReceiverRef
@@ -52,9 +52,12 @@ def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance
     twice (same table receiver, or two ad-hoc positions within tolerance_m) is refused.
     """
     given = [i for i, item in enumerate(items) if item.lat is not None]
-    en = model.frame.to_local([items[i].lat for i in given], [items[i].lon for i in given]) if given else None
-    position = dict(zip(given, en if en is not None else ()))
-    positions, labels, table, ad_hoc = [], [], {}, []
+    en = model.frame.to_local([items[i].lat for i in given], [items[i].lon for i in given])  # [G, 2], one PROJ call
+    row = {i: n for n, i in enumerate(given)}
+    in_table = nearest_receivers(en, model.rx_position_m, tolerance_m)  # [G]
+    near = np.linalg.norm(en[:, None] - en[None], axis=-1) <= tolerance_m  # [G, G]
+    ad_hoc = np.zeros(len(given), bool)  # rows taken as ad-hoc receivers so far
+    positions, labels, table = [], [], {}
     for i, item in enumerate(items):
         field = f"{kind}[{i}]"
         if item.id is not None:
@@ -62,14 +65,14 @@ def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance
                 raise InputError(f"{field}.id", f"unknown receiver {item.id!r}; the model knows "
                                                 f"{', '.join(model.receiver_ids)} (or give lat/lon alone)")
             k = model.receiver_ids.index(item.id)
-            if i in position:
-                dist = float(np.linalg.norm(position[i] - model.rx_position_m[k]))
+            if i in row:
+                dist = float(np.linalg.norm(en[row[i]] - model.rx_position_m[k]))
                 if dist > tolerance_m:
                     raise InputError(field, f"receiver {item.id!r} is {dist:.0f} m from its position in the model's "
                                             f"table (tolerance {tolerance_m:g} m); give the id alone, or lat/lon "
                                             "alone for another receiver")
         else:
-            k = nearest_receiver(position[i], model.rx_position_m, tolerance_m)
+            k = int(in_table[row[i]])
         if k >= 0:
             if k in table:
                 raise InputError(field, f"receiver {model.receiver_ids[k]!r} appears twice "
@@ -78,12 +81,12 @@ def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance
             positions.append(model.rx_position_m[k])
             labels.append(model.receiver_ids[k])
         else:
-            for j in ad_hoc:
-                if np.linalg.norm(position[i] - position[j]) <= tolerance_m:
-                    raise InputError(field, f"the same receiver appears twice (also {kind}[{j}], within "
-                                            f"{tolerance_m:g} m)")
-            ad_hoc.append(i)
-            positions.append(position[i])
+            twins = np.flatnonzero(near[row[i]] & ad_hoc)
+            if len(twins):
+                raise InputError(field, f"the same receiver appears twice (also {kind}[{given[twins[0]]}], within "
+                                        f"{tolerance_m:g} m)")
+            ad_hoc[row[i]] = True
+            positions.append(en[row[i]])
             labels.append(f"{item.lat:.5f},{item.lon:.5f}")
     return np.asarray(positions, np.float32), labels
 

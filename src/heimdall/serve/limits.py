@@ -77,10 +77,9 @@ class LimitsAndMetrics:
 
     async def _read_body(self, scope, receive) -> bytes | None:
         """The whole body (None if the client left); TooLarge as soon as it passes the limit."""
-        too_large = TooLarge("body", f"larger than the limit of {self.max_body_bytes} bytes")
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
-                raise too_large
+                raise self._too_large()
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -89,10 +88,14 @@ class LimitsAndMetrics:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise too_large
+                raise self._too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge("body", f"larger than the limit of {self.max_body_bytes} bytes")
 
 
 class Admission:
