@@ -215,8 +215,9 @@ def test_reload_refuses_a_tampered_model_and_keeps_serving(published, tmp_path, 
     with TestClient(create_app(source)) as client:
         path.write_bytes(_rewritten(published["file"].read_bytes(), heimdall_version="evil"))
         r = client.post("/v1/admin/reload", headers={"authorization": "Bearer t"})
-        assert r.status_code == 409 and "does not match the manifest" in r.json()["detail"]
-        assert r.json()["current"] == "file"
+        detail = r.json()["detail"][0]
+        assert r.status_code == 503 and detail["field"] == "model" and "does not match the manifest" in detail["message"]
+        assert "still serving" in detail["message"]
         assert client.get("/readyz").json()["status"] == "ready"
         assert client.get("/v1/model").json()["sha256"] == published["sha256"]
 

@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from heimdall.errors import HeimdallError
+from heimdall.interchange import MATCH_TOLERANCE_M
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -128,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", "--max_batch", type=int, default=64, help="micro-batch size limit")
     p.add_argument("--max-wait-ms", "--max_wait_ms", type=float, default=0.0,
                    help="extra wait for a fuller micro-batch (ms, default 0: batch what is already waiting)")
-    p.add_argument("--max-queue", "--max_queue", type=int, default=1024, help="queued requests before 429")
+    p.add_argument("--max-inflight", "--max_inflight", type=_positive_int, default=2048,
+                   help="transmissions worked on at once; a request that does not fit answers 429 (default 2048)")
+    p.add_argument("--max-requests", "--max_requests", type=_positive_int, default=64,
+                   help="requests with a body in progress at once, beyond which 429 (default 64)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"an ad-hoc receiver within this distance of a model receiver is that receiver; a "
+                        f"receiver given by id and position must be this close to its table position "
+                        f"(default {MATCH_TOLERANCE_M:g} m)")
     p.add_argument("--cache-size", "--cache_size", type=int, default=4096, help="answers kept in the LRU cache")
     p.add_argument("--max-body-mb", "--max_body_mb", type=float, default=16.0, help="request body limit (MB)")
 
@@ -140,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split of a store folder (default test; 'unlabelled' for "
                                                   "imported transmissions without a known position)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
-    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
-                   help="a SigMF recording within this distance of a model receiver is that receiver (default 100)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"a SigMF recording within this distance of a model receiver is that receiver "
+                        f"(default {MATCH_TOLERANCE_M:g})")
     p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
                    help="SigMF: skip invalid collections (reported) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -159,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenario giving the channel frequency, feature settings and known receivers (default nw-italy)")
     p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
                    help="import the valid collections and report each invalid one (default: stop at the first)")
-    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
-                   help="a recording within this distance of a known receiver is that receiver (default 100 m)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"a recording within this distance of a known receiver is that receiver "
+                        f"(default {MATCH_TOLERANCE_M:g} m)")
     p.add_argument("--new-receiver-height-m", "--new_receiver_height_m", type=float, default=10.0,
                    help="antenna height above terrain given to receivers not in the scenario (default 10 m)")
     p.add_argument("--splits", type=_fractions, default=(0.8, 0.1, 0.1),

@@ -17,7 +17,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from heimdall.atomic import atomic_open
 from heimdall.errors import HeimdallError
-from heimdall.scenario import MAX_RECEIVERS
+from heimdall.scenario import MAX_RECEIVERS, Scenario
 from heimdall.train.task import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LocalizationTask
 
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
@@ -138,3 +138,32 @@ def load_task(path: str | Path) -> LocalizationTask:
     task.load_state_dict(state, strict=True, assign=True)
     task.on_load_checkpoint(ckpt)
     return task
+
+
+def untrained_checkpoint(scenario: Scenario, path: str | Path) -> Path:
+    """Write a checkpoint of the default network for `scenario` with random weights, and return its path.
+
+    For what needs a real model but not a trained one: timing inference (speed does not depend on the weights),
+    or serving a second model with another receiver table or feature count.
+    """
+    import lightning as L
+
+    from heimdall.features import FeatureParams
+    from heimdall.train.config import TrainConfig
+
+    cfg = TrainConfig()
+    params = FeatureParams.from_scenario(scenario)
+    task = LocalizationTask({"n_features": params.n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+                             "n_layers": cfg.n_layers, "n_components": cfg.n_components}, cfg.learning_rate, 0.0, 0.0)
+    en = scenario.receiver_positions_m()
+    task.heimdall_meta = {
+        "receivers": {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
+                      "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(),
+                      "north_m": en[:, 1].tolist()},
+        "scenario_yaml": scenario.to_yaml(), "scenario_sha256": scenario.sha256, "feature_params": params.to_json(),
+    }
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        plugins=[AtomicCheckpointIO()], max_epochs=0)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return Path(path)
