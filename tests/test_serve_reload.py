@@ -123,7 +123,7 @@ def test_a_failed_reload_says_why_and_keeps_the_model(swappable, model_file, sto
     _replace(served, model_file.read_bytes())
     assert httpx.post(f"{url}/v1/admin/reload", headers=AUTH, timeout=60).status_code == 200
     serving = httpx.get(f"{url}/v1/model").json()["sha256"]
-    for damage, reason in ((lambda: _replace(served, b"not an onnx model"), "not a loadable ONNX model"),
+    for damage, reason in ((lambda: _replace(served, b"not an onnx model"), "not an ONNX model"),
                            (served.unlink, "model file not found")):
         damage()
         r = httpx.post(f"{url}/v1/admin/reload", headers=AUTH, timeout=60)
