@@ -18,6 +18,8 @@ import onnxruntime as ort
 import torch
 
 from heimdall.export import INPUT_NAMES, export_checkpoint, parity_inputs
+from heimdall.scenario import load_scenario
+from heimdall.train.checkpoint import untrained_checkpoint
 from heimdall.train.task import LocalizationTask
 
 TARGET_SPEEDUP_BATCH1 = 1.5
@@ -39,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = args.checkpoint or _random_checkpoint(Path(tmp))
+        ckpt = args.checkpoint or untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt")
         onnx_path = export_checkpoint(ckpt, Path(tmp) / "model.onnx").path
         task = LocalizationTask.load_from_checkpoint(ckpt, map_location="cpu")
         net = task.net.eval()
@@ -65,34 +67,6 @@ def main() -> None:
             else:
                 print(f"batch {batch} throughput: PyTorch {batch / t_torch:.0f}/s, ONNX Runtime {batch / t_ort:.0f}/s, "
                       f"ratio {t_torch / t_ort:.2f}×")
-
-
-def _random_checkpoint(folder: Path) -> Path:
-    """A checkpoint of the default architecture with random weights (enough to time inference)."""
-    import lightning as L
-
-    from heimdall.features import FeatureParams
-    from heimdall.scenario import load_scenario
-    from heimdall.train.checkpoint import AtomicCheckpointIO
-    from heimdall.train.config import TrainConfig
-
-    cfg = TrainConfig()
-    task = LocalizationTask({"n_features": 35, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-                             "n_layers": cfg.n_layers, "n_components": cfg.n_components}, 1e-3, 0.0, 0.0)
-    scenario = load_scenario("nw-italy")
-    en = scenario.receiver_positions_m()
-    task.heimdall_meta = {
-        "receivers": {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
-                      "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(),
-                      "north_m": en[:, 1].tolist()},
-        "scenario_yaml": scenario.to_yaml(), "scenario_sha256": scenario.sha256,
-        "feature_params": FeatureParams.from_scenario(scenario).to_json(),
-    }
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        plugins=[AtomicCheckpointIO()], max_epochs=0)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(folder / "random.ckpt")
-    return folder / "random.ckpt"
 
 
 if __name__ == "__main__":

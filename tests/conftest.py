@@ -43,3 +43,39 @@ def tiny_run(tiny_store, tmp_path_factory):
     assert main(["train", "--data_dir", str(tiny_store), "--checkpoint_dir", str(ws / "run"), "--tracking_uri", uri,
                  "--epochs", "3", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export"]) == 0
     return ws, uri
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """The paths os.fsync is called on, in order, from now on (the real fsync still runs)."""
+    import os
+
+    paths = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def model_file(tiny_run, tmp_path_factory):
+    """tiny_run's best checkpoint exported to ONNX (the model the service tests serve)."""
+    from heimdall.export import export_checkpoint
+
+    ws, _ = tiny_run
+    return export_checkpoint(ws / "run" / "best.ckpt", tmp_path_factory.mktemp("srv") / "model.onnx").path
+
+
+@pytest.fixture(scope="session")
+def store_rows(tiny_store):
+    """The first 8 test transmissions of tiny_store: receiver ids, features, IQ and receiver positions."""
+    import h5py
+
+    with h5py.File(tiny_store / "test.h5") as f:
+        ids = list(f["receivers/id"].asstr()[...])
+        return {"ids": ids, "features": f["features"][:8], "iq": f["iq"][:8],
+                "rx": np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)}

@@ -17,12 +17,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(model_file, *extra_args, env=None, ready_timeout_s=120):
-    """Start `heimdall serve --model-file model_file` and yield its base URL once /readyz answers 200."""
+def running_service(model_file, *extra_args, env=None, cwd=None, ready_timeout_s=120):
+    """Start `heimdall serve --model-file model_file` (no model flag when model_file is None: the registry's
+    champion) and yield its base URL once /readyz answers 200. `env` adds variables; None removes one."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "heimdall", "serve", "--model-file", str(model_file), "--port",
-                             str(port), *extra_args], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    model = [] if model_file is None else ["--model-file", str(model_file)]
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    proc = subprocess.Popen([sys.executable, "-m", "heimdall", "serve", *model, "--port", str(port), *extra_args],
+                            env=environment, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + ready_timeout_s

@@ -69,3 +69,24 @@ def test_help_imports_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_inspect_prints_metadata_literally(tmp_path, capsys):
+    """Metadata is text from whoever made the file: Rich markup in it is printed, not interpreted."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    for key, value in {"format": "heimdall-onnx/1", "source_revision": "[/]", "heimdall_version": "[bold]red[/bold]",
+                       "receivers": "[link=http://x]not json", "[red]key": "v"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "[b]model.onnx"
+    onnx.save(model, str(path))
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    for literal in ("[/]", "[bold]red[/bold]", "[link=http://x]not json", "[red]key", "[b]model.onnx"):
+        assert literal in out, literal

@@ -120,13 +120,18 @@ def test_bad_specs(nw_italy, tmp_path):
         generate_dataset(nw_italy, tmp_path, DatasetSpec(n_transmissions=10, split_mode="diagonal"))
 
 
-def test_loader_batches_in_any_order_with_repeats(small, monkeypatch):
-    import heimdall.data.loader as loader
+def test_loader_batches_in_any_order_with_repeats_within_its_memory_budget(small):
+    from heimdall.data.loader import StoreDataset
 
     out, _ = small
-    for in_memory in (True, False):  # numpy arrays, and row reads from HDF5 for large files
-        monkeypatch.setattr(loader, "IN_MEMORY_BYTES", 2**40 if in_memory else 0)
-        ds = loader.StoreDataset([out / "train.h5", out / "val.h5"])
+    files = [out / "train.h5", out / "val.h5"]
+    train_inputs = sum(StoreDataset(files[:1]).infos[0].dataset_bytes[k] for k in ("features", "mask",
+                                                                                    "tx_position_m"))
+    # both files in memory; only the first (the budget is shared by the files, in order); none: row reads
+    for budget, in_memory in ((2**40, [True, True]), (train_inputs, [True, False]), (0, [False, False])):
+        ds = StoreDataset(files, memory_budget_bytes=budget)
+        assert ds.in_memory == in_memory and ds.cached_bytes <= budget
+        assert ds.files_on_disk == [f for f, cached in zip(files, in_memory) if not cached]
         with h5py.File(out / "train.h5") as f:
             t = f["tx_position_m"][...]
         with h5py.File(out / "val.h5") as f:
@@ -136,3 +141,4 @@ def test_loader_batches_in_any_order_with_repeats(small, monkeypatch):
         batch = ds.__getitems__(items)
         np.testing.assert_array_equal(batch["target_m"], every[items])
         assert batch["features"].shape == (6, 7, ds.infos[0].n_features)
+        assert [isinstance(ds._arrays(k)["features"], np.ndarray) for k in (0, 1)] == in_memory

@@ -100,3 +100,100 @@ def test_file_errors_name_the_file(tmp_path):
         load_scenario(tmp_path / "missing.yaml")
     with pytest.raises(ScenarioError, match="neither a file nor a built-in"):
         load_scenario("atlantis")
+
+
+# --- scenario text is untrusted: it comes from files, store attributes and model metadata -----------------
+
+def _bomb(levels=6, width=9):
+    """A YAML 'billion laughs': each anchor repeats the previous one `width` times (2.6 KB of text)."""
+    lines = ['l0: &l0 "' + "lol" * 10 + '"']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines)
+
+
+def _with_description_bomb():
+    text = load_scenario("nw-italy").to_yaml().replace("description: ", "description_: ", 1)
+    return _bomb() + "\n" + text.replace("name: nw-italy", "name: nw-italy\ndescription: *l5", 1)
+
+
+def test_aliases_are_refused_before_they_expand(tmp_path, capsys):
+    from heimdall.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_with_description_bomb())
+    assert len(bomb.read_text()) < 6_000
+    assert main(["scenario", "validate", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.yaml: not valid YAML" in err and "aliases" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case,text,message", [
+    ("400-digit integer", "name: x\nfrequency_hz: " + "1" * 400 + "\n", "an integer of 400 characters"),
+    ("deep nesting", "name: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32 levels"),
+    ("not text", None, "expected YAML text, got NoneType"),
+    ("too long", "name: x\n#" + "x" * 300_000 + "\n", "characters of YAML; at most"),
+])
+def test_scenario_text_is_bounded(case, text, message):
+    from heimdall.scenario import scenario_from_text
+
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_text(text, "model m 3: metadata scenario_yaml")
+    assert str(info.value).startswith("model m 3: metadata scenario_yaml: ") and message in str(info.value)
+
+
+LIMITS = [
+    ("huge integer as a number", _set("frequency_hz", 10**400), "frequency_hz: expected a finite number"),
+    ("long id", _set("receivers.0.id", "x" * 201), "receivers[0].id: 201 characters, at most 200"),
+    ("long description", _set("description", "x" * 10_001), "description: 10001 characters, at most 10000"),
+    ("description not text", _set("description", ["a", "b"]), "description: expected a string"),
+    ("too many receivers", lambda d: dict(d, receivers=[dict(d["receivers"][0], id=f"r{i}", lat=40 + i * 0.01)
+                                                        for i in range(257)]),
+     "receivers: expected a list of 2 to 256 receivers, got 257 receivers"),
+    ("too many shadowing components", _set("environment.shadowing.components",
+                                           [{"sigma_db": 1, "correlation_m": 1000}] * 9), "1 to 8"),
+    ("non-text key", lambda d: dict(d, **{"extra": 1}) | {7: 1}, "7: unknown key"),
+]
+
+
+@pytest.mark.parametrize("case,edit,message", LIMITS, ids=[b[0] for b in LIMITS])
+def test_scenario_sizes_are_bounded(case, edit, message):
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(edit(copy.deepcopy(_base())))
+    assert message in str(info.value)
+
+
+def test_a_huge_scenario_file_is_refused_unread(tmp_path):
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(64 * 1024**2)  # sparse: 64 MB that would take long to parse
+    with pytest.raises(ScenarioError, match="big.yaml: 67108864 bytes; at most 262144 characters are read"):
+        load_scenario(big)
+
+
+def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, capsys):
+    """The scenario inside an ONNX model goes through the same parser: an alias bomb stops `predict` clearly."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from heimdall.cli import main
+
+    from heimdall.features import FeatureParams
+    from heimdall.scenario import load_scenario
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
+              (("features", ["b", "r", 35]), ("rx_position_m", ["b", "r", 2]), ("present", ["b", "r"]))]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mean_m", "cov_m2")]
+    nodes = [helper.make_node("Identity", ["rx_position_m"], ["mean_m"]), helper.make_node("Identity", ["features"], ["cov_m2"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 18)])
+    params = FeatureParams.from_scenario(load_scenario("nw-italy"))
+    for key, value in {"format": "heimdall-onnx/1", "receivers": '{"id": ["a"], "lat": [45.0], "lon": [7.0], "east_m": [0], "north_m": [0]}',
+                       "feature_params": params.to_json(), "scenario_yaml": _with_description_bomb()}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp_path / "bomb.onnx"))
+    assert main(["predict", str(tiny_store), "--model-file", str(tmp_path / "bomb.onnx"),
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bomb file: metadata 'scenario_yaml': not valid YAML" in err and "aliases" in err
+    assert not (tmp_path / "p.csv").exists()

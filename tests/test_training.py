@@ -45,11 +45,11 @@ def test_train_resume_export(tiny_store, ws, capsys):
     assert len(client.get_metric_history(run_id, "val_median_error_m")) == 2
     assert run.data.tags["scenario_sha256"] and run.data.tags["dataset_sha256"]
     assert run.data.params["cfg.epochs"] == "2"
-    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: the 2nd epoch
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 1  # 0-based: the 2nd epoch
 
     # resume: continues at epoch 3 in the same MLflow run, with the saved configuration
     assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", "3"]) == 0
-    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 2  # the 3rd epoch
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 2  # the 3rd epoch
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["mlflow_run_id"] == run_id
     assert len(client.get_metric_history(run_id, "val_median_error_m")) == 3
     experiment = client.get_experiment_by_name("heimdall")

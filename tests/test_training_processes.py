@@ -53,11 +53,11 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
     # every checkpoint file left behind is complete and readable
     for ckpt in run_dir.glob("*.ckpt"):
         load_checkpoint(ckpt)
-    epoch = torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"]
+    epoch = torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"]
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
     assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", str(epoch + 2),
                  "--threads", "2"]) == 0
-    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == epoch + 1
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == epoch + 1
     assert not list(run_dir.glob(".*.tmp"))
 
 

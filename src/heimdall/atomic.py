@@ -1,12 +1,57 @@
-"""Atomic file writes: readers see the old complete file or the new complete file, never a partial one."""
+"""Atomic file writes: readers see the old complete file or the new complete file, never a partial one.
+
+A file is written beside its target, flushed and fsynced, renamed over the target, and the folder is
+fsynced so the rename itself survives a power loss. New files get the permissions `open()` would give
+them (0o666 less the umask); a replaced file keeps its permissions.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+_TEMPORARY_NAME_TRIES = 100
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames and deletions in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file that another library wrote and closed (e.g. HDF5) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(source: str | Path, target: str | Path) -> None:
+    """Rename `source` over `target` (same folder) and fsync the folder."""
+    os.replace(source, target)
+    fsync_dir(Path(target).parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside `path`: (descriptor, name). Mode 0o666 lets the umask apply as for open()."""
+    for _ in range(_TEMPORARY_NAME_TRIES):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
 
 
 @contextmanager
@@ -17,15 +62,17 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            if path.exists():
+                os.chmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

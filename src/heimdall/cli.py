@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from heimdall.errors import HeimdallError
+from heimdall.interchange import MATCH_TOLERANCE_M
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -33,6 +34,12 @@ def _fractions(text: str) -> tuple[float, float, float]:
     if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
         raise argparse.ArgumentTypeError(f"expected three non-negative fractions train,val,test, got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text.lower()):
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits (a sha256), got {text[:80]!r}")
+    return text.lower()
 
 
 def _positive_int(text: str) -> int:
@@ -90,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <run folder>/evaluation)")
     p.add_argument("--grid-spacing-m", "--grid_spacing_m", type=float, default=2000.0,
                    help="grid of the classical and oracle searches in metres (default 2000)")
-    p.add_argument("--max-samples", "--max_samples", type=int, help="evaluate only the first N test transmissions")
+    p.add_argument("--max-samples", "--max_samples", type=_positive_int,
+                   help="evaluate only the first N test transmissions")
     p.add_argument("--tracking-uri", "--tracking_uri", help="MLflow tracking URI (default: the run's)")
     p.add_argument("--no-mlflow", "--no_mlflow", action="store_true", help="do not log to MLflow")
 
@@ -102,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="model store: a folder or s3://bucket/prefix (default: workspace/models)")
     p.add_argument("--no-store", "--no_store", action="store_true", help="only write the ONNX file")
     p.add_argument("--name", default="heimdall-localizer", help="model name in the store and the registry")
-    p.add_argument("--s3-endpoint-url", "--s3_endpoint_url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or "
-                   "$AWS_ENDPOINT_URL")
-    p.add_argument("--s3-access-key", "--s3_access_key", help="default $AWS_ACCESS_KEY_ID")
-    p.add_argument("--s3-secret-key", "--s3_secret_key", help="default $AWS_SECRET_ACCESS_KEY")
+    _add_s3_options(p)
+    p.add_argument("--signing-key", "--signing_key", metavar="FILE",
+                   help="sign the manifests with this ed25519 private key (PEM) or HMAC key file "
+                        "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)")
     p.add_argument("--eval-data", "--eval_data", help="evaluation set for the champion rule (default: the test "
                    "split of the training data)")
     p.add_argument("--no-register", "--no_register", action="store_true", help="do not register in MLflow")
@@ -121,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", "--max_batch", type=int, default=64, help="micro-batch size limit")
     p.add_argument("--max-wait-ms", "--max_wait_ms", type=float, default=0.0,
                    help="extra wait for a fuller micro-batch (ms, default 0: batch what is already waiting)")
-    p.add_argument("--max-queue", "--max_queue", type=int, default=1024, help="queued requests before 429")
+    p.add_argument("--max-inflight", "--max_inflight", type=_positive_int, default=2048,
+                   help="transmissions worked on at once; a request that does not fit answers 429 (default 2048)")
+    p.add_argument("--max-requests", "--max_requests", type=_positive_int, default=64,
+                   help="requests with a body in progress at once, beyond which 429 (default 64)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"an ad-hoc receiver within this distance of a model receiver is that receiver; a "
+                        f"receiver given by id and position must be this close to its table position "
+                        f"(default {MATCH_TOLERANCE_M:g} m)")
     p.add_argument("--cache-size", "--cache_size", type=int, default=4096, help="answers kept in the LRU cache")
     p.add_argument("--max-body-mb", "--max_body_mb", type=float, default=16.0, help="request body limit (MB)")
 
@@ -133,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split of a store folder (default test; 'unlabelled' for "
                                                   "imported transmissions without a known position)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
-    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
-                   help="a SigMF recording within this distance of a model receiver is that receiver (default 100)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"a SigMF recording within this distance of a model receiver is that receiver "
+                        f"(default {MATCH_TOLERANCE_M:g})")
     p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
                    help="SigMF: skip invalid collections (reported) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenario giving the channel frequency, feature settings and known receivers (default nw-italy)")
     p.add_argument("--skip-invalid", "--skip_invalid", action="store_true",
                    help="import the valid collections and report each invalid one (default: stop at the first)")
-    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=100.0,
-                   help="a recording within this distance of a known receiver is that receiver (default 100 m)")
+    p.add_argument("--match-tolerance-m", "--match_tolerance_m", type=float, default=MATCH_TOLERANCE_M,
+                   help=f"a recording within this distance of a known receiver is that receiver "
+                        f"(default {MATCH_TOLERANCE_M:g} m)")
     p.add_argument("--new-receiver-height-m", "--new_receiver_height_m", type=float, default=10.0,
                    help="antenna height above terrain given to receivers not in the scenario (default 10 m)")
     p.add_argument("--splits", type=_fractions, default=(0.8, 0.1, 0.1),
@@ -175,15 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_s3_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint-url", "--s3_endpoint_url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or "
+                   "$AWS_ENDPOINT_URL")
+    p.add_argument("--s3-access-key", "--s3_access_key", help="default $AWS_ACCESS_KEY_ID or the AWS credentials file")
+    p.add_argument("--s3-secret-key", "--s3_secret_key",
+                   help="visible to other users in the process list: prefer $AWS_SECRET_ACCESS_KEY or the AWS "
+                        "credentials file ($AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials)")
+
+
 def _add_model_source(p: argparse.ArgumentParser) -> None:
-    """Where `serve` and `predict` take the model from (default: the registry's champion)."""
+    """Where `serve` and `predict` take the model from (default: the registry's champion), and how it is trusted."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model-file", "--model_file", help="an exported model.onnx")
     src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
     p.add_argument("--version", type=int, help="version in the model store")
-    p.add_argument("--registry-uri", "--registry_uri", help="MLflow tracking URI of the registry")
+    p.add_argument("--registry-uri", "--registry_uri",
+                   help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI, else the workspace's)")
     p.add_argument("--name", default="heimdall-localizer", help="model name in the store / registry")
     p.add_argument("--alias", default="champion", help="registry alias (default champion)")
+    _add_s3_options(p)
+    p.add_argument("--verify-key", "--verify_key", metavar="FILE",
+                   help="refuse models whose manifest is not signed by this ed25519 public key (PEM) or HMAC key "
+                        "file (default $HEIMDALL_VERIFY_KEY_FILE)")
+    p.add_argument("--model-sha256", "--model_sha256", type=_sha256, metavar="HEX",
+                   help="refuse any model whose bytes do not have this sha256")
 
 
 def _add_train_parser(sub) -> None:
@@ -202,6 +235,8 @@ def _add_train_parser(sub) -> None:
     flag("--validation_split", "--validation-split", "--val_split", "--val-split", type=float,
          help="fraction of train used for validation when the store has no val split (default 0.1)")
     flag("--num_workers", "--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    flag("--loader_memory_mb", "--loader-memory-mb", type=float,
+         help="store data each reading process keeps in memory, MB (default 1024; the rest is read from disk)")
     flag("--accelerator", choices=["cpu", "gpu", "auto"], help="cpu, gpu or auto (default auto)")
     flag("--devices", help="devices per node: a count or 'auto' (default auto)")
     flag("--num_nodes", "--num-nodes", type=int, help="nodes for multi-node DDP (default 1)")
@@ -225,6 +260,9 @@ def _add_train_parser(sub) -> None:
     flag("--threads", type=int, help="torch intra-op threads (default: all cores)")
     flag("--dataset_size", "--dataset-size", type=int, help="transmissions when simulating the default dataset")
     flag("--no_export", "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
+    flag("--signing_key", "--signing-key", metavar="FILE",
+         help="sign the exported model's manifests with this ed25519 private key (PEM) or HMAC key file "
+              "(default $HEIMDALL_SIGNING_KEY_FILE)")
 
 
 COMMANDS = {

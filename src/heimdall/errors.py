@@ -25,3 +25,11 @@ class RecordingError(HeimdallError):
         self.path = str(path)
         self.field = field
         self.message = message
+
+
+class ModelLoadError(HeimdallError):
+    """A model cannot be found, verified or understood (names the source and what failed)."""
+
+
+class SigningKeyError(HeimdallError):
+    """A signing or verification key file is missing or not a key Heimdall can use."""

@@ -29,10 +29,11 @@ from heimdall.data.loader import StoreDataset
 from heimdall.data.store import split_files
 from heimdall.errors import DatasetError, HeimdallError
 from heimdall.metrics import accuracy_summary, calibration_summary
-from heimdall.scenario import Scenario, scenario_from_dict
+from heimdall.scenario import Scenario, scenario_from_text
 
 CALIBRATION_SAMPLES = 20_000
 DEFAULT_GRID_SPACING_M = 2_000.0
+MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 ESTIMATORS = ("model", "model_power_only", "weighted_centroid", "classical_ml", "oracle", "crlb")
 
 
@@ -64,9 +65,13 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
     ds = StoreDataset(files)
     if max_samples:
         ds = StoreDataset(files, np.arange(min(max_samples, len(ds))))
-    import yaml
-
-    scenario = scenario_from_dict(yaml.safe_load(ds.meta.scenario_yaml)) if ds.meta.scenario_yaml else None
+    if len(ds) == 0:
+        raise DatasetError(f"{files[0]}: no transmissions to evaluate on")
+    scenario = None
+    if ds.meta.scenario_yaml:
+        scenario = scenario_from_text(ds.meta.scenario_yaml, f"{files[0]}: attribute scenario_yaml")
+        if [r.id for r in scenario.receivers] != list(ds.meta.receivers["id"]):
+            raise DatasetError(f"{files[0]}: the receivers of attribute scenario_yaml differ from the receiver table")
     import h5py
 
     with h5py.File(files[0], "r") as f:
@@ -100,20 +105,27 @@ def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray
     if p.suffix == ".onnx":
         if not p.is_file():
             raise HeimdallError(f"{p}: model file not found")
-        return onnx_predictions(p.read_bytes(), test)
-    from heimdall.train.checkpoint import load_checkpoint
-    from heimdall.train.task import LocalizationTask, predict_numpy
+        try:
+            return onnx_predictions(p.read_bytes(), test)
+        except HeimdallError as exc:
+            raise HeimdallError(f"{p}: {exc}") from None
+    from heimdall.train.checkpoint import load_task
+    from heimdall.train.task import predict_numpy
 
-    load_checkpoint(p)
-    task = LocalizationTask.load_from_checkpoint(p, map_location="cpu")
-    return predict_numpy(task.net, test.features, rx, test.present)
+    return predict_numpy(load_task(p).net, test.features, rx, test.present)
 
 
 def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model."""
+    """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model (refused if it holds external data)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    from heimdall.onnx_guard import require_self_contained
+
+    require_self_contained(onnx_bytes, "model")
+    try:
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for a bad model
+        raise HeimdallError(f"not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:300]})") from None
     n = len(test.features)
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape))
     means, covs = [], []
@@ -233,7 +245,7 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
     cal = calibration or test
     fit = fit_log_distance(cal.power_dbm, cal.heard, cal.target_m, cal.rx_position_m)
     bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
-    grid = Grid(bounds, grid_spacing_m)
+    grid = _grid(bounds, grid_spacing_m, "--grid-spacing-m")
     preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     if model_path is not None:
         preds["model"] = model_predictions(model_path, test)
@@ -243,7 +255,8 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
     oracle_sigma = None
     if test.scenario is not None and test.tx_height_m is not None and cal.tx_height_m is not None:
-        fine = Grid(bounds, min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4))
+        fine = _grid(bounds, min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4),
+                     "the oracle's grid (a quarter of the scenario's finest shadowing correlation_m)")
         mean, cov, oracle_sigma = oracle_estimate(test, cal, fine)
         preds["oracle"] = (mean, cov)
         crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
@@ -278,6 +291,18 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
 
     write_plots(out, preds, truth, test, metrics)
     return metrics
+
+
+def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: str) -> Grid:
+    """A search grid, refused when it would hold more than MAX_GRID_POINTS candidates."""
+    e0, n0, e1, n1 = bounds_m
+    if not spacing_m > 0:
+        raise HeimdallError(f"{what}: grid spacing must be > 0 m, got {spacing_m:g}")
+    points = (np.floor((e1 - e0) / spacing_m) + 1) * (np.floor((n1 - n0) / spacing_m) + 1)
+    if points > MAX_GRID_POINTS:
+        raise HeimdallError(f"{what}: a {spacing_m:g} m grid over the area has {points:.3g} points, more than "
+                            f"{MAX_GRID_POINTS}; use a coarser spacing")
+    return Grid(bounds_m, spacing_m)
 
 
 def _finest_correlation_m(scenario: Scenario) -> float:

@@ -9,7 +9,7 @@ are never normalised independently of each other, since relative power is the in
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,6 +18,7 @@ import scipy.fft
 from heimdall.errors import FeatureError
 
 SNR_FLOOR_DB = -30.0  # reported when no signal power is left after removing the noise
+MAX_WINDOW_SAMPLES = 1 << 24  # bounds the work of one recording's features
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,34 @@ class FeatureParams:
 
     @classmethod
     def from_json(cls, text: str) -> "FeatureParams":
+        """Parameters from `to_json` text; ValueError names the first key that is missing or out of range."""
         d = json.loads(text)
-        d["noise_band_hz"] = tuple(d["noise_band_hz"])
-        return cls(**d)
+        names = [f.name for f in fields(cls)]
+        if not isinstance(d, dict) or sorted(d) != sorted(names):
+            raise ValueError(f"expected an object with exactly the keys {', '.join(names)}")
+
+        def number(key: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok or not low <= value <= high:
+                raise ValueError(f"{key}: {value!r:.40} is not {'an integer' if integer else 'a number'} "
+                                 f"in [{low:g}, {high:g}]")
+            return value
+
+        fs = number("sample_rate_hz", d["sample_rate_hz"], 1.0, 1e10)
+        window = number("window_samples", d["window_samples"], 2, MAX_WINDOW_SAMPLES, integer=True)
+        segment = number("segment_samples", d["segment_samples"], 2, window, integer=True)
+        bins = number("psd_bins", d["psd_bins"], 1, segment, integer=True)
+        if segment % bins:
+            raise ValueError(f"psd_bins: {bins} does not divide segment_samples {segment}")
+        band = d["noise_band_hz"]
+        if not isinstance(band, list) or len(band) != 2:
+            raise ValueError("noise_band_hz: expected [low, high] in Hz")
+        low = number("noise_band_hz[0]", band[0], 0.0, fs / 2)
+        high = number("noise_band_hz[1]", band[1], low, fs / 2)
+        return cls(sample_rate_hz=float(fs), window_samples=window, segment_samples=segment, psd_bins=bins,
+                   channel_bandwidth_hz=float(number("channel_bandwidth_hz", d["channel_bandwidth_hz"], 0.0, fs)),
+                   noise_band_hz=(float(low), float(high)),
+                   detection_snr_db=float(number("detection_snr_db", d["detection_snr_db"], -1e3, 1e3)))
 
 
 class Features(NamedTuple):

@@ -1,21 +1,34 @@
-"""Publishing an exported model: the model store, MLflow's model registry, and the champion rule.
+"""MLflow's model registry: registering an exported model, the champion rule, and reading a version back.
 
-The ONNX model is logged as an MLflow model (with its tensor signature) in the training run and registered
-as `heimdall-localizer`. The alias `champion` moves to the new version only when it beats the current
-champion on the same evaluation set (lower median error, with 1σ/2σ coverage within COVERAGE_TOLERANCE of
-ideal); otherwise the version gets the alias `challenger` and the reason is reported.
+The ONNX model is logged as an MLflow model (with its tensor signature, as one self-contained file) in the
+training run and registered as `heimdall-localizer`; its manifest (heimdall.manifest, signed when a key is
+given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
+the current champion on the same evaluation set (lower median error, with 1σ/2σ coverage within
+COVERAGE_TOLERANCE of ideal); otherwise the version gets the alias `challenger` and the reason is reported.
+The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
+would be a ./mlflow.db in the working folder.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from heimdall.errors import ModelLoadError
+from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
+from heimdall.onnx_guard import check_model_size, require_self_contained
+from heimdall.signing import SigningKey
+from heimdall.workspace import default_artifact_location
 
 REGISTERED_MODEL = "heimdall-localizer"
 COVERAGE_TOLERANCE = 0.05
+ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
+EXPORT_EXPERIMENT = "heimdall-export"  # for models registered outside a training run
 
 
 @dataclass
@@ -59,42 +72,92 @@ def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERAN
                    f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set")
 
 
+def registry_client(uri: str):
+    """An MlflowClient on `uri` for tracking and registry alike."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def download_version(uri: str, name: str, version: str, where: str) -> bytes:
+    """The ONNX bytes of a registered version (size checked before download; the download folder is removed)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        source = registry_client(uri).get_model_version_download_uri(name, version)
+        repo = get_artifact_repository(source, tracking_uri=uri, registry_uri=uri)
+        listed = {f.path: f for f in repo.list_artifacts()}
+        if ONNX_ARTIFACT not in listed:
+            raise ModelLoadError(f"{where}: no {ONNX_ARTIFACT} among the version's artifacts {sorted(listed)}")
+        check_model_size(listed[ONNX_ARTIFACT].file_size, f"{where}: {ONNX_ARTIFACT}")
+        with tempfile.TemporaryDirectory(prefix="heimdall-registry-") as tmp:
+            path = Path(repo.download_artifacts(ONNX_ARTIFACT, dst_path=tmp))
+            check_model_size(path.stat().st_size, f"{where}: {ONNX_ARTIFACT}")
+            return path.read_bytes()
+    except MlflowException as exc:
+        raise ModelLoadError(f"{where}: {exc.message[:300]}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"{where}: cannot download {ONNX_ARTIFACT}: {exc}") from None
+
+
 def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: str | None,
-             name: str = REGISTERED_MODEL, tolerance: float = COVERAGE_TOLERANCE) -> Registration:
-    """Log the model in `run_id` (or a new run), register it, and move `champion` or set `challenger`."""
+             name: str = REGISTERED_MODEL, tolerance: float = COVERAGE_TOLERANCE,
+             signer: SigningKey | None = None) -> Registration:
+    """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
+    its manifest (signed by `signer` if given), and move `champion` or set `challenger`."""
     import mlflow
     import mlflow.onnx
     import onnx
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # log_model(registered_model_name=…) reads the global one
+    client = registry_client(tracking_uri)
     example = {"features": test.features[:2], "rx_position_m": np.broadcast_to(
         test.rx_position_m.astype(np.float32), (2, *test.rx_position_m.shape)).copy(),
         "present": np.ones((2, test.heard.shape[1]), np.float32)}
     signature = infer_signature(example, {"mean_m": np.zeros((2, 2), np.float32),
                                           "cov_m2": np.zeros((2, 2, 2), np.float32)})
     model = onnx.load_from_string(onnx_bytes)
+    if run_id is not None and not _has_run(client, run_id):  # trained against another tracking server
+        run_id = None
+    if run_id is None and client.get_experiment_by_name(EXPORT_EXPERIMENT) is None:
+        client.create_experiment(EXPORT_EXPERIMENT, artifact_location=default_artifact_location().as_uri())
     if run_id is None:
-        mlflow.set_experiment("heimdall-export")
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(model, name="onnx-model", signature=signature, registered_model_name=name)
+        mlflow.set_experiment(EXPORT_EXPERIMENT)
+    with mlflow.start_run(run_id=run_id) as run:
+        # one self-contained file: what the service downloads must be the whole model
+        info = mlflow.onnx.log_model(model, name="onnx-model", signature=signature, registered_model_name=name,
+                                     save_as_external_data=False)
     version = str(info.registered_model_version)
+    manifest = new_manifest(name, version, onnx_bytes, run.info.run_id)
+    if signer is not None:
+        manifest = signer.sign(manifest)
+    client.set_model_version_tag(name, version, MANIFEST_TAG, json.dumps(manifest, separators=(",", ":")))
     champion_metrics = None
     try:
         current = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         current = None
-    other_scenario = False
+    unusable = None
     if current is not None and current.version != version:
-        champion = mlflow.onnx.load_model(f"models:/{name}@champion")
-        other_scenario = _scenario_of(champion) != _scenario_of(model)
-        if not other_scenario:
-            champion_metrics = onnx_metrics(champion.SerializeToString(), test)
-    if other_scenario:
-        wins, reason = False, "the champion was trained on another scenario; it is not replaced automatically"
+        where = f"registry {name} version {current.version} (the champion)"
+        try:
+            champion = download_version(tracking_uri, name, current.version, where)
+            require_self_contained(champion, where)
+        except ModelLoadError as exc:
+            unusable = f"the champion cannot be read ({exc}); it is not replaced automatically"
+        else:
+            if _scenario_of(onnx.load_from_string(champion)) != _scenario_of(model):
+                unusable = "the champion was trained on another scenario; it is not replaced automatically"
+            else:
+                champion_metrics = onnx_metrics(champion, test)
+    if unusable:
+        wins, reason = False, unusable
     else:
         wins, reason = decide(metrics, champion_metrics, tolerance)
     alias = "champion" if wins else "challenger"
@@ -104,6 +167,16 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
     client.set_model_version_tag(name, version, "decision", reason)
     return Registration(version=version, alias=alias, reason=reason, metrics=metrics,
                         champion_metrics=champion_metrics)
+
+
+def _has_run(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+        return True
+    except MlflowException:
+        return False
 
 
 def _scenario_of(model) -> str | None:

@@ -2,7 +2,9 @@
 
 A scenario fixes everything the simulator needs except the dataset seed. It is parsed into frozen
 dataclasses; any unknown key, wrong type, value in the wrong unit or inconsistent geometry raises
-`ScenarioError` naming the field (e.g. ``receivers[2].lat``).
+`ScenarioError` naming the field (e.g. ``receivers[2].lat``). Scenario text also travels inside stores and
+models, so wherever it comes from it is parsed by `scenario_from_text`: plain YAML without aliases, with
+the text, strings, lists and numbers bounded.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ import yaml
 
 from heimdall.errors import ScenarioError
 from heimdall.geo import LocalFrame
+from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
 
 EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
 PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata")
 HATA_ENVIRONMENTS = ("urban", "suburban", "open")
 MIN_RECEIVER_SEPARATION_M = 100.0
+MAX_RECEIVERS = 256
+MAX_SCENARIO_CHARS = 256 * 1024
+MAX_NAME_CHARS = 200  # ids and names
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_SHADOWING_COMPONENTS = 8
 
 _REQUIRED = object()
 
@@ -226,10 +234,13 @@ def _number(v: Any, where: str, unit: str, lo: float | None = None, hi: float | 
         except ValueError:
             raise ScenarioError(f"{where}: expected a number in {unit}, got {v!r}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ScenarioError(f"{where}: expected a number in {unit}, got {v!r}")
-    x = float(v)
+        raise ScenarioError(f"{where}: expected a number in {unit}, got {v!r:.80}")
+    try:
+        x = float(v)
+    except OverflowError:
+        x = float("inf")
     if not np.isfinite(x):
-        raise ScenarioError(f"{where}: expected a finite number in {unit}, got {v!r}")
+        raise ScenarioError(f"{where}: expected a finite number in {unit}, got {v!r:.40}")
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         rng = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}")
         raise ScenarioError(f"{where}: {x:g} {unit} is outside the valid range {rng}{hint}")
@@ -238,23 +249,31 @@ def _number(v: Any, where: str, unit: str, lo: float | None = None, hi: float | 
 
 def _integer(v: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ScenarioError(f"{where}: expected an integer, got {v!r}")
+        raise ScenarioError(f"{where}: expected an integer, got {v!r:.80}")
     if not lo <= v <= hi:
-        raise ScenarioError(f"{where}: {v} is outside the valid range [{lo}, {hi}]")
+        raise ScenarioError(f"{where}: {v:.4g} is outside the valid range [{lo}, {hi}]")
+    return v
+
+
+def _text(v: Any, where: str, max_chars: int) -> str:
+    if not isinstance(v, str):
+        raise ScenarioError(f"{where}: expected a string, got {v!r:.80}")
+    if len(v) > max_chars:
+        raise ScenarioError(f"{where}: {len(v)} characters, at most {max_chars}")
     return v
 
 
 def _string(v: Any, where: str) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise ScenarioError(f"{where}: expected a non-empty string, got {v!r}")
-    return v
+        raise ScenarioError(f"{where}: expected a non-empty string, got {v!r:.80}")
+    return _text(v, where, MAX_NAME_CHARS)
 
 
 def _range(v: Any, where: str, unit: str, lo: float, hi: float) -> tuple[float, float]:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = [v, v]
     if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise ScenarioError(f"{where}: expected [min, max] in {unit}, got {v!r}")
+        raise ScenarioError(f"{where}: expected [min, max] in {unit}, got {v!r:.80}")
     a, b = (_number(x, f"{where}[{i}]", unit, lo, hi) for i, x in enumerate(v))
     if a > b:
         raise ScenarioError(f"{where}: min {a:g} is larger than max {b:g}")
@@ -267,7 +286,7 @@ def _section(d: Any, where: str, spec: dict[str, tuple[Callable[[Any, str], Any]
         d = {}
     if not isinstance(d, dict):
         raise ScenarioError(f"{where or 'scenario'}: expected a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(spec))
+    unknown = sorted(str(k) for k in set(d) - set(spec))
     if unknown:
         raise ScenarioError(
             f"{where + '.' if where else ''}{unknown[0]}: unknown key; expected one of {', '.join(spec)}"
@@ -303,8 +322,9 @@ def _receiver(d: Any, where: str) -> Receiver:
 
 
 def _receivers(v: Any, where: str) -> tuple[Receiver, ...]:
-    if not isinstance(v, list) or len(v) < 2:
-        raise ScenarioError(f"{where}: expected a list of at least 2 receivers, got {v!r:.80}")
+    if not isinstance(v, list) or not 2 <= len(v) <= MAX_RECEIVERS:
+        raise ScenarioError(f"{where}: expected a list of 2 to {MAX_RECEIVERS} receivers, got "
+                            f"{f'{len(v)} receivers' if isinstance(v, list) else repr(v)[:80]}")
     rx = tuple(_receiver(r, f"{where}[{i}]") for i, r in enumerate(v))
     seen: dict[str, int] = {}
     for i, r in enumerate(rx):
@@ -340,7 +360,7 @@ def _area(v: Any, where: str) -> Area:
 
 def _bbox(v: Any, where: str) -> tuple[float, float, float, float]:
     if not isinstance(v, (list, tuple)) or len(v) != 4:
-        raise ScenarioError(f"{where}: expected [lat_min, lon_min, lat_max, lon_max] in degrees, got {v!r}")
+        raise ScenarioError(f"{where}: expected [lat_min, lon_min, lat_max, lon_max] in degrees, got {v!r:.80}")
     la0 = _number(v[0], f"{where}[0]", "degrees", -90, 90)
     lo0 = _number(v[1], f"{where}[1]", "degrees", -180, 180)
     la1 = _number(v[2], f"{where}[2]", "degrees", -90, 90)
@@ -378,8 +398,9 @@ def _component(v: Any, where: str) -> ShadowingComponent:
 
 def _shadowing(v: Any, where: str) -> Shadowing:
     def components(x: Any, w: str) -> tuple[ShadowingComponent, ...]:
-        if not isinstance(x, list) or not x:
-            raise ScenarioError(f"{w}: expected a non-empty list of {{sigma_db, correlation_m}}, got {x!r}")
+        if not isinstance(x, list) or not 1 <= len(x) <= MAX_SHADOWING_COMPONENTS:
+            raise ScenarioError(f"{w}: expected a list of 1 to {MAX_SHADOWING_COMPONENTS} {{sigma_db, correlation_m}}, "
+                                f"got {x!r:.80}")
         return tuple(_component(c, f"{w}[{i}]") for i, c in enumerate(x))
 
     f = _section(
@@ -396,7 +417,7 @@ def _shadowing(v: Any, where: str) -> Shadowing:
 
 def _choice(v: Any, where: str, options: tuple[str, ...]) -> str:
     if v not in options:
-        raise ScenarioError(f"{where}: expected one of {', '.join(options)}, got {v!r}")
+        raise ScenarioError(f"{where}: expected one of {', '.join(options)}, got {v!r:.80}")
     return v
 
 
@@ -443,11 +464,12 @@ def _environment(v: Any, where: str) -> Environment:
 def _signals(v: Any, where: str) -> Signals:
     def mix(x: Any, w: str) -> tuple[tuple[str, float], ...]:
         if not isinstance(x, dict) or not x:
-            raise ScenarioError(f"{w}: expected a mapping emission → weight over {', '.join(EMISSIONS)}, got {x!r}")
+            raise ScenarioError(f"{w}: expected a mapping emission → weight over {', '.join(EMISSIONS)}, "
+                                f"got {x!r:.80}")
         out = []
         for k, val in x.items():
             if k not in EMISSIONS:
-                raise ScenarioError(f"{w}.{k}: unknown emission; expected one of {', '.join(EMISSIONS)}")
+                raise ScenarioError(f"{w}.{k!s:.40}: unknown emission; expected one of {', '.join(EMISSIONS)}")
             out.append((k, _number(val, f"{w}.{k}", "(weight)", 0, 1e6)))
         if sum(p for _, p in out) <= 0:
             raise ScenarioError(f"{w}: the weights sum to 0; at least one emission needs a positive weight")
@@ -500,7 +522,7 @@ def scenario_from_dict(d: Any) -> Scenario:
         "",
         {
             "name": (_string, _REQUIRED),
-            "description": (lambda x, w: str(x), ""),
+            "description": (lambda x, w: _text(x, w, MAX_DESCRIPTION_CHARS), ""),
             "frequency_hz": (
                 lambda x, w: _number(x, w, "Hz", 30e6, 3e9, " (VHF/UHF; give the frequency in Hz, e.g. 145.0e6)"),
                 _REQUIRED,
@@ -564,30 +586,29 @@ def builtin_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A built-in scenario by name (e.g. ``nw-italy``) or a YAML file by path."""
-    text, origin = _read_source(str(name_or_path))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{origin}: not valid YAML: {exc}") from None
+def scenario_from_text(text: Any, origin: str) -> Scenario:
+    """A scenario from YAML text of any origin (a file, a store attribute, a model's metadata), parsed as untrusted
+    plain data; raises ScenarioError naming `origin` and the field."""
+    data = load_plain_yaml(text, origin, ScenarioError, MAX_SCENARIO_CHARS)
     try:
         return scenario_from_dict(data)
     except ScenarioError as exc:
         raise ScenarioError(f"{origin}: {exc}") from None
 
 
-def _read_source(name_or_path: str) -> tuple[str, str]:
-    p = Path(name_or_path)
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A built-in scenario by name (e.g. ``nw-italy``) or a YAML file by path."""
+    name = str(name_or_path)
+    p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ScenarioError(f"{p}: scenario file not found")
-        return p.read_text(encoding="utf-8"), str(p)
-    if name_or_path in builtin_names():
-        res = resources.files("heimdall") / "configs" / "scenarios" / f"{name_or_path}.yaml"
-        return res.read_text(encoding="utf-8"), f"built-in scenario {name_or_path!r}"
+        return scenario_from_text(read_bounded_text(p, ScenarioError, MAX_SCENARIO_CHARS), str(p))
+    if name in builtin_names():
+        res = resources.files("heimdall") / "configs" / "scenarios" / f"{name}.yaml"
+        return scenario_from_text(res.read_text(encoding="utf-8"), f"built-in scenario {name!r}")
     raise ScenarioError(
-        f"scenario {name_or_path!r}: neither a file nor a built-in scenario (built-ins: {', '.join(builtin_names())})"
+        f"scenario {name!r}: neither a file nor a built-in scenario (built-ins: {', '.join(builtin_names())})"
     )
 
 

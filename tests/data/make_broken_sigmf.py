@@ -42,6 +42,7 @@ CASES: dict[str, tuple[str, str, str]] = {
     "transmitter_out_of_range": ("tx.sigmf-collection", "collection.heimdall:transmitter.coordinates[0] (longitude)",
                                  "[-180, 180]"),
     "window_too_short": ("tx_torino.sigmf-data", "data", "needs"),
+    "data_changed_after_meta": ("tx_torino.sigmf-meta", "global.core:sha512", "does not match"),
 }
 
 
@@ -114,6 +115,10 @@ def make(out: Path) -> None:
         elif case == "meta_changed_after_collection":
             _edit_meta(meta, lambda m: m["global"].update({"core:description": "edited"}))
             continue  # the collection keeps the old hash
+        elif case == "data_changed_after_meta":
+            x = np.fromfile(data, "<i2")
+            x[200] += 1
+            x.tofile(data)
         elif case == "window_too_short":
             data.write_bytes(data.read_bytes()[: 4 * 1000])
             _edit_meta(meta, lambda m: m["annotations"][0].update({"core:sample_count": 1000}))

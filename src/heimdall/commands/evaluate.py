@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from heimdall.errors import HeimdallError
 from heimdall.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set
+from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.workspace import workspace
 
 
@@ -31,8 +31,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         run_dir = latest_run()
         model = run_dir / "best.ckpt"
-    run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if run_dir else {}
-    data = Path(args.data) if args.data else (Path(run_cfg["data_dir"]) if run_cfg.get("data_dir") else None)
+    run_cfg = from_mapping(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml")) if run_dir \
+        else TrainConfig()
+    data = Path(args.data) if args.data else (Path(run_cfg.data_dir) if run_cfg.data_dir else None)
     if data is None:
         raise HeimdallError("no test data: give --data (a store folder or test .h5)")
     out = Path(args.out) if args.out else (run_dir / "evaluation" if run_dir else Path("evaluation"))
@@ -43,9 +44,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
     metrics = evaluate(model, test, calibration, out, args.grid_spacing_m)
     print_table(console, metrics)
-    if not args.no_mlflow and run_cfg.get("mlflow_run_id"):
-        log_to_mlflow(args.tracking_uri or run_cfg.get("tracking_uri"), run_cfg["mlflow_run_id"], metrics, out)
-        console.print(f"logged to MLflow run {run_cfg['mlflow_run_id']}")
+    if not args.no_mlflow and run_cfg.mlflow_run_id:
+        log_to_mlflow(args.tracking_uri or run_cfg.tracking_uri, run_cfg.mlflow_run_id, metrics, out)
+        console.print(f"logged to MLflow run {run_cfg.mlflow_run_id}")
     console.print(f"metrics and plots in {out}")
     return 0
 
@@ -75,7 +76,7 @@ def print_table(console: Console, metrics: dict) -> None:
 def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from heimdall.train.run import default_tracking_uri
+    from heimdall.workspace import default_tracking_uri
 
     client = MlflowClient(tracking_uri or default_tracking_uri())
     for name, m in metrics["estimators"].items():

@@ -7,23 +7,24 @@ from pathlib import Path
 
 from rich.console import Console
 
+from heimdall.commands.options import s3_options
 from heimdall.publish import PublishResult, default_store, export_and_publish
+from heimdall.signing import signing_key
 
 
 def export_command(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name("model.onnx")
     store = None if args.no_store else (args.store or default_store())
-    s3 = {"endpoint_url": args.s3_endpoint_url, "access_key": args.s3_access_key, "secret_key": args.s3_secret_key}
-    result = export_and_publish(ckpt, out, store, s3, not args.no_register, args.eval_data, args.tracking_uri,
-                                args.name)
+    result = export_and_publish(ckpt, out, store, s3_options(args), not args.no_register, args.eval_data,
+                                args.tracking_uri, args.name, signer=signing_key(args.signing_key))
     report(Console(), result)
     return 0
 
 
 def report(console: Console, r: PublishResult) -> None:
-    console.print(f"exported {r.export.path} (sha256 {r.export.sha256[:16]}…, ONNX Runtime vs PyTorch max |Δ| "
-                  f"{r.export.max_abs_diff:.1e} in normalised units)")
+    console.print(f"exported {r.export.path} (ONNX Runtime vs PyTorch max |Δ| {r.export.max_abs_diff:.1e} in "
+                  f"normalised units)\nsha256 {r.export.sha256}", highlight=False)
     if r.eval_metrics:
         m = r.eval_metrics
         console.print(f"evaluation set ({m['n_eval']} transmissions): median {m['median_error_m'] / 1e3:.2f} km, "

@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from heimdall.interchange.importer import ImportOptions, ImportSummary, import_collections
+from heimdall.interchange.importer import ImportOptions, ImportSummary, NothingImported, import_collections
 from heimdall.scenario import load_scenario
 
 SHOWN_SKIPPED = 20
@@ -30,27 +31,32 @@ def import_command(args: argparse.Namespace) -> int:
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done)
 
-        summary = import_collections(args.input, args.out, scenario, options, on_progress)
+        try:
+            summary = import_collections(args.input, args.out, scenario, options, on_progress)
+        except NothingImported as exc:
+            progress.stop()
+            print_summary(console, exc.summary)
+            raise
     print_summary(console, summary)
     return 0
 
 
 def print_summary(console: Console, s: ImportSummary) -> None:
-    table = Table(title=f"{s.n_collections} collections → {s.out_dir} in {s.seconds:.1f} s")
+    table = Table(title=Text(f"{s.n_collections} collections → {s.out_dir} in {s.seconds:.1f} s"))
     table.add_column("split")
     table.add_column("transmissions", justify="right")
     table.add_column("file")
     for split, n in s.splits.items():
-        table.add_row(split, str(n), str(Path(s.out_dir) / f"{split}.h5"))
+        table.add_row(split, str(n), Text(str(Path(s.out_dir) / f"{split}.h5")))
     console.print(table)
     console.print(f"recordings resampled: {s.resampled}, retuned to the channel: {s.retuned}")
     if s.new_receivers:
-        console.print(f"receivers added to the table: {', '.join(s.new_receivers)}")
+        console.print(f"receivers added to the table: {', '.join(s.new_receivers)}", markup=False)
     for title, items in (("skipped (invalid)", s.skipped), ("not localisable", s.not_localisable)):
         if items:
             console.print(f"[bold]{title}: {len(items)}[/bold]")
             for k in items[:SHOWN_SKIPPED]:
-                console.print(f"  {k.file}: {k.field}: {k.message}", highlight=False, markup=False)
+                console.print(f"  {k.file}: {k.field}: {k.message}", highlight=False, markup=False, soft_wrap=True)
             if len(items) > SHOWN_SKIPPED:
                 console.print(f"  … and {len(items) - SHOWN_SKIPPED} more")
-    console.print(f"report: {s.report}")
+    console.print(f"report: {s.report}", markup=False, soft_wrap=True)

@@ -11,23 +11,24 @@ from rich.console import Console
 from rich.progress import track
 
 from heimdall.atomic import atomic_open
+from heimdall.commands.options import model_source
 from heimdall.data.loader import StoreDataset
 from heimdall.data.store import split_files
-from heimdall.errors import DatasetError, HeimdallError, RecordingError
+from heimdall.errors import DatasetError, RecordingError
 from heimdall.interchange.conform import recording_features
 from heimdall.interchange.receivers import check_unique, match_receiver
 from heimdall.interchange.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
 from heimdall.serve.geometry import ellipse
-from heimdall.serve.runtime import ModelSource, ServedModel
+from heimdall.serve.runtime import ServedModel
 
 BATCH = 4096
+FRAME_ORIGIN_TOLERANCE_DEG = 1e-6  # about 0.1 m
+RECEIVER_TOLERANCE_M = 1.0
 
 
 def predict_command(args: argparse.Namespace) -> int:
     console = Console()
-    source = ModelSource(file=args.model_file, store=args.store, name=args.name, version=args.version,
-                         tracking_uri=args.registry_uri, alias=args.alias, threads=args.threads)
-    model = source.load()
+    model = model_source(args).load()
     data = Path(args.data)
     if data.name.endswith(COLLECTION_SUFFIX) or (data.is_dir() and not split_files(data, args.split)
                                                  and find_collections(data)):
@@ -61,10 +62,7 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
     if not files:
         raise DatasetError(f"{data}: no {split} split in the folder (and no SigMF collections)")
     ds = StoreDataset(files)
-    ids = list(ds.meta.receivers["id"])
-    unknown = [i for i in ids if i not in model.receiver_ids]
-    if unknown:
-        raise HeimdallError(f"{files[0]}: receivers {unknown} are not in model {model.name} {model.version}")
+    check_same_frame(files[0], ds.infos[0].attrs, ds.meta.receivers, model)
     feats, present = ds.read_all("features"), ds.read_present()
     rx = np.broadcast_to(ds.meta.rx_position_m, (len(feats), *ds.meta.rx_position_m.shape))
     means, covs = [], []
@@ -79,16 +77,38 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
     return names, np.concatenate(means), np.concatenate(covs), ds.read_all("tx_position_m").astype(np.float64)
 
 
+def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], model: ServedModel) -> None:
+    """Refuse a store whose east/north coordinates are not the model's: another frame origin, unknown
+    receivers, or a receiver somewhere else than in the model's table."""
+    what = f"model {model.name} {model.version}"
+    origin = np.asarray(attrs.get("frame_origin_lat_lon", [np.nan, np.nan]), np.float64)
+    expected = np.array([model.frame.origin_lat, model.frame.origin_lon])
+    if origin.shape != (2,) or not np.allclose(origin, expected, rtol=0, atol=FRAME_ORIGIN_TOLERANCE_DEG):
+        raise DatasetError(f"{path}: attribute frame_origin_lat_lon is {origin.round(6).tolist()}, the frame of {what} "
+                           f"is centred on {expected.round(6).tolist()}; its positions are in another frame")
+    unknown = [i for i in receivers["id"] if i not in model.receiver_ids]
+    if unknown:
+        raise DatasetError(f"{path}: receivers {unknown} are not in {what}")
+    rows = [model.receiver_ids.index(i) for i in receivers["id"]]
+    offset_m = np.linalg.norm(np.stack([receivers["east_m"], receivers["north_m"]], -1)
+                              - model.rx_position_m[rows], axis=-1)
+    if offset_m.max() > RECEIVER_TOLERANCE_M:
+        worst = int(np.argmax(offset_m))
+        raise DatasetError(f"{path}: receivers/east_m, north_m: receiver {receivers['id'][worst]!r} is "
+                           f"{offset_m[worst]:.1f} m from where {what} has it (tolerance {RECEIVER_TOLERANCE_M:g} m)")
+
+
 def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console,
                         quiet: bool = False) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """The same for one SigMF collection or a folder of them (receivers unknown to the model join ad hoc)."""
     paths = [data] if data.is_file() else find_collections(data)
+    root = data.parent if data.is_file() else data
     if not paths:
         raise DatasetError(f"{data}: no *.sigmf-collection files found")
     names, means, covs, truth = [], [], [], []
     for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
         try:
-            col = read_collection(path)
+            col = read_collection(path, root)
             feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz,
                                           model.full_scale_dbm)
             positions, keys = [], []

@@ -53,11 +53,13 @@ def _export_only(console: Console, cfg) -> int:
 
     from heimdall.commands.export import report
     from heimdall.publish import export_and_publish
+    from heimdall.signing import signing_key
     from heimdall.train.config import ConfigError
 
     if not cfg.checkpoint:
         raise ConfigError("--export_only needs --checkpoint PATH")
     ckpt = Path(cfg.checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
-    report(console, export_and_publish(ckpt, out, None, {}, False, None, cfg.tracking_uri))
+    report(console, export_and_publish(ckpt, out, None, {}, False, None, cfg.tracking_uri,
+                                       signer=signing_key(cfg.signing_key)))
     return 0

@@ -1,9 +1,12 @@
 """PyTorch access to training stores: batched, lazy reads with one HDF5 handle per process.
 
 Only numpy arrays describe samples (file offsets, indices); the HDF5 files are opened on first use in
-each process (handles must not cross a fork). A file whose model inputs fit in IN_MEMORY_BYTES is read
-whole on first use (the default dataset's 100,000 samples take ~100 MB) since random row reads from
-compressed chunks cost ~0.3 ms a row; larger files are read row-wise through a large chunk cache.
+each process (handles must not cross a fork). Random row reads from compressed chunks cost ~0.3 ms a
+row, so a file's model inputs are read whole on first use while they fit the dataset's memory budget
+(files in order, the budget shared by all of them; the default dataset's 100,000 samples take ~100 MB);
+the files beyond it are read row-wise through chunk caches that share what is left of the budget (at
+least MIN_CHUNK_CACHE_BYTES each). Each reading process (the main process or a DataLoader worker) holds
+its own copy: at most the budget, or MIN_CHUNK_CACHE_BYTES per file read from disk once it is spent.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import torch
 from heimdall.data.store import StoreInfo, inspect_store, read_receivers
 from heimdall.errors import DatasetError
 
-CHUNK_CACHE_BYTES = 512 * 1024 * 1024
-IN_MEMORY_BYTES = 2 * 1024**3
+DEFAULT_MEMORY_BUDGET_BYTES = 1024**3
+MAX_CHUNK_CACHE_BYTES = 512 * 1024**2
+MIN_CHUNK_CACHE_BYTES = 16 * 1024**2
 INPUTS = ("features", "mask", "tx_position_m")
 OPTIONAL_INPUTS = ("present",)
 
@@ -73,7 +77,8 @@ class StoreDataset(torch.utils.data.Dataset):
         recording is part of the sample); rx_position_m float32 [B, R, 2]; target_m float32 [B, 2].
     """
 
-    def __init__(self, files: list[Path], indices: np.ndarray | None = None):
+    def __init__(self, files: list[Path], indices: np.ndarray | None = None,
+                 memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES):
         self.infos = [inspect_store(f) for f in files]
         self.meta = store_meta(self.infos)
         self.offsets = np.cumsum([0] + [i.n_samples for i in self.infos])
@@ -82,21 +87,33 @@ class StoreDataset(torch.utils.data.Dataset):
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= total):
             raise DatasetError(f"indices out of range for {total} samples")
         self._rx = self.meta.rx_position_m
+        self.in_memory: list[bool] = []  # per file: model inputs read whole (else row-wise from disk)
+        self.cached_bytes = 0
+        for info in self.infos:
+            size = sum(info.dataset_bytes.get(name, 0) for name in INPUTS + OPTIONAL_INPUTS)
+            self.in_memory.append(self.cached_bytes + size <= memory_budget_bytes)
+            self.cached_bytes += size if self.in_memory[-1] else 0
+        left = (memory_budget_bytes - self.cached_bytes) / max(1, len(self.files_on_disk))
+        self._chunk_cache_bytes = int(min(MAX_CHUNK_CACHE_BYTES, max(MIN_CHUNK_CACHE_BYTES, left)))
         self._handles: dict[int, dict] = {}
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def files_on_disk(self) -> list[Path]:
+        """The files read row-wise from disk: their model inputs did not fit the memory budget."""
+        return [info.path for info, cached in zip(self.infos, self.in_memory) if not cached]
+
     def _arrays(self, k: int) -> dict:
-        """The model inputs of file k: numpy arrays if small enough, else h5py datasets."""
+        """The model inputs of file k: numpy arrays within the memory budget, else h5py datasets."""
         if self._pid != os.getpid():  # a fresh process (DataLoader worker): never reuse a parent's handle
             self._handles, self._pid = {}, os.getpid()
         if k not in self._handles:
-            f = h5py.File(self.infos[k].path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=100_003)
+            f = h5py.File(self.infos[k].path, "r", rdcc_nbytes=self._chunk_cache_bytes, rdcc_nslots=100_003)
             names = [n for n in INPUTS + OPTIONAL_INPUTS if n in f]
-            size = sum(f[name].size * f[name].dtype.itemsize for name in names)
-            self._handles[k] = {name: (f[name][...] if size <= IN_MEMORY_BYTES else f[name]) for name in names}
+            self._handles[k] = {name: (f[name][...] if self.in_memory[k] else f[name]) for name in names}
         return self._handles[k]
 
     def __getitems__(self, items: list[int]) -> dict[str, np.ndarray]:
@@ -136,7 +153,7 @@ class StoreDataset(torch.utils.data.Dataset):
         out = []
         for k, sel in self._rows_by_file(limit):
             with h5py.File(self.infos[k].path, "r") as f:
-                out.append(f[name][...][sel])
+                out.append(_rows(f[name], sel))
         return np.concatenate(out)
 
     def read_present(self) -> np.ndarray:
@@ -144,13 +161,20 @@ class StoreDataset(torch.utils.data.Dataset):
         out = []
         for k, sel in self._rows_by_file():
             with h5py.File(self.infos[k].path, "r") as f:
-                out.append(f["present"][...][sel] if "present" in f else np.ones((len(sel), f["mask"].shape[1]), bool))
+                out.append(_rows(f["present"], sel) if "present" in f
+                           else np.ones((len(sel), f["mask"].shape[1]), bool))
         return np.concatenate(out).astype(np.float32)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"], state["_pid"] = {}, -1
         return state
+
+
+def _rows(ds: h5py.Dataset, sel: np.ndarray) -> np.ndarray:
+    """ds[sel], reading only the span of rows they cover (not the whole dataset)."""
+    lo, hi = int(sel.min()), int(sel.max())
+    return ds[lo: hi + 1][sel - lo]
 
 
 def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

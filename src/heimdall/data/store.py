@@ -19,7 +19,6 @@ A file is written as ``<name>.partial`` and renamed when complete: a file with t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ import h5py
 import numpy as np
 
 import heimdall
+from heimdall.atomic import fsync_file, replace_durably
 from heimdall.errors import DatasetError
 from heimdall.features import FeatureParams
-from heimdall.scenario import Scenario
+from heimdall.scenario import MAX_RECEIVERS, Scenario
 from heimdall.sim.signals import EMISSION_CODES
 
 STORE_FORMAT = "heimdall-store"
@@ -38,6 +38,10 @@ STORE_FORMAT_VERSION = 1
 PER_SAMPLE_TOP = ("features", "mask", "tx_position_m", "tx_lat_lon")
 OPTIONAL_TOP = ("present",)
 CHUNK_SAMPLES = 1024
+MAX_ATTRIBUTE_BYTES = 4 * 1024**2
+MAX_STORE_OBJECTS = 1000  # groups and datasets; a store has a few dozen
+_KIND_NAMES = {"f": "float", "b": "bool", "c": "complex", "fiu": "numeric", "fiub": "numeric", "SOU": "text",
+               "fiubSOU": "numeric or text"}
 
 
 def store_attrs(scenario: Scenario, params: FeatureParams, split: str, **extra: Any) -> dict[str, Any]:
@@ -146,9 +150,11 @@ class StoreWriter:
         return self._n_iq
 
     def commit(self) -> Path:
+        """Close, fsync and rename the file to its final name (durably: the folder is fsynced too)."""
         self._f.attrs["n_samples"] = self._n
         self._f.close()
-        os.replace(self.partial, self.path)
+        fsync_file(self.partial)
+        replace_durably(self.partial, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -161,7 +167,7 @@ class StoreWriter:
 
 @dataclass(frozen=True)
 class StoreInfo:
-    """What a store file declares about itself."""
+    """What a store file declares about itself (checked by inspect_store)."""
 
     path: Path
     split: str
@@ -170,6 +176,7 @@ class StoreInfo:
     n_features: int
     scenario_sha256: str
     attrs: dict[str, Any]
+    dataset_bytes: dict[str, int]  # top-level dataset → bytes when read whole (decompressed)
 
     @property
     def feature_params_json(self) -> str:
@@ -177,38 +184,128 @@ class StoreInfo:
 
 
 def inspect_store(path: str | Path) -> StoreInfo:
-    """Open a store file and check it is a complete Heimdall store; raises DatasetError naming the problem."""
+    """Open a store file and check it is a complete Heimdall store whose layout can be read safely: attributes,
+    dtypes and shapes as documented, no links, virtual datasets or external storage (they would read other
+    files). Raises DatasetError naming the file, the dataset or attribute, and what was expected."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"{p}: store file not found")
     try:
         with h5py.File(p, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            if attrs.get("format") != STORE_FORMAT:
-                raise DatasetError(f"{p}: not a Heimdall store (attribute format={attrs.get('format')!r})")
-            if int(attrs.get("format_version", -1)) != STORE_FORMAT_VERSION:
-                raise DatasetError(
-                    f"{p}: store format_version {attrs.get('format_version')} , expected {STORE_FORMAT_VERSION}"
-                )
-            for name in PER_SAMPLE_TOP:
-                if name not in f:
-                    raise DatasetError(f"{p}: dataset {name!r} is missing")
-            n = int(attrs.get("n_samples", -1))
-            for name in PER_SAMPLE_TOP:
-                if f[name].shape[0] != n:
-                    raise DatasetError(f"{p}: {name} has {f[name].shape[0]} rows, expected n_samples={n}")
-            shape = f["features"].shape
+            _refuse_foreign_storage(p, f)
+            attrs = _attributes(p, f)
+            n, r, k = _check_layout(p, f, attrs)
+            top = {name: int(f[name].size * f[name].dtype.itemsize) for name in f if isinstance(f[name], h5py.Dataset)}
+    except DatasetError:
+        raise
     except OSError as exc:
         raise DatasetError(f"{p}: cannot read as HDF5 ({exc})") from None
-    return StoreInfo(
-        path=p,
-        split=str(attrs.get("split")),
-        n_samples=n,
-        n_receivers=int(shape[1]),
-        n_features=int(shape[2]),
-        scenario_sha256=str(attrs.get("scenario_sha256")),
-        attrs=attrs,
-    )
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # h5py on damaged structures
+        raise DatasetError(f"{p}: not a readable Heimdall store ({type(exc).__name__}: {exc})") from None
+    return StoreInfo(path=p, split=attrs["split"], n_samples=n, n_receivers=r, n_features=k,
+                     scenario_sha256=attrs["scenario_sha256"], attrs=attrs, dataset_bytes=top)
+
+
+def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
+    """DatasetError for soft/external links, virtual datasets and external raw storage anywhere in the file."""
+    stack, seen = [("", f)], 0
+    while stack:
+        prefix, group = stack.pop()
+        for name in group:
+            where = f"{prefix}{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise DatasetError(f"{p}: {where} is an external link to {link.filename}:{link.path}; a store is "
+                                   "one self-contained file")
+            if isinstance(link, h5py.SoftLink):
+                raise DatasetError(f"{p}: {where} is a soft link to {link.path}; a store holds no links")
+            seen += 1
+            if seen > MAX_STORE_OBJECTS:
+                raise DatasetError(f"{p}: more than {MAX_STORE_OBJECTS} groups and datasets")
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                stack.append((f"{where}/", obj))
+            elif isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.id.get_create_plist().get_external_count()):
+                raise DatasetError(f"{p}: dataset {where} stores its data in other files (virtual or external); "
+                                   "a store is one self-contained file")
+
+
+def _attributes(p: Path, f: h5py.File) -> dict[str, Any]:
+    """The file attributes (bounded in size, strings decoded), with the ones readers rely on checked."""
+    attrs = {}
+    for name in f.attrs:
+        size = f.attrs.get_id(name).get_storage_size()
+        if size > MAX_ATTRIBUTE_BYTES:
+            raise DatasetError(f"{p}: attribute {name} holds {size} bytes, at most {MAX_ATTRIBUTE_BYTES}")
+        value = f.attrs[name]
+        attrs[name] = value.decode() if isinstance(value, bytes) else value
+    if attrs.get("format") != STORE_FORMAT:
+        raise DatasetError(f"{p}: not a Heimdall store (attribute format={attrs.get('format')!r:.60})")
+    for name in ("format_version", "n_samples"):
+        value = attrs.get(name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
+            raise DatasetError(f"{p}: attribute {name} must be a non-negative integer, got {value!r:.60}")
+        attrs[name] = int(value)
+    if attrs["format_version"] != STORE_FORMAT_VERSION:
+        raise DatasetError(f"{p}: store format_version {attrs['format_version']}, expected {STORE_FORMAT_VERSION}")
+    for name in ("split", "scenario_sha256", "feature_params", "scenario_yaml"):
+        if not isinstance(attrs.get(name, ""), str):
+            raise DatasetError(f"{p}: attribute {name} must be text, got {type(attrs[name]).__name__}")
+    for name in ("split", "scenario_sha256", "feature_params"):
+        if name not in attrs:
+            raise DatasetError(f"{p}: attribute {name} is missing")
+    try:
+        FeatureParams.from_json(attrs["feature_params"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise DatasetError(f"{p}: attribute feature_params is not the JSON of feature parameters") from None
+    return attrs
+
+
+def _dataset(p: Path, f: h5py.File, name: str, kinds: str, shape: tuple) -> h5py.Dataset:
+    """f[name], checked: a dataset of dtype kind in `kinds` and the given shape (None: any length)."""
+    ds = f.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise DatasetError(f"{p}: dataset {name!r} is missing")
+    ok_shape = len(ds.shape) == len(shape) and all(want is None or got == want for got, want in zip(ds.shape, shape))
+    if ds.dtype.kind not in kinds or not ok_shape:
+        want = " × ".join("any" if d is None else str(d) for d in shape)
+        raise DatasetError(f"{p}: dataset {name} is {ds.dtype} {ds.shape}, expected {_KIND_NAMES[kinds]} [{want}]")
+    return ds
+
+
+def _check_layout(p: Path, f: h5py.File, attrs: dict[str, Any]) -> tuple[int, int, int]:
+    """(n_samples, receivers, features) after checking every dataset readers use."""
+    n = attrs["n_samples"]
+    features = _dataset(p, f, "features", "f", (n, None, None))
+    _, r, k = features.shape
+    if not 1 <= r <= MAX_RECEIVERS or k != FeatureParams.from_json(attrs["feature_params"]).n_features:
+        raise DatasetError(f"{p}: features has {r} receivers and {k} features; expected 1 to {MAX_RECEIVERS} "
+                           "receivers and the features that attribute feature_params describes")
+    _dataset(p, f, "mask", "b", (n, r))
+    _dataset(p, f, "tx_position_m", "f", (n, 2))
+    _dataset(p, f, "tx_lat_lon", "f", (n, 2))
+    if "present" in f:
+        _dataset(p, f, "present", "b", (n, r))
+    if "iq" in f:
+        iq = _dataset(p, f, "iq", "c", (None, r, None))
+        if iq.shape[0] > n:
+            raise DatasetError(f"{p}: iq has {iq.shape[0]} rows, more than n_samples={n}")
+    if not isinstance(f.get("receivers"), h5py.Group):
+        raise DatasetError(f"{p}: group 'receivers' (the receiver table) is missing")
+    for column in f["receivers"]:
+        kinds = "SOU" if column in ("id", "name") else "fiu"
+        _dataset(p, f, f"receivers/{column}", kinds, (r,))
+    for column in ("id", "east_m", "north_m"):
+        _dataset(p, f, f"receivers/{column}", "SOU" if column == "id" else "fiu", (r,))
+    for group, kinds in (("oracle", "fiub"), ("meta", "fiubSOU")):
+        if group in f and not isinstance(f[group], h5py.Group):
+            raise DatasetError(f"{p}: {group} must be a group of per-sample datasets")
+        for name in f.get(group, ()):
+            full = f"{group}/{name}"
+            ndim = f[full].ndim if isinstance(f[full], h5py.Dataset) else 1
+            rows = (r,) if full == "oracle/gain_offset_db" else (n,) + (None,) * max(ndim - 1, 0)
+            _dataset(p, f, full, kinds, rows)
+    return n, r, k
 
 
 def split_files(data_dir: str | Path, split: str) -> list[Path]:

@@ -8,7 +8,10 @@ join the receiver table). The second reads the samples, brings each recording to
 Splits: a collection under a folder named ``train``, ``val`` or ``test`` (or a shard ``train-00000-of-00004``)
 keeps that split; any other labelled collection is assigned by a seeded hash of its path; unlabelled
 collections go to the ``unlabelled`` split (for prediction only). Every store file is written as
-``.partial`` and all are renamed only after the whole import succeeded; the input folder is only read.
+``.partial`` and all are renamed only after the whole import succeeded; files of an older store are removed
+only after that, when no new file replaced them. The input folder is only read, and no file outside it is
+(links leading out are refused). Every malformed collection is one RecordingError (with --skip-invalid:
+one reported, skipped item); the receiver table is bounded (scenario.MAX_RECEIVERS).
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from typing import Callable
 
 import numpy as np
 
-from heimdall.atomic import atomic_write_text
+from heimdall.atomic import atomic_write_text, fsync_dir
 from heimdall.data.store import StoreWriter, receiver_table, store_attrs
 from heimdall.errors import DatasetError, RecordingError
 from heimdall.features import FeatureParams, heard
 from heimdall.interchange.conform import check_recording, recording_features
-from heimdall.interchange.receivers import check_unique, match_receiver
+from heimdall.interchange.receivers import GEOLOCATION_FIELD, check_unique, match_receiver
 from heimdall.interchange.sigmf_files import Collection, find_collections, read_collection
-from heimdall.scenario import Receiver, Scenario, scenario_from_dict
+from heimdall.scenario import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario, scenario_from_dict
 from heimdall.sim.dataset import SPLITS
 
 UNLABELLED = "unlabelled"
@@ -82,6 +85,14 @@ class ImportSummary:
         return json.dumps(d, indent=2)
 
 
+class NothingImported(DatasetError):
+    """No collection could be imported; `summary` says why for each (the report is written all the same)."""
+
+    def __init__(self, message: str, summary: "ImportSummary"):
+        super().__init__(message)
+        self.summary = summary
+
+
 @dataclass(frozen=True)
 class _Planned:
     """A checked collection: its split and the receiver index of each recording."""
@@ -102,7 +113,6 @@ class _ReceiverTable:
         self._en = [scenario.frame.to_local(r.lat, r.lon).reshape(2) for r in self.receivers]
         self.new_ids: list[str] = []
 
-
     def match(self, col: Collection) -> tuple[int, ...]:
         """Receiver index of each recording; receivers new to the table are added only if all match."""
         receivers, positions = list(self.receivers), list(self._en)
@@ -113,6 +123,7 @@ class _ReceiverTable:
             k = match_receiver(rec, en, [r.id for r in receivers], np.asarray(positions), self.tolerance_m)
             if k < 0:
                 new_id = rec.receiver_id or f"rx_{rec.lat:.4f}_{rec.lon:.4f}"
+                self._check_room(rec, new_id, en, receivers, positions)
                 receivers.append(Receiver(id=new_id, name=new_id, lat=rec.lat, lon=rec.lon,
                                           antenna_height_m=self.new_height_m))
                 positions.append(en)
@@ -123,6 +134,23 @@ class _ReceiverTable:
         self.receivers, self._en = receivers, positions
         self.new_ids += added
         return tuple(index)
+
+    @staticmethod
+    def _check_room(rec, new_id: str, en_m: np.ndarray, receivers: list[Receiver], positions: list) -> None:
+        """RecordingError unless a receiver at en_m [2] named new_id can join the table (see scenario rules)."""
+        field = GEOLOCATION_FIELD if rec.receiver_id is None else "global.heimdall:receiver_id"
+        if len(receivers) >= MAX_RECEIVERS:
+            raise RecordingError(rec.meta_path, field, f"matches none of the {len(receivers)} receivers of the table, "
+                                                       f"which is full (at most {MAX_RECEIVERS})")
+        if new_id in (r.id for r in receivers):
+            raise RecordingError(rec.meta_path, field, f"receiver {new_id!r} is already in the table at another "
+                                                       "position")
+        d = np.linalg.norm(np.asarray(positions) - en_m, axis=1)
+        k = int(np.argmin(d))
+        if d[k] < MIN_RECEIVER_SEPARATION_M:
+            raise RecordingError(rec.meta_path, field, f"{d[k]:.0f} m from receiver {receivers[k].id!r}: closer than "
+                                                       f"{MIN_RECEIVER_SEPARATION_M:.0f} m but beyond the match "
+                                                       "tolerance")
 
     def scenario(self) -> Scenario:
         """The base scenario, with the new receivers when there are any (validated)."""
@@ -177,6 +205,8 @@ def import_collections(
     src, out = Path(in_dir), Path(out_dir)
     if not src.is_dir():
         raise DatasetError(f"{src}: input folder not found")
+    if not 0 <= options.match_tolerance_m <= 100_000:
+        raise DatasetError(f"match tolerance {options.match_tolerance_m} m: expected 0 to 100000 m")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DatasetError(f"{out}: the store must be written outside the input folder {src} (it is only read)")
     existing = sorted(out.glob("*.h5")) if out.is_dir() else []
@@ -192,7 +222,7 @@ def import_collections(
     plans: list[_Planned] = []
     for i, path in enumerate(paths):
         try:
-            col = read_collection(path)
+            col = read_collection(path, src)
             for rec in col.recordings:
                 check_recording(rec, p, scenario.frequency_hz)
             index = table.match(col)
@@ -200,11 +230,12 @@ def import_collections(
             if not options.skip_invalid:
                 raise
             summary.skipped.append(_skip(path, exc))
-            continue
-        split = split_of(path.relative_to(src), col.transmitter_lat_lon is not None, options.seed, options.fractions)
-        plans.append(_Planned(col, split, index))
-        summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
-        summary.retuned += sum(r.frequency_hz != scenario.frequency_hz for r in col.recordings)
+        else:
+            split = split_of(path.relative_to(src), col.transmitter_lat_lon is not None, options.seed,
+                             options.fractions)
+            plans.append(_Planned(col, split, index))
+            summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
+            summary.retuned += sum(r.frequency_hz != scenario.frequency_hz for r in col.recordings)
         if on_progress:
             on_progress("check", i + 1, len(paths))
 
@@ -236,21 +267,36 @@ def import_collections(
                 _append(w, rows, final, p, summary, options.iq_per_split)
             summary.splits[split] = w.n_samples
         if not any(summary.splits.values()):
-            raise DatasetError(f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
-                               f"{len(summary.not_localisable)} heard by fewer than "
-                               f"{final.receiver_chain.min_receivers} receivers)")
-    except BaseException:
+            raise NothingImported(f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
+                                  f"{len(summary.not_localisable)} heard by fewer than "
+                                  f"{final.receiver_chain.min_receivers} receivers); see {out / REPORT_NAME}",
+                                  summary)
+    except BaseException as exc:
         for w in writers.values():
             w.abort()
+        if isinstance(exc, NothingImported):
+            _write_report(summary, t0)
         raise
-    for stale in existing:
+    committed: set[Path] = set()
+    try:
+        for w in writers.values():
+            committed.add(w.commit())
+    except BaseException:
+        for w in writers.values():
+            if w.path not in committed:
+                w.abort()
+        raise
+    for stale in set(existing) - committed:  # an older store's files that no new file replaced
         stale.unlink()
-    for w in writers.values():
-        w.commit()
-    summary.seconds = time.perf_counter() - t0
-    summary.report = out / REPORT_NAME
-    atomic_write_text(summary.report, summary.to_json())
+    fsync_dir(out)
+    _write_report(summary, t0)
     return summary
+
+
+def _write_report(summary: ImportSummary, t0: float) -> None:
+    summary.seconds = time.perf_counter() - t0
+    summary.report = summary.out_dir / REPORT_NAME
+    atomic_write_text(summary.report, summary.to_json())
 
 
 def _append(w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, summary: ImportSummary,

@@ -24,11 +24,17 @@ def match_receiver(rec: Recording, en_m: np.ndarray, ids: list[str], positions_m
                                  f"receiver {rec.receiver_id!r} is {dist:.0f} m from its position in the receiver "
                                  f"table (tolerance {tolerance_m:.0f} m)")
         return k
+    return int(nearest_receivers(np.reshape(en_m, (1, 2)), positions_m, tolerance_m)[0])
+
+
+def nearest_receivers(en_m: np.ndarray, positions_m: np.ndarray, tolerance_m: float) -> np.ndarray:
+    """For each position of en_m [N, 2], the index of the nearest table position (positions_m [R, 2]) if within
+    tolerance_m, else -1: int [N]."""
     if len(positions_m) == 0:
-        return -1
-    d = np.linalg.norm(np.asarray(positions_m) - en_m, axis=1)
-    k = int(np.argmin(d))
-    return k if d[k] <= tolerance_m else -1
+        return np.full(len(en_m), -1)
+    d = np.linalg.norm(np.asarray(en_m)[:, None] - np.asarray(positions_m)[None], axis=-1)  # [N, R]
+    k = d.argmin(axis=1)
+    return np.where(d[np.arange(len(d)), k] <= tolerance_m, k, -1)
 
 
 def check_unique(col: Collection, keys: list) -> None:

@@ -2,6 +2,12 @@
 
 Settings come from `ServeSettings`; the admin token from HEIMDALL_ADMIN_TOKEN (admin is disabled
 without one). Bad input is answered 4xx with the field named, never 5xx.
+
+A localization request goes: body read within its limit (limits.py) → JSON parsed, counts checked
+(bodies.py) → its transmissions admitted whole or refused (429) → validated → each answered from the cache
+or built into model inputs and micro-batched (batcher.py). One request is served by one model snapshot: a
+hot swap in between changes neither its inputs, nor the model that runs them, nor the cache key it is
+stored under. Answers are kept and sent as JSON bytes (few objects for the garbage collector to walk).
 """
 
 from __future__ import annotations
@@ -9,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import os
 import time
 from collections import OrderedDict
@@ -17,42 +22,53 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pydantic_core
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from heimdall.serve.batcher import MicroBatcher, QueueFull
+from heimdall.errors import HeimdallError
+from heimdall.interchange import MATCH_TOLERANCE_M
+from heimdall.serve.batcher import MicroBatcher
+from heimdall.serve.bodies import parse, transmissions, validate
+from heimdall.serve.errors import Forbidden, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.serve.geometry import response_geometry
-from heimdall.serve.inputs import InputError, to_model_inputs
+from heimdall.serve.inputs import to_model_inputs
+from heimdall.serve.limits import Admission, LimitsAndMetrics
 from heimdall.serve.runtime import ModelSource, ServedModel
 from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest, LocalizeResponse
+from heimdall.serve.slices import Turns
+
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch: int = 64
     max_wait_ms: float = 0.0
-    max_queue: int = 1024
+    max_inflight: int = 2048
+    max_requests: int = 64
     cache_size: int = 4096
     max_body_bytes: int = 16 * 1024 * 1024
     max_samples: int = 1 << 20
+    match_tolerance_m: float = MATCH_TOLERANCE_M
 
 
 class _Cache:
-    """LRU of answers keyed by (model version, input hash)."""
+    """LRU of answers (JSON bytes) keyed by (model key, input hash)."""
 
     def __init__(self, size: int):
         self.size = size
-        self.items: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self.items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
-    def get(self, key):
+    def get(self, key) -> bytes | None:
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
         return None
 
-    def put(self, key, value) -> None:
+    def put(self, key, value: bytes) -> None:
         self.items[key] = value
         self.items.move_to_end(key)
         while len(self.items) > self.size:
@@ -62,46 +78,22 @@ class _Cache:
         self.items.clear()
 
 
-class LimitsAndMetrics:
-    """ASGI middleware: refuse bodies over the size limit (413) and count requests and latency per route.
-
-    Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
-
-    def __init__(self, app, max_body_bytes: int, requests: Counter, latency: Histogram):
-        self.app, self.max_body_bytes, self.requests, self.latency = app, max_body_bytes, requests, latency
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_status(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        length = dict(scope["headers"]).get(b"content-length")
-        try:
-            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                response = JSONResponse({"detail": f"body: larger than the limit of {self.max_body_bytes} bytes"},
-                                        status_code=413)
-                await response(scope, receive, send_status)
-            else:
-                await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            endpoint = route.path if route is not None else "other"
-            self.requests.labels(endpoint, str(status[0])).inc()
-            self.latency.labels(endpoint).observe(time.perf_counter() - t0)
+def model_key(model: ServedModel) -> str:
+    return f"{model.name}:{model.version}:{model.sha256}"
 
 
-def _json(body: dict) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+def answers(model: ServedModel, mean: np.ndarray, cov: np.ndarray, labels: list[list[str]]) -> list[bytes | None]:
+    """The answers (JSON bytes, without `cached` and `latency_ms`) of a model call; None where not finite."""
+    finite = np.isfinite(mean).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
+    geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
+    about = {"name": model.name, "version": model.version, "sha256": model.sha256}
+    return [pydantic_core.to_json({**next(geometry), "receivers_used": used, "model": about}) if ok else None
+            for ok, used in zip(finite, labels)]
 
 
-def kind_of(req: LocalizeRequest) -> str:
-    return "iq" if req.iq is not None else "features"
+def _with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
+    latency_ms = (time.perf_counter() - t0) * 1e3
+    return answer[:-1] + b',"cached":%s,"latency_ms":%.3f}' % (b"true" if cached else b"false", latency_ms)
 
 
 def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -> FastAPI:
@@ -115,8 +107,12 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     reloads = Counter("heimdall_reloads", "model swaps", registry=registry)
     state: dict = {"model": None}
     cache = _Cache(settings.cache_size)
-    batcher = MicroBatcher(lambda: state["model"], settings.max_batch, settings.max_wait_ms, settings.max_queue,
-                           on_batch=batch_sizes.observe)
+    admission = Admission(settings.max_inflight)
+    Gauge("heimdall_inflight_transmissions", "transmissions admitted and not yet answered",
+          registry=registry).set_function(lambda: admission.in_flight)
+    batcher = MicroBatcher(answers, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
+    reload_lock = asyncio.Lock()
+    turns = Turns()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -127,68 +123,81 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
 
     app = FastAPI(title="Heimdall", version="1", lifespan=lifespan,
                   description="Locate VHF/UHF transmitters from multi-receiver recordings.")
-    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency)
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes,
+                       max_requests=settings.max_requests, requests=requests, latency=latency)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    async def localize_one(req: LocalizeRequest, t0: float) -> dict:
+    async def localize_all(raw: list, batch: bool, t0: float) -> list[bytes]:
+        """Answers of admitted transmissions, all by the model current now."""
         model: ServedModel = state["model"]
-        key = (model.version + model.sha256, hashlib.sha256(req.model_dump_json().encode()).hexdigest())
-        hit = cache.get(key)
-        if hit is not None:
-            cache_events.labels("hit").inc()
-            return {**hit, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1e3}
-        cache_events.labels("miss").inc()
-        if req.iq is not None:  # FFTs: off the event loop
-            feats, pos, labels = await asyncio.get_running_loop().run_in_executor(
-                None, to_model_inputs, req, model, settings.max_samples)
-        else:
-            feats, pos, labels = to_model_inputs(req, model, settings.max_samples)
-        mean, cov, answered_by = await batcher.submit(feats, pos)
-        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-            raise InputError(kind_of(req), "the model gives no finite answer for these inputs")
-        body = {**response_geometry(mean, cov, answered_by.frame), "receivers_used": labels,
-                "model": {"name": answered_by.name, "version": answered_by.version}}
-        cache.put((answered_by.version + answered_by.sha256, key[1]), body)
-        return {**body, "cached": False, "latency_ms": (time.perf_counter() - t0) * 1e3}
 
-    def _error(exc: Exception) -> JSONResponse:
-        if isinstance(exc, InputError):
-            return JSONResponse({"detail": [{"field": exc.field, "message": str(exc)}]}, status_code=422)
-        if isinstance(exc, QueueFull):
-            return JSONResponse({"detail": f"busy: {exc}; retry later"}, status_code=429)
-        raise exc
+        def field(i: int, name: str) -> str:
+            return f"transmissions[{i}].{name}" if batch else name
 
-    # The answers are built here from checked numbers and sent as they are (response_model documents them;
-    # returning a Response skips FastAPI's re-validation of every answer, a large share of a request's cost).
-    @app.post("/v1/localize", response_model=LocalizeResponse)
-    async def localize(req: LocalizeRequest):
-        """Locate one transmission from raw IQ or features per receiver."""
-        try:
-            return _json(await localize_one(req, time.perf_counter()))
-        except (InputError, QueueFull) as exc:
-            return _error(exc)
-
-    @app.post("/v1/localize/batch", response_model=BatchResponse)
-    async def localize_batch(req: BatchRequest):
-        """Locate many transmissions in one call (answers in the same order)."""
-        t0 = time.perf_counter()
-
-        async def one(i: int, r: LocalizeRequest) -> dict:
+        def build(i: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
             try:
-                return await localize_one(r, t0)
+                return to_model_inputs(reqs[i], model, settings.max_samples, settings.match_tolerance_m)
             except InputError as exc:
-                raise InputError(f"transmissions[{i}].{exc.field}", exc.message) from None
+                raise InputError(field(i, exc.field), exc.message) from None
 
+        async with turns.hold() as slices:
+            reqs = await validate(raw, batch, slices)
+            key, keys, answered = model_key(model), [], []
+            for req in reqs:
+                keys.append((key, hashlib.sha256(req.model_dump_json().encode()).hexdigest()))
+                answered.append(cache.get(keys[-1]))
+                await slices.pause()
+            todo = [i for i, hit in enumerate(answered) if hit is None]
+            built = {}
+            for i in todo:
+                if reqs[i].iq is None:
+                    built[i] = build(i)
+                    await slices.pause()
+        cache_events.labels("hit").inc(len(reqs) - len(todo))
+        cache_events.labels("miss").inc(len(todo))
+        iq = [i for i in todo if i not in built]
+        loop = asyncio.get_running_loop()  # FFTs: off the event loop
+        built.update(zip(iq, await asyncio.gather(*(loop.run_in_executor(None, build, i) for i in iq))))
+        computed = await asyncio.gather(*(batcher.submit(model, *built[i]) for i in todo))
+        async with turns.hold() as slices:
+            for i, answer in zip(todo, computed):
+                if answer is None:
+                    raise InputError(field(i, "iq" if reqs[i].iq is not None else "features"),
+                                     "the model gives no finite answer for these inputs")
+                if state["model"] is model:  # after a swap the cache holds the new model's answers only
+                    cache.put(keys[i], answer)
+                answered[i] = answer
+            out = []
+            for i, answer in enumerate(answered):
+                out.append(_with_timing(answer, i not in built, t0))
+                await slices.pause()
+            return out
+
+    async def localize_body(request: Request, batch: bool) -> Response:
+        t0 = time.perf_counter()
+        body = await request.body()
         try:
-            results = await asyncio.gather(*(one(i, r) for i, r in enumerate(req.transmissions)))
-        except (InputError, QueueFull) as exc:
-            return _error(exc)
-        return _json({"results": results})
+            admission.check_room()
+            async with turns.hold():
+                raw = transmissions(parse(body), batch)
+            with admission.admit(len(raw)):
+                results = await localize_all(raw, batch, t0)
+        except ServeError as exc:
+            return exc.response()
+        if batch:
+            return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
+        return Response(results[0], media_type=JSON)
+
+    # The bodies are parsed and checked here (counts before items, admission before work) and the answers
+    # are sent as built; the OpenAPI schema still documents both (see openapi() below).
+    @app.post("/v1/localize", response_model=LocalizeResponse, openapi_extra=_body_schema(LocalizeRequest))
+    async def localize(request: Request):
+        """Locate one transmission from raw IQ or features per receiver."""
+        return await localize_body(request, batch=False)
+
+    @app.post("/v1/localize/batch", response_model=BatchResponse, openapi_extra=_body_schema(BatchRequest))
+    async def localize_batch(request: Request):
+        """Locate many transmissions in one call (answers in the same order)."""
+        return await localize_body(request, batch=True)
 
     @app.get("/v1/model")
     async def model_info():
@@ -202,7 +211,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     @app.get("/readyz")
     async def readyz():
         if state["model"] is None:
-            return JSONResponse({"status": "loading"}, status_code=503)
+            return Unavailable("model", "loading").response()
         return {"status": "ready", "model": state["model"].version}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -211,21 +220,51 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
 
     @app.post("/v1/admin/reload")
     async def reload(request: Request):
-        """Swap to the model the source names now (e.g. the new champion); in-flight requests finish."""
-        token = os.environ.get("HEIMDALL_ADMIN_TOKEN")
-        if not token:
-            return JSONResponse({"detail": "admin is disabled (HEIMDALL_ADMIN_TOKEN is not set)"}, status_code=403)
-        given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer "):
-            return JSONResponse({"detail": "missing bearer token"}, status_code=401)
-        if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
-            return JSONResponse({"detail": "wrong token"}, status_code=403)
-        new = await asyncio.get_running_loop().run_in_executor(None, source.load)
-        old = state["model"]
-        state["model"] = new
-        cache.clear()
-        reloads.inc()
-        return {"previous": old.version if old else None, "current": new.version, "sha256": new.sha256}
+        """Swap to the model the source names now (e.g. the new champion); in-flight requests finish with the
+        model they started with. If the new model cannot be loaded, the current one stays (503, with why)."""
+        try:
+            _check_admin(request.headers.get("authorization", ""))
+            async with reload_lock:
+                old = state["model"]
+                try:
+                    new = await asyncio.get_running_loop().run_in_executor(None, source.load)
+                except Exception as exc:  # whatever the source raised, the service goes on with the old model
+                    why = str(exc) if isinstance(exc, HeimdallError) else f"{type(exc).__name__}: {exc}"
+                    raise Unavailable("model", f"reload failed, still serving {old.name} {old.version} "
+                                               f"(sha256 {old.sha256[:12]}…): {why}") from None
+                state["model"] = new
+                cache.clear()
+                reloads.inc()
+        except ServeError as exc:
+            return exc.response()
+        return {"previous": old.version, "current": new.version, "sha256": new.sha256}
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (LocalizeRequest, BatchRequest):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
+
+def _body_schema(model) -> dict:
+    """OpenAPI requestBody of an endpoint that reads its JSON body itself."""
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": {
+        "$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _check_admin(authorization: str) -> None:
+    token = os.environ.get("HEIMDALL_ADMIN_TOKEN")
+    if not token:
+        raise Forbidden("authorization", "admin is disabled (HEIMDALL_ADMIN_TOKEN is not set)")
+    if not authorization.startswith("Bearer "):
+        raise Unauthorized("authorization", "missing bearer token")
+    if not hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), token.encode()):
+        raise Forbidden("authorization", "wrong token")

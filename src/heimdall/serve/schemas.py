@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_RECEIVERS = 256  # per transmission
+MAX_TRANSMISSIONS = 1024  # per batch request
+MAX_FEATURES = 4096  # values per feature vector
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -18,7 +23,8 @@ def _exactly_one(model: BaseModel, a: str, b: str) -> BaseModel:
 
 
 class ReceiverRef(_Strict):
-    """A receiver by id from the model's receiver table, or ad hoc by position."""
+    """A receiver by id from the model's receiver table, or ad hoc by position (both: the position must be the
+    table's, within the service's match tolerance)."""
 
     id: str | None = Field(None, max_length=128, description="receiver id in the model's table")
     lat: float | None = Field(None, ge=-90, le=90, description="ad-hoc receiver latitude (degrees)")
@@ -26,7 +32,9 @@ class ReceiverRef(_Strict):
 
     @model_validator(mode="after")
     def _one_identity(self) -> "ReceiverRef":
-        if self.id is None and (self.lat is None or self.lon is None):
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+        if self.id is None and self.lat is None:
             raise ValueError("give the receiver's id, or both lat and lon")
         return self
 
@@ -47,7 +55,7 @@ class FeatureVector(ReceiverRef):
     """One receiver's features: the full vector of heimdall.features.feature_matrix (dBm, dB), or only the
     measured in-band power."""
 
-    features: list[float] | None = Field(None, min_length=1, max_length=4096,
+    features: list[float] | None = Field(None, min_length=1, max_length=MAX_FEATURES,
                                          description="the model's feature vector (GET /v1/model: feature_names)")
     power_dbm: float | None = Field(None, ge=-250, le=100, description="measured in-band power only, dBm")
 
@@ -59,8 +67,8 @@ class FeatureVector(ReceiverRef):
 class LocalizeRequest(_Strict):
     """One transmission: raw IQ per receiver, or features per receiver (not both)."""
 
-    iq: list[IQRecording] | None = Field(None, max_length=256)
-    features: list[FeatureVector] | None = Field(None, max_length=256)
+    iq: list[IQRecording] | None = Field(None, max_length=MAX_RECEIVERS)
+    features: list[FeatureVector] | None = Field(None, max_length=MAX_RECEIVERS)
 
     @model_validator(mode="after")
     def _iq_or_features(self) -> "LocalizeRequest":
@@ -68,7 +76,7 @@ class LocalizeRequest(_Strict):
 
 
 class BatchRequest(_Strict):
-    transmissions: list[LocalizeRequest] = Field(min_length=1, max_length=1024)
+    transmissions: list[LocalizeRequest] = Field(min_length=1, max_length=MAX_TRANSMISSIONS)
 
 
 class Ellipse(BaseModel):

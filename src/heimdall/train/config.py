@@ -7,6 +7,7 @@ The resolved configuration is saved next to the checkpoints (config.yaml) and in
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ import yaml
 
 from heimdall.atomic import atomic_write_text
 from heimdall.errors import HeimdallError
+from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
+
+MAX_CONFIG_CHARS = 64 * 1024
+MAX_TEXT_CHARS = 4096  # paths, names, URIs
 
 
 class ConfigError(HeimdallError):
@@ -30,6 +35,7 @@ class TrainConfig:
     validation_split: float = 0.1  # used when the store has no val split
     batch_size: int = 256
     num_workers: int = 0
+    loader_memory_mb: float = 1024.0  # store data each reading process keeps in memory; the rest is read from disk
     seed: int = 0
     # model
     d_model: int = 96
@@ -60,6 +66,7 @@ class TrainConfig:
     run_name_prefix: str = "heimdall"
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in the workspace
     export: bool = True  # export ONNX after training
+    signing_key: str | None = None  # key file signing the model's manifests (default $HEIMDALL_SIGNING_KEY_FILE)
     # written by the run itself
     run_name: str | None = None
     mlflow_run_id: str | None = None
@@ -82,7 +89,7 @@ def from_mapping(values: dict[str, Any], origin: str, base: TrainConfig | None =
     cfg = dataclasses.replace(base) if base is not None else TrainConfig()
     for key, value in values.items():
         if key not in FIELD_TYPES:
-            raise ConfigError(f"{origin}: unknown key {key!r}; expected one of {', '.join(FIELD_TYPES)}")
+            raise ConfigError(f"{origin}: unknown key {key!r:.80}; expected one of {', '.join(FIELD_TYPES)}")
         setattr(cfg, key, _coerce(key, value, origin))
     _validate(cfg, origin)
     return cfg
@@ -95,11 +102,15 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return None
         raise ConfigError(f"{origin}: {key} must not be empty")
     try:
+        if isinstance(value, (dict, list, tuple, set, bytes)):  # options are scalars
+            raise TypeError
         if kind in ("int", int):
             if isinstance(value, bool) or float(value) != int(float(value)):
                 raise ValueError
             return int(float(value))
         if kind in ("float", float):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError
             return float(value)
         if kind in ("bool", bool):
             if isinstance(value, bool):
@@ -109,22 +120,35 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if str(value).lower() in ("false", "0", "no"):
                 return False
             raise ValueError
+        if len(str(value)) > MAX_TEXT_CHARS:
+            raise ValueError
         return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{origin}: {key} = {value!r:.80} is not a valid {kind}") from None
 
 
 def _validate(cfg: TrainConfig, origin: str) -> None:
+    from heimdall.model.net import SIZE_LIMITS
+
     checks = [
         (cfg.epochs >= 1, "epochs must be ≥ 1"),
         (cfg.batch_size >= 1, "batch_size must be ≥ 1"),
+        (cfg.dataset_size >= 1, "dataset_size must be ≥ 1"),
         (cfg.learning_rate > 0, "learning_rate must be > 0"),
+        (cfg.weight_decay >= 0, "weight_decay must be ≥ 0"),
         (0 <= cfg.validation_split < 1, "validation_split must be in [0, 1)"),
+        (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
         (0 <= cfg.receiver_dropout < 1, "receiver_dropout must be in [0, 1)"),
         (0 <= cfg.feature_dropout < 1, "feature_dropout must be in [0, 1)"),
         (cfg.num_workers >= 0, "num_workers must be ≥ 0"),
-        (cfg.d_model % cfg.n_heads == 0, "d_model must be a multiple of n_heads"),
-        (cfg.n_components >= 1, "n_components must be ≥ 1"),
+        (cfg.loader_memory_mb >= 0, "loader_memory_mb must be ≥ 0"),
+        (cfg.num_nodes >= 1, "num_nodes must be ≥ 1"),
+        (cfg.threads >= 0, "threads must be ≥ 0"),
+        (cfg.patience >= 0, "patience must be ≥ 0"),
+        (cfg.max_time_minutes >= 0, "max_time_minutes must be ≥ 0"),
+        *((1 <= getattr(cfg, k) <= most, f"{k} must be in [1, {most}]") for k, most in SIZE_LIMITS.items()
+          if hasattr(cfg, k)),
+        (cfg.d_model % max(cfg.n_heads, 1) == 0, "d_model must be a multiple of n_heads"),
         (cfg.accelerator in ("cpu", "gpu", "cuda", "auto", "mps"), "accelerator must be cpu, gpu or auto"),
     ]
     for ok, message in checks:
@@ -133,13 +157,12 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A configuration file's options (plain YAML, bounded, without aliases); raises ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    data = load_plain_yaml(read_bounded_text(p, ConfigError, MAX_CONFIG_CHARS), str(p), ConfigError,
+                           MAX_CONFIG_CHARS) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of option: value")
     return data

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from heimdall.data.loader import StoreDataset, collate
+from heimdall.data.loader import DEFAULT_MEMORY_BUDGET_BYTES, StoreDataset, collate
 from heimdall.data.store import split_files
 from heimdall.errors import DatasetError
 
@@ -16,13 +16,18 @@ NORMALISATION_SAMPLES = 20_000
 
 
 class StoreDataModule(L.LightningDataModule):
-    def __init__(self, data_dir: str | Path, batch_size: int, num_workers: int, validation_split: float, seed: int):
+    """Train and val loaders over a store folder; memory_budget_bytes bounds the store data one reading process
+    keeps in memory (train first, val from what is left; see heimdall.data.loader)."""
+
+    def __init__(self, data_dir: str | Path, batch_size: int, num_workers: int, validation_split: float, seed: int,
+                 memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.validation_split = validation_split
         self.seed = seed
+        self.memory_budget_bytes = memory_budget_bytes
         self.train: StoreDataset | None = None
         self.val: StoreDataset | None = None
 
@@ -35,8 +40,10 @@ class StoreDataModule(L.LightningDataModule):
         if not train_files:
             raise DatasetError(f"{self.data_dir}: no train.h5 (or train shards) in the data folder")
         val_files = split_files(self.data_dir, "val")
+        budget = self.memory_budget_bytes
         if val_files:
-            self.train, self.val = StoreDataset(train_files), StoreDataset(val_files)
+            self.train = StoreDataset(train_files, memory_budget_bytes=budget)
+            self.val = StoreDataset(val_files, memory_budget_bytes=budget - self.train.cached_bytes)
             if self.val.meta.scenario_sha256 != self.train.meta.scenario_sha256:
                 raise DatasetError(f"{val_files[0]}: store from another scenario than {train_files[0]}")
         else:
@@ -45,9 +52,8 @@ class StoreDataModule(L.LightningDataModule):
             n_val = max(1, int(round(n * self.validation_split)))
             if n_val >= n:
                 raise DatasetError(f"{self.data_dir}: {n} samples are too few to split off a validation set")
-            self.train, self.val = StoreDataset(train_files, np.sort(perm[n_val:])), StoreDataset(
-                train_files, np.sort(perm[:n_val])
-            )
+            self.train = StoreDataset(train_files, np.sort(perm[n_val:]), budget)
+            self.val = StoreDataset(train_files, np.sort(perm[:n_val]), budget - self.train.cached_bytes)
 
     def normalisation(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Feature mean/std per column over all receivers (one affine for every receiver: relative power

@@ -11,13 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from heimdall.errors import HeimdallError
+from heimdall.signing import signing_key
 from heimdall.train.config import ConfigError, TrainConfig, from_mapping, load_yaml
-from heimdall.workspace import default_data_dir, workspace
+from heimdall.workspace import default_artifact_location, default_data_dir, default_tracking_uri, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
-RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "accelerator", "devices",
-                      "num_nodes", "strategy", "threads", "export")
+RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "loader_memory_mb", "accelerator",
+                      "devices", "num_nodes", "strategy", "threads", "export", "signing_key")
 
 
 @dataclass
@@ -38,15 +39,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def default_tracking_uri() -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    ws = workspace().resolve()
-    ws.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{ws / 'mlflow.db'}"
-
-
 def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """The saved configuration of the run in cfg.checkpoint_dir, with the resumable options that were given."""
     if not cfg.checkpoint_dir:
@@ -56,7 +48,8 @@ def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
         raise ConfigError(f"{saved_path}: no saved configuration; is {cfg.checkpoint_dir} a Heimdall run folder?")
     saved = from_mapping(load_yaml(saved_path), str(saved_path))
     overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given}
-    return dataclasses.replace(saved, resume_training=True, **overrides)
+    # the folder given is the run resumed (a copied or moved run folder names its old place in its config)
+    return dataclasses.replace(saved, resume_training=True, checkpoint_dir=cfg.checkpoint_dir, **overrides)
 
 
 def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
@@ -91,7 +84,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     from heimdall.baselines import weighted_centroid
     from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
     from heimdall.sim.dataset import dataset_fingerprint
-    from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
+    from heimdall.train.checkpoint import AtomicCheckpointIO, load_task, remove_stale_temporaries
     from heimdall.train.datamodule import StoreDataModule
     from heimdall.train.task import LocalizationTask, predict_numpy
 
@@ -99,20 +92,25 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     t0 = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    signer = signing_key(cfg.signing_key) if cfg.export else None  # a bad key file fails now, not after the fit
     data_dir = ensure_dataset(cfg, console)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed)
+    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed,
+                         cfg.loader_memory_mb * 1024**2)
     dm.setup()
+    for split, ds in (("train", dm.train), ("val", dm.val)):
+        if ds.files_on_disk:
+            console.print(f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
+                          f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
+                          "(slower); raise it if the memory allows", markup=False, highlight=False, soft_wrap=True)
     meta = dm.train.meta
 
     if cfg.resume_training:
         ckpt_dir = Path(cfg.checkpoint_dir)
-        last = ckpt_dir / "last.ckpt"
-        ckpt = load_checkpoint(last)
-        if ckpt["heimdall"].get("scenario_sha256") != meta.scenario_sha256:
+        task = load_task(ckpt_dir / "last.ckpt")
+        if task.heimdall_meta.get("scenario_sha256") != meta.scenario_sha256:
             raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
         remove_stale_temporaries(ckpt_dir)
-        task = LocalizationTask.load_from_checkpoint(last, map_location="cpu")
         run_name = cfg.run_name
     else:
         run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -130,7 +128,8 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
-    artifacts = (workspace() / "mlartifacts").resolve()
+    workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
+    artifacts = default_artifact_location()
     dataset_sha = dataset_fingerprint(sorted({i.path for i in dm.train.infos + dm.val.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
@@ -172,7 +171,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir),
     )
-    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None)
+    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None, weights_only=True)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     result = TrainResult(
@@ -187,7 +186,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     truth = dm.val.read_all("tx_position_m")
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
     if best is not None:
-        best_task = LocalizationTask.load_from_checkpoint(best, map_location="cpu")
+        best_task = load_task(best)
         present = dm.val.read_present()
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
         scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
@@ -212,7 +211,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         from heimdall.publish import default_store, export_and_publish
 
         result.published = export_and_publish(best, ckpt_dir / "model.onnx", default_store(), {}, True, None,
-                                              tracking_uri)
+                                              tracking_uri, signer=signer)
         result.onnx_path = result.published.export.path
     result.seconds = time.perf_counter() - t0
     return result

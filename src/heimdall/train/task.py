@@ -89,6 +89,16 @@ class LocalizationTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str, map_location: str | None = "cpu") -> "LocalizationTask":
+        """The task of a checked Heimdall checkpoint, on the CPU (heimdall.train.checkpoint.load_task): tensors
+        and plain data only, where Lightning's own loader unpickles whatever its caller allows."""
+        from heimdall.train.checkpoint import load_task
+
+        if map_location not in (None, "cpu"):
+            raise ValueError(f"checkpoints load on the CPU, not {map_location!r}")
+        return load_task(checkpoint_path)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["heimdall"] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **self.heimdall_meta}
 

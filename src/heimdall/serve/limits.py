@@ -1,0 +1,126 @@
+"""Limits on what the service takes in: body bytes, requests at once, transmissions in flight.
+
+`LimitsAndMetrics` (ASGI middleware) refuses a request with a body when `max_requests` such requests are
+already in progress (429, before reading it), reads the body itself, counting bytes as they arrive whatever
+the headers say (413 as soon as the limit is passed; a Content-Length over the limit is refused before
+reading), and hands the application the complete body. It also counts requests and latency per route.
+`Admission` bounds the transmissions the service works on at once; a request is admitted whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Histogram
+
+from heimdall.serve.errors import Busy, ServeError, TooLarge
+
+CLIENT_GONE = "499"  # status label of a request whose client left before the body was read
+
+
+class LimitsAndMetrics:
+    """Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
+
+    def __init__(self, app, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram):
+        self.app, self.max_body_bytes, self.max_requests = app, max_body_bytes, max_requests
+        self.requests, self.latency = requests, latency
+        self.in_progress = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [CLIENT_GONE]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        # requests without a body (health, readiness, metrics, model info) are cheap and never refused
+        limited = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        try:
+            if limited and self.in_progress >= self.max_requests:
+                await Busy("request", f"{self.in_progress} requests in progress, the limit is {self.max_requests}; "
+                                      "retry later").response()(scope, receive, send_status)
+                return
+            self.in_progress += limited
+            try:
+                await self._with_body(scope, receive, send_status)
+            finally:
+                self.in_progress -= limited
+        finally:
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "other"
+            self.requests.labels(endpoint, status[0]).inc()
+            self.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    async def _with_body(self, scope, receive, send) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+        except ServeError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        if body is None:
+            return
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: the disconnect, when it comes
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, scope, receive) -> bytes | None:
+        """The whole body (None if the client left); TooLarge as soon as it passes the limit."""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
+                raise self._too_large()
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge("body", f"larger than the limit of {self.max_body_bytes} bytes")
+
+
+class Admission:
+    """Transmissions in flight (parsed, not yet answered), at most `capacity`."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.in_flight = 0
+
+    def check_room(self) -> None:
+        """Busy when not even one more transmission fits: refused before its body is parsed."""
+        if self.in_flight >= self.capacity:
+            raise Busy("transmissions", f"{self.in_flight} of {self.capacity} transmissions in flight; retry later")
+
+    @contextmanager
+    def admit(self, n: int):
+        """Hold n transmissions' places for the block; TooLarge if n can never fit, Busy if not now."""
+        if n > self.capacity:
+            raise TooLarge("transmissions", f"{n} transmissions, more than the service works on at once "
+                                            f"({self.capacity}); split the batch")
+        if self.in_flight + n > self.capacity:
+            raise Busy("transmissions", f"{self.in_flight} of {self.capacity} transmissions in flight, no room for "
+                                        f"{n} more; retry later")
+        self.in_flight += n
+        try:
+            yield
+        finally:
+            self.in_flight -= n

@@ -1,0 +1,96 @@
+"""Limits and admission of the HTTP service, against real uvicorn processes with small limits."""
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from serve_bodies import features_body, power_body
+from service_process import running_service
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _wait_for(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def slow_server(model_file):
+    """8 transmissions in flight at most; the batcher waits 1.5 s for company, so a batch stays in flight."""
+    with running_service(model_file, "--max-inflight", "8", "--max-wait-ms", "1500", "--max-requests", "3") as url:
+        yield url
+
+
+def test_counts_are_checked_before_any_transmission_is_validated(slow_server):
+    # 2000 transmissions, every one invalid: refused for their number, with no per-item error
+    r = httpx.post(f"{slow_server}/v1/localize/batch", json={"transmissions": [{"features": "x"}] * 2000}, timeout=30)
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == [{"field": "transmissions",
+                                   "message": "2000 transmissions, more than the limit of 1024"}]
+    r = httpx.post(f"{slow_server}/v1/localize", json={"features": [{"id": 1}] * 300}, timeout=30)
+    assert r.status_code == 413 and r.json()["detail"][0]["field"] == "features", r.text
+    # more JSON values than any request needs: refused before the parse
+    r = httpx.post(f"{slow_server}/v1/localize", content=b"[" * 600_000, timeout=30)
+    assert r.status_code == 413 and r.json()["detail"][0]["field"] == "body" and "JSON" in r.text, r.text
+
+
+def test_a_batch_is_admitted_whole_or_not_at_all(slow_server, store_rows):
+    def batch(n, first):
+        return {"transmissions": [power_body(store_rows, (first + k) % 8) for k in range(n)]}
+
+    computed_before = _metric(slow_server, "heimdall_batch_size_sum")
+    # more transmissions than the service ever holds at once (--max-inflight 8): splitting is the answer
+    too_many = httpx.post(f"{slow_server}/v1/localize/batch", json=batch(9, 0), timeout=30)
+    assert too_many.status_code == 413 and "split the batch" in too_many.text, too_many.text
+    first: list[httpx.Response] = []
+    holder = threading.Thread(target=lambda: first.append(
+        httpx.post(f"{slow_server}/v1/localize/batch", json=batch(6, 0), timeout=60)))
+    holder.start()
+    _wait_for(lambda: _metric(slow_server, "heimdall_inflight_transmissions") == 6)
+    # 6 in flight, 2 places left: a batch of 3 is refused whole, and none of it is computed
+    refused = httpx.post(f"{slow_server}/v1/localize/batch", json=batch(3, 6), timeout=30)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"][0]["field"] == "transmissions" and "no room for 3" in refused.text
+    fits = httpx.post(f"{slow_server}/v1/localize/batch", json=batch(2, 6), timeout=60)
+    holder.join()
+    assert first[0].status_code == 200 and fits.status_code == 200
+    # the model computed the two admitted batches, nothing of the refused ones
+    assert _metric(slow_server, "heimdall_batch_size_sum") - computed_before == 6 + 2
+    assert _metric(slow_server, "heimdall_inflight_transmissions") == 0
+
+
+def test_requests_in_progress_are_bounded(slow_server, store_rows):
+    """--max-requests 3: a fourth request with a body is refused before its body is read; GETs always pass."""
+    host, port = slow_server.removeprefix("http://").split(":")
+    body = json.dumps(features_body(store_rows, 0)).encode()
+    stalled = []
+    for _ in range(3):  # bodies that never finish arriving
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:100]))
+        stalled.append(s)
+    try:
+        def refused():
+            r = httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0), timeout=30)
+            return r.status_code == 429 and r.json()["detail"][0]["field"] == "request"
+
+        _wait_for(refused)
+        assert httpx.get(f"{slow_server}/healthz").status_code == 200
+        assert httpx.get(f"{slow_server}/readyz").status_code == 200
+    finally:
+        for s in stalled:
+            s.close()
+    _wait_for(lambda: httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0),
+                                 timeout=30).status_code == 200)
