@@ -26,9 +26,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
+## bench: install, then all four benchmarks (each prints its figures and the ratio to its target)
 bench: $(STAMP)
 	$(PY) bench/bench_simulate.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_onnx.py
+	$(PY) bench/bench_serve.py
 
 clean:
 	rm -rf workspace .pytest_cache

@@ -17,9 +17,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from heimdall.export import INPUT_NAMES, export_checkpoint, parity_inputs
-from heimdall.scenario import load_scenario
-from heimdall.train.checkpoint import untrained_checkpoint
+from heimdall.release.export import INPUT_NAMES, export_checkpoint, parity_inputs
+from heimdall.scenario.builtin import load_scenario
+from heimdall.train.task import untrained_checkpoint
 from heimdall.train.task import LocalizationTask
 
 TARGET_SPEEDUP_BATCH1 = 1.5

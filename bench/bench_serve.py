@@ -371,9 +371,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_file = args.model_file
         if model_file is None:
-            from heimdall.export import export_checkpoint
-            from heimdall.scenario import load_scenario
-            from heimdall.train.checkpoint import untrained_checkpoint
+            from heimdall.release.export import export_checkpoint
+            from heimdall.scenario.builtin import load_scenario
+            from heimdall.train.task import untrained_checkpoint
 
             model_file = export_checkpoint(untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"),
                                            Path(tmp) / "model.onnx").path

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from heimdall.scenario import load_scenario
+from heimdall.scenario.builtin import load_scenario
 from heimdall.sim.generator import build_world, simulate_block
 
 
@@ -26,7 +26,8 @@ def block(world):
 @pytest.fixture(scope="session")
 def tiny_store(nw_italy, tmp_path_factory):
     """A small simulated store (1,200 / 150 / 150 transmissions) for training tests."""
-    from heimdall.sim.dataset import DatasetSpec, generate_dataset
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
 
     out = tmp_path_factory.mktemp("tiny")
     generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=1500, seed=21, iq_per_split=8))
@@ -64,7 +65,7 @@ def fsynced(monkeypatch):
 @pytest.fixture(scope="session")
 def model_file(tiny_run, tmp_path_factory):
     """tiny_run's best checkpoint exported to ONNX (the model the service tests serve)."""
-    from heimdall.export import export_checkpoint
+    from heimdall.release.export import export_checkpoint
 
     ws, _ = tiny_run
     return export_checkpoint(ws / "run" / "best.ckpt", tmp_path_factory.mktemp("srv") / "model.onnx").path

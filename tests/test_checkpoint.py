@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from heimdall.cli import main
-from heimdall.train.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, load_task
-from heimdall.train.task import LocalizationTask
+from heimdall.errors import CheckpointError
+from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint
+from heimdall.train.task import LocalizationTask, load_task
 
 
 class _RunsCode:

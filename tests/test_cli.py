@@ -1,7 +1,7 @@
 import pytest
 
 from heimdall.cli import main
-from heimdall.data.store import inspect_store
+from heimdall.datasets.store import inspect_store
 
 
 def test_help_lists_commands(capsys):

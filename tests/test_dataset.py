@@ -4,9 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-from heimdall.data.store import inspect_store, read_receivers, split_files
+from heimdall.datasets.store import inspect_store, read_receivers, split_files
 from heimdall.errors import DatasetError
-from heimdall.sim.dataset import DatasetSpec, generate_dataset, spatial_split_of
+from heimdall.datasets.generate import generate_dataset
+from heimdall.datasets.spec import DatasetSpec
+from heimdall.datasets.splits import spatial_split_of
 
 
 def _digest(path):
@@ -121,7 +123,7 @@ def test_bad_specs(nw_italy, tmp_path):
 
 
 def test_loader_batches_in_any_order_with_repeats_within_its_memory_budget(small):
-    from heimdall.data.loader import StoreDataset
+    from heimdall.datasets.loader import StoreDataset
 
     out, _ = small
     files = [out / "train.h5", out / "val.h5"]

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from heimdall.cli import main
-from heimdall.sim.dataset import DatasetSpec, generate_dataset
+from heimdall.datasets.generate import generate_dataset
+from heimdall.datasets.spec import DatasetSpec
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from heimdall.cli import main
 from heimdall.errors import ModelLoadError
 from heimdall.manifest import TrustPolicy, sidecar_path
-from heimdall.registry import registry_client
+from heimdall.release.registry import registry_client
 from heimdall.serve.runtime import ModelSource, from_bytes
 from heimdall.signing import VerifyKey
 from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
@@ -93,7 +93,7 @@ def test_tampered_files_and_store_versions_are_refused(published, tmp_path):
     with pytest.raises(ModelLoadError, match="bad signature"):
         ModelSource(store=str(store), trust=key).load()
     # an unsigned version, as anyone with write access to the store could add
-    from heimdall.store import ModelStore
+    from heimdall.release.model_store import ModelStore
 
     ModelStore.open(store).publish(NAME, published["file"].read_bytes(), {})
     with pytest.raises(ModelLoadError, match=f"{NAME} version 2: the manifest is not signed"):
@@ -150,7 +150,7 @@ def test_a_model_that_reads_a_host_file_is_refused(published, tiny_store, tmp_pa
     np.testing.assert_allclose(leaked - clean, secret[None], rtol=1e-6)  # ONNX Runtime alone answers the secret
     with pytest.raises(ModelLoadError, match="tensor 'w0' .* refers to external data 'secret.txt'.*refused"):
         from_bytes(tampered, "tampered", "1")
-    from heimdall.evaluate import load_test_set, onnx_predictions
+    from heimdall.evaluation.evaluate import load_test_set, onnx_predictions
 
     with pytest.raises(ModelLoadError, match="external data"):  # `heimdall evaluate --model tampered.onnx`
         onnx_predictions(tampered, load_test_set(tiny_store, 10))

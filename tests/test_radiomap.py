@@ -14,7 +14,7 @@ from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map,
 from heimdall.radiomap.likelihood import build_table
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.fading import FadingKernel
-from heimdall.scenario import scenario_from_dict
+from heimdall.scenario.schema import scenario_from_dict
 from heimdall.sim.noise import complex_gaussian
 
 COARSE = MapOptions(spacing_m=2000.0, coarse_factor=2)
@@ -114,7 +114,8 @@ def test_labels_improve_the_map(split, physics):
 @pytest.fixture(scope="module")
 def hata_store(nw_italy, tmp_path_factory):
     """nw-italy simulated with Okumura-Hata (suburban) path loss: physics the scenario's map does not assume."""
-    from heimdall.sim.dataset import DatasetSpec, generate_dataset
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
 
     pl = dataclasses.replace(nw_italy.environment.path_loss, model="okumura_hata", hata_environment="suburban")
     hata = dataclasses.replace(nw_italy, environment=dataclasses.replace(nw_italy.environment, path_loss=pl))

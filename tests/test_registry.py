@@ -6,9 +6,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
-from heimdall.evaluate import load_test_set
-from heimdall.export import export_checkpoint
-from heimdall.registry import COVERAGE_TOLERANCE, decide, onnx_metrics, register
+from heimdall.evaluation.evaluate import load_test_set
+from heimdall.release.export import export_checkpoint
+from heimdall.release.registry import COVERAGE_TOLERANCE, decide, onnx_metrics, register
 from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint
 
 
@@ -86,7 +86,7 @@ def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
                  "--store", str(store), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert "stored as version 1" in out and "registered heimdall-localizer version" in out
-    from heimdall.store import ModelStore
+    from heimdall.release.model_store import ModelStore
 
     stored = ModelStore.open(store).fetch("heimdall-localizer")
     assert stored.data == (ws / "cmd.onnx").read_bytes()
@@ -107,7 +107,8 @@ def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
 
 def test_parity_and_tampering(trained, tmp_path):
     ws, _ = trained
-    from heimdall.export import PARITY_TOLERANCE, ExportError
+    from heimdall.errors import ExportError
+    from heimdall.release.export import PARITY_TOLERANCE
 
     result = export_checkpoint(ws / "run" / "best.ckpt", tmp_path / "m.onnx")
     assert result.max_abs_diff <= PARITY_TOLERANCE

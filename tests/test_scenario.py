@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from heimdall.errors import ScenarioError
-from heimdall.scenario import builtin_names, load_scenario, scenario_from_dict
+from heimdall.scenario.builtin import builtin_names, load_scenario
+from heimdall.scenario.schema import scenario_from_dict
 
 
 def test_builtins_load_and_differ():
@@ -135,7 +136,7 @@ def test_aliases_are_refused_before_they_expand(tmp_path, capsys):
     ("too long", "name: x\n#" + "x" * 300_000 + "\n", "characters of YAML; at most"),
 ])
 def test_scenario_text_is_bounded(case, text, message):
-    from heimdall.scenario import scenario_from_text
+    from heimdall.scenario.schema import scenario_from_text
 
     with pytest.raises(ScenarioError) as info:
         scenario_from_text(text, "model m 3: metadata scenario_yaml")
@@ -179,7 +180,7 @@ def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, ca
     from heimdall.cli import main
 
     from heimdall.features import FeatureParams
-    from heimdall.scenario import load_scenario
+    from heimdall.scenario.builtin import load_scenario
 
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
               (("features", ["b", "r", 35]), ("rx_position_m", ["b", "r", 2]), ("present", ["b", "r"]))]

@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
-from heimdall.export import export_checkpoint
+from heimdall.release.export import export_checkpoint
 from heimdall.features import extract_features, feature_matrix
-from heimdall.scenario import scenario_from_dict
+from heimdall.scenario.schema import scenario_from_dict
 from heimdall.serve.runtime import from_bytes
-from heimdall.train.checkpoint import untrained_checkpoint
+from heimdall.train.task import untrained_checkpoint
 from serve_bodies import features_body, iq_body, power_body
 from service_process import running_service
 

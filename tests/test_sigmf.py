@@ -17,10 +17,11 @@ from scipy.signal import resample_poly
 from heimdall.cli import main
 from heimdall.errors import RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
-from heimdall.interchange.conform import recording_features
-from heimdall.interchange.importer import import_collections
-from heimdall.interchange.sigmf_files import DATATYPES, encode, read_collection, write_collection, write_recording
-from heimdall.sim.dataset import DatasetSpec, generate_dataset
+from heimdall.datasets.conform import recording_features
+from heimdall.datasets.importer import import_collections
+from heimdall.datasets.sigmf_files import DATATYPES, encode, read_collection, write_collection, write_recording
+from heimdall.datasets.generate import generate_dataset
+from heimdall.datasets.spec import DatasetSpec
 from service_process import running_service
 
 CORPUS = Path(__file__).parent / "data" / "broken_sigmf"
@@ -203,7 +204,7 @@ def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, 
     metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert {"model", "weighted_centroid", "classical_ml"} <= set(metrics["estimators"])
     assert "oracle" not in metrics["estimators"]  # imported data has no simulation truths
-    from heimdall.export import export_checkpoint
+    from heimdall.release.export import export_checkpoint
 
     model = export_checkpoint(ws / "run" / "best.ckpt", ws / "model.onnx").path
 

@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from heimdall.cli import main
 from heimdall.errors import HeimdallError
-from heimdall.interchange.importer import REPORT_NAME, ImportOptions, NothingImported, import_collections
-from heimdall.interchange.sigmf_files import write_collection
-from heimdall.scenario import MAX_RECEIVERS
+from heimdall.datasets.importer import REPORT_NAME, import_collections
+from heimdall.datasets.spec import ImportOptions
+from heimdall.errors import NothingImported
+from heimdall.datasets.sigmf_files import write_collection
+from heimdall.scenario.domain import MAX_RECEIVERS
 
 VALID = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
 TX_LAT_LON = (45.05, 7.45)
@@ -154,7 +156,7 @@ def test_links_out_of_the_input_folder_are_refused(tmp_path):
 
 
 def load_nw_italy():
-    from heimdall.scenario import load_scenario
+    from heimdall.scenario.builtin import load_scenario
 
     return load_scenario("nw-italy")
 

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from heimdall.store import ModelStore, ModelStoreError, S3Backend
+from heimdall.errors import ModelStoreError
+from heimdall.release.model_store import ModelStore, S3Backend
 from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 MODEL = b"onnx-bytes-" * 1000
@@ -219,7 +220,7 @@ def test_concurrent_publishers_on_a_server_ignoring_if_none_match(s3, caplog):
             del request.headers["If-None-Match"]
 
     store.backend.client.meta.events.register("before-sign.s3.PutObject", strip)
-    with caplog.at_level(logging.WARNING, logger="heimdall.store"):
+    with caplog.at_level(logging.WARNING, logger="heimdall.release.model_store"):
         results = _publish_at_once(store.backend, 3)
     assert "does not honour If-None-Match" in caplog.text
     _assert_distinct_and_intact(store, results)  # a version number may be skipped when claims collide

@@ -12,7 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
-from heimdall.sim.dataset import DatasetSpec, generate_dataset
+from heimdall.datasets.generate import generate_dataset
+from heimdall.datasets.spec import DatasetSpec
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     shutil.copy(tiny_store / "train.h5", mixed / "train.h5")
-    from heimdall.scenario import load_scenario
+    from heimdall.scenario.builtin import load_scenario
 
     generate_dataset(load_scenario("randstad-70cm"), tmp_path / "other", DatasetSpec(n_transmissions=60,
                                                                                         iq_per_split=0))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from heimdall.cli import main
-from heimdall.sim.dataset import DatasetSpec, generate_dataset
+from heimdall.datasets.generate import generate_dataset
+from heimdall.datasets.spec import DatasetSpec
 from heimdall.train.checkpoint import load_checkpoint
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from heimdall.cli import main
-from heimdall.data.store import StoreWriter, inspect_store
-from heimdall.interchange.importer import ImportOptions, import_collections
+from heimdall.datasets.store import StoreWriter, inspect_store
+from heimdall.datasets.importer import import_collections
+from heimdall.datasets.spec import ImportOptions
 
 VALID_SIGMF = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
 
@@ -111,7 +112,7 @@ def test_malformed_stores_are_clear_errors(case, edit, message, tiny_store, tmp_
 
 def test_a_commit_is_durable(tmp_path, nw_italy, request):
     """The HDF5 file is fsynced before its rename, and its folder after."""
-    from heimdall.data.store import receiver_table, store_attrs
+    from heimdall.datasets.store import receiver_table, store_attrs
     from heimdall.features import FeatureParams
 
     writer = StoreWriter(tmp_path / "train.h5", store_attrs(nw_italy, FeatureParams.from_scenario(nw_italy), "train"),

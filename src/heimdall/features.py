@@ -18,6 +18,7 @@ import scipy.fft
 from heimdall.errors import FeatureError
 
 SNR_FLOOR_DB = -30.0  # reported when no signal power is left after removing the noise
+SCALAR_FEATURES = ("power_dbm", "noise_density_dbm_hz", "snr_db")  # the columns after the PSD bins, in this order
 MAX_WINDOW_SAMPLES = 1 << 24  # bounds the work of one recording's features
 
 
@@ -48,7 +49,8 @@ class FeatureParams:
 
     @property
     def n_features(self) -> int:
-        return self.psd_bins + 3
+        """Columns of `feature_matrix`: the PSD bins, then SCALAR_FEATURES."""
+        return self.psd_bins + len(SCALAR_FEATURES)
 
     @property
     def power_index(self) -> int:
@@ -68,7 +70,7 @@ class FeatureParams:
     @property
     def feature_names(self) -> list[str]:
         """Names of the columns of `feature_matrix`, with units."""
-        return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + ["power_dbm", "noise_density_dbm_hz", "snr_db"]
+        return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + list(SCALAR_FEATURES)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -103,6 +105,11 @@ class FeatureParams:
                    channel_bandwidth_hz=float(number("channel_bandwidth_hz", d["channel_bandwidth_hz"], 0.0, fs)),
                    noise_band_hz=(float(low), float(high)),
                    detection_snr_db=float(number("detection_snr_db", d["detection_snr_db"], -1e3, 1e3)))
+
+
+def power_column(n_features: int) -> int:
+    """The power column (FeatureParams.power_index) of a feature matrix with n_features columns."""
+    return n_features - len(SCALAR_FEATURES)
 
 
 class Features(NamedTuple):

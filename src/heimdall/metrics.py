@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-CHI2_2D_95 = -2.0 * np.log(0.05)  # 5.991
-COVERAGE_1SIGMA_IDEAL = 1 - np.exp(-0.5)  # 0.3935
-COVERAGE_2SIGMA_IDEAL = 1 - np.exp(-2.0)  # 0.8647
+from heimdall.ellipse import radius_sq
+
+CHI2_2D_95 = float(radius_sq(0.95))  # 5.991
+COVERAGE_1SIGMA_IDEAL = float(1 - np.exp(-0.5))  # 0.3935
+COVERAGE_2SIGMA_IDEAL = float(1 - np.exp(-2.0))  # 0.8647
+MAHALANOBIS_SQ_IDEAL = 2.0  # mean squared Mahalanobis distance of calibrated 2-D estimates
 
 
 def error_m(pred_m: np.ndarray, true_m: np.ndarray) -> np.ndarray:
@@ -62,8 +65,8 @@ def calibration_summary(pred_m: np.ndarray, cov_m2: np.ndarray, true_m: np.ndarr
 def coverage_curve(pred_m: np.ndarray, cov_m2: np.ndarray, true_m: np.ndarray, nominal: np.ndarray) -> np.ndarray:
     """Observed coverage of the ellipses holding each nominal probability (the calibration curve)."""
     d2 = mahalanobis_sq(pred_m, cov_m2, true_m)
-    radius_sq = -2.0 * np.log(1.0 - np.asarray(nominal, float))
-    return (d2[None, :] <= radius_sq[:, None]).mean(axis=1)
+    k2 = np.asarray(radius_sq(nominal))
+    return (d2[None, :] <= k2[:, None]).mean(axis=1)
 
 
 def covariance_scale_for(d2: np.ndarray, targets_tolerance: tuple[float, float, float] = (0.03, 0.03, 0.2)) -> float:
@@ -77,5 +80,5 @@ def covariance_scale_for(d2: np.ndarray, targets_tolerance: tuple[float, float, 
     scales = np.geomspace(0.25, 4.0, 401)
     d2 = np.asarray(d2, float)[None, :] / scales[:, None]
     loss = (((d2 <= 1.0).mean(1) - COVERAGE_1SIGMA_IDEAL) / t1) ** 2 + (
-        ((d2 <= 4.0).mean(1) - COVERAGE_2SIGMA_IDEAL) / t2) ** 2 + ((d2.mean(1) - 2.0) / tm) ** 2
+        ((d2 <= 4.0).mean(1) - COVERAGE_2SIGMA_IDEAL) / t2) ** 2 + ((d2.mean(1) - MAHALANOBIS_SQ_IDEAL) / tm) ** 2
     return float(scales[np.argmin(loss)])

@@ -1,5 +1,10 @@
-"""Where Heimdall keeps what it makes by default: datasets, runs, models (HEIMDALL_WORKSPACE, else ./workspace),
-and the MLflow store every command uses unless told otherwise."""
+"""The one map of the workspace, where Heimdall keeps what it makes by default ($HEIMDALL_WORKSPACE, else
+./workspace), and the one rule for the MLflow tracking URI every command uses unless told otherwise.
+
+    data/<scenario>/      simulated training stores       runs/<run>/     checkpoints, config.yaml, model.onnx
+    sigmf/<scenario>/     simulated SigMF collections     models/         the default model store
+    mlflow.db             the default tracking store      mlartifacts/    its artifacts (models, plots)
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,28 @@ from pathlib import Path
 
 
 def workspace() -> Path:
+    """The workspace folder ($HEIMDALL_WORKSPACE, else ./workspace)."""
     return Path(os.environ.get("HEIMDALL_WORKSPACE", "workspace"))
 
 
 def default_data_dir(scenario_name: str) -> Path:
+    """Where `heimdall simulate` writes a scenario's training store by default."""
     return workspace() / "data" / scenario_name
+
+
+def default_sigmf_dir(scenario_name: str) -> Path:
+    """Where `heimdall simulate --format sigmf` writes a scenario's collections by default."""
+    return workspace() / "sigmf" / scenario_name
+
+
+def runs_dir() -> Path:
+    """The folder of training runs (one sub-folder per run)."""
+    return workspace() / "runs"
+
+
+def default_model_store() -> str:
+    """The default model store: a folder in the workspace."""
+    return str(workspace() / "models")
 
 
 def default_tracking_uri() -> str:

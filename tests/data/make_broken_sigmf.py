@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heimdall.interchange.sigmf_files import write_collection, write_recording
-from heimdall.scenario import load_scenario
+from heimdall.datasets.sigmf_files import write_collection, write_recording
+from heimdall.scenario.builtin import load_scenario
 
 SEED = 7
 N_SAMPLES = 2048

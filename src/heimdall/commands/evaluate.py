@@ -9,19 +9,22 @@ from rich.console import Console
 from rich.table import Table
 
 from heimdall.errors import HeimdallError
-from heimdall.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set
+from heimdall.evaluation.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set, model_predictor
+from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
-from heimdall.workspace import workspace
+from heimdall.workspace import default_tracking_uri, runs_dir
 
 
 def latest_run() -> Path:
-    runs = sorted((workspace() / "runs").glob("*/config.yaml"), key=lambda p: p.stat().st_mtime)
+    """The run folder most recently written in the workspace."""
+    runs = sorted(runs_dir().glob("*/config.yaml"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise HeimdallError(f"no training run in {workspace() / 'runs'}; give --model (train one with `heimdall train`)")
+        raise HeimdallError(f"no training run in {runs_dir()}; give --model (train one with `heimdall train`)")
     return runs[-1].parent
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    """Run `heimdall evaluate`; 0 on success."""
     console = Console(width=max(Console().width, 100))
     run_dir = None
     if args.model:
@@ -33,16 +36,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
         model = run_dir / "best.ckpt"
     run_cfg = from_mapping(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml")) if run_dir \
         else TrainConfig()
-    data = Path(args.data) if args.data else (Path(run_cfg.data_dir) if run_cfg.data_dir else None)
+    data = Path(args.data_dir) if args.data_dir else (Path(run_cfg.data_dir) if run_cfg.data_dir else None)
     if data is None:
-        raise HeimdallError("no test data: give --data (a store folder or test .h5)")
+        raise HeimdallError("no test data: give --data-dir (a store folder or test .h5)")
     out = Path(args.out) if args.out else (run_dir / "evaluation" if run_dir else Path("evaluation"))
     test = load_test_set(data, args.max_samples)
     calibration = None
     if data.is_dir() and (data / "train.h5").is_file():
         calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
-    metrics = evaluate(model, test, calibration, out, args.grid_spacing_m)
+    metrics = evaluate(model_predictor(model), test, calibration, out, args.grid_spacing_m, model=str(model))
     print_table(console, metrics)
     if not args.no_mlflow and run_cfg.mlflow_run_id:
         log_to_mlflow(args.tracking_uri or run_cfg.tracking_uri, run_cfg.mlflow_run_id, metrics, out)
@@ -52,6 +55,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def print_table(console: Console, metrics: dict) -> None:
+    """The metrics of every estimator, for a person."""
     table = Table(title=f"test split: {metrics['n_test']} transmissions "
                         f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)")
     for col in ["estimator", "median km", "p90 km", "in hull", "outside", "1σ", "2σ", "E d²"]:
@@ -69,14 +73,14 @@ def print_table(console: Console, metrics: dict) -> None:
             f"{m['mean_mahalanobis_sq']:.2f}" if "mean_mahalanobis_sq" in m else "—",
         )
     console.print(table)
-    console.print("median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
-                  "(ideal 39.3 %, 86.5 %); E d² = mean squared Mahalanobis distance (ideal 2.00)")
+    console.print(f"median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
+                  f"(ideal {COVERAGE_1SIGMA_IDEAL:.1%}, {COVERAGE_2SIGMA_IDEAL:.1%}); E d² = mean squared Mahalanobis "
+                  f"distance (ideal {MAHALANOBIS_SQ_IDEAL:.2f})")
 
 
 def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:
+    """Log the metrics and the evaluation folder to the training run."""
     from mlflow.tracking import MlflowClient
-
-    from heimdall.workspace import default_tracking_uri
 
     client = MlflowClient(tracking_uri or default_tracking_uri())
     for name, m in metrics["estimators"].items():

@@ -8,21 +8,24 @@ from pathlib import Path
 from rich.console import Console
 
 from heimdall.commands.options import s3_options
-from heimdall.publish import PublishResult, default_store, export_and_publish
+from heimdall.release.publish import PublishOptions, PublishResult, export_and_publish
 from heimdall.signing import signing_key
+from heimdall.workspace import default_model_store
 
 
 def export_command(args: argparse.Namespace) -> int:
+    """Run `heimdall export`; 0 on success."""
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name("model.onnx")
-    store = None if args.no_store else (args.store or default_store())
-    result = export_and_publish(ckpt, out, store, s3_options(args), not args.no_register, args.eval_data,
-                                args.tracking_uri, args.name, signer=signing_key(args.signing_key))
-    report(Console(), result)
+    options = PublishOptions(store=None if args.no_store else (args.store or default_model_store()),
+                             s3_options=s3_options(args), register=not args.no_register, eval_data=args.data_dir,
+                             tracking_uri=args.tracking_uri, name=args.name, signer=signing_key(args.signing_key))
+    report(Console(), export_and_publish(ckpt, out, options=options))
     return 0
 
 
 def report(console: Console, r: PublishResult) -> None:
+    """What was exported, stored and registered, for a person."""
     console.print(f"exported {r.export.path} (ONNX Runtime vs PyTorch max |Δ| {r.export.max_abs_diff:.1e} in "
                   f"normalised units)\nsha256 {r.export.sha256}", highlight=False)
     if r.eval_metrics:
@@ -33,4 +36,4 @@ def report(console: Console, r: PublishResult) -> None:
         console.print(f"stored as version {r.store_version} in {r.store}")
     if r.registration:
         g = r.registration
-        console.print(f"registered heimdall-localizer version {g.version} as [bold]{g.alias}[/]: {g.reason}")
+        console.print(f"registered {g.name} version {g.version} as [bold]{g.alias}[/]: {g.reason}")

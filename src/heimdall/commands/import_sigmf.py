@@ -10,8 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from heimdall.interchange.importer import ImportOptions, ImportSummary, NothingImported, import_collections
-from heimdall.scenario import load_scenario
+from heimdall.datasets.importer import ImportSummary, import_collections
+from heimdall.datasets.spec import ImportOptions
+from heimdall.errors import NothingImported
+from heimdall.scenario.builtin import load_scenario
 
 SHOWN_SKIPPED = 20
 

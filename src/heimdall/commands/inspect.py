@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from heimdall.export import read_metadata
+from heimdall.release.export import read_metadata
 
 LONG = ("scenario_yaml",)
 SHOWN_CHARS = 200

@@ -25,6 +25,6 @@ def model_source(args: argparse.Namespace) -> "ModelSource":
     from heimdall.signing import verify_key
 
     return ModelSource(file=args.model_file, store=args.store, name=args.name, version=args.version,
-                       registry_uri=args.registry_uri, alias=args.alias, threads=args.threads,
+                       registry_uri=args.tracking_uri, alias=args.alias, threads=args.threads,
                        s3_options=s3_options(args),
                        trust=TrustPolicy(verify_key=verify_key(args.verify_key), sha256=args.model_sha256))

@@ -12,13 +12,13 @@ from rich.progress import track
 
 from heimdall.atomic import atomic_open
 from heimdall.commands.options import model_source
-from heimdall.data.loader import StoreDataset
-from heimdall.data.store import split_files
+from heimdall.datasets.loader import StoreDataset
+from heimdall.datasets.store import split_files
 from heimdall.errors import DatasetError, RecordingError
-from heimdall.interchange.conform import recording_features
-from heimdall.interchange.receivers import check_unique, match_receiver
-from heimdall.interchange.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
-from heimdall.serve.geometry import ellipse
+from heimdall.datasets.conform import recording_features
+from heimdall.datasets.receivers import resolve_recordings
+from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
+from heimdall.ellipse import ellipse
 from heimdall.serve.runtime import ServedModel
 
 BATCH = 4096
@@ -63,8 +63,9 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
         raise DatasetError(f"{data}: no {split} split in the folder (and no SigMF collections)")
     ds = StoreDataset(files)
     check_same_frame(files[0], ds.infos[0].attrs, ds.meta.receivers, model)
-    feats, present = ds.read_all("features"), ds.read_present()
-    rx = np.broadcast_to(ds.meta.rx_position_m, (len(feats), *ds.meta.rx_position_m.shape))
+    arrays = ds.read_split()
+    feats, present = arrays.features, arrays.present
+    rx = np.broadcast_to(arrays.rx_position_m, (len(feats), *arrays.rx_position_m.shape))
     means, covs = [], []
     for s in range(0, len(feats), BATCH):
         m, c = model.predict(feats[s:s + BATCH], rx[s:s + BATCH], present[s:s + BATCH])
@@ -74,7 +75,7 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in ds.read_all("meta/collection")]
     except KeyError:
         names = [str(i) for i in range(len(feats))]
-    return names, np.concatenate(means), np.concatenate(covs), ds.read_all("tx_position_m").astype(np.float64)
+    return names, np.concatenate(means), np.concatenate(covs), arrays.target_m
 
 
 def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], model: ServedModel) -> None:
@@ -111,22 +112,18 @@ def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip
             col = read_collection(path, root)
             feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz,
                                           model.full_scale_dbm)
-            positions, keys = [], []
-            for rec in col.recordings:
-                en = model.frame.to_local(rec.lat, rec.lon).reshape(2)
-                k = match_receiver(rec, en, model.receiver_ids, model.rx_position_m, tolerance_m)
-                positions.append(model.rx_position_m[k] if k >= 0 else en)
-                keys.append(model.receiver_ids[k] if k >= 0 else f"{rec.lat:.5f},{rec.lon:.5f}")
-            check_unique(col, keys)
-            if len(keys) < model.min_receivers:
-                raise RecordingError(path, "collection.core:streams", f"{len(keys)} recordings, the model needs "
-                                                                      f"at least {model.min_receivers}")
+            rows, en = resolve_recordings(col.recordings, model.frame, model.receiver_ids, model.rx_position_m,
+                                          tolerance_m)
+            positions = [model.rx_position_m[k] if k >= 0 else en[i] for i, k in enumerate(rows)]
+            if len(positions) < model.min_receivers:
+                raise RecordingError(path, "collection.core:streams", f"{len(positions)} recordings, the model "
+                                                                      f"needs at least {model.min_receivers}")
         except RecordingError as exc:
             if not skip_invalid:
                 raise
             console.print(f"skipped {exc}", highlight=False, markup=False)
             continue
-        m, c = model.predict(feats[None], np.asarray(positions, np.float32)[None], np.ones((1, len(keys))))
+        m, c = model.predict(feats[None], np.asarray(positions, np.float32)[None], np.ones((1, len(positions))))
         names.append(col.name)
         means.append(m[0])
         covs.append(c[0])

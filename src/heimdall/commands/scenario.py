@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from heimdall.scenario import builtin_names, load_scenario
+from heimdall.scenario.builtin import builtin_names, load_scenario
 
 
 def scenario_command(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from heimdall.commands.options import model_source
-    from heimdall.serve.app import ServeSettings, create_app
+    from heimdall.serve.app import create_app
+    from heimdall.serve.settings import ServeSettings
 
     source = model_source(args)
     source.load()  # fail now, with a clear message, rather than inside the server

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from heimdall.scenario import load_scenario
-from heimdall.sim.dataset import DatasetSpec, DatasetSummary, generate_dataset
-from heimdall.workspace import default_data_dir, workspace
+from heimdall.scenario.builtin import load_scenario
+from heimdall.datasets.generate import DatasetSummary, generate_dataset
+from heimdall.datasets.spec import DatasetSpec
+from heimdall.workspace import default_data_dir, default_sigmf_dir
 
 
 def simulate_command(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
     else:
-        out = default_data_dir(scenario.name) if args.format == "store" else workspace() / "sigmf" / scenario.name
+        out = default_data_dir(scenario.name) if args.format == "store" else default_sigmf_dir(scenario.name)
     spec = DatasetSpec(
         n_transmissions=args.n_transmissions,
         seed=args.seed,

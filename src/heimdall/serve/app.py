@@ -19,7 +19,6 @@ import os
 import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import pydantic_core
@@ -28,31 +27,19 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from heimdall.errors import HeimdallError
-from heimdall.interchange import MATCH_TOLERANCE_M
+from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
-from heimdall.serve.errors import Forbidden, InputError, ServeError, Unauthorized, Unavailable
+from heimdall.serve.responses import error_response
 from heimdall.serve.geometry import response_geometry
 from heimdall.serve.inputs import to_model_inputs
 from heimdall.serve.limits import Admission, LimitsAndMetrics
 from heimdall.serve.runtime import ModelSource, ServedModel
 from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest, LocalizeResponse
+from heimdall.serve.settings import ServeSettings
 from heimdall.serve.slices import Turns
 
 JSON = "application/json"
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    max_batch: int = 64
-    max_wait_ms: float = 0.0
-    max_inflight: int = 2048
-    max_requests: int = 64
-    cache_size: int = 4096
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_samples: int = 1 << 20
-    match_tolerance_m: float = MATCH_TOLERANCE_M
 
 
 class _Cache:
@@ -182,7 +169,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             with admission.admit(len(raw)):
                 results = await localize_all(raw, batch, t0)
         except ServeError as exc:
-            return exc.response()
+            return error_response(exc)
         if batch:
             return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
         return Response(results[0], media_type=JSON)
@@ -211,7 +198,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     @app.get("/readyz")
     async def readyz():
         if state["model"] is None:
-            return Unavailable("model", "loading").response()
+            return error_response(Unavailable("model", "loading"))
         return {"status": "ready", "model": state["model"].version}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -236,7 +223,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                 cache.clear()
                 reloads.inc()
         except ServeError as exc:
-            return exc.response()
+            return error_response(exc)
         return {"previous": old.version, "current": new.version, "sha256": new.sha256}
 
     def openapi() -> dict:

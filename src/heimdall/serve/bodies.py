@@ -14,7 +14,8 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from heimdall.serve.errors import InputError, TooLarge, invalid
+from heimdall.errors import InputError, TooLarge
+from heimdall.serve.responses import invalid
 from heimdall.serve.schemas import MAX_RECEIVERS, MAX_TRANSMISSIONS, LocalizeRequest
 from heimdall.serve.slices import Slices
 

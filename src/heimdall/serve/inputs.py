@@ -8,9 +8,10 @@ import binascii
 import numpy as np
 
 from heimdall.features import extract_features, feature_matrix
-from heimdall.interchange.conform import ConformError, conform
-from heimdall.interchange.receivers import nearest_receivers
-from heimdall.serve.errors import InputError
+from heimdall.datasets.conform import conform
+from heimdall.datasets.receivers import ReceiverClaim, resolve_receivers
+from heimdall.datasets.sigmf_files import decode_samples, sample_bytes
+from heimdall.errors import ConformError, InputError, ReceiverError
 from heimdall.serve.runtime import ServedModel
 from heimdall.serve.schemas import IQRecording, LocalizeRequest, ReceiverRef
 
@@ -21,31 +22,25 @@ REQUEST_FIELD = {"captures[0].core:frequency": "center_frequency_hz", "global.co
 
 
 def decode_iq(b64: str, datatype: str, field: str, max_samples: int) -> np.ndarray:
-    """base64 ci16_le / cf32_le → complex64 [n] in full-scale units."""
-    width = 4 if datatype == "ci16_le" else 8
+    """base64 of `datatype` samples (heimdall.datasets.sigmf_files.DATATYPES) → complex64 [n], full-scale units."""
+    width = sample_bytes(datatype)
     if len(b64) // 4 * 3 > (max_samples + 1) * width:  # refuse before decoding
         raise InputError(field, f"more than the limit of {max_samples} samples")
     try:
         raw = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
         raise InputError(field, "not valid base64") from None
-    if len(raw) % width:
-        raise InputError(field, f"{len(raw)} bytes is not a whole number of {datatype} samples ({width} bytes each)")
-    n = len(raw) // width
-    if n > max_samples:
-        raise InputError(field, f"{n} samples, more than the limit of {max_samples}")
-    if datatype == "ci16_le":
-        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    else:
-        x = np.frombuffer(raw, "<f4").astype(np.float32)
-        if not np.isfinite(x).all():
-            raise InputError(field, "samples contain NaN or Inf")
-    return x.view(np.complex64)
+    if len(raw) // width > max_samples:
+        raise InputError(field, f"{len(raw) // width} samples, more than the limit of {max_samples}")
+    try:
+        return decode_samples(raw, datatype)
+    except ValueError as exc:
+        raise InputError(field, str(exc)) from None
 
 
 def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance_m: float
               ) -> tuple[np.ndarray, list[str]]:
-    """Positions float32 [R', 2] m and labels of a request's receivers.
+    """Positions float32 [R', 2] m and labels of a request's receivers (heimdall.datasets.receivers).
 
     By id: the model's table position (a position given as well must lie within tolerance_m of it). By lat/lon:
     the table receiver within tolerance_m if there is one (labelled by its id), else ad hoc. The same receiver
@@ -53,41 +48,16 @@ def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance
     """
     given = [i for i, item in enumerate(items) if item.lat is not None]
     en = model.frame.to_local([items[i].lat for i in given], [items[i].lon for i in given])  # [G, 2], one PROJ call
-    row = {i: n for n, i in enumerate(given)}
-    in_table = nearest_receivers(en, model.rx_position_m, tolerance_m)  # [G]
-    near = np.linalg.norm(en[:, None] - en[None], axis=-1) <= tolerance_m  # [G, G]
-    ad_hoc = np.zeros(len(given), bool)  # rows taken as ad-hoc receivers so far
-    positions, labels, table = [], [], {}
-    for i, item in enumerate(items):
-        field = f"{kind}[{i}]"
-        if item.id is not None:
-            if item.id not in model.receiver_ids:
-                raise InputError(f"{field}.id", f"unknown receiver {item.id!r}; the model knows "
-                                                f"{', '.join(model.receiver_ids)} (or give lat/lon alone)")
-            k = model.receiver_ids.index(item.id)
-            if i in row:
-                dist = float(np.linalg.norm(en[row[i]] - model.rx_position_m[k]))
-                if dist > tolerance_m:
-                    raise InputError(field, f"receiver {item.id!r} is {dist:.0f} m from its position in the model's "
-                                            f"table (tolerance {tolerance_m:g} m); give the id alone, or lat/lon "
-                                            "alone for another receiver")
-        else:
-            k = int(in_table[row[i]])
-        if k >= 0:
-            if k in table:
-                raise InputError(field, f"receiver {model.receiver_ids[k]!r} appears twice "
-                                        f"(also {kind}[{table[k]}])")
-            table[k] = i
-            positions.append(model.rx_position_m[k])
-            labels.append(model.receiver_ids[k])
-        else:
-            twins = np.flatnonzero(near[row[i]] & ad_hoc)
-            if len(twins):
-                raise InputError(field, f"the same receiver appears twice (also {kind}[{given[twins[0]]}], within "
-                                        f"{tolerance_m:g} m)")
-            ad_hoc[row[i]] = True
-            positions.append(en[row[i]])
-            labels.append(f"{item.lat:.5f},{item.lon:.5f}")
+    position = dict(zip(given, en, strict=True))
+    claims = [ReceiverClaim(field=f"{kind}[{i}]", name=f"{kind}[{i}]", id=item.id, position_m=position.get(i),
+                            id_field=f"{kind}[{i}].id")
+              for i, item in enumerate(items)]
+    try:
+        rows = resolve_receivers(claims, model.receiver_ids, model.rx_position_m, tolerance_m, refuse_unknown_ids=True)
+    except ReceiverError as exc:
+        raise InputError(exc.field, exc.message) from None
+    positions = [model.rx_position_m[k] if k >= 0 else position[i] for i, k in enumerate(rows)]
+    labels = [model.receiver_ids[k] if k >= 0 else f"{items[i].lat:.5f},{items[i].lon:.5f}" for i, k in enumerate(rows)]
     return np.asarray(positions, np.float32), labels
 
 
@@ -120,12 +90,12 @@ def to_model_inputs(req: LocalizeRequest, model: ServedModel, max_samples: int, 
         for i, item in enumerate(req.features):
             if item.power_dbm is not None:  # power only: the other features are missing (NaN) for the model
                 row = [float("nan")] * p.n_features
-                row[p.feature_names.index("power_dbm")] = item.power_dbm
+                row[p.power_index] = item.power_dbm
                 rows.append(row)
                 continue
             if len(item.features) != p.n_features:
                 raise InputError(f"features[{i}].features", f"{len(item.features)} values, the model expects "
-                                                            f"{p.n_features} ({', '.join(p.feature_names[-3:])}, …)")
+                                                            f"{p.n_features} ({', '.join(p.feature_names[p.power_index:])}, …)")
             rows.append(item.features)
         feats = np.asarray(rows, np.float32)
     else:

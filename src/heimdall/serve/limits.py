@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
 
-from heimdall.serve.errors import Busy, ServeError, TooLarge
+from heimdall.errors import Busy, ServeError, TooLarge
+from heimdall.serve.responses import error_response
 
 CLIENT_GONE = "499"  # status label of a request whose client left before the body was read
 
@@ -42,8 +43,8 @@ class LimitsAndMetrics:
         limited = scope["method"] not in ("GET", "HEAD", "OPTIONS")
         try:
             if limited and self.in_progress >= self.max_requests:
-                await Busy("request", f"{self.in_progress} requests in progress, the limit is {self.max_requests}; "
-                                      "retry later").response()(scope, receive, send_status)
+                await error_response(Busy("request", f"{self.in_progress} requests in progress, the limit is {self.max_requests}; "
+                                      "retry later"))(scope, receive, send_status)
                 return
             self.in_progress += limited
             try:
@@ -60,7 +61,7 @@ class LimitsAndMetrics:
         try:
             body = await self._read_body(scope, receive)
         except ServeError as exc:
-            await exc.response()(scope, receive, send)
+            await error_response(exc)(scope, receive, send)
             return
         if body is None:
             return

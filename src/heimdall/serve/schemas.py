@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from heimdall.datasets.sigmf_files import DATATYPES
 
 MAX_RECEIVERS = 256  # per transmission
 MAX_TRANSMISSIONS = 1024  # per batch request
@@ -42,13 +42,21 @@ class ReceiverRef(_Strict):
 class IQRecording(ReceiverRef):
     """One receiver's raw recording: base64 of interleaved I/Q samples."""
 
-    datatype: Literal["ci16_le", "cf32_le"] = Field(description="ci16_le: int16 I,Q (full scale 32768); "
-                                                                "cf32_le: float32 I,Q (full scale 1.0)")
+    datatype: str = Field(description="SigMF sample type: cf32_le (float32 I,Q, full scale 1.0), ci16_le (int16, "
+                                      "full scale 32768), ci8 (int8, full scale 128) or cu8 (uint8, offset 127.5)",
+                          json_schema_extra={"enum": list(DATATYPES)})
     sample_rate_hz: float = Field(gt=0, description="must equal the model's sample rate")
     center_frequency_hz: float = Field(gt=0)
     samples_base64: str = Field(min_length=4)
     full_scale_dbm: float | None = Field(None, ge=-200, le=100,
                                          description="dBm of a full-scale signal (default: the model's)")
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"expected one of {', '.join(DATATYPES)}")
+        return value
 
 
 class FeatureVector(ReceiverRef):

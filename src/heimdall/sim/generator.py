@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heimdall.features import FeatureParams, extract_features, feature_matrix, heard
-from heimdall.scenario import Scenario
+from heimdall.scenario.domain import Scenario
 from heimdall.sim.fading import rician_fading
 from heimdall.sim.noise import complex_gaussian, noise_density_dbm_hz
 from heimdall.sim.propagation import median_path_loss_db
@@ -134,7 +134,7 @@ def simulate_block(
             iq_kept.append(iq[_accepted(f, p, ch.min_receivers)][:room])
     feats = np.concatenate(feats) if feats else np.zeros((0, world.n_rx, p.n_features), np.float32)
     window_gain_db = np.concatenate(window_gain_db) if window_gain_db else np.zeros((0, world.n_rx))
-    mask = heard(feats[..., -1], p)
+    mask = heard(feats[..., p.snr_index], p)
     ok = _accepted(feats, p, ch.min_receivers)
     sel = idx[ok]
     rx_power = mean_rx[sel] + world.gain_offset_db + window_gain_db[ok]
@@ -161,7 +161,7 @@ def simulate_block(
 
 def _accepted(features: np.ndarray, p: FeatureParams, min_receivers: int) -> np.ndarray:
     """bool [m]: transmissions whose measured SNR reaches detection at ≥ min_receivers receivers."""
-    return heard(features[..., -1], p).sum(axis=1) >= min_receivers
+    return heard(features[..., p.snr_index], p).sum(axis=1) >= min_receivers
 
 
 def _synthesise_chunk(world, rng, mean_rx_dbm, emission, carrier_hz, k_db, doppler_hz):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from heimdall.scenario import PathLoss
+    from heimdall.scenario.domain import PathLoss
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 EARTH_RADIUS_M = 6_371_000.0

@@ -16,16 +16,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from heimdall.atomic import atomic_open
-from heimdall.errors import HeimdallError
-from heimdall.scenario import MAX_RECEIVERS, Scenario
-from heimdall.train.task import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LocalizationTask
+from heimdall.errors import CheckpointError
+from heimdall.scenario.domain import MAX_RECEIVERS
+
+CHECKPOINT_FORMAT = "heimdall-checkpoint"
+CHECKPOINT_VERSION = 2  # 2: spectral-features flag in the encoder (power-only inputs)
 
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
 _TEXT_ENTRIES = ("scenario_sha256", "scenario_yaml", "feature_params", "dataset_sha256", "mlflow_run_id")
-
-
-class CheckpointError(HeimdallError):
-    """A checkpoint is missing, unreadable or not a Heimdall checkpoint."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -36,11 +34,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        """torch.save to `path` atomically."""
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
+        """The checked checkpoint at `path` (load_checkpoint), whatever Lightning asks for."""
         return load_checkpoint(path)
 
 
@@ -111,59 +111,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):
         raise CheckpointError(f"{p}: hyper_parameters must hold the network configuration ('net')")
     return ckpt
-
-
-def load_task(path: str | Path) -> LocalizationTask:
-    """The LocalizationTask of a checked checkpoint (file read once); raises CheckpointError naming the file.
-
-    The network is built on the meta device first, so hyper-parameters that do not describe the stored
-    weights (shapes, dtypes, names) are refused before any memory is allocated for them.
-    """
-    p = Path(path)
-    ckpt = load_checkpoint(p)
-    state = ckpt["state_dict"]
-    try:
-        with torch.device("meta"):
-            task = LocalizationTask(**ckpt["hyper_parameters"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{p}: hyper_parameters do not describe a network ({str(exc)[:200]})") from None
-    expected = task.state_dict()
-    if set(expected) != set(state):
-        odd = sorted(set(expected) ^ set(state))
-        raise CheckpointError(f"{p}: state_dict does not fit the network: {len(odd)} names differ, e.g. {odd[0]!r:.80}")
-    for name, t in expected.items():
-        if (state[name].shape, state[name].dtype) != (t.shape, t.dtype):
-            raise CheckpointError(f"{p}: state_dict[{name!r}] is {state[name].dtype} {tuple(state[name].shape)}, "
-                                  f"the network needs {t.dtype} {tuple(t.shape)}")
-    task.load_state_dict(state, strict=True, assign=True)
-    task.on_load_checkpoint(ckpt)
-    return task
-
-
-def untrained_checkpoint(scenario: Scenario, path: str | Path) -> Path:
-    """Write a checkpoint of the default network for `scenario` with random weights, and return its path.
-
-    For what needs a real model but not a trained one: timing inference (speed does not depend on the weights),
-    or serving a second model with another receiver table or feature count.
-    """
-    import lightning as L
-
-    from heimdall.features import FeatureParams
-    from heimdall.train.config import TrainConfig
-
-    cfg = TrainConfig()
-    params = FeatureParams.from_scenario(scenario)
-    task = LocalizationTask({"n_features": params.n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-                             "n_layers": cfg.n_layers, "n_components": cfg.n_components}, cfg.learning_rate, 0.0, 0.0)
-    en = scenario.receiver_positions_m()
-    task.heimdall_meta = {
-        "receivers": {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
-                      "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(),
-                      "north_m": en[:, 1].tolist()},
-        "scenario_yaml": scenario.to_yaml(), "scenario_sha256": scenario.sha256, "feature_params": params.to_json(),
-    }
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        plugins=[AtomicCheckpointIO()], max_epochs=0)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return Path(path)

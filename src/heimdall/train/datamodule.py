@@ -8,8 +8,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from heimdall.data.loader import DEFAULT_MEMORY_BUDGET_BYTES, StoreDataset, collate
-from heimdall.data.store import split_files
+from heimdall.datasets.loader import DEFAULT_MEMORY_BUDGET_BYTES, StoreDataset, collate
+from heimdall.datasets.store import split_files
 from heimdall.errors import DatasetError
 
 NORMALISATION_SAMPLES = 20_000
@@ -17,7 +17,7 @@ NORMALISATION_SAMPLES = 20_000
 
 class StoreDataModule(L.LightningDataModule):
     """Train and val loaders over a store folder; memory_budget_bytes bounds the store data one reading process
-    keeps in memory (train first, val from what is left; see heimdall.data.loader)."""
+    keeps in memory (train first, val from what is left; see heimdall.datasets.loader)."""
 
     def __init__(self, data_dir: str | Path, batch_size: int, num_workers: int, validation_split: float, seed: int,
                  memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES):
@@ -59,8 +59,8 @@ class StoreDataModule(L.LightningDataModule):
         """Feature mean/std per column over all receivers (one affine for every receiver: relative power
         between receivers is kept) and the position scale in metres, from the training split."""
         self.setup()
-        feats = self.train.read_all("features", NORMALISATION_SAMPLES).astype(np.float64)
-        target = self.train.read_all("tx_position_m", NORMALISATION_SAMPLES)
+        sample = self.train.read_split(NORMALISATION_SAMPLES)
+        feats, target = sample.features.astype(np.float64), sample.target_m
         flat = feats.reshape(-1, feats.shape[-1])
         scale = float(np.ceil(np.abs(target).max() / 1e4) * 1e4)
         return flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32), scale

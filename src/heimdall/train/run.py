@@ -1,19 +1,27 @@
-"""One training run end to end: data (simulated if missing) → fit → checkpoints → MLflow → export."""
+"""One training run: a store → fit → checkpoints → MLflow → a calibrated best checkpoint.
+
+Training ends at the checkpoint: where the data comes from (simulated when missing) and what happens to the
+model afterwards (export, store, registry) are the `train` command's orchestration (heimdall.commands.train).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
-from heimdall.errors import HeimdallError
-from heimdall.signing import signing_key
-from heimdall.train.config import ConfigError, TrainConfig, from_mapping, load_yaml
-from heimdall.workspace import default_artifact_location, default_data_dir, default_tracking_uri, workspace
+from heimdall.baselines import weighted_centroid
+from heimdall.datasets.generate import dataset_fingerprint
+from heimdall.errors import ConfigError, HeimdallError
+from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
+from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
+from heimdall.train.config import TrainConfig, from_mapping, load_yaml
+from heimdall.train.model_card import ModelCard
+from heimdall.workspace import default_artifact_location, default_tracking_uri, runs_dir, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
@@ -23,6 +31,8 @@ RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "
 
 @dataclass
 class TrainResult:
+    """Where a run's outputs are and how its best checkpoint does on the validation split."""
+
     run_name: str
     checkpoint_dir: Path
     best_checkpoint: Path | None
@@ -34,66 +44,42 @@ class TrainResult:
     baseline_val_median_error_m: float | None = None
     val_calibration: dict | None = None  # of the best checkpoint after covariance calibration
     covariance_scale: float | None = None
-    onnx_path: Path | None = None
-    published: object | None = None  # heimdall.publish.PublishResult
+    global_rank: int = 0  # of this process; only rank 0 has the results and publishes
     seconds: float = 0.0
 
 
 def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     """The saved configuration of the run in cfg.checkpoint_dir, with the resumable options that were given."""
     if not cfg.checkpoint_dir:
-        raise ConfigError("--resume_training needs --checkpoint_dir (the folder of the run to continue)")
+        raise ConfigError("--resume-training needs --checkpoint-dir (the folder of the run to continue)")
     saved_path = Path(cfg.checkpoint_dir) / CONFIG_FILE
     if not saved_path.is_file():
         raise ConfigError(f"{saved_path}: no saved configuration; is {cfg.checkpoint_dir} a Heimdall run folder?")
     saved = from_mapping(load_yaml(saved_path), str(saved_path))
     overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given}
     # the folder given is the run resumed (a copied or moved run folder names its old place in its config)
-    return dataclasses.replace(saved, resume_training=True, checkpoint_dir=cfg.checkpoint_dir, **overrides)
+    return dataclasses.replace(saved, checkpoint_dir=cfg.checkpoint_dir, **overrides)
 
 
-def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
-    """The data folder; the default scenario's dataset is simulated into the workspace when missing."""
-    from heimdall.data.store import split_files
+def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool = False) -> TrainResult:
+    """Train on the store in cfg.data_dir (or resume the run in cfg.checkpoint_dir); returns where everything is.
 
-    if cfg.data_dir:
-        return Path(cfg.data_dir)
-    from heimdall.scenario import load_scenario
-
-    scenario = load_scenario(cfg.scenario)
-    data_dir = default_data_dir(scenario.name)
-    if not split_files(data_dir, "train") or not split_files(data_dir, "val"):
-        from heimdall.sim.dataset import DatasetSpec, generate_dataset
-
-        console.print(f"No dataset in {data_dir}: simulating {cfg.dataset_size} transmissions of {scenario.name}…")
-        summary = generate_dataset(scenario, data_dir, DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
-                                   workers=os.cpu_count() or 1)
-        console.print(f"  {summary.n_samples} transmissions in {summary.seconds:.0f} s")
-    return data_dir
-
-
-def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Train (or resume) as configured; returns where everything is. Raises HeimdallError on bad input."""
+    Raises HeimdallError on bad input."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
-    import numpy as np
-
-    from heimdall.baselines import weighted_centroid
-    from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
-    from heimdall.sim.dataset import dataset_fingerprint
-    from heimdall.train.checkpoint import AtomicCheckpointIO, load_task, remove_stale_temporaries
     from heimdall.train.datamodule import StoreDataModule
-    from heimdall.train.task import LocalizationTask, predict_numpy
+    from heimdall.train.task import LocalizationTask, load_task, predict_numpy
 
     console = console or Console()
     t0 = time.perf_counter()
+    if not cfg.data_dir:
+        raise ConfigError("no data: give --data-dir (a store folder made by `heimdall simulate` or `heimdall import`)")
+    data_dir = Path(cfg.data_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    signer = signing_key(cfg.signing_key) if cfg.export else None  # a bad key file fails now, not after the fit
-    data_dir = ensure_dataset(cfg, console)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed,
                          cfg.loader_memory_mb * 1024**2)
@@ -105,25 +91,23 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
                           "(slower); raise it if the memory allows", markup=False, highlight=False, soft_wrap=True)
     meta = dm.train.meta
 
-    if cfg.resume_training:
+    card = ModelCard.from_store(meta, str(data_dir))
+    if resume:
         ckpt_dir = Path(cfg.checkpoint_dir)
         task = load_task(ckpt_dir / "last.ckpt")
-        if task.heimdall_meta.get("scenario_sha256") != meta.scenario_sha256:
+        if ModelCard.from_checkpoint(task.heimdall_meta, str(ckpt_dir / "last.ckpt"), HeimdallError
+                                     ).scenario_sha256 != card.scenario_sha256:
             raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
         remove_stale_temporaries(ckpt_dir)
         run_name = cfg.run_name
     else:
         run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else workspace() / "runs" / run_name
+        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
         if (ckpt_dir / "last.ckpt").exists():
             raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume_training to continue it")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         mean, std, scale = dm.normalisation()
-        net_cfg = {
-            "n_features": dm.train.infos[0].n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-            "n_layers": cfg.n_layers, "n_components": cfg.n_components, "dropout": cfg.dropout,
-        }
-        task = LocalizationTask(net_cfg, cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout,
+        task = LocalizationTask(cfg.network(card.feature_params).to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout,
                                 cfg.feature_dropout)
         task.net.set_normalisation(mean, std, scale)
 
@@ -136,23 +120,16 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         run_name=run_name,
         tracking_uri=tracking_uri,
         artifact_location=artifacts.as_uri(),
-        run_id=cfg.mlflow_run_id if cfg.resume_training else None,
+        run_id=cfg.mlflow_run_id if resume else None,
         tags={"scenario_sha256": meta.scenario_sha256, "dataset_sha256": dataset_sha,
               "data_dir": str(Path(data_dir).resolve())},
     )
     cfg = dataclasses.replace(cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id,
                               data_dir=str(data_dir))
     cfg.save(ckpt_dir / CONFIG_FILE)
-    task.heimdall_meta = {
-        "scenario_sha256": meta.scenario_sha256,
-        "scenario_yaml": meta.scenario_yaml,
-        "feature_params": meta.feature_params_json,
-        "receivers": {k: v.tolist() for k, v in meta.receivers.items()},
-        "dataset_sha256": dataset_sha,
-        "config": cfg.to_dict(),
-        "mlflow_run_id": logger.run_id,
-    }
-    if not cfg.resume_training:
+    card = dataclasses.replace(card, dataset_sha256=dataset_sha, mlflow_run_id=logger.run_id or "")
+    task.heimdall_meta = card.to_checkpoint() | {"config": cfg.to_dict()}
+    if not resume:
         logger.log_hyperparams({f"cfg.{k}": v for k, v in cfg.to_dict().items() if k not in ("mlflow_run_id",)})
 
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
@@ -171,23 +148,22 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir),
     )
-    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if cfg.resume_training else None, weights_only=True)
+    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None, weights_only=True)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     result = TrainResult(
         run_name=run_name, checkpoint_dir=ckpt_dir, best_checkpoint=best,
         last_checkpoint=ckpt_dir / "last.ckpt" if (ckpt_dir / "last.ckpt").exists() else None,
         mlflow_run_id=logger.run_id, tracking_uri=tracking_uri, epochs_completed=trainer.current_epoch,
+        global_rank=trainer.global_rank,
     )
     if trainer.global_rank != 0:
         return result
-    val_feats = dm.val.read_all("features")
-    heard = dm.val.read_all("mask")
-    truth = dm.val.read_all("tx_position_m")
+    val = dm.val.read_split()
+    val_feats, heard, truth, present = val.features, val.heard, val.target_m, val.present
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
     if best is not None:
         best_task = load_task(best)
-        present = dm.val.read_present()
         pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
         scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
         _store_covariance_scale(best, scale)
@@ -195,7 +171,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
         result.best_val_median_error_m = float(np.median(error_m(pred, truth)))
         result.val_calibration = calibration_summary(pred, cov, truth)
         result.covariance_scale = scale
-    centroid = weighted_centroid(val_feats[..., -3], heard, meta.rx_position_m)
+    centroid = weighted_centroid(val_feats[..., card.feature_params.power_index], heard, meta.rx_position_m)
     result.baseline_val_median_error_m = float(np.median(error_m(centroid, truth)))
     client = logger.experiment
     client.log_metric(logger.run_id, "best_val_median_error_m", result.best_val_median_error_m or float("nan"))
@@ -207,12 +183,6 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
     if best is not None:
         client.set_tag(logger.run_id, "best_checkpoint", str(best.resolve()))
     client.log_artifact(logger.run_id, str(ckpt_dir / CONFIG_FILE))
-    if cfg.export and best is not None:
-        from heimdall.publish import default_store, export_and_publish
-
-        result.published = export_and_publish(best, ckpt_dir / "model.onnx", default_store(), {}, True, None,
-                                              tracking_uri, signer=signer)
-        result.onnx_path = result.published.export.path
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -220,8 +190,6 @@ def run_training(cfg: TrainConfig, console: Console | None = None) -> TrainResul
 def _store_covariance_scale(checkpoint: Path, scale: float) -> None:
     """Write the calibrated covariance scale into the checkpoint's weights (atomically)."""
     import torch
-
-    from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     ckpt["state_dict"]["net.covariance_scale"] = torch.tensor(scale)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
+from heimdall.errors import CheckpointError
+from heimdall.features import FeatureParams
 from heimdall.metrics import accuracy_summary, calibration_summary
-from heimdall.model.net import LocalizationNet, NetConfig, mixture_nll, moment_match
-
-CHECKPOINT_FORMAT = "heimdall-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: spectral-features flag in the encoder (power-only inputs)
+from heimdall.scenario.domain import Scenario
+from heimdall.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, AtomicCheckpointIO, load_checkpoint
+from heimdall.train.config import NetConfig, TrainConfig
+from heimdall.train.model_card import ModelCard
+from heimdall.train.net import LocalizationNet, mixture_nll, moment_match
 
 
 class LocalizationTask(L.LightningModule):
@@ -91,10 +95,8 @@ class LocalizationTask(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str, map_location: str | None = "cpu") -> "LocalizationTask":
-        """The task of a checked Heimdall checkpoint, on the CPU (heimdall.train.checkpoint.load_task): tensors
-        and plain data only, where Lightning's own loader unpickles whatever its caller allows."""
-        from heimdall.train.checkpoint import load_task
-
+        """The task of a checked Heimdall checkpoint, on the CPU (load_task): tensors and plain data only, where
+        Lightning's own loader unpickles whatever its caller allows."""
         if map_location not in (None, "cpu"):
             raise ValueError(f"checkpoints load on the CPU, not {map_location!r}")
         return load_task(checkpoint_path)
@@ -122,3 +124,51 @@ def predict_numpy(net: LocalizationNet, features: np.ndarray, rx_position_m: np.
             means.append(m.double().numpy())
             covs.append(c.double().numpy())
     return np.concatenate(means), np.concatenate(covs)
+
+
+def load_task(path: str | Path) -> LocalizationTask:
+    """The LocalizationTask of a checked checkpoint (file read once); raises CheckpointError naming the file.
+
+    The network is built on the meta device first, so hyper-parameters that do not describe the stored
+    weights (shapes, dtypes, names) are refused before any memory is allocated for them.
+    """
+    p = Path(path)
+    ckpt = load_checkpoint(p)
+    state = ckpt["state_dict"]
+    try:
+        with torch.device("meta"):
+            task = LocalizationTask(**ckpt["hyper_parameters"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{p}: hyper_parameters do not describe a network ({str(exc)[:200]})") from None
+    expected = task.state_dict()
+    if set(expected) != set(state):
+        odd = sorted(set(expected) ^ set(state))
+        raise CheckpointError(f"{p}: state_dict does not fit the network: {len(odd)} names differ, e.g. {odd[0]!r:.80}")
+    for name, t in expected.items():
+        if (state[name].shape, state[name].dtype) != (t.shape, t.dtype):
+            raise CheckpointError(f"{p}: state_dict[{name!r}] is {state[name].dtype} {tuple(state[name].shape)}, "
+                                  f"the network needs {t.dtype} {tuple(t.shape)}")
+    task.load_state_dict(state, strict=True, assign=True)
+    task.on_load_checkpoint(ckpt)
+    return task
+
+
+def untrained_checkpoint(scenario: Scenario, path: str | Path) -> Path:
+    """Write a checkpoint of the default network for `scenario` with random weights, and return its path.
+
+    For what needs a real model but not a trained one: timing inference (speed does not depend on the weights),
+    or serving a second model with another receiver table or feature count.
+    """
+    cfg = TrainConfig()
+    params = FeatureParams.from_scenario(scenario)
+    task = LocalizationTask(cfg.network(params).to_dict(), cfg.learning_rate, 0.0, 0.0)
+    en = scenario.receiver_positions_m()
+    receivers = {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
+                 "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(), "north_m": en[:, 1].tolist()}
+    task.heimdall_meta = ModelCard(feature_params=params, receivers=receivers, scenario=scenario,
+                                   scenario_yaml=scenario.to_yaml(), scenario_sha256=scenario.sha256).to_checkpoint()
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        plugins=[AtomicCheckpointIO()], max_epochs=0)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return Path(path)

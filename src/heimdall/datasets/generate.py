@@ -19,37 +19,15 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from heimdall.data.store import StoreWriter, receiver_table, split_filename, store_attrs
+from heimdall.datasets.spec import OUTPUT_FORMATS, SPLIT_MODES, DatasetSpec
+from heimdall.datasets.splits import SPLITS, spatial_split_of
+from heimdall.datasets.store import StoreWriter, receiver_table, split_filename, store_attrs
 from heimdall.errors import DatasetError
-from heimdall.scenario import Scenario
+from heimdall.scenario.domain import Scenario
 from heimdall.sim.generator import World, build_world, simulate_block
 from heimdall.sim.signals import EMISSION_CODES
 
-SPLITS = ("train", "val", "test")
-SPLIT_MODES = ("random", "spatial")
-OUTPUT_FORMATS = ("store", "sigmf")
 BLOCK_CANDIDATES = 512
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What to generate. fractions: (train, val, test); shard: (i, N) — this process makes shard i of N."""
-
-    n_transmissions: int
-    seed: int = 0
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    shard: tuple[int, int] = (0, 1)
-    split_mode: str = "random"
-    spatial_block_m: float = 20_000.0
-    iq_per_split: int = 64
-
-    def split_counts(self) -> dict[str, int]:
-        """Transmissions of each split in this shard."""
-        total = np.asarray(self.fractions) / sum(self.fractions) * self.n_transmissions
-        counts = np.floor(total).astype(int)
-        counts[0] += self.n_transmissions - counts.sum()  # rounding remainder goes to train
-        i, n = self.shard
-        return {s: int(c // n + (i < c % n)) for s, c in zip(SPLITS, counts)}
 
 
 @dataclass
@@ -72,15 +50,6 @@ class DatasetSummary:
     @property
     def n_samples(self) -> int:
         return sum(s.n_samples for s in self.splits)
-
-
-def spatial_split_of(pos_m: np.ndarray, seed: int, block_m: float, fractions: tuple[float, float, float]) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) of each position for the spatial-block split. pos_m: [n, 2]."""
-    cell = np.floor(pos_m / block_m).astype(np.int64)
-    h = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (seed * 83492791)
-    u = (h % 1_000_003) / 1_000_003.0
-    edges = np.cumsum(fractions) / sum(fractions)
-    return np.searchsorted(edges[:-1], u, side="right")
 
 
 # --- worker side: the world is built once per process -----------------------------------------------
@@ -132,7 +101,7 @@ def generate_dataset(
     """Simulate and write every split of `spec` into out_dir; returns what was written.
 
     output "store": one HDF5 store file per split; "sigmf": one folder of SigMF collections per split
-    (heimdall.interchange.sigmf_writer), the same transmissions as the store for the same spec.
+    (heimdall.datasets.sigmf_writer), the same transmissions as the store for the same spec.
     on_progress(split, done, total) is called after each block. Existing complete outputs are replaced;
     an interruption leaves only ``*.partial`` files, which are removed.
     """
@@ -176,7 +145,7 @@ def generate_dataset(
 def _writer(scenario, world, spec, out, split, output, sigmf_datatype):
     """Where a split goes: a store file, or a folder of SigMF collections."""
     if output == "sigmf":
-        from heimdall.interchange.sigmf_writer import SigMFSplitWriter
+        from heimdall.datasets.sigmf_writer import SigMFSplitWriter
 
         return SigMFSplitWriter(out / split_filename(split, spec.shard).removesuffix(".h5"), scenario, sigmf_datatype)
     attrs = store_attrs(scenario, world.params, split, shard=f"{spec.shard[0]}/{spec.shard[1]}", seed=spec.seed,

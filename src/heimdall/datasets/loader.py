@@ -19,8 +19,9 @@ import h5py
 import numpy as np
 import torch
 
-from heimdall.data.store import StoreInfo, inspect_store, read_receivers
+from heimdall.datasets.store import StoreInfo, inspect_store, read_receivers
 from heimdall.errors import DatasetError
+from heimdall.features import FeatureParams
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1024**3
 MAX_CHUNK_CACHE_BYTES = 512 * 1024**2
@@ -42,6 +43,22 @@ class StoreMeta:
     def rx_position_m(self) -> np.ndarray:
         """float32 [R, 2] receiver east/north."""
         return np.stack([self.receivers["east_m"], self.receivers["north_m"]], axis=-1).astype(np.float32)
+
+    @property
+    def params(self) -> FeatureParams:
+        """The feature parameters of the store (checked when the files were inspected)."""
+        return FeatureParams.from_json(self.feature_params_json)
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """The model inputs and labels of a split (or of its first samples), in memory."""
+
+    features: np.ndarray  # float32 [n, R, F]
+    heard: np.ndarray  # bool [n, R]
+    present: np.ndarray  # float32 [n, R], 1 where the receiver's recording is part of the transmission
+    target_m: np.ndarray  # float64 [n, 2] east/north, NaN where unlabelled
+    rx_position_m: np.ndarray  # float64 [R, 2]
 
 
 def store_meta(infos: list[StoreInfo]) -> StoreMeta:
@@ -156,14 +173,22 @@ class StoreDataset(torch.utils.data.Dataset):
                 out.append(_rows(f[name], sel))
         return np.concatenate(out)
 
-    def read_present(self) -> np.ndarray:
+    def read_present(self, limit: int | None = None) -> np.ndarray:
         """float32 [n, R]: 1 where a receiver's recording is part of the sample (all 1 in simulated stores)."""
         out = []
-        for k, sel in self._rows_by_file():
+        for k, sel in self._rows_by_file(limit):
             with h5py.File(self.infos[k].path, "r") as f:
                 out.append(_rows(f["present"], sel) if "present" in f
                            else np.ones((len(sel), f["mask"].shape[1]), bool))
         return np.concatenate(out).astype(np.float32)
+
+    def read_split(self, limit: int | None = None) -> SplitArrays:
+        """The model inputs and labels of this subset (its first `limit` samples), in order: the one reader of a
+        whole split for evaluation, prediction, calibration and normalisation."""
+        return SplitArrays(features=self.read_all("features", limit), heard=self.read_all("mask", limit),
+                           present=self.read_present(limit),
+                           target_m=self.read_all("tx_position_m", limit).astype(np.float64),
+                           rx_position_m=self.meta.rx_position_m.astype(np.float64))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

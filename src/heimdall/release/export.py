@@ -10,6 +10,7 @@ and receiver subsets; otherwise nothing is written and ExportError says by how m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,12 +18,20 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import heimdall
 from heimdall.atomic import atomic_write_bytes
-from heimdall.errors import HeimdallError
+from heimdall.errors import CheckpointError, ExportError
+from heimdall.train.model_card import ModelCard
+
+if TYPE_CHECKING:  # torch is imported when a model is exported, not to read one's metadata
+    import torch
+
+    from heimdall.train.net import LocalizationNet
+    from heimdall.train.task import LocalizationTask
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -32,16 +41,19 @@ OUTPUT_NAMES = ("mean_m", "cov_m2", "means", "chol", "logits")
 NORMALISED_OUTPUTS = ("means", "chol", "logits")
 
 
-class ExportError(HeimdallError):
-    """An export failed validation or could not be written."""
-
-
 @dataclass
 class ExportResult:
+    """An exported model: where, its sha256, how far ONNX Runtime was from PyTorch, its card (metadata)."""
+
     path: Path
     sha256: str
     max_abs_diff: float
-    metadata: dict[str, str]
+    card: ModelCard
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ONNX metadata (the card as text)."""
+        return self.card.to_onnx_metadata()
 
 
 def source_revision() -> str:
@@ -54,17 +66,18 @@ def source_revision() -> str:
         return "unknown"
 
 
-def _wrapper(net):
+def _wrapper(net: LocalizationNet) -> torch.nn.Module:
     import torch
 
+    from heimdall.train.net import moment_match
+
     class Exported(torch.nn.Module):
-        def __init__(self, inner):
+        def __init__(self, inner: LocalizationNet) -> None:
             super().__init__()
             self.net = inner
 
-        def forward(self, features, rx_position_m, present):
-            from heimdall.model.net import moment_match
-
+        def forward(self, features: torch.Tensor, rx_position_m: torch.Tensor, present: torch.Tensor
+                    ) -> tuple[torch.Tensor, ...]:
             means, chol, logits = self.net(features, rx_position_m, present)
             mean, cov = moment_match(means, chol, logits)
             s = self.net.position_scale_m
@@ -73,7 +86,7 @@ def _wrapper(net):
     return Exported(net).eval()
 
 
-def weights_sha256(net) -> str:
+def weights_sha256(net: torch.nn.Module) -> str:
     """sha256 over the parameters and buffers (names and bytes, in order)."""
     h = hashlib.sha256()
     for name, t in net.state_dict().items():
@@ -82,9 +95,13 @@ def weights_sha256(net) -> str:
     return h.hexdigest()
 
 
-def parity_inputs(net, rx_position_m: np.ndarray, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def parity_inputs(net: LocalizationNet, rx_position_m: np.ndarray, batch: int, rng: np.random.Generator
+                  ) -> dict[str, np.ndarray]:
     """Plausible inputs: features around the training mean, the real receivers, random subsets present,
-    and every third transmission with power only (the other features NaN, as the service sends them)."""
+    and every third transmission with power only (the other features NaN, as the service sends them).
+
+    rx_position_m: [R, 2] m → features float32 [batch, R, F], rx_position_m float32 [batch, R, 2], present [batch, R].
+    """
     r = len(rx_position_m)
     mean = net.feature_mean.numpy()
     std = net.feature_std.numpy()
@@ -94,7 +111,7 @@ def parity_inputs(net, rx_position_m: np.ndarray, batch: int, rng: np.random.Gen
     if batch > 1:
         present[1] = 0.0
         present[1, 0] = 1.0  # a single receiver
-    spectral = np.arange(len(mean)) != len(mean) + net.cfg.power_index
+    spectral = np.arange(len(mean)) != np.arange(len(mean))[net.cfg.power_index]
     features[2::3, :, spectral] = np.nan
     pos = np.broadcast_to(rx_position_m.astype(np.float32), (batch, r, 2)).copy()
     return {"features": features, "rx_position_m": pos, "present": present}
@@ -102,18 +119,20 @@ def parity_inputs(net, rx_position_m: np.ndarray, batch: int, rng: np.random.Gen
 
 def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dict | None = None) -> ExportResult:
     """Export a Heimdall checkpoint to `out_path` (validated, atomic)."""
+    from heimdall.train.task import load_task
+
+    return export_task(load_task(checkpoint), out_path, str(checkpoint), metrics)
+
+
+def export_task(task: LocalizationTask, out_path: str | Path, where: str, metrics: dict | None = None
+                ) -> ExportResult:
+    """Export the network of a loaded checkpoint (`where` names it) to `out_path` (validated, atomic)."""
     import onnx
     import torch
 
-    from heimdall.train.checkpoint import load_checkpoint
-    from heimdall.train.task import LocalizationTask
-
-    ckpt = load_checkpoint(checkpoint)
-    meta = ckpt["heimdall"]
-    task = LocalizationTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    card = ModelCard.from_checkpoint(task.heimdall_meta, where, CheckpointError)
     net = task.net.eval()
-    receivers = meta["receivers"]
-    rx_position_m = np.stack([receivers["east_m"], receivers["north_m"]], axis=-1)
+    rx_position_m = card.rx_position_m
     model = _wrapper(net)
     example = parity_inputs(net, rx_position_m, 2, np.random.default_rng(0))
     out = Path(out_path)
@@ -139,24 +158,13 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dic
             )
         proto = program.model_proto
     except Exception as exc:
-        raise ExportError(f"{checkpoint}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
-    metadata = {
-        "heimdall_version": heimdall.__version__,
-        "source_revision": source_revision(),
-        "format": "heimdall-onnx/1",
-        "net_config": json.dumps(net.cfg.to_dict()),
-        "feature_params": meta.get("feature_params", ""),
-        "scenario_sha256": meta.get("scenario_sha256", ""),
-        "scenario_yaml": meta.get("scenario_yaml", ""),
-        "dataset_sha256": meta.get("dataset_sha256", ""),
-        "receivers": json.dumps(receivers),
-        "normalisation": json.dumps({"feature_mean": net.feature_mean.tolist(), "feature_std": net.feature_std.tolist(),
-                                     "position_scale_m": float(net.position_scale_m)}),
-        "weights_sha256": weights_sha256(net),
-        "metrics": json.dumps(metrics or {}),
-        "mlflow_run_id": str(meta.get("mlflow_run_id") or ""),
-    }
-    for k, v in metadata.items():
+        raise ExportError(f"{where}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
+    card = dataclasses.replace(
+        card, heimdall_version=heimdall.__version__, source_revision=source_revision(),
+        net_config=json.dumps(net.cfg.to_dict()), weights_sha256=weights_sha256(net), metrics=metrics or {},
+        normalisation=json.dumps({"feature_mean": net.feature_mean.tolist(), "feature_std": net.feature_std.tolist(),
+                                  "position_scale_m": float(net.position_scale_m)}))
+    for k, v in card.to_onnx_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     proto.producer_name = "heimdall"
@@ -164,22 +172,22 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dic
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{checkpoint}: exported graph fails onnx.checker: {exc}") from None
+        raise ExportError(f"{where}: exported graph fails onnx.checker: {exc}") from None
     data = proto.SerializeToString()
     diff = parity_max_abs_diff(model, data, rx_position_m)
     if not diff <= PARITY_TOLERANCE:
         raise ExportError(
-            f"{checkpoint}: ONNX Runtime differs from PyTorch by {diff:.3g} (normalised units), "
+            f"{where}: ONNX Runtime differs from PyTorch by {diff:.3g} (normalised units), "
             f"more than the tolerance {PARITY_TOLERANCE:g}; nothing was written"
         )
     try:
         atomic_write_bytes(out, data)
     except OSError as exc:
         raise ExportError(f"{out}: cannot write the model: {exc}") from None
-    return ExportResult(path=out, sha256=hashlib.sha256(data).hexdigest(), max_abs_diff=diff, metadata=metadata)
+    return ExportResult(path=out, sha256=hashlib.sha256(data).hexdigest(), max_abs_diff=diff, card=card)
 
 
-def parity_max_abs_diff(model, onnx_bytes: bytes, rx_position_m: np.ndarray) -> float:
+def parity_max_abs_diff(model: torch.nn.Module, onnx_bytes: bytes, rx_position_m: np.ndarray) -> float:
     """Largest |ONNX Runtime − PyTorch| over the normalised outputs, batches PARITY_BATCHES, subsets of receivers."""
     import onnxruntime as ort
     import torch
@@ -214,5 +222,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     except Exception as exc:
         raise ExportError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
     return {e.key: e.value for e in proto.metadata_props}
+
+
+def metadata_of(data: bytes) -> dict[str, str]:
+    """The metadata_props of ONNX bytes (parsed, nothing loaded into a session)."""
+    import onnx
+
+    return {e.key: e.value for e in onnx.load_from_string(data).metadata_props}
 
 

@@ -19,6 +19,7 @@ A file is written as ``<name>.partial`` and renamed when complete: a file with t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import heimdall
 from heimdall.atomic import fsync_file, replace_durably
 from heimdall.errors import DatasetError
 from heimdall.features import FeatureParams
-from heimdall.scenario import MAX_RECEIVERS, Scenario
+from heimdall.scenario.domain import MAX_RECEIVERS, Scenario
 from heimdall.sim.signals import EMISSION_CODES
 
 STORE_FORMAT = "heimdall-store"
@@ -55,8 +56,8 @@ def store_attrs(scenario: Scenario, params: FeatureParams, split: str, **extra: 
         "scenario_sha256": scenario.sha256,
         "heimdall_version": heimdall.__version__,
         "feature_params": params.to_json(),
-        "feature_names": repr(params.feature_names),
-        "emission_names": repr(list(EMISSION_CODES)),
+        "feature_names": json.dumps(params.feature_names),
+        "emission_names": json.dumps(list(EMISSION_CODES)),
         "frame_origin_lat_lon": [scenario.frame.origin_lat, scenario.frame.origin_lon],
         **extra,
     }

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.spatial import Delaunay
@@ -25,11 +26,17 @@ from heimdall.baselines import (
     rss_posterior,
     weighted_centroid,
 )
-from heimdall.data.loader import StoreDataset
-from heimdall.data.store import split_files
+from heimdall.datasets.loader import StoreDataset
+from heimdall.datasets.store import split_files
 from heimdall.errors import DatasetError, HeimdallError
+from heimdall.features import FeatureParams
 from heimdall.metrics import accuracy_summary, calibration_summary
-from heimdall.scenario import Scenario, scenario_from_text
+from heimdall.onnx_guard import require_self_contained
+from heimdall.scenario.domain import Scenario
+from heimdall.scenario.schema import scenario_from_text
+
+if TYPE_CHECKING:
+    from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
 DEFAULT_GRID_SPACING_M = 2_000.0
@@ -46,6 +53,7 @@ class TestSet:
     present: np.ndarray  # float32 [n, R], 1 where the receiver's recording is part of the transmission
     target_m: np.ndarray  # float64 [n, 2]
     rx_position_m: np.ndarray  # float64 [R, 2]
+    params: FeatureParams
     scenario: Scenario | None
     gain_offset_db: np.ndarray | None  # oracle, simulated stores only
     tx_height_m: np.ndarray | None  # oracle, simulated stores only
@@ -53,7 +61,11 @@ class TestSet:
 
     @property
     def power_dbm(self) -> np.ndarray:
-        return self.features[..., -3].astype(np.float64)
+        """float64 [n, R] measured in-band power, dBm."""
+        return self.features[..., self.params.power_index].astype(np.float64)
+
+
+Predict = Callable[[TestSet], tuple[np.ndarray, np.ndarray]]  # a model: test set → mean [n, 2] m, cov [n, 2, 2] m²
 
 
 def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
@@ -77,12 +89,14 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
     with h5py.File(files[0], "r") as f:
         gains = f["oracle/gain_offset_db"][...] if "oracle/gain_offset_db" in f else None
         simulated = "oracle/tx_height_m" in f
+    arrays = ds.read_split()
     return TestSet(
-        features=ds.read_all("features"),
-        heard=ds.read_all("mask"),
-        present=ds.read_present(),
-        target_m=ds.read_all("tx_position_m").astype(np.float64),
-        rx_position_m=ds.meta.rx_position_m.astype(np.float64),
+        features=arrays.features,
+        heard=arrays.heard,
+        present=arrays.present,
+        target_m=arrays.target_m,
+        rx_position_m=arrays.rx_position_m,
+        params=ds.meta.params,
         scenario=scenario,
         gain_offset_db=gains,
         tx_height_m=ds.read_all("oracle/tx_height_m") if simulated else None,
@@ -92,34 +106,46 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
 
 def power_only(test: TestSet) -> TestSet:
     """The test set as a power-only request sees it: every feature but the power missing (NaN)."""
+    power = test.params.power_index
     features = np.full_like(test.features, np.nan)
-    features[..., -3] = test.features[..., -3]
+    features[..., power] = test.features[..., power]
     return replace(test, features=features)
 
 
-def model_predictions(model_path: str | Path, test: TestSet) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [n, 2] m and covariance [n, 2, 2] m² of a checkpoint (.ckpt) or exported model (.onnx)."""
+def model_predictor(model_path: str | Path) -> Predict:
+    """The predictions of a checkpoint (.ckpt) or exported model (.onnx), read once from `model_path`."""
     p = Path(model_path)
-    n = len(test.features)
-    rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape)).copy()
     if p.suffix == ".onnx":
         if not p.is_file():
             raise HeimdallError(f"{p}: model file not found")
-        try:
-            return onnx_predictions(p.read_bytes(), test)
-        except HeimdallError as exc:
-            raise HeimdallError(f"{p}: {exc}") from None
-    from heimdall.train.checkpoint import load_task
+        data = p.read_bytes()
+
+        def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
+            try:
+                return onnx_predictions(data, test)
+            except HeimdallError as exc:
+                raise HeimdallError(f"{p}: {exc}") from None
+
+        return predict
+    from heimdall.train.task import load_task
+
+    return task_predictor(load_task(p))
+
+
+def task_predictor(task: LocalizationTask) -> Predict:
+    """The predictions of a loaded checkpoint's network (PyTorch)."""
     from heimdall.train.task import predict_numpy
 
-    return predict_numpy(load_task(p).net, test.features, rx, test.present)
+    def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
+        rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (len(test.features), *test.rx_position_m.shape))
+        return predict_numpy(task.net, test.features, rx.copy(), test.present)
+
+    return predict
 
 
 def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Mean [n, 2] m and covariance [n, 2, 2] m² of an exported model (refused if it holds external data)."""
     import onnxruntime as ort
-
-    from heimdall.onnx_guard import require_self_contained
 
     require_self_contained(onnx_bytes, "model")
     try:
@@ -231,10 +257,11 @@ def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np
     return mean, cov, sigma
 
 
-def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet | None, out_dir: str | Path,
-             grid_spacing_m: float = DEFAULT_GRID_SPACING_M, seed: int = 0) -> dict:
+def evaluate(predict: Predict | None, test: TestSet, calibration: TestSet | None, out_dir: str | Path,
+             grid_spacing_m: float = DEFAULT_GRID_SPACING_M, seed: int = 0, model: str | None = None) -> dict:
     """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
 
+    predict: the model's predictions (model_predictor), named `model` in the provenance; None: classical only.
     calibration: labelled data (the training split) to calibrate the classical model's exponent, per-receiver
     offsets and σ, and the oracle's residual σ; without it the test set itself is used (and flagged).
     """
@@ -247,9 +274,9 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
     bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
     grid = _grid(bounds, grid_spacing_m, "--grid-spacing-m")
     preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    if model_path is not None:
-        preds["model"] = model_predictions(model_path, test)
-        preds["model_power_only"] = model_predictions(model_path, power_only(test))
+    if predict is not None:
+        preds["model"] = predict(test)
+        preds["model_power_only"] = predict(power_only(test))
     preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
     classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
@@ -269,7 +296,7 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
         "n_test": int(len(truth)),
         "provenance": {
             "heimdall_version": heimdall.__version__,
-            "model": str(model_path) if model_path else None,
+            "model": model,
             "test_store": test.source,
             "scenario": test.scenario.name if test.scenario else None,
             "calibration": "training split" if calibration is not None else "test split (no training split found)",
@@ -287,7 +314,7 @@ def evaluate(model_path: str | Path | None, test: TestSet, calibration: TestSet 
     }
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    from heimdall.plots import write_plots
+    from heimdall.evaluation.plots import write_plots
 
     write_plots(out, preds, truth, test, metrics)
     return metrics

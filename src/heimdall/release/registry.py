@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from heimdall.errors import ModelLoadError
+from heimdall.evaluation.evaluate import TestSet, onnx_predictions
 from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
+from heimdall.release import CHALLENGER, CHAMPION, MODEL_NAME
+from heimdall.release.export import metadata_of
 from heimdall.signing import SigningKey
+from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location
 
-REGISTERED_MODEL = "heimdall-localizer"
 COVERAGE_TOLERANCE = 0.05
 ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
 EXPORT_EXPERIMENT = "heimdall-export"  # for models registered outside a training run
@@ -33,6 +36,9 @@ EXPORT_EXPERIMENT = "heimdall-export"  # for models registered outside a trainin
 
 @dataclass
 class Registration:
+    """A registered version, the alias it got and why."""
+
+    name: str
     version: str
     alias: str  # "champion" or "challenger"
     reason: str
@@ -40,20 +46,21 @@ class Registration:
     champion_metrics: dict | None
 
 
-def onnx_metrics(onnx_bytes: bytes, test) -> dict:
-    """Median error and calibration of an ONNX model on a TestSet (heimdall.evaluate)."""
-    from heimdall.evaluate import onnx_predictions
-
+def onnx_metrics(onnx_bytes: bytes, test: TestSet) -> dict:
+    """Median error and calibration of an ONNX model on a TestSet (heimdall.evaluation)."""
     return summary_of(*onnx_predictions(onnx_bytes, test), test.target_m)
 
 
 def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:
+    """What the champion rule compares: median and p90 error (m), 1σ/2σ coverage, mean squared Mahalanobis
+    distance. mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m."""
     acc, cal = accuracy_summary(mean, truth), calibration_summary(mean, cov, truth)
     return {k: acc[k] for k in ("median_error_m", "p90_error_m")} | {
         k: cal[k] for k in ("coverage_1sigma", "coverage_2sigma", "mean_mahalanobis_sq")}
 
 
 def calibrated(m: dict, tolerance: float = COVERAGE_TOLERANCE) -> bool:
+    """Whether 1σ and 2σ coverage both lie within `tolerance` of ideal."""
     return (abs(m["coverage_1sigma"] - COVERAGE_1SIGMA_IDEAL) <= tolerance
             and abs(m["coverage_2sigma"] - COVERAGE_2SIGMA_IDEAL) <= tolerance)
 
@@ -62,7 +69,7 @@ def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERAN
     """Whether the new model becomes champion, and why (in words)."""
     if not calibrated(new, tolerance):
         return False, (f"its coverage 1σ {new['coverage_1sigma']:.1%} / 2σ {new['coverage_2sigma']:.1%} is more "
-                       f"than {tolerance:.0%} from ideal (39.3 % / 86.5 %)")
+                       f"than {tolerance:.0%} from ideal ({COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})")
     if champion is None:
         return True, "there was no champion"
     if new["median_error_m"] < champion["median_error_m"]:
@@ -101,8 +108,8 @@ def download_version(uri: str, name: str, version: str, where: str) -> bytes:
         raise ModelLoadError(f"{where}: cannot download {ONNX_ARTIFACT}: {exc}") from None
 
 
-def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: str | None,
-             name: str = REGISTERED_MODEL, tolerance: float = COVERAGE_TOLERANCE,
+def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str, run_id: str | None,
+             name: str = MODEL_NAME, tolerance: float = COVERAGE_TOLERANCE,
              signer: SigningKey | None = None) -> Registration:
     """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
     its manifest (signed by `signer` if given), and move `champion` or set `challenger`."""
@@ -140,7 +147,7 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
     client.set_model_version_tag(name, version, MANIFEST_TAG, json.dumps(manifest, separators=(",", ":")))
     champion_metrics = None
     try:
-        current = client.get_model_version_by_alias(name, "champion")
+        current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         current = None
     unusable = None
@@ -149,10 +156,13 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
         try:
             champion = download_version(tracking_uri, name, current.version, where)
             require_self_contained(champion, where)
+            champion_card = ModelCard.from_onnx_metadata(metadata_of(champion), where, ModelLoadError)
         except ModelLoadError as exc:
             unusable = f"the champion cannot be read ({exc}); it is not replaced automatically"
         else:
-            if _scenario_of(onnx.load_from_string(champion)) != _scenario_of(model):
+            new_card = ModelCard.from_onnx_metadata(metadata_of(onnx_bytes), f"registry {name} version {version}",
+                                                    ModelLoadError)
+            if champion_card.scenario_sha256 != new_card.scenario_sha256:
                 unusable = "the champion was trained on another scenario; it is not replaced automatically"
             else:
                 champion_metrics = onnx_metrics(champion, test)
@@ -160,12 +170,12 @@ def register(onnx_bytes: bytes, metrics: dict, test, tracking_uri: str, run_id: 
         wins, reason = False, unusable
     else:
         wins, reason = decide(metrics, champion_metrics, tolerance)
-    alias = "champion" if wins else "challenger"
+    alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
     for key, value in metrics.items():
         client.set_model_version_tag(name, version, key, f"{value:.6g}")
     client.set_model_version_tag(name, version, "decision", reason)
-    return Registration(version=version, alias=alias, reason=reason, metrics=metrics,
+    return Registration(name=name, version=version, alias=alias, reason=reason, metrics=metrics,
                         champion_metrics=champion_metrics)
 
 
@@ -177,8 +187,3 @@ def _has_run(client, run_id: str) -> bool:
         return True
     except MlflowException:
         return False
-
-
-def _scenario_of(model) -> str | None:
-    """scenario_sha256 in an ONNX model's metadata."""
-    return next((p.value for p in model.metadata_props if p.key == "scenario_sha256"), None)

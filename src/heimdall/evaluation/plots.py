@@ -7,20 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from heimdall.atomic import atomic_open
+from heimdall.ellipse import outline
 from heimdall.metrics import coverage_curve, error_m
 
 COLOURS = {"model": "C0", "model_power_only": "C9", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3",
            "crlb": "C7"}
 MAP_SAMPLES = 30
-
-
-def _ellipse_points(mean: np.ndarray, cov: np.ndarray, prob: float = 0.95, n: int = 64) -> np.ndarray:
-    """[n, 2] points of the `prob` ellipse of N(mean, cov) in metres."""
-    r = np.sqrt(-2.0 * np.log(1.0 - prob))
-    vals, vecs = np.linalg.eigh(cov)
-    t = np.linspace(0, 2 * np.pi, n)
-    circle = np.stack([np.cos(t), np.sin(t)], -1) * r * np.sqrt(np.maximum(vals, 0))
-    return mean + circle @ vecs.T
+ELLIPSE_POINTS = 64
 
 
 def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) -> list[Path]:
@@ -70,7 +63,8 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
     t_ll, p_ll = frame.to_geodetic(truth[idx]), frame.to_geodetic(pos[idx])
     for k, i in enumerate(idx):
         if cov is not None:
-            ell = frame.to_geodetic(_ellipse_points(pos[i], cov[i]))
+            ring = outline(pos[i], cov[i], 0.95, ELLIPSE_POINTS)
+            ell = frame.to_geodetic(np.concatenate([ring, ring[:1]]))
             ax.plot(ell[:, 1], ell[:, 0], color=COLOURS.get(main), lw=0.7, alpha=0.6,
                     label="95 % ellipse" if k == 0 else None)
         ax.plot([t_ll[k, 1], p_ll[k, 1]], [t_ll[k, 0], p_ll[k, 0]], color="0.5", lw=0.6)

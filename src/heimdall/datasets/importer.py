@@ -3,7 +3,7 @@
 Two passes. The first reads and checks every collection's metadata and matches its recordings to
 receivers (by `heimdall:receiver_id`, else by position within a tolerance; receivers not in the scenario
 join the receiver table). The second reads the samples, brings each recording to the extractor's window
-(heimdall.interchange.conform) and computes features with the same function as the simulator.
+(heimdall.datasets.conform) and computes features with the same function as the simulator.
 
 Splits: a collection under a folder named ``train``, ``val`` or ``test`` (or a shard ``train-00000-of-00004``)
 keeps that split; any other labelled collection is assigned by a seeded hash of its path; unlabelled
@@ -17,9 +17,7 @@ one reported, skipped item); the receiver table is bounded (scenario.MAX_RECEIVE
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,32 +26,19 @@ from typing import Callable
 import numpy as np
 
 from heimdall.atomic import atomic_write_text, fsync_dir
-from heimdall.data.store import StoreWriter, receiver_table, store_attrs
-from heimdall.errors import DatasetError, RecordingError
+from heimdall.datasets.store import StoreWriter, receiver_table, store_attrs
+from heimdall.errors import DatasetError, NothingImported, RecordingError
 from heimdall.features import FeatureParams, heard
-from heimdall.interchange.conform import check_recording, recording_features
-from heimdall.interchange.receivers import GEOLOCATION_FIELD, check_unique, match_receiver
-from heimdall.interchange.sigmf_files import Collection, find_collections, read_collection
-from heimdall.scenario import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario, scenario_from_dict
-from heimdall.sim.dataset import SPLITS
+from heimdall.datasets.conform import check_recording, recording_features
+from heimdall.datasets.receivers import GEOLOCATION_FIELD, RECEIVER_ID_FIELD, resolve_recordings
+from heimdall.datasets.spec import ImportOptions
+from heimdall.datasets.sigmf_files import Collection, Recording, find_collections, read_collection
+from heimdall.scenario.domain import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario
+from heimdall.scenario.schema import scenario_from_dict
+from heimdall.datasets.splits import SPLITS, UNLABELLED, split_of_path
 
-UNLABELLED = "unlabelled"
 REPORT_NAME = "import-report.json"
 BLOCK = 256
-_SPLIT_DIR = re.compile(r"^(train|val|test)(-\d+-of-\d+)?$")
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """fractions: (train, val, test) for collections not already under a split folder."""
-
-    seed: int = 0
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    match_tolerance_m: float = 100.0
-    new_receiver_height_m: float = 10.0
-    skip_invalid: bool = False
-    iq_per_split: int = 64
-    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,14 +70,6 @@ class ImportSummary:
         return json.dumps(d, indent=2)
 
 
-class NothingImported(DatasetError):
-    """No collection could be imported; `summary` says why for each (the report is written all the same)."""
-
-    def __init__(self, message: str, summary: "ImportSummary"):
-        super().__init__(message)
-        self.summary = summary
-
-
 @dataclass(frozen=True)
 class _Planned:
     """A checked collection: its split and the receiver index of each recording."""
@@ -114,31 +91,31 @@ class _ReceiverTable:
         self.new_ids: list[str] = []
 
     def match(self, col: Collection) -> tuple[int, ...]:
-        """Receiver index of each recording; receivers new to the table are added only if all match."""
+        """Receiver index of each recording (heimdall.datasets.receivers); receivers new to the table are added
+        only if all match."""
+        rows, en = resolve_recordings(col.recordings, self.base.frame, [r.id for r in self.receivers],
+                                      np.asarray(self._en), self.tolerance_m)
         receivers, positions = list(self.receivers), list(self._en)
-        index: list[int] = []
         added: list[str] = []
-        for rec in col.recordings:
-            en = self.base.frame.to_local(rec.lat, rec.lon).reshape(2)
-            k = match_receiver(rec, en, [r.id for r in receivers], np.asarray(positions), self.tolerance_m)
-            if k < 0:
+        index = rows.tolist()
+        for i, rec in enumerate(col.recordings):
+            if index[i] < 0:
                 new_id = rec.receiver_id or f"rx_{rec.lat:.4f}_{rec.lon:.4f}"
-                self._check_room(rec, new_id, en, receivers, positions)
+                field = GEOLOCATION_FIELD if rec.receiver_id is None else RECEIVER_ID_FIELD
+                self._check_room(rec, field, new_id, en[i], receivers, positions)
                 receivers.append(Receiver(id=new_id, name=new_id, lat=rec.lat, lon=rec.lon,
                                           antenna_height_m=self.new_height_m))
-                positions.append(en)
+                positions.append(en[i])
                 added.append(new_id)
-                k = len(receivers) - 1
-            index.append(k)
-        check_unique(col, [receivers[k].id for k in index])
+                index[i] = len(receivers) - 1
         self.receivers, self._en = receivers, positions
         self.new_ids += added
         return tuple(index)
 
     @staticmethod
-    def _check_room(rec, new_id: str, en_m: np.ndarray, receivers: list[Receiver], positions: list) -> None:
+    def _check_room(rec: Recording, field: str, new_id: str, en_m: np.ndarray, receivers: list[Receiver],
+                    positions: list) -> None:
         """RecordingError unless a receiver at en_m [2] named new_id can join the table (see scenario rules)."""
-        field = GEOLOCATION_FIELD if rec.receiver_id is None else "global.heimdall:receiver_id"
         if len(receivers) >= MAX_RECEIVERS:
             raise RecordingError(rec.meta_path, field, f"matches none of the {len(receivers)} receivers of the table, "
                                                        f"which is full (at most {MAX_RECEIVERS})")
@@ -158,19 +135,6 @@ class _ReceiverTable:
             return self.base
         d = dataclasses.replace(self.base, name=f"{self.base.name}-imported", receivers=tuple(self.receivers)).to_dict()
         return scenario_from_dict(d)
-
-
-def split_of(relative: Path, labelled: bool, seed: int, fractions: tuple[float, float, float]) -> str:
-    """The split of a collection at `relative` (path below the import folder)."""
-    if not labelled:
-        return UNLABELLED
-    m = _SPLIT_DIR.match(relative.parts[0]) if len(relative.parts) > 1 else None
-    if m:
-        return m.group(1)
-    h = hashlib.sha256(f"{seed}:{relative.as_posix()}".encode()).digest()
-    u = int.from_bytes(h[:8], "little") / 2**64
-    edges = np.cumsum(fractions) / sum(fractions)
-    return SPLITS[int(np.searchsorted(edges[:-1], u, side="right"))]
 
 
 def _skip(col_path: Path, exc: RecordingError) -> Skipped:
@@ -231,7 +195,7 @@ def import_collections(
                 raise
             summary.skipped.append(_skip(path, exc))
         else:
-            split = split_of(path.relative_to(src), col.transmitter_lat_lon is not None, options.seed,
+            split = split_of_path(path.relative_to(src), col.transmitter_lat_lon is not None, options.seed,
                              options.fractions)
             plans.append(_Planned(col, split, index))
             summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
@@ -304,7 +268,7 @@ def _append(w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, su
     """Append the localisable rows of a block (heard by ≥ min_receivers); note the others."""
     keep = []
     for plan, feats, present, iq in rows:
-        n_heard = int((heard(feats[:, -1], p) & present).sum())
+        n_heard = int((heard(feats[:, p.snr_index], p) & present).sum())
         if n_heard >= scenario.receiver_chain.min_receivers:
             keep.append((plan, feats, present, iq))
         else:
@@ -320,7 +284,7 @@ def _append(w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, su
     lat_lon = np.array([ll if ll is not None else (np.nan, np.nan) for ll in labelled], np.float64)
     block = {
         "features": feats,
-        "mask": heard(feats[..., -1], p) & present,
+        "mask": heard(feats[..., p.snr_index], p) & present,
         "present": present,
         "tx_lat_lon": lat_lon,
         "tx_position_m": np.where(np.isfinite(lat_lon), scenario.frame.to_local(lat_lon[:, 0], lat_lon[:, 1]), np.nan),

@@ -20,51 +20,14 @@ features are missing (NaN; trained with feature dropout) is encoded with its pow
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from heimdall.train.config import NetConfig
 
 NOMINAL_SCALE_M = 100_000.0
 INITIAL_SIGMA_FRACTION = 0.3
-# Far above any useful network, low enough that a configuration from a file cannot ask for absurd memory or time.
-SIZE_LIMITS = {"n_features": 8192, "d_model": 8192, "n_heads": 256, "n_layers": 256, "n_components": 64,
-               "n_frequencies": 256}
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    n_features: int
-    d_model: int = 96
-    n_heads: int = 4
-    n_layers: int = 3
-    n_components: int = 1
-    n_frequencies: int = 12
-    dropout: float = 0.0
-    power_index: int = -3  # column of the in-band power (dBm) in the features
-    min_sigma_m: float = 30.0
-    max_sigma_m: float = 400_000.0
-
-    def __post_init__(self) -> None:
-        """Refuse a configuration that cannot build a working network (ValueError naming the field)."""
-        for name, most in SIZE_LIMITS.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
-                raise ValueError(f"{name} must be an integer in [1, {most}], got {v!r:.40}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
-        if isinstance(self.power_index, bool) or not isinstance(self.power_index, int) \
-                or not -self.n_features <= self.power_index < self.n_features:
-            raise ValueError(f"power_index must index the {self.n_features} features, got {self.power_index!r:.40}")
-        sigmas = (self.min_sigma_m, self.max_sigma_m)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (self.dropout, *sigmas)) \
-                or not 0 <= self.dropout < 1 or not 0 < self.min_sigma_m < self.max_sigma_m < math.inf:
-            raise ValueError(f"expected 0 ≤ dropout < 1 and 0 < min_sigma_m < max_sigma_m (finite), got "
-                             f"{self.dropout!r:.20}, {self.min_sigma_m!r:.20}, {self.max_sigma_m!r:.20}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Block(nn.Module):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.atomic import atomic_write_bytes
-from heimdall.errors import HeimdallError
+from heimdall.errors import ModelStoreError
 from heimdall.manifest import MAX_MANIFEST_BYTES, decode_manifest, encode_manifest, integrity_problem, new_manifest
 from heimdall.onnx_guard import check_model_size
 from heimdall.signing import SigningKey
@@ -40,10 +40,6 @@ CONDITIONAL_WRITE_PROBE = ".heimdall-conditional-write-probe"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BLOB = re.compile(r"blobs/sha256-[0-9a-f]{64}\.onnx")
 log = logging.getLogger(__name__)
-
-
-class ModelStoreError(HeimdallError):
-    """The model store cannot be reached, refuses the request, or holds an inconsistent model."""
 
 
 class _Backend:

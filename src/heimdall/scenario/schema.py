@@ -1,231 +1,46 @@
-"""Scenarios: the receiver network, the area, the band and the radio environment, from YAML.
+"""The scenario schema: YAML or plain data → a validated Scenario.
 
-A scenario fixes everything the simulator needs except the dataset seed. It is parsed into frozen
-dataclasses; any unknown key, wrong type, value in the wrong unit or inconsistent geometry raises
-`ScenarioError` naming the field (e.g. ``receivers[2].lat``). Scenario text also travels inside stores and
-models, so wherever it comes from it is parsed by `scenario_from_text`: plain YAML without aliases, with
-the text, strings, lists and numbers bounded.
+Any unknown key, wrong type, value in the wrong unit or inconsistent geometry raises `ScenarioError` naming
+the field (e.g. ``receivers[2].lat``). Scenario text also travels inside stores and models, so wherever it
+comes from it is parsed by `scenario_from_text`: plain YAML without aliases, with the text, strings, lists and
+numbers bounded. Defaults are those of the dataclasses (heimdall.scenario.domain).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from heimdall.errors import ScenarioError
 from heimdall.geo import LocalFrame
-from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
-
-EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
-SHADOWING_MODES = ("fixed", "iid")
-PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata")
-HATA_ENVIRONMENTS = ("urban", "suburban", "open")
-MIN_RECEIVER_SEPARATION_M = 100.0
-MAX_RECEIVERS = 256
-MAX_SCENARIO_CHARS = 256 * 1024
-MAX_NAME_CHARS = 200  # ids and names
-MAX_DESCRIPTION_CHARS = 10_000
-MAX_SHADOWING_COMPONENTS = 8
+from heimdall.plain_yaml import load_plain_yaml
+from heimdall.scenario.domain import (
+    EMISSIONS,
+    HATA_ENVIRONMENTS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
+    MAX_RECEIVERS,
+    MAX_SCENARIO_CHARS,
+    MAX_SHADOWING_COMPONENTS,
+    MIN_RECEIVER_SEPARATION_M,
+    PATH_LOSS_MODELS,
+    SHADOWING_MODES,
+    Area,
+    Environment,
+    Fading,
+    FeatureSettings,
+    PathLoss,
+    Receiver,
+    ReceiverChain,
+    Scenario,
+    Shadowing,
+    ShadowingComponent,
+    Signals,
+    Transmitter,
+)
 
 _REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Receiver:
-    """One fixed receiver. antenna_height_m is the effective height above the surrounding terrain."""
-
-    id: str
-    name: str
-    lat: float
-    lon: float
-    antenna_height_m: float
-    noise_figure_db: float = 6.0
-    gain_offset_db: float = 0.0
-
-
-@dataclass(frozen=True)
-class Area:
-    """Where transmitters may be: the receivers' bounding box grown by margin_m, or an explicit bbox."""
-
-    margin_m: float = 20_000.0
-    bbox: tuple[float, float, float, float] | None = None  # lat_min, lon_min, lat_max, lon_max
-
-
-@dataclass(frozen=True)
-class Transmitter:
-    """Ranges the simulator draws transmitters from (uniformly)."""
-
-    power_dbm: tuple[float, float] = (30.0, 47.0)
-    antenna_height_m: tuple[float, float] = (1.5, 10.0)
-    mobile_fraction: float = 0.5
-    speed_mps: tuple[float, float] = (5.0, 30.0)
-
-
-@dataclass(frozen=True)
-class ShadowingComponent:
-    """One Gaussian field with exponential correlation exp(-r / correlation_m)."""
-
-    sigma_db: float
-    correlation_m: float
-
-
-@dataclass(frozen=True)
-class Shadowing:
-    """mode=fixed: one spatial field per receiver (terrain); mode=iid: a fresh draw per observation."""
-
-    mode: str = "fixed"
-    components: tuple[ShadowingComponent, ...] = (
-        ShadowingComponent(6.0, 20_000.0),
-        ShadowingComponent(5.0, 4_000.0),
-    )
-    seed: int = 1
-
-    @property
-    def sigma_db(self) -> float:
-        """Total standard deviation of the shadowing in dB."""
-        return float(np.sqrt(sum(c.sigma_db**2 for c in self.components)))
-
-
-@dataclass(frozen=True)
-class PathLoss:
-    """Median path-loss model (see docs/PHYSICS.md)."""
-
-    model: str = "two_ray_diffraction"
-    earth_radius_factor: float = 4.0 / 3.0
-    hata_environment: str = "suburban"  # okumura_hata only: urban, suburban or open
-
-
-@dataclass(frozen=True)
-class Fading:
-    """Small-scale fading inside the window: Rician with K-factor, Doppler from the transmitter speed."""
-
-    rician_k_db_fixed: float = 10.0
-    rician_k_db_mobile: float = 0.0
-    fixed_doppler_hz: float = 0.5
-    n_paths: int = 8
-
-
-@dataclass(frozen=True)
-class Environment:
-    path_loss: PathLoss = PathLoss()
-    shadowing: Shadowing = Shadowing()
-    fading: Fading = Fading()
-
-
-@dataclass(frozen=True)
-class Signals:
-    """Emission mix (relative weights) and the random carrier offset range (± Hz)."""
-
-    mix: tuple[tuple[str, float], ...] = (("nbfm", 0.4), ("cw", 0.15), ("afsk", 0.25), ("fsk4", 0.2))
-    carrier_offset_hz: float = 1_500.0
-
-
-@dataclass(frozen=True)
-class ReceiverChain:
-    """What every receiver records: complex baseband IQ around the scenario frequency.
-
-    full_scale_dbm is the power (dBm) that a full-scale (|x|² = 1) signal corresponds to.
-    A receiver hears a transmission when its measured SNR in the channel is ≥ detection_snr_db;
-    a transmission is kept when at least min_receivers hear it.
-    """
-
-    sample_rate_hz: float = 48_000.0
-    window_samples: int = 2048
-    channel_bandwidth_hz: float = 16_000.0
-    full_scale_dbm: float = -50.0
-    detection_snr_db: float = 6.0
-    min_receivers: int = 3
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Welch PSD settings of the feature extractor (see heimdall.features)."""
-
-    segment_samples: int = 256
-    psd_bins: int = 32
-    noise_band_hz: tuple[float, float] = (10_000.0, 22_000.0)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A complete, validated scenario."""
-
-    name: str
-    frequency_hz: float
-    receivers: tuple[Receiver, ...]
-    description: str = ""
-    area: Area = Area()
-    transmitter: Transmitter = Transmitter()
-    environment: Environment = Environment()
-    signals: Signals = Signals()
-    receiver_chain: ReceiverChain = ReceiverChain()
-    features: FeatureSettings = FeatureSettings()
-
-    @property
-    def wavelength_m(self) -> float:
-        return 299_792_458.0 / self.frequency_hz
-
-    @functools.cached_property
-    def frame(self) -> LocalFrame:
-        """The local east/north frame, centred on the receivers' centroid (built once per scenario)."""
-        return LocalFrame.centred_on([r.lat for r in self.receivers], [r.lon for r in self.receivers])
-
-    def receiver_positions_m(self) -> np.ndarray:
-        """float64 [n_rx, 2] receiver east/north in the local frame."""
-        return self.frame.to_local([r.lat for r in self.receivers], [r.lon for r in self.receivers])
-
-    def area_bounds_m(self) -> tuple[float, float, float, float]:
-        """(east_min, north_min, east_max, north_max) of the transmitter area in the local frame."""
-        if self.area.bbox is not None:
-            la0, lo0, la1, lo1 = self.area.bbox
-            lat = np.array([la0, la0, la1, la1, la0, la1, (la0 + la1) / 2, (la0 + la1) / 2])
-            lon = np.array([lo0, lo1, lo0, lo1, (lo0 + lo1) / 2, (lo0 + lo1) / 2, lo0, lo1])
-            en = self.frame.to_local(lat, lon)
-            m = 0.0
-        else:
-            en = self.receiver_positions_m()
-            m = self.area.margin_m
-        return (
-            float(en[:, 0].min() - m),
-            float(en[:, 1].min() - m),
-            float(en[:, 0].max() + m),
-            float(en[:, 1].max() + m),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (round-trips through `scenario_from_dict`)."""
-        d = dataclasses.asdict(self)
-        d["signals"]["mix"] = dict(self.signals.mix)
-        return json.loads(json.dumps(d))  # tuples → lists
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @property
-    def sha256(self) -> str:
-        """Content hash of the scenario (stored with datasets and models)."""
-        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()
-
-    def with_shadowing_mode(self, mode: str) -> "Scenario":
-        """The same scenario with another shadowing mode (e.g. the i.i.d. control)."""
-        sh = dataclasses.replace(self.environment.shadowing, mode=mode)
-        env = dataclasses.replace(self.environment, shadowing=sh)
-        return dataclasses.replace(self, environment=env, name=f"{self.name}-{mode}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing and validation
-
 
 def _number(v: Any, where: str, unit: str, lo: float | None = None, hi: float | None = None, hint: str = "") -> float:
     if isinstance(v, str):  # YAML 1.1 reads 145.0e6 (no sign in the exponent) as a string
@@ -313,8 +128,8 @@ def _receiver(d: Any, where: str) -> Receiver:
             "lat": (lambda v, w: _number(v, w, "degrees", -90, 90), _REQUIRED),
             "lon": (lambda v, w: _number(v, w, "degrees", -180, 180), _REQUIRED),
             "antenna_height_m": (lambda v, w: _number(v, w, "m", 0.5, 3000), _REQUIRED),
-            "noise_figure_db": (lambda v, w: _number(v, w, "dB", 0, 30), 6.0),
-            "gain_offset_db": (lambda v, w: _number(v, w, "dB", -30, 30), 0.0),
+            "noise_figure_db": (lambda v, w: _number(v, w, "dB", 0, 30), Receiver.noise_figure_db),
+            "gain_offset_db": (lambda v, w: _number(v, w, "dB", -30, 30), Receiver.gain_offset_db),
         },
     )
     f["name"] = f["name"] or f["id"]
@@ -351,8 +166,8 @@ def _area(v: Any, where: str) -> Area:
         v,
         where,
         {
-            "margin_m": (lambda x, w: _number(x, w, "m", 0, 1_000_000), 20_000.0),
-            "bbox": (_bbox, None),
+            "margin_m": (lambda x, w: _number(x, w, "m", 0, 1_000_000), Area.margin_m),
+            "bbox": (_bbox, Area.bbox),
         },
     )
     return Area(**f)
@@ -407,9 +222,9 @@ def _shadowing(v: Any, where: str) -> Shadowing:
         v,
         where,
         {
-            "mode": (lambda x, w: _choice(x, w, SHADOWING_MODES), "fixed"),
+            "mode": (lambda x, w: _choice(x, w, SHADOWING_MODES), Shadowing.mode),
             "components": (components, Shadowing.components),
-            "seed": (lambda x, w: _integer(x, w, 0, 2**63 - 1), 1),
+            "seed": (lambda x, w: _integer(x, w, 0, 2**63 - 1), Shadowing.seed),
         },
     )
     return Shadowing(**f)
@@ -432,29 +247,29 @@ def _environment(v: Any, where: str) -> Environment:
                         x,
                         w,
                         {
-                            "model": (lambda y, ww: _choice(y, ww, PATH_LOSS_MODELS), "two_ray_diffraction"),
-                            "earth_radius_factor": (lambda y, ww: _number(y, ww, "(factor)", 0.5, 10), 4 / 3),
-                            "hata_environment": (lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS), "suburban"),
+                            "model": (lambda y, ww: _choice(y, ww, PATH_LOSS_MODELS), PathLoss.model),
+                            "earth_radius_factor": (lambda y, ww: _number(y, ww, "(factor)", 0.5, 10), PathLoss.earth_radius_factor),
+                            "hata_environment": (lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS), PathLoss.hata_environment),
                         },
                     )
                 ),
-                PathLoss(),
+                Environment.path_loss,
             ),
-            "shadowing": (_shadowing, Shadowing()),
+            "shadowing": (_shadowing, Environment.shadowing),
             "fading": (
                 lambda x, w: Fading(
                     **_section(
                         x,
                         w,
                         {
-                            "rician_k_db_fixed": (lambda y, ww: _number(y, ww, "dB", -40, 40), 10.0),
-                            "rician_k_db_mobile": (lambda y, ww: _number(y, ww, "dB", -40, 40), 0.0),
-                            "fixed_doppler_hz": (lambda y, ww: _number(y, ww, "Hz", 0, 100), 0.5),
-                            "n_paths": (lambda y, ww: _integer(y, ww, 1, 64), 8),
+                            "rician_k_db_fixed": (lambda y, ww: _number(y, ww, "dB", -40, 40), Fading.rician_k_db_fixed),
+                            "rician_k_db_mobile": (lambda y, ww: _number(y, ww, "dB", -40, 40), Fading.rician_k_db_mobile),
+                            "fixed_doppler_hz": (lambda y, ww: _number(y, ww, "Hz", 0, 100), Fading.fixed_doppler_hz),
+                            "n_paths": (lambda y, ww: _integer(y, ww, 1, 64), Fading.n_paths),
                         },
                     )
                 ),
-                Fading(),
+                Environment.fading,
             ),
         },
     )
@@ -480,7 +295,7 @@ def _signals(v: Any, where: str) -> Signals:
         where,
         {
             "mix": (mix, Signals.mix),
-            "carrier_offset_hz": (lambda x, w: _number(x, w, "Hz", 0, 1e6), 1_500.0),
+            "carrier_offset_hz": (lambda x, w: _number(x, w, "Hz", 0, 1e6), Signals.carrier_offset_hz),
         },
     )
     return Signals(**f)
@@ -491,12 +306,13 @@ def _receiver_chain(v: Any, where: str) -> ReceiverChain:
         v,
         where,
         {
-            "sample_rate_hz": (lambda x, w: _number(x, w, "Hz", 1_000, 100e6, " (give the rate in Hz)"), 48_000.0),
-            "window_samples": (lambda x, w: _integer(x, w, 64, 1 << 22), 2048),
-            "channel_bandwidth_hz": (lambda x, w: _number(x, w, "Hz", 100, 100e6), 16_000.0),
-            "full_scale_dbm": (lambda x, w: _number(x, w, "dBm", -150, 30), -50.0),
-            "detection_snr_db": (lambda x, w: _number(x, w, "dB", -20, 60), 6.0),
-            "min_receivers": (lambda x, w: _integer(x, w, 1, 1000), 3),
+            "sample_rate_hz": (lambda x, w: _number(x, w, "Hz", 1_000, 100e6, " (give the rate in Hz)"),
+                               ReceiverChain.sample_rate_hz),
+            "window_samples": (lambda x, w: _integer(x, w, 64, 1 << 22), ReceiverChain.window_samples),
+            "channel_bandwidth_hz": (lambda x, w: _number(x, w, "Hz", 100, 100e6), ReceiverChain.channel_bandwidth_hz),
+            "full_scale_dbm": (lambda x, w: _number(x, w, "dBm", -150, 30), ReceiverChain.full_scale_dbm),
+            "detection_snr_db": (lambda x, w: _number(x, w, "dB", -20, 60), ReceiverChain.detection_snr_db),
+            "min_receivers": (lambda x, w: _integer(x, w, 1, 1000), ReceiverChain.min_receivers),
         },
     )
     return ReceiverChain(**f)
@@ -507,9 +323,9 @@ def _features(v: Any, where: str) -> FeatureSettings:
         v,
         where,
         {
-            "segment_samples": (lambda x, w: _integer(x, w, 16, 1 << 16), 256),
-            "psd_bins": (lambda x, w: _integer(x, w, 1, 4096), 32),
-            "noise_band_hz": (lambda x, w: _range(x, w, "Hz", 0, 50e6), (10_000.0, 22_000.0)),
+            "segment_samples": (lambda x, w: _integer(x, w, 16, 1 << 16), FeatureSettings.segment_samples),
+            "psd_bins": (lambda x, w: _integer(x, w, 1, 4096), FeatureSettings.psd_bins),
+            "noise_band_hz": (lambda x, w: _range(x, w, "Hz", 0, 50e6), FeatureSettings.noise_band_hz),
         },
     )
     return FeatureSettings(**f)
@@ -522,18 +338,18 @@ def scenario_from_dict(d: Any) -> Scenario:
         "",
         {
             "name": (_string, _REQUIRED),
-            "description": (lambda x, w: _text(x, w, MAX_DESCRIPTION_CHARS), ""),
+            "description": (lambda x, w: _text(x, w, MAX_DESCRIPTION_CHARS), Scenario.description),
             "frequency_hz": (
                 lambda x, w: _number(x, w, "Hz", 30e6, 3e9, " (VHF/UHF; give the frequency in Hz, e.g. 145.0e6)"),
                 _REQUIRED,
             ),
             "receivers": (_receivers, _REQUIRED),
-            "area": (_area, Area()),
-            "transmitter": (_transmitter, Transmitter()),
-            "environment": (_environment, Environment()),
-            "signals": (_signals, Signals()),
-            "receiver_chain": (_receiver_chain, ReceiverChain()),
-            "features": (_features, FeatureSettings()),
+            "area": (_area, Scenario.area),
+            "transmitter": (_transmitter, Scenario.transmitter),
+            "environment": (_environment, Scenario.environment),
+            "signals": (_signals, Scenario.signals),
+            "receiver_chain": (_receiver_chain, Scenario.receiver_chain),
+            "features": (_features, Scenario.features),
         },
     )
     sc = Scenario(**f)
@@ -576,15 +392,6 @@ def _check_consistency(sc: Scenario) -> None:
             raise ScenarioError("area: empty area (the receivers are collinear and area.margin_m is 0)")
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def builtin_names() -> list[str]:
-    """Names of the scenarios shipped with Heimdall."""
-    folder = resources.files("heimdall") / "configs" / "scenarios"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-
 
 def scenario_from_text(text: Any, origin: str) -> Scenario:
     """A scenario from YAML text of any origin (a file, a store attribute, a model's metadata), parsed as untrusted
@@ -595,21 +402,3 @@ def scenario_from_text(text: Any, origin: str) -> Scenario:
     except ScenarioError as exc:
         raise ScenarioError(f"{origin}: {exc}") from None
 
-
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A built-in scenario by name (e.g. ``nw-italy``) or a YAML file by path."""
-    name = str(name_or_path)
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ScenarioError(f"{p}: scenario file not found")
-        return scenario_from_text(read_bounded_text(p, ScenarioError, MAX_SCENARIO_CHARS), str(p))
-    if name in builtin_names():
-        res = resources.files("heimdall") / "configs" / "scenarios" / f"{name}.yaml"
-        return scenario_from_text(res.read_text(encoding="utf-8"), f"built-in scenario {name!r}")
-    raise ScenarioError(
-        f"scenario {name!r}: neither a file nor a built-in scenario (built-ins: {', '.join(builtin_names())})"
-    )
-
-
-DEFAULT_SCENARIO = "nw-italy"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heimdall.interchange.sigmf_files import safe_name, write_collection, write_recording
-from heimdall.scenario import Scenario
+from heimdall.datasets.sigmf_files import safe_name, write_collection, write_recording
+from heimdall.scenario.domain import Scenario
 
 SIMULATION_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -13,21 +13,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from heimdall.errors import RecordingError
+from heimdall.errors import ConformError, RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
-from heimdall.interchange.sigmf_files import Recording
+from heimdall.datasets.sigmf_files import Recording
 
 MAX_RATE_DENOMINATOR = 10_000
 RATE_TOLERANCE = 1e-6  # relative error allowed between the exact and the rational resampling ratio
-
-
-class ConformError(ValueError):
-    """The recording cannot give a feature window. field: the SigMF field at fault; the caller adds the file."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def required_half_band_hz(p: FeatureParams) -> float:

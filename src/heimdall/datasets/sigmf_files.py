@@ -30,7 +30,7 @@ import numpy as np
 
 from heimdall.atomic import atomic_write_bytes, atomic_write_text
 from heimdall.errors import RecordingError
-from heimdall.scenario import MAX_NAME_CHARS, MAX_RECEIVERS
+from heimdall.scenario.domain import MAX_NAME_CHARS, MAX_RECEIVERS
 
 SIGMF_VERSION = "1.2.0"
 HEIMDALL_EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
@@ -56,6 +56,31 @@ DATATYPES: dict[str, tuple[np.dtype, float, float]] = {
 }
 
 
+def sample_bytes(datatype: str) -> int:
+    """Bytes of one complex sample of `datatype` (I and Q)."""
+    return 2 * DATATYPES[datatype][0].itemsize
+
+
+def decode_samples(raw: bytes, datatype: str) -> np.ndarray:
+    """Bytes of `datatype` samples → complex64 [n] in full-scale units: the one IQ decoder of files and requests.
+
+    Raises ValueError for bytes that are not whole samples and for NaN/Inf values.
+    """
+    kind, offset, scale = DATATYPES[datatype]
+    if len(raw) % sample_bytes(datatype):
+        raise ValueError(f"{len(raw)} bytes is not a whole number of {datatype} samples ({sample_bytes(datatype)} "
+                         "bytes each)")
+    values = np.frombuffer(raw, dtype=kind)
+    if kind.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ValueError(f"{int(bad.sum())} non-finite values (NaN or Inf), the first at sample "
+                             f"{int(np.flatnonzero(bad)[0]) // 2}")
+        return values.astype(np.float32).view(np.complex64)
+    pairs = (values.astype(np.float32) - np.float32(offset)) * np.float32(scale)
+    return pairs.view(np.complex64)
+
+
 @dataclass(frozen=True)
 class Recording:
     """One receiver's recording (metadata read and checked; samples read on demand)."""
@@ -78,11 +103,10 @@ class Recording:
     def samples(self, count: int | None = None) -> np.ndarray:
         """The first `count` (default all) samples as complex64 [n] in full-scale units; NaN/Inf and a data file
         that does not match its core:sha512 are refused."""
-        kind, offset, scale = DATATYPES[self.datatype]
         n = self.n_samples if count is None else min(count, self.n_samples)
         try:
             with open(self.data_path, "rb") as f:
-                head = f.read(2 * n * kind.itemsize)
+                head = f.read(n * sample_bytes(self.datatype))
                 digest = hashlib.sha512(head) if self.data_sha512 is not None else None
                 for block in iter(lambda: f.read(1 << 20), b"") if digest else ():  # the whole file, one pass
                     digest.update(block)
@@ -92,18 +116,13 @@ class Recording:
             raise RecordingError(self.meta_path, "global.core:sha512", f"sha512 of {self.data_path.name} does not "
                                                                        "match: the data changed after its metadata "
                                                                        "was written")
-        raw = np.frombuffer(head, dtype=kind)
-        if len(raw) < 2 * n:
-            raise RecordingError(self.data_path, "data", f"file ended after {len(raw) // 2} of {n} samples")
-        if kind.kind == "f":
-            bad = ~np.isfinite(raw)
-            if bad.any():
-                first = int(np.flatnonzero(bad)[0]) // 2
-                raise RecordingError(self.data_path, "data",
-                                     f"{int(bad.sum())} non-finite values (NaN/Inf), first at sample {first}")
-            return raw.view(np.complex64).copy()
-        pairs = (raw.astype(np.float32) - np.float32(offset)) * np.float32(scale)
-        return pairs.view(np.complex64)
+        if len(head) < n * sample_bytes(self.datatype):
+            raise RecordingError(self.data_path, "data", f"file ended after {len(head) // sample_bytes(self.datatype)} "
+                                                         f"of {n} samples")
+        try:
+            return decode_samples(head, self.datatype)
+        except ValueError as exc:
+            raise RecordingError(self.data_path, "data", str(exc)) from None
 
 
 @dataclass(frozen=True)

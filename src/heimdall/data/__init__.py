@@ -1,1 +1,0 @@
-"""Training stores: writing and reading the per-split HDF5 files."""

@@ -1,1 +1,0 @@
-"""The localization network and its loss (PyTorch)."""
