@@ -9,8 +9,8 @@ transmitter at the scenario's typical antenna height, or a plain log-distance la
 when the recordings say the scenario's model does not fit the network. a_r (offset: calibration, antenna,
 site) and c_r (slope correction) are fitted per receiver with every transmission's power unknown
 (alternating least squares with weak priors):
-  * from labelled transmissions (their positions known), then f_r, a residual field kriged from the labels
-    (heimdall.radiomap.field);
+  * from labelled transmissions (their positions known), for both shapes, keeping the one that leaves the
+    smaller residual; then f_r, a residual field kriged from the labels (heimdall.radiomap.field);
   * without labels, from unlabelled recordings by Monte Carlo EM (`self_calibrate`): positions drawn from
     each transmission's posterior under the current map, the map refitted to them, a few rounds, the shape
     and round with the highest mean evidence kept; the map's spread is then set so that each receiver's
@@ -272,16 +272,22 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
     use = labelled.usable()
     t = 10 ** (labelled.snr_db / 10)
     meas_var = (10 / np.log(10) * base.noise.sd(t) / np.maximum(t, 1e-3)) ** 2
-    loss, d = shape_loss_db(scenario, labelled.position_m)
-    reg = _slope_regressor(d)
     lo, hi = scenario.transmitter.power_dbm
-    a, c, power, _ = _fit_offsets(y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2,
-                                  prior_power_dbm=(lo + hi) / 2)
-    mu_param = -loss + a + c * reg
+    fits = {}
+    for shape in SHAPES:  # the shape whose offset/slope fit leaves the smaller residual
+        loss, d = shape_loss_db(scenario, labelled.position_m, shape)
+        reg = _slope_regressor(d)
+        a, c, power, _ = _fit_offsets(y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2,
+                                      prior_power_dbm=(lo + hi) / 2)
+        mu_param = -loss + a + c * reg
+        rms = float(np.sqrt(np.mean((y - mu_param - power[:, None])[use] ** 2)))
+        fits[shape] = (rms, a, c, power, mu_param)
+    shape = min(fits, key=lambda k: fits[k][0])
+    _, a, c, power, mu_param = fits[shape]
     resid = np.where(use, y - mu_param, 0.0)
     n_use = use.sum(1)
     shrink = fade_var / 10.0**2
-    mean = _parametric(base, scenario, "scenario", a, c)
+    mean = _parametric(base, scenario, shape, a, c)
     spread = base.spread_db.copy()
     fitted_field = np.zeros_like(y)
     fields = {}
@@ -317,7 +323,8 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
     start, prior = _learned_power_prior(scenario, y - mu_param - fitted_field, use)
     return replace(base, mean_dbm=mean, spread_db=spread, power_start_dbm=start, power_log_prior=prior,
                    n_labels=len(labelled),
-                   info={"kind": "fitted", "shape": "scenario", "path_loss": scenario.environment.path_loss.model,
+                   info={"kind": "fitted", "shape": shape, "path_loss": scenario.environment.path_loss.model,
+                         "shape_rms_db": {k: v[0] for k, v in fits.items()},
                          "offset_db": a.tolist(), "slope_correction": c.tolist(), "fields": fields})
 
 
