@@ -62,11 +62,15 @@ def main() -> None:
             t_torch = _time(run_torch)
             t_ort = _time(lambda: session.run(["mean_m", "cov_m2"], x))
             if batch == 1:
-                print(f"batch 1 latency: PyTorch {t_torch * 1e3:.3f} ms, ONNX Runtime {t_ort * 1e3:.3f} ms, "
-                      f"speed-up {t_torch / t_ort:.2f}× (target ≥ {TARGET_SPEEDUP_BATCH1}×)")
+                print(
+                    f"batch 1 latency: PyTorch {t_torch * 1e3:.3f} ms, ONNX Runtime {t_ort * 1e3:.3f} ms, "
+                    f"speed-up {t_torch / t_ort:.2f}× (target ≥ {TARGET_SPEEDUP_BATCH1}×)"
+                )
             else:
-                print(f"batch {batch} throughput: PyTorch {batch / t_torch:.0f}/s, ONNX Runtime {batch / t_ort:.0f}/s, "
-                      f"ratio {t_torch / t_ort:.2f}×")
+                print(
+                    f"batch {batch} throughput: PyTorch {batch / t_torch:.0f}/s, ONNX Runtime {batch / t_ort:.0f}/s, "
+                    f"ratio {t_torch / t_ort:.2f}×"
+                )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ def _free_port() -> int:
 
 def start(model_file: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "heimdall", "serve", "--model-file", str(model_file),
-                             "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heimdall", "serve", "--model-file", str(model_file), "--port", str(port), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -101,11 +104,22 @@ def bodies(kind: str, n: int, ids: list[str], n_features: int, seed: int = 0) ->
             out.append({"features": [{"id": i, "power_dbm": float(p)} for i, p in zip(ids, power)]})
         else:
             iq = (rng.standard_normal((len(ids), 2048)) + 1j * rng.standard_normal((len(ids), 2048))) * 0.01
-            out.append({"iq": [{"id": i, "datatype": "ci16_le", "sample_rate_hz": 48000.0,
-                                "center_frequency_hz": 145e6,
-                                "samples_base64": base64.b64encode(
-                                    np.stack([x.real, x.imag], -1).ravel().__mul__(32767).astype("<i2").tobytes()
-                                ).decode()} for i, x in zip(ids, iq)]})
+            out.append(
+                {
+                    "iq": [
+                        {
+                            "id": i,
+                            "datatype": "ci16_le",
+                            "sample_rate_hz": 48000.0,
+                            "center_frequency_hz": 145e6,
+                            "samples_base64": base64.b64encode(
+                                np.stack([x.real, x.imag], -1).ravel().__mul__(32767).astype("<i2").tobytes()
+                            ).decode(),
+                        }
+                        for i, x in zip(ids, iq)
+                    ]
+                }
+            )
     return [json.dumps(b).encode() for b in out]
 
 
@@ -122,11 +136,14 @@ class _Connection:
         return cls(*await asyncio.open_connection(host, int(port)))
 
     async def request(self, method: str, path: str, body: bytes = b"") -> int:
-        self.writer.write(b"%s %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (method.encode(), path.encode(), len(body), body))
+        self.writer.write(
+            b"%s %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (method.encode(), path.encode(), len(body), body)
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
-        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")))
+        length = int(
+            next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        )
         await self.reader.readexactly(length)
         return int(head[9:12])
 
@@ -193,16 +210,22 @@ def python_client_figures(model_file: Path, n_requests: int, seconds: float) -> 
                     ms = np.array(lat) * 1e3
                     p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
                     rates[(batching, kind, conc)], p50s[(kind, conc)] = rate, p50
-                    print(f"python  {kind:8s} concurrency {conc:2d} batching {batching:3s} n={len(ms):5d}  "
-                          f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {rate:7.0f} req/s  errors {err}")
+                    print(
+                        f"python  {kind:8s} concurrency {conc:2d} batching {batching:3s} n={len(ms):5d}  "
+                        f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {rate:7.0f} req/s  errors {err}"
+                    )
                     if batching == "on" and kind == "features" and conc == 32:
-                        print(f"python  features at 32: {rate:.0f} req/s {ratio(rate, TARGET_RATE_C32, True)}, "
-                              f"p99 {p99:.1f} ms {ratio(p99, TARGET_P99_C32_MS, False)}")
+                        print(
+                            f"python  features at 32: {rate:.0f} req/s {ratio(rate, TARGET_RATE_C32, True)}, "
+                            f"p99 {p99:.1f} ms {ratio(p99, TARGET_P99_C32_MS, False)}"
+                        )
         finally:
             stop(proc)
-    print(f"python  features p50 at 1: {p50s[('features', 1)]:.2f} ms "
-          f"{ratio(p50s[('features', 1)], TARGET_P50_C1_MS, False)}; raw IQ p50 at 1: {p50s[('iq', 1)]:.2f} ms "
-          f"{ratio(p50s[('iq', 1)], TARGET_IQ_P50_C1_MS, False)}")
+    print(
+        f"python  features p50 at 1: {p50s[('features', 1)]:.2f} ms "
+        f"{ratio(p50s[('features', 1)], TARGET_P50_C1_MS, False)}; raw IQ p50 at 1: {p50s[('iq', 1)]:.2f} ms "
+        f"{ratio(p50s[('iq', 1)], TARGET_IQ_P50_C1_MS, False)}"
+    )
     for kind in ("features", "iq"):
         gain = rates[("on", kind, 32)] / rates[("off", kind, 32)]
         print(f"python  micro-batching gain at concurrency 32 ({kind}): {gain:.2f}×")
@@ -213,10 +236,27 @@ _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 def wrk(url: str, script: str, args: list[str], connections: int, seconds: float) -> dict:
     """Run wrk (one thread) and parse its --latency report: p50/p75/p90/p99 in ms, rate, requests, non-2xx."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
-                          str(WRK_DIR / script), url, "--", *args], capture_output=True, text=True, check=True).stdout
-    figures = {f"p{p}": float(v) * _UNITS_MS[u] for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\b",
-                                                                           out, re.M)}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(WRK_DIR / script),
+            url,
+            "--",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures = {
+        f"p{p}": float(v) * _UNITS_MS[u]
+        for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\b", out, re.M)
+    }
     figures["rate"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     figures["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -233,11 +273,15 @@ def wrk_figures(model_file: Path, seconds: float) -> None:
             args = [kind, ",".join(ids), str(nf)]
             wrk(url, "localize.lua", args, 32, 5)  # warm-up, not measured
             f = wrk(url, "localize.lua", args, 32, seconds)
-            print(f"wrk     {kind:8s} connections 32  n={f['requests']:6d}  p50 {f['p50']:6.2f} ms  "
-                  f"p90 {f['p90']:6.2f} ms  p99 {f['p99']:6.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}")
+            print(
+                f"wrk     {kind:8s} connections 32  n={f['requests']:6d}  p50 {f['p50']:6.2f} ms  "
+                f"p90 {f['p90']:6.2f} ms  p99 {f['p99']:6.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}"
+            )
             if kind == "features":
-                print(f"wrk     features at 32: {f['rate']:.0f} req/s {ratio(f['rate'], TARGET_WRK_RATE, True)}, "
-                      f"p99 {f['p99']:.1f} ms {ratio(f['p99'], TARGET_WRK_P99_MS, False)}")
+                print(
+                    f"wrk     features at 32: {f['rate']:.0f} req/s {ratio(f['rate'], TARGET_WRK_RATE, True)}, "
+                    f"p99 {f['p99']:.1f} ms {ratio(f['p99'], TARGET_WRK_P99_MS, False)}"
+                )
     finally:
         stop(proc)
 
@@ -250,8 +294,11 @@ def _batch_template(ids: list[str], n_features: int, n_tx: int) -> bytes:
     for _ in range(n_tx):
         feats = rng.normal(-120, 10, (len(ids), n_features)).round(3)
         feats[0, 0] = slot
-        tx.append(json.dumps({"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats)]})
-                  .replace(str(slot), "%f", 1))
+        tx.append(
+            json.dumps({"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats)]}).replace(
+                str(slot), "%f", 1
+            )
+        )
     return ('{"transmissions": [' + ", ".join(tx) + "]}").encode()
 
 
@@ -290,15 +337,32 @@ async def _python_saturation(url: str, template: bytes, seconds: float) -> tuple
 
 def healthz_under_saturation(model_file: Path, seconds: float, use_wrk: bool) -> None:
     client = "wrk" if use_wrk else "python"
-    print(f"== client: {client} ({SATURATING_CONNECTIONS} connections sending batches of {BATCH_TRANSMISSIONS} "
-          f"distinct transmissions, and a /healthz probe every 20 ms)")
+    print(
+        f"== client: {client} ({SATURATING_CONNECTIONS} connections sending batches of {BATCH_TRANSMISSIONS} "
+        f"distinct transmissions, and a /healthz probe every 20 ms)"
+    )
     proc, url = start(model_file)
     try:
         ids, nf = model_shape(url)
         if use_wrk:
-            loader = subprocess.Popen(["wrk", "-t1", f"-c{SATURATING_CONNECTIONS}", f"-d{seconds + 2:g}s", "--latency",
-                                       "-s", str(WRK_DIR / "batch.lua"), url, "--", ",".join(ids), str(nf),
-                                       str(BATCH_TRANSMISSIONS)], stdout=subprocess.PIPE, text=True)
+            loader = subprocess.Popen(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{SATURATING_CONNECTIONS}",
+                    f"-d{seconds + 2:g}s",
+                    "--latency",
+                    "-s",
+                    str(WRK_DIR / "batch.lua"),
+                    url,
+                    "--",
+                    ",".join(ids),
+                    str(nf),
+                    str(BATCH_TRANSMISSIONS),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(2.0)  # the load first
             f = wrk(url, "probe.lua", [], 1, seconds)
             load_out = loader.communicate()[0]
@@ -311,8 +375,10 @@ def healthz_under_saturation(model_file: Path, seconds: float, use_wrk: bool) ->
             batches = ok + refused
             p50, p99, n = np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3, len(lat)
         print(f"{client:7s} batches sent {batches}, answered {batches - refused}, refused {refused} (429: admission)")
-        print(f"{client:7s} /healthz under saturation n={n}: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-              f"{ratio(p99, TARGET_HEALTHZ_P99_MS, False)}")
+        print(
+            f"{client:7s} /healthz under saturation n={n}: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+            f"{ratio(p99, TARGET_HEALTHZ_P99_MS, False)}"
+        )
     finally:
         stop(proc)
 
@@ -324,8 +390,10 @@ def _memory_mib(pid: int) -> tuple[float, float]:
 
 
 def rss_under_oversized_chunked_body(model_file: Path) -> None:
-    print(f"== client: python raw socket (a chunked body of {4 * BODY_LIMIT_MB} MiB against the {BODY_LIMIT_MB} MiB "
-          "limit, on a fresh server)")
+    print(
+        f"== client: python raw socket (a chunked body of {4 * BODY_LIMIT_MB} MiB against the {BODY_LIMIT_MB} MiB "
+        "limit, on a fresh server)"
+    )
     proc, url = start(model_file, "--max-body-mb", str(BODY_LIMIT_MB))
     try:
         ids, nf = model_shape(url)
@@ -335,8 +403,10 @@ def rss_under_oversized_chunked_body(model_file: Path) -> None:
         chunk = b"[" + b"1," * (512 * 1024)  # 1 MiB of JSON that would parse into a long list
         sent, answer = 0, b""
         with socket.create_connection((host, int(port)), timeout=60) as s:
-            s.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n")
+            s.sendall(
+                b"POST /v1/localize HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             try:
                 while sent < 4 * BODY_LIMIT_MB * 2**20 and not answer:
                     s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -355,8 +425,10 @@ def rss_under_oversized_chunked_body(model_file: Path) -> None:
         _, peak = _memory_mib(proc.pid)
         status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
         target = RSS_TARGET_FACTOR * idle + BODY_LIMIT_MB
-        print(f"python  answer '{status}' after {sent / 2**20:.0f} MiB sent; RSS idle {idle:.0f} MiB, "
-              f"peak {peak:.0f} MiB (target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: ratio {target / peak:.2f})")
+        print(
+            f"python  answer '{status}' after {sent / 2**20:.0f} MiB sent; RSS idle {idle:.0f} MiB, "
+            f"peak {peak:.0f} MiB (target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: ratio {target / peak:.2f})"
+        )
     finally:
         stop(proc)
 
@@ -375,16 +447,19 @@ def main() -> None:
             from heimdall.scenario.builtin import load_scenario
             from heimdall.train.task import untrained_checkpoint
 
-            model_file = export_checkpoint(untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"),
-                                           Path(tmp) / "model.onnx").path
+            model_file = export_checkpoint(
+                untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"), Path(tmp) / "model.onnx"
+            ).path
         if not args.skip_python_client:
             python_client_figures(model_file, args.requests, args.seconds)
         use_wrk = shutil.which("wrk") is not None
         if use_wrk:
             wrk_figures(model_file, args.seconds)
         else:
-            print("== wrk is not installed (apt-get install wrk): no open-loop tail figures; the Python client plays "
-                  "the saturation part")
+            print(
+                "== wrk is not installed (apt-get install wrk): no open-loop tail figures; the Python client plays "
+                "the saturation part"
+            )
         healthz_under_saturation(model_file, args.seconds, use_wrk)
         rss_under_oversized_chunked_body(model_file)
 

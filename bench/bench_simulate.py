@@ -45,18 +45,24 @@ def main() -> None:
         while time.perf_counter() - t0 < args.seconds:
             n += len(simulate_block(world, rng, 512)["features"])
         single = n / (time.perf_counter() - t0)
-    print(f"scenario {scenario.name}: {world.n_rx} receivers, window {world.params.window_samples} samples "
-          f"at {world.params.sample_rate_hz / 1e3:g} kHz")
+    print(
+        f"scenario {scenario.name}: {world.n_rx} receivers, window {world.params.window_samples} samples "
+        f"at {world.params.sample_rate_hz / 1e3:g} kHz"
+    )
     print(f"IQ synthesis + features, 1 process: {single:8.0f} transmissions/s")
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = generate_dataset(scenario, tmp, DatasetSpec(n_transmissions=args.n, seed=0), workers=args.workers)
     rate = summary.n_samples / summary.seconds
-    print(f"simulate (workers={args.workers}, HDF5 written): {summary.n_samples} in {summary.seconds:.1f} s = "
-          f"{rate:.0f} transmissions/s  (target {TARGET_TX_PER_S:.0f}/s: ratio {rate / TARGET_TX_PER_S:.2f})")
+    print(
+        f"simulate (workers={args.workers}, HDF5 written): {summary.n_samples} in {summary.seconds:.1f} s = "
+        f"{rate:.0f} transmissions/s  (target {TARGET_TX_PER_S:.0f}/s: ratio {rate / TARGET_TX_PER_S:.2f})"
+    )
     t100k = 100_000 / rate
-    print(f"100,000-transmission dataset: {t100k:.0f} s {'measured' if args.n == 100_000 else 'extrapolated'} "
-          f"(target {TARGET_100K_S:.0f} s: ratio {TARGET_100K_S / t100k:.2f})")
+    print(
+        f"100,000-transmission dataset: {t100k:.0f} s {'measured' if args.n == 100_000 else 'extrapolated'} "
+        f"(target {TARGET_100K_S:.0f} s: ratio {TARGET_100K_S / t100k:.2f})"
+    )
     main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak memory: main {main_mb:.0f} MiB, largest worker {child_mb:.0f} MiB")

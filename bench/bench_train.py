@@ -27,12 +27,18 @@ TARGET_WAIT_FRACTION = 0.10
 
 
 def measure(data_dir: Path, steps: int, num_workers: int, cfg: TrainConfig) -> None:
-    dm = StoreDataModule(data_dir, cfg.batch_size, num_workers, cfg.validation_split, cfg.seed,
-                         cfg.loader_memory_mb * 1024**2)
+    dm = StoreDataModule(
+        data_dir, cfg.batch_size, num_workers, cfg.validation_split, cfg.seed, cfg.loader_memory_mb * 1024**2
+    )
     dm.setup()
     mean, std, scale = dm.normalisation()
-    net = {"n_features": dm.train.infos[0].n_features, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-           "n_layers": cfg.n_layers, "n_components": cfg.n_components}
+    net = {
+        "n_features": dm.train.infos[0].n_features,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "n_layers": cfg.n_layers,
+        "n_components": cfg.n_components,
+    }
     task = LocalizationTask(net, cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout)
     task.net.set_normalisation(mean, std, scale)
     opt = task.configure_optimizers()["optimizer"]
@@ -59,12 +65,16 @@ def measure(data_dir: Path, steps: int, num_workers: int, cfg: TrainConfig) -> N
             done += 1
     total = wait + compute
     samples = (steps - 10) * cfg.batch_size
-    print(f"batch {cfg.batch_size}, d_model {cfg.d_model}, layers {cfg.n_layers}, torch threads "
-          f"{torch.get_num_threads()}, num_workers {num_workers}, train files read from disk "
-          f"{len(dm.train.files_on_disk)} of {len(dm.train.infos)} (loader_memory_mb {cfg.loader_memory_mb:g})")
+    print(
+        f"batch {cfg.batch_size}, d_model {cfg.d_model}, layers {cfg.n_layers}, torch threads "
+        f"{torch.get_num_threads()}, num_workers {num_workers}, train files read from disk "
+        f"{len(dm.train.files_on_disk)} of {len(dm.train.infos)} (loader_memory_mb {cfg.loader_memory_mb:g})"
+    )
     print(f"training throughput: {samples / total:.0f} samples/s ({total / (steps - 10) * 1e3:.1f} ms/step)")
-    print(f"waiting for data: {wait / total:.1%} of step time (target < {TARGET_WAIT_FRACTION:.0%}: "
-          f"ratio {TARGET_WAIT_FRACTION / max(wait / total, 1e-9):.1f})")
+    print(
+        f"waiting for data: {wait / total:.1%} of step time (target < {TARGET_WAIT_FRACTION:.0%}: "
+        f"ratio {TARGET_WAIT_FRACTION / max(wait / total, 1e-9):.1f})"
+    )
 
 
 def main() -> None:

@@ -41,8 +41,29 @@ def tiny_run(tiny_store, tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("tinyrun")
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert main(["train", "--data_dir", str(tiny_store), "--checkpoint_dir", str(ws / "run"), "--tracking_uri", uri,
-                 "--epochs", "3", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data_dir",
+                str(tiny_store),
+                "--checkpoint_dir",
+                str(ws / "run"),
+                "--tracking_uri",
+                uri,
+                "--epochs",
+                "3",
+                "--d_model",
+                "32",
+                "--n_layers",
+                "1",
+                "--threads",
+                "2",
+                "--no_export",
+            ]
+        )
+        == 0
+    )
     return ws, uri
 
 
@@ -78,5 +99,9 @@ def store_rows(tiny_store):
 
     with h5py.File(tiny_store / "test.h5") as f:
         ids = list(f["receivers/id"].asstr()[...])
-        return {"ids": ids, "features": f["features"][:8], "iq": f["iq"][:8],
-                "rx": np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)}
+        return {
+            "ids": ids,
+            "features": f["features"][:8],
+            "iq": f["iq"][:8],
+            "rx": np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32),
+        }

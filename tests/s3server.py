@@ -46,18 +46,46 @@ class SeaweedS3:
 
     def start(self, timeout_s: float = 60.0) -> "SeaweedS3":
         config = self.dir / "s3.json"
-        config.write_text(json.dumps({"identities": [{"name": "heimdall", "credentials": [
-            {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List"]}]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "heimdall",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List"],
+                        }
+                    ]
+                }
+            )
+        )
         (self.dir / "data").mkdir(exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         self.proc = subprocess.Popen(
-            [weed, "-logdir", str(self.dir / "logs"), "server", f"-dir={self.dir / 'data'}",
-             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master.port={self.master}", f"-volume.port={self.volume}",
-             f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}", f"-s3.config={config}",
-             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-metricsPort=0",
-             "-volume.max=64", "-master.volumeSizeLimitMB=64"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                weed,
+                "-logdir",
+                str(self.dir / "logs"),
+                "server",
+                f"-dir={self.dir / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={self.master}",
+                f"-volume.port={self.volume}",
+                f"-filer.port={self.filer}",
+                "-s3",
+                f"-s3.port={self.s3}",
+                f"-s3.config={config}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+                "-metricsPort=0",
+                "-volume.max=64",
+                "-master.volumeSizeLimitMB=64",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + timeout_s
         client = self.client()
@@ -79,11 +107,21 @@ class SeaweedS3:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=secret, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                                          response_checksum_validation="when_required",
-                                          retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                retries={"max_attempts": 1},
+                connect_timeout=3,
+                read_timeout=5,
+            ),
+        )
 
     def kill(self) -> None:
         """Stop at once (as a crash would)."""

@@ -7,14 +7,20 @@ import numpy as np
 
 def features_body(rows, k, drop=()):
     """Transmission k by full feature vectors, receivers by id (those in `drop` left out)."""
-    return {"features": [{"id": rid, "features": rows["features"][k, i].tolist()}
-                         for i, rid in enumerate(rows["ids"]) if i not in drop]}
+    return {
+        "features": [
+            {"id": rid, "features": rows["features"][k, i].tolist()}
+            for i, rid in enumerate(rows["ids"])
+            if i not in drop
+        ]
+    }
 
 
 def power_body(rows, k):
     """Transmission k by measured in-band power only (valid for any model that knows the receiver ids)."""
-    return {"features": [{"id": rid, "power_dbm": float(rows["features"][k, i, -3])}
-                         for i, rid in enumerate(rows["ids"])]}
+    return {
+        "features": [{"id": rid, "power_dbm": float(rows["features"][k, i, -3])} for i, rid in enumerate(rows["ids"])]
+    }
 
 
 def iq_body(rows, k, shift_hz=0.0):
@@ -22,7 +28,15 @@ def iq_body(rows, k, shift_hz=0.0):
     recording's declared centre down by as much, so that the channel stays at 145 MHz)."""
     t = np.arange(rows["iq"].shape[-1]) / 48000.0
     rotation = np.exp(2j * np.pi * shift_hz * t)
-    return {"iq": [{"id": rid, "datatype": "cf32_le", "sample_rate_hz": 48000.0,
-                    "center_frequency_hz": 145e6 - shift_hz,
-                    "samples_base64": base64.b64encode((rows["iq"][k, i] * rotation).astype("<c8").tobytes()).decode()}
-                   for i, rid in enumerate(rows["ids"])]}
+    return {
+        "iq": [
+            {
+                "id": rid,
+                "datatype": "cf32_le",
+                "sample_rate_hz": 48000.0,
+                "center_frequency_hz": 145e6 - shift_hz,
+                "samples_base64": base64.b64encode((rows["iq"][k, i] * rotation).astype("<c8").tobytes()).decode(),
+            }
+            for i, rid in enumerate(rows["ids"])
+        ]
+    }

@@ -23,8 +23,14 @@ def running_service(model_file, *extra_args, env=None, cwd=None, ready_timeout_s
     port = free_port()
     model = [] if model_file is None else ["--model-file", str(model_file)]
     environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
-    proc = subprocess.Popen([sys.executable, "-m", "heimdall", "serve", *model, "--port", str(port), *extra_args],
-                            env=environment, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heimdall", "serve", *model, "--port", str(port), *extra_args],
+        env=environment,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + ready_timeout_s

@@ -40,8 +40,10 @@ def _refused(capsys, evil, marker):
 
 def test_export_refuses_a_malicious_checkpoint(malicious, tmp_path, capsys):
     evil, marker = malicious
-    assert main(["export", "--checkpoint", str(evil), "--out", str(tmp_path / "m.onnx"), "--no-store",
-                 "--no-register"]) == 2
+    assert (
+        main(["export", "--checkpoint", str(evil), "--out", str(tmp_path / "m.onnx"), "--no-store", "--no-register"])
+        == 2
+    )
     _refused(capsys, evil, marker)
     assert not (tmp_path / "m.onnx").exists()
 
@@ -54,8 +56,23 @@ def test_export_only_refuses_a_malicious_checkpoint(malicious, tmp_path, capsys)
 
 def test_evaluate_refuses_a_malicious_checkpoint(malicious, tiny_store, tmp_path, capsys):
     evil, marker = malicious
-    assert main(["evaluate", "--model", str(evil), "--data", str(tiny_store), "--out", str(tmp_path / "e"),
-                 "--max-samples", "20", "--no-mlflow"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(evil),
+                "--data",
+                str(tiny_store),
+                "--out",
+                str(tmp_path / "e"),
+                "--max-samples",
+                "20",
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )
     _refused(capsys, evil, marker)
 
 
@@ -71,8 +88,10 @@ def test_resume_refuses_a_malicious_last_checkpoint(malicious, tiny_run, tmp_pat
 
 def test_lightning_loads_go_through_the_same_check(malicious):
     evil, marker = malicious
-    for load in (lambda: LocalizationTask.load_from_checkpoint(evil, map_location="cpu"),
-                 lambda: AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)):
+    for load in (
+        lambda: LocalizationTask.load_from_checkpoint(evil, map_location="cpu"),
+        lambda: AtomicCheckpointIO().load_checkpoint(evil, weights_only=False),
+    ):
         with pytest.raises(CheckpointError, match="refused"):
             load()
     assert not marker.exists()

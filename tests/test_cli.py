@@ -21,12 +21,29 @@ def test_simulate_writes_a_store_and_prints_a_summary(tmp_path, capsys):
 
 
 def test_simulate_second_scenario_and_iid_control(tmp_path, capsys):
-    assert main(["simulate", "--scenario", "randstad-70cm", "-n", "100", "--out", str(tmp_path / "r"),
-                 "--quiet", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--scenario",
+                "randstad-70cm",
+                "-n",
+                "100",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     info = inspect_store(tmp_path / "r" / "test.h5")
     assert info.n_receivers == 10
-    assert main(["simulate", "--shadowing", "iid", "-n", "100", "--out", str(tmp_path / "i"), "--quiet",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["simulate", "--shadowing", "iid", "-n", "100", "--out", str(tmp_path / "i"), "--quiet", "--workers", "1"])
+        == 0
+    )
     assert "nw-italy-iid" in capsys.readouterr().out
 
 
@@ -76,12 +93,20 @@ def test_inspect_prints_metadata_literally(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    for key, value in {"format": "heimdall-onnx/1", "source_revision": "[/]", "heimdall_version": "[bold]red[/bold]",
-                       "receivers": "[link=http://x]not json", "[red]key": "v"}.items():
+    for key, value in {
+        "format": "heimdall-onnx/1",
+        "source_revision": "[/]",
+        "heimdall_version": "[bold]red[/bold]",
+        "receivers": "[link=http://x]not json",
+        "[red]key": "v",
+    }.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     path = tmp_path / "[b]model.onnx"

@@ -6,17 +6,23 @@ from heimdall.cli import main
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 
 
-@pytest.mark.parametrize("case,text,message", [
-    ("alias bomb", "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nrun_name: *b\n",
-     "aliases (*name) are not allowed"),
-    ("400-digit integer", "epochs: " + "9" * 400 + "\n", "an integer of 400 characters"),
-    ("infinite epochs", "epochs: .inf\n", "epochs = inf is not a valid int"),
-    ("infinite learning rate", "learning_rate: .inf\n", "learning_rate = inf is not a valid float"),
-    ("zero heads", "n_heads: 0\n", "n_heads must be in [1, 256]"),
-    ("mapping as a path", "data_dir: {a: 1}\n", "data_dir = {'a': 1} is not a valid"),
-    ("list of options", "- epochs\n", "expected a mapping of option: value"),
-    ("deep nesting", "epochs: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32 levels"),
-])
+@pytest.mark.parametrize(
+    "case,text,message",
+    [
+        (
+            "alias bomb",
+            "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nrun_name: *b\n",
+            "aliases (*name) are not allowed",
+        ),
+        ("400-digit integer", "epochs: " + "9" * 400 + "\n", "an integer of 400 characters"),
+        ("infinite epochs", "epochs: .inf\n", "epochs = inf is not a valid int"),
+        ("infinite learning rate", "learning_rate: .inf\n", "learning_rate = inf is not a valid float"),
+        ("zero heads", "n_heads: 0\n", "n_heads must be in [1, 256]"),
+        ("mapping as a path", "data_dir: {a: 1}\n", "data_dir = {'a': 1} is not a valid"),
+        ("list of options", "- epochs\n", "expected a mapping of option: value"),
+        ("deep nesting", "epochs: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32 levels"),
+    ],
+)
 def test_bad_config_files_are_clear_errors(tmp_path, capsys, case, text, message):
     path = tmp_path / "cfg.yaml"
     path.write_text(text)

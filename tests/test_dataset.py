@@ -127,8 +127,7 @@ def test_loader_batches_in_any_order_with_repeats_within_its_memory_budget(small
 
     out, _ = small
     files = [out / "train.h5", out / "val.h5"]
-    train_inputs = sum(StoreDataset(files[:1]).infos[0].dataset_bytes[k] for k in ("features", "mask",
-                                                                                    "tx_position_m"))
+    train_inputs = sum(StoreDataset(files[:1]).infos[0].dataset_bytes[k] for k in ("features", "mask", "tx_position_m"))
     # both files in memory; only the first (the budget is shared by the files, in order); none: row reads
     for budget, in_memory in ((2**40, [True, True]), (train_inputs, [True, False]), (0, [False, False])):
         ds = StoreDataset(files, memory_budget_bytes=budget)

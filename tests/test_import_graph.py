@@ -38,7 +38,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
@@ -64,15 +66,19 @@ def violations(root: Path) -> tuple[list[str], list[list[str]]]:
     """(imports of a later stage, import cycles) among the modules of the package folder `root`."""
     mods = modules(root)
     graph = {name: imports(name, path, set(mods)) for name, path in mods.items()}
-    upward = [f"{a} ({STAGES[stage(a)]}) imports {b} ({STAGES[stage(b)]})"
-              for a, targets in sorted(graph.items()) for b in sorted(targets) if stage(b) > stage(a)]
+    upward = [
+        f"{a} ({STAGES[stage(a)]}) imports {b} ({STAGES[stage(b)]})"
+        for a, targets in sorted(graph.items())
+        for b in sorted(targets)
+        if stage(b) > stage(a)
+    ]
     cycles, state = [], {}
 
     def visit(node: str, trail: list[str]) -> None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append([*trail[trail.index(nxt):], nxt])
+                cycles.append([*trail[trail.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*trail, nxt])
         state[node] = "done"
@@ -96,11 +102,15 @@ def test_the_check_sees_function_level_upward_imports_and_cycles(tmp_path):
         (pkg / folder / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "geo.py").write_text("import numpy\n")
-    (pkg / "sim" / "physics.py").write_text("from heimdall.geo import x\n\n\ndef f():\n    from heimdall.train import run\n")
+    (pkg / "sim" / "physics.py").write_text(
+        "from heimdall.geo import x\n\n\ndef f():\n    from heimdall.train import run\n"
+    )
     (pkg / "train" / "run.py").write_text("from heimdall.sim import physics\nfrom . import task\n")
     (pkg / "train" / "task.py").write_text("def g():\n    import heimdall.train.run\n")
     (pkg / "serve" / "app.py").write_text("from heimdall.train.run import main\n")
     upward, cycles = violations(pkg)
     assert upward == ["heimdall.sim.physics (sim) imports heimdall.train.run (train)"]
-    assert sorted(sorted(c[:-1]) for c in cycles) == [["heimdall.sim.physics", "heimdall.train.run"],
-                                                      ["heimdall.train.run", "heimdall.train.task"]]
+    assert sorted(sorted(c[:-1]) for c in cycles) == [
+        ["heimdall.sim.physics", "heimdall.train.run"],
+        ["heimdall.train.run", "heimdall.train.task"],
+    ]

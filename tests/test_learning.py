@@ -14,10 +14,36 @@ def test_default_scenario_model_beats_centroid_and_is_calibrated(nw_italy, tmp_p
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
     data = tmp_path / "data"
     generate_dataset(nw_italy, data, DatasetSpec(n_transmissions=30_000, seed=3, iq_per_split=0), workers=2)
-    assert main(["train", "--data_dir", str(data), "--checkpoint_dir", str(tmp_path / "run"), "--max_time_minutes",
-                 "5", "--tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0
-    assert main(["evaluate", "--model", str(tmp_path / "run" / "best.ckpt"), "--data", str(data), "--out",
-                 str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data_dir",
+                str(data),
+                "--checkpoint_dir",
+                str(tmp_path / "run"),
+                "--max_time_minutes",
+                "5",
+                "--tracking_uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "run" / "best.ckpt"),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())["estimators"]
     assert m["model"]["median_error_m"] < 0.5 * m["weighted_centroid"]["median_error_m"]
     assert m["model"]["median_error_m"] < 0.6 * m["classical_ml"]["median_error_m"]

@@ -32,18 +32,44 @@ def published(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("published")
     private, public = write_ed25519(out)
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    assert main(["export", "--checkpoint", str(ws / "run" / "best.ckpt"), "--out", str(out / "model.onnx"),
-                 "--store", str(out / "store"), "--tracking-uri", uri, "--signing-key", str(private)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ws / "run" / "best.ckpt"),
+                "--out",
+                str(out / "model.onnx"),
+                "--store",
+                str(out / "store"),
+                "--tracking-uri",
+                uri,
+                "--signing-key",
+                str(private),
+            ]
+        )
+        == 0
+    )
     aliases = registry_client(uri).get_registered_model(NAME).aliases
-    return {"dir": out, "file": out / "model.onnx", "store": out / "store", "uri": uri, "alias": next(iter(aliases)),
-            "private": private, "key": VerifyKey.from_file(public), "public": public,
-            "sha256": hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()}
+    return {
+        "dir": out,
+        "file": out / "model.onnx",
+        "store": out / "store",
+        "uri": uri,
+        "alias": next(iter(aliases)),
+        "private": private,
+        "key": VerifyKey.from_file(public),
+        "public": public,
+        "sha256": hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest(),
+    }
 
 
 def _sources(p, trust):
-    return {"file": ModelSource(file=str(p["file"]), trust=trust),
-            "store": ModelSource(store=str(p["store"]), trust=trust),
-            "registry": ModelSource(registry_uri=p["uri"], alias=p["alias"], trust=trust)}
+    return {
+        "file": ModelSource(file=str(p["file"]), trust=trust),
+        "store": ModelSource(store=str(p["store"]), trust=trust),
+        "registry": ModelSource(registry_uri=p["uri"], alias=p["alias"], trust=trust),
+    }
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -128,12 +154,19 @@ def _leaking(data: bytes, location: str) -> bytes:
         leak.external_data.add(key=key, value=value)
     out = [helper.make_tensor_value_info("leak", TensorProto.FLOAT, [2])]
     then = helper.make_graph([helper.make_node("Identity", ["w0"], ["leak"])], "then", [], out, initializer=[leak])
-    other = helper.make_graph([helper.make_node("Constant", [], ["leak"], value=helper.make_tensor(
-        "z", TensorProto.FLOAT, [2], [0.0, 0.0]))], "else", [], out)
-    proto.graph.node.extend([
-        helper.make_node("Constant", [], ["yes"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
-        helper.make_node("If", ["yes"], ["leak"], then_branch=then, else_branch=other),
-        helper.make_node("Add", ["mean_m_clean", "leak"], ["mean_m"])])
+    other = helper.make_graph(
+        [helper.make_node("Constant", [], ["leak"], value=helper.make_tensor("z", TensorProto.FLOAT, [2], [0.0, 0.0]))],
+        "else",
+        [],
+        out,
+    )
+    proto.graph.node.extend(
+        [
+            helper.make_node("Constant", [], ["yes"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
+            helper.make_node("If", ["yes"], ["leak"], then_branch=then, else_branch=other),
+            helper.make_node("Add", ["mean_m_clean", "leak"], ["mean_m"]),
+        ]
+    )
     return proto.SerializeToString()
 
 
@@ -143,8 +176,11 @@ def test_a_model_that_reads_a_host_file_is_refused(published, tiny_store, tmp_pa
     (tmp_path / "secret.txt").write_bytes(secret.tobytes())
     data = published["file"].read_bytes()
     tampered = _leaking(data, "secret.txt")
-    inputs = {"features": np.zeros((1, 3, 35), np.float32), "rx_position_m": np.zeros((1, 3, 2), np.float32),
-              "present": np.ones((1, 3), np.float32)}
+    inputs = {
+        "features": np.zeros((1, 3, 35), np.float32),
+        "rx_position_m": np.zeros((1, 3, 2), np.float32),
+        "present": np.ones((1, 3), np.float32),
+    }
     clean = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["mean_m"], inputs)[0]
     leaked = ort.InferenceSession(tampered, providers=["CPUExecutionProvider"]).run(["mean_m"], inputs)[0]
     np.testing.assert_allclose(leaked - clean, secret[None], rtol=1e-6)  # ONNX Runtime alone answers the secret
@@ -156,8 +192,9 @@ def test_a_model_that_reads_a_host_file_is_refused(published, tiny_store, tmp_pa
         onnx_predictions(tampered, load_test_set(tiny_store, 10))
     (tmp_path / "model.onnx").write_bytes(tampered)
     with pytest.raises(ModelLoadError, match="external data"):
-        ModelSource(file=str(tmp_path / "model.onnx"), trust=TrustPolicy(sha256=hashlib.sha256(tampered).hexdigest())
-                    ).load()
+        ModelSource(
+            file=str(tmp_path / "model.onnx"), trust=TrustPolicy(sha256=hashlib.sha256(tampered).hexdigest())
+        ).load()
 
 
 GARBLED = [
@@ -165,14 +202,26 @@ GARBLED = [
     ("receivers", None, "metadata 'receivers' is missing"),
     ("receivers", "{not json", "metadata 'receivers' is not valid JSON"),
     ("receivers", "[1, 2]", "metadata 'receivers': expected a JSON object, found list"),
-    ("receivers", json.dumps({"id": ["a", "b"], "lat": [1.0], "lon": [1.0, 2.0], "east_m": [0, 1], "north_m": [0, 1]}),
-     "expected equally long, non-empty lists"),
-    ("receivers", json.dumps({"id": ["a", "a"], "lat": [1, 1], "lon": [1, 2], "east_m": [0, 1], "north_m": [0, 1]}),
-     "'id' must hold distinct"),
-    ("receivers", json.dumps({"id": ["a", "b"], "lat": [1, 1], "lon": [1, 2], "east_m": [0, "x"], "north_m": [0, 1]}),
-     "'east_m' must hold finite numbers"),
-    ("receivers", '{"id": ["a"], "lat": [1], "lon": [1], "east_m": [NaN], "north_m": [0]}',
-     "'east_m' must hold finite"),
+    (
+        "receivers",
+        json.dumps({"id": ["a", "b"], "lat": [1.0], "lon": [1.0, 2.0], "east_m": [0, 1], "north_m": [0, 1]}),
+        "expected equally long, non-empty lists",
+    ),
+    (
+        "receivers",
+        json.dumps({"id": ["a", "a"], "lat": [1, 1], "lon": [1, 2], "east_m": [0, 1], "north_m": [0, 1]}),
+        "'id' must hold distinct",
+    ),
+    (
+        "receivers",
+        json.dumps({"id": ["a", "b"], "lat": [1, 1], "lon": [1, 2], "east_m": [0, "x"], "north_m": [0, 1]}),
+        "'east_m' must hold finite numbers",
+    ),
+    (
+        "receivers",
+        '{"id": ["a"], "lat": [1], "lon": [1], "east_m": [NaN], "north_m": [0]}',
+        "'east_m' must hold finite",
+    ),
     ("feature_params", None, "metadata 'feature_params' is missing"),
     ("feature_params", '{"psd_bins": 32}', "metadata 'feature_params': expected an object with exactly the keys"),
     ("feature_params", "[]", "metadata 'feature_params': expected an object"),
@@ -193,11 +242,12 @@ def test_garbled_metadata_is_a_load_error_naming_the_field(published, key, value
 def test_feature_params_out_of_range_and_wrong_graph(published):
     data = published["file"].read_bytes()
     params = json.loads(_metadata(data)["feature_params"])
-    for change, message in [({"psd_bins": 7}, "psd_bins: 7 does not divide segment_samples 256"),
-                            ({"psd_bins": 16}, "input 'features' takes 35 values per receiver, metadata "
-                                               "'feature_params' gives 19"),
-                            ({"sample_rate_hz": "fast"}, "sample_rate_hz: 'fast' is not a number"),
-                            ({"window_samples": 1 << 30}, "window_samples: 1073741824 is not an integer in")]:
+    for change, message in [
+        ({"psd_bins": 7}, "psd_bins: 7 does not divide segment_samples 256"),
+        ({"psd_bins": 16}, "input 'features' takes 35 values per receiver, metadata 'feature_params' gives 19"),
+        ({"sample_rate_hz": "fast"}, "sample_rate_hz: 'fast' is not a number"),
+        ({"window_samples": 1 << 30}, "window_samples: 1073741824 is not an integer in"),
+    ]:
         with pytest.raises(ModelLoadError, match=f"metadata 'feature_params': {message}|{message}"):
             from_bytes(_rewritten(data, feature_params=json.dumps(params | change)), "garbled", "1")
 
@@ -216,7 +266,9 @@ def test_reload_refuses_a_tampered_model_and_keeps_serving(published, tmp_path, 
         path.write_bytes(_rewritten(published["file"].read_bytes(), heimdall_version="evil"))
         r = client.post("/v1/admin/reload", headers={"authorization": "Bearer t"})
         detail = r.json()["detail"][0]
-        assert r.status_code == 503 and detail["field"] == "model" and "does not match the manifest" in detail["message"]
+        assert (
+            r.status_code == 503 and detail["field"] == "model" and "does not match the manifest" in detail["message"]
+        )
         assert "still serving" in detail["message"]
         assert client.get("/readyz").json()["status"] == "ready"
         assert client.get("/v1/model").json()["sha256"] == published["sha256"]
@@ -256,13 +308,31 @@ def s3():
     server.stop()
 
 
-def test_s3_options_and_signatures_from_the_command_line(published, tiny_run, tiny_store, s3, tmp_path,
-                                                          monkeypatch, capsys, caplog):
+def test_s3_options_and_signatures_from_the_command_line(
+    published, tiny_run, tiny_store, s3, tmp_path, monkeypatch, capsys, caplog
+):
     ws, _ = tiny_run
     store = ["--store", "s3://models/heimdall", "--s3-endpoint-url", s3.endpoint]
-    assert main(["export", "--checkpoint", str(ws / "run" / "best.ckpt"), "--out", str(tmp_path / "m.onnx"),
-                 *store, "--s3-access-key", ACCESS_KEY, "--s3-secret-key", SECRET_KEY, "--no-register",
-                 "--signing-key", str(published["private"])]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ws / "run" / "best.ckpt"),
+                "--out",
+                str(tmp_path / "m.onnx"),
+                *store,
+                "--s3-access-key",
+                ACCESS_KEY,
+                "--s3-secret-key",
+                SECRET_KEY,
+                "--no-register",
+                "--signing-key",
+                str(published["private"]),
+            ]
+        )
+        == 0
+    )
     assert "--s3-secret-key is visible to other users" in capsys.readouterr().err
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -280,13 +350,31 @@ def test_s3_options_and_signatures_from_the_command_line(published, tiny_run, ti
 def test_registry_on_s3_artifacts_leaves_no_download_behind(published, tiny_run, s3, tmp_path, monkeypatch):
     """Registered versions whose artifacts live on S3 are downloaded for every load; nothing may pile up."""
     ws, _ = tiny_run
-    for variable, value in (("MLFLOW_S3_ENDPOINT_URL", s3.endpoint), ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-                            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)):
+    for variable, value in (
+        ("MLFLOW_S3_ENDPOINT_URL", s3.endpoint),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ):
         monkeypatch.setenv(variable, value)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry_client(uri).create_experiment("heimdall-export", artifact_location="s3://mlflow/artifacts")
-    assert main(["export", "--checkpoint", str(ws / "run" / "best.ckpt"), "--out", str(tmp_path / "m.onnx"),
-                 "--no-store", "--tracking-uri", uri, "--signing-key", str(published["private"])]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ws / "run" / "best.ckpt"),
+                "--out",
+                str(tmp_path / "m.onnx"),
+                "--no-store",
+                "--tracking-uri",
+                uri,
+                "--signing-key",
+                str(published["private"]),
+            ]
+        )
+        == 0
+    )
     alias = next(iter(registry_client(uri).get_registered_model(NAME).aliases))
     temporary = tmp_path / "tmp"
     temporary.mkdir()

@@ -25,61 +25,86 @@ def external(name, location="../../some/secret", data_location=True, entries=Tru
 
 
 def model(nodes, inputs=(X,), initializer=(), sparse=(), functions=()):
-    graph = helper.make_graph(nodes, "g", list(inputs), [Y], initializer=list(initializer),
-                              sparse_initializer=list(sparse))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
-                             functions=list(functions))
+    graph = helper.make_graph(
+        nodes, "g", list(inputs), [Y], initializer=list(initializer), sparse_initializer=list(sparse)
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)], functions=list(functions)
+    )
 
 
 def if_model(location):
     """y = x + w, with w an initializer of the If's then-branch: a subgraph tensor."""
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])
-    then = helper.make_graph([helper.make_node("Identity", ["w0"], ["w"])], "then", [], [w],
-                             initializer=[external("w0", location)])
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["w0"], ["w"])], "then", [], [w], initializer=[external("w0", location)]
+    )
     other = helper.make_graph([helper.make_node("Identity", ["x"], ["w"])], "else", [], [w])
-    return model([helper.make_node("If", ["c"], ["w"], then_branch=then, else_branch=other),
-                  helper.make_node("Add", ["x", "w"], ["y"])], inputs=(X, cond))
+    return model(
+        [
+            helper.make_node("If", ["c"], ["w"], then_branch=then, else_branch=other),
+            helper.make_node("Add", ["x", "w"], ["y"]),
+        ],
+        inputs=(X, cond),
+    )
 
 
 def loop_model():
     body = helper.make_graph(
         [helper.make_node("Constant", [], ["w"], value=external("w")), helper.make_node("Identity", ["c"], ["c_out"])],
-        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                 helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])])
-    return model([helper.make_node("Loop", ["", "cond"], ["scan_w"], body=body),
-                  helper.make_node("Identity", ["x"], ["y"])],
-                 inputs=(X, helper.make_tensor_value_info("cond", TensorProto.BOOL, [])))
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4]),
+        ],
+    )
+    return model(
+        [helper.make_node("Loop", ["", "cond"], ["scan_w"], body=body), helper.make_node("Identity", ["x"], ["y"])],
+        inputs=(X, helper.make_tensor_value_info("cond", TensorProto.BOOL, [])),
+    )
 
 
 def function_model():
-    f = helper.make_function("local", "AddSecret", ["a"], ["b"],
-                             [helper.make_node("Constant", [], ["w"], value=external("w")),
-                              helper.make_node("Add", ["a", "w"], ["b"])], [helper.make_opsetid("", 18)])
+    f = helper.make_function(
+        "local",
+        "AddSecret",
+        ["a"],
+        ["b"],
+        [helper.make_node("Constant", [], ["w"], value=external("w")), helper.make_node("Add", ["a", "w"], ["b"])],
+        [helper.make_opsetid("", 18)],
+    )
     return model([helper.make_node("AddSecret", ["x"], ["y"], domain="local")], functions=[f])
 
 
 def sparse_model():
     indices = helper.make_tensor("si", TensorProto.INT64, [4], [0, 1, 2, 3])
-    return model([helper.make_node("Add", ["x", "s"], ["y"])],
-                 sparse=[helper.make_sparse_tensor(external("s"), indices, [4])])
+    return model(
+        [helper.make_node("Add", ["x", "s"], ["y"])], sparse=[helper.make_sparse_tensor(external("s"), indices, [4])]
+    )
 
 
 PLACES = {
-    "graph initializer (../../some/secret)": lambda: model([helper.make_node("Add", ["x", "w"], ["y"])],
-                                                           initializer=[external("w")]),
+    "graph initializer (../../some/secret)": lambda: model(
+        [helper.make_node("Add", ["x", "w"], ["y"])], initializer=[external("w")]
+    ),
     "If subgraph initializer": lambda: if_model("secret"),
-    "Constant node attribute": lambda: model([helper.make_node("Constant", [], ["w"], value=external("w")),
-                                              helper.make_node("Add", ["x", "w"], ["y"])]),
+    "Constant node attribute": lambda: model(
+        [helper.make_node("Constant", [], ["w"], value=external("w")), helper.make_node("Add", ["x", "w"], ["y"])]
+    ),
     "Loop body attribute": loop_model,
     "local function": function_model,
     "sparse initializer": sparse_model,
-    "data_location only": lambda: model([helper.make_node("Add", ["x", "w"], ["y"])],
-                                        initializer=[external("w", entries=False)]),
-    "external_data entries only": lambda: model([helper.make_node("Add", ["x", "w"], ["y"])],
-                                                initializer=[external("w", data_location=False)]),
+    "data_location only": lambda: model(
+        [helper.make_node("Add", ["x", "w"], ["y"])], initializer=[external("w", entries=False)]
+    ),
+    "external_data entries only": lambda: model(
+        [helper.make_node("Add", ["x", "w"], ["y"])], initializer=[external("w", data_location=False)]
+    ),
 }
 
 
@@ -104,8 +129,9 @@ def test_the_threat_is_real_and_refused(tmp_path, monkeypatch):
 
 def test_self_contained_models_pass_and_garbage_is_named():
     weights = helper.make_tensor("w", TensorProto.FLOAT, [4], SECRET)
-    require_self_contained(model([helper.make_node("Add", ["x", "w"], ["y"])], initializer=[weights])
-                           .SerializeToString(), "fine.onnx")
+    require_self_contained(
+        model([helper.make_node("Add", ["x", "w"], ["y"])], initializer=[weights]).SerializeToString(), "fine.onnx"
+    )
     with pytest.raises(ModelLoadError, match="garbage.onnx: not an ONNX model"):
         require_self_contained(b"\xff" * 64, "garbage.onnx")
     with pytest.raises(ModelLoadError, match="empty.onnx: model size 0 bytes is outside"):

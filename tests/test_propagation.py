@@ -95,7 +95,8 @@ def test_the_scenario_chooses_the_path_loss_model(nw_italy):
     from heimdall.sim.propagation import median_path_loss_db, okumura_hata_loss_db
 
     pl = nw_italy.environment.path_loss
-    assert median_path_loss_db(pl, 30_000, 145e6, 2.0, 50.0) == path_loss_db(30_000, 145e6, 2.0, 50.0,
-                                                                             pl.earth_radius_factor)
+    assert median_path_loss_db(pl, 30_000, 145e6, 2.0, 50.0) == path_loss_db(
+        30_000, 145e6, 2.0, 50.0, pl.earth_radius_factor
+    )
     hata = dataclasses.replace(pl, model="okumura_hata", hata_environment="open")
     assert median_path_loss_db(hata, 30_000, 145e6, 2.0, 50.0) == okumura_hata_loss_db(30_000, 145e6, 2.0, 50.0, "open")

@@ -26,11 +26,13 @@ def split(tiny_store):
     with h5py.File(tiny_store / "train.h5") as f:
         scenario = scenario_from_dict(yaml.safe_load(f.attrs["scenario_yaml"]))
         params = FeatureParams.from_scenario(scenario)
-        train = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), params,
-                                       f["tx_position_m"][...])
+        train = Labelled.from_features(
+            f["features"][...], np.ones(f["mask"].shape, bool), params, f["tx_position_m"][...]
+        )
     with h5py.File(tiny_store / "test.h5") as f:
-        test = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), params,
-                                      f["tx_position_m"][...])
+        test = Labelled.from_features(
+            f["features"][...], np.ones(f["mask"].shape, bool), params, f["tx_position_m"][...]
+        )
         mask = f["mask"][...]
     return scenario, params, train, test, mask
 
@@ -47,8 +49,9 @@ def test_power_noise_predicts_the_extractor_spread(nw_italy):
     rng = np.random.default_rng(7)
     n = np.arange(p.window_samples) / p.sample_rate_hz
     for t in (0.3, 1.0, 10.0):
-        noise = complex_gaussian(rng, (3000, p.window_samples)) * np.float32(np.sqrt(p.sample_rate_hz /
-                                                                                      p.channel_bandwidth_hz))
+        noise = complex_gaussian(rng, (3000, p.window_samples)) * np.float32(
+            np.sqrt(p.sample_rate_hz / p.channel_bandwidth_hz)
+        )
         carrier = np.exp(2j * np.pi * (rng.uniform(-3e3, 3e3, (3000, 1)) * n + rng.random((3000, 1))))
         u = 10 ** (extract_features((carrier * np.sqrt(t)).astype(np.complex64) + noise, p, 0.0).snr_db / 10)
         assert np.std(u) == pytest.approx(model.sd(t), rel=0.2)
@@ -151,13 +154,14 @@ def test_oracle_is_a_floor(split, physics, tiny_store):
     scenario, params, train, test, _ = split
     with h5py.File(tiny_store / "test.h5") as f:
         gains, heights = f["oracle/gain_offset_db"][...], f["oracle/tx_height_m"][...]
-    oracle = oracle_answers(scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m,
-                            COARSE.spacing_m)
-    fitted = answers_of(fit_radio_map(scenario, train, options=COARSE), test.snr_db, test.noise_dbm, test.present,
-                        test.position_m)
+    oracle = oracle_answers(
+        scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m, COARSE.spacing_m
+    )
+    fitted = answers_of(
+        fit_radio_map(scenario, train, options=COARSE), test.snr_db, test.noise_dbm, test.present, test.position_m
+    )
     phys = answers_of(physics, test.snr_db, test.noise_dbm, test.present, test.position_m)
-    assert -oracle.log_density_at_truth.mean() < -fitted.log_density_at_truth.mean() < \
-        -phys.log_density_at_truth.mean()
+    assert -oracle.log_density_at_truth.mean() < -fitted.log_density_at_truth.mean() < -phys.log_density_at_truth.mean()
 
 
 def test_onnx_container_round_trip(split, physics):
@@ -191,8 +195,9 @@ def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
     posts = [physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i]) for i in range(40)]
     rng = np.random.default_rng(0)
     far_mean = test.position_m[:40] + rng.normal(0, 60_000, (40, 2))
-    alpha, beta, _ = choose_exponents(posts, far_mean, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)),
-                                      test.position_m[:40])
+    alpha, beta, _ = choose_exponents(
+        posts, far_mean, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)), test.position_m[:40]
+    )
     assert beta == 0.0 and alpha > 0
     good = test.position_m[:40] + rng.normal(0, 1000, (40, 2))
     alpha, beta, _ = choose_exponents(posts, good, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)), test.position_m[:40])

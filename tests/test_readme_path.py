@@ -18,8 +18,26 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     # the smallest training whose first model is calibrated enough to become champion (after 1 epoch the
     # 1σ coverage is about 31 %, more than 5 points from ideal, and the version is only challenger)
-    assert main(["train", "--data_dir", str(tiny_store), "--epochs", "8", "--batch_size", "64", "--d_model", "32",
-                 "--n_layers", "1", "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data_dir",
+                str(tiny_store),
+                "--epochs",
+                "8",
+                "--batch_size",
+                "64",
+                "--d_model",
+                "32",
+                "--n_layers",
+                "1",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     registry = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}", f"sqlite:///{ws / 'mlflow.db'}")
     assert str(registry.get_model_version_by_alias("heimdall-localizer", "champion").version) == "1"
 
@@ -31,5 +49,8 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "model": "1"}
         answer = httpx.post(f"{url}/v1/localize", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
-        assert {k: answer.json()["model"][k] for k in ("name", "version")} == {"name": "heimdall-localizer", "version": "1"}
+        assert {k: answer.json()["model"][k] for k in ("name", "version")} == {
+            "name": "heimdall-localizer",
+            "version": "1",
+        }
     assert sorted(p.name for p in cwd.iterdir()) == []  # no ./mlflow.db, ./mlruns or anything else here

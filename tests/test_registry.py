@@ -82,8 +82,22 @@ def test_champion_and_challenger(trained, tiny_store):
 def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
     ws, uri = trained
     store = ws / "store"
-    assert main(["export", "--checkpoint", str(ws / "run" / "best.ckpt"), "--out", str(ws / "cmd.onnx"),
-                 "--store", str(store), "--tracking-uri", uri]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ws / "run" / "best.ckpt"),
+                "--out",
+                str(ws / "cmd.onnx"),
+                "--store",
+                str(store),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "stored as version 1" in out and "registered heimdall-localizer version" in out
     from heimdall.release.model_store import ModelStore
@@ -97,9 +111,27 @@ def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
     embedded = json.loads(stored.manifest["metadata"]["metrics"])
     assert np.isfinite(embedded["median_error_m"]) and embedded["n_eval"] == 150
     # an unreachable S3 store: the command says so, keeps the local file, and nothing is half-done
-    assert main(["export", "--checkpoint", str(ws / "run" / "best.ckpt"), "--out", str(ws / "kept.onnx"),
-                 "--store", "s3://models/x", "--s3-endpoint-url", "http://127.0.0.1:9", "--s3-access-key", "a",
-                 "--s3-secret-key", "b", "--no-register"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ws / "run" / "best.ckpt"),
+                "--out",
+                str(ws / "kept.onnx"),
+                "--store",
+                "s3://models/x",
+                "--s3-endpoint-url",
+                "http://127.0.0.1:9",
+                "--s3-access-key",
+                "a",
+                "--s3-secret-key",
+                "b",
+                "--no-register",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Could not connect to the endpoint" in err and "kept at" in err
     assert (ws / "kept.onnx").is_file()

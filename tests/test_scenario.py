@@ -65,10 +65,17 @@ BAD = [
     ("unknown receiver key", _set("receivers.2.hieght_m", 10), "receivers[2].hieght_m: unknown key"),
     ("frequency in MHz", _set("frequency_hz", 145), "frequency_hz: 145 Hz is outside"),
     ("latitude out of range", _set("receivers.0.lat", 145.0), "receivers[0].lat"),
-    ("height as text", _set("receivers.1.antenna_height_m", "25 m"), "receivers[1].antenna_height_m: expected a number"),
+    (
+        "height as text",
+        _set("receivers.1.antenna_height_m", "25 m"),
+        "receivers[1].antenna_height_m: expected a number",
+    ),
     ("missing frequency", _set("frequency_hz", KeyError), "frequency_hz: required key is missing"),
-    ("overlapping receivers", _set("receivers.3", {"id": "twin", "lat": 45.0201, "lon": 7.2901, "antenna_height_m": 10}),
-     "receivers[3]: receiver 'twin' overlaps receivers[0] 'giaveno' (14 m apart"),
+    (
+        "overlapping receivers",
+        _set("receivers.3", {"id": "twin", "lat": 45.0201, "lon": 7.2901, "antenna_height_m": 10}),
+        "receivers[3]: receiver 'twin' overlaps receivers[0] 'giaveno' (14 m apart",
+    ),
     ("duplicate id", _set("receivers.1.id", "giaveno"), "receivers[1].id: duplicate receiver id"),
     ("empty bbox", _set("area.bbox", [45.0, 8.0, 44.0, 9.0]), "area.bbox: empty area"),
     ("reversed range", _set("transmitter.power_dbm", [47, 30]), "transmitter.power_dbm: min 47"),
@@ -105,6 +112,7 @@ def test_file_errors_name_the_file(tmp_path):
 
 # --- scenario text is untrusted: it comes from files, store attributes and model metadata -----------------
 
+
 def _bomb(levels=6, width=9):
     """A YAML 'billion laughs': each anchor repeats the previous one `width` times (2.6 KB of text)."""
     lines = ['l0: &l0 "' + "lol" * 10 + '"']
@@ -129,12 +137,15 @@ def test_aliases_are_refused_before_they_expand(tmp_path, capsys):
     assert "bomb.yaml: not valid YAML" in err and "aliases" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("case,text,message", [
-    ("400-digit integer", "name: x\nfrequency_hz: " + "1" * 400 + "\n", "an integer of 400 characters"),
-    ("deep nesting", "name: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32 levels"),
-    ("not text", None, "expected YAML text, got NoneType"),
-    ("too long", "name: x\n#" + "x" * 300_000 + "\n", "characters of YAML; at most"),
-])
+@pytest.mark.parametrize(
+    "case,text,message",
+    [
+        ("400-digit integer", "name: x\nfrequency_hz: " + "1" * 400 + "\n", "an integer of 400 characters"),
+        ("deep nesting", "name: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32 levels"),
+        ("not text", None, "expected YAML text, got NoneType"),
+        ("too long", "name: x\n#" + "x" * 300_000 + "\n", "characters of YAML; at most"),
+    ],
+)
 def test_scenario_text_is_bounded(case, text, message):
     from heimdall.scenario.schema import scenario_from_text
 
@@ -148,11 +159,16 @@ LIMITS = [
     ("long id", _set("receivers.0.id", "x" * 201), "receivers[0].id: 201 characters, at most 200"),
     ("long description", _set("description", "x" * 10_001), "description: 10001 characters, at most 10000"),
     ("description not text", _set("description", ["a", "b"]), "description: expected a string"),
-    ("too many receivers", lambda d: dict(d, receivers=[dict(d["receivers"][0], id=f"r{i}", lat=40 + i * 0.01)
-                                                        for i in range(257)]),
-     "receivers: expected a list of 2 to 256 receivers, got 257 receivers"),
-    ("too many shadowing components", _set("environment.shadowing.components",
-                                           [{"sigma_db": 1, "correlation_m": 1000}] * 9), "1 to 8"),
+    (
+        "too many receivers",
+        lambda d: dict(d, receivers=[dict(d["receivers"][0], id=f"r{i}", lat=40 + i * 0.01) for i in range(257)]),
+        "receivers: expected a list of 2 to 256 receivers, got 257 receivers",
+    ),
+    (
+        "too many shadowing components",
+        _set("environment.shadowing.components", [{"sigma_db": 1, "correlation_m": 1000}] * 9),
+        "1 to 8",
+    ),
     ("non-text key", lambda d: dict(d, **{"extra": 1}) | {7: 1}, "7: unknown key"),
 ]
 
@@ -182,19 +198,34 @@ def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, ca
     from heimdall.features import FeatureParams
     from heimdall.scenario.builtin import load_scenario
 
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
-              (("features", ["b", "r", 35]), ("rx_position_m", ["b", "r", 2]), ("present", ["b", "r"]))]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+        for n, shape in (("features", ["b", "r", 35]), ("rx_position_m", ["b", "r", 2]), ("present", ["b", "r"]))
+    ]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mean_m", "cov_m2")]
-    nodes = [helper.make_node("Identity", ["rx_position_m"], ["mean_m"]), helper.make_node("Identity", ["features"], ["cov_m2"])]
-    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 18)])
+    nodes = [
+        helper.make_node("Identity", ["rx_position_m"], ["mean_m"]),
+        helper.make_node("Identity", ["features"], ["cov_m2"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 18)]
+    )
     params = FeatureParams.from_scenario(load_scenario("nw-italy"))
-    for key, value in {"format": "heimdall-onnx/1", "receivers": '{"id": ["a"], "lat": [45.0], "lon": [7.0], "east_m": [0], "north_m": [0]}',
-                       "feature_params": params.to_json(), "scenario_yaml": _with_description_bomb()}.items():
+    for key, value in {
+        "format": "heimdall-onnx/1",
+        "receivers": '{"id": ["a"], "lat": [45.0], "lon": [7.0], "east_m": [0], "north_m": [0]}',
+        "feature_params": params.to_json(),
+        "scenario_yaml": _with_description_bomb(),
+    }.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(tmp_path / "bomb.onnx"))
-    assert main(["predict", str(tiny_store), "--model-file", str(tmp_path / "bomb.onnx"),
-                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert (
+        main(
+            ["predict", str(tiny_store), "--model-file", str(tmp_path / "bomb.onnx"), "--out", str(tmp_path / "p.csv")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bomb file: metadata 'scenario_yaml': not valid YAML" in err and "aliases" in err
     assert not (tmp_path / "p.csv").exists()

@@ -27,13 +27,14 @@ def server(model_file):
 def _torch_answer(tiny_run, store_rows, k, power_only=False):
     ws, _ = tiny_run
     net = LocalizationTask.load_from_checkpoint(ws / "run" / "best.ckpt", map_location="cpu").net.eval()
-    features = store_rows["features"][k:k + 1].copy()
+    features = store_rows["features"][k : k + 1].copy()
     if power_only:
         features[..., :-3] = np.nan
         features[..., -2:] = np.nan
     with torch.no_grad():
-        mean, cov = net.predict_m(torch.from_numpy(features), torch.from_numpy(store_rows["rx"][None]),
-                                  torch.ones(1, len(store_rows["ids"])))
+        mean, cov = net.predict_m(
+            torch.from_numpy(features), torch.from_numpy(store_rows["rx"][None]), torch.ones(1, len(store_rows["ids"]))
+        )
     return mean[0].numpy(), cov[0].numpy(), float(net.position_scale_m)
 
 
@@ -92,8 +93,12 @@ BAD = [
     ("extra key", lambda b: b.update(colour="red"), "colour", "Extra inputs"),
     ("duplicate receiver", lambda b: b["features"][1].update(id=b["features"][0]["id"]), "features[1]", "twice"),
     ("features and power", lambda b: b["features"][2].update(power_dbm=-90.0), "features.2", "exactly one"),
-    ("power out of range", lambda b: b["features"][2].update(features=None, power_dbm=500.0),
-     "features.2.power_dbm", "less than or equal"),
+    (
+        "power out of range",
+        lambda b: b["features"][2].update(features=None, power_dbm=500.0),
+        "features.2.power_dbm",
+        "less than or equal",
+    ),
 ]
 
 
@@ -127,8 +132,9 @@ def test_bad_iq_and_limits(server, store_rows):
     raw = '{"features": [{"id": "giaveno", "features": [NaN]}]}'
     r = httpx.post(f"{server}/v1/localize", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422
-    big = httpx.post(f"{server}/v1/localize", content=b"x" * (2 * 1024 * 1024),
-                     headers={"content-type": "application/json"})
+    big = httpx.post(
+        f"{server}/v1/localize", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}
+    )
     assert big.status_code == 413
     batch = {"transmissions": [features_body(store_rows, 0), {"features": [{"id": "nowhere", "features": [0.0]}] * 3}]}
     r = httpx.post(f"{server}/v1/localize/batch", json=batch, timeout=30)
@@ -178,8 +184,10 @@ def _post_chunked(url: str, chunks: list[bytes], final: bool, timeout_s: float =
     (status, JSON body) of the answer, read without closing the request."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
-        s.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST /v1/localize HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         for chunk in chunks:
             s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         if final:
@@ -188,8 +196,9 @@ def _post_chunked(url: str, chunks: list[bytes], final: bool, timeout_s: float =
         while b"\r\n\r\n" not in answer:
             answer += s.recv(65536)
         head, body = answer.split(b"\r\n\r\n", 1)
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
         while len(body) < length:
             body += s.recv(65536)
     return int(head.split()[1]), json.loads(body)
@@ -201,7 +210,7 @@ def test_chunked_body_is_counted_as_it_arrives(server, store_rows):
     assert status == 413 and answer["detail"][0]["field"] == "body" and "limit" in answer["detail"][0]["message"]
     # under the limit, a chunked body is answered as any other
     body = json.dumps(features_body(store_rows, 3)).encode()
-    status, chunked = _post_chunked(server, [body[i:i + 1000] for i in range(0, len(body), 1000)], final=True)
+    status, chunked = _post_chunked(server, [body[i : i + 1000] for i in range(0, len(body), 1000)], final=True)
     plain = httpx.post(f"{server}/v1/localize", content=body, headers={"content-type": "application/json"}).json()
     assert status == 200 and (chunked["east_m"], chunked["north_m"]) == (plain["east_m"], plain["north_m"])
 
@@ -248,9 +257,16 @@ def test_receivers_by_id_and_position_must_agree(server, store_rows):
         (lambda f: f[0].update(_near(table[first], 20_000.0)), "features[0]", "from its position"),
         (lambda f: f[0].update(lat=table[first]["lat"]), "features.0", "both lat and lon"),
         (lambda f: f[1].update(id=None, **_near(table[first], 50.0)), "features[1]", f"{first!r} appears twice"),
-        (lambda f: f.extend([{**_near(table[first], 5000.0), "features": f[0]["features"]},
-                             {**_near(table[first], 5060.0), "features": f[1]["features"]}]),
-         "features[8]", "appears twice (also features[7]"),
+        (
+            lambda f: f.extend(
+                [
+                    {**_near(table[first], 5000.0), "features": f[0]["features"]},
+                    {**_near(table[first], 5060.0), "features": f[1]["features"]},
+                ]
+            ),
+            "features[8]",
+            "appears twice (also features[7]",
+        ),
     ]
     for edit, field, message in refused:
         r = post(edit)
@@ -268,41 +284,64 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=25,
 )
-_receiver = st.fixed_dictionaries({}, optional={
-    "id": st.sampled_from(IDS), "lat": st.floats(-100, 100), "lon": st.floats(-200, 200)})
-_features = st.builds(lambda r, f: {**r, "features": f}, _receiver,
-                      st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=40))
+_receiver = st.fixed_dictionaries(
+    {}, optional={"id": st.sampled_from(IDS), "lat": st.floats(-100, 100), "lon": st.floats(-200, 200)}
+)
+_features = st.builds(
+    lambda r, f: {**r, "features": f},
+    _receiver,
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=40),
+)
 _power = st.builds(lambda r, p: {**r, "power_dbm": p}, _receiver, st.floats(-300, 200, allow_nan=False))
-_iq = st.builds(lambda r, d, rate, f, s: {**r, "datatype": d, "sample_rate_hz": rate, "center_frequency_hz": f,
-                                          "samples_base64": s},
-                _receiver, st.sampled_from(["ci16_le", "cf32_le", "cu8"]),
-                st.sampled_from([48000.0, 0.0, -1.0, 1e12]), st.sampled_from([145e6, 145.0015e6, 2.4e9, 1.0, -5.0]),
-                st.one_of(st.text(max_size=40), st.binary(max_size=20000).map(lambda b: base64.b64encode(b).decode())))
-_transmission = st.one_of(st.fixed_dictionaries({"features": st.lists(_features | _power, max_size=9)}),
-                          st.fixed_dictionaries({"iq": st.lists(_iq, max_size=8)}))
+_iq = st.builds(
+    lambda r, d, rate, f, s: {
+        **r,
+        "datatype": d,
+        "sample_rate_hz": rate,
+        "center_frequency_hz": f,
+        "samples_base64": s,
+    },
+    _receiver,
+    st.sampled_from(["ci16_le", "cf32_le", "cu8"]),
+    st.sampled_from([48000.0, 0.0, -1.0, 1e12]),
+    st.sampled_from([145e6, 145.0015e6, 2.4e9, 1.0, -5.0]),
+    st.one_of(st.text(max_size=40), st.binary(max_size=20000).map(lambda b: base64.b64encode(b).decode())),
+)
+_transmission = st.one_of(
+    st.fixed_dictionaries({"features": st.lists(_features | _power, max_size=9)}),
+    st.fixed_dictionaries({"iq": st.lists(_iq, max_size=8)}),
+)
 _bodies = st.one_of(
     _json,
     _transmission,
     st.fixed_dictionaries({"transmissions": st.lists(_transmission, max_size=3)}),
 )
-_payloads = st.one_of(_bodies.map(lambda b: json.dumps(b).encode()), st.binary(max_size=64),
-                      st.sampled_from([b"[" * 5000, b'{"transmissions": [' + b"{}," * 2000 + b"{}]}", b"NaN", b""]))
+_payloads = st.one_of(
+    _bodies.map(lambda b: json.dumps(b).encode()),
+    st.binary(max_size=64),
+    st.sampled_from([b"[" * 5000, b'{"transmissions": [' + b"{}," * 2000 + b"{}]}", b"NaN", b""]),
+)
 
 
-@given(payload=_payloads, path=st.sampled_from(["/v1/localize", "/v1/localize/batch"]),
-       sent=st.sampled_from(["plain", "chunked", "oversized", "oversized chunked"]))
+@given(
+    payload=_payloads,
+    path=st.sampled_from(["/v1/localize", "/v1/localize/batch"]),
+    sent=st.sampled_from(["plain", "chunked", "oversized", "oversized chunked"]),
+)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fuzz_never_5xx_always_a_named_field(server, payload, path, sent):
     if sent.startswith("oversized"):  # JSON whitespace past the server's 1 MiB limit
         payload += b" " * ((1 << 20) + 1)
-    content = iter([payload[i:i + 4096] for i in range(0, len(payload), 4096)]) if "chunked" in sent else payload
+    content = iter([payload[i : i + 4096] for i in range(0, len(payload), 4096)]) if "chunked" in sent else payload
     r = httpx.post(f"{server}{path}", content=content, headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code < 500 and "Traceback" not in r.text, (payload[:300], r.text)
     answer = r.json()
     if r.status_code >= 400:
         assert r.status_code in (413, 422, 429), r.text
-        assert answer["detail"] and all(isinstance(d["field"], str) and d["field"] and isinstance(d["message"], str)
-                                        and d["message"] for d in answer["detail"]), r.text
+        assert answer["detail"] and all(
+            isinstance(d["field"], str) and d["field"] and isinstance(d["message"], str) and d["message"]
+            for d in answer["detail"]
+        ), r.text
     if sent.startswith("oversized"):
         assert r.status_code == 413 and answer["detail"][0]["field"] == "body"
 

@@ -37,8 +37,9 @@ def test_counts_are_checked_before_any_transmission_is_validated(slow_server):
     # 2000 transmissions, every one invalid: refused for their number, with no per-item error
     r = httpx.post(f"{slow_server}/v1/localize/batch", json={"transmissions": [{"features": "x"}] * 2000}, timeout=30)
     assert r.status_code == 413, r.text
-    assert r.json()["detail"] == [{"field": "transmissions",
-                                   "message": "2000 transmissions, more than the limit of 1024"}]
+    assert r.json()["detail"] == [
+        {"field": "transmissions", "message": "2000 transmissions, more than the limit of 1024"}
+    ]
     r = httpx.post(f"{slow_server}/v1/localize", json={"features": [{"id": 1}] * 300}, timeout=30)
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "features", r.text
     # more JSON values than any request needs: refused before the parse
@@ -55,8 +56,9 @@ def test_a_batch_is_admitted_whole_or_not_at_all(slow_server, store_rows):
     too_many = httpx.post(f"{slow_server}/v1/localize/batch", json=batch(9, 0), timeout=30)
     assert too_many.status_code == 413 and "split the batch" in too_many.text, too_many.text
     first: list[httpx.Response] = []
-    holder = threading.Thread(target=lambda: first.append(
-        httpx.post(f"{slow_server}/v1/localize/batch", json=batch(6, 0), timeout=60)))
+    holder = threading.Thread(
+        target=lambda: first.append(httpx.post(f"{slow_server}/v1/localize/batch", json=batch(6, 0), timeout=60))
+    )
     holder.start()
     _wait_for(lambda: _metric(slow_server, "heimdall_inflight_transmissions") == 6)
     # 6 in flight, 2 places left: a batch of 3 is refused whole, and none of it is computed
@@ -78,10 +80,13 @@ def test_requests_in_progress_are_bounded(slow_server, store_rows):
     stalled = []
     for _ in range(3):  # bodies that never finish arriving
         s = socket.create_connection((host, int(port)))
-        s.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:100]))
+        s.sendall(
+            b"POST /v1/localize HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:100])
+        )
         stalled.append(s)
     try:
+
         def refused():
             r = httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0), timeout=30)
             return r.status_code == 429 and r.json()["detail"][0]["field"] == "request"
@@ -92,5 +97,8 @@ def test_requests_in_progress_are_bounded(slow_server, store_rows):
     finally:
         for s in stalled:
             s.close()
-    _wait_for(lambda: httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0),
-                                 timeout=30).status_code == 200)
+    _wait_for(
+        lambda: (
+            httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0), timeout=30).status_code == 200
+        )
+    )

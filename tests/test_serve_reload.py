@@ -31,8 +31,9 @@ def other_model_file(nw_italy, tmp_path_factory):
     for r in d["receivers"]:
         r["lat"] += 0.25
     folder = tmp_path_factory.mktemp("other")
-    return export_checkpoint(untrained_checkpoint(scenario_from_dict(d), folder / "other.ckpt"),
-                             folder / "other.onnx").path
+    return export_checkpoint(
+        untrained_checkpoint(scenario_from_dict(d), folder / "other.ckpt"), folder / "other.onnx"
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +124,10 @@ def test_a_failed_reload_says_why_and_keeps_the_model(swappable, model_file, sto
     _replace(served, model_file.read_bytes())
     assert httpx.post(f"{url}/v1/admin/reload", headers=AUTH, timeout=60).status_code == 200
     serving = httpx.get(f"{url}/v1/model").json()["sha256"]
-    for damage, reason in ((lambda: _replace(served, b"not an onnx model"), "not an ONNX model"),
-                           (served.unlink, "model file not found")):
+    for damage, reason in (
+        (lambda: _replace(served, b"not an onnx model"), "not an ONNX model"),
+        (served.unlink, "model file not found"),
+    ):
         damage()
         r = httpx.post(f"{url}/v1/admin/reload", headers=AUTH, timeout=60)
         assert r.status_code == 503, r.text

@@ -90,9 +90,20 @@ def test_sigmf_package_reads_our_collections(sigmf_dir):
 def test_datatypes_decode_what_was_encoded(tmp_path, datatype):
     rng = np.random.default_rng(3)
     x = (rng.uniform(-0.9, 0.9, 500) + 1j * rng.uniform(-0.9, 0.9, 500)).astype(np.complex64)
-    meta = write_recording(tmp_path, "r", x, datatype=datatype, sample_rate_hz=48e3, frequency_hz=145e6,
-                           datetime="2026-05-01T12:00:00Z", lat=45.0, lon=7.0, alt_m=300.0, receiver_id="a",
-                           power_calibration_dbm=-50.0)
+    meta = write_recording(
+        tmp_path,
+        "r",
+        x,
+        datatype=datatype,
+        sample_rate_hz=48e3,
+        frequency_hz=145e6,
+        datetime="2026-05-01T12:00:00Z",
+        lat=45.0,
+        lon=7.0,
+        alt_m=300.0,
+        receiver_id="a",
+        power_calibration_dbm=-50.0,
+    )
     write_collection(tmp_path, "c", [meta], None)
     rec = read_collection(tmp_path / "c.sigmf-collection").recordings[0]
     assert rec.n_samples == 500 and rec.datatype == datatype and rec.alt_m == 300.0
@@ -108,18 +119,30 @@ def test_other_rate_and_tuning_give_the_same_features(nw_italy, tmp_path):
     rng = np.random.default_rng(5)
     n = 4 * p.window_samples
     t = np.arange(n) / p.sample_rate_hz
-    x48 = (0.02 * np.exp(2j * np.pi * 2_000 * t)
-           + 3e-4 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+    x48 = (
+        0.02 * np.exp(2j * np.pi * 2_000 * t) + 3e-4 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    ).astype(np.complex64)
     offset_hz = 30_000.0
     x192 = resample_poly(x48, 4, 1)
     x192 = (x192 * np.exp(2j * np.pi * offset_hz * np.arange(len(x192)) / 192e3)).astype(np.complex64)
-    meta = write_recording(tmp_path, "r", x192, datatype="cf32_le", sample_rate_hz=192e3,
-                           frequency_hz=nw_italy.frequency_hz - offset_hz, datetime="2026-05-01T12:00:00Z",
-                           lat=45.0, lon=7.0, alt_m=None, receiver_id="a", power_calibration_dbm=fs_dbm)
+    meta = write_recording(
+        tmp_path,
+        "r",
+        x192,
+        datatype="cf32_le",
+        sample_rate_hz=192e3,
+        frequency_hz=nw_italy.frequency_hz - offset_hz,
+        datetime="2026-05-01T12:00:00Z",
+        lat=45.0,
+        lon=7.0,
+        alt_m=None,
+        receiver_id="a",
+        power_calibration_dbm=fs_dbm,
+    )
     write_collection(tmp_path, "c", [meta], None)
     rec = read_collection(tmp_path / "c.sigmf-collection").recordings[0]
     got, window = recording_features([rec], p, nw_italy.frequency_hz, fs_dbm)
-    want = feature_matrix(extract_features(x48[None, 1000:1000 + p.window_samples], p, fs_dbm))
+    want = feature_matrix(extract_features(x48[None, 1000 : 1000 + p.window_samples], p, fs_dbm))
     assert window.shape == (1, p.window_samples)
     assert abs(got[0, -3] - want[0, -3]) < 0.2  # power, dBm
     assert abs(got[0, -2] - want[0, -2]) < 0.5  # noise density, dBm/Hz
@@ -197,10 +220,45 @@ def test_new_receiver_joins_table_and_unlabelled_go_to_their_split(nw_italy, tmp
 def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, nw_italy, tmp_path):
     ws = tmp_path / "ws"
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert main(["train", "--data_dir", str(imported), "--checkpoint_dir", str(ws / "run"), "--tracking_uri", uri,
-                 "--epochs", "2", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export"]) == 0
-    assert main(["evaluate", "--model", str(ws / "run" / "best.ckpt"), "--data", str(imported),
-                 "--out", str(ws / "eval"), "--max-samples", "100"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data_dir",
+                str(imported),
+                "--checkpoint_dir",
+                str(ws / "run"),
+                "--tracking_uri",
+                uri,
+                "--epochs",
+                "2",
+                "--d_model",
+                "32",
+                "--n_layers",
+                "1",
+                "--threads",
+                "2",
+                "--no_export",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(ws / "run" / "best.ckpt"),
+                "--data",
+                str(imported),
+                "--out",
+                str(ws / "eval"),
+                "--max-samples",
+                "100",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert {"model", "weighted_centroid", "classical_ml"} <= set(metrics["estimators"])
     assert "oracle" not in metrics["estimators"]  # imported data has no simulation truths
@@ -216,16 +274,37 @@ def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, 
     cli = list(csv.DictReader((ws / "p.csv").open()))
     assert [r["transmission"] for r in cli] == ["tx-0000000", "tx-0000001", "tx-0000002"]
     assert main(["import", str(field), "--out", str(ws / "field-store"), "--quiet"]) == 0
-    assert main(["predict", str(ws / "field-store"), "--split", "unlabelled", "--model-file", str(model),
-                 "--out", str(ws / "q.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(ws / "field-store"),
+                "--split",
+                "unlabelled",
+                "--model-file",
+                str(model),
+                "--out",
+                str(ws / "q.csv"),
+            ]
+        )
+        == 0
+    )
     from_store = list(csv.DictReader((ws / "q.csv").open()))
     with running_service(model) as url:
         for row, stored in zip(cli, from_store):
             col = read_collection(field / f"{row['transmission']}.sigmf-collection")
-            body = {"iq": [{"id": r.receiver_id, "datatype": r.datatype, "sample_rate_hz": r.sample_rate_hz,
-                            "center_frequency_hz": r.frequency_hz,
-                            "samples_base64": base64.b64encode(r.data_path.read_bytes()).decode()}
-                           for r in col.recordings]}
+            body = {
+                "iq": [
+                    {
+                        "id": r.receiver_id,
+                        "datatype": r.datatype,
+                        "sample_rate_hz": r.sample_rate_hz,
+                        "center_frequency_hz": r.frequency_hz,
+                        "samples_base64": base64.b64encode(r.data_path.read_bytes()).decode(),
+                    }
+                    for r in col.recordings
+                ]
+            }
             answer = httpx.post(f"{url}/v1/localize", json=body, timeout=30)
             assert answer.status_code == 200, answer.text
             a = answer.json()

@@ -63,6 +63,7 @@ def _meta_edit(old, new):
     def craft(folder):
         edit_text(folder / "tx_torino.sigmf-meta", old, new)
         rehash(folder)
+
     return craft
 
 
@@ -82,31 +83,75 @@ def _huge_meta(folder):
 def _collection_edit(old, new):
     def craft(folder):
         edit_text(folder / "tx.sigmf-collection", old, new)
+
     return craft
 
 
 SAMPLE_RATE = '"core:sample_rate": 48000.0'
 CRAFTED = [
-    ("400-digit sample rate", _meta_edit(SAMPLE_RATE, '"core:sample_rate": 1' + "0" * 400),
-     "tx_torino.sigmf-meta", "global.core:sample_rate", "an integer of 401 digits"),
-    ("5000-digit sample rate", _meta_edit(SAMPLE_RATE, '"core:sample_rate": ' + "7" * 5000),
-     "tx_torino.sigmf-meta", "global.core:sample_rate", "an integer of 5000 digits"),
-    ("integer beyond 2^63", _meta_edit(SAMPLE_RATE, '"core:sample_rate": 9999999999999999999'),
-     "tx_torino.sigmf-meta", "global.core:sample_rate", "beyond ±2^63"),
-    ("sample rate of 1e300 Hz", _meta_edit(SAMPLE_RATE, '"core:sample_rate": 1e300'),
-     "tx_torino.sigmf-meta", "global.core:sample_rate", "≤ 1e+10"),
-    ("nesting beyond the parser", _meta_edit('"annotations"', '"deep": ' + "[" * 100_000 + "]" * 100_000 +
-                                             ', "annotations"'),
-     "tx_torino.sigmf-meta", "JSON", "nested deeper than 32 levels"),
-    ("nesting beyond the limit", _meta_edit('"annotations"', '"deep": ' + "[" * 200 + "]" * 200 + ', "annotations"'),
-     "tx_torino.sigmf-meta", "deep" + "[0]" * 32, "nested deeper than 32 levels"),
-    ("infinite sample count", _meta_edit('"core:sample_count": 2048', '"core:sample_count": Infinity'),
-     "tx_torino.sigmf-meta", "annotations[0].core:sample_count", "not of type 'integer'"),
-    ("sample start beyond the data", _meta_edit('"core:sample_count": 2048',
-                                                '"core:sample_count": 2048, "core:sample_start": 9000000000000000000'),
-     "tx_torino.sigmf-data", "annotations[0]", "data shorter than the metadata"),
-    ("stream hash not text", _collection_edit('"hash": "', '"hash": {"a": 1}, "x": "'),
-     "tx.sigmf-collection", "collection.core:streams[0].hash", "expected 128 hexadecimal digits"),
+    (
+        "400-digit sample rate",
+        _meta_edit(SAMPLE_RATE, '"core:sample_rate": 1' + "0" * 400),
+        "tx_torino.sigmf-meta",
+        "global.core:sample_rate",
+        "an integer of 401 digits",
+    ),
+    (
+        "5000-digit sample rate",
+        _meta_edit(SAMPLE_RATE, '"core:sample_rate": ' + "7" * 5000),
+        "tx_torino.sigmf-meta",
+        "global.core:sample_rate",
+        "an integer of 5000 digits",
+    ),
+    (
+        "integer beyond 2^63",
+        _meta_edit(SAMPLE_RATE, '"core:sample_rate": 9999999999999999999'),
+        "tx_torino.sigmf-meta",
+        "global.core:sample_rate",
+        "beyond ±2^63",
+    ),
+    (
+        "sample rate of 1e300 Hz",
+        _meta_edit(SAMPLE_RATE, '"core:sample_rate": 1e300'),
+        "tx_torino.sigmf-meta",
+        "global.core:sample_rate",
+        "≤ 1e+10",
+    ),
+    (
+        "nesting beyond the parser",
+        _meta_edit('"annotations"', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "annotations"'),
+        "tx_torino.sigmf-meta",
+        "JSON",
+        "nested deeper than 32 levels",
+    ),
+    (
+        "nesting beyond the limit",
+        _meta_edit('"annotations"', '"deep": ' + "[" * 200 + "]" * 200 + ', "annotations"'),
+        "tx_torino.sigmf-meta",
+        "deep" + "[0]" * 32,
+        "nested deeper than 32 levels",
+    ),
+    (
+        "infinite sample count",
+        _meta_edit('"core:sample_count": 2048', '"core:sample_count": Infinity'),
+        "tx_torino.sigmf-meta",
+        "annotations[0].core:sample_count",
+        "not of type 'integer'",
+    ),
+    (
+        "sample start beyond the data",
+        _meta_edit('"core:sample_count": 2048', '"core:sample_count": 2048, "core:sample_start": 9000000000000000000'),
+        "tx_torino.sigmf-data",
+        "annotations[0]",
+        "data shorter than the metadata",
+    ),
+    (
+        "stream hash not text",
+        _collection_edit('"hash": "', '"hash": {"a": 1}, "x": "'),
+        "tx.sigmf-collection",
+        "collection.core:streams[0].hash",
+        "expected 128 hexadecimal digits",
+    ),
     ("too many streams", _too_many_streams, "tx.sigmf-collection", "collection.core:streams", "1 to 256 recordings"),
     ("metadata of 2 MB", _huge_meta, "tx_torino.sigmf-meta", "file", "bytes; metadata files have at most 1048576"),
 ]
@@ -150,8 +195,11 @@ def test_links_out_of_the_input_folder_are_refused(tmp_path):
     s = import_collections(src, tmp_path / "store", load_nw_italy(), ImportOptions(skip_invalid=True))
     assert sum(s.splits.values()) == 2
     refused = {Path(k.collection).parent.name: (Path(k.file).name, k.field) for k in s.skipped}
-    assert refused == {"c1": ("tx.sigmf-collection", "file"), "c2": ("tx_torino.sigmf-meta", "file"),
-                       "c3": ("tx_torino.sigmf-data", "data")}
+    assert refused == {
+        "c1": ("tx.sigmf-collection", "file"),
+        "c2": ("tx_torino.sigmf-meta", "file"),
+        "c3": ("tx_torino.sigmf-data", "data"),
+    }
     assert all("a link leading out of the folder read" in k.message for k in s.skipped)
 
 
@@ -201,16 +249,53 @@ def test_the_receiver_table_is_bounded(tmp_path):
 
 # --- fuzz ------------------------------------------------------------------------------------------------
 
-KEYS = ["global", "captures", "annotations", "collection", "core:streams", "core:datatype", "core:sample_rate",
-        "core:geolocation", "core:frequency", "core:sample_start", "core:sample_count", "core:sha512", "name",
-        "hash", "type", "coordinates", "heimdall:receiver_id", "heimdall:transmitter", "core:trailing_bytes"]
-SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=12)
-           | st.sampled_from(["ci16_le", "cf32_le", "Point", "tx_torino", "2026-05-01T12:00:00Z"]))
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=4),
-                           max_leaves=16)
-RAW = st.sampled_from(["9" * 20, "-" + "9" * 400, "9" * 5000, "1e999", "[" * 40 + "]" * 40,
-                       "[" * 2000 + "]" * 2000, '{"a": ' * 100_000 + "1" + "}" * 100_000])
+KEYS = [
+    "global",
+    "captures",
+    "annotations",
+    "collection",
+    "core:streams",
+    "core:datatype",
+    "core:sample_rate",
+    "core:geolocation",
+    "core:frequency",
+    "core:sample_start",
+    "core:sample_count",
+    "core:sha512",
+    "name",
+    "hash",
+    "type",
+    "coordinates",
+    "heimdall:receiver_id",
+    "heimdall:transmitter",
+    "core:trailing_bytes",
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["ci16_le", "cf32_le", "Point", "tx_torino", "2026-05-01T12:00:00Z"])
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+RAW = st.sampled_from(
+    [
+        "9" * 20,
+        "-" + "9" * 400,
+        "9" * 5000,
+        "1e999",
+        "[" * 40 + "]" * 40,
+        "[" * 2000 + "]" * 2000,
+        '{"a": ' * 100_000 + "1" + "}" * 100_000,
+    ]
+)
 
 
 def _paths(value, prefix=()):

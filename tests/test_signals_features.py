@@ -11,8 +11,11 @@ def test_emissions_have_unit_power_and_stay_in_the_channel(emission, world):
     p = world.params
     offset = world.scenario.signals.carrier_offset_hz
     s = synthesise(
-        np.random.default_rng(0), np.full(64, EMISSION_CODES[emission], np.uint8), p.window_samples,
-        p.sample_rate_hz, np.linspace(-offset, offset, 64),
+        np.random.default_rng(0),
+        np.full(64, EMISSION_CODES[emission], np.uint8),
+        p.window_samples,
+        p.sample_rate_hz,
+        np.linspace(-offset, offset, 64),
     )
     assert s.dtype == np.complex64 and s.shape == (64, p.window_samples)
     np.testing.assert_allclose(np.mean(np.abs(s) ** 2, axis=1), 1.0, rtol=1e-4)
@@ -26,8 +29,9 @@ def test_emissions_differ_in_spectrum(world):
     p = world.params
     shapes = {}
     for name, code in EMISSION_CODES.items():
-        s = synthesise(np.random.default_rng(1), np.full(32, code, np.uint8), p.window_samples, p.sample_rate_hz,
-                       np.zeros(32))
+        s = synthesise(
+            np.random.default_rng(1), np.full(32, code, np.uint8), p.window_samples, p.sample_rate_hz, np.zeros(32)
+        )
         psd = welch_psd(s, p).mean(0)
         shapes[name] = psd / psd.sum()
     # CW is a (keyed) carrier: far narrower than the FM emissions
@@ -84,8 +88,9 @@ def test_absolute_power_is_kept_across_receivers(world):
 def test_pure_noise_has_low_snr_and_signal_adds_power(world):
     p = world.params
     rng = np.random.default_rng(0)
-    noise = ((rng.standard_normal((200, p.window_samples)) + 1j * rng.standard_normal((200, p.window_samples)))
-             * 1e-3).astype(np.complex64)
+    noise = (
+        (rng.standard_normal((200, p.window_samples)) + 1j * rng.standard_normal((200, p.window_samples))) * 1e-3
+    ).astype(np.complex64)
     f = extract_features(noise, p, -50.0)
     assert np.percentile(f.snr_db, 95) < 0
     assert f.psd_dbm_hz.shape == (200, p.psd_bins)

@@ -18,10 +18,14 @@ def write_ed25519(folder, stem="k"):
     """(private PEM path, public PEM path) of a new ed25519 key pair."""
     private = ed25519.Ed25519PrivateKey.generate()
     priv, pub = folder / f"{stem}.pem", folder / f"{stem}.pub.pem"
-    priv.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    pub.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    priv.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    pub.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return priv, pub
 
 
@@ -30,8 +34,10 @@ def keys(tmp_path):
     priv, pub = write_ed25519(tmp_path)
     hmac_file = tmp_path / "hmac.key"
     hmac_file.write_text("9f" * 32 + "\n")
-    return {"ed25519": (SigningKey.from_file(priv), VerifyKey.from_file(pub)),
-            "hmac-sha256": (SigningKey.from_file(hmac_file), VerifyKey.from_file(hmac_file))}
+    return {
+        "ed25519": (SigningKey.from_file(priv), VerifyKey.from_file(pub)),
+        "hmac-sha256": (SigningKey.from_file(hmac_file), VerifyKey.from_file(hmac_file)),
+    }
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "hmac-sha256"])
@@ -101,8 +107,11 @@ def test_key_files_are_checked(tmp_path, monkeypatch):
     with pytest.raises(SigningKeyError, match="short.key: an HMAC key needs at least 32 bytes, the file has 6"):
         SigningKey.from_file(short)
     rsa_file = tmp_path / "rsa.pem"
-    rsa_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    rsa_file.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with pytest.raises(SigningKeyError, match="RSAPrivateKey; expected an ed25519 key"):
         SigningKey.from_file(rsa_file)
     with pytest.raises(SigningKeyError, match="missing.pem: cannot read the verify key"):

@@ -23,8 +23,9 @@ def s3():
 
 
 def _s3_store(server, prefix="heimdall", secret=SECRET_KEY, bucket="models"):
-    return ModelStore.open(f"s3://{bucket}/{prefix}", endpoint_url=server.endpoint, access_key=ACCESS_KEY,
-                           secret_key=secret)
+    return ModelStore.open(
+        f"s3://{bucket}/{prefix}", endpoint_url=server.endpoint, access_key=ACCESS_KEY, secret_key=secret
+    )
 
 
 def _round_trip(store):
@@ -75,8 +76,9 @@ def test_versions_written_before_blobs_stay_readable(tmp_path):
     legacy = tmp_path / "models" / "loc" / "1"
     legacy.mkdir(parents=True)
     (legacy / "model.onnx").write_bytes(MODEL)
-    (legacy / "manifest.json").write_text(json.dumps({"name": "loc", "version": 1, "size_bytes": len(MODEL),
-                                                      "sha256": hashlib.sha256(MODEL).hexdigest()}))
+    (legacy / "manifest.json").write_text(
+        json.dumps({"name": "loc", "version": 1, "size_bytes": len(MODEL), "sha256": hashlib.sha256(MODEL).hexdigest()})
+    )
     store = ModelStore.open(tmp_path / "models")
     assert store.fetch("loc").data == MODEL
     assert store.publish("loc", MODEL + b"new", META) == 2
@@ -90,8 +92,14 @@ def test_s3_round_trip_and_verification(s3):
     with pytest.raises(ModelStoreError, match="refusing a tampered or partial model"):
         store.fetch("loc", 2)
     keys = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket="models", Prefix="rt/loc/")["Contents"])
-    assert keys == sorted(["rt/loc/1/manifest.json", "rt/loc/2/manifest.json", f"rt/loc/{blob}",
-                           f"rt/loc/{store.fetch('loc', 1).manifest['model']}"])
+    assert keys == sorted(
+        [
+            "rt/loc/1/manifest.json",
+            "rt/loc/2/manifest.json",
+            f"rt/loc/{blob}",
+            f"rt/loc/{store.fetch('loc', 1).manifest['model']}",
+        ]
+    )
 
 
 def test_s3_wrong_credentials_and_missing_bucket(s3):
@@ -121,14 +129,29 @@ def test_server_killed_mid_publish_leaves_no_version(tmp_path):
         server.client().create_bucket(Bucket="models")
         store = _s3_store(server)
         assert store.publish("loc", MODEL, META) == 1
-        dying = ModelStore(_DiesAfterModelUpload(server, "s3://models/heimdall", endpoint_url=server.endpoint,
-                                                 access_key=ACCESS_KEY, secret_key=SECRET_KEY, timeout_s=3))
+        dying = ModelStore(
+            _DiesAfterModelUpload(
+                server,
+                "s3://models/heimdall",
+                endpoint_url=server.endpoint,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                timeout_s=3,
+            )
+        )
         with pytest.raises(ModelStoreError, match="failed: Could not connect"):
             dying.publish("loc", MODEL + b"new", META)
         # a large upload cut by the server's death fails too
         server.start()
-        big = ModelStore(S3Backend("s3://models/heimdall", endpoint_url=server.endpoint, access_key=ACCESS_KEY,
-                                   secret_key=SECRET_KEY, timeout_s=3))
+        big = ModelStore(
+            S3Backend(
+                "s3://models/heimdall",
+                endpoint_url=server.endpoint,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                timeout_s=3,
+            )
+        )
         errors = []
         worker = threading.Thread(target=lambda: _publish_expecting_failure(big, errors))
         worker.start()

@@ -24,8 +24,24 @@ def ws(tmp_path, monkeypatch):
 
 
 def _train_args(store, run_dir, uri, *extra):
-    return ["train", "--data_dir", str(store), "--checkpoint_dir", str(run_dir), "--tracking_uri", uri,
-            "--batch_size", "128", "--d_model", "32", "--n_layers", "1", "--threads", "2", *extra]
+    return [
+        "train",
+        "--data_dir",
+        str(store),
+        "--checkpoint_dir",
+        str(run_dir),
+        "--tracking_uri",
+        uri,
+        "--batch_size",
+        "128",
+        "--d_model",
+        "32",
+        "--n_layers",
+        "1",
+        "--threads",
+        "2",
+        *extra,
+    ]
 
 
 def test_train_resume_export(tiny_store, ws, capsys):
@@ -40,8 +56,15 @@ def test_train_resume_export(tiny_store, ws, capsys):
     run_id = saved["mlflow_run_id"]
     client = MlflowClient(uri)
     run = client.get_run(run_id)
-    for key in ["val_loss", "train_loss", "val_median_error_m", "val_p90_error_m", "val_coverage_1sigma",
-                "val_coverage_2sigma", "val_weighted_centroid_median_error_m"]:
+    for key in [
+        "val_loss",
+        "train_loss",
+        "val_median_error_m",
+        "val_p90_error_m",
+        "val_coverage_1sigma",
+        "val_coverage_2sigma",
+        "val_weighted_centroid_median_error_m",
+    ]:
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run_id, "val_median_error_m")) == 2
     assert run.data.tags["scenario_sha256"] and run.data.tags["dataset_sha256"]
@@ -58,33 +81,69 @@ def test_train_resume_export(tiny_store, ws, capsys):
 
     # export-only loads the checkpoint and writes a model ONNX Runtime can run
     onnx_path = ws / "exported.onnx"
-    assert main(["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"),
-                 "--checkpoint_dir", str(ws)]) == 0
+    assert (
+        main(["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"), "--checkpoint_dir", str(ws)]) == 0
+    )
     (ws / "model.onnx").rename(onnx_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with h5py.File(tiny_store / "test.h5") as f:
         feats = f["features"][:3]
         rx = np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)
-    mean_m, cov = session.run(["mean_m", "cov_m2"], {
-        "features": feats, "rx_position_m": np.broadcast_to(rx, (3, 7, 2)).copy(),
-        "present": np.ones((3, 7), np.float32)})
+    mean_m, cov = session.run(
+        ["mean_m", "cov_m2"],
+        {
+            "features": feats,
+            "rx_position_m": np.broadcast_to(rx, (3, 7, 2)).copy(),
+            "present": np.ones((3, 7), np.float32),
+        },
+    )
     assert mean_m.shape == (3, 2) and np.isfinite(cov).all()
     assert main(["inspect", str(onnx_path)]) == 0
     assert "weights_sha256" in capsys.readouterr().out
 
     # evaluation: every estimator, every metric, the plots, and the numbers in the training run
-    assert main(["evaluate", "--model", str(run_dir / "best.ckpt"), "--data", str(tiny_store), "--out",
-                 str(ws / "eval"), "--grid-spacing-m", "4000"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run_dir / "best.ckpt"),
+                "--data",
+                str(tiny_store),
+                "--out",
+                str(ws / "eval"),
+                "--grid-spacing-m",
+                "4000",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "classical_ml" in table and "oracle" in table
     metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 150
-    assert set(metrics["estimators"]) == {"model", "model_power_only", "weighted_centroid", "classical_ml", "oracle",
-                                          "crlb"}
+    assert set(metrics["estimators"]) == {
+        "model",
+        "model_power_only",
+        "weighted_centroid",
+        "classical_ml",
+        "oracle",
+        "crlb",
+    }
     for name in ["model", "classical_ml", "oracle"]:
         m = metrics["estimators"][name]
-        for key in ["median_error_m", "mean_error_m", "p90_error_m", "cep50_m", "r95_m", "coverage_1sigma",
-                    "coverage_2sigma", "coverage_95", "mean_mahalanobis_sq", "nll"]:
+        for key in [
+            "median_error_m",
+            "mean_error_m",
+            "p90_error_m",
+            "cep50_m",
+            "r95_m",
+            "coverage_1sigma",
+            "coverage_2sigma",
+            "coverage_95",
+            "mean_mahalanobis_sq",
+            "nll",
+        ]:
             assert np.isfinite(m[key]), (name, key)
         assert m["inside_hull"]["n"] + m["outside_hull"]["n"] == 150
         assert sum(v["n"] for v in m["by_receivers_heard"].values()) == 150
@@ -92,8 +151,23 @@ def test_train_resume_export(tiny_store, ws, capsys):
         assert (ws / "eval" / plot).stat().st_size > 10_000, plot
     assert "test_model_median_error_m" in client.get_run(run_id).data.metrics
     # the same evaluation from the exported model gives the same model numbers
-    assert main(["evaluate", "--model", str(onnx_path), "--data", str(tiny_store), "--out", str(ws / "eval2"),
-                 "--grid-spacing-m", "4000", "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(onnx_path),
+                "--data",
+                str(tiny_store),
+                "--out",
+                str(ws / "eval2"),
+                "--grid-spacing-m",
+                "4000",
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     onnx_metrics = json.loads((ws / "eval2" / "metrics.json").read_text())["estimators"]["model"]
     assert onnx_metrics["median_error_m"] == pytest.approx(metrics["estimators"]["model"]["median_error_m"], abs=1.0)
 
@@ -137,8 +211,9 @@ def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):
     shutil.copy(tiny_store / "train.h5", mixed / "train.h5")
     from heimdall.scenario.builtin import load_scenario
 
-    generate_dataset(load_scenario("randstad-70cm"), tmp_path / "other", DatasetSpec(n_transmissions=60,
-                                                                                        iq_per_split=0))
+    generate_dataset(
+        load_scenario("randstad-70cm"), tmp_path / "other", DatasetSpec(n_transmissions=60, iq_per_split=0)
+    )
     shutil.copy(tmp_path / "other" / "val.h5", mixed / "val.h5")
     assert main(_train_args(mixed, ws / "r2", uri, "--epochs", "1")) == 2
     assert "store from another scenario" in capsys.readouterr().err

@@ -23,9 +23,26 @@ def store(nw_italy, tmp_path_factory):
 
 
 def _cmd(store, run_dir, uri, *extra):
-    return [sys.executable, "-m", "heimdall", "train", "--data_dir", str(store), "--checkpoint_dir", str(run_dir),
-            "--tracking_uri", uri, "--batch_size", "32", "--d_model", "32", "--n_layers", "1", "--no_export",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "heimdall",
+        "train",
+        "--data_dir",
+        str(store),
+        "--checkpoint_dir",
+        str(run_dir),
+        "--tracking_uri",
+        uri,
+        "--batch_size",
+        "32",
+        "--d_model",
+        "32",
+        "--n_layers",
+        "1",
+        "--no_export",
+        *extra,
+    ]
 
 
 def _env(tmp_path):
@@ -35,8 +52,12 @@ def _env(tmp_path):
 def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen(_cmd(store, run_dir, uri, "--epochs", "200", "--threads", "1"), env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(store, run_dir, uri, "--epochs", "200", "--threads", "1"),
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 400
         while not (run_dir / "last.ckpt").exists():
@@ -56,8 +77,21 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
         load_checkpoint(ckpt)
     epoch = torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"]
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
-    assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", str(epoch + 2),
-                 "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume_training",
+                "--checkpoint_dir",
+                str(run_dir),
+                "--epochs",
+                str(epoch + 2),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == epoch + 1
     assert not list(run_dir.glob(".*.tmp"))
 
@@ -65,8 +99,21 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
 def test_ddp_two_cpu_processes(store, tmp_path):
     run_dir = tmp_path / "ddp"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = _cmd(store, run_dir, uri, "--epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-               "--threads", "1")
+    cmd = _cmd(
+        store,
+        run_dir,
+        uri,
+        "--epochs",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--threads",
+        "1",
+    )
     done = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run_dir / "last.ckpt").is_file()

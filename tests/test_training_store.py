@@ -23,6 +23,7 @@ def _recreate(name, **kwargs):
         data = f[name][...]
         del f[name]
         f.create_dataset(name, **{"data": data, **kwargs})
+
     return edit
 
 
@@ -30,6 +31,7 @@ def _replace(name, value):
     def edit(f):
         del f[name]
         f[name] = value
+
     return edit
 
 
@@ -39,6 +41,7 @@ def _set_attr(name, value):
             del f.attrs[name]
         else:
             f.attrs[name] = value
+
     return edit
 
 
@@ -76,21 +79,36 @@ def _soft_link(f):
 
 
 MALFORMED = [
-    ("features of integers", _recreate("features", dtype="i4"), "dataset features is int32 (150, 7, 35), "
-                                                                "expected float [150 × any × any]"),
-    ("features without receivers axis", _replace("features", np.zeros((150, 35), np.float32)),
-     "dataset features is float32 (150, 35)"),
-    ("mask of another shape", _replace("mask", np.zeros((150, 8), bool)), "dataset mask is bool (150, 8), "
-                                                                         "expected bool [150 × 7]"),
+    (
+        "features of integers",
+        _recreate("features", dtype="i4"),
+        "dataset features is int32 (150, 7, 35), expected float [150 × any × any]",
+    ),
+    (
+        "features without receivers axis",
+        _replace("features", np.zeros((150, 35), np.float32)),
+        "dataset features is float32 (150, 35)",
+    ),
+    (
+        "mask of another shape",
+        _replace("mask", np.zeros((150, 8), bool)),
+        "dataset mask is bool (150, 8), expected bool [150 × 7]",
+    ),
     ("oracle of another length", _replace("oracle/tx_height_m", np.zeros(149)), "dataset oracle/tx_height_m"),
     ("receiver table of another length", _replace("receivers/east_m", np.zeros(6)), "dataset receivers/east_m"),
     ("no n_samples", _set_attr("n_samples", None), "attribute n_samples must be a non-negative integer"),
     ("garbage format_version", _set_attr("format_version", "abc"), "attribute format_version must be a non-negative"),
     ("garbage feature_params", _set_attr("feature_params", "{"), "attribute feature_params is not the JSON"),
-    ("scenario with aliases", _set_attr("scenario_yaml", "a: &a [1, 2]\nname: *a\n"),
-     "attribute scenario_yaml: not valid YAML"),
-    ("scenario with a 400-digit number", _set_attr("scenario_yaml", "name: x\nfrequency_hz: " + "9" * 400 + "\n"),
-     "attribute scenario_yaml: not valid YAML: an integer of 400 characters"),
+    (
+        "scenario with aliases",
+        _set_attr("scenario_yaml", "a: &a [1, 2]\nname: *a\n"),
+        "attribute scenario_yaml: not valid YAML",
+    ),
+    (
+        "scenario with a 400-digit number",
+        _set_attr("scenario_yaml", "name: x\nfrequency_hz: " + "9" * 400 + "\n"),
+        "attribute scenario_yaml: not valid YAML: an integer of 400 characters",
+    ),
     ("external link", _external_link, "features is an external link to other.h5:/features"),
     ("virtual dataset", _virtual, "dataset features stores its data in other files"),
     ("external storage", _external_storage, "dataset features stores its data in other files"),
@@ -104,8 +122,21 @@ def test_malformed_stores_are_clear_errors(case, edit, message, tiny_store, tmp_
     shutil.copy(tiny_store / "test.h5", bad)
     with h5py.File(bad, "r+") as f:
         edit(f)
-    assert main(["evaluate", "--model", str(tmp_path / "none.ckpt"), "--data", str(bad), "--out",
-                 str(tmp_path / "eval"), "--no-mlflow"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "none.ckpt"),
+                "--data",
+                str(bad),
+                "--out",
+                str(tmp_path / "eval"),
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{bad}: " in err and message in err and "Traceback" not in err, err
 
@@ -115,8 +146,11 @@ def test_a_commit_is_durable(tmp_path, nw_italy, request):
     from heimdall.datasets.store import receiver_table, store_attrs
     from heimdall.features import FeatureParams
 
-    writer = StoreWriter(tmp_path / "train.h5", store_attrs(nw_italy, FeatureParams.from_scenario(nw_italy), "train"),
-                         receiver_table(nw_italy))
+    writer = StoreWriter(
+        tmp_path / "train.h5",
+        store_attrs(nw_italy, FeatureParams.from_scenario(nw_italy), "train"),
+        receiver_table(nw_italy),
+    )
     fsynced = request.getfixturevalue("fsynced")  # from here on: the writer's set-up is not observed
     writer.commit()
     assert fsynced == [str(tmp_path / "train.h5.partial"), str(tmp_path)]
@@ -175,9 +209,31 @@ def test_a_new_import_replaces_the_old_store_only_once_committed(nw_italy, tmp_p
 
 def test_training_says_which_files_exceed_the_loader_budget(tiny_store, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["train", "--data_dir", str(tiny_store), "--checkpoint_dir", str(tmp_path / "run"), "--tracking_uri",
-                 uri, "--epochs", "1", "--d_model", "32", "--n_layers", "1", "--threads", "2", "--no_export",
-                 "--loader_memory_mb", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data_dir",
+                str(tiny_store),
+                "--checkpoint_dir",
+                str(tmp_path / "run"),
+                "--tracking_uri",
+                uri,
+                "--epochs",
+                "1",
+                "--d_model",
+                "32",
+                "--n_layers",
+                "1",
+                "--threads",
+                "2",
+                "--no_export",
+                "--loader_memory_mb",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train: 1 of 1 store files do not fit --loader_memory_mb 0.5 and are read from disk" in out
     assert "val:" not in out  # 150 samples fit what is left

@@ -25,8 +25,9 @@ PRIOR_SIGMA_M = 300_000.0  # weak prior that keeps covariances finite with < 3 r
 MeanModel = Callable[[np.ndarray], np.ndarray]  # points [P, 2] metres → mean received power [P, R] dB (up to P0)
 
 
-def weighted_centroid(power_dbm: np.ndarray, heard: np.ndarray, rx_position_m: np.ndarray,
-                      exponent: float = 0.5) -> np.ndarray:
+def weighted_centroid(
+    power_dbm: np.ndarray, heard: np.ndarray, rx_position_m: np.ndarray, exponent: float = 0.5
+) -> np.ndarray:
     """Centroid of the hearing receivers weighted by (linear received power)^exponent.
 
     power_dbm: [n, R]; heard: bool [n, R]; rx_position_m: [R, 2] → [n, 2] metres. A row where no
@@ -40,8 +41,9 @@ def weighted_centroid(power_dbm: np.ndarray, heard: np.ndarray, rx_position_m: n
     return (w @ rx_position_m) / w.sum(axis=1, keepdims=True)
 
 
-def log_distance_model(rx_position_m: np.ndarray, exponent: float, offsets_db: np.ndarray | None = None,
-                       min_distance_m: float = 100.0) -> MeanModel:
+def log_distance_model(
+    rx_position_m: np.ndarray, exponent: float, offsets_db: np.ndarray | None = None, min_distance_m: float = 100.0
+) -> MeanModel:
     """μ_r(x) = K_r − 10·n·log10(|x − x_r|): per-receiver offsets K_r (antenna, height, calibration);
     the unknown transmit power absorbs every common constant."""
     k = np.zeros(len(rx_position_m)) if offsets_db is None else np.asarray(offsets_db, float)
@@ -84,8 +86,9 @@ def _grid_cost(power: np.ndarray, w: np.ndarray, m_grid: np.ndarray) -> np.ndarr
     return (a * a).sum(-1)[:, None] - 2 * a @ m_grid.T + w @ (m_grid**2).T - (s_a - s_m) ** 2 / n_h
 
 
-def rss_ml(power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanModel, grid: Grid, sigma_db: float,
-           chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def rss_ml(
+    power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanModel, grid: Grid, sigma_db: float, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood positions [n, 2] and covariances [n, 2, 2] from received powers.
 
     The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out.
@@ -110,9 +113,16 @@ def rss_ml(power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanModel, grid
     return out_pos, cov
 
 
-def rss_posterior(power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanModel, grid: Grid, sigma_db: float,
-                  censor_dbm: np.ndarray | None = None, p0_range_dbm: tuple[float, float] | None = None,
-                  chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def rss_posterior(
+    power_dbm: np.ndarray,
+    heard: np.ndarray,
+    mean_model: MeanModel,
+    grid: Grid,
+    sigma_db: float,
+    censor_dbm: np.ndarray | None = None,
+    p0_range_dbm: tuple[float, float] | None = None,
+    chunk: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean [n, 2] and covariance [n, 2, 2] over the grid (uniform prior on the area).
 
     With a flat prior on P0, integrating it out leaves exp(−cost/(2σ²)) up to a constant per transmission.
@@ -163,8 +173,9 @@ def rss_posterior(power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanMode
     return mean, cov
 
 
-def curvature_covariance(power: np.ndarray, w: np.ndarray, mean_model: MeanModel, at_m: np.ndarray,
-                         sigma_db: float, step_m: float) -> np.ndarray:
+def curvature_covariance(
+    power: np.ndarray, w: np.ndarray, mean_model: MeanModel, at_m: np.ndarray, sigma_db: float, step_m: float
+) -> np.ndarray:
     """Inverse Hessian of the profiled negative log-likelihood cost/(2σ²) at `at_m`, by central differences."""
     h = step_m
     stencil = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [h, h], [h, -h], [-h, h], [-h, -h]])
@@ -185,8 +196,9 @@ def _regularised_inverse(information: np.ndarray) -> np.ndarray:
     return np.einsum("nij,nj,nkj->nik", vecs, 1.0 / vals, vecs)
 
 
-def log_distance_crlb(position_m: np.ndarray, heard: np.ndarray, rx_position_m: np.ndarray, exponent: float,
-                      sigma_db: float) -> np.ndarray:
+def log_distance_crlb(
+    position_m: np.ndarray, heard: np.ndarray, rx_position_m: np.ndarray, exponent: float, sigma_db: float
+) -> np.ndarray:
     """Cramér–Rao bound [n, 2, 2] m² for the log-distance model with unknown transmit power.
 
     With g_r = ∇μ_r = −(10·n/ln10)·(x − x_r)/d_r², the Fisher information after profiling P0 is
@@ -211,8 +223,9 @@ class LogDistanceFit:
     sigma_db: float  # residual standard deviation
 
 
-def fit_log_distance(power_dbm: np.ndarray, heard: np.ndarray, position_m: np.ndarray,
-                     rx_position_m: np.ndarray) -> LogDistanceFit:
+def fit_log_distance(
+    power_dbm: np.ndarray, heard: np.ndarray, position_m: np.ndarray, rx_position_m: np.ndarray
+) -> LogDistanceFit:
     """Least squares of p_r = P0 + K_r − 10·n·log10(d_r), one P0 per transmission (profiled out by
     centring each transmission over its hearing receivers)."""
     n_rx = len(rx_position_m)
@@ -223,8 +236,9 @@ def fit_log_distance(power_dbm: np.ndarray, heard: np.ndarray, position_m: np.nd
     def centre(v: np.ndarray) -> np.ndarray:
         return (v - (v * w[..., None]).sum(1, keepdims=True) / n_h[..., None]) * w[..., None]
 
-    x = np.concatenate([-10 * np.log10(np.maximum(d, 100.0))[..., None],
-                        np.broadcast_to(np.eye(n_rx), (len(d), n_rx, n_rx))], axis=-1)
+    x = np.concatenate(
+        [-10 * np.log10(np.maximum(d, 100.0))[..., None], np.broadcast_to(np.eye(n_rx), (len(d), n_rx, n_rx))], axis=-1
+    )
     y = centre(np.where(heard, power_dbm, 0.0)[..., None])[..., 0]
     xc = centre(x)
     coef, *_ = np.linalg.lstsq(xc[heard], y[heard], rcond=None)

@@ -78,143 +78,309 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     spec, imports, serving = DatasetSpec(), ImportOptions(), ServeSettings()
 
-    p = sub.add_parser("simulate", help="simulate a scenario into a training store (train/val/test) or SigMF",
-                       description="Simulate transmissions of a scenario and write train/val/test store files, "
-                                   "or (--format sigmf) one SigMF collection per transmission.")
-    _flag(p, "--scenario", default=DEFAULT_SCENARIO,
-          help=f"built-in scenario name or YAML file (default: {DEFAULT_SCENARIO})")
-    _flag(p, "--out", help="output folder (default: $HEIMDALL_WORKSPACE/data/<scenario>, "
-                           "or $HEIMDALL_WORKSPACE/sigmf/<scenario> with --format sigmf)")
-    _flag(p, "--format", choices=["store", "sigmf"], default="store",
-          help="store: HDF5 training store; sigmf: a folder of SigMF collections per split (default: store)")
-    _flag(p, "--datatype", choices=["cf32_le", "ci16_le", "ci8", "cu8"], default="cf32_le",
-          help="sample type of SigMF recordings (default: cf32_le, lossless)")
-    _flag(p, "--n-transmissions", short="-n", type=_positive_int, default=spec.n_transmissions,
-          help=f"transmissions over all splits (default: {spec.n_transmissions}; each SigMF transmission is "
-               "about 16 KiB per receiver in cf32_le)")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a scenario into a training store (train/val/test) or SigMF",
+        description="Simulate transmissions of a scenario and write train/val/test store files, "
+        "or (--format sigmf) one SigMF collection per transmission.",
+    )
+    _flag(
+        p,
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help=f"built-in scenario name or YAML file (default: {DEFAULT_SCENARIO})",
+    )
+    _flag(
+        p,
+        "--out",
+        help="output folder (default: $HEIMDALL_WORKSPACE/data/<scenario>, "
+        "or $HEIMDALL_WORKSPACE/sigmf/<scenario> with --format sigmf)",
+    )
+    _flag(
+        p,
+        "--format",
+        choices=["store", "sigmf"],
+        default="store",
+        help="store: HDF5 training store; sigmf: a folder of SigMF collections per split (default: store)",
+    )
+    _flag(
+        p,
+        "--datatype",
+        choices=["cf32_le", "ci16_le", "ci8", "cu8"],
+        default="cf32_le",
+        help="sample type of SigMF recordings (default: cf32_le, lossless)",
+    )
+    _flag(
+        p,
+        "--n-transmissions",
+        short="-n",
+        type=_positive_int,
+        default=spec.n_transmissions,
+        help=f"transmissions over all splits (default: {spec.n_transmissions}; each SigMF transmission is "
+        "about 16 KiB per receiver in cf32_le)",
+    )
     _flag(p, "--seed", type=int, default=spec.seed, help=f"dataset seed (default: {spec.seed})")
-    _flag(p, "--workers", type=_positive_int, default=os.cpu_count() or 1,
-          help="worker processes (default: CPU count); the output does not depend on it")
+    _flag(
+        p,
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: CPU count); the output does not depend on it",
+    )
     _flag(p, "--shard", type=_shard, default=spec.shard, help="make shard i of N (i/N) for cluster generation")
-    _flag(p, "--splits", type=_fractions, default=spec.fractions,
-          help=f"train,val,test fractions (default: {','.join(f'{f:g}' for f in spec.fractions)})")
-    _flag(p, "--split-mode", choices=["random", "spatial"], default=spec.split_mode,
-          help="random, or spatial blocks (tests generalisation to unseen places)")
-    _flag(p, "--spatial-block-m", type=float, default=spec.spatial_block_m,
-          help=f"block size of the spatial split in metres (default: {spec.spatial_block_m:g})")
-    _flag(p, "--iq-samples", type=int, default=spec.iq_per_split,
-          help=f"keep raw IQ of the first K transmissions of each split (default: {spec.iq_per_split})")
-    _flag(p, "--shadowing", choices=["fixed", "iid"],
-          help="override the scenario's shadowing mode (iid: the control without a learnable radio map)")
+    _flag(
+        p,
+        "--splits",
+        type=_fractions,
+        default=spec.fractions,
+        help=f"train,val,test fractions (default: {','.join(f'{f:g}' for f in spec.fractions)})",
+    )
+    _flag(
+        p,
+        "--split-mode",
+        choices=["random", "spatial"],
+        default=spec.split_mode,
+        help="random, or spatial blocks (tests generalisation to unseen places)",
+    )
+    _flag(
+        p,
+        "--spatial-block-m",
+        type=float,
+        default=spec.spatial_block_m,
+        help=f"block size of the spatial split in metres (default: {spec.spatial_block_m:g})",
+    )
+    _flag(
+        p,
+        "--iq-samples",
+        type=int,
+        default=spec.iq_per_split,
+        help=f"keep raw IQ of the first K transmissions of each split (default: {spec.iq_per_split})",
+    )
+    _flag(
+        p,
+        "--shadowing",
+        choices=["fixed", "iid"],
+        help="override the scenario's shadowing mode (iid: the control without a learnable radio map)",
+    )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
 
     _add_train_parser(sub)
 
-    p = sub.add_parser("evaluate", help="compare a model with classical estimators, the oracle and the CRLB",
-                       description="Evaluate a checkpoint or ONNX model on a test split against the weighted "
-                                   "centroid, classical RSS maximum likelihood, the oracle and the Cramér–Rao bound.")
+    p = sub.add_parser(
+        "evaluate",
+        help="compare a model with classical estimators, the oracle and the CRLB",
+        description="Evaluate a checkpoint or ONNX model on a test split against the weighted "
+        "centroid, classical RSS maximum likelihood, the oracle and the Cramér–Rao bound.",
+    )
     _flag(p, "--model", help="best.ckpt or model.onnx (default: the newest run in the workspace)")
     _flag(p, "--data-dir", "--data", help="store folder (its test split) or a test .h5 (default: the run's data)")
     _flag(p, "--out", help="output folder (default: <run folder>/evaluation)")
-    _flag(p, "--grid-spacing-m", type=float, default=2000.0,
-          help="grid of the classical and oracle searches in metres (default 2000)")
+    _flag(
+        p,
+        "--grid-spacing-m",
+        type=float,
+        default=2000.0,
+        help="grid of the classical and oracle searches in metres (default 2000)",
+    )
     _flag(p, "--max-samples", type=_positive_int, help="evaluate only the first N test transmissions")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default: the run's)")
     _flag(p, "--no-mlflow", action="store_true", help="do not log to MLflow")
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX, store it and register it in MLflow",
-                       description="Export a checkpoint to one validated ONNX file, publish it to the model store "
-                                   f"(local folder or s3://bucket/prefix) and register it as {MODEL_NAME}.")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX, store it and register it in MLflow",
+        description="Export a checkpoint to one validated ONNX file, publish it to the model store "
+        f"(local folder or s3://bucket/prefix) and register it as {MODEL_NAME}.",
+    )
     _flag(p, "--checkpoint", required=True, help="a Heimdall checkpoint (best.ckpt)")
     _flag(p, "--out", help="ONNX file to write (default: model.onnx beside the checkpoint)")
     _flag(p, "--store", help="model store: a folder or s3://bucket/prefix (default: workspace/models)")
     _flag(p, "--no-store", action="store_true", help="only write the ONNX file")
     _flag(p, "--name", default=MODEL_NAME, help=f"model name in the store and the registry (default {MODEL_NAME})")
     _add_s3_options(p)
-    _flag(p, "--signing-key", metavar="FILE",
-          help="sign the manifests with this ed25519 private key (PEM) or HMAC key file "
-               "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)")
-    _flag(p, "--data-dir", "--eval-data", "--eval_data",
-          help="store folder (its test split) or test .h5 the champion rule judges on (default: the test split of "
-               "the training data)")
+    _flag(
+        p,
+        "--signing-key",
+        metavar="FILE",
+        help="sign the manifests with this ed25519 private key (PEM) or HMAC key file "
+        "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)",
+    )
+    _flag(
+        p,
+        "--data-dir",
+        "--eval-data",
+        "--eval_data",
+        help="store folder (its test split) or test .h5 the champion rule judges on (default: the test split of "
+        "the training data)",
+    )
     _flag(p, "--no-register", action="store_true", help="do not register in MLflow")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default: the training run's)")
 
-    p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + ONNX Runtime)",
-                       description="Serve localization over HTTP. The model comes from a file, the model store "
-                                   "or the MLflow registry (default: alias champion in the workspace's registry).")
+    p = sub.add_parser(
+        "serve",
+        help="serve the model over HTTP (FastAPI + ONNX Runtime)",
+        description="Serve localization over HTTP. The model comes from a file, the model store "
+        "or the MLflow registry (default: alias champion in the workspace's registry).",
+    )
     _add_model_source(p)
     _flag(p, "--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     _flag(p, "--port", type=int, default=8000, help="port (default 8000)")
     _flag(p, "--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    _flag(p, "--max-batch", type=int, default=serving.max_batch,
-          help=f"micro-batch size limit (default {serving.max_batch})")
-    _flag(p, "--max-wait-ms", type=float, default=serving.max_wait_ms,
-          help=f"extra wait for a fuller micro-batch (ms, default {serving.max_wait_ms:g}: batch what is already "
-               "waiting)")
-    _flag(p, "--max-inflight", type=_positive_int, default=serving.max_inflight,
-          help=f"transmissions worked on at once; a request that does not fit answers 429 (default "
-               f"{serving.max_inflight})")
-    _flag(p, "--max-requests", type=_positive_int, default=serving.max_requests,
-          help=f"requests with a body in progress at once, beyond which 429 (default {serving.max_requests})")
-    _flag(p, "--match-tolerance-m", type=float, default=serving.match_tolerance_m,
-          help=f"an ad-hoc receiver within this distance of a model receiver is that receiver; a receiver given by "
-               f"id and position must be this close to its table position (default {MATCH_TOLERANCE_M:g} m)")
-    _flag(p, "--cache-size", type=int, default=serving.cache_size,
-          help=f"answers kept in the LRU cache (default {serving.cache_size})")
-    _flag(p, "--max-body-mb", type=float, default=serving.max_body_bytes / 1024**2,
-          help=f"request body limit (MB, default {serving.max_body_bytes / 1024**2:g})")
+    _flag(
+        p,
+        "--max-batch",
+        type=int,
+        default=serving.max_batch,
+        help=f"micro-batch size limit (default {serving.max_batch})",
+    )
+    _flag(
+        p,
+        "--max-wait-ms",
+        type=float,
+        default=serving.max_wait_ms,
+        help=f"extra wait for a fuller micro-batch (ms, default {serving.max_wait_ms:g}: batch what is already "
+        "waiting)",
+    )
+    _flag(
+        p,
+        "--max-inflight",
+        type=_positive_int,
+        default=serving.max_inflight,
+        help=f"transmissions worked on at once; a request that does not fit answers 429 (default "
+        f"{serving.max_inflight})",
+    )
+    _flag(
+        p,
+        "--max-requests",
+        type=_positive_int,
+        default=serving.max_requests,
+        help=f"requests with a body in progress at once, beyond which 429 (default {serving.max_requests})",
+    )
+    _flag(
+        p,
+        "--match-tolerance-m",
+        type=float,
+        default=serving.match_tolerance_m,
+        help=f"an ad-hoc receiver within this distance of a model receiver is that receiver; a receiver given by "
+        f"id and position must be this close to its table position (default {MATCH_TOLERANCE_M:g} m)",
+    )
+    _flag(
+        p,
+        "--cache-size",
+        type=int,
+        default=serving.cache_size,
+        help=f"answers kept in the LRU cache (default {serving.cache_size})",
+    )
+    _flag(
+        p,
+        "--max-body-mb",
+        type=float,
+        default=serving.max_body_bytes / 1024**2,
+        help=f"request body limit (MB, default {serving.max_body_bytes / 1024**2:g})",
+    )
 
-    p = sub.add_parser("predict", help="localize the transmissions of a store or SigMF collections (no HTTP)",
-                       description="Run the service's model (file, store or registry) on every transmission of a "
-                                   "store or of SigMF collections and write a CSV of positions and ellipses.")
-    p.add_argument("data", help="a store .h5 file, a store folder (its --split), a .sigmf-collection, "
-                                "or a folder of SigMF collections")
-    _flag(p, "--split", default="test", help="split of a store folder (default test; 'unlabelled' for "
-                                             "imported transmissions without a known position)")
+    p = sub.add_parser(
+        "predict",
+        help="localize the transmissions of a store or SigMF collections (no HTTP)",
+        description="Run the service's model (file, store or registry) on every transmission of a "
+        "store or of SigMF collections and write a CSV of positions and ellipses.",
+    )
+    p.add_argument(
+        "data",
+        help="a store .h5 file, a store folder (its --split), a .sigmf-collection, or a folder of SigMF collections",
+    )
+    _flag(
+        p,
+        "--split",
+        default="test",
+        help="split of a store folder (default test; 'unlabelled' for imported transmissions without a known position)",
+    )
     _flag(p, "--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
-    _flag(p, "--match-tolerance-m", type=float, default=MATCH_TOLERANCE_M,
-          help=f"a SigMF recording within this distance of a model receiver is that receiver "
-               f"(default {MATCH_TOLERANCE_M:g} m)")
-    _flag(p, "--skip-invalid", action="store_true", help="SigMF: skip invalid collections (reported) instead of "
-                                                         "stopping")
+    _flag(
+        p,
+        "--match-tolerance-m",
+        type=float,
+        default=MATCH_TOLERANCE_M,
+        help=f"a SigMF recording within this distance of a model receiver is that receiver "
+        f"(default {MATCH_TOLERANCE_M:g} m)",
+    )
+    _flag(
+        p, "--skip-invalid", action="store_true", help="SigMF: skip invalid collections (reported) instead of stopping"
+    )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
     _add_model_source(p)
     _flag(p, "--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default 2)")
 
-    p = sub.add_parser("import", help="import a folder of SigMF collections into a training store",
-                       description="Read every *.sigmf-collection under DIR (one transmission each, one recording "
-                                   "per receiver), check it, and write a training store: labelled collections into "
-                                   "train/val/test (kept from train/val/test sub-folders, else a seeded split), "
-                                   "unlabelled ones into the 'unlabelled' split for prediction.")
+    p = sub.add_parser(
+        "import",
+        help="import a folder of SigMF collections into a training store",
+        description="Read every *.sigmf-collection under DIR (one transmission each, one recording "
+        "per receiver), check it, and write a training store: labelled collections into "
+        "train/val/test (kept from train/val/test sub-folders, else a seeded split), "
+        "unlabelled ones into the 'unlabelled' split for prediction.",
+    )
     p.add_argument("input", metavar="DIR", help="folder of SigMF collections (only read, never modified)")
     _flag(p, "--out", required=True, help="store folder to write")
-    _flag(p, "--scenario", default=DEFAULT_SCENARIO,
-          help=f"scenario giving the channel frequency, feature settings and known receivers (default "
-               f"{DEFAULT_SCENARIO})")
-    _flag(p, "--skip-invalid", action="store_true",
-          help="import the valid collections and report each invalid one (default: stop at the first)")
-    _flag(p, "--match-tolerance-m", type=float, default=imports.match_tolerance_m,
-          help=f"a recording within this distance of a known receiver is that receiver "
-               f"(default {imports.match_tolerance_m:g} m)")
-    _flag(p, "--new-receiver-height-m", type=float, default=imports.new_receiver_height_m,
-          help=f"antenna height above terrain given to receivers not in the scenario (default "
-               f"{imports.new_receiver_height_m:g} m)")
-    _flag(p, "--splits", type=_fractions, default=imports.fractions,
-          help="train,val,test fractions for collections outside split folders (default: "
-               f"{','.join(f'{f:g}' for f in imports.fractions)})")
+    _flag(
+        p,
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help=f"scenario giving the channel frequency, feature settings and known receivers (default "
+        f"{DEFAULT_SCENARIO})",
+    )
+    _flag(
+        p,
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid collections and report each invalid one (default: stop at the first)",
+    )
+    _flag(
+        p,
+        "--match-tolerance-m",
+        type=float,
+        default=imports.match_tolerance_m,
+        help=f"a recording within this distance of a known receiver is that receiver "
+        f"(default {imports.match_tolerance_m:g} m)",
+    )
+    _flag(
+        p,
+        "--new-receiver-height-m",
+        type=float,
+        default=imports.new_receiver_height_m,
+        help=f"antenna height above terrain given to receivers not in the scenario (default "
+        f"{imports.new_receiver_height_m:g} m)",
+    )
+    _flag(
+        p,
+        "--splits",
+        type=_fractions,
+        default=imports.fractions,
+        help="train,val,test fractions for collections outside split folders (default: "
+        f"{','.join(f'{f:g}' for f in imports.fractions)})",
+    )
     _flag(p, "--seed", type=int, default=imports.seed, help=f"seed of the split assignment (default {imports.seed})")
-    _flag(p, "--iq-samples", type=int, default=imports.iq_per_split,
-          help=f"keep the conformed IQ of the first K transmissions of each split (default {imports.iq_per_split})")
+    _flag(
+        p,
+        "--iq-samples",
+        type=int,
+        default=imports.iq_per_split,
+        help=f"keep the conformed IQ of the first K transmissions of each split (default {imports.iq_per_split})",
+    )
     _flag(p, "--overwrite", action="store_true", help="replace a store already in --out")
     _flag(p, "--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("inspect", help="print the metadata inside an exported ONNX model",
-                       description="Print the metadata stored inside a Heimdall ONNX model.")
+    p = sub.add_parser(
+        "inspect",
+        help="print the metadata inside an exported ONNX model",
+        description="Print the metadata stored inside a Heimdall ONNX model.",
+    )
     p.add_argument("model", help="path to model.onnx")
 
-    p = sub.add_parser("scenario", help="list, show or validate scenarios",
-                       description="List built-in scenarios, print one, or validate a scenario file.")
+    p = sub.add_parser(
+        "scenario",
+        help="list, show or validate scenarios",
+        description="List built-in scenarios, print one, or validate a scenario file.",
+    )
     p.add_argument("action", choices=["list", "show", "validate"])
     p.add_argument("name", nargs="?", default=DEFAULT_SCENARIO, help="built-in name or YAML file")
     return parser
@@ -223,8 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_s3_options(p: argparse.ArgumentParser) -> None:
     _flag(p, "--s3-endpoint-url", help="S3 endpoint (MinIO, SeaweedFS); default AWS or $AWS_ENDPOINT_URL")
     _flag(p, "--s3-access-key", help="default $AWS_ACCESS_KEY_ID or the AWS credentials file")
-    _flag(p, "--s3-secret-key", help="visible to other users in the process list: prefer $AWS_SECRET_ACCESS_KEY or "
-                                     "the AWS credentials file ($AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials)")
+    _flag(
+        p,
+        "--s3-secret-key",
+        help="visible to other users in the process list: prefer $AWS_SECRET_ACCESS_KEY or "
+        "the AWS credentials file ($AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials)",
+    )
 
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
@@ -234,23 +404,33 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     src.add_argument("--store", help="model store (folder or s3://bucket/prefix); latest version unless --version")
     p.add_argument("--model_file", dest="model_file", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
     _flag(p, "--version", type=int, help="version in the model store")
-    _flag(p, "--tracking-uri", "--registry-uri", "--registry_uri",
-          help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI, else the workspace's)")
+    _flag(
+        p,
+        "--tracking-uri",
+        "--registry-uri",
+        "--registry_uri",
+        help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI, else the workspace's)",
+    )
     _flag(p, "--name", default=MODEL_NAME, help=f"model name in the store / registry (default {MODEL_NAME})")
     _flag(p, "--alias", default=CHAMPION, help=f"registry alias (default {CHAMPION})")
     _add_s3_options(p)
-    _flag(p, "--verify-key", metavar="FILE",
-          help="refuse models whose manifest is not signed by this ed25519 public key (PEM) or HMAC key "
-               "file (default $HEIMDALL_VERIFY_KEY_FILE)")
+    _flag(
+        p,
+        "--verify-key",
+        metavar="FILE",
+        help="refuse models whose manifest is not signed by this ed25519 public key (PEM) or HMAC key "
+        "file (default $HEIMDALL_VERIFY_KEY_FILE)",
+    )
     _flag(p, "--model-sha256", type=_sha256, metavar="HEX", help="refuse any model whose bytes do not have this sha256")
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser(
-        "train", help="train a localization model (default: the built-in scenario, simulated if missing)",
+        "train",
+        help="train a localization model (default: the built-in scenario, simulated if missing)",
         description="Train LocalizationNet with Lightning and track it with MLflow, then export, store and register "
-                    "the best checkpoint. Flags override --config; the resolved configuration is saved with the run.",
+        "the best checkpoint. Flags override --config; the resolved configuration is saved with the run.",
         argument_default=argparse.SUPPRESS,
     )
     _flag(p, "--config", help="YAML file of options (keys as the long flag names with underscores)")
@@ -258,13 +438,22 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "--epochs", type=int, help=f"maximum epochs (default {d.epochs}; early stopping usually ends sooner)")
     _flag(p, "--batch-size", type=int, help=f"batch size (default {d.batch_size})")
     _flag(p, "--learning-rate", "--lr", type=float, help=f"peak learning rate (default {d.learning_rate:g})")
-    _flag(p, "--validation-split", "--val_split", "--val-split", type=float,
-          help=f"fraction of train used for validation when the store has no val split (default "
-               f"{d.validation_split:g})")
+    _flag(
+        p,
+        "--validation-split",
+        "--val_split",
+        "--val-split",
+        type=float,
+        help=f"fraction of train used for validation when the store has no val split (default {d.validation_split:g})",
+    )
     _flag(p, "--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
-    _flag(p, "--loader-memory-mb", type=float,
-          help=f"store data each reading process keeps in memory, MB (default {d.loader_memory_mb:g}; the rest is "
-               "read from disk)")
+    _flag(
+        p,
+        "--loader-memory-mb",
+        type=float,
+        help=f"store data each reading process keeps in memory, MB (default {d.loader_memory_mb:g}; the rest is "
+        "read from disk)",
+    )
     _flag(p, "--accelerator", choices=["cpu", "gpu", "auto"], help=f"cpu, gpu or auto (default {d.accelerator})")
     _flag(p, "--devices", help=f"devices per node: a count or 'auto' (default {d.devices})")
     _flag(p, "--num-nodes", type=int, help=f"nodes for multi-node DDP (default {d.num_nodes})")
@@ -273,8 +462,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "--checkpoint-dir", help="run folder for checkpoints (default workspace/runs/<run>)")
     _flag(p, "--checkpoint", help="checkpoint to export with --export-only")
     _flag(p, "--export-only", action="store_true", help="export --checkpoint to ONNX, no training")
-    _flag(p, "--resume-training", action="store_true",
-          help="continue the run in --checkpoint-dir from last.ckpt with its saved configuration")
+    _flag(
+        p,
+        "--resume-training",
+        action="store_true",
+        help="continue the run in --checkpoint-dir from last.ckpt with its saved configuration",
+    )
     _flag(p, "--experiment-name", help=f"MLflow experiment (default {d.experiment_name})")
     _flag(p, "--run-name-prefix", help=f"prefix of the run name (default {d.run_name_prefix})")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite)")
@@ -284,15 +477,27 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "--n-heads", type=int, help=f"attention heads (default {d.n_heads}; d_model must be a multiple)")
     _flag(p, "--n-layers", type=int, help=f"attention blocks (default {d.n_layers})")
     _flag(p, "--patience", type=int, help=f"early-stopping patience in epochs (default {d.patience})")
-    _flag(p, "--feature-dropout", type=float,
-          help=f"share of training transmissions seen with power only, no spectrum (default {d.feature_dropout:g})")
+    _flag(
+        p,
+        "--feature-dropout",
+        type=float,
+        help=f"share of training transmissions seen with power only, no spectrum (default {d.feature_dropout:g})",
+    )
     _flag(p, "--threads", type=int, help="torch intra-op threads (default: all cores)")
-    _flag(p, "--dataset-size", type=int,
-          help=f"transmissions when simulating the default dataset (default {d.dataset_size})")
+    _flag(
+        p,
+        "--dataset-size",
+        type=int,
+        help=f"transmissions when simulating the default dataset (default {d.dataset_size})",
+    )
     _flag(p, "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
-    _flag(p, "--signing-key", metavar="FILE",
-          help="sign the exported model's manifests with this ed25519 private key (PEM) or HMAC key file "
-               "(default $HEIMDALL_SIGNING_KEY_FILE)")
+    _flag(
+        p,
+        "--signing-key",
+        metavar="FILE",
+        help="sign the exported model's manifests with this ed25519 private key (PEM) or HMAC key file "
+        "(default $HEIMDALL_SIGNING_KEY_FILE)",
+    )
 
 
 COMMANDS = {

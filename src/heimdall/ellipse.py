@@ -28,8 +28,12 @@ def axes(probability: float, sd_m: np.ndarray, bearing_deg: float) -> dict[str, 
     """The ellipse holding `probability` given principal_axes' sd_m [2] (minor, major) and bearing: semi-major and
     semi-minor axes (m) and the major axis's bearing (degrees from north)."""
     k = float(np.sqrt(radius_sq(probability)))
-    return {"probability": probability, "semi_major_m": float(k * sd_m[1]), "semi_minor_m": float(k * sd_m[0]),
-            "orientation_deg": float(bearing_deg)}
+    return {
+        "probability": probability,
+        "semi_major_m": float(k * sd_m[1]),
+        "semi_minor_m": float(k * sd_m[0]),
+        "orientation_deg": float(bearing_deg),
+    }
 
 
 def ellipse(cov_m2: np.ndarray, probability: float) -> dict[str, float]:

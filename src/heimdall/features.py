@@ -86,8 +86,9 @@ class FeatureParams:
         def number(key: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
             ok = isinstance(value, int) if integer else isinstance(value, (int, float))
             if isinstance(value, bool) or not ok or not low <= value <= high:
-                raise ValueError(f"{key}: {value!r:.40} is not {'an integer' if integer else 'a number'} "
-                                 f"in [{low:g}, {high:g}]")
+                raise ValueError(
+                    f"{key}: {value!r:.40} is not {'an integer' if integer else 'a number'} in [{low:g}, {high:g}]"
+                )
             return value
 
         fs = number("sample_rate_hz", d["sample_rate_hz"], 1.0, 1e10)
@@ -101,10 +102,15 @@ class FeatureParams:
             raise ValueError("noise_band_hz: expected [low, high] in Hz")
         low = number("noise_band_hz[0]", band[0], 0.0, fs / 2)
         high = number("noise_band_hz[1]", band[1], low, fs / 2)
-        return cls(sample_rate_hz=float(fs), window_samples=window, segment_samples=segment, psd_bins=bins,
-                   channel_bandwidth_hz=float(number("channel_bandwidth_hz", d["channel_bandwidth_hz"], 0.0, fs)),
-                   noise_band_hz=(float(low), float(high)),
-                   detection_snr_db=float(number("detection_snr_db", d["detection_snr_db"], -1e3, 1e3)))
+        return cls(
+            sample_rate_hz=float(fs),
+            window_samples=window,
+            segment_samples=segment,
+            psd_bins=bins,
+            channel_bandwidth_hz=float(number("channel_bandwidth_hz", d["channel_bandwidth_hz"], 0.0, fs)),
+            noise_band_hz=(float(low), float(high)),
+            detection_snr_db=float(number("detection_snr_db", d["detection_snr_db"], -1e3, 1e3)),
+        )
 
 
 def power_column(n_features: int) -> int:

@@ -31,10 +31,7 @@ class LocalFrame:
     @property
     def proj_string(self) -> str:
         """PROJ definition of the frame (stored with datasets and models)."""
-        return (
-            f"+proj=aeqd +lat_0={self.origin_lat:.9f} +lon_0={self.origin_lon:.9f} "
-            "+datum=WGS84 +units=m +no_defs"
-        )
+        return f"+proj=aeqd +lat_0={self.origin_lat:.9f} +lon_0={self.origin_lon:.9f} +datum=WGS84 +units=m +no_defs"
 
     def to_local(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """Degrees → metres. lat, lon: float [...] → float64 [..., 2] (east_m, north_m)."""

@@ -31,8 +31,9 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 log = logging.getLogger(__name__)
 
 
-def new_manifest(name: str, version: int | str | None, data: bytes, parent_run: str | None = None,
-                 **extra: Any) -> dict[str, Any]:
+def new_manifest(
+    name: str, version: int | str | None, data: bytes, parent_run: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """The manifest of `data` as model `name` `version` (extra fields, e.g. metadata, added as given)."""
     return {
         "format": MANIFEST_FORMAT,
@@ -74,8 +75,10 @@ def integrity_problem(manifest: dict[str, Any], data: bytes) -> str | None:
     digest = hashlib.sha256(data).hexdigest()
     if digest == manifest.get("sha256") and len(data) == manifest.get("size_bytes"):
         return None
-    return (f"sha256 {digest[:16]}… ({len(data)} bytes) does not match the manifest "
-            f"({str(manifest.get('sha256'))[:16]}…, {str(manifest.get('size_bytes'))[:20]} bytes)")
+    return (
+        f"sha256 {digest[:16]}… ({len(data)} bytes) does not match the manifest "
+        f"({str(manifest.get('sha256'))[:16]}…, {str(manifest.get('size_bytes'))[:20]} bytes)"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,14 @@ class TrustPolicy:
     verify_key: VerifyKey | None = None
     sha256: str | None = None  # pinned: 64 lowercase hex digits
 
-    def check(self, data: bytes, manifest: dict[str, Any] | None, where: str, name: str | None = None,
-              version: int | str | None = None) -> None:
+    def check(
+        self,
+        data: bytes,
+        manifest: dict[str, Any] | None,
+        where: str,
+        name: str | None = None,
+        version: int | str | None = None,
+    ) -> None:
         """Raise ModelLoadError unless `data` passes every check; `name`/`version` bind the manifest to its place."""
         if manifest is not None:
             problem = integrity_problem(manifest, data)
@@ -94,16 +103,21 @@ class TrustPolicy:
                 raise ModelLoadError(f"{where}: {problem}; refusing a tampered or partial model")
             for field, expected in (("name", name), ("version", version)):
                 if expected is not None and str(manifest.get(field)) != str(expected):
-                    raise ModelLoadError(f"{where}: the manifest is for {field} {str(manifest.get(field))!r:.80}, "
-                                         f"not {str(expected)!r}; refusing a model moved from elsewhere")
+                    raise ModelLoadError(
+                        f"{where}: the manifest is for {field} {str(manifest.get(field))!r:.80}, "
+                        f"not {str(expected)!r}; refusing a model moved from elsewhere"
+                    )
         if self.sha256 is not None and hashlib.sha256(data).hexdigest() != self.sha256:
-            raise ModelLoadError(f"{where}: sha256 {hashlib.sha256(data).hexdigest()} is not the pinned "
-                                 f"{self.sha256}")
+            raise ModelLoadError(f"{where}: sha256 {hashlib.sha256(data).hexdigest()} is not the pinned {self.sha256}")
         if self.verify_key is not None:
             if manifest is None:
-                raise ModelLoadError(f"{where}: no manifest, so no signature; a verify key was given, so unsigned "
-                                     "models are refused")
+                raise ModelLoadError(
+                    f"{where}: no manifest, so no signature; a verify key was given, so unsigned models are refused"
+                )
             self.verify_key.verify(manifest, where)
         elif self.sha256 is None:
-            log.warning("heimdall: warning: %s: authenticity is not checked (no verify key and no pinned sha256)%s",
-                        where, "" if manifest is not None else "; no manifest, so integrity is not checked either")
+            log.warning(
+                "heimdall: warning: %s: authenticity is not checked (no verify key and no pinned sha256)%s",
+                where,
+                "" if manifest is not None else "; no manifest, so integrity is not checked either",
+            )

@@ -79,6 +79,9 @@ def covariance_scale_for(d2: np.ndarray, targets_tolerance: tuple[float, float, 
     t1, t2, tm = targets_tolerance
     scales = np.geomspace(0.25, 4.0, 401)
     d2 = np.asarray(d2, float)[None, :] / scales[:, None]
-    loss = (((d2 <= 1.0).mean(1) - COVERAGE_1SIGMA_IDEAL) / t1) ** 2 + (
-        ((d2 <= 4.0).mean(1) - COVERAGE_2SIGMA_IDEAL) / t2) ** 2 + ((d2.mean(1) - MAHALANOBIS_SQ_IDEAL) / tm) ** 2
+    loss = (
+        (((d2 <= 1.0).mean(1) - COVERAGE_1SIGMA_IDEAL) / t1) ** 2
+        + (((d2 <= 4.0).mean(1) - COVERAGE_2SIGMA_IDEAL) / t2) ** 2
+        + ((d2.mean(1) - MAHALANOBIS_SQ_IDEAL) / tm) ** 2
+    )
     return float(scales[np.argmin(loss)])

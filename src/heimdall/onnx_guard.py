@@ -39,14 +39,18 @@ def require_self_contained(data: bytes, where: str) -> None:
             raise ModelLoadError(
                 f"{where}: tensor {tensor.name!r:.80} ({path}) refers to external data {location!r:.120}; "
                 "a Heimdall model must be one self-contained file, and external data would make the server "
-                "read files of its own — refused")
+                "read files of its own — refused"
+            )
 
 
 def _tensors(model) -> Iterator[tuple[str, object]]:
     """(where in the model, TensorProto) for every tensor of the model, depth first."""
     graphs = [("graph", model.graph)]
-    graphs += [(f"training_info[{i}].{part}", getattr(t, part)) for i, t in enumerate(model.training_info)
-               for part in ("initialization", "algorithm")]
+    graphs += [
+        (f"training_info[{i}].{part}", getattr(t, part))
+        for i, t in enumerate(model.training_info)
+        for part in ("initialization", "algorithm")
+    ]
     stack: list[tuple[str, object, str]] = [(path, g, "graph") for path, g in graphs]
     stack += [(f"function {f.name!r:.60}", f, "function") for f in model.functions]
     while stack:
@@ -57,8 +61,9 @@ def _tensors(model) -> Iterator[tuple[str, object]]:
             for i, s in enumerate(owner.sparse_initializer):
                 yield f"{path} sparse_initializer[{i}].values", s.values
                 yield f"{path} sparse_initializer[{i}].indices", s.indices
-        attributes = [(f"{path} node {n.name or n.op_type!r:.60} attribute", a) for n in owner.node
-                      for a in n.attribute]
+        attributes = [
+            (f"{path} node {n.name or n.op_type!r:.60} attribute", a) for n in owner.node for a in n.attribute
+        ]
         if kind == "function":
             attributes += [(f"{path} default attribute", a) for a in owner.attribute_proto]
         for where, a in attributes:

@@ -28,21 +28,27 @@ class _PlainLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
-                                              self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
         self._depth += 1
         try:
             if self._depth > MAX_NESTING:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_NESTING} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > MAX_INTEGER_DIGITS:
-            raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value)} characters "
-                                                    f"(at most {MAX_INTEGER_DIGITS})", node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"an integer of {len(node.value)} characters (at most {MAX_INTEGER_DIGITS})",
+                node.start_mark,
+            )
         return super().construct_yaml_int(node)
 
 
@@ -59,7 +65,6 @@ def load_plain_yaml(text: Any, origin: str, error: type[HeimdallError], max_char
         return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise error(f"{origin}: not valid YAML: {exc}") from None
-
 
 
 def read_bounded_text(path: Path, error: type[HeimdallError], max_chars: int) -> str:

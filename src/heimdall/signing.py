@@ -59,20 +59,28 @@ def _load_key(path: str | Path, role: str) -> tuple[str, str, Any]:
     raw = _read_key_file(path, f"{role} key")
     if not raw.startswith(b"-----BEGIN"):
         if len(raw) < MIN_HMAC_KEY_BYTES:
-            raise SigningKeyError(f"{path}: an HMAC key needs at least {MIN_HMAC_KEY_BYTES} bytes, the file has "
-                                  f"{len(raw)} (make one with: openssl rand -hex 32 > KEY)")
+            raise SigningKeyError(
+                f"{path}: an HMAC key needs at least {MIN_HMAC_KEY_BYTES} bytes, the file has "
+                f"{len(raw)} (make one with: openssl rand -hex 32 > KEY)"
+            )
         return HMAC_SHA256, _key_id(raw), raw
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     signing = role == "signing"
     if (b"PUBLIC KEY" if signing else b"PRIVATE KEY") in raw.splitlines()[0]:
-        raise SigningKeyError(f"{path}: a public key; signing needs the ed25519 private key" if signing else
-                              f"{path}: a private key; give the server only the public key "
-                              "(openssl pkey -in PRIVATE.pem -pubout -out PUBLIC.pem)")
+        raise SigningKeyError(
+            f"{path}: a public key; signing needs the ed25519 private key"
+            if signing
+            else f"{path}: a private key; give the server only the public key "
+            "(openssl pkey -in PRIVATE.pem -pubout -out PUBLIC.pem)"
+        )
     try:
-        key = serialization.load_pem_private_key(raw, password=None) if signing else \
-            serialization.load_pem_public_key(raw)
+        key = (
+            serialization.load_pem_private_key(raw, password=None)
+            if signing
+            else serialization.load_pem_public_key(raw)
+        )
     except (TypeError, ValueError) as exc:
         kind = "private key without a password" if signing else "public key"
         raise SigningKeyError(f"{path}: not a PEM {kind} ({exc})") from None
@@ -106,8 +114,14 @@ class SigningKey(_Key):
             value = self._key.sign(payload)
         else:
             value = hmac.new(self._key, payload, hashlib.sha256).digest()
-        return {**manifest, SIGNATURE_FIELD: {"algorithm": self.algorithm, "key_id": self.key_id,
-                                              "value": base64.b64encode(value).decode()}}
+        return {
+            **manifest,
+            SIGNATURE_FIELD: {
+                "algorithm": self.algorithm,
+                "key_id": self.key_id,
+                "value": base64.b64encode(value).decode(),
+            },
+        }
 
 
 class VerifyKey(_Key):
@@ -119,13 +133,16 @@ class VerifyKey(_Key):
         """Raise ModelLoadError unless `manifest` carries a valid signature by this key."""
         sig = manifest.get(SIGNATURE_FIELD)
         if sig is None:
-            raise ModelLoadError(f"{where}: the manifest is not signed; a verify key was given, so unsigned "
-                                 "models are refused")
+            raise ModelLoadError(
+                f"{where}: the manifest is not signed; a verify key was given, so unsigned models are refused"
+            )
         if not isinstance(sig, dict) or not all(isinstance(sig.get(k), str) for k in ("algorithm", "key_id", "value")):
             raise ModelLoadError(f"{where}: manifest field 'signature': expected algorithm, key_id and value strings")
         if sig["algorithm"] != self.algorithm or sig["key_id"] != self.key_id:
-            raise ModelLoadError(f"{where}: signed with {sig['algorithm']:.20} key {sig['key_id']:.20}, not with the "
-                                 f"verify key ({self.algorithm} key {self.key_id})")
+            raise ModelLoadError(
+                f"{where}: signed with {sig['algorithm']:.20} key {sig['key_id']:.20}, not with the "
+                f"verify key ({self.algorithm} key {self.key_id})"
+            )
         try:
             value = base64.b64decode(sig["value"], validate=True)
         except (binascii.Error, ValueError):
@@ -141,8 +158,10 @@ class VerifyKey(_Key):
                 pass
         elif hmac.compare_digest(value, hmac.new(self._key, payload, hashlib.sha256).digest()):
             return
-        raise ModelLoadError(f"{where}: bad signature: the manifest was changed after it was signed "
-                             f"(or the signature is not {self.algorithm} key {self.key_id}'s)")
+        raise ModelLoadError(
+            f"{where}: bad signature: the manifest was changed after it was signed "
+            f"(or the signature is not {self.algorithm} key {self.key_id}'s)"
+        )
 
 
 def signing_key(path: str | None) -> SigningKey | None:

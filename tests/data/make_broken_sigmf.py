@@ -31,16 +31,18 @@ CASES: dict[str, tuple[str, str, str]] = {
     "zero_sample_rate": ("tx_torino.sigmf-meta", "global.core:sample_rate", "> 0"),
     "nan_samples": ("tx_torino.sigmf-data", "data", "non-finite"),
     "missing_geolocation": ("tx_torino.sigmf-meta", "global.core:geolocation", "missing"),
-    "latitude_out_of_range": ("tx_torino.sigmf-meta", "global.core:geolocation.coordinates[1] (latitude)",
-                              "[-90, 90]"),
+    "latitude_out_of_range": ("tx_torino.sigmf-meta", "global.core:geolocation.coordinates[1] (latitude)", "[-90, 90]"),
     "duplicate_receiver": ("tx_torino2.sigmf-meta", "global.heimdall:receiver_id", "appears twice"),
     "malformed_meta_json": ("tx_torino.sigmf-meta", "JSON", "malformed"),
     "malformed_collection_json": ("tx.sigmf-collection", "JSON", "malformed"),
     "missing_frequency": ("tx_torino.sigmf-meta", "captures[0].core:frequency", "missing"),
     "frequency_off_channel": ("tx_torino.sigmf-meta", "captures[0].core:frequency", "needs"),
     "meta_changed_after_collection": ("tx.sigmf-collection", "collection.core:streams[1].hash", "does not match"),
-    "transmitter_out_of_range": ("tx.sigmf-collection", "collection.heimdall:transmitter.coordinates[0] (longitude)",
-                                 "[-180, 180]"),
+    "transmitter_out_of_range": (
+        "tx.sigmf-collection",
+        "collection.heimdall:transmitter.coordinates[0] (longitude)",
+        "[-180, 180]",
+    ),
     "window_too_short": ("tx_torino.sigmf-data", "data", "needs"),
     "data_changed_after_meta": ("tx_torino.sigmf-meta", "global.core:sha512", "does not match"),
 }
@@ -54,10 +56,22 @@ def _write_case(folder: Path, rng: np.random.Generator, datatype: str = "ci16_le
     for rx in (r for r in sc.receivers if r.id in RECEIVERS):
         amp = 10 ** (rng.uniform(-95, -80) / 20) / 10 ** (ch.full_scale_dbm / 20)
         iq = amp * np.exp(2j * np.pi * 1_500 * t) + 3e-4 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
-        metas.append(write_recording(folder, f"tx_{rx.id}", iq.astype(np.complex64), datatype=datatype,
-                                     sample_rate_hz=ch.sample_rate_hz, frequency_hz=sc.frequency_hz,
-                                     datetime="2026-05-01T12:00:00.000000Z", lat=rx.lat, lon=rx.lon, alt_m=None,
-                                     receiver_id=rx.id, power_calibration_dbm=ch.full_scale_dbm))
+        metas.append(
+            write_recording(
+                folder,
+                f"tx_{rx.id}",
+                iq.astype(np.complex64),
+                datatype=datatype,
+                sample_rate_hz=ch.sample_rate_hz,
+                frequency_hz=sc.frequency_hz,
+                datetime="2026-05-01T12:00:00.000000Z",
+                lat=rx.lat,
+                lon=rx.lon,
+                alt_m=None,
+                receiver_id=rx.id,
+                power_calibration_dbm=ch.full_scale_dbm,
+            )
+        )
     write_collection(folder, "tx", metas, TX_LAT_LON)
 
 

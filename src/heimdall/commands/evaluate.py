@@ -34,8 +34,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         run_dir = latest_run()
         model = run_dir / "best.ckpt"
-    run_cfg = from_mapping(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml")) if run_dir \
-        else TrainConfig()
+    run_cfg = (
+        from_mapping(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml")) if run_dir else TrainConfig()
+    )
     data = Path(args.data_dir) if args.data_dir else (Path(run_cfg.data_dir) if run_cfg.data_dir else None)
     if data is None:
         raise HeimdallError("no test data: give --data-dir (a store folder or test .h5)")
@@ -56,8 +57,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def print_table(console: Console, metrics: dict) -> None:
     """The metrics of every estimator, for a person."""
-    table = Table(title=f"test split: {metrics['n_test']} transmissions "
-                        f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)")
+    table = Table(
+        title=f"test split: {metrics['n_test']} transmissions "
+        f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)"
+    )
     for col in ["estimator", "median km", "p90 km", "in hull", "outside", "1σ", "2σ", "E d²"]:
         table.add_column(col, justify="right" if col != "estimator" else "left")
     for name in ESTIMATORS:
@@ -66,16 +69,21 @@ def print_table(console: Console, metrics: dict) -> None:
             continue
         km = lambda v: f"{v / 1e3:.1f}" if v is not None else "—"  # noqa: E731
         table.add_row(
-            name, km(m["median_error_m"]), km(m["p90_error_m"]),
-            km(m["inside_hull"].get("median_error_m")), km(m["outside_hull"].get("median_error_m")),
+            name,
+            km(m["median_error_m"]),
+            km(m["p90_error_m"]),
+            km(m["inside_hull"].get("median_error_m")),
+            km(m["outside_hull"].get("median_error_m")),
             f"{m['coverage_1sigma']:.1%}" if "coverage_1sigma" in m else "—",
             f"{m['coverage_2sigma']:.1%}" if "coverage_2sigma" in m else "—",
             f"{m['mean_mahalanobis_sq']:.2f}" if "mean_mahalanobis_sq" in m else "—",
         )
     console.print(table)
-    console.print(f"median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
-                  f"(ideal {COVERAGE_1SIGMA_IDEAL:.1%}, {COVERAGE_2SIGMA_IDEAL:.1%}); E d² = mean squared Mahalanobis "
-                  f"distance (ideal {MAHALANOBIS_SQ_IDEAL:.2f})")
+    console.print(
+        f"median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
+        f"(ideal {COVERAGE_1SIGMA_IDEAL:.1%}, {COVERAGE_2SIGMA_IDEAL:.1%}); E d² = mean squared Mahalanobis "
+        f"distance (ideal {MAHALANOBIS_SQ_IDEAL:.2f})"
+    )
 
 
 def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:

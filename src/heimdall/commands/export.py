@@ -17,21 +17,32 @@ def export_command(args: argparse.Namespace) -> int:
     """Run `heimdall export`; 0 on success."""
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name("model.onnx")
-    options = PublishOptions(store=None if args.no_store else (args.store or default_model_store()),
-                             s3_options=s3_options(args), register=not args.no_register, eval_data=args.data_dir,
-                             tracking_uri=args.tracking_uri, name=args.name, signer=signing_key(args.signing_key))
+    options = PublishOptions(
+        store=None if args.no_store else (args.store or default_model_store()),
+        s3_options=s3_options(args),
+        register=not args.no_register,
+        eval_data=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        name=args.name,
+        signer=signing_key(args.signing_key),
+    )
     report(Console(), export_and_publish(ckpt, out, options=options))
     return 0
 
 
 def report(console: Console, r: PublishResult) -> None:
     """What was exported, stored and registered, for a person."""
-    console.print(f"exported {r.export.path} (ONNX Runtime vs PyTorch max |Δ| {r.export.max_abs_diff:.1e} in "
-                  f"normalised units)\nsha256 {r.export.sha256}", highlight=False)
+    console.print(
+        f"exported {r.export.path} (ONNX Runtime vs PyTorch max |Δ| {r.export.max_abs_diff:.1e} in "
+        f"normalised units)\nsha256 {r.export.sha256}",
+        highlight=False,
+    )
     if r.eval_metrics:
         m = r.eval_metrics
-        console.print(f"evaluation set ({m['n_eval']} transmissions): median {m['median_error_m'] / 1e3:.2f} km, "
-                      f"coverage 1σ {m['coverage_1sigma']:.1%} / 2σ {m['coverage_2sigma']:.1%}")
+        console.print(
+            f"evaluation set ({m['n_eval']} transmissions): median {m['median_error_m'] / 1e3:.2f} km, "
+            f"coverage 1σ {m['coverage_1sigma']:.1%} / 2σ {m['coverage_2sigma']:.1%}"
+        )
     if r.store_version is not None:
         console.print(f"stored as version {r.store_version} in {r.store}")
     if r.registration:

@@ -21,11 +21,23 @@ SHOWN_SKIPPED = 20
 def import_command(args: argparse.Namespace) -> int:
     console = Console()
     scenario = load_scenario(args.scenario)
-    options = ImportOptions(seed=args.seed, fractions=args.splits, match_tolerance_m=args.match_tolerance_m,
-                            new_receiver_height_m=args.new_receiver_height_m, skip_invalid=args.skip_invalid,
-                            iq_per_split=max(0, args.iq_samples), overwrite=args.overwrite)
-    with Progress(TextColumn("[bold]{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, disable=args.quiet) as progress:
+    options = ImportOptions(
+        seed=args.seed,
+        fractions=args.splits,
+        match_tolerance_m=args.match_tolerance_m,
+        new_receiver_height_m=args.new_receiver_height_m,
+        skip_invalid=args.skip_invalid,
+        iq_per_split=max(0, args.iq_samples),
+        overwrite=args.overwrite,
+    )
+    with Progress(
+        TextColumn("[bold]{task.description:>6}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.quiet,
+    ) as progress:
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:

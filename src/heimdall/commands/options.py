@@ -13,8 +13,11 @@ if TYPE_CHECKING:
 def s3_options(args: argparse.Namespace) -> dict[str, str | None]:
     """The S3 endpoint and credentials given as flags (None: boto3's environment and credentials file)."""
     if args.s3_secret_key:
-        print("heimdall: warning: --s3-secret-key is visible to other users of this machine (process list, shell "
-              "history); prefer $AWS_SECRET_ACCESS_KEY or the AWS credentials file", file=sys.stderr)
+        print(
+            "heimdall: warning: --s3-secret-key is visible to other users of this machine (process list, shell "
+            "history); prefer $AWS_SECRET_ACCESS_KEY or the AWS credentials file",
+            file=sys.stderr,
+        )
     return {"endpoint_url": args.s3_endpoint_url, "access_key": args.s3_access_key, "secret_key": args.s3_secret_key}
 
 
@@ -24,7 +27,14 @@ def model_source(args: argparse.Namespace) -> "ModelSource":
     from heimdall.serve.runtime import ModelSource
     from heimdall.signing import verify_key
 
-    return ModelSource(file=args.model_file, store=args.store, name=args.name, version=args.version,
-                       registry_uri=args.tracking_uri, alias=args.alias, threads=args.threads,
-                       s3_options=s3_options(args),
-                       trust=TrustPolicy(verify_key=verify_key(args.verify_key), sha256=args.model_sha256))
+    return ModelSource(
+        file=args.model_file,
+        store=args.store,
+        name=args.name,
+        version=args.version,
+        registry_uri=args.tracking_uri,
+        alias=args.alias,
+        threads=args.threads,
+        s3_options=s3_options(args),
+        trust=TrustPolicy(verify_key=verify_key(args.verify_key), sha256=args.model_sha256),
+    )

@@ -30,29 +30,58 @@ def predict_command(args: argparse.Namespace) -> int:
     console = Console()
     model = model_source(args).load()
     data = Path(args.data)
-    if data.name.endswith(COLLECTION_SUFFIX) or (data.is_dir() and not split_files(data, args.split)
-                                                 and find_collections(data)):
-        names, mean, cov, truth = predict_collections(data, model, args.match_tolerance_m, args.skip_invalid,
-                                                      console, quiet=args.quiet)
+    if data.name.endswith(COLLECTION_SUFFIX) or (
+        data.is_dir() and not split_files(data, args.split) and find_collections(data)
+    ):
+        names, mean, cov, truth = predict_collections(
+            data, model, args.match_tolerance_m, args.skip_invalid, console, quiet=args.quiet
+        )
     else:
         names, mean, cov, truth = predict_store(data, args.split, model)
     lat_lon = model.frame.to_geodetic(mean)
     out = Path(args.out)
     with atomic_open(out, "w") as f:
         w = csv.writer(f)
-        w.writerow(["transmission", "lat", "lon", "east_m", "north_m", "cov_ee_m2", "cov_en_m2", "cov_nn_m2",
-                    "semi_major_95_m", "semi_minor_95_m", "orientation_95_deg"])
+        w.writerow(
+            [
+                "transmission",
+                "lat",
+                "lon",
+                "east_m",
+                "north_m",
+                "cov_ee_m2",
+                "cov_en_m2",
+                "cov_nn_m2",
+                "semi_major_95_m",
+                "semi_minor_95_m",
+                "orientation_95_deg",
+            ]
+        )
         for i in range(len(mean)):
             e = ellipse(cov[i], 0.95)
-            w.writerow([names[i], f"{lat_lon[i, 0]:.6f}", f"{lat_lon[i, 1]:.6f}", f"{mean[i, 0]:.1f}",
-                        f"{mean[i, 1]:.1f}", f"{cov[i, 0, 0]:.6g}", f"{cov[i, 0, 1]:.6g}", f"{cov[i, 1, 1]:.6g}",
-                        f"{e['semi_major_m']:.1f}", f"{e['semi_minor_m']:.1f}", f"{e['orientation_deg']:.1f}"])
+            w.writerow(
+                [
+                    names[i],
+                    f"{lat_lon[i, 0]:.6f}",
+                    f"{lat_lon[i, 1]:.6f}",
+                    f"{mean[i, 0]:.1f}",
+                    f"{mean[i, 1]:.1f}",
+                    f"{cov[i, 0, 0]:.6g}",
+                    f"{cov[i, 0, 1]:.6g}",
+                    f"{cov[i, 1, 1]:.6g}",
+                    f"{e['semi_major_m']:.1f}",
+                    f"{e['semi_minor_m']:.1f}",
+                    f"{e['orientation_deg']:.1f}",
+                ]
+            )
     console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
     labelled = np.isfinite(truth).all(axis=1)
     if labelled.any():
         err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
-        console.print(f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
-                      f"p90 {np.percentile(err, 90) / 1e3:.2f} km")
+        console.print(
+            f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
+            f"p90 {np.percentile(err, 90) / 1e3:.2f} km"
+        )
     return 0
 
 
@@ -68,7 +97,7 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
     rx = np.broadcast_to(arrays.rx_position_m, (len(feats), *arrays.rx_position_m.shape))
     means, covs = [], []
     for s in range(0, len(feats), BATCH):
-        m, c = model.predict(feats[s:s + BATCH], rx[s:s + BATCH], present[s:s + BATCH])
+        m, c = model.predict(feats[s : s + BATCH], rx[s : s + BATCH], present[s : s + BATCH])
         means.append(m)
         covs.append(c)
     try:  # imported stores name each transmission by its collection
@@ -85,22 +114,28 @@ def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], 
     origin = np.asarray(attrs.get("frame_origin_lat_lon", [np.nan, np.nan]), np.float64)
     expected = np.array([model.frame.origin_lat, model.frame.origin_lon])
     if origin.shape != (2,) or not np.allclose(origin, expected, rtol=0, atol=FRAME_ORIGIN_TOLERANCE_DEG):
-        raise DatasetError(f"{path}: attribute frame_origin_lat_lon is {origin.round(6).tolist()}, the frame of {what} "
-                           f"is centred on {expected.round(6).tolist()}; its positions are in another frame")
+        raise DatasetError(
+            f"{path}: attribute frame_origin_lat_lon is {origin.round(6).tolist()}, the frame of {what} "
+            f"is centred on {expected.round(6).tolist()}; its positions are in another frame"
+        )
     unknown = [i for i in receivers["id"] if i not in model.receiver_ids]
     if unknown:
         raise DatasetError(f"{path}: receivers {unknown} are not in {what}")
     rows = [model.receiver_ids.index(i) for i in receivers["id"]]
-    offset_m = np.linalg.norm(np.stack([receivers["east_m"], receivers["north_m"]], -1)
-                              - model.rx_position_m[rows], axis=-1)
+    offset_m = np.linalg.norm(
+        np.stack([receivers["east_m"], receivers["north_m"]], -1) - model.rx_position_m[rows], axis=-1
+    )
     if offset_m.max() > RECEIVER_TOLERANCE_M:
         worst = int(np.argmax(offset_m))
-        raise DatasetError(f"{path}: receivers/east_m, north_m: receiver {receivers['id'][worst]!r} is "
-                           f"{offset_m[worst]:.1f} m from where {what} has it (tolerance {RECEIVER_TOLERANCE_M:g} m)")
+        raise DatasetError(
+            f"{path}: receivers/east_m, north_m: receiver {receivers['id'][worst]!r} is "
+            f"{offset_m[worst]:.1f} m from where {what} has it (tolerance {RECEIVER_TOLERANCE_M:g} m)"
+        )
 
 
-def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console,
-                        quiet: bool = False) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def predict_collections(
+    data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console, quiet: bool = False
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """The same for one SigMF collection or a folder of them (receivers unknown to the model join ad hoc)."""
     paths = [data] if data.is_file() else find_collections(data)
     root = data.parent if data.is_file() else data
@@ -110,14 +145,17 @@ def predict_collections(data: Path, model: ServedModel, tolerance_m: float, skip
     for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
         try:
             col = read_collection(path, root)
-            feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz,
-                                          model.full_scale_dbm)
-            rows, en = resolve_recordings(col.recordings, model.frame, model.receiver_ids, model.rx_position_m,
-                                          tolerance_m)
+            feats, _ = recording_features(list(col.recordings), model.params, model.frequency_hz, model.full_scale_dbm)
+            rows, en = resolve_recordings(
+                col.recordings, model.frame, model.receiver_ids, model.rx_position_m, tolerance_m
+            )
             positions = [model.rx_position_m[k] if k >= 0 else en[i] for i, k in enumerate(rows)]
             if len(positions) < model.min_receivers:
-                raise RecordingError(path, "collection.core:streams", f"{len(positions)} recordings, the model "
-                                                                      f"needs at least {model.min_receivers}")
+                raise RecordingError(
+                    path,
+                    "collection.core:streams",
+                    f"{len(positions)} recordings, the model needs at least {model.min_receivers}",
+                )
         except RecordingError as exc:
             if not skip_invalid:
                 raise

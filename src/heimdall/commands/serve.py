@@ -21,10 +21,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
     source = model_source(args)
     source.load()  # fail now, with a clear message, rather than inside the server
-    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_inflight=args.max_inflight,
-                             max_requests=args.max_requests, cache_size=args.cache_size,
-                             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                             match_tolerance_m=args.match_tolerance_m)
+    settings = ServeSettings(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_inflight=args.max_inflight,
+        max_requests=args.max_requests,
+        cache_size=args.cache_size,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        match_tolerance_m=args.match_tolerance_m,
+    )
     app = create_app(source, settings)
     # what exists now (modules, the app) lives as long as the process: out of every collection from now on
     gc.collect()

@@ -34,8 +34,13 @@ def simulate_command(args: argparse.Namespace) -> int:
         iq_per_split=max(0, args.iq_samples),
     )
     with Progress(
-        TextColumn("[bold]{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=args.quiet, transient=False,
+        TextColumn("[bold]{task.description:>5}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.quiet,
+        transient=False,
     ) as progress:
         tasks: dict[str, int] = {}
 
@@ -44,23 +49,31 @@ def simulate_command(args: argparse.Namespace) -> int:
                 tasks[split] = progress.add_task(split, total=total)
             progress.update(tasks[split], completed=done)
 
-        summary = generate_dataset(scenario, out, spec, workers=args.workers, on_progress=on_progress,
-                                   output=args.format, sigmf_datatype=args.datatype)
+        summary = generate_dataset(
+            scenario,
+            out,
+            spec,
+            workers=args.workers,
+            on_progress=on_progress,
+            output=args.format,
+            sigmf_datatype=args.datatype,
+        )
     print_summary(console, scenario, summary)
     return 0
 
 
 def print_summary(console: Console, scenario, summary: DatasetSummary) -> None:
-    table = Table(title=f"{scenario.name}: {summary.n_samples} transmissions in {summary.seconds:.1f} s "
-                        f"({summary.n_samples / max(summary.seconds, 1e-9):.0f}/s)")
+    table = Table(
+        title=f"{scenario.name}: {summary.n_samples} transmissions in {summary.seconds:.1f} s "
+        f"({summary.n_samples / max(summary.seconds, 1e-9):.0f}/s)"
+    )
     table.add_column("split")
     table.add_column("transmissions", justify="right")
     table.add_column("mean heard", justify="right")
     table.add_column("raw IQ", justify="right")
     table.add_column("written to")
     for s in summary.splits:
-        table.add_row(s.split, str(s.n_samples), f"{s.mean_heard:.2f}",
-                      str(s.n_iq), str(s.path))
+        table.add_row(s.split, str(s.n_samples), f"{s.mean_heard:.2f}", str(s.n_iq), str(s.path))
     console.print(table)
     if summary.splits:
         first = summary.splits[0]

@@ -42,9 +42,11 @@ def train_command(args: argparse.Namespace) -> int:
     result = run_training(cfg, console, resume=resume)
     published = None
     if cfg.export and result.best_checkpoint is not None and result.global_rank == 0:
-        published = export_and_publish(result.best_checkpoint, result.checkpoint_dir / "model.onnx",
-                                       options=PublishOptions(store=default_model_store(),
-                                                              tracking_uri=result.tracking_uri, signer=signer))
+        published = export_and_publish(
+            result.best_checkpoint,
+            result.checkpoint_dir / "model.onnx",
+            options=PublishOptions(store=default_model_store(), tracking_uri=result.tracking_uri, signer=signer),
+        )
     if result.global_rank == 0:
         print_result(console, result, published)
     return 0
@@ -58,8 +60,12 @@ def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
     data_dir = default_data_dir(scenario.name)
     if not split_files(data_dir, "train") or not split_files(data_dir, "val"):
         console.print(f"No dataset in {data_dir}: simulating {cfg.dataset_size} transmissions of {scenario.name}…")
-        summary = generate_dataset(scenario, data_dir, DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
-                                   workers=os.cpu_count() or 1)
+        summary = generate_dataset(
+            scenario,
+            data_dir,
+            DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
+            workers=os.cpu_count() or 1,
+        )
         console.print(f"  {summary.n_samples} transmissions in {summary.seconds:.0f} s")
     return data_dir
 
@@ -74,9 +80,10 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
         table.add_row("val median error (weighted centroid)", f"{result.baseline_val_median_error_m / 1e3:.2f} km")
     if result.val_calibration:
         c = result.val_calibration
-        table.add_row(f"val coverage 1σ / 2σ (ideal {COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})",
-                      f"{c['coverage_1sigma']:.1%} / {c['coverage_2sigma']:.1%} "
-                      f"(covariance scale {result.covariance_scale:.2f})")
+        table.add_row(
+            f"val coverage 1σ / 2σ (ideal {COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})",
+            f"{c['coverage_1sigma']:.1%} / {c['coverage_2sigma']:.1%} (covariance scale {result.covariance_scale:.2f})",
+        )
     table.add_row("best checkpoint", str(result.best_checkpoint))
     table.add_row("last checkpoint", str(result.last_checkpoint))
     if published is not None:
@@ -96,6 +103,12 @@ def _export_only(console: Console, cfg: TrainConfig, checkpoint: str | None) -> 
         raise ConfigError("--export_only needs --checkpoint PATH")
     ckpt = Path(checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
-    report(console, export_and_publish(ckpt, out, options=PublishOptions(
-        register=False, tracking_uri=cfg.tracking_uri, signer=signing_key(cfg.signing_key))))
+    report(
+        console,
+        export_and_publish(
+            ckpt,
+            out,
+            options=PublishOptions(register=False, tracking_uri=cfg.tracking_uri, signer=signing_key(cfg.signing_key)),
+        ),
+    )
     return 0

@@ -39,8 +39,11 @@ def resampling_ratio(p: FeatureParams, sample_rate_hz: float) -> tuple[int, int]
     exact = p.sample_rate_hz / sample_rate_hz
     ratio = Fraction(exact).limit_denominator(MAX_RATE_DENOMINATOR)
     if abs(float(ratio) / exact - 1) > RATE_TOLERANCE:
-        raise ConformError("global.core:sample_rate", f"cannot resample {sample_rate_hz:g} Hz to {p.sample_rate_hz:g} Hz with a ratio of "
-                           f"integers ≤ {MAX_RATE_DENOMINATOR}")
+        raise ConformError(
+            "global.core:sample_rate",
+            f"cannot resample {sample_rate_hz:g} Hz to {p.sample_rate_hz:g} Hz with a ratio of "
+            f"integers ≤ {MAX_RATE_DENOMINATOR}",
+        )
     return ratio.numerator, ratio.denominator
 
 
@@ -60,13 +63,17 @@ def check(n_samples: int, sample_rate_hz: float, frequency_hz: float, channel_hz
         )
     need = samples_needed(p, sample_rate_hz)
     if n_samples < need:
-        raise ConformError("data", f"{n_samples} samples at {sample_rate_hz:g} Hz; one feature window "
-                                   f"({p.window_samples} samples at {p.sample_rate_hz:g} Hz) needs {need}")
+        raise ConformError(
+            "data",
+            f"{n_samples} samples at {sample_rate_hz:g} Hz; one feature window "
+            f"({p.window_samples} samples at {p.sample_rate_hz:g} Hz) needs {need}",
+        )
     return need
 
 
-def conform(iq: np.ndarray, sample_rate_hz: float, frequency_hz: float, channel_hz: float,
-            p: FeatureParams) -> np.ndarray:
+def conform(
+    iq: np.ndarray, sample_rate_hz: float, frequency_hz: float, channel_hz: float, p: FeatureParams
+) -> np.ndarray:
     """complex64 [≥ samples_needed] recording → complex64 [p.window_samples] at p.sample_rate_hz, channel at 0 Hz."""
     need = check(len(iq), sample_rate_hz, frequency_hz, channel_hz, p)
     offset_hz = channel_hz - frequency_hz
@@ -80,7 +87,7 @@ def conform(iq: np.ndarray, sample_rate_hz: float, frequency_hz: float, channel_
         up, down = resampling_ratio(p, sample_rate_hz)
         y = resample_poly(x, up, down)
         start = math.ceil(_pad_in(up, down) * up / down)
-        x = y[start: start + p.window_samples]
+        x = y[start : start + p.window_samples]
         if len(x) < p.window_samples:  # rounding at the very end of the slice
             raise ConformError("data", f"{len(iq)} samples at {sample_rate_hz:g} Hz give less than one feature window")
     return np.ascontiguousarray(x[: p.window_samples], dtype=np.complex64)
@@ -91,12 +98,12 @@ def check_recording(rec: Recording, p: FeatureParams, channel_hz: float) -> int:
     try:
         return check(rec.n_samples, rec.sample_rate_hz, rec.frequency_hz, channel_hz, p)
     except ConformError as exc:
-        raise RecordingError(rec.data_path if exc.field == "data" else rec.meta_path, exc.field, exc.message) \
-            from None
+        raise RecordingError(rec.data_path if exc.field == "data" else rec.meta_path, exc.field, exc.message) from None
 
 
-def recording_features(recordings: list[Recording], p: FeatureParams, channel_hz: float,
-                       default_full_scale_dbm: float) -> tuple[np.ndarray, np.ndarray]:
+def recording_features(
+    recordings: list[Recording], p: FeatureParams, channel_hz: float, default_full_scale_dbm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Features float32 [k, F] and conformed windows complex64 [k, window] of k recordings.
 
     Each recording's full scale is its heimdall:power_calibration_dbm (else default_full_scale_dbm) minus
@@ -109,7 +116,11 @@ def recording_features(recordings: list[Recording], p: FeatureParams, channel_hz
             windows.append(conform(rec.samples(need), rec.sample_rate_hz, rec.frequency_hz, channel_hz, p))
         except ConformError as exc:
             raise RecordingError(rec.data_path, exc.field, exc.message) from None
-    cal = np.array([(default_full_scale_dbm if r.power_calibration_dbm is None else r.power_calibration_dbm)
-                    - r.gain_offset_db for r in recordings])
+    cal = np.array(
+        [
+            (default_full_scale_dbm if r.power_calibration_dbm is None else r.power_calibration_dbm) - r.gain_offset_db
+            for r in recordings
+        ]
+    )
     iq = np.stack(windows)
     return feature_matrix(extract_features(iq, p, cal)), iq

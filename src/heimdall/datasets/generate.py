@@ -130,8 +130,19 @@ def generate_dataset(
                     continue
                 writer = _writer(scenario, world, spec, out, split, output, sigmf_datatype)
                 summary.splits.append(
-                    _generate_split(scenario, world, spec, writer, split_index, split, count, pool, workers,
-                                    on_progress, iq_per_split=count if output == "sigmf" else spec.iq_per_split)
+                    _generate_split(
+                        scenario,
+                        world,
+                        spec,
+                        writer,
+                        split_index,
+                        split,
+                        count,
+                        pool,
+                        workers,
+                        on_progress,
+                        iq_per_split=count if output == "sigmf" else spec.iq_per_split,
+                    )
                 )
         finally:
             _WORLD = None
@@ -148,13 +159,20 @@ def _writer(scenario, world, spec, out, split, output, sigmf_datatype):
         from heimdall.datasets.sigmf_writer import SigMFSplitWriter
 
         return SigMFSplitWriter(out / split_filename(split, spec.shard).removesuffix(".h5"), scenario, sigmf_datatype)
-    attrs = store_attrs(scenario, world.params, split, shard=f"{spec.shard[0]}/{spec.shard[1]}", seed=spec.seed,
-                        split_mode=spec.split_mode)
+    attrs = store_attrs(
+        scenario,
+        world.params,
+        split,
+        shard=f"{spec.shard[0]}/{spec.shard[1]}",
+        seed=spec.seed,
+        split_mode=spec.split_mode,
+    )
     return StoreWriter(out / split_filename(split, spec.shard), attrs, receiver_table(scenario), world.gain_offset_db)
 
 
-def _generate_split(scenario, world, spec, writer, split_index, split, count, pool, workers,
-                    on_progress, iq_per_split: int) -> SplitSummary:
+def _generate_split(
+    scenario, world, spec, writer, split_index, split, count, pool, workers, on_progress, iq_per_split: int
+) -> SplitSummary:
     """Fill one writer (store file or SigMF folder) with `count` transmissions, the first iq_per_split with IQ."""
     try:
         pending: deque = deque()

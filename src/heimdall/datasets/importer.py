@@ -93,8 +93,9 @@ class _ReceiverTable:
     def match(self, col: Collection) -> tuple[int, ...]:
         """Receiver index of each recording (heimdall.datasets.receivers); receivers new to the table are added
         only if all match."""
-        rows, en = resolve_recordings(col.recordings, self.base.frame, [r.id for r in self.receivers],
-                                      np.asarray(self._en), self.tolerance_m)
+        rows, en = resolve_recordings(
+            col.recordings, self.base.frame, [r.id for r in self.receivers], np.asarray(self._en), self.tolerance_m
+        )
         receivers, positions = list(self.receivers), list(self._en)
         added: list[str] = []
         index = rows.tolist()
@@ -103,8 +104,9 @@ class _ReceiverTable:
                 new_id = rec.receiver_id or f"rx_{rec.lat:.4f}_{rec.lon:.4f}"
                 field = GEOLOCATION_FIELD if rec.receiver_id is None else RECEIVER_ID_FIELD
                 self._check_room(rec, field, new_id, en[i], receivers, positions)
-                receivers.append(Receiver(id=new_id, name=new_id, lat=rec.lat, lon=rec.lon,
-                                          antenna_height_m=self.new_height_m))
+                receivers.append(
+                    Receiver(id=new_id, name=new_id, lat=rec.lat, lon=rec.lon, antenna_height_m=self.new_height_m)
+                )
                 positions.append(en[i])
                 added.append(new_id)
                 index[i] = len(receivers) - 1
@@ -113,21 +115,30 @@ class _ReceiverTable:
         return tuple(index)
 
     @staticmethod
-    def _check_room(rec: Recording, field: str, new_id: str, en_m: np.ndarray, receivers: list[Receiver],
-                    positions: list) -> None:
+    def _check_room(
+        rec: Recording, field: str, new_id: str, en_m: np.ndarray, receivers: list[Receiver], positions: list
+    ) -> None:
         """RecordingError unless a receiver at en_m [2] named new_id can join the table (see scenario rules)."""
         if len(receivers) >= MAX_RECEIVERS:
-            raise RecordingError(rec.meta_path, field, f"matches none of the {len(receivers)} receivers of the table, "
-                                                       f"which is full (at most {MAX_RECEIVERS})")
+            raise RecordingError(
+                rec.meta_path,
+                field,
+                f"matches none of the {len(receivers)} receivers of the table, which is full (at most {MAX_RECEIVERS})",
+            )
         if new_id in (r.id for r in receivers):
-            raise RecordingError(rec.meta_path, field, f"receiver {new_id!r} is already in the table at another "
-                                                       "position")
+            raise RecordingError(
+                rec.meta_path, field, f"receiver {new_id!r} is already in the table at another position"
+            )
         d = np.linalg.norm(np.asarray(positions) - en_m, axis=1)
         k = int(np.argmin(d))
         if d[k] < MIN_RECEIVER_SEPARATION_M:
-            raise RecordingError(rec.meta_path, field, f"{d[k]:.0f} m from receiver {receivers[k].id!r}: closer than "
-                                                       f"{MIN_RECEIVER_SEPARATION_M:.0f} m but beyond the match "
-                                                       "tolerance")
+            raise RecordingError(
+                rec.meta_path,
+                field,
+                f"{d[k]:.0f} m from receiver {receivers[k].id!r}: closer than "
+                f"{MIN_RECEIVER_SEPARATION_M:.0f} m but beyond the match "
+                "tolerance",
+            )
 
     def scenario(self) -> Scenario:
         """The base scenario, with the new receivers when there are any (validated)."""
@@ -143,8 +154,9 @@ def _skip(col_path: Path, exc: RecordingError) -> Skipped:
 
 def _row(plan: _Planned, scenario: Scenario, p: FeatureParams, n_rx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """features float32 [R, F], present bool [R], iq complex64 [R, window] of one collection."""
-    feats, windows = recording_features(list(plan.collection.recordings), p, scenario.frequency_hz,
-                                        scenario.receiver_chain.full_scale_dbm)
+    feats, windows = recording_features(
+        list(plan.collection.recordings), p, scenario.frequency_hz, scenario.receiver_chain.full_scale_dbm
+    )
     out = np.zeros((n_rx, p.n_features), np.float32)
     present = np.zeros(n_rx, bool)
     iq = np.zeros((n_rx, p.window_samples), np.complex64)
@@ -195,8 +207,9 @@ def import_collections(
                 raise
             summary.skipped.append(_skip(path, exc))
         else:
-            split = split_of_path(path.relative_to(src), col.transmitter_lat_lon is not None, options.seed,
-                             options.fractions)
+            split = split_of_path(
+                path.relative_to(src), col.transmitter_lat_lon is not None, options.seed, options.fractions
+            )
             plans.append(_Planned(col, split, index))
             summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
             summary.retuned += sum(r.frequency_hz != scenario.frequency_hz for r in col.recordings)
@@ -213,12 +226,19 @@ def import_collections(
             todo = [pl for pl in plans if pl.split == split]
             if not todo:
                 continue
-            attrs = store_attrs(final, p, split, shard="0/1", seed=options.seed, split_mode="import",
-                                source=f"sigmf import of {src.resolve()}")
+            attrs = store_attrs(
+                final,
+                p,
+                split,
+                shard="0/1",
+                seed=options.seed,
+                split_mode="import",
+                source=f"sigmf import of {src.resolve()}",
+            )
             writers[split] = w = StoreWriter(out / f"{split}.h5", attrs, receiver_table(final))
             for s in range(0, len(todo), BLOCK):
                 rows = []
-                for plan in todo[s: s + BLOCK]:
+                for plan in todo[s : s + BLOCK]:
                     try:
                         rows.append((plan, *_row(plan, final, p, n_rx)))
                     except RecordingError as exc:
@@ -231,10 +251,12 @@ def import_collections(
                 _append(w, rows, final, p, summary, options.iq_per_split)
             summary.splits[split] = w.n_samples
         if not any(summary.splits.values()):
-            raise NothingImported(f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
-                                  f"{len(summary.not_localisable)} heard by fewer than "
-                                  f"{final.receiver_chain.min_receivers} receivers); see {out / REPORT_NAME}",
-                                  summary)
+            raise NothingImported(
+                f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
+                f"{len(summary.not_localisable)} heard by fewer than "
+                f"{final.receiver_chain.min_receivers} receivers); see {out / REPORT_NAME}",
+                summary,
+            )
     except BaseException as exc:
         for w in writers.values():
             w.abort()
@@ -263,8 +285,9 @@ def _write_report(summary: ImportSummary, t0: float) -> None:
     atomic_write_text(summary.report, summary.to_json())
 
 
-def _append(w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, summary: ImportSummary,
-            iq_per_split: int) -> None:
+def _append(
+    w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, summary: ImportSummary, iq_per_split: int
+) -> None:
     """Append the localisable rows of a block (heard by ≥ min_receivers); note the others."""
     keep = []
     for plan, feats, present, iq in rows:
@@ -272,10 +295,15 @@ def _append(w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, su
         if n_heard >= scenario.receiver_chain.min_receivers:
             keep.append((plan, feats, present, iq))
         else:
-            summary.not_localisable.append(Skipped(
-                collection=str(plan.collection.path), file=str(plan.collection.path), field="(signal)",
-                message=f"heard by {n_heard} receivers (SNR ≥ {p.detection_snr_db:g} dB); "
-                        f"at least {scenario.receiver_chain.min_receivers} are needed"))
+            summary.not_localisable.append(
+                Skipped(
+                    collection=str(plan.collection.path),
+                    file=str(plan.collection.path),
+                    field="(signal)",
+                    message=f"heard by {n_heard} receivers (SNR ≥ {p.detection_snr_db:g} dB); "
+                    f"at least {scenario.receiver_chain.min_receivers} are needed",
+                )
+            )
     if not keep:
         return
     feats = np.stack([k[1] for k in keep])

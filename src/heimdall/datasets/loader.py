@@ -94,8 +94,12 @@ class StoreDataset(torch.utils.data.Dataset):
         recording is part of the sample); rx_position_m float32 [B, R, 2]; target_m float32 [B, 2].
     """
 
-    def __init__(self, files: list[Path], indices: np.ndarray | None = None,
-                 memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES):
+    def __init__(
+        self,
+        files: list[Path],
+        indices: np.ndarray | None = None,
+        memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES,
+    ):
         self.infos = [inspect_store(f) for f in files]
         self.meta = store_meta(self.infos)
         self.offsets = np.cumsum([0] + [i.n_samples for i in self.infos])
@@ -147,8 +151,11 @@ class StoreDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{self.infos[k].path}: features of rows {bad.tolist()} are not finite (NaN/Inf)")
             parts["features"].append(feats)
             parts["heard"].append(f["mask"][local])
-            parts["present"].append(f["present"][local].astype(np.float32) if "present" in f
-                                    else np.ones((len(local), f["mask"].shape[1]), np.float32))
+            parts["present"].append(
+                f["present"][local].astype(np.float32)
+                if "present" in f
+                else np.ones((len(local), f["mask"].shape[1]), np.float32)
+            )
             parts["target_m"].append(f["tx_position_m"][local].astype(np.float32))
         batch = {k: np.concatenate(v)[inverse] for k, v in parts.items()}
         batch["rx_position_m"] = np.broadcast_to(self._rx, (len(rows), *self._rx.shape)).copy()
@@ -178,17 +185,21 @@ class StoreDataset(torch.utils.data.Dataset):
         out = []
         for k, sel in self._rows_by_file(limit):
             with h5py.File(self.infos[k].path, "r") as f:
-                out.append(_rows(f["present"], sel) if "present" in f
-                           else np.ones((len(sel), f["mask"].shape[1]), bool))
+                out.append(
+                    _rows(f["present"], sel) if "present" in f else np.ones((len(sel), f["mask"].shape[1]), bool)
+                )
         return np.concatenate(out).astype(np.float32)
 
     def read_split(self, limit: int | None = None) -> SplitArrays:
         """The model inputs and labels of this subset (its first `limit` samples), in order: the one reader of a
         whole split for evaluation, prediction, calibration and normalisation."""
-        return SplitArrays(features=self.read_all("features", limit), heard=self.read_all("mask", limit),
-                           present=self.read_present(limit),
-                           target_m=self.read_all("tx_position_m", limit).astype(np.float64),
-                           rx_position_m=self.meta.rx_position_m.astype(np.float64))
+        return SplitArrays(
+            features=self.read_all("features", limit),
+            heard=self.read_all("mask", limit),
+            present=self.read_present(limit),
+            target_m=self.read_all("tx_position_m", limit).astype(np.float64),
+            rx_position_m=self.meta.rx_position_m.astype(np.float64),
+        )
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -199,7 +210,7 @@ class StoreDataset(torch.utils.data.Dataset):
 def _rows(ds: h5py.Dataset, sel: np.ndarray) -> np.ndarray:
     """ds[sel], reading only the span of rows they cover (not the whole dataset)."""
     lo, hi = int(sel.min()), int(sel.max())
-    return ds[lo: hi + 1][sel - lo]
+    return ds[lo : hi + 1][sel - lo]
 
 
 def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -44,8 +44,9 @@ def nearest_receivers(en_m: np.ndarray, positions_m: np.ndarray, tolerance_m: fl
     return np.where(d[np.arange(len(d)), k] <= tolerance_m, k, -1)
 
 
-def resolve_receivers(claims: list[ReceiverClaim], ids: list[str], positions_m: np.ndarray, tolerance_m: float,
-                      refuse_unknown_ids: bool) -> np.ndarray:
+def resolve_receivers(
+    claims: list[ReceiverClaim], ids: list[str], positions_m: np.ndarray, tolerance_m: float, refuse_unknown_ids: bool
+) -> np.ndarray:
     """Row of the table (ids, positions_m [R, 2]) of each claim, -1 for a receiver the table does not hold: int [n].
 
     refuse_unknown_ids: an id the table does not know is an error (else the claim is matched by its position).
@@ -61,13 +62,19 @@ def resolve_receivers(claims: list[ReceiverClaim], ids: list[str], positions_m: 
             if claim.position_m is not None:
                 dist = float(np.linalg.norm(np.asarray(claim.position_m) - positions_m[k]))
                 if dist > tolerance_m:
-                    raise ReceiverError(claim.field,
-                                        f"receiver {claim.id!r} is {dist:.0f} m from its position in the receiver "
-                                        f"table (tolerance {tolerance_m:g} m)", i)
+                    raise ReceiverError(
+                        claim.field,
+                        f"receiver {claim.id!r} is {dist:.0f} m from its position in the receiver "
+                        f"table (tolerance {tolerance_m:g} m)",
+                        i,
+                    )
             rows[i] = k
         elif claim.id is not None and refuse_unknown_ids:
-            raise ReceiverError(claim.id_field or claim.field, f"unknown receiver {claim.id!r}; the table knows "
-                                                               f"{', '.join(ids)} (or give lat/lon alone)", i)
+            raise ReceiverError(
+                claim.id_field or claim.field,
+                f"unknown receiver {claim.id!r}; the table knows {', '.join(ids)} (or give lat/lon alone)",
+                i,
+            )
         elif claim.position_m is not None:
             rows[i] = nearest[i]
         else:
@@ -81,8 +88,9 @@ def _check_unique(claims: list[ReceiverClaim], rows: np.ndarray, ids: list[str],
     first_of: dict[int, int] = {}
     for i, k in enumerate(rows.tolist()):
         if k >= 0 and k in first_of:
-            raise ReceiverError(claims[i].field, f"receiver {ids[k]!r} appears twice (also {claims[first_of[k]].name})",
-                                i)
+            raise ReceiverError(
+                claims[i].field, f"receiver {ids[k]!r} appears twice (also {claims[first_of[k]].name})", i
+            )
         first_of.setdefault(k, i)
     ad_hoc = np.flatnonzero(rows < 0)
     if len(ad_hoc) < 2:
@@ -92,20 +100,30 @@ def _check_unique(claims: list[ReceiverClaim], rows: np.ndarray, ids: list[str],
     if near.any():
         later = int(np.flatnonzero(near.any(axis=0))[0])
         earlier = int(np.flatnonzero(near[:, later])[0])
-        raise ReceiverError(claims[ad_hoc[later]].field, f"the same receiver appears twice (also "
-                                                         f"{claims[ad_hoc[earlier]].name}, within {tolerance_m:g} m)",
-                            int(ad_hoc[later]))
+        raise ReceiverError(
+            claims[ad_hoc[later]].field,
+            f"the same receiver appears twice (also {claims[ad_hoc[earlier]].name}, within {tolerance_m:g} m)",
+            int(ad_hoc[later]),
+        )
 
 
-def resolve_recordings(recordings: tuple[Recording, ...], frame: LocalFrame, ids: list[str], positions_m: np.ndarray,
-                       tolerance_m: float) -> tuple[np.ndarray, np.ndarray]:
+def resolve_recordings(
+    recordings: tuple[Recording, ...], frame: LocalFrame, ids: list[str], positions_m: np.ndarray, tolerance_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """`resolve_receivers` for the recordings of a SigMF collection (by heimdall:receiver_id, else by position; an
     id the table does not know is matched by position): rows int [k] (-1: not in the table) and the recordings'
     positions float64 [k, 2] in `frame`. RecordingError names the recording's file and field."""
     en = frame.to_local([r.lat for r in recordings], [r.lon for r in recordings]).reshape(-1, 2)
-    claims = [ReceiverClaim(field=GEOLOCATION_FIELD if r.receiver_id is None else RECEIVER_ID_FIELD,
-                            name=r.meta_path.name, id=r.receiver_id, position_m=p, id_field=RECEIVER_ID_FIELD)
-              for r, p in zip(recordings, en, strict=True)]
+    claims = [
+        ReceiverClaim(
+            field=GEOLOCATION_FIELD if r.receiver_id is None else RECEIVER_ID_FIELD,
+            name=r.meta_path.name,
+            id=r.receiver_id,
+            position_m=p,
+            id_field=RECEIVER_ID_FIELD,
+        )
+        for r, p in zip(recordings, en, strict=True)
+    ]
     try:
         return resolve_receivers(claims, ids, positions_m, tolerance_m, refuse_unknown_ids=False), en
     except ReceiverError as exc:

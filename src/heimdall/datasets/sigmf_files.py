@@ -68,14 +68,17 @@ def decode_samples(raw: bytes, datatype: str) -> np.ndarray:
     """
     kind, offset, scale = DATATYPES[datatype]
     if len(raw) % sample_bytes(datatype):
-        raise ValueError(f"{len(raw)} bytes is not a whole number of {datatype} samples ({sample_bytes(datatype)} "
-                         "bytes each)")
+        raise ValueError(
+            f"{len(raw)} bytes is not a whole number of {datatype} samples ({sample_bytes(datatype)} bytes each)"
+        )
     values = np.frombuffer(raw, dtype=kind)
     if kind.kind == "f":
         bad = ~np.isfinite(values)
         if bad.any():
-            raise ValueError(f"{int(bad.sum())} non-finite values (NaN or Inf), the first at sample "
-                             f"{int(np.flatnonzero(bad)[0]) // 2}")
+            raise ValueError(
+                f"{int(bad.sum())} non-finite values (NaN or Inf), the first at sample "
+                f"{int(np.flatnonzero(bad)[0]) // 2}"
+            )
         return values.astype(np.float32).view(np.complex64)
     pairs = (values.astype(np.float32) - np.float32(offset)) * np.float32(scale)
     return pairs.view(np.complex64)
@@ -113,12 +116,15 @@ class Recording:
         except OSError as exc:
             raise RecordingError(self.data_path, "data", f"cannot read ({exc.strerror})") from None
         if digest is not None and digest.hexdigest() != self.data_sha512.lower():
-            raise RecordingError(self.meta_path, "global.core:sha512", f"sha512 of {self.data_path.name} does not "
-                                                                       "match: the data changed after its metadata "
-                                                                       "was written")
+            raise RecordingError(
+                self.meta_path,
+                "global.core:sha512",
+                f"sha512 of {self.data_path.name} does not match: the data changed after its metadata was written",
+            )
         if len(head) < n * sample_bytes(self.datatype):
-            raise RecordingError(self.data_path, "data", f"file ended after {len(head) // sample_bytes(self.datatype)} "
-                                                         f"of {n} samples")
+            raise RecordingError(
+                self.data_path, "data", f"file ended after {len(head) // sample_bytes(self.datatype)} of {n} samples"
+            )
         try:
             return decode_samples(head, self.datatype)
         except ValueError as exc:
@@ -198,8 +204,9 @@ def _check_tree(path: Path, doc: Any) -> None:
         if depth > MAX_JSON_DEPTH:
             raise RecordingError(path, where, f"nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, _HugeInteger):
-            raise RecordingError(path, where, f"an integer of {len(value.digits)} digits (at most "
-                                              f"{MAX_INTEGER_DIGITS})")
+            raise RecordingError(
+                path, where, f"an integer of {len(value.digits)} digits (at most {MAX_INTEGER_DIGITS})"
+            )
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
             raise RecordingError(path, where, f"an integer beyond ±2^63 ({value:.3e})")
         children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -241,8 +248,9 @@ def _check_schema(path: Path, doc: dict) -> None:
         raise RecordingError(path, field, f"SigMF schema: {error.message[:200]}")
 
 
-def _number(path: Path, field: str, value: Any, lo: float = -math.inf, hi: float = math.inf,
-            lo_open: bool = False) -> float:
+def _number(
+    path: Path, field: str, value: Any, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RecordingError(path, field, f"expected a finite number, got {value!r:.60}")
     if value < lo or value > hi or (lo_open and value <= lo):
@@ -260,8 +268,11 @@ def _integer(path: Path, field: str, value: Any, lo: int, hi: int) -> int:
 def _point(path: Path, field: str, value: Any) -> tuple[float, float, float | None]:
     """A GeoJSON Point → (lat, lon, alt_m or None)."""
     if not isinstance(value, dict) or value.get("type") != "Point":
-        raise RecordingError(path, field, f"expected a GeoJSON Point {{\"type\": \"Point\", \"coordinates\": "
-                                          f"[lon, lat, alt_m]}}, got {value!r:.80}")
+        raise RecordingError(
+            path,
+            field,
+            f'expected a GeoJSON Point {{"type": "Point", "coordinates": [lon, lat, alt_m]}}, got {value!r:.80}',
+        )
     c = value.get("coordinates")
     if not isinstance(c, list) or len(c) not in (2, 3):
         raise RecordingError(path, f"{field}.coordinates", f"expected [lon, lat] or [lon, lat, alt_m], got {c!r:.80}")
@@ -277,8 +288,9 @@ def _datetime(path: Path, field: str, value: Any) -> str:
     try:
         dt.datetime.fromisoformat(value)
     except ValueError:
-        raise RecordingError(path, field, f"expected an ISO 8601 time like 2026-05-01T12:00:00Z, got {value!r:.60}") \
-            from None
+        raise RecordingError(
+            path, field, f"expected an ISO 8601 time like 2026-05-01T12:00:00Z, got {value!r:.60}"
+        ) from None
     return value
 
 
@@ -292,8 +304,12 @@ def _segments(path: Path, key: str, items: Any, n: int, data_path: Path) -> None
         start = _integer(path, f"{key}[{i}].core:sample_start", item.get("core:sample_start", 0), 0, 2**63 - 1)
         count = _integer(path, f"{key}[{i}].core:sample_count", item.get("core:sample_count", 0), 0, 2**63 - 1)
         if start + count > n or start >= max(n, 1):
-            raise RecordingError(data_path, f"{key}[{i}]", f"metadata describes samples up to {start + count} but "
-                                                           f"the data file holds {n}: data shorter than the metadata")
+            raise RecordingError(
+                data_path,
+                f"{key}[{i}]",
+                f"metadata describes samples up to {start + count} but "
+                f"the data file holds {n}: data shorter than the metadata",
+            )
 
 
 def read_recording(meta_path: str | Path, root: str | Path | None = None) -> Recording:
@@ -311,14 +327,16 @@ def _recording(path: Path, meta_bytes: bytes, root: Path) -> Recording:
         raise RecordingError(path, "global", "missing (expected an object)")
     datatype = g.get("core:datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise RecordingError(path, "global.core:datatype",
-                             f"unsupported {datatype!r:.40}; expected one of {', '.join(DATATYPES)}")
+        raise RecordingError(
+            path, "global.core:datatype", f"unsupported {datatype!r:.40}; expected one of {', '.join(DATATYPES)}"
+        )
     if "core:sample_rate" not in g:
         raise RecordingError(path, "global.core:sample_rate", "missing (samples per second, Hz)")
     rate = _number(path, "global.core:sample_rate", g["core:sample_rate"], 0.0, MAX_SAMPLE_RATE_HZ, lo_open=True)
     if g.get("core:num_channels", 1) != 1:
-        raise RecordingError(path, "global.core:num_channels",
-                             f"expected 1 channel, got {g['core:num_channels']!r:.40}")
+        raise RecordingError(
+            path, "global.core:num_channels", f"expected 1 channel, got {g['core:num_channels']!r:.40}"
+        )
     if not isinstance(captures, list) or not captures or not isinstance(captures[0], dict):
         raise RecordingError(path, "captures", "expected at least one capture segment")
     c0 = captures[0]
@@ -331,12 +349,18 @@ def _recording(path: Path, meta_bytes: bytes, root: Path) -> Recording:
     elif "core:geolocation" in g:
         lat, lon, alt = _point(path, "global.core:geolocation", g["core:geolocation"])
     else:
-        raise RecordingError(path, "global.core:geolocation", "missing: the receiver position is needed "
-                                                              "(GeoJSON Point [lon, lat, alt_m])")
+        raise RecordingError(
+            path,
+            "global.core:geolocation",
+            "missing: the receiver position is needed (GeoJSON Point [lon, lat, alt_m])",
+        )
     rx_id = g.get("heimdall:receiver_id")
     if rx_id is not None and (not isinstance(rx_id, str) or not rx_id.strip() or len(rx_id) > MAX_NAME_CHARS):
-        raise RecordingError(path, "global.heimdall:receiver_id",
-                             f"expected a non-empty string of at most {MAX_NAME_CHARS} characters, got {rx_id!r:.60}")
+        raise RecordingError(
+            path,
+            "global.heimdall:receiver_id",
+            f"expected a non-empty string of at most {MAX_NAME_CHARS} characters, got {rx_id!r:.60}",
+        )
     gain = _number(path, "global.heimdall:gain_offset_db", g.get("heimdall:gain_offset_db", 0.0), -30, 30)
     cal = g.get("heimdall:power_calibration_dbm")
     if cal is not None:
@@ -356,20 +380,41 @@ def _recording(path: Path, meta_bytes: bytes, root: Path) -> Recording:
     sample_bytes = 2 * DATATYPES[datatype][0].itemsize
     size = file_bytes - _integer(path, "global.core:trailing_bytes", g.get("core:trailing_bytes", 0), 0, file_bytes)
     if size % sample_bytes:
-        raise RecordingError(data_path, "data", f"{size} bytes is not a whole number of {datatype} samples "
-                                                f"({sample_bytes} bytes each): truncated?")
+        raise RecordingError(
+            data_path,
+            "data",
+            f"{size} bytes is not a whole number of {datatype} samples ({sample_bytes} bytes each): truncated?",
+        )
     n = size // sample_bytes
     _segments(path, "captures", captures, n, data_path)
     _segments(path, "annotations", doc.get("annotations", []), n, data_path)
-    return Recording(meta_path=path, data_path=data_path, datatype=datatype, sample_rate_hz=rate,
-                     frequency_hz=freq, datetime=when, lat=lat, lon=lon, alt_m=alt,
-                     receiver_id=rx_id.strip() if rx_id else None, gain_offset_db=gain,
-                     power_calibration_dbm=cal, n_samples=int(n), data_sha512=sha512)
+    return Recording(
+        meta_path=path,
+        data_path=data_path,
+        datatype=datatype,
+        sample_rate_hz=rate,
+        frequency_hz=freq,
+        datetime=when,
+        lat=lat,
+        lon=lon,
+        alt_m=alt,
+        receiver_id=rx_id.strip() if rx_id else None,
+        gain_offset_db=gain,
+        power_calibration_dbm=cal,
+        n_samples=int(n),
+        data_sha512=sha512,
+    )
 
 
 def _stream_name(path: Path, field: str, name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_STREAM_NAME_CHARS or "\0" in name \
-            or Path(name).is_absolute() or ".." in Path(name).parts:
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > MAX_STREAM_NAME_CHARS
+        or "\0" in name
+        or Path(name).is_absolute()
+        or ".." in Path(name).parts
+    ):
         raise RecordingError(path, field, f"expected the base name of a recording, got {name!r:.60}")
     return name
 
@@ -385,8 +430,12 @@ def read_collection(path: str | Path, root: str | Path | None = None) -> Collect
         raise RecordingError(path, "collection", "missing (expected an object)")
     streams = col.get("core:streams")
     if not isinstance(streams, list) or not 1 <= len(streams) <= MAX_RECEIVERS:
-        raise RecordingError(path, "collection.core:streams", f"expected a list of 1 to {MAX_RECEIVERS} recordings, "
-                                                              f"got {len(streams) if isinstance(streams, list) else 0}")
+        raise RecordingError(
+            path,
+            "collection.core:streams",
+            f"expected a list of 1 to {MAX_RECEIVERS} recordings, "
+            f"got {len(streams) if isinstance(streams, list) else 0}",
+        )
     tx = None
     if col.get("heimdall:transmitter") is not None:
         lat, lon, _ = _point(path, "collection.heimdall:transmitter", col["heimdall:transmitter"])
@@ -407,8 +456,11 @@ def read_collection(path: str | Path, root: str | Path | None = None) -> Collect
             raise RecordingError(path, f"{field}.hash", f"expected 128 hexadecimal digits, got {expected!r:.60}")
         meta_bytes = _read_bounded(meta, root)
         if expected is not None and hashlib.sha512(meta_bytes).hexdigest() != expected.lower():
-            raise RecordingError(path, f"{field}.hash", f"sha512 of {meta.name} does not match: the recording "
-                                                        "changed after the collection was written")
+            raise RecordingError(
+                path,
+                f"{field}.hash",
+                f"sha512 of {meta.name} does not match: the recording changed after the collection was written",
+            )
         recordings.append(_recording(meta, meta_bytes, root))
     return Collection(path=path, recordings=tuple(recordings), transmitter_lat_lon=tx)
 
@@ -435,10 +487,23 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
 
 
-def write_recording(folder: Path, stem: str, iq: np.ndarray, *, datatype: str, sample_rate_hz: float,
-                    frequency_hz: float, datetime: str, lat: float, lon: float, alt_m: float | None,
-                    receiver_id: str, power_calibration_dbm: float, description: str = "",
-                    extra_global: dict | None = None) -> Path:
+def write_recording(
+    folder: Path,
+    stem: str,
+    iq: np.ndarray,
+    *,
+    datatype: str,
+    sample_rate_hz: float,
+    frequency_hz: float,
+    datetime: str,
+    lat: float,
+    lon: float,
+    alt_m: float | None,
+    receiver_id: str,
+    power_calibration_dbm: float,
+    description: str = "",
+    extra_global: dict | None = None,
+) -> Path:
     """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta``; returns the meta path."""
     data = encode(iq, datatype)
     meta = {
@@ -465,15 +530,22 @@ def write_recording(folder: Path, stem: str, iq: np.ndarray, *, datatype: str, s
     return path
 
 
-def write_collection(folder: Path, name: str, meta_paths: list[Path], transmitter_lat_lon: tuple[float, float] | None,
-                     description: str = "") -> Path:
+def write_collection(
+    folder: Path,
+    name: str,
+    meta_paths: list[Path],
+    transmitter_lat_lon: tuple[float, float] | None,
+    description: str = "",
+) -> Path:
     """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512)."""
     col: dict[str, Any] = {
         "core:version": SIGMF_VERSION,
         "core:extensions": [HEIMDALL_EXTENSION],
         "core:description": description,
-        "core:streams": [{"name": p.name[: -len(META_SUFFIX)], "hash": hashlib.sha512(p.read_bytes()).hexdigest()}
-                         for p in meta_paths],
+        "core:streams": [
+            {"name": p.name[: -len(META_SUFFIX)], "hash": hashlib.sha512(p.read_bytes()).hexdigest()}
+            for p in meta_paths
+        ],
     }
     if transmitter_lat_lon is not None:
         col["heimdall:transmitter"] = point(*transmitter_lat_lon)

@@ -52,17 +52,30 @@ class SigMFSplitWriter:
             when = (SIMULATION_EPOCH + dt.timedelta(seconds=self._n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             metas = [
                 write_recording(
-                    self.partial, f"{name}_{stem}", block["iq"][j, r], datatype=self.datatype,
-                    sample_rate_hz=ch.sample_rate_hz, frequency_hz=sc.frequency_hz, datetime=when,
-                    lat=rx.lat, lon=rx.lon, alt_m=rx.antenna_height_m, receiver_id=rx.id,
+                    self.partial,
+                    f"{name}_{stem}",
+                    block["iq"][j, r],
+                    datatype=self.datatype,
+                    sample_rate_hz=ch.sample_rate_hz,
+                    frequency_hz=sc.frequency_hz,
+                    datetime=when,
+                    lat=rx.lat,
+                    lon=rx.lon,
+                    alt_m=rx.antenna_height_m,
+                    receiver_id=rx.id,
                     power_calibration_dbm=ch.full_scale_dbm,
                     description=f"simulated {sc.name}: receiver {rx.name}",
                 )
                 for r, (rx, stem) in enumerate(zip(sc.receivers, self._stems))
             ]
             lat, lon = block["tx_lat_lon"][j]
-            write_collection(self.partial, name, metas, (float(lat), float(lon)),
-                             description=f"simulated {sc.name} transmission {self._n}")
+            write_collection(
+                self.partial,
+                name,
+                metas,
+                (float(lat), float(lon)),
+                description=f"simulated {sc.name} transmission {self._n}",
+            )
             self._n += 1
 
     def commit(self) -> Path:

@@ -41,8 +41,15 @@ OPTIONAL_TOP = ("present",)
 CHUNK_SAMPLES = 1024
 MAX_ATTRIBUTE_BYTES = 4 * 1024**2
 MAX_STORE_OBJECTS = 1000  # groups and datasets; a store has a few dozen
-_KIND_NAMES = {"f": "float", "b": "bool", "c": "complex", "fiu": "numeric", "fiub": "numeric", "SOU": "text",
-               "fiubSOU": "numeric or text"}
+_KIND_NAMES = {
+    "f": "float",
+    "b": "bool",
+    "c": "complex",
+    "fiu": "numeric",
+    "fiub": "numeric",
+    "SOU": "text",
+    "fiubSOU": "numeric or text",
+}
 
 
 def store_attrs(scenario: Scenario, params: FeatureParams, split: str, **extra: Any) -> dict[str, Any]:
@@ -89,8 +96,13 @@ def split_filename(split: str, shard: tuple[int, int] | None) -> str:
 class StoreWriter:
     """Appends blocks of samples to a new store file; `commit()` makes it visible under its final name."""
 
-    def __init__(self, path: Path, attrs: dict[str, Any], receivers: dict[str, np.ndarray],
-                 gain_offset_db: np.ndarray | None = None):
+    def __init__(
+        self,
+        path: Path,
+        attrs: dict[str, Any],
+        receivers: dict[str, np.ndarray],
+        gain_offset_db: np.ndarray | None = None,
+    ):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,8 +215,16 @@ def inspect_store(path: str | Path) -> StoreInfo:
         raise DatasetError(f"{p}: cannot read as HDF5 ({exc})") from None
     except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # h5py on damaged structures
         raise DatasetError(f"{p}: not a readable Heimdall store ({type(exc).__name__}: {exc})") from None
-    return StoreInfo(path=p, split=attrs["split"], n_samples=n, n_receivers=r, n_features=k,
-                     scenario_sha256=attrs["scenario_sha256"], attrs=attrs, dataset_bytes=top)
+    return StoreInfo(
+        path=p,
+        split=attrs["split"],
+        n_samples=n,
+        n_receivers=r,
+        n_features=k,
+        scenario_sha256=attrs["scenario_sha256"],
+        attrs=attrs,
+        dataset_bytes=top,
+    )
 
 
 def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
@@ -216,8 +236,10 @@ def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
             where = f"{prefix}{name}"
             link = group.get(name, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                raise DatasetError(f"{p}: {where} is an external link to {link.filename}:{link.path}; a store is "
-                                   "one self-contained file")
+                raise DatasetError(
+                    f"{p}: {where} is an external link to {link.filename}:{link.path}; a store is "
+                    "one self-contained file"
+                )
             if isinstance(link, h5py.SoftLink):
                 raise DatasetError(f"{p}: {where} is a soft link to {link.path}; a store holds no links")
             seen += 1
@@ -227,8 +249,10 @@ def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
             if isinstance(obj, h5py.Group):
                 stack.append((f"{where}/", obj))
             elif isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.id.get_create_plist().get_external_count()):
-                raise DatasetError(f"{p}: dataset {where} stores its data in other files (virtual or external); "
-                                   "a store is one self-contained file")
+                raise DatasetError(
+                    f"{p}: dataset {where} stores its data in other files (virtual or external); "
+                    "a store is one self-contained file"
+                )
 
 
 def _attributes(p: Path, f: h5py.File) -> dict[str, Any]:
@@ -280,8 +304,10 @@ def _check_layout(p: Path, f: h5py.File, attrs: dict[str, Any]) -> tuple[int, in
     features = _dataset(p, f, "features", "f", (n, None, None))
     _, r, k = features.shape
     if not 1 <= r <= MAX_RECEIVERS or k != FeatureParams.from_json(attrs["feature_params"]).n_features:
-        raise DatasetError(f"{p}: features has {r} receivers and {k} features; expected 1 to {MAX_RECEIVERS} "
-                           "receivers and the features that attribute feature_params describes")
+        raise DatasetError(
+            f"{p}: features has {r} receivers and {k} features; expected 1 to {MAX_RECEIVERS} "
+            "receivers and the features that attribute feature_params describes"
+        )
     _dataset(p, f, "mask", "b", (n, r))
     _dataset(p, f, "tx_position_m", "f", (n, 2))
     _dataset(p, f, "tx_lat_lon", "f", (n, 2))
@@ -320,7 +346,4 @@ def read_receivers(path: str | Path) -> dict[str, np.ndarray]:
     """The receiver table of a store file as column arrays (strings decoded)."""
     with h5py.File(path, "r") as f:
         g = f["receivers"]
-        return {
-            k: (g[k].asstr()[...] if h5py.check_string_dtype(g[k].dtype) else g[k][...]) for k in g.keys()
-        }
-
+        return {k: (g[k].asstr()[...] if h5py.check_string_dtype(g[k].dtype) else g[k][...]) for k in g.keys()}

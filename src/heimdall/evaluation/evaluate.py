@@ -156,9 +156,14 @@ def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tup
     rx = np.broadcast_to(test.rx_position_m.astype(np.float32), (n, *test.rx_position_m.shape))
     means, covs = [], []
     for s in range(0, n, batch):
-        m, c = session.run(["mean_m", "cov_m2"], {"features": test.features[s:s + batch],
-                                                   "rx_position_m": rx[s:s + batch].copy(),
-                                                   "present": test.present[s:s + batch]})
+        m, c = session.run(
+            ["mean_m", "cov_m2"],
+            {
+                "features": test.features[s : s + batch],
+                "rx_position_m": rx[s : s + batch].copy(),
+                "present": test.present[s : s + batch],
+            },
+        )
         means.append(m)
         covs.append(c)
     return np.concatenate(means).astype(np.float64), np.concatenate(covs).astype(np.float64)
@@ -169,8 +174,9 @@ def inside_hull(points_m: np.ndarray, rx_position_m: np.ndarray) -> np.ndarray:
     return Delaunay(rx_position_m).find_simplex(points_m) >= 0
 
 
-def summarise(pred: np.ndarray, cov: np.ndarray | None, truth: np.ndarray, inside: np.ndarray,
-              n_heard: np.ndarray) -> dict:
+def summarise(
+    pred: np.ndarray, cov: np.ndarray | None, truth: np.ndarray, inside: np.ndarray, n_heard: np.ndarray
+) -> dict:
     """Accuracy (and calibration when cov is given) overall, inside/outside the hull, by receivers heard."""
 
     def one(sel: np.ndarray) -> dict:
@@ -209,8 +215,9 @@ def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: fl
 
     def mean(points: np.ndarray) -> np.ndarray:
         d = np.linalg.norm(points[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
-        loss = median_path_loss_db(scenario.environment.path_loss, d, scenario.frequency_hz, tx_height_m,
-                                   world.rx_height_m[None, :])
+        loss = median_path_loss_db(
+            scenario.environment.path_loss, d, scenario.frequency_hz, tx_height_m, world.rx_height_m[None, :]
+        )
         shadow = world.fields.sample(points) if world.fields is not None else 0.0
         return -loss + shadow + gain_offset_db
 
@@ -233,15 +240,22 @@ def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np
 
     sc = test.scenario
     ch = sc.receiver_chain
-    censor = (noise_floor_dbm(np.array([r.noise_figure_db for r in sc.receivers]), ch.channel_bandwidth_hz)
-              + test.gain_offset_db + ch.detection_snr_db)
+    censor = (
+        noise_floor_dbm(np.array([r.noise_figure_db for r in sc.receivers]), ch.channel_bandwidth_hz)
+        + test.gain_offset_db
+        + ch.detection_snr_db
+    )
     cal_bin, centres = _height_bins(sc, calibration.tx_height_m)
     sq, count = 0.0, 0
     for b, h in enumerate(centres):
         sel = cal_bin == b
         if sel.sum() > 10:
-            sigma_b = residual_sigma_db(calibration.power_dbm[sel], calibration.heard[sel],
-                                        calibration.target_m[sel], oracle_model(sc, test.gain_offset_db, h))
+            sigma_b = residual_sigma_db(
+                calibration.power_dbm[sel],
+                calibration.heard[sel],
+                calibration.target_m[sel],
+                oracle_model(sc, test.gain_offset_db, h),
+            )
             n_b = int(calibration.heard[sel].sum())
             sq, count = sq + sigma_b**2 * n_b, count + n_b
     sigma = float(np.sqrt(sq / max(count, 1)))
@@ -251,14 +265,27 @@ def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np
     for b, h in enumerate(centres):
         sel = np.flatnonzero(test_bin == b)
         if len(sel):
-            mean[sel], cov[sel] = rss_posterior(test.power_dbm[sel], test.heard[sel],
-                                                oracle_model(sc, test.gain_offset_db, h), grid, sigma,
-                                                censor_dbm=censor, p0_range_dbm=sc.transmitter.power_dbm)
+            mean[sel], cov[sel] = rss_posterior(
+                test.power_dbm[sel],
+                test.heard[sel],
+                oracle_model(sc, test.gain_offset_db, h),
+                grid,
+                sigma,
+                censor_dbm=censor,
+                p0_range_dbm=sc.transmitter.power_dbm,
+            )
     return mean, cov, sigma
 
 
-def evaluate(predict: Predict | None, test: TestSet, calibration: TestSet | None, out_dir: str | Path,
-             grid_spacing_m: float = DEFAULT_GRID_SPACING_M, seed: int = 0, model: str | None = None) -> dict:
+def evaluate(
+    predict: Predict | None,
+    test: TestSet,
+    calibration: TestSet | None,
+    out_dir: str | Path,
+    grid_spacing_m: float = DEFAULT_GRID_SPACING_M,
+    seed: int = 0,
+    model: str | None = None,
+) -> dict:
     """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
 
     predict: the model's predictions (model_predictor), named `model` in the provenance; None: classical only.
@@ -282,8 +309,11 @@ def evaluate(predict: Predict | None, test: TestSet, calibration: TestSet | None
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
     oracle_sigma = None
     if test.scenario is not None and test.tx_height_m is not None and cal.tx_height_m is not None:
-        fine = _grid(bounds, min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4),
-                     "the oracle's grid (a quarter of the scenario's finest shadowing correlation_m)")
+        fine = _grid(
+            bounds,
+            min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4),
+            "the oracle's grid (a quarter of the scenario's finest shadowing correlation_m)",
+        )
         mean, cov, oracle_sigma = oracle_estimate(test, cal, fine)
         preds["oracle"] = (mean, cov)
         crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
@@ -300,14 +330,18 @@ def evaluate(predict: Predict | None, test: TestSet, calibration: TestSet | None
             "test_store": test.source,
             "scenario": test.scenario.name if test.scenario else None,
             "calibration": "training split" if calibration is not None else "test split (no training split found)",
-            "classical_model": {"exponent": fit.exponent, "offsets_db": fit.offsets_db.tolist(),
-                                "sigma_db": fit.sigma_db, "grid_spacing_m": grid_spacing_m},
+            "classical_model": {
+                "exponent": fit.exponent,
+                "offsets_db": fit.offsets_db.tolist(),
+                "sigma_db": fit.sigma_db,
+                "grid_spacing_m": grid_spacing_m,
+            },
             "oracle": "posterior mean and covariance on a grid of 1/4 of the finest shadowing correlation, given "
-                      "the true path loss (transmitter height in 8 bins), shadowing fields, gain offsets, transmit "
-                      "power range and censoring of silent receivers",
+            "the true path loss (transmitter height in 8 bins), shadowing fields, gain offsets, transmit "
+            "power range and censoring of silent receivers",
             "oracle_sigma_db": oracle_sigma,
             "crlb": "errors of an efficient estimator: one draw from N(truth, CRLB) per transmission, "
-                    "log-distance model with the classical fit",
+            "log-distance model with the classical fit",
         },
         "inside_hull_fraction": float(inside.mean()),
         "estimators": {name: summarise(p, c, truth, inside, n_heard) for name, (p, c) in preds.items()},
@@ -327,8 +361,10 @@ def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: s
         raise HeimdallError(f"{what}: grid spacing must be > 0 m, got {spacing_m:g}")
     points = (np.floor((e1 - e0) / spacing_m) + 1) * (np.floor((n1 - n0) / spacing_m) + 1)
     if points > MAX_GRID_POINTS:
-        raise HeimdallError(f"{what}: a {spacing_m:g} m grid over the area has {points:.3g} points, more than "
-                            f"{MAX_GRID_POINTS}; use a coarser spacing")
+        raise HeimdallError(
+            f"{what}: a {spacing_m:g} m grid over the area has {points:.3g} points, more than "
+            f"{MAX_GRID_POINTS}; use a coarser spacing"
+        )
     return Grid(bounds_m, spacing_m)
 
 

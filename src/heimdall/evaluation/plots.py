@@ -10,8 +10,14 @@ from heimdall.atomic import atomic_open
 from heimdall.ellipse import outline
 from heimdall.metrics import coverage_curve, error_m
 
-COLOURS = {"model": "C0", "model_power_only": "C9", "weighted_centroid": "C2", "classical_ml": "C1", "oracle": "C3",
-           "crlb": "C7"}
+COLOURS = {
+    "model": "C0",
+    "model_power_only": "C9",
+    "weighted_centroid": "C2",
+    "classical_ml": "C1",
+    "oracle": "C3",
+    "crlb": "C7",
+}
 MAP_SAMPLES = 30
 ELLIPSE_POINTS = 64
 
@@ -65,8 +71,14 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
         if cov is not None:
             ring = outline(pos[i], cov[i], 0.95, ELLIPSE_POINTS)
             ell = frame.to_geodetic(np.concatenate([ring, ring[:1]]))
-            ax.plot(ell[:, 1], ell[:, 0], color=COLOURS.get(main), lw=0.7, alpha=0.6,
-                    label="95 % ellipse" if k == 0 else None)
+            ax.plot(
+                ell[:, 1],
+                ell[:, 0],
+                color=COLOURS.get(main),
+                lw=0.7,
+                alpha=0.6,
+                label="95 % ellipse" if k == 0 else None,
+            )
         ax.plot([t_ll[k, 1], p_ll[k, 1]], [t_ll[k, 0], p_ll[k, 0]], color="0.5", lw=0.6)
     ax.scatter(t_ll[:, 1], t_ll[:, 0], marker="x", color="k", label="true transmitter", zorder=3)
     ax.scatter(p_ll[:, 1], p_ll[:, 0], s=12, color=COLOURS.get(main), label=f"{main} estimate", zorder=3)
@@ -79,8 +91,15 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
     # 4. median error of the main estimator over the area
     t_all = frame.to_geodetic(truth)
     fig, ax = plt.subplots(figsize=(8, 7))
-    hb = ax.hexbin(t_all[:, 1], t_all[:, 0], C=error_m(pos, truth) / 1e3, reduce_C_function=np.median,
-                   gridsize=25, cmap="viridis", mincnt=3)
+    hb = ax.hexbin(
+        t_all[:, 1],
+        t_all[:, 0],
+        C=error_m(pos, truth) / 1e3,
+        reduce_C_function=np.median,
+        gridsize=25,
+        cmap="viridis",
+        mincnt=3,
+    )
     fig.colorbar(hb, ax=ax, label=f"median {main} error [km]")
     ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver")
     _geographic_axes(ax, frame, f"{main} error over the area")

@@ -27,8 +27,12 @@ class MapAnswers:
     in_hpd95: np.ndarray | None = None  # bool [n]
 
 
-def localize_all(localize: Callable[[int], GridPosterior], n: int, truth_m: np.ndarray | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> MapAnswers:
+def localize_all(
+    localize: Callable[[int], GridPosterior],
+    n: int,
+    truth_m: np.ndarray | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MapAnswers:
     """Apply `localize(i)` (the posterior of transmission i) to i = 0..n-1 and collect the answers."""
     mean, cov, best = np.empty((n, 2)), np.empty((n, 2, 2)), np.empty((n, 2))
     area, modes = np.empty(n), np.empty(n, np.int64)
@@ -51,8 +55,15 @@ def localize_all(localize: Callable[[int], GridPosterior], n: int, truth_m: np.n
     return out
 
 
-def answers_of(radio_map: RadioMap, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray,
-               truth_m: np.ndarray | None = None, on_progress: Callable[[int, int], None] | None = None) -> MapAnswers:
+def answers_of(
+    radio_map: RadioMap,
+    snr_db: np.ndarray,
+    noise_dbm: np.ndarray,
+    present: np.ndarray,
+    truth_m: np.ndarray | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MapAnswers:
     """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order)."""
-    return localize_all(lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m,
-                        on_progress)
+    return localize_all(
+        lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+    )

@@ -34,8 +34,9 @@ class FadingKernel:
         return float(np.exp(self.log_weight) @ self.g_db)
 
     @classmethod
-    def from_samples(cls, g_db: np.ndarray, step_db: float = KERNEL_STEP_DB, smooth_db: float = 0.5,
-                     center: bool = False) -> "FadingKernel":
+    def from_samples(
+        cls, g_db: np.ndarray, step_db: float = KERNEL_STEP_DB, smooth_db: float = 0.5, center: bool = False
+    ) -> "FadingKernel":
         """Histogram of samples, smoothed by a Gaussian of smooth_db; centred on 0 dB mean when asked."""
         g = np.asarray(g_db, float)
         g = g - g.mean() if center else g
@@ -84,7 +85,8 @@ def scenario_fading(scenario, n: int = MC_TRANSMISSIONS, seed: int = 0) -> tuple
     kernels = []
     for mobile in (True, False):
         emission = np.array([EMISSION_CODES[e] for e in names], np.uint8)[
-            rng.choice(len(names), n, p=np.array(weights) / sum(weights))]
+            rng.choice(len(names), n, p=np.array(weights) / sum(weights))
+        ]
         s = synthesise(rng, emission, ch.window_samples, ch.sample_rate_hz, np.zeros(n))
         if mobile:
             k_db, doppler = np.full(n, fad.rician_k_db_mobile), rng.uniform(*tx.speed_mps, n) / scenario.wavelength_m

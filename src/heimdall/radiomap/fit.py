@@ -103,8 +103,13 @@ class Labelled(Measured):
     position_m: np.ndarray = None  # float [n, 2]
 
     @classmethod
-    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams,  # type: ignore[override]
-                      position_m: np.ndarray | None = None) -> "Labelled":
+    def from_features(
+        cls,
+        features: np.ndarray,
+        present: np.ndarray,
+        params: FeatureParams,  # type: ignore[override]
+        position_m: np.ndarray | None = None,
+    ) -> "Labelled":
         m = Measured.from_features(features, present, params)
         return cls(m.snr_db, m.noise_dbm, m.present, np.asarray(position_m, np.float64))
 
@@ -123,8 +128,9 @@ def shape_loss_db(scenario, points_m: np.ndarray, shape: str = "scenario") -> tu
     if shape == "log_distance":
         return 10 * LOG_DISTANCE_EXPONENT * np.log10(np.maximum(d, MIN_DISTANCE_M)), d
     heights = np.array([r.antenna_height_m for r in scenario.receivers])
-    return median_path_loss_db(scenario.environment.path_loss, d, scenario.frequency_hz, nominal_tx_height_m(scenario),
-                               heights[None, :]), d
+    return median_path_loss_db(
+        scenario.environment.path_loss, d, scenario.frequency_hz, nominal_tx_height_m(scenario), heights[None, :]
+    ), d
 
 
 def _slope_regressor(d: np.ndarray) -> np.ndarray:
@@ -146,15 +152,26 @@ def physics_map(scenario, options: MapOptions = MapOptions()) -> RadioMap:
     loss, _ = shape_loss_db(scenario, grid.centres())
     sd = float(np.hypot(scenario.environment.shadowing.sigma_db, PHYSICS_MODEL_SD_DB))
     start, prior = _flat_power_prior(scenario)
-    return RadioMap(grid=grid, receiver_ids=tuple(r.id for r in scenario.receivers),
-                    rx_position_m=scenario.receiver_positions_m(), mean_dbm=(-loss).astype(np.float32),
-                    spread_db=np.full(loss.shape, sd, np.float32),
-                    noise=power_noise_for(FeatureParams.from_scenario(scenario), seed=options.seed),
-                    # offsets a_r and the unknown power absorb the fading's mean
-                    kernels=tuple(k.shifted(-mixture_mean) for k in kernels), component_log_weight=weights,
-                    power_start_dbm=start, power_log_prior=prior, n_labels=0,
-                    info={"kind": "physics", "shape": "scenario", "path_loss": scenario.environment.path_loss.model,
-                          "spread_db": sd})
+    return RadioMap(
+        grid=grid,
+        receiver_ids=tuple(r.id for r in scenario.receivers),
+        rx_position_m=scenario.receiver_positions_m(),
+        mean_dbm=(-loss).astype(np.float32),
+        spread_db=np.full(loss.shape, sd, np.float32),
+        noise=power_noise_for(FeatureParams.from_scenario(scenario), seed=options.seed),
+        # offsets a_r and the unknown power absorb the fading's mean
+        kernels=tuple(k.shifted(-mixture_mean) for k in kernels),
+        component_log_weight=weights,
+        power_start_dbm=start,
+        power_log_prior=prior,
+        n_labels=0,
+        info={
+            "kind": "physics",
+            "shape": "scenario",
+            "path_loss": scenario.environment.path_loss.model,
+            "spread_db": sd,
+        },
+    )
 
 
 def _parametric(base: RadioMap, scenario, shape: str, a: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -163,8 +180,13 @@ def _parametric(base: RadioMap, scenario, shape: str, a: np.ndarray, c: np.ndarr
     return (-loss + a + c * _slope_regressor(d)).astype(np.float32)
 
 
-def fit_radio_map(scenario, labelled: Labelled | None = None, unlabelled: Measured | None = None,
-                  options: MapOptions = MapOptions(), on_progress: Progress | None = None) -> RadioMap:
+def fit_radio_map(
+    scenario,
+    labelled: Labelled | None = None,
+    unlabelled: Measured | None = None,
+    options: MapOptions = MapOptions(),
+    on_progress: Progress | None = None,
+) -> RadioMap:
     """The best map the data allow: labelled fit, else self-calibration on unlabelled recordings, else physics."""
     base = physics_map(scenario, options)
     if labelled is not None and len(labelled) > 0:
@@ -172,19 +194,31 @@ def fit_radio_map(scenario, labelled: Labelled | None = None, unlabelled: Measur
     if unlabelled is not None and len(unlabelled) >= MIN_UNLABELLED:
         return self_calibrate(base, scenario, unlabelled, options, on_progress)
     if unlabelled is not None and len(unlabelled):
-        log.warning("%d unlabelled transmissions are too few to calibrate the map on (at least %d): physics only",
-                    len(unlabelled), MIN_UNLABELLED)
+        log.warning(
+            "%d unlabelled transmissions are too few to calibrate the map on (at least %d): physics only",
+            len(unlabelled),
+            MIN_UNLABELLED,
+        )
     return base
 
 
-def self_calibrate(base: RadioMap, scenario, unlabelled: Measured, options: MapOptions = MapOptions(),
-                   on_progress: Progress | None = None) -> RadioMap:
+def self_calibrate(
+    base: RadioMap,
+    scenario,
+    unlabelled: Measured,
+    options: MapOptions = MapOptions(),
+    on_progress: Progress | None = None,
+) -> RadioMap:
     """Offsets, slopes, shape and spread from unlabelled recordings (see the module docstring)."""
     rng = np.random.default_rng(options.seed)
     informative = np.flatnonzero((unlabelled.usable() & (unlabelled.snr_db >= STRONG_SNR_DB)).sum(1) >= 2)
     if len(informative) < MIN_UNLABELLED:
-        log.warning("only %d unlabelled transmissions are heard strongly by two receivers (at least %d are needed "
-                    "to calibrate the map): physics only", len(informative), MIN_UNLABELLED)
+        log.warning(
+            "only %d unlabelled transmissions are heard strongly by two receivers (at least %d are needed "
+            "to calibrate the map): physics only",
+            len(informative),
+            MIN_UNLABELLED,
+        )
         return base
     pick = rng.choice(informative, min(EM_TRANSMISSIONS, len(informative)), replace=False)
     data = unlabelled.subset(pick)
@@ -202,11 +236,25 @@ def self_calibrate(base: RadioMap, scenario, unlabelled: Measured, options: MapO
                     best_map, best_evidence = current, evidence
             loss, d = shape_loss_db(scenario, points, shape)
             use = np.repeat(data.usable(), EM_SAMPLES, axis=0)
-            a, c, _, _ = _fit_offsets(np.repeat(data.power_dbm, EM_SAMPLES, axis=0), use, -loss, _slope_regressor(d),
-                                      residual_var, prior_power_dbm=float(np.mean(scenario.transmitter.power_dbm)))
-            current = replace(current, mean_dbm=_parametric(base, scenario, shape, a, c),
-                              info={**base.info, "kind": "self-calibrated", "shape": shape, "offset_db": a.tolist(),
-                                    "slope_correction": c.tolist()})
+            a, c, _, _ = _fit_offsets(
+                np.repeat(data.power_dbm, EM_SAMPLES, axis=0),
+                use,
+                -loss,
+                _slope_regressor(d),
+                residual_var,
+                prior_power_dbm=float(np.mean(scenario.transmitter.power_dbm)),
+            )
+            current = replace(
+                current,
+                mean_dbm=_parametric(base, scenario, shape, a, c),
+                info={
+                    **base.info,
+                    "kind": "self-calibrated",
+                    "shape": shape,
+                    "offset_db": a.tolist(),
+                    "slope_correction": c.tolist(),
+                },
+            )
             done += 1
             if on_progress:
                 on_progress("calibrate", done, steps)
@@ -215,9 +263,11 @@ def self_calibrate(base: RadioMap, scenario, unlabelled: Measured, options: MapO
         if evidence > best_evidence:
             best_map, best_evidence = current, evidence
     spread = calibrate_spread(best_map, unlabelled, rng)
-    return replace(best_map, spread_db=np.full(base.spread_db.shape, spread, np.float32),
-                   info={**best_map.info, "spread_db": spread, "unlabelled": len(unlabelled),
-                         "calibration": history})
+    return replace(
+        best_map,
+        spread_db=np.full(base.spread_db.shape, spread, np.float32),
+        info={**best_map.info, "spread_db": spread, "unlabelled": len(unlabelled), "calibration": history},
+    )
 
 
 def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -233,15 +283,16 @@ def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) ->
 
 
 def _mean_evidence(m: RadioMap, data: Measured) -> float:
-    return float(np.mean([m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j]).log_evidence
-                          for j in range(len(data))]))
+    return float(
+        np.mean([m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j]).log_evidence for j in range(len(data))])
+    )
 
 
 def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> float:
     """The map spread (dB, the same for every cell and receiver) at which a strongly heard receiver's power,
     predicted from the others, falls inside its central SPREAD_CHECK_COVERAGE predictive interval as often as
     that interval claims (coverage rather than E[z²]: real errors are heavier-tailed than a Gaussian)."""
-    strong = (data.usable() & (data.snr_db >= STRONG_SNR_DB))
+    strong = data.usable() & (data.snr_db >= STRONG_SNR_DB)
     rows = np.flatnonzero(strong.sum(1) >= 3)
     rows = rng.choice(rows, min(SPREAD_CHECK_TRANSMISSIONS, len(rows)), replace=False)
     held = [int(rng.choice(np.flatnonzero(strong[j]))) for j in rows]
@@ -253,8 +304,14 @@ def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> f
 
     def coverage(spread: float) -> float:
         trial = replace(m, spread_db=np.full(m.spread_db.shape, spread, np.float32))
-        return float(np.mean([abs(trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], r, 0.0))
-                              <= limit for j, r in zip(rows, held)]))
+        return float(
+            np.mean(
+                [
+                    abs(trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], r, 0.0)) <= limit
+                    for j, r in zip(rows, held)
+                ]
+            )
+        )
 
     for _ in range(6):  # bisection on log spread
         mid = float(np.sqrt(lo * hi))
@@ -262,8 +319,9 @@ def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> f
     return float(np.sqrt(lo * hi))
 
 
-def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOptions,
-                  on_progress: Progress | None) -> RadioMap:
+def _fit_labelled(
+    base: RadioMap, scenario, labelled: Labelled, options: MapOptions, on_progress: Progress | None
+) -> RadioMap:
     """Offsets and slopes of the scenario's shape, then a kriged residual field per receiver."""
     rng = np.random.default_rng(options.seed)
     n_rx = base.n_receivers
@@ -277,8 +335,9 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
     for shape in SHAPES:  # the shape whose offset/slope fit leaves the smaller residual
         loss, d = shape_loss_db(scenario, labelled.position_m, shape)
         reg = _slope_regressor(d)
-        a, c, power, _ = _fit_offsets(y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2,
-                                      prior_power_dbm=(lo + hi) / 2)
+        a, c, power, _ = _fit_offsets(
+            y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2, prior_power_dbm=(lo + hi) / 2
+        )
         mu_param = -loss + a + c * reg
         rms = float(np.sqrt(np.mean((y - mu_param - power[:, None])[use] ** 2)))
         fits[shape] = (rms, a, c, power, mu_param)
@@ -291,8 +350,11 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
     spread = base.spread_db.copy()
     fitted_field = np.zeros_like(y)
     fields = {}
-    initial = FieldHyper(scenario.environment.shadowing.sigma_db,
-                         max(cp.correlation_m for cp in scenario.environment.shadowing.components), 1.0)
+    initial = FieldHyper(
+        scenario.environment.shadowing.sigma_db,
+        max(cp.correlation_m for cp in scenario.environment.shadowing.components),
+        1.0,
+    )
     for r in range(n_rx):
         if on_progress:
             on_progress("field", r, n_rx)
@@ -304,9 +366,13 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
         sel = use[:, r] & (others >= 1)
         if sel.sum() < MIN_FIELD_POINTS:
             fields[rid] = {"points": int(sel.sum()), "field": "none (too few labelled points)"}
-            log.warning("receiver %s: %d labelled transmissions measured by it and another receiver; at least %d are "
-                        "needed for its residual field: offset, slope and physics spread only", rid, sel.sum(),
-                        MIN_FIELD_POINTS)
+            log.warning(
+                "receiver %s: %d labelled transmissions measured by it and another receiver; at least %d are "
+                "needed for its residual field: offset, slope and physics spread only",
+                rid,
+                sel.sum(),
+                MIN_FIELD_POINTS,
+            )
             continue
         e = (y[:, r] - mu_param[:, r] - p_loo)[sel]
         nv = (fade_var + var_p + meas_var[:, r])[sel]
@@ -318,18 +384,36 @@ def _fit_labelled(base: RadioMap, scenario, labelled: Labelled, options: MapOpti
         fitted_field[sel, r] = krige(pts, pts, e, nv, h)[0]
         mean[:, r] += f_mean.astype(np.float32)
         spread[:, r] = np.sqrt(inflation * (f_var + h.nugget_db**2)).astype(np.float32)
-        fields[rid] = {"points": int(sel.sum()), "sigma_db": h.sigma_db, "correlation_m": h.correlation_m,
-                       "nugget_db": h.nugget_db, "variance_inflation": inflation}
+        fields[rid] = {
+            "points": int(sel.sum()),
+            "sigma_db": h.sigma_db,
+            "correlation_m": h.correlation_m,
+            "nugget_db": h.nugget_db,
+            "variance_inflation": inflation,
+        }
     start, prior = _learned_power_prior(scenario, y - mu_param - fitted_field, use)
-    return replace(base, mean_dbm=mean, spread_db=spread, power_start_dbm=start, power_log_prior=prior,
-                   n_labels=len(labelled),
-                   info={"kind": "fitted", "shape": shape, "path_loss": scenario.environment.path_loss.model,
-                         "shape_rms_db": {k: v[0] for k, v in fits.items()},
-                         "offset_db": a.tolist(), "slope_correction": c.tolist(), "fields": fields})
+    return replace(
+        base,
+        mean_dbm=mean,
+        spread_db=spread,
+        power_start_dbm=start,
+        power_log_prior=prior,
+        n_labels=len(labelled),
+        info={
+            "kind": "fitted",
+            "shape": shape,
+            "path_loss": scenario.environment.path_loss.model,
+            "shape_rms_db": {k: v[0] for k, v in fits.items()},
+            "offset_db": a.tolist(),
+            "slope_correction": c.tolist(),
+            "fields": fields,
+        },
+    )
 
 
-def _fit_offsets(y: np.ndarray, use: np.ndarray, base: np.ndarray, reg: np.ndarray, residual_var: float,
-                 prior_power_dbm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _fit_offsets(
+    y: np.ndarray, use: np.ndarray, base: np.ndarray, reg: np.ndarray, residual_var: float, prior_power_dbm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-receiver offset a [R] and slope correction c [R], each transmission's power [n] and its variance [n].
 
     y = P_t + base + a_r + c_r·reg + noise(residual_var) over the used measurements; P_t unknown (a weak prior

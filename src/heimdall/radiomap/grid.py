@@ -46,8 +46,9 @@ class MapGrid:
     def centres(self, cells: np.ndarray | None = None) -> np.ndarray:
         """float64 [n, 2] east/north of the given cell indices (default: every cell)."""
         c = np.arange(self.n_cells) if cells is None else np.asarray(cells)
-        return np.stack([self.east0_m + (c % self.nx) * self.spacing_m,
-                         self.north0_m + (c // self.nx) * self.spacing_m], axis=-1)
+        return np.stack(
+            [self.east0_m + (c % self.nx) * self.spacing_m, self.north0_m + (c // self.nx) * self.spacing_m], axis=-1
+        )
 
     def cell_of(self, points_m: np.ndarray) -> np.ndarray:
         """int64 [n]: the cell holding each point [n, 2], or -1 outside the grid."""

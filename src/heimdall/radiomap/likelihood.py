@@ -66,8 +66,9 @@ class LikelihoodTable:
         return np.argmin(np.abs(np.asarray(sd_db, float)[..., None] - levels), axis=-1).astype(np.uint8)
 
 
-def build_table(noise: PowerNoise, kernels: list[FadingKernel],
-                spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB) -> LikelihoodTable:
+def build_table(
+    noise: PowerNoise, kernels: list[FadingKernel], spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB
+) -> LikelihoodTable:
     """The table for fading components `kernels` (each widened by every spread level)."""
     u_rows = noise.floor_snr_db + STEP_DB * np.arange(int(round((U_MAX_DB - noise.floor_snr_db) / STEP_DB)) + 1)
     delta = np.arange(DELTA_RANGE_DB[0], DELTA_RANGE_DB[1] + STEP_DB / 2, STEP_DB)

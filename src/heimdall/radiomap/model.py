@@ -105,8 +105,9 @@ class RadioMap:
         order = np.argsort(cells)
         return GridPosterior(self.grid, cells[order], log_post[order])
 
-    def _log_posterior(self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray,
-                       power_moments: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _log_posterior(
+        self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray, power_moments: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unnormalised log posterior [n] of the given cells; with power_moments also the transmit power's
         posterior mean and variance [n] in each cell (dBm, dB²)."""
         table = self.table
@@ -149,15 +150,17 @@ class RadioMap:
         mean = (w * power).sum(axis=1) / total
         return log_post, mean, (w * power**2).sum(axis=1) / total - mean**2
 
-    def predictive_z(self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int,
-                     extra_var_db2: float) -> float:
+    def predictive_z(
+        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int, extra_var_db2: float
+    ) -> float:
         """How many predictive standard deviations receiver `held_out`'s measured power (dBm) lies from what
         the other receivers predict for it (coarse posterior; fading variance plus extra_var_db2 added)."""
         use = np.asarray(present, bool) & np.isfinite(snr_db)
         use[held_out] = False
         cells = self._blocks
-        lp, p_mean, p_var = self._log_posterior(cells, np.asarray(snr_db, float), np.asarray(noise_dbm, float), use,
-                                                power_moments=True)
+        lp, p_mean, p_var = self._log_posterior(
+            cells, np.asarray(snr_db, float), np.asarray(noise_dbm, float), use, power_moments=True
+        )
         w = np.exp(lp - lp.max())
         w /= w.sum()
         level = p_mean + self.mean_dbm[cells, held_out]

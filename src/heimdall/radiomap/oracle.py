@@ -33,8 +33,7 @@ def height_bins(scenario, heights_m: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return idx, np.sqrt(edges[:-1] * edges[1:])
 
 
-def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4
-                ) -> list[RadioMap]:
+def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4) -> list[RadioMap]:
     """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains)."""
     from heimdall.features import FeatureParams
     from heimdall.sim.generator import build_world
@@ -48,28 +47,50 @@ def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_f
     kernels, weights = scenario_fading(scenario)
     lo, hi = scenario.transmitter.power_dbm
     n_power = int(round((hi - lo) / POWER_STEP_DB)) + 1
-    base = RadioMap(grid=grid, receiver_ids=tuple(r.id for r in scenario.receivers),
-                    rx_position_m=world.rx_position_m, mean_dbm=np.zeros((0, 0), np.float32),
-                    spread_db=np.full((grid.n_cells, world.n_rx), HEIGHT_BIN_SPREAD_DB, np.float32),
-                    noise=power_noise_for(FeatureParams.from_scenario(scenario)), kernels=tuple(kernels),
-                    component_log_weight=weights, power_start_dbm=float(lo),
-                    power_log_prior=np.full(n_power, -np.log(n_power)), info={"kind": "oracle"})
+    base = RadioMap(
+        grid=grid,
+        receiver_ids=tuple(r.id for r in scenario.receivers),
+        rx_position_m=world.rx_position_m,
+        mean_dbm=np.zeros((0, 0), np.float32),
+        spread_db=np.full((grid.n_cells, world.n_rx), HEIGHT_BIN_SPREAD_DB, np.float32),
+        noise=power_noise_for(FeatureParams.from_scenario(scenario)),
+        kernels=tuple(kernels),
+        component_log_weight=weights,
+        power_start_dbm=float(lo),
+        power_log_prior=np.full(n_power, -np.log(n_power)),
+        info={"kind": "oracle"},
+    )
     maps = []
     for h in height_bins(scenario, np.array([lo]))[1]:
-        loss = median_path_loss_db(scenario.environment.path_loss, d, scenario.frequency_hz, h,
-                                   world.rx_height_m[None, :])
-        maps.append(replace(base, mean_dbm=(-loss + shadow + gain_offset_db).astype(np.float32),
-                            info={"kind": "oracle", "tx_height_m": float(h)}))
+        loss = median_path_loss_db(
+            scenario.environment.path_loss, d, scenario.frequency_hz, h, world.rx_height_m[None, :]
+        )
+        maps.append(
+            replace(
+                base,
+                mean_dbm=(-loss + shadow + gain_offset_db).astype(np.float32),
+                info={"kind": "oracle", "tx_height_m": float(h)},
+            )
+        )
     for m in maps[1:]:  # one table for all bins
         m.__dict__["table"] = maps[0].table
     return maps
 
 
-def oracle_answers(scenario, gain_offset_db: np.ndarray, tx_height_m: np.ndarray, snr_db: np.ndarray,
-                   noise_dbm: np.ndarray, present: np.ndarray, truth_m: np.ndarray, spacing_m: float,
-                   on_progress: Callable[[int, int], None] | None = None) -> MapAnswers:
+def oracle_answers(
+    scenario,
+    gain_offset_db: np.ndarray,
+    tx_height_m: np.ndarray,
+    snr_db: np.ndarray,
+    noise_dbm: np.ndarray,
+    present: np.ndarray,
+    truth_m: np.ndarray,
+    spacing_m: float,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MapAnswers:
     """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n])."""
     maps = oracle_maps(scenario, gain_offset_db, spacing_m)
     bins, _ = height_bins(scenario, tx_height_m)
-    return localize_all(lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db),
-                        truth_m, on_progress)
+    return localize_all(
+        lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+    )

@@ -59,8 +59,9 @@ class ExportResult:
 def source_revision() -> str:
     """The git commit of the source tree, or 'unknown' outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -76,8 +77,9 @@ def _wrapper(net: LocalizationNet) -> torch.nn.Module:
             super().__init__()
             self.net = inner
 
-        def forward(self, features: torch.Tensor, rx_position_m: torch.Tensor, present: torch.Tensor
-                    ) -> tuple[torch.Tensor, ...]:
+        def forward(
+            self, features: torch.Tensor, rx_position_m: torch.Tensor, present: torch.Tensor
+        ) -> tuple[torch.Tensor, ...]:
             means, chol, logits = self.net(features, rx_position_m, present)
             mean, cov = moment_match(means, chol, logits)
             s = self.net.position_scale_m
@@ -95,8 +97,9 @@ def weights_sha256(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def parity_inputs(net: LocalizationNet, rx_position_m: np.ndarray, batch: int, rng: np.random.Generator
-                  ) -> dict[str, np.ndarray]:
+def parity_inputs(
+    net: LocalizationNet, rx_position_m: np.ndarray, batch: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Plausible inputs: features around the training mean, the real receivers, random subsets present,
     and every third transmission with power only (the other features NaN, as the service sends them).
 
@@ -124,8 +127,7 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, metrics: dic
     return export_task(load_task(checkpoint), out_path, str(checkpoint), metrics)
 
 
-def export_task(task: LocalizationTask, out_path: str | Path, where: str, metrics: dict | None = None
-                ) -> ExportResult:
+def export_task(task: LocalizationTask, out_path: str | Path, where: str, metrics: dict | None = None) -> ExportResult:
     """Export the network of a loaded checkpoint (`where` names it) to `out_path` (validated, atomic)."""
     import onnx
     import torch
@@ -149,8 +151,11 @@ def export_task(task: LocalizationTask, out_path: str | Path, where: str, metric
                 tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES),
                 input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES),
-                dynamic_shapes={"features": {0: batch, 1: rx}, "rx_position_m": {0: batch, 1: rx},
-                                "present": {0: batch, 1: rx}},
+                dynamic_shapes={
+                    "features": {0: batch, 1: rx},
+                    "rx_position_m": {0: batch, 1: rx},
+                    "present": {0: batch, 1: rx},
+                },
                 opset_version=OPSET,
                 dynamo=True,
                 external_data=False,
@@ -160,10 +165,20 @@ def export_task(task: LocalizationTask, out_path: str | Path, where: str, metric
     except Exception as exc:
         raise ExportError(f"{where}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
     card = dataclasses.replace(
-        card, heimdall_version=heimdall.__version__, source_revision=source_revision(),
-        net_config=json.dumps(net.cfg.to_dict()), weights_sha256=weights_sha256(net), metrics=metrics or {},
-        normalisation=json.dumps({"feature_mean": net.feature_mean.tolist(), "feature_std": net.feature_std.tolist(),
-                                  "position_scale_m": float(net.position_scale_m)}))
+        card,
+        heimdall_version=heimdall.__version__,
+        source_revision=source_revision(),
+        net_config=json.dumps(net.cfg.to_dict()),
+        weights_sha256=weights_sha256(net),
+        metrics=metrics or {},
+        normalisation=json.dumps(
+            {
+                "feature_mean": net.feature_mean.tolist(),
+                "feature_std": net.feature_std.tolist(),
+                "position_scale_m": float(net.position_scale_m),
+            }
+        ),
+    )
     for k, v in card.to_onnx_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
@@ -229,5 +244,3 @@ def metadata_of(data: bytes) -> dict[str, str]:
     import onnx
 
     return {e.key: e.value for e in onnx.load_from_string(data).metadata_props}
-
-

@@ -50,6 +50,7 @@ class _Backend:
     def put(self, key: str, data: bytes) -> None: ...
     def create(self, key: str, data: bytes) -> bool:
         """Write `key` only if it does not exist yet (atomically); False when it already does."""
+
     def get(self, key: str, max_bytes: int) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -101,13 +102,21 @@ class LocalBackend(_Backend):
         base = self.root / prefix
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and
-                      not p.name.startswith("."))
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
 
 
 class S3Backend(_Backend):
-    def __init__(self, url: str, endpoint_url: str | None = None, access_key: str | None = None,
-                 secret_key: str | None = None, region: str | None = None, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str | None = None,
+        timeout_s: float = 10.0,
+    ):
         import boto3
         from botocore.config import Config
 
@@ -188,8 +197,10 @@ class S3Backend(_Backend):
             return True
         except ClientError as exc:
             # 412: the key exists; 409: another conditional write of it is in flight (AWS)
-            if self._code(exc)[0] in ("PreconditionFailed", "ConditionalRequestConflict") or \
-                    self._code(exc)[1] in (409, 412):
+            if self._code(exc)[0] in ("PreconditionFailed", "ConditionalRequestConflict") or self._code(exc)[1] in (
+                409,
+                412,
+            ):
                 return False
             raise self._failure(f"upload of {key}", exc) from None
         except BotoCoreError as exc:
@@ -200,8 +211,13 @@ class S3Backend(_Backend):
         from botocore.exceptions import ClientError
 
         probe = self._key(CONDITIONAL_WRITE_PROBE)
-        self._call("upload of the conditional-write probe", self.client.put_object, Bucket=self.bucket, Key=probe,
-                   Body=b"heimdall: does this server honour If-None-Match?")
+        self._call(
+            "upload of the conditional-write probe",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=probe,
+            Body=b"heimdall: does this server honour If-None-Match?",
+        )
         try:
             self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"overwritten", IfNoneMatch="*")
         except ClientError as exc:
@@ -210,8 +226,11 @@ class S3Backend(_Backend):
                 return True
             if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status not in (400, 501):
                 raise self._failure("conditional-write probe", exc) from None
-        log.warning("heimdall: warning: %s does not honour If-None-Match; versions are claimed with marker "
-                    "objects (safe on a store with read-after-write consistency)", self.description)
+        log.warning(
+            "heimdall: warning: %s does not honour If-None-Match; versions are claimed with marker "
+            "objects (safe on a store with read-after-write consistency)",
+            self.description,
+        )
         return False
 
     def _create_by_claim(self, key: str, data: bytes) -> bool:
@@ -299,8 +318,14 @@ class ModelStore:
                 out.add(int(parts[1]))
         return sorted(out)
 
-    def publish(self, name: str, model_bytes: bytes, metadata: dict[str, Any], parent_run: str | None = None,
-                signer: SigningKey | None = None) -> int:
+    def publish(
+        self,
+        name: str,
+        model_bytes: bytes,
+        metadata: dict[str, Any],
+        parent_run: str | None = None,
+        signer: SigningKey | None = None,
+    ) -> int:
         """Store a model as the next free version (signed by `signer` if given) and return the version.
 
         The bytes go first, under their sha256; the manifest naming them then claims a version number,
@@ -315,8 +340,10 @@ class ModelStore:
             if self.backend.create(f"{name}/{version}/{MANIFEST_FILE}", encode_manifest(manifest)):
                 return version
             version = max(version + 1, self._next_version(name))
-        raise ModelStoreError(f"{self.backend.description}: no free version of {name} after {MAX_PUBLISH_ATTEMPTS} "
-                              "tries (too many concurrent publishers); the bytes are stored, publish again")
+        raise ModelStoreError(
+            f"{self.backend.description}: no free version of {name} after {MAX_PUBLISH_ATTEMPTS} "
+            "tries (too many concurrent publishers); the bytes are stored, publish again"
+        )
 
     def _next_version(self, name: str) -> int:
         return (self.versions(name) or [0])[-1] + 1
@@ -338,8 +365,10 @@ class ModelStore:
             raise ModelStoreError(f"{where}/{manifest_key}: manifest: {exc}") from None
         model_key = f"{name}/{manifest.get('model', f'{version}/{LEGACY_MODEL_FILE}')}"
         if "model" in manifest and not (isinstance(manifest["model"], str) and _BLOB.fullmatch(manifest["model"])):
-            raise ModelStoreError(f"{where}/{manifest_key}: field 'model' is {str(manifest['model'])!r:.100}; "
-                                  "expected blobs/sha256-<64 hex digits>.onnx")
+            raise ModelStoreError(
+                f"{where}/{manifest_key}: field 'model' is {str(manifest['model'])!r:.100}; "
+                "expected blobs/sha256-<64 hex digits>.onnx"
+            )
         check_model_size(manifest.get("size_bytes"), f"{where}/{manifest_key}: field 'size_bytes'", ModelStoreError)
         data = self.backend.get(model_key, manifest["size_bytes"])
         problem = integrity_problem(manifest, data)
@@ -351,6 +380,8 @@ class ModelStore:
 def _checked(name: str) -> str:
     """A model name that is safe as a key prefix and a folder name."""
     if not _NAME.fullmatch(name):
-        raise ModelStoreError(f"model name {name!r:.140}: expected 1–128 letters, digits, '.', '_' or '-', "
-                              "starting with a letter or digit")
+        raise ModelStoreError(
+            f"model name {name!r:.140}: expected 1–128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     return name

@@ -59,8 +59,9 @@ def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> TestSe
     return load_test_set(data, EVALUATION_SAMPLES)
 
 
-def export_and_publish(checkpoint: str | Path, out: str | Path, *, options: PublishOptions = PublishOptions()
-                       ) -> PublishResult:
+def export_and_publish(
+    checkpoint: str | Path, out: str | Path, *, options: PublishOptions = PublishOptions()
+) -> PublishResult:
     """Export `checkpoint` to `out` and publish it as `options` say; returns what was done."""
     from heimdall.train.task import load_task
 
@@ -82,8 +83,9 @@ def export_and_publish(checkpoint: str | Path, out: str | Path, *, options: Publ
     if options.store is not None:
         model_store = ModelStore.open(options.store, **options.s3_options)
         try:
-            result.store_version = model_store.publish(options.name, data, exported.metadata, parent_run=run_id,
-                                                       signer=signer)
+            result.store_version = model_store.publish(
+                options.name, data, exported.metadata, parent_run=run_id, signer=signer
+            )
         except ModelStoreError as exc:
             raise ModelStoreError(f"{exc}; the exported model is kept at {exported.path}") from None
         result.store = model_store.backend.description

@@ -56,27 +56,36 @@ def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:
     distance. mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m."""
     acc, cal = accuracy_summary(mean, truth), calibration_summary(mean, cov, truth)
     return {k: acc[k] for k in ("median_error_m", "p90_error_m")} | {
-        k: cal[k] for k in ("coverage_1sigma", "coverage_2sigma", "mean_mahalanobis_sq")}
+        k: cal[k] for k in ("coverage_1sigma", "coverage_2sigma", "mean_mahalanobis_sq")
+    }
 
 
 def calibrated(m: dict, tolerance: float = COVERAGE_TOLERANCE) -> bool:
     """Whether 1σ and 2σ coverage both lie within `tolerance` of ideal."""
-    return (abs(m["coverage_1sigma"] - COVERAGE_1SIGMA_IDEAL) <= tolerance
-            and abs(m["coverage_2sigma"] - COVERAGE_2SIGMA_IDEAL) <= tolerance)
+    return (
+        abs(m["coverage_1sigma"] - COVERAGE_1SIGMA_IDEAL) <= tolerance
+        and abs(m["coverage_2sigma"] - COVERAGE_2SIGMA_IDEAL) <= tolerance
+    )
 
 
 def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERANCE) -> tuple[bool, str]:
     """Whether the new model becomes champion, and why (in words)."""
     if not calibrated(new, tolerance):
-        return False, (f"its coverage 1σ {new['coverage_1sigma']:.1%} / 2σ {new['coverage_2sigma']:.1%} is more "
-                       f"than {tolerance:.0%} from ideal ({COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})")
+        return False, (
+            f"its coverage 1σ {new['coverage_1sigma']:.1%} / 2σ {new['coverage_2sigma']:.1%} is more "
+            f"than {tolerance:.0%} from ideal ({COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})"
+        )
     if champion is None:
         return True, "there was no champion"
     if new["median_error_m"] < champion["median_error_m"]:
-        return True, (f"median error {new['median_error_m'] / 1e3:.2f} km beats the champion's "
-                      f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set")
-    return False, (f"median error {new['median_error_m'] / 1e3:.2f} km does not beat the champion's "
-                   f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set")
+        return True, (
+            f"median error {new['median_error_m'] / 1e3:.2f} km beats the champion's "
+            f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set"
+        )
+    return False, (
+        f"median error {new['median_error_m'] / 1e3:.2f} km does not beat the champion's "
+        f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set"
+    )
 
 
 def registry_client(uri: str):
@@ -108,9 +117,16 @@ def download_version(uri: str, name: str, version: str, where: str) -> bytes:
         raise ModelLoadError(f"{where}: cannot download {ONNX_ARTIFACT}: {exc}") from None
 
 
-def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str, run_id: str | None,
-             name: str = MODEL_NAME, tolerance: float = COVERAGE_TOLERANCE,
-             signer: SigningKey | None = None) -> Registration:
+def register(
+    onnx_bytes: bytes,
+    metrics: dict,
+    test: TestSet,
+    tracking_uri: str,
+    run_id: str | None,
+    name: str = MODEL_NAME,
+    tolerance: float = COVERAGE_TOLERANCE,
+    signer: SigningKey | None = None,
+) -> Registration:
     """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
     its manifest (signed by `signer` if given), and move `champion` or set `challenger`."""
     import mlflow
@@ -124,11 +140,14 @@ def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str,
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # log_model(registered_model_name=…) reads the global one
     client = registry_client(tracking_uri)
-    example = {"features": test.features[:2], "rx_position_m": np.broadcast_to(
-        test.rx_position_m.astype(np.float32), (2, *test.rx_position_m.shape)).copy(),
-        "present": np.ones((2, test.heard.shape[1]), np.float32)}
-    signature = infer_signature(example, {"mean_m": np.zeros((2, 2), np.float32),
-                                          "cov_m2": np.zeros((2, 2, 2), np.float32)})
+    example = {
+        "features": test.features[:2],
+        "rx_position_m": np.broadcast_to(test.rx_position_m.astype(np.float32), (2, *test.rx_position_m.shape)).copy(),
+        "present": np.ones((2, test.heard.shape[1]), np.float32),
+    }
+    signature = infer_signature(
+        example, {"mean_m": np.zeros((2, 2), np.float32), "cov_m2": np.zeros((2, 2, 2), np.float32)}
+    )
     model = onnx.load_from_string(onnx_bytes)
     if run_id is not None and not _has_run(client, run_id):  # trained against another tracking server
         run_id = None
@@ -138,8 +157,9 @@ def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str,
         mlflow.set_experiment(EXPORT_EXPERIMENT)
     with mlflow.start_run(run_id=run_id) as run:
         # one self-contained file: what the service downloads must be the whole model
-        info = mlflow.onnx.log_model(model, name="onnx-model", signature=signature, registered_model_name=name,
-                                     save_as_external_data=False)
+        info = mlflow.onnx.log_model(
+            model, name="onnx-model", signature=signature, registered_model_name=name, save_as_external_data=False
+        )
     version = str(info.registered_model_version)
     manifest = new_manifest(name, version, onnx_bytes, run.info.run_id)
     if signer is not None:
@@ -160,8 +180,9 @@ def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str,
         except ModelLoadError as exc:
             unusable = f"the champion cannot be read ({exc}); it is not replaced automatically"
         else:
-            new_card = ModelCard.from_onnx_metadata(metadata_of(onnx_bytes), f"registry {name} version {version}",
-                                                    ModelLoadError)
+            new_card = ModelCard.from_onnx_metadata(
+                metadata_of(onnx_bytes), f"registry {name} version {version}", ModelLoadError
+            )
             if champion_card.scenario_sha256 != new_card.scenario_sha256:
                 unusable = "the champion was trained on another scenario; it is not replaced automatically"
             else:
@@ -175,8 +196,9 @@ def register(onnx_bytes: bytes, metrics: dict, test: TestSet, tracking_uri: str,
     for key, value in metrics.items():
         client.set_model_version_tag(name, version, key, f"{value:.6g}")
     client.set_model_version_tag(name, version, "decision", reason)
-    return Registration(name=name, version=version, alias=alias, reason=reason, metrics=metrics,
-                        champion_metrics=champion_metrics)
+    return Registration(
+        name=name, version=version, alias=alias, reason=reason, metrics=metrics, champion_metrics=champion_metrics
+    )
 
 
 def _has_run(client, run_id: str) -> bool:

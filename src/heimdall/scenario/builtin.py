@@ -34,4 +34,3 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     raise ScenarioError(
         f"scenario {name!r}: neither a file nor a built-in scenario (built-ins: {', '.join(builtin_names())})"
     )
-

@@ -26,6 +26,7 @@ MAX_NAME_CHARS = 200  # ids and names
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_SHADOWING_COMPONENTS = 8
 
+
 @dataclass(frozen=True)
 class Receiver:
     """One fixed receiver. antenna_height_m is the effective height above the surrounding terrain."""
@@ -208,4 +209,3 @@ class Scenario:
         sh = dataclasses.replace(self.environment.shadowing, mode=mode)
         env = dataclasses.replace(self.environment, shadowing=sh)
         return dataclasses.replace(self, environment=env, name=f"{self.name}-{mode}")
-

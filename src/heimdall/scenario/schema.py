@@ -42,6 +42,7 @@ from heimdall.scenario.domain import (
 
 _REQUIRED = object()
 
+
 def _number(v: Any, where: str, unit: str, lo: float | None = None, hi: float | None = None, hint: str = "") -> float:
     if isinstance(v, str):  # YAML 1.1 reads 145.0e6 (no sign in the exponent) as a string
         try:
@@ -57,7 +58,11 @@ def _number(v: Any, where: str, unit: str, lo: float | None = None, hi: float | 
     if not np.isfinite(x):
         raise ScenarioError(f"{where}: expected a finite number in {unit}, got {v!r:.40}")
     if (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}")
+        rng = (
+            f"[{lo:g}, {hi:g}]"
+            if lo is not None and hi is not None
+            else (f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}")
+        )
         raise ScenarioError(f"{where}: {x:g} {unit} is outside the valid range {rng}{hint}")
     return x
 
@@ -138,8 +143,10 @@ def _receiver(d: Any, where: str) -> Receiver:
 
 def _receivers(v: Any, where: str) -> tuple[Receiver, ...]:
     if not isinstance(v, list) or not 2 <= len(v) <= MAX_RECEIVERS:
-        raise ScenarioError(f"{where}: expected a list of 2 to {MAX_RECEIVERS} receivers, got "
-                            f"{f'{len(v)} receivers' if isinstance(v, list) else repr(v)[:80]}")
+        raise ScenarioError(
+            f"{where}: expected a list of 2 to {MAX_RECEIVERS} receivers, got "
+            f"{f'{len(v)} receivers' if isinstance(v, list) else repr(v)[:80]}"
+        )
     rx = tuple(_receiver(r, f"{where}[{i}]") for i, r in enumerate(v))
     seen: dict[str, int] = {}
     for i, r in enumerate(rx):
@@ -214,8 +221,9 @@ def _component(v: Any, where: str) -> ShadowingComponent:
 def _shadowing(v: Any, where: str) -> Shadowing:
     def components(x: Any, w: str) -> tuple[ShadowingComponent, ...]:
         if not isinstance(x, list) or not 1 <= len(x) <= MAX_SHADOWING_COMPONENTS:
-            raise ScenarioError(f"{w}: expected a list of 1 to {MAX_SHADOWING_COMPONENTS} {{sigma_db, correlation_m}}, "
-                                f"got {x!r:.80}")
+            raise ScenarioError(
+                f"{w}: expected a list of 1 to {MAX_SHADOWING_COMPONENTS} {{sigma_db, correlation_m}}, got {x!r:.80}"
+            )
         return tuple(_component(c, f"{w}[{i}]") for i, c in enumerate(x))
 
     f = _section(
@@ -248,8 +256,14 @@ def _environment(v: Any, where: str) -> Environment:
                         w,
                         {
                             "model": (lambda y, ww: _choice(y, ww, PATH_LOSS_MODELS), PathLoss.model),
-                            "earth_radius_factor": (lambda y, ww: _number(y, ww, "(factor)", 0.5, 10), PathLoss.earth_radius_factor),
-                            "hata_environment": (lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS), PathLoss.hata_environment),
+                            "earth_radius_factor": (
+                                lambda y, ww: _number(y, ww, "(factor)", 0.5, 10),
+                                PathLoss.earth_radius_factor,
+                            ),
+                            "hata_environment": (
+                                lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS),
+                                PathLoss.hata_environment,
+                            ),
                         },
                     )
                 ),
@@ -262,8 +276,14 @@ def _environment(v: Any, where: str) -> Environment:
                         x,
                         w,
                         {
-                            "rician_k_db_fixed": (lambda y, ww: _number(y, ww, "dB", -40, 40), Fading.rician_k_db_fixed),
-                            "rician_k_db_mobile": (lambda y, ww: _number(y, ww, "dB", -40, 40), Fading.rician_k_db_mobile),
+                            "rician_k_db_fixed": (
+                                lambda y, ww: _number(y, ww, "dB", -40, 40),
+                                Fading.rician_k_db_fixed,
+                            ),
+                            "rician_k_db_mobile": (
+                                lambda y, ww: _number(y, ww, "dB", -40, 40),
+                                Fading.rician_k_db_mobile,
+                            ),
                             "fixed_doppler_hz": (lambda y, ww: _number(y, ww, "Hz", 0, 100), Fading.fixed_doppler_hz),
                             "n_paths": (lambda y, ww: _integer(y, ww, 1, 64), Fading.n_paths),
                         },
@@ -279,8 +299,7 @@ def _environment(v: Any, where: str) -> Environment:
 def _signals(v: Any, where: str) -> Signals:
     def mix(x: Any, w: str) -> tuple[tuple[str, float], ...]:
         if not isinstance(x, dict) or not x:
-            raise ScenarioError(f"{w}: expected a mapping emission → weight over {', '.join(EMISSIONS)}, "
-                                f"got {x!r:.80}")
+            raise ScenarioError(f"{w}: expected a mapping emission → weight over {', '.join(EMISSIONS)}, got {x!r:.80}")
         out = []
         for k, val in x.items():
             if k not in EMISSIONS:
@@ -306,8 +325,10 @@ def _receiver_chain(v: Any, where: str) -> ReceiverChain:
         v,
         where,
         {
-            "sample_rate_hz": (lambda x, w: _number(x, w, "Hz", 1_000, 100e6, " (give the rate in Hz)"),
-                               ReceiverChain.sample_rate_hz),
+            "sample_rate_hz": (
+                lambda x, w: _number(x, w, "Hz", 1_000, 100e6, " (give the rate in Hz)"),
+                ReceiverChain.sample_rate_hz,
+            ),
             "window_samples": (lambda x, w: _integer(x, w, 64, 1 << 22), ReceiverChain.window_samples),
             "channel_bandwidth_hz": (lambda x, w: _number(x, w, "Hz", 100, 100e6), ReceiverChain.channel_bandwidth_hz),
             "full_scale_dbm": (lambda x, w: _number(x, w, "dBm", -150, 30), ReceiverChain.full_scale_dbm),
@@ -392,7 +413,6 @@ def _check_consistency(sc: Scenario) -> None:
             raise ScenarioError("area: empty area (the receivers are collinear and area.margin_m is 0)")
 
 
-
 def scenario_from_text(text: Any, origin: str) -> Scenario:
     """A scenario from YAML text of any origin (a file, a store attribute, a model's metadata), parsed as untrusted
     plain data; raises ScenarioError naming `origin` and the field."""
@@ -401,4 +421,3 @@ def scenario_from_text(text: Any, origin: str) -> Scenario:
         return scenario_from_dict(data)
     except ScenarioError as exc:
         raise ScenarioError(f"{origin}: {exc}") from None
-

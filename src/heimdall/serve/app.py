@@ -74,8 +74,10 @@ def answers(model: ServedModel, mean: np.ndarray, cov: np.ndarray, labels: list[
     finite = np.isfinite(mean).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
     geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
-    return [pydantic_core.to_json({**next(geometry), "receivers_used": used, "model": about}) if ok else None
-            for ok, used in zip(finite, labels)]
+    return [
+        pydantic_core.to_json({**next(geometry), "receivers_used": used, "model": about}) if ok else None
+        for ok, used in zip(finite, labels)
+    ]
 
 
 def _with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
@@ -86,17 +88,27 @@ def _with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
 def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -> FastAPI:
     registry = CollectorRegistry()
     requests = Counter("heimdall_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
-    latency = Histogram("heimdall_request_seconds", "request latency", ["endpoint"], registry=registry,
-                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
-    batch_sizes = Histogram("heimdall_batch_size", "transmissions per model call", registry=registry,
-                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    latency = Histogram(
+        "heimdall_request_seconds",
+        "request latency",
+        ["endpoint"],
+        registry=registry,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+    )
+    batch_sizes = Histogram(
+        "heimdall_batch_size",
+        "transmissions per model call",
+        registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
     cache_events = Counter("heimdall_cache", "answer cache lookups", ["result"], registry=registry)
     reloads = Counter("heimdall_reloads", "model swaps", registry=registry)
     state: dict = {"model": None}
     cache = _Cache(settings.cache_size)
     admission = Admission(settings.max_inflight)
-    Gauge("heimdall_inflight_transmissions", "transmissions admitted and not yet answered",
-          registry=registry).set_function(lambda: admission.in_flight)
+    Gauge(
+        "heimdall_inflight_transmissions", "transmissions admitted and not yet answered", registry=registry
+    ).set_function(lambda: admission.in_flight)
     batcher = MicroBatcher(answers, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
     reload_lock = asyncio.Lock()
     turns = Turns()
@@ -108,10 +120,19 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         yield
         await batcher.stop()
 
-    app = FastAPI(title="Heimdall", version="1", lifespan=lifespan,
-                  description="Locate VHF/UHF transmitters from multi-receiver recordings.")
-    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes,
-                       max_requests=settings.max_requests, requests=requests, latency=latency)
+    app = FastAPI(
+        title="Heimdall",
+        version="1",
+        lifespan=lifespan,
+        description="Locate VHF/UHF transmitters from multi-receiver recordings.",
+    )
+    app.add_middleware(
+        LimitsAndMetrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_requests=settings.max_requests,
+        requests=requests,
+        latency=latency,
+    )
 
     async def localize_all(raw: list, batch: bool, t0: float) -> list[bytes]:
         """Answers of admitted transmissions, all by the model current now."""
@@ -148,8 +169,10 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         async with turns.hold() as slices:
             for i, answer in zip(todo, computed):
                 if answer is None:
-                    raise InputError(field(i, "iq" if reqs[i].iq is not None else "features"),
-                                     "the model gives no finite answer for these inputs")
+                    raise InputError(
+                        field(i, "iq" if reqs[i].iq is not None else "features"),
+                        "the model gives no finite answer for these inputs",
+                    )
                 if state["model"] is model:  # after a swap the cache holds the new model's answers only
                     cache.put(keys[i], answer)
                 answered[i] = answer
@@ -217,8 +240,10 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                     new = await asyncio.get_running_loop().run_in_executor(None, source.load)
                 except Exception as exc:  # whatever the source raised, the service goes on with the old model
                     why = str(exc) if isinstance(exc, HeimdallError) else f"{type(exc).__name__}: {exc}"
-                    raise Unavailable("model", f"reload failed, still serving {old.name} {old.version} "
-                                               f"(sha256 {old.sha256[:12]}…): {why}") from None
+                    raise Unavailable(
+                        "model",
+                        f"reload failed, still serving {old.name} {old.version} (sha256 {old.sha256[:12]}…): {why}",
+                    ) from None
                 state["model"] = new
                 cache.clear()
                 reloads.inc()
@@ -243,8 +268,12 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
 
 def _body_schema(model) -> dict:
     """OpenAPI requestBody of an endpoint that reads its JSON body itself."""
-    return {"requestBody": {"required": True, "content": {JSON: {"schema": {
-        "$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
 
 
 def _check_admin(authorization: str) -> None:

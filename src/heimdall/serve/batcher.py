@@ -33,8 +33,13 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, respond: Respond, max_batch: int = 64, max_wait_ms: float = 0.0,
-                 on_batch: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        respond: Respond,
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.respond = respond
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -56,8 +61,9 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=False)
 
-    def submit(self, model: ServedModel, features: np.ndarray, rx_position_m: np.ndarray, context: Any
-               ) -> asyncio.Future:
+    def submit(
+        self, model: ServedModel, features: np.ndarray, rx_position_m: np.ndarray, context: Any
+    ) -> asyncio.Future:
         """A future of respond's result for this transmission, computed by `model`."""
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(_Item(model, features, rx_position_m, context, future))

@@ -29,8 +29,11 @@ def parse(body: bytes) -> Any:
     if len(body) > MAX_JSON_VALUES:  # a smaller body cannot hold more values than it has bytes
         n = len(body.translate(None, _NOT_SEPARATORS))
         if n > MAX_JSON_VALUES:
-            raise TooLarge("body", f"{n} JSON separators (, : [ {{), more than the limit of {MAX_JSON_VALUES}: too "
-                                   "many values in one request; split the batch")
+            raise TooLarge(
+                "body",
+                f"{n} JSON separators (, : [ {{), more than the limit of {MAX_JSON_VALUES}: too "
+                "many values in one request; split the batch",
+            )
     try:
         return pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as exc:

@@ -21,14 +21,19 @@ def response_geometry(mean_m: np.ndarray, cov_m2: np.ndarray, frame: LocalFrame)
         lat, lon = float(lat_lon[i, 0, 0]), float(lat_lon[i, 0, 1])
         coords = lat_lon[i, 1:, ::-1].tolist()
         coords.append(coords[0])
-        out.append({
-            "lat": lat,
-            "lon": lon,
-            "east_m": float(mean_m[i, 0]),
-            "north_m": float(mean_m[i, 1]),
-            "covariance_m2": cov_m2[i].tolist(),
-            "ellipses": [axes(p, sd[i], bearing[i]) for p in ELLIPSE_PROBABILITIES],
-            "geojson": {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
-                        "properties": {"probability": 0.95, "lat": lat, "lon": lon}},
-        })
+        out.append(
+            {
+                "lat": lat,
+                "lon": lon,
+                "east_m": float(mean_m[i, 0]),
+                "north_m": float(mean_m[i, 1]),
+                "covariance_m2": cov_m2[i].tolist(),
+                "ellipses": [axes(p, sd[i], bearing[i]) for p in ELLIPSE_PROBABILITIES],
+                "geojson": {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [coords]},
+                    "properties": {"probability": 0.95, "lat": lat, "lon": lon},
+                },
+            }
+        )
     return out

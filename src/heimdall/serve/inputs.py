@@ -17,8 +17,11 @@ from heimdall.serve.schemas import IQRecording, LocalizeRequest, ReceiverRef
 
 MAX_ABS_FEATURE_DB = 1000.0
 # conform.py names SigMF fields; a request names its own
-REQUEST_FIELD = {"captures[0].core:frequency": "center_frequency_hz", "global.core:sample_rate": "sample_rate_hz",
-                 "data": "samples_base64"}
+REQUEST_FIELD = {
+    "captures[0].core:frequency": "center_frequency_hz",
+    "global.core:sample_rate": "sample_rate_hz",
+    "data": "samples_base64",
+}
 
 
 def decode_iq(b64: str, datatype: str, field: str, max_samples: int) -> np.ndarray:
@@ -38,8 +41,9 @@ def decode_iq(b64: str, datatype: str, field: str, max_samples: int) -> np.ndarr
         raise InputError(field, str(exc)) from None
 
 
-def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance_m: float
-              ) -> tuple[np.ndarray, list[str]]:
+def receivers(
+    items: list[ReceiverRef], kind: str, model: ServedModel, tolerance_m: float
+) -> tuple[np.ndarray, list[str]]:
     """Positions float32 [R', 2] m and labels of a request's receivers (heimdall.datasets.receivers).
 
     By id: the model's table position (a position given as well must lie within tolerance_m of it). By lat/lon:
@@ -49,9 +53,16 @@ def receivers(items: list[ReceiverRef], kind: str, model: ServedModel, tolerance
     given = [i for i, item in enumerate(items) if item.lat is not None]
     en = model.frame.to_local([items[i].lat for i in given], [items[i].lon for i in given])  # [G, 2], one PROJ call
     position = dict(zip(given, en, strict=True))
-    claims = [ReceiverClaim(field=f"{kind}[{i}]", name=f"{kind}[{i}]", id=item.id, position_m=position.get(i),
-                            id_field=f"{kind}[{i}].id")
-              for i, item in enumerate(items)]
+    claims = [
+        ReceiverClaim(
+            field=f"{kind}[{i}]",
+            name=f"{kind}[{i}]",
+            id=item.id,
+            position_m=position.get(i),
+            id_field=f"{kind}[{i}].id",
+        )
+        for i, item in enumerate(items)
+    ]
     try:
         rows = resolve_receivers(claims, model.receiver_ids, model.rx_position_m, tolerance_m, refuse_unknown_ids=True)
     except ReceiverError as exc:
@@ -65,8 +76,9 @@ def _iq_window(item: IQRecording, field: str, model: ServedModel, max_samples: i
     """One recording → complex64 [window] at the model's rate, its channel moved to 0 Hz (as on SigMF import)."""
     p = model.params
     if abs(item.sample_rate_hz - p.sample_rate_hz) > 1e-6 * p.sample_rate_hz:
-        raise InputError(f"{field}.sample_rate_hz", f"{item.sample_rate_hz:g} Hz, the model expects "
-                                                    f"{p.sample_rate_hz:g} Hz")
+        raise InputError(
+            f"{field}.sample_rate_hz", f"{item.sample_rate_hz:g} Hz, the model expects {p.sample_rate_hz:g} Hz"
+        )
     x = decode_iq(item.samples_base64, item.datatype, f"{field}.samples_base64", max_samples)
     if len(x) < p.window_samples:
         raise InputError(f"{field}.samples_base64", f"{len(x)} samples, the model needs at least {p.window_samples}")
@@ -76,8 +88,9 @@ def _iq_window(item: IQRecording, field: str, model: ServedModel, max_samples: i
         raise InputError(f"{field}.{REQUEST_FIELD.get(exc.field, exc.field)}", exc.message) from None
 
 
-def to_model_inputs(req: LocalizeRequest, model: ServedModel, max_samples: int, tolerance_m: float
-                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def to_model_inputs(
+    req: LocalizeRequest, model: ServedModel, max_samples: int, tolerance_m: float
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(features [R', F] float32, rx positions [R', 2] float32, receiver labels) of one request."""
     items = req.iq if req.iq is not None else req.features
     kind = "iq" if req.iq is not None else "features"
@@ -94,8 +107,11 @@ def to_model_inputs(req: LocalizeRequest, model: ServedModel, max_samples: int, 
                 rows.append(row)
                 continue
             if len(item.features) != p.n_features:
-                raise InputError(f"features[{i}].features", f"{len(item.features)} values, the model expects "
-                                                            f"{p.n_features} ({', '.join(p.feature_names[p.power_index:])}, …)")
+                raise InputError(
+                    f"features[{i}].features",
+                    f"{len(item.features)} values, the model expects "
+                    f"{p.n_features} ({', '.join(p.feature_names[p.power_index :])}, …)",
+                )
             rows.append(item.features)
         feats = np.asarray(rows, np.float32)
     else:

@@ -43,8 +43,12 @@ class LimitsAndMetrics:
         limited = scope["method"] not in ("GET", "HEAD", "OPTIONS")
         try:
             if limited and self.in_progress >= self.max_requests:
-                await error_response(Busy("request", f"{self.in_progress} requests in progress, the limit is {self.max_requests}; "
-                                      "retry later"))(scope, receive, send_status)
+                await error_response(
+                    Busy(
+                        "request",
+                        f"{self.in_progress} requests in progress, the limit is {self.max_requests}; retry later",
+                    )
+                )(scope, receive, send_status)
                 return
             self.in_progress += limited
             try:
@@ -94,7 +98,6 @@ class LimitsAndMetrics:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-
     def _too_large(self) -> TooLarge:
         return TooLarge("body", f"larger than the limit of {self.max_body_bytes} bytes")
 
@@ -115,11 +118,15 @@ class Admission:
     def admit(self, n: int):
         """Hold n transmissions' places for the block; TooLarge if n can never fit, Busy if not now."""
         if n > self.capacity:
-            raise TooLarge("transmissions", f"{n} transmissions, more than the service works on at once "
-                                            f"({self.capacity}); split the batch")
+            raise TooLarge(
+                "transmissions",
+                f"{n} transmissions, more than the service works on at once ({self.capacity}); split the batch",
+            )
         if self.in_flight + n > self.capacity:
-            raise Busy("transmissions", f"{self.in_flight} of {self.capacity} transmissions in flight, no room for "
-                                        f"{n} more; retry later")
+            raise Busy(
+                "transmissions",
+                f"{self.in_flight} of {self.capacity} transmissions in flight, no room for {n} more; retry later",
+            )
         self.in_flight += n
         try:
             yield

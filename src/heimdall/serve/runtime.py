@@ -77,13 +77,18 @@ class ServedModel:
         """The channel the model's features are computed on."""
         return self.card.frequency_hz
 
-    def predict(self, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """mean [B, 2] m and covariance [B, 2, 2] m² for float32 inputs [B, R, F], [B, R, 2], [B, R]."""
-        mean, cov = self.session.run(["mean_m", "cov_m2"], {
-            "features": features.astype(np.float32, copy=False),
-            "rx_position_m": rx_position_m.astype(np.float32, copy=False),
-            "present": present.astype(np.float32, copy=False)})
+        mean, cov = self.session.run(
+            ["mean_m", "cov_m2"],
+            {
+                "features": features.astype(np.float32, copy=False),
+                "rx_position_m": rx_position_m.astype(np.float32, copy=False),
+                "present": present.astype(np.float32, copy=False),
+            },
+        )
         return mean.astype(np.float64), cov.astype(np.float64)
 
     def describe(self) -> dict:
@@ -98,8 +103,10 @@ class ServedModel:
             "scenario_sha256": card.scenario_sha256 or None,
             "frame_origin": {"lat": self.frame.origin_lat, "lon": self.frame.origin_lon},
             "feature_params": dataclasses.asdict(self.params),
-            "receivers": [{"id": i, "lat": la, "lon": lo} for i, la, lo in
-                          zip(receivers["id"], receivers["lat"], receivers["lon"], strict=True)],
+            "receivers": [
+                {"id": i, "lat": la, "lon": lo}
+                for i, la, lo in zip(receivers["id"], receivers["lat"], receivers["lon"], strict=True)
+            ],
             "metrics": card.metrics,
             "min_receivers": self.min_receivers,
         }
@@ -124,10 +131,18 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
     if len(dims) != 3:
         raise ModelLoadError(f"{where}: input 'features' has shape {dims}; expected [batch, receivers, features]")
     if isinstance(dims[-1], int) and dims[-1] != params.n_features:
-        raise ModelLoadError(f"{where}: input 'features' takes {dims[-1]} values per receiver, metadata "
-                             f"'feature_params' gives {params.n_features}")
-    return ServedModel(name=name, version=version, sha256=hashlib.sha256(data).hexdigest(), session=session,
-                       card=card, rx_position_m=card.rx_position_m.astype(np.float32))
+        raise ModelLoadError(
+            f"{where}: input 'features' takes {dims[-1]} values per receiver, metadata "
+            f"'feature_params' gives {params.n_features}"
+        )
+    return ServedModel(
+        name=name,
+        version=version,
+        sha256=hashlib.sha256(data).hexdigest(),
+        session=session,
+        card=card,
+        rx_position_m=card.rx_position_m.astype(np.float32),
+    )
 
 
 def _check_graph_io(session: ort.InferenceSession, where: str) -> None:
@@ -162,8 +177,13 @@ class ModelSource:
 
             store = ModelStore.open(self.store, **self.s3_options)
             stored = store.fetch(self.name, self.version)
-            self.trust.check(stored.data, stored.manifest, f"{store.backend.description} {self.name} version "
-                             f"{stored.version}", self.name, stored.version)
+            self.trust.check(
+                stored.data,
+                stored.manifest,
+                f"{store.backend.description} {self.name} version {stored.version}",
+                self.name,
+                stored.version,
+            )
             return from_bytes(stored.data, self.name, str(stored.version), self.threads)
         return self._from_registry()
 
@@ -190,8 +210,10 @@ class ModelSource:
 
         uri = self.registry_uri or default_tracking_uri()
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-            raise ModelLoadError(f"registry {uri}: no MLflow database there (train or export a model first, or give "
-                                 "--registry-uri, --store or --model-file)")
+            raise ModelLoadError(
+                f"registry {uri}: no MLflow database there (train or export a model first, or give "
+                "--registry-uri, --store or --model-file)"
+            )
         try:
             mv = registry_client(uri).get_model_version_by_alias(self.name, self.alias)
         except MlflowException as exc:

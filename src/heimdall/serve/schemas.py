@@ -42,14 +42,17 @@ class ReceiverRef(_Strict):
 class IQRecording(ReceiverRef):
     """One receiver's raw recording: base64 of interleaved I/Q samples."""
 
-    datatype: str = Field(description="SigMF sample type: cf32_le (float32 I,Q, full scale 1.0), ci16_le (int16, "
-                                      "full scale 32768), ci8 (int8, full scale 128) or cu8 (uint8, offset 127.5)",
-                          json_schema_extra={"enum": list(DATATYPES)})
+    datatype: str = Field(
+        description="SigMF sample type: cf32_le (float32 I,Q, full scale 1.0), ci16_le (int16, "
+        "full scale 32768), ci8 (int8, full scale 128) or cu8 (uint8, offset 127.5)",
+        json_schema_extra={"enum": list(DATATYPES)},
+    )
     sample_rate_hz: float = Field(gt=0, description="must equal the model's sample rate")
     center_frequency_hz: float = Field(gt=0)
     samples_base64: str = Field(min_length=4)
-    full_scale_dbm: float | None = Field(None, ge=-200, le=100,
-                                         description="dBm of a full-scale signal (default: the model's)")
+    full_scale_dbm: float | None = Field(
+        None, ge=-200, le=100, description="dBm of a full-scale signal (default: the model's)"
+    )
 
     @field_validator("datatype")
     @classmethod
@@ -63,8 +66,12 @@ class FeatureVector(ReceiverRef):
     """One receiver's features: the full vector of heimdall.features.feature_matrix (dBm, dB), or only the
     measured in-band power."""
 
-    features: list[float] | None = Field(None, min_length=1, max_length=MAX_FEATURES,
-                                         description="the model's feature vector (GET /v1/model: feature_names)")
+    features: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_FEATURES,
+        description="the model's feature vector (GET /v1/model: feature_names)",
+    )
     power_dbm: float | None = Field(None, ge=-250, le=100, description="measured in-band power only, dBm")
 
     @model_validator(mode="after")

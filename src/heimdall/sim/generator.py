@@ -68,7 +68,6 @@ def build_world(scenario: Scenario) -> World:
     )
 
 
-
 def sample_positions(rng: np.random.Generator, n: int, world: World, keep=None) -> np.ndarray:
     """Uniform transmitter positions in the area, float64 [n, 2]; `keep(pos) -> bool [m]` restricts them."""
     e0, n0, e1, n1 = world.bounds_m
@@ -108,8 +107,9 @@ def simulate_block(
     carrier = rng.uniform(-sc.signals.carrier_offset_hz, sc.signals.carrier_offset_hz, n)
 
     distance = np.linalg.norm(pos[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
-    loss = median_path_loss_db(sc.environment.path_loss, distance, sc.frequency_hz, tx_height[:, None],
-                               world.rx_height_m[None, :])
+    loss = median_path_loss_db(
+        sc.environment.path_loss, distance, sc.frequency_hz, tx_height[:, None], world.rx_height_m[None, :]
+    )
     if world.fields is not None:
         shadow = world.fields.sample(pos).astype(np.float64)
     else:
@@ -125,8 +125,9 @@ def simulate_block(
     feats, window_gain_db, iq_kept = [], [], []
     for s in range(0, len(idx), IQ_CHUNK):
         part = slice(s, s + IQ_CHUNK)
-        f, g, iq = _synthesise_chunk(world, rng, mean_rx[idx[part]], emission[idx[part]], carrier[idx[part]],
-                                     k_db[part], doppler[part])
+        f, g, iq = _synthesise_chunk(
+            world, rng, mean_rx[idx[part]], emission[idx[part]], carrier[idx[part]], k_db[part], doppler[part]
+        )
         feats.append(f)
         window_gain_db.append(g)
         room = max_iq - sum(len(q) for q in iq_kept)
@@ -178,8 +179,11 @@ def _synthesise_chunk(world, rng, mean_rx_dbm, emission, carrier_hz, k_db, doppl
     window_power = np.mean(iq.real**2 + iq.imag**2, axis=-1, dtype=np.float64)
     window_gain_db = 10 * np.log10(window_power / amplitude**2)
     noise_std = np.sqrt(
-        10 ** ((world.noise_density_dbm_hz + world.gain_offset_db + 10 * np.log10(ch.sample_rate_hz)
-                - ch.full_scale_dbm) / 10)
+        10
+        ** (
+            (world.noise_density_dbm_hz + world.gain_offset_db + 10 * np.log10(ch.sample_rate_hz) - ch.full_scale_dbm)
+            / 10
+        )
     ).astype(np.float32)
     noise = complex_gaussian(rng, (m, n_rx, n_samples))
     noise *= noise_std[None, :, None]

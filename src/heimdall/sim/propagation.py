@@ -75,8 +75,10 @@ def diffraction_loss_db(
         11.0 + 10.0 * np.log10(x) - 17.6 * x,
         -20.0 * np.log10(x) - 5.6488 * x**1.425,
     )
-    relative_field_db = f_x + _height_gain_db(y_scale * np.asarray(h_tx_m, float)) + _height_gain_db(
-        y_scale * np.asarray(h_rx_m, float)
+    relative_field_db = (
+        f_x
+        + _height_gain_db(y_scale * np.asarray(h_tx_m, float))
+        + _height_gain_db(y_scale * np.asarray(h_rx_m, float))
     )
     return np.maximum(-relative_field_db, 0.0)
 
@@ -99,7 +101,6 @@ def path_loss_db(
         distance_m, frequency_hz, h_tx_m, h_rx_m, earth_radius_factor
     )
     return np.maximum(two_ray_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m), spherical)
-
 
 
 def okumura_hata_loss_db(

@@ -38,8 +38,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
-                        ) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """The checked checkpoint at `path` (load_checkpoint), whatever Lightning asks for."""
         return load_checkpoint(path)
 
@@ -59,8 +60,10 @@ def _torch_load(p: Path) -> Any:
     except pickle.UnpicklingError as exc:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if refused:
-            raise CheckpointError(f"{p}: refused: it holds the Python object {refused.group(1)}, which loading would "
-                                  "run; a Heimdall checkpoint holds only tensors and plain data") from None
+            raise CheckpointError(
+                f"{p}: refused: it holds the Python object {refused.group(1)}, which loading would "
+                "run; a Heimdall checkpoint holds only tensors and plain data"
+            ) from None
         raise CheckpointError(f"{p}: cannot read as a PyTorch checkpoint (not a weights-only pickle)") from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(f"{p}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
@@ -73,20 +76,26 @@ def _check_meta(p: Path, meta: dict) -> None:
             raise CheckpointError(f"{p}: heimdall.{key} must be text, got {type(meta[key]).__name__}")
     receivers = meta.get("receivers", {})
     columns = receivers.values() if isinstance(receivers, dict) else ()
-    if not isinstance(receivers, dict) or not all(isinstance(c, list) for c in columns) \
-            or len({len(c) for c in columns}) > 1:
+    if (
+        not isinstance(receivers, dict)
+        or not all(isinstance(c, list) for c in columns)
+        or len({len(c) for c in columns}) > 1
+    ):
         raise CheckpointError(f"{p}: heimdall.receivers must be a table of equally long columns")
     if receivers and not {"id", "east_m", "north_m"} <= set(receivers):
         raise CheckpointError(f"{p}: heimdall.receivers needs the columns id, east_m and north_m")
     if receivers and not 1 <= len(receivers["id"]) <= MAX_RECEIVERS:
         raise CheckpointError(f"{p}: heimdall.receivers has {len(receivers['id'])} rows, expected 1 to {MAX_RECEIVERS}")
     for column in ("east_m", "north_m"):
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in receivers.get(column, [])):
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in receivers.get(column, [])
+        ):
             raise CheckpointError(f"{p}: heimdall.receivers.{column} must hold finite numbers (metres)")
     config = meta.get("config", {})
-    if not isinstance(config, dict) or not all(isinstance(config.get(k), (str, type(None)))
-                                               for k in ("data_dir", "tracking_uri")):
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), (str, type(None))) for k in ("data_dir", "tracking_uri")
+    ):
         raise CheckpointError(f"{p}: heimdall.config must be a mapping with text data_dir and tracking_uri")
 
 
@@ -100,12 +109,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a Heimdall checkpoint (no 'heimdall' section of format {CHECKPOINT_FORMAT!r})")
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {meta.get('version')!r:.40}, this Heimdall reads version "
-                              f"{CHECKPOINT_VERSION} (the network changed; train again)")
+        raise CheckpointError(
+            f"{p}: checkpoint version {meta.get('version')!r:.40}, this Heimdall reads version "
+            f"{CHECKPOINT_VERSION} (the network changed; train again)"
+        )
     _check_meta(p, meta)
     state = ckpt.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointError(f"{p}: state_dict must map parameter names to tensors")
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):

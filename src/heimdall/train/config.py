@@ -30,8 +30,14 @@ MAX_CONFIG_CHARS = 64 * 1024
 MAX_TEXT_CHARS = 4096  # paths, names, URIs
 MODE_KEYS = ("checkpoint", "export_only", "resume_training")  # saved by older runs; modes of `train`, not options
 # Far above any useful network, low enough that a configuration from a file cannot ask for absurd memory or time.
-SIZE_LIMITS = {"n_features": 8192, "d_model": 8192, "n_heads": 256, "n_layers": 256, "n_components": 64,
-               "n_frequencies": 256}
+SIZE_LIMITS = {
+    "n_features": 8192,
+    "d_model": 8192,
+    "n_heads": 256,
+    "n_layers": 256,
+    "n_components": 64,
+    "n_frequencies": 256,
+}
 
 
 @dataclass(frozen=True)
@@ -61,14 +67,22 @@ class NetConfig:
             from heimdall.features import power_column
 
             object.__setattr__(self, "power_index", power_column(self.n_features))
-        if isinstance(self.power_index, bool) or not isinstance(self.power_index, int) \
-                or not -self.n_features <= self.power_index < self.n_features:
+        if (
+            isinstance(self.power_index, bool)
+            or not isinstance(self.power_index, int)
+            or not -self.n_features <= self.power_index < self.n_features
+        ):
             raise ValueError(f"power_index must index the {self.n_features} features, got {self.power_index!r:.40}")
         sigmas = (self.min_sigma_m, self.max_sigma_m)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (self.dropout, *sigmas)) \
-                or not 0 <= self.dropout < 1 or not 0 < self.min_sigma_m < self.max_sigma_m < math.inf:
-            raise ValueError(f"expected 0 ≤ dropout < 1 and 0 < min_sigma_m < max_sigma_m (finite), got "
-                             f"{self.dropout!r:.20}, {self.min_sigma_m!r:.20}, {self.max_sigma_m!r:.20}")
+        if (
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (self.dropout, *sigmas))
+            or not 0 <= self.dropout < 1
+            or not 0 < self.min_sigma_m < self.max_sigma_m < math.inf
+        ):
+            raise ValueError(
+                f"expected 0 ≤ dropout < 1 and 0 < min_sigma_m < max_sigma_m (finite), got "
+                f"{self.dropout!r:.20}, {self.min_sigma_m!r:.20}, {self.max_sigma_m!r:.20}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the checkpoint's hyper-parameters, the ONNX metadata)."""
@@ -119,9 +133,15 @@ class TrainConfig:
 
     def network(self, params: FeatureParams) -> NetConfig:
         """The network this configuration trains on features laid out by `params`."""
-        return NetConfig(n_features=params.n_features, power_index=params.power_index, d_model=self.d_model,
-                         n_heads=self.n_heads, n_layers=self.n_layers, n_components=self.n_components,
-                         dropout=self.dropout)
+        return NetConfig(
+            n_features=params.n_features,
+            power_index=params.power_index,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            n_components=self.n_components,
+            dropout=self.dropout,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (saved as config.yaml and logged to MLflow)."""
@@ -201,8 +221,11 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         (cfg.threads >= 0, "threads must be ≥ 0"),
         (cfg.patience >= 0, "patience must be ≥ 0"),
         (cfg.max_time_minutes >= 0, "max_time_minutes must be ≥ 0"),
-        *((1 <= getattr(cfg, k) <= most, f"{k} must be in [1, {most}]") for k, most in SIZE_LIMITS.items()
-          if hasattr(cfg, k)),
+        *(
+            (1 <= getattr(cfg, k) <= most, f"{k} must be in [1, {most}]")
+            for k, most in SIZE_LIMITS.items()
+            if hasattr(cfg, k)
+        ),
         (cfg.d_model % max(cfg.n_heads, 1) == 0, "d_model must be a multiple of n_heads"),
         (cfg.accelerator in ("cpu", "gpu", "cuda", "auto", "mps"), "accelerator must be cpu, gpu or auto"),
     ]
@@ -216,8 +239,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
-    data = load_plain_yaml(read_bounded_text(p, ConfigError, MAX_CONFIG_CHARS), str(p), ConfigError,
-                           MAX_CONFIG_CHARS) or {}
+    data = (
+        load_plain_yaml(read_bounded_text(p, ConfigError, MAX_CONFIG_CHARS), str(p), ConfigError, MAX_CONFIG_CHARS)
+        or {}
+    )
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of option: value")
     return data

@@ -19,8 +19,15 @@ class StoreDataModule(L.LightningDataModule):
     """Train and val loaders over a store folder; memory_budget_bytes bounds the store data one reading process
     keeps in memory (train first, val from what is left; see heimdall.datasets.loader)."""
 
-    def __init__(self, data_dir: str | Path, batch_size: int, num_workers: int, validation_split: float, seed: int,
-                 memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int,
+        num_workers: int,
+        validation_split: float,
+        seed: int,
+        memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES,
+    ):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size

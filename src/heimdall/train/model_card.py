@@ -119,8 +119,9 @@ class ModelCard:
         """The card of a model trained on a store (`where` names it): its scenario, features and receiver table."""
         return cls(
             feature_params=meta.params,
-            receivers=_receiver_table({k: v.tolist() for k, v in meta.receivers.items()}, f"{where}: receivers",
-                                      DatasetError),
+            receivers=_receiver_table(
+                {k: v.tolist() for k, v in meta.receivers.items()}, f"{where}: receivers", DatasetError
+            ),
             scenario=_scenario(meta.scenario_yaml, where, "attribute scenario_yaml", DatasetError),
             scenario_yaml=meta.scenario_yaml,
             scenario_sha256=meta.scenario_sha256,
@@ -145,8 +146,9 @@ class ModelCard:
         """The card of an exported model's metadata; raises `error` naming `where` and the metadata entry."""
         if meta.get("format") != ONNX_FORMAT:
             raise error(f"{where}: not a Heimdall model (metadata format={meta.get('format')!r:.80})")
-        receivers = _receiver_table(_json_object(meta, "receivers", where, error), f"{where}: metadata 'receivers'",
-                                    error)
+        receivers = _receiver_table(
+            _json_object(meta, "receivers", where, error), f"{where}: metadata 'receivers'", error
+        )
         if not meta.get("feature_params"):
             raise error(f"{where}: metadata 'feature_params' is missing")
         params = _feature_params(meta["feature_params"], f"{where}: metadata 'feature_params'", error)
@@ -161,8 +163,9 @@ class ModelCard:
         )
 
 
-def _json_object(meta: dict[str, str], key: str, where: str, error: type[HeimdallError],
-                 required: bool = True) -> dict[str, Any]:
+def _json_object(
+    meta: dict[str, str], key: str, where: str, error: type[HeimdallError], required: bool = True
+) -> dict[str, Any]:
     """The JSON object in metadata `key` ({} when optional and absent or empty)."""
     if not meta.get(key):
         if required:
@@ -181,10 +184,14 @@ def _receiver_table(table: Any, where: str, error: type[HeimdallError]) -> dict[
     """The receiver table: equally long columns RECEIVER_COLUMNS (1 to MAX_RECEIVERS rows), unique string ids,
     finite coordinates."""
     columns = [table.get(c) for c in RECEIVER_COLUMNS] if isinstance(table, dict) else [None]
-    if not all(isinstance(c, list) for c in columns) or not 1 <= len(columns[0]) == min(map(len, columns)) \
-            == max(map(len, columns)) <= MAX_RECEIVERS:
-        raise error(f"{where}: expected equally long, non-empty lists {', '.join(RECEIVER_COLUMNS)} "
-                    f"(at most {MAX_RECEIVERS} receivers)")
+    if (
+        not all(isinstance(c, list) for c in columns)
+        or not 1 <= len(columns[0]) == min(map(len, columns)) == max(map(len, columns)) <= MAX_RECEIVERS
+    ):
+        raise error(
+            f"{where}: expected equally long, non-empty lists {', '.join(RECEIVER_COLUMNS)} "
+            f"(at most {MAX_RECEIVERS} receivers)"
+        )
     ids, *numbers = columns
     if not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != len(ids):
         raise error(f"{where}: 'id' must hold distinct, non-empty strings")

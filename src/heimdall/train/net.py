@@ -112,8 +112,9 @@ class LocalizationNet(nn.Module):
         n_present = present.sum(-1, keepdim=True).clamp_min(1.0)
         relative = (power - (power * present).sum(-1, keepdim=True) / n_present) / 10.0  # tens of dB
         x = (features - self.feature_mean) / self.feature_std
-        x = torch.cat([x * present[..., None], (relative * present)[..., None], (spectral * present)[..., None]],
-                      dim=-1)
+        x = torch.cat(
+            [x * present[..., None], (relative * present)[..., None], (spectral * present)[..., None]], dim=-1
+        )
         p = rx_position_m / self.position_scale_m
         angles = (p[..., None] * self.frequencies * (2 * math.pi)).flatten(-2)
         pos = torch.cat([p, torch.sin(angles), torch.cos(angles)], dim=-1)

@@ -25,8 +25,20 @@ from heimdall.workspace import default_artifact_location, default_tracking_uri, 
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
-RESUME_OVERRIDABLE = ("epochs", "max_time_minutes", "patience", "num_workers", "loader_memory_mb", "accelerator",
-                      "devices", "num_nodes", "strategy", "threads", "export", "signing_key")
+RESUME_OVERRIDABLE = (
+    "epochs",
+    "max_time_minutes",
+    "patience",
+    "num_workers",
+    "loader_memory_mb",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "threads",
+    "export",
+    "signing_key",
+)
 
 
 @dataclass
@@ -81,22 +93,30 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = StoreDataModule(data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed,
-                         cfg.loader_memory_mb * 1024**2)
+    dm = StoreDataModule(
+        data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed, cfg.loader_memory_mb * 1024**2
+    )
     dm.setup()
     for split, ds in (("train", dm.train), ("val", dm.val)):
         if ds.files_on_disk:
-            console.print(f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
-                          f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
-                          "(slower); raise it if the memory allows", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
+                f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
+                "(slower); raise it if the memory allows",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     meta = dm.train.meta
 
     card = ModelCard.from_store(meta, str(data_dir))
     if resume:
         ckpt_dir = Path(cfg.checkpoint_dir)
         task = load_task(ckpt_dir / "last.ckpt")
-        if ModelCard.from_checkpoint(task.heimdall_meta, str(ckpt_dir / "last.ckpt"), HeimdallError
-                                     ).scenario_sha256 != card.scenario_sha256:
+        if (
+            ModelCard.from_checkpoint(task.heimdall_meta, str(ckpt_dir / "last.ckpt"), HeimdallError).scenario_sha256
+            != card.scenario_sha256
+        ):
             raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
         remove_stale_temporaries(ckpt_dir)
         run_name = cfg.run_name
@@ -107,8 +127,13 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
             raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume_training to continue it")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         mean, std, scale = dm.normalisation()
-        task = LocalizationTask(cfg.network(card.feature_params).to_dict(), cfg.learning_rate, cfg.weight_decay, cfg.receiver_dropout,
-                                cfg.feature_dropout)
+        task = LocalizationTask(
+            cfg.network(card.feature_params).to_dict(),
+            cfg.learning_rate,
+            cfg.weight_decay,
+            cfg.receiver_dropout,
+            cfg.feature_dropout,
+        )
         task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
@@ -121,19 +146,30 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         tracking_uri=tracking_uri,
         artifact_location=artifacts.as_uri(),
         run_id=cfg.mlflow_run_id if resume else None,
-        tags={"scenario_sha256": meta.scenario_sha256, "dataset_sha256": dataset_sha,
-              "data_dir": str(Path(data_dir).resolve())},
+        tags={
+            "scenario_sha256": meta.scenario_sha256,
+            "dataset_sha256": dataset_sha,
+            "data_dir": str(Path(data_dir).resolve()),
+        },
     )
-    cfg = dataclasses.replace(cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id,
-                              data_dir=str(data_dir))
+    cfg = dataclasses.replace(
+        cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id, data_dir=str(data_dir)
+    )
     cfg.save(ckpt_dir / CONFIG_FILE)
     card = dataclasses.replace(card, dataset_sha256=dataset_sha, mlflow_run_id=logger.run_id or "")
     task.heimdall_meta = card.to_checkpoint() | {"config": cfg.to_dict()}
     if not resume:
         logger.log_hyperparams({f"cfg.{k}": v for k, v in cfg.to_dict().items() if k not in ("mlflow_run_id",)})
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-                                 save_last=True, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         max_time={"minutes": cfg.max_time_minutes} if cfg.max_time_minutes > 0 else None,
@@ -152,9 +188,13 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     result = TrainResult(
-        run_name=run_name, checkpoint_dir=ckpt_dir, best_checkpoint=best,
+        run_name=run_name,
+        checkpoint_dir=ckpt_dir,
+        best_checkpoint=best,
         last_checkpoint=ckpt_dir / "last.ckpt" if (ckpt_dir / "last.ckpt").exists() else None,
-        mlflow_run_id=logger.run_id, tracking_uri=tracking_uri, epochs_completed=trainer.current_epoch,
+        mlflow_run_id=logger.run_id,
+        tracking_uri=tracking_uri,
+        epochs_completed=trainer.current_epoch,
         global_rank=trainer.global_rank,
     )
     if trainer.global_rank != 0:

@@ -26,8 +26,15 @@ class LocalizationTask(L.LightningModule):
     val_coverage_2sigma.
     """
 
-    def __init__(self, net: dict, learning_rate: float, weight_decay: float, receiver_dropout: float,
-                 feature_dropout: float = 0.0, heimdall: dict | None = None):
+    def __init__(
+        self,
+        net: dict,
+        learning_rate: float,
+        weight_decay: float,
+        receiver_dropout: float,
+        feature_dropout: float = 0.0,
+        heimdall: dict | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["heimdall"])
         self.net = LocalizationNet(NetConfig(**net))
@@ -55,8 +62,15 @@ class LocalizationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch, training=True)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]),
-                 sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["target_m"]),
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -88,8 +102,9 @@ class LocalizationTask(L.LightningModule):
         self.log("val_median_km", acc["median_error_m"] / 1e3, prog_bar=True, rank_zero_only=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
 
@@ -111,16 +126,20 @@ class LocalizationTask(L.LightningModule):
         self.heimdall_meta = meta
 
 
-def predict_numpy(net: LocalizationNet, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray,
-                  batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def predict_numpy(
+    net: LocalizationNet, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on numpy inputs in batches → mean [n, 2] metres, covariance [n, 2, 2] m² (float64)."""
     net.eval()
     means, covs = [], []
     with torch.no_grad():
         for s in range(0, len(features), batch_size):
             sl = slice(s, s + batch_size)
-            m, c = net.predict_m(torch.as_tensor(features[sl]), torch.as_tensor(rx_position_m[sl]),
-                                 torch.as_tensor(present[sl], dtype=torch.float32))
+            m, c = net.predict_m(
+                torch.as_tensor(features[sl]),
+                torch.as_tensor(rx_position_m[sl]),
+                torch.as_tensor(present[sl], dtype=torch.float32),
+            )
             means.append(m.double().numpy())
             covs.append(c.double().numpy())
     return np.concatenate(means), np.concatenate(covs)
@@ -146,8 +165,10 @@ def load_task(path: str | Path) -> LocalizationTask:
         raise CheckpointError(f"{p}: state_dict does not fit the network: {len(odd)} names differ, e.g. {odd[0]!r:.80}")
     for name, t in expected.items():
         if (state[name].shape, state[name].dtype) != (t.shape, t.dtype):
-            raise CheckpointError(f"{p}: state_dict[{name!r}] is {state[name].dtype} {tuple(state[name].shape)}, "
-                                  f"the network needs {t.dtype} {tuple(t.shape)}")
+            raise CheckpointError(
+                f"{p}: state_dict[{name!r}] is {state[name].dtype} {tuple(state[name].shape)}, "
+                f"the network needs {t.dtype} {tuple(t.shape)}"
+            )
     task.load_state_dict(state, strict=True, assign=True)
     task.on_load_checkpoint(ckpt)
     return task
@@ -163,12 +184,27 @@ def untrained_checkpoint(scenario: Scenario, path: str | Path) -> Path:
     params = FeatureParams.from_scenario(scenario)
     task = LocalizationTask(cfg.network(params).to_dict(), cfg.learning_rate, 0.0, 0.0)
     en = scenario.receiver_positions_m()
-    receivers = {"id": [r.id for r in scenario.receivers], "lat": [r.lat for r in scenario.receivers],
-                 "lon": [r.lon for r in scenario.receivers], "east_m": en[:, 0].tolist(), "north_m": en[:, 1].tolist()}
-    task.heimdall_meta = ModelCard(feature_params=params, receivers=receivers, scenario=scenario,
-                                   scenario_yaml=scenario.to_yaml(), scenario_sha256=scenario.sha256).to_checkpoint()
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        plugins=[AtomicCheckpointIO()], max_epochs=0)
+    receivers = {
+        "id": [r.id for r in scenario.receivers],
+        "lat": [r.lat for r in scenario.receivers],
+        "lon": [r.lon for r in scenario.receivers],
+        "east_m": en[:, 0].tolist(),
+        "north_m": en[:, 1].tolist(),
+    }
+    task.heimdall_meta = ModelCard(
+        feature_params=params,
+        receivers=receivers,
+        scenario=scenario,
+        scenario_yaml=scenario.to_yaml(),
+        scenario_sha256=scenario.sha256,
+    ).to_checkpoint()
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        plugins=[AtomicCheckpointIO()],
+        max_epochs=0,
+    )
     trainer.strategy.connect(task)
     trainer.save_checkpoint(path)
     return Path(path)
