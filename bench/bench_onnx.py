@@ -19,8 +19,7 @@ import torch
 
 from heimdall.release.export import INPUT_NAMES, export_checkpoint, parity_inputs
 from heimdall.scenario.builtin import load_scenario
-from heimdall.train.task import untrained_checkpoint
-from heimdall.train.task import LocalizationTask
+from heimdall.train.task import LocalizationTask, untrained_checkpoint
 
 TARGET_SPEEDUP_BATCH1 = 1.5
 
@@ -55,12 +54,12 @@ def main() -> None:
             x = parity_inputs(net, rx, batch, np.random.default_rng(batch))
             tx = [torch.from_numpy(x[k]) for k in INPUT_NAMES]
 
-            def run_torch():
+            def run_torch(tx=tx):
                 with torch.inference_mode():
                     net.predict_m(*tx)
 
             t_torch = _time(run_torch)
-            t_ort = _time(lambda: session.run(["mean_m", "cov_m2"], x))
+            t_ort = _time(lambda x=x: session.run(["mean_m", "cov_m2"], x))
             if batch == 1:
                 print(
                     f"batch 1 latency: PyTorch {t_torch * 1e3:.3f} ms, ONNX Runtime {t_ort * 1e3:.3f} ms, "

@@ -98,10 +98,10 @@ def bodies(kind: str, n: int, ids: list[str], n_features: int, seed: int = 0) ->
     for _ in range(n):
         if kind == "features":
             feats = rng.normal(-120, 10, (len(ids), n_features))
-            out.append({"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats)]})
+            out.append({"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats, strict=False)]})
         elif kind == "power":
             power = rng.normal(-100, 10, len(ids))
-            out.append({"features": [{"id": i, "power_dbm": float(p)} for i, p in zip(ids, power)]})
+            out.append({"features": [{"id": i, "power_dbm": float(p)} for i, p in zip(ids, power, strict=False)]})
         else:
             iq = (rng.standard_normal((len(ids), 2048)) + 1j * rng.standard_normal((len(ids), 2048))) * 0.01
             out.append(
@@ -116,7 +116,7 @@ def bodies(kind: str, n: int, ids: list[str], n_features: int, seed: int = 0) ->
                                 np.stack([x.real, x.imag], -1).ravel().__mul__(32767).astype("<i2").tobytes()
                             ).decode(),
                         }
-                        for i, x in zip(ids, iq)
+                        for i, x in zip(ids, iq, strict=False)
                     ]
                 }
             )
@@ -131,7 +131,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, url: str) -> "_Connection":
+    async def open(cls, url: str) -> _Connection:
         host, port = url.removeprefix("http://").split(":")
         return cls(*await asyncio.open_connection(host, int(port)))
 
@@ -295,9 +295,9 @@ def _batch_template(ids: list[str], n_features: int, n_tx: int) -> bytes:
         feats = rng.normal(-120, 10, (len(ids), n_features)).round(3)
         feats[0, 0] = slot
         tx.append(
-            json.dumps({"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats)]}).replace(
-                str(slot), "%f", 1
-            )
+            json.dumps(
+                {"features": [{"id": i, "features": f.tolist()} for i, f in zip(ids, feats, strict=False)]}
+            ).replace(str(slot), "%f", 1)
         )
     return ('{"transmissions": [' + ", ".join(tx) + "]}").encode()
 
@@ -427,7 +427,8 @@ def rss_under_oversized_chunked_body(model_file: Path) -> None:
         target = RSS_TARGET_FACTOR * idle + BODY_LIMIT_MB
         print(
             f"python  answer '{status}' after {sent / 2**20:.0f} MiB sent; RSS idle {idle:.0f} MiB, "
-            f"peak {peak:.0f} MiB (target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: ratio {target / peak:.2f})"
+            f"peak {peak:.0f} MiB (target ≤ {RSS_TARGET_FACTOR:g} × idle + {BODY_LIMIT_MB} = {target:.0f} MiB: "
+            f"ratio {target / peak:.2f})"
         )
     finally:
         stop(proc)

@@ -19,9 +19,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from heimdall.scenario.builtin import load_scenario
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from heimdall.scenario.builtin import load_scenario
 from heimdall.sim.generator import build_world, simulate_block
 
 TARGET_TX_PER_S = 1000.0

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from heimdall.scenario.builtin import load_scenario
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from heimdall.scenario.builtin import load_scenario
 from heimdall.train.config import TrainConfig
 from heimdall.train.datamodule import StoreDataModule
 from heimdall.train.task import LocalizationTask

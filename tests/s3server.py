@@ -44,7 +44,7 @@ class SeaweedS3:
         self.endpoint = f"http://127.0.0.1:{self.s3}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60.0) -> "SeaweedS3":
+    def start(self, timeout_s: float = 60.0) -> SeaweedS3:
         config = self.dir / "s3.json"
         config.write_text(
             json.dumps(

@@ -4,11 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-from heimdall.datasets.store import inspect_store, read_receivers, split_files
-from heimdall.errors import DatasetError
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.datasets.splits import spatial_split_of
+from heimdall.datasets.store import inspect_store, read_receivers, split_files
+from heimdall.errors import DatasetError
 
 
 def _digest(path):
@@ -132,7 +132,7 @@ def test_loader_batches_in_any_order_with_repeats_within_its_memory_budget(small
     for budget, in_memory in ((2**40, [True, True]), (train_inputs, [True, False]), (0, [False, False])):
         ds = StoreDataset(files, memory_budget_bytes=budget)
         assert ds.in_memory == in_memory and ds.cached_bytes <= budget
-        assert ds.files_on_disk == [f for f, cached in zip(files, in_memory) if not cached]
+        assert ds.files_on_disk == [f for f, cached in zip(files, in_memory, strict=False) if not cached]
         with h5py.File(out / "train.h5") as f:
             t = f["tx_position_m"][...]
         with h5py.File(out / "val.h5") as f:

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from heimdall.train.net import LocalizationNet, NetConfig, component_covariance, mixture_nll, moment_match
 from heimdall.errors import ConfigError
 from heimdall.train.config import resolve
+from heimdall.train.net import LocalizationNet, NetConfig, component_covariance, mixture_nll, moment_match
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_signed_models_verify_from_every_source(published, tmp_path):
     for source in _sources(published, TrustPolicy(verify_key=published["key"])).values():
         assert source.load().sha256 == published["sha256"]
     other = VerifyKey.from_file(write_ed25519(tmp_path, "other")[1])
-    for kind, source in _sources(published, TrustPolicy(verify_key=other)).items():
+    for source in _sources(published, TrustPolicy(verify_key=other)).values():
         with pytest.raises(ModelLoadError, match="not with the verify key"):
             source.load()
     for kind, source in _sources(published, TrustPolicy(sha256=published["sha256"])).items():

@@ -10,10 +10,10 @@ import yaml
 from heimdall.baselines import weighted_centroid
 from heimdall.features import FeatureParams, extract_features
 from heimdall.radiomap.answers import answers_of
+from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map, physics_map
 from heimdall.radiomap.likelihood import build_table
 from heimdall.radiomap.noise import power_noise_for
-from heimdall.radiomap.fading import FadingKernel
 from heimdall.scenario.schema import scenario_from_dict
 from heimdall.sim.noise import complex_gaussian
 

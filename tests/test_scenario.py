@@ -194,7 +194,6 @@ def test_a_model_s_scenario_is_parsed_as_untrusted_text(tiny_store, tmp_path, ca
     from onnx import TensorProto, helper
 
     from heimdall.cli import main
-
     from heimdall.features import FeatureParams
     from heimdall.scenario.builtin import load_scenario
 

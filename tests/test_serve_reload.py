@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from heimdall.release.export import export_checkpoint
 from heimdall.features import extract_features, feature_matrix
+from heimdall.release.export import export_checkpoint
 from heimdall.scenario.schema import scenario_from_dict
 from heimdall.serve.runtime import from_bytes
 from heimdall.train.task import untrained_checkpoint

@@ -66,5 +66,8 @@ def test_rician_power_statistics(k_db):
 def test_doppler_makes_fading_vary_inside_the_window():
     still = rician_fading(np.random.default_rng(1), 3, 2048, 48_000.0, np.full(50, -40.0), np.zeros(50), 8)
     moving = rician_fading(np.random.default_rng(1), 3, 2048, 48_000.0, np.full(50, -40.0), np.full(50, 60.0), 8)
-    spread = lambda h: np.std(np.abs(h), axis=-1).mean()
+
+    def spread(h):
+        return np.std(np.abs(h), axis=-1).mean()
+
     assert spread(still) < 1e-4 < 0.05 < spread(moving)

@@ -15,13 +15,13 @@ import pytest
 from scipy.signal import resample_poly
 
 from heimdall.cli import main
-from heimdall.errors import RecordingError
-from heimdall.features import FeatureParams, extract_features, feature_matrix
 from heimdall.datasets.conform import recording_features
+from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.importer import import_collections
 from heimdall.datasets.sigmf_files import DATATYPES, encode, read_collection, write_collection, write_recording
-from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from heimdall.errors import RecordingError
+from heimdall.features import FeatureParams, extract_features, feature_matrix
 from service_process import running_service
 
 CORPUS = Path(__file__).parent / "data" / "broken_sigmf"
@@ -291,7 +291,7 @@ def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, 
     )
     from_store = list(csv.DictReader((ws / "q.csv").open()))
     with running_service(model) as url:
-        for row, stored in zip(cli, from_store):
+        for row, stored in zip(cli, from_store, strict=False):
             col = read_collection(field / f"{row['transmission']}.sigmf-collection")
             body = {
                 "iq": [

@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heimdall.cli import main
-from heimdall.errors import HeimdallError
 from heimdall.datasets.importer import REPORT_NAME, import_collections
-from heimdall.datasets.spec import ImportOptions
-from heimdall.errors import NothingImported
 from heimdall.datasets.sigmf_files import write_collection
+from heimdall.datasets.spec import ImportOptions
+from heimdall.errors import HeimdallError, NothingImported
 from heimdall.scenario.domain import MAX_RECEIVERS
 
 VALID = Path(__file__).parent / "data" / "broken_sigmf" / "valid"

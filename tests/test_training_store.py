@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from heimdall.cli import main
-from heimdall.datasets.store import StoreWriter, inspect_store
 from heimdall.datasets.importer import import_collections
 from heimdall.datasets.spec import ImportOptions
+from heimdall.datasets.store import StoreWriter, inspect_store
 
 VALID_SIGMF = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
 

@@ -15,8 +15,8 @@ Shapes: power_dbm, heard [n, R]; positions [n, 2] metres; covariances [n, 2, 2] 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class Grid:
 
 
 def _profiled_cost(power: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """min over P0 of Σ_heard (p − μ − P0)². power, w: [n, R]; mu: [n, P, R] → [n, P]."""
+    """Min over P0 of Σ_heard (p − μ − P0)². power, w: [n, R]; mu: [n, P, R] → [n, P]."""
     r = (power[:, None, :] - mu) * w[:, None, :]
     n_h = np.maximum(w.sum(-1), 1.0)[:, None]
     return (r * r).sum(-1) - r.sum(-1) ** 2 / n_h

@@ -12,7 +12,8 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from heimdall.datasets.spec import MATCH_TOLERANCE_M, DatasetSpec, ImportOptions
 from heimdall.errors import HeimdallError

@@ -34,7 +34,7 @@ class DatasetError(HeimdallError):
 class NothingImported(DatasetError):
     """No collection could be imported; `summary` (an ImportSummary) says why for each."""
 
-    def __init__(self, message: str, summary: Any):
+    def __init__(self, message: str, summary: Any) -> None:
         super().__init__(message)
         self.summary = summary
 
@@ -50,7 +50,7 @@ class RecordingError(HeimdallError):
 
     http_status = 422
 
-    def __init__(self, path: object, field: str, message: str):
+    def __init__(self, path: object, field: str, message: str) -> None:
         super().__init__(f"{path}: {field}: {message}")
         self.path = str(path)
         self.field = field
@@ -62,7 +62,7 @@ class ConformError(HeimdallError):
 
     http_status = 422
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
@@ -74,7 +74,7 @@ class ReceiverError(HeimdallError):
 
     http_status = 422
 
-    def __init__(self, field: str, message: str, claim: int = -1):
+    def __init__(self, field: str, message: str, claim: int = -1) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
@@ -120,7 +120,7 @@ class ServeError(HeimdallError):
     http_status = 422
     headers: dict[str, str] | None = None
 
-    def __init__(self, field: str, message: str, more: list[dict[str, str]] | None = None):
+    def __init__(self, field: str, message: str, more: list[dict[str, str]] | None = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message

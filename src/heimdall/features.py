@@ -35,7 +35,7 @@ class FeatureParams:
     detection_snr_db: float
 
     @classmethod
-    def from_scenario(cls, scenario: Any) -> "FeatureParams":
+    def from_scenario(cls, scenario: Any) -> FeatureParams:
         ch, ft = scenario.receiver_chain, scenario.features
         return cls(
             sample_rate_hz=ch.sample_rate_hz,
@@ -76,7 +76,7 @@ class FeatureParams:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureParams":
+    def from_json(cls, text: str) -> FeatureParams:
         """Parameters from `to_json` text; ValueError names the first key that is missing or out of range."""
         d = json.loads(text)
         names = [f.name for f in fields(cls)]
@@ -167,6 +167,7 @@ def extract_features(iq: np.ndarray, p: FeatureParams, full_scale_dbm: float | n
         p: extractor settings; the IQ must be sampled at p.sample_rate_hz.
         full_scale_dbm: dBm of a full-scale signal, scalar or broadcastable to iq.shape[:-1]
             (per-receiver calibration).
+
     Returns:
         Features with leading axes iq.shape[:-1].
     """

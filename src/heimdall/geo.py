@@ -45,7 +45,7 @@ class LocalFrame:
         return np.stack([np.asarray(lat), np.asarray(lon)], axis=-1)
 
     @classmethod
-    def centred_on(cls, lat: np.ndarray, lon: np.ndarray) -> "LocalFrame":
+    def centred_on(cls, lat: np.ndarray, lon: np.ndarray) -> LocalFrame:
         """Frame whose origin is the centroid of the given points (mean of unit vectors on the sphere)."""
         la, lo = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
         v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)]).mean(axis=1)

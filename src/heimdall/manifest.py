@@ -41,7 +41,7 @@ def new_manifest(
         "version": version,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size_bytes": len(data),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "parent_run": parent_run,
         **extra,
     }

@@ -35,7 +35,7 @@ def gaussian_nll(pred_m: np.ndarray, cov_m2: np.ndarray, true_m: np.ndarray) -> 
 
 
 def accuracy_summary(pred_m: np.ndarray, true_m: np.ndarray) -> dict[str, float]:
-    """median / mean / p90 error, CEP50 (= median radius) and R95 in metres."""
+    """Median / mean / p90 error, CEP50 (= median radius) and R95 in metres."""
     e = error_m(pred_m, true_m)
     if len(e) == 0:
         return {}

@@ -9,7 +9,7 @@ tensor attributes of nodes, local functions and training graphs.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from heimdall.errors import ModelLoadError
 

@@ -22,7 +22,7 @@ MAX_INTEGER_DIGITS = 30
 class _PlainLoader(yaml.SafeLoader):
     """yaml.SafeLoader without aliases, deep nesting or huge integers."""
 
-    def __init__(self, stream: str):
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 

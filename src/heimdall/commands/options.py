@@ -21,7 +21,7 @@ def s3_options(args: argparse.Namespace) -> dict[str, str | None]:
     return {"endpoint_url": args.s3_endpoint_url, "access_key": args.s3_access_key, "secret_key": args.s3_secret_key}
 
 
-def model_source(args: argparse.Namespace) -> "ModelSource":
+def model_source(args: argparse.Namespace) -> ModelSource:
     """The model source of `serve` and `predict`, with the verify key and pinned sha256 they were given."""
     from heimdall.manifest import TrustPolicy
     from heimdall.serve.runtime import ModelSource

@@ -12,13 +12,13 @@ from rich.progress import track
 
 from heimdall.atomic import atomic_open
 from heimdall.commands.options import model_source
-from heimdall.datasets.loader import StoreDataset
-from heimdall.datasets.store import split_files
-from heimdall.errors import DatasetError, RecordingError
 from heimdall.datasets.conform import recording_features
+from heimdall.datasets.loader import StoreDataset
 from heimdall.datasets.receivers import resolve_recordings
 from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
+from heimdall.datasets.store import split_files
 from heimdall.ellipse import ellipse
+from heimdall.errors import DatasetError, RecordingError
 from heimdall.serve.runtime import ServedModel
 
 BATCH = 4096

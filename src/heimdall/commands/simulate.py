@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from heimdall.scenario.builtin import load_scenario
 from heimdall.datasets.generate import DatasetSummary, generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from heimdall.scenario.builtin import load_scenario
 from heimdall.workspace import default_data_dir, default_sigmf_dir
 
 

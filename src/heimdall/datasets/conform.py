@@ -13,9 +13,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from heimdall.datasets.sigmf_files import Recording
 from heimdall.errors import ConformError, RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
-from heimdall.datasets.sigmf_files import Recording
 
 MAX_RATE_DENOMINATOR = 10_000
 RATE_TOLERANCE = 1e-6  # relative error allowed between the exact and the rational resampling ratio

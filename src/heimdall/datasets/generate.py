@@ -12,9 +12,9 @@ import hashlib
 import multiprocessing as mp
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits

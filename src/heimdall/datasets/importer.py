@@ -19,23 +19,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from heimdall.atomic import atomic_write_text, fsync_dir
+from heimdall.datasets.conform import check_recording, recording_features
+from heimdall.datasets.receivers import GEOLOCATION_FIELD, RECEIVER_ID_FIELD, resolve_recordings
+from heimdall.datasets.sigmf_files import Collection, Recording, find_collections, read_collection
+from heimdall.datasets.spec import ImportOptions
+from heimdall.datasets.splits import SPLITS, UNLABELLED, split_of_path
 from heimdall.datasets.store import StoreWriter, receiver_table, store_attrs
 from heimdall.errors import DatasetError, NothingImported, RecordingError
 from heimdall.features import FeatureParams, heard
-from heimdall.datasets.conform import check_recording, recording_features
-from heimdall.datasets.receivers import GEOLOCATION_FIELD, RECEIVER_ID_FIELD, resolve_recordings
-from heimdall.datasets.spec import ImportOptions
-from heimdall.datasets.sigmf_files import Collection, Recording, find_collections, read_collection
 from heimdall.scenario.domain import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario
 from heimdall.scenario.schema import scenario_from_dict
-from heimdall.datasets.splits import SPLITS, UNLABELLED, split_of_path
 
 REPORT_NAME = "import-report.json"
 BLOCK = 256
@@ -82,7 +82,7 @@ class _Planned:
 class _ReceiverTable:
     """The scenario's receivers plus those met in the recordings; positions in the base scenario's frame."""
 
-    def __init__(self, scenario: Scenario, tolerance_m: float, new_height_m: float):
+    def __init__(self, scenario: Scenario, tolerance_m: float, new_height_m: float) -> None:
         self.base = scenario
         self.receivers = list(scenario.receivers)
         self.tolerance_m = tolerance_m
@@ -153,7 +153,7 @@ def _skip(col_path: Path, exc: RecordingError) -> Skipped:
 
 
 def _row(plan: _Planned, scenario: Scenario, p: FeatureParams, n_rx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """features float32 [R, F], present bool [R], iq complex64 [R, window] of one collection."""
+    """Features float32 [R, F], present bool [R], iq complex64 [R, window] of one collection."""
     feats, windows = recording_features(
         list(plan.collection.recordings), p, scenario.frequency_hz, scenario.receiver_chain.full_scale_dbm
     )

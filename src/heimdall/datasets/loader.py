@@ -99,7 +99,7 @@ class StoreDataset(torch.utils.data.Dataset):
         files: list[Path],
         indices: np.ndarray | None = None,
         memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES,
-    ):
+    ) -> None:
         self.infos = [inspect_store(f) for f in files]
         self.meta = store_meta(self.infos)
         self.offsets = np.cumsum([0] + [i.n_samples for i in self.infos])
@@ -125,7 +125,7 @@ class StoreDataset(torch.utils.data.Dataset):
     @property
     def files_on_disk(self) -> list[Path]:
         """The files read row-wise from disk: their model inputs did not fit the memory budget."""
-        return [info.path for info, cached in zip(self.infos, self.in_memory) if not cached]
+        return [info.path for info, cached in zip(self.infos, self.in_memory, strict=False) if not cached]
 
     def _arrays(self, k: int) -> dict:
         """The model inputs of file k: numpy arrays within the memory budget, else h5py datasets."""

@@ -179,7 +179,7 @@ def _read_bounded(path: Path, root: Path) -> bytes:
 class _HugeInteger:
     """An integer literal too long to convert (json would spend quadratic time on it); refused by _check_tree."""
 
-    def __init__(self, digits: str):
+    def __init__(self, digits: str) -> None:
         self.digits = digits
 
     def __repr__(self) -> str:
@@ -469,7 +469,7 @@ def read_collection(path: str | Path, root: str | Path | None = None) -> Collect
 
 
 def encode(iq: np.ndarray, datatype: str) -> bytes:
-    """complex [n] full-scale samples → bytes of `datatype` (integers rounded and clipped)."""
+    """Complex [n] full-scale samples → bytes of `datatype` (integers rounded and clipped)."""
     kind, offset, scale = DATATYPES[datatype]
     pairs = np.asarray(iq, np.complex64).view(np.float32)
     if kind.kind == "f":

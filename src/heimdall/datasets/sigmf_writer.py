@@ -17,13 +17,13 @@ import numpy as np
 from heimdall.datasets.sigmf_files import safe_name, write_collection, write_recording
 from heimdall.scenario.domain import Scenario
 
-SIMULATION_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+SIMULATION_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 class SigMFSplitWriter:
     """Same interface as data.store.StoreWriter: append(block), n_samples, n_iq, commit(), abort()."""
 
-    def __init__(self, folder: Path, scenario: Scenario, datatype: str = "cf32_le"):
+    def __init__(self, folder: Path, scenario: Scenario, datatype: str = "cf32_le") -> None:
         self.path = Path(folder)
         self.partial = self.path.with_name(self.path.name + ".partial")
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -66,7 +66,7 @@ class SigMFSplitWriter:
                     power_calibration_dbm=ch.full_scale_dbm,
                     description=f"simulated {sc.name}: receiver {rx.name}",
                 )
-                for r, (rx, stem) in enumerate(zip(sc.receivers, self._stems))
+                for r, (rx, stem) in enumerate(zip(sc.receivers, self._stems, strict=False))
             ]
             lat, lon = block["tx_lat_lon"][j]
             write_collection(

@@ -32,7 +32,7 @@ class DatasetSpec:
         counts = np.floor(total).astype(int)
         counts[0] += self.n_transmissions - counts.sum()  # rounding remainder goes to train
         i, n = self.shard
-        return {s: int(c // n + (i < c % n)) for s, c in zip(SPLITS, counts)}
+        return {s: int(c // n + (i < c % n)) for s, c in zip(SPLITS, counts, strict=False)}
 
 
 @dataclass(frozen=True)

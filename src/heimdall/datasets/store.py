@@ -102,7 +102,7 @@ class StoreWriter:
         attrs: dict[str, Any],
         receivers: dict[str, np.ndarray],
         gain_offset_db: np.ndarray | None = None,
-    ):
+    ) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,9 @@ def _dataset(p: Path, f: h5py.File, name: str, kinds: str, shape: tuple) -> h5py
     ds = f.get(name)
     if not isinstance(ds, h5py.Dataset):
         raise DatasetError(f"{p}: dataset {name!r} is missing")
-    ok_shape = len(ds.shape) == len(shape) and all(want is None or got == want for got, want in zip(ds.shape, shape))
+    ok_shape = len(ds.shape) == len(shape) and all(
+        want is None or got == want for got, want in zip(ds.shape, shape, strict=False)
+    )
     if ds.dtype.kind not in kinds or not ok_shape:
         want = " × ".join("any" if d is None else str(d) for d in shape)
         raise DatasetError(f"{p}: dataset {name} is {ds.dtype} {ds.shape}, expected {_KIND_NAMES[kinds]} [{want}]")

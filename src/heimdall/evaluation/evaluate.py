@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial import Delaunay
@@ -170,7 +171,7 @@ def onnx_predictions(onnx_bytes: bytes, test: TestSet, batch: int = 4096) -> tup
 
 
 def inside_hull(points_m: np.ndarray, rx_position_m: np.ndarray) -> np.ndarray:
-    """bool [n]: the point lies inside the convex hull of the receivers."""
+    """Bool [n]: the point lies inside the convex hull of the receivers."""
     return Delaunay(rx_position_m).find_simplex(points_m) >= 0
 
 

@@ -83,7 +83,7 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
     ax.scatter(t_ll[:, 1], t_ll[:, 0], marker="x", color="k", label="true transmitter", zorder=3)
     ax.scatter(p_ll[:, 1], p_ll[:, 0], s=12, color=COLOURS.get(main), label=f"{main} estimate", zorder=3)
     ax.scatter(rx_ll[:, 1], rx_ll[:, 0], marker="^", s=90, color="C3", edgecolor="k", label="receiver", zorder=4)
-    for r, ll in zip(test.scenario.receivers, rx_ll):
+    for r, ll in zip(test.scenario.receivers, rx_ll, strict=False):
         ax.annotate(r.name, (ll[1], ll[0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     _geographic_axes(ax, frame, f"{test.scenario.name}: {len(idx)} test transmissions")
     paths.append(_save(fig, out / "map.png"))

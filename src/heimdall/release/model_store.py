@@ -61,7 +61,7 @@ def _too_large(where: str, size: int, max_bytes: int) -> ModelStoreError:
 
 
 class LocalBackend(_Backend):
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.description = str(self.root)
 
@@ -116,7 +116,7 @@ class S3Backend(_Backend):
         secret_key: str | None = None,
         region: str | None = None,
         timeout_s: float = 10.0,
-    ):
+    ) -> None:
         import boto3
         from botocore.config import Config
 
@@ -299,11 +299,11 @@ class StoredModel:
 class ModelStore:
     """Versioned models on a backend; see the module docstring for the layout and the commit rule."""
 
-    def __init__(self, backend: _Backend):
+    def __init__(self, backend: _Backend) -> None:
         self.backend = backend
 
     @classmethod
-    def open(cls, location: str | Path, **s3_options: Any) -> "ModelStore":
+    def open(cls, location: str | Path, **s3_options: Any) -> ModelStore:
         loc = str(location)
         if loc.startswith("s3://"):
             return cls(S3Backend(loc, **s3_options))

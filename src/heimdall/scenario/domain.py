@@ -204,7 +204,7 @@ class Scenario:
         canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
-    def with_shadowing_mode(self, mode: str) -> "Scenario":
+    def with_shadowing_mode(self, mode: str) -> Scenario:
         """The same scenario with another shadowing mode (e.g. the i.i.d. control)."""
         sh = dataclasses.replace(self.environment.shadowing, mode=mode)
         env = dataclasses.replace(self.environment, shadowing=sh)

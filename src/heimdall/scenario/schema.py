@@ -8,7 +8,8 @@ numbers bounded. Defaults are those of the dataclasses (heimdall.scenario.domain
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

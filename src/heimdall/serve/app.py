@@ -30,10 +30,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
-from heimdall.serve.responses import error_response
 from heimdall.serve.geometry import response_geometry
 from heimdall.serve.inputs import to_model_inputs
 from heimdall.serve.limits import Admission, LimitsAndMetrics
+from heimdall.serve.responses import error_response
 from heimdall.serve.runtime import ModelSource, ServedModel
 from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest, LocalizeResponse
 from heimdall.serve.settings import ServeSettings
@@ -45,7 +45,7 @@ JSON = "application/json"
 class _Cache:
     """LRU of answers (JSON bytes) keyed by (model key, input hash)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self.size = size
         self.items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
@@ -76,7 +76,7 @@ def answers(model: ServedModel, mean: np.ndarray, cov: np.ndarray, labels: list[
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
     return [
         pydantic_core.to_json({**next(geometry), "receivers_used": used, "model": about}) if ok else None
-        for ok, used in zip(finite, labels)
+        for ok, used in zip(finite, labels, strict=False)
     ]
 
 
@@ -164,10 +164,10 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         cache_events.labels("miss").inc(len(todo))
         iq = [i for i in todo if i not in built]
         loop = asyncio.get_running_loop()  # FFTs: off the event loop
-        built.update(zip(iq, await asyncio.gather(*(loop.run_in_executor(None, build, i) for i in iq))))
+        built.update(zip(iq, await asyncio.gather(*(loop.run_in_executor(None, build, i) for i in iq)), strict=False))
         computed = await asyncio.gather(*(batcher.submit(model, *built[i]) for i in todo))
         async with turns.hold() as slices:
-            for i, answer in zip(todo, computed):
+            for i, answer in zip(todo, computed, strict=False):
                 if answer is None:
                     raise InputError(
                         field(i, "iq" if reqs[i].iq is not None else "features"),

@@ -11,9 +11,10 @@ what `respond` made of it. Nothing here bounds the queue: admission (limits.Admi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
-    ):
+    ) -> None:
         self.respond = respond
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -84,7 +85,7 @@ class MicroBatcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             groups: dict[int, list[_Item]] = {}
             for item in batch:
@@ -99,7 +100,7 @@ class MicroBatcher:
                     continue
                 if self.on_batch:
                     self.on_batch(len(group))
-                for item, result in zip(group, results):
+                for item, result in zip(group, results, strict=False):
                     if not item.future.done():
                         item.future.set_result(result)
 

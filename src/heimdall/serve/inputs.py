@@ -7,11 +7,11 @@ import binascii
 
 import numpy as np
 
-from heimdall.features import extract_features, feature_matrix
 from heimdall.datasets.conform import conform
 from heimdall.datasets.receivers import ReceiverClaim, resolve_receivers
 from heimdall.datasets.sigmf_files import decode_samples, sample_bytes
 from heimdall.errors import ConformError, InputError, ReceiverError
+from heimdall.features import extract_features, feature_matrix
 from heimdall.serve.runtime import ServedModel
 from heimdall.serve.schemas import IQRecording, LocalizeRequest, ReceiverRef
 

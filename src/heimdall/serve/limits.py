@@ -23,7 +23,7 @@ CLIENT_GONE = "499"  # status label of a request whose client left before the bo
 class LimitsAndMetrics:
     """Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
 
-    def __init__(self, app, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram):
+    def __init__(self, app, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram) -> None:
         self.app, self.max_body_bytes, self.max_requests = app, max_body_bytes, max_requests
         self.requests, self.latency = requests, latency
         self.in_progress = 0
@@ -105,7 +105,7 @@ class LimitsAndMetrics:
 class Admission:
     """Transmissions in flight (parsed, not yet answered), at most `capacity`."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_flight = 0
 

@@ -16,7 +16,7 @@ def error_response(exc: HeimdallError) -> JSONResponse:
 
 
 def invalid(exc: ValidationError, prefix: tuple = ()) -> InputError:
-    """pydantic's errors as one InputError; fields dotted (transmissions.3.features.0.id), 'body' for the root."""
+    """Pydantic's errors as one InputError; fields dotted (transmissions.3.features.0.id), 'body' for the root."""
     first, *more = [
         {"field": ".".join(str(p) for p in (*prefix, *e["loc"])) or "body", "message": e["msg"]}
         for e in exc.errors(include_url=False, include_input=False)

@@ -64,7 +64,7 @@ class ServedModel:
 
     @property
     def full_scale_dbm(self) -> float:
-        """dBm of a full-scale signal when a recording brings no calibration."""
+        """DBm of a full-scale signal when a recording brings no calibration."""
         return self.card.full_scale_dbm
 
     @property
@@ -80,7 +80,7 @@ class ServedModel:
     def predict(
         self, features: np.ndarray, rx_position_m: np.ndarray, present: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """mean [B, 2] m and covariance [B, 2, 2] m² for float32 inputs [B, R, F], [B, R, 2], [B, R]."""
+        """Mean [B, 2] m and covariance [B, 2, 2] m² for float32 inputs [B, R, F], [B, R, 2], [B, R]."""
         mean, cov = self.session.run(
             ["mean_m", "cov_m2"],
             {

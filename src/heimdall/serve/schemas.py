@@ -31,7 +31,7 @@ class ReceiverRef(_Strict):
     lon: float | None = Field(None, ge=-180, le=180, description="ad-hoc receiver longitude (degrees)")
 
     @model_validator(mode="after")
-    def _one_identity(self) -> "ReceiverRef":
+    def _one_identity(self) -> ReceiverRef:
         if (self.lat is None) != (self.lon is None):
             raise ValueError("give both lat and lon, or neither")
         if self.id is None and self.lat is None:
@@ -75,7 +75,7 @@ class FeatureVector(ReceiverRef):
     power_dbm: float | None = Field(None, ge=-250, le=100, description="measured in-band power only, dBm")
 
     @model_validator(mode="after")
-    def _features_or_power(self) -> "FeatureVector":
+    def _features_or_power(self) -> FeatureVector:
         return _exactly_one(self, "features", "power_dbm")
 
 
@@ -86,7 +86,7 @@ class LocalizeRequest(_Strict):
     features: list[FeatureVector] | None = Field(None, max_length=MAX_RECEIVERS)
 
     @model_validator(mode="after")
-    def _iq_or_features(self) -> "LocalizeRequest":
+    def _iq_or_features(self) -> LocalizeRequest:
         return _exactly_one(self, "iq", "features")
 
 

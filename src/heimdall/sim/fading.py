@@ -39,9 +39,15 @@ def rician_fading(
     """Independent fading per (transmission, receiver).
 
     Args:
+        rng: the generator the random paths are drawn from.
+        n_rx: receivers per transmission.
+        n_samples: samples of each fading sequence.
+        sample_rate_hz: sample rate of the sequence.
         k_factor_db: float [n_tx] Rician K-factor of each transmission.
         doppler_hz: float [n_tx] maximum Doppler shift v/λ of each transmission.
         amplitude: optional float [n_tx, n_rx] gain folded into the result (cheaper than a pass over it).
+        n_paths: scattered paths summed with the line-of-sight one.
+
     Returns:
         complex64 [n_tx, n_rx, n_samples], E|h|² = amplitude² (1 without it).
     """

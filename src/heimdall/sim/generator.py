@@ -100,7 +100,7 @@ def simulate_block(
     tx_height = rng.uniform(*tx.antenna_height_m, n)
     mobile = rng.random(n) < tx.mobile_fraction
     speed = np.where(mobile, rng.uniform(*tx.speed_mps, n), 0.0)
-    names, weights = zip(*sc.signals.mix)
+    names, weights = zip(*sc.signals.mix, strict=False)
     emission = np.array([EMISSION_CODES[e] for e in names], np.uint8)[
         rng.choice(len(names), n, p=np.array(weights) / sum(weights))
     ]
@@ -161,7 +161,7 @@ def simulate_block(
 
 
 def _accepted(features: np.ndarray, p: FeatureParams, min_receivers: int) -> np.ndarray:
-    """bool [m]: transmissions whose measured SNR reaches detection at ≥ min_receivers receivers."""
+    """Bool [m]: transmissions whose measured SNR reaches detection at ≥ min_receivers receivers."""
     return heard(features[..., p.snr_index], p).sum(axis=1) >= min_receivers
 
 

@@ -132,7 +132,7 @@ def okumura_hata_loss_db(
 
 
 def median_path_loss_db(
-    model: "PathLoss",
+    model: PathLoss,
     distance_m: np.ndarray,
     frequency_hz: float,
     h_tx_m: np.ndarray,

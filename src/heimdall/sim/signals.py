@@ -10,7 +10,7 @@ mean |s|² = 1 over the window, before the carrier offset is applied.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -98,8 +98,12 @@ def synthesise(
     """Waveforms of a batch of transmissions.
 
     Args:
+        rng: the generator the waveforms are drawn from.
         emission: int [n] codes from EMISSION_CODES.
+        n_samples: samples of each waveform.
+        sample_rate_hz: sample rate of the waveforms.
         carrier_offset_hz: float [n] frequency offset of each carrier from the channel centre.
+
     Returns:
         complex64 [n, n_samples], mean |s|² = 1 per row.
     """

@@ -249,7 +249,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(flags: dict[str, Any], config_file: str | None) -> TrainConfig:
-    """defaults ← config file ← flags (flags: only those given on the command line)."""
+    """Defaults ← config file ← flags (flags: only those given on the command line)."""
     cfg = TrainConfig()
     if config_file:
         cfg = from_mapping(load_yaml(config_file), str(config_file), cfg)

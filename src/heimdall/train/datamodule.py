@@ -27,7 +27,7 @@ class StoreDataModule(L.LightningDataModule):
         validation_split: float,
         seed: int,
         memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES,
-    ):
+    ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size

@@ -77,7 +77,7 @@ class ModelCard:
 
     @property
     def full_scale_dbm(self) -> float:
-        """dBm of a full-scale signal when a recording brings no calibration of its own."""
+        """DBm of a full-scale signal when a recording brings no calibration of its own."""
         return self.scenario.receiver_chain.full_scale_dbm
 
     @property

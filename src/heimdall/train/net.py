@@ -33,7 +33,7 @@ INITIAL_SIGMA_FRACTION = 0.3
 class _Block(nn.Module):
     """Pre-norm transformer block with explicit masked attention (exports cleanly to ONNX)."""
 
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(d)
@@ -53,7 +53,7 @@ class _Block(nn.Module):
 
 
 class LocalizationNet(nn.Module):
-    def __init__(self, cfg: NetConfig):
+    def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d, f = cfg.d_model, cfg.n_features

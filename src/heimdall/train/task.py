@@ -34,7 +34,7 @@ class LocalizationTask(L.LightningModule):
         receiver_dropout: float,
         feature_dropout: float = 0.0,
         heimdall: dict | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["heimdall"])
         self.net = LocalizationNet(NetConfig(**net))
@@ -83,7 +83,7 @@ class LocalizationTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        mean, cov, target = (torch.cat(t) for t in zip(*self._val))
+        mean, cov, target = (torch.cat(t) for t in zip(*self._val, strict=False))
         self._val.clear()
         if self.trainer.world_size > 1:
             mean, cov, target = (self.all_gather(t).flatten(0, 1) for t in (mean, cov, target))
@@ -109,7 +109,7 @@ class LocalizationTask(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str, map_location: str | None = "cpu") -> "LocalizationTask":
+    def load_from_checkpoint(cls, checkpoint_path: str, map_location: str | None = "cpu") -> LocalizationTask:
         """The task of a checked Heimdall checkpoint, on the CPU (load_task): tensors and plain data only, where
         Lightning's own loader unpickles whatever its caller allows."""
         if map_location not in (None, "cpu"):
