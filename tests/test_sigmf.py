@@ -75,6 +75,15 @@ def test_round_trip_equals_direct_store(imported, tiny_store):
     assert report["splits"] == {"train": 1200, "val": 150, "test": 150} and report["skipped"] == []
 
 
+def test_import_keeps_weakly_heard_transmissions_and_counts_each_class(imported):
+    n_heard = np.concatenate([h5py.File(imported / f"{s}.h5")["mask"][...].sum(1) for s in ("train", "val", "test")])
+    assert n_heard.min() == 1  # heard by one receiver: stored, not dropped
+    counts = json.loads((imported / "import-report.json").read_text())["by_receivers_heard"]
+    expected = {"1": n_heard == 1, "2": n_heard == 2, "3": n_heard == 3, "4+": n_heard >= 4}
+    assert counts == {k: int(v.sum()) for k, v in expected.items() if v.any()}
+    assert counts["1"] + counts["2"] > 0.2 * len(n_heard)
+
+
 def test_sigmf_package_reads_our_collections(sigmf_dir):
     import sigmf
     from sigmf import validate

@@ -71,7 +71,8 @@ def test_masking_at_the_sensitivity_threshold(block, world):
     assert mask[truth <= thr - 3].mean() < 0.02
     near = (truth > thr - 0.5) & (truth < thr + 0.5)
     assert 0.2 < mask[near].mean() < 0.8  # a soft edge, decided by the measurement
-    assert (mask.sum(1) >= world.scenario.receiver_chain.min_receivers).all()
+    assert (mask.sum(1) >= 1).all()  # every heard transmission is stored, however few receivers heard it
+    assert (mask.sum(1) < 3).any()  # including those heard by one or two
 
 
 def test_absolute_power_is_kept_across_receivers(world):

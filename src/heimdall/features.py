@@ -204,3 +204,13 @@ def feature_matrix(f: Features) -> np.ndarray:
 def heard(snr_db: np.ndarray, p: FeatureParams) -> np.ndarray:
     """Detection decision: bool [...], True where the measured SNR reaches p.detection_snr_db."""
     return np.asarray(snr_db) >= p.detection_snr_db
+
+
+MIN_HEARD_STORED = 1  # stores keep every transmission at least one receiver heard
+HEARD_CLASSES = ("1", "2", "3", "4+")  # how metrics group transmissions by the receivers that heard them
+
+
+def heard_class(n_heard: np.ndarray) -> np.ndarray:
+    """The HEARD_CLASSES label (str [n]) of each count of hearing receivers ("0" for none)."""
+    n = np.asarray(n_heard)
+    return np.where(n >= 4, "4+", n.astype(str))

@@ -13,6 +13,7 @@ from rich.text import Text
 from heimdall.datasets.importer import ImportSummary, import_collections
 from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import NothingImported
+from heimdall.features import HEARD_CLASSES
 from heimdall.scenario.builtin import load_scenario
 
 SHOWN_SKIPPED = 20
@@ -64,6 +65,8 @@ def print_summary(console: Console, s: ImportSummary) -> None:
         table.add_row(split, str(n), Text(str(Path(s.out_dir) / f"{split}.h5")))
     console.print(table)
     console.print(f"recordings resampled: {s.resampled}, retuned to the channel: {s.retuned}")
+    heard_by = ", ".join(f"{k}: {s.by_receivers_heard.get(k, 0)}" for k in HEARD_CLASSES)
+    console.print(f"stored transmissions by receivers heard: {heard_by}")
     if s.new_receivers:
         console.print(f"receivers added to the table: {', '.join(s.new_receivers)}", markup=False)
     for title, items in (("skipped (invalid)", s.skipped), ("not localisable", s.not_localisable)):

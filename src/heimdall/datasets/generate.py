@@ -193,8 +193,7 @@ def _generate_split(
             take = min(len(block["features"]), count - writer.n_samples)
             if take == 0 and next_block > 200 and writer.n_samples == 0:
                 raise DatasetError(
-                    f"scenario {scenario.name!r}: no transmission heard by receiver_chain.min_receivers="
-                    f"{scenario.receiver_chain.min_receivers} receivers in {candidates} candidates; "
+                    f"scenario {scenario.name!r}: no transmission heard by any receiver in {candidates} candidates; "
                     "check transmitter power, area and receiver heights"
                 )
             room_iq = iq_per_split - writer.n_iq

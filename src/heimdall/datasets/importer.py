@@ -33,7 +33,7 @@ from heimdall.datasets.spec import ImportOptions
 from heimdall.datasets.splits import SPLITS, UNLABELLED, split_of_path
 from heimdall.datasets.store import StoreWriter, receiver_table, store_attrs
 from heimdall.errors import DatasetError, NothingImported, RecordingError
-from heimdall.features import FeatureParams, heard
+from heimdall.features import MIN_HEARD_STORED, FeatureParams, heard, heard_class
 from heimdall.scenario.domain import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario
 from heimdall.scenario.schema import scenario_from_dict
 
@@ -58,6 +58,7 @@ class ImportSummary:
     splits: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     not_localisable: list[Skipped] = field(default_factory=list)
+    by_receivers_heard: dict[str, int] = field(default_factory=dict)  # stored transmissions per HEARD_CLASSES
     new_receivers: list[str] = field(default_factory=list)
     resampled: int = 0
     retuned: int = 0
@@ -253,8 +254,7 @@ def import_collections(
         if not any(summary.splits.values()):
             raise NothingImported(
                 f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
-                f"{len(summary.not_localisable)} heard by fewer than "
-                f"{final.receiver_chain.min_receivers} receivers); see {out / REPORT_NAME}",
+                f"{len(summary.not_localisable)} heard by no receiver); see {out / REPORT_NAME}",
                 summary,
             )
     except BaseException as exc:
@@ -288,20 +288,21 @@ def _write_report(summary: ImportSummary, t0: float) -> None:
 def _append(
     w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, summary: ImportSummary, iq_per_split: int
 ) -> None:
-    """Append the localisable rows of a block (heard by ≥ min_receivers); note the others."""
+    """Append the rows of a block heard by at least MIN_HEARD_STORED receivers; note the others."""
     keep = []
     for plan, feats, present, iq in rows:
         n_heard = int((heard(feats[:, p.snr_index], p) & present).sum())
-        if n_heard >= scenario.receiver_chain.min_receivers:
+        if n_heard >= MIN_HEARD_STORED:
             keep.append((plan, feats, present, iq))
+            cls = str(heard_class(n_heard))
+            summary.by_receivers_heard[cls] = summary.by_receivers_heard.get(cls, 0) + 1
         else:
             summary.not_localisable.append(
                 Skipped(
                     collection=str(plan.collection.path),
                     file=str(plan.collection.path),
                     field="(signal)",
-                    message=f"heard by {n_heard} receivers (SNR ≥ {p.detection_snr_db:g} dB); "
-                    f"at least {scenario.receiver_chain.min_receivers} are needed",
+                    message=f"heard by no receiver (SNR ≥ {p.detection_snr_db:g} dB at none)",
                 )
             )
     if not keep:

@@ -122,8 +122,9 @@ class ReceiverChain:
     """What every receiver records: complex baseband IQ around the scenario frequency.
 
     full_scale_dbm is the power (dBm) that a full-scale (|x|² = 1) signal corresponds to.
-    A receiver hears a transmission when its measured SNR in the channel is ≥ detection_snr_db;
-    a transmission is kept when at least min_receivers hear it.
+    A receiver hears a transmission when its measured SNR in the channel is ≥ detection_snr_db. Every
+    transmission heard by at least one receiver is stored; min_receivers is the reporting rule: the
+    localizer answers transmissions heard by at least that many (evaluation reports the share answered).
     """
 
     sample_rate_hz: float = 48_000.0
@@ -131,7 +132,7 @@ class ReceiverChain:
     channel_bandwidth_hz: float = 16_000.0
     full_scale_dbm: float = -50.0
     detection_snr_db: float = 6.0
-    min_receivers: int = 3
+    min_receivers: int = 1
 
 
 @dataclass(frozen=True)

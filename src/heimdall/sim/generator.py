@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heimdall.features import FeatureParams, extract_features, feature_matrix, heard
+from heimdall.features import MIN_HEARD_STORED, FeatureParams, extract_features, feature_matrix, heard
 from heimdall.scenario.domain import Scenario
 from heimdall.sim.fading import rician_fading
 from heimdall.sim.noise import complex_gaussian, noise_density_dbm_hz
@@ -83,7 +83,7 @@ def sample_positions(rng: np.random.Generator, n: int, world: World, keep=None) 
 def simulate_block(
     world: World, rng: np.random.Generator, n_candidates: int, max_iq: int = 0, keep=None
 ) -> dict[str, np.ndarray]:
-    """Simulate `n_candidates` transmissions and return those heard by ≥ min_receivers.
+    """Simulate `n_candidates` transmissions and return those heard by at least one receiver (MIN_HEARD_STORED).
 
     Returns arrays over the m accepted transmissions (R receivers, F features, N window samples):
         features float32 [m, R, F]; mask bool [m, R]; tx_position_m float64 [m, 2];
@@ -116,7 +116,7 @@ def simulate_block(
         shadow = rng.normal(0.0, sc.environment.shadowing.sigma_db, (n, world.n_rx))
     mean_rx = tx_power[:, None] - loss + shadow
     noise_channel_dbm = world.noise_density_dbm_hz + 10 * np.log10(ch.channel_bandwidth_hz)
-    screened = ((mean_rx - noise_channel_dbm) >= ch.detection_snr_db - PRESCREEN_MARGIN_DB).sum(1) >= ch.min_receivers
+    screened = ((mean_rx - noise_channel_dbm) >= ch.detection_snr_db - PRESCREEN_MARGIN_DB).sum(1) >= MIN_HEARD_STORED
     idx = np.flatnonzero(screened)
 
     fad = sc.environment.fading
@@ -132,11 +132,11 @@ def simulate_block(
         window_gain_db.append(g)
         room = max_iq - sum(len(q) for q in iq_kept)
         if room > 0:
-            iq_kept.append(iq[_accepted(f, p, ch.min_receivers)][:room])
+            iq_kept.append(iq[_accepted(f, p)][:room])
     feats = np.concatenate(feats) if feats else np.zeros((0, world.n_rx, p.n_features), np.float32)
     window_gain_db = np.concatenate(window_gain_db) if window_gain_db else np.zeros((0, world.n_rx))
     mask = heard(feats[..., p.snr_index], p)
-    ok = _accepted(feats, p, ch.min_receivers)
+    ok = _accepted(feats, p)
     sel = idx[ok]
     rx_power = mean_rx[sel] + world.gain_offset_db + window_gain_db[ok]
     out = {
@@ -160,9 +160,9 @@ def simulate_block(
     return out
 
 
-def _accepted(features: np.ndarray, p: FeatureParams, min_receivers: int) -> np.ndarray:
-    """Bool [m]: transmissions whose measured SNR reaches detection at ≥ min_receivers receivers."""
-    return heard(features[..., p.snr_index], p).sum(axis=1) >= min_receivers
+def _accepted(features: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """Bool [m]: transmissions whose measured SNR reaches detection at ≥ MIN_HEARD_STORED receivers."""
+    return heard(features[..., p.snr_index], p).sum(axis=1) >= MIN_HEARD_STORED
 
 
 def _synthesise_chunk(world, rng, mean_rx_dbm, emission, carrier_hz, k_db, doppler_hz):
