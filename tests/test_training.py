@@ -127,10 +127,12 @@ def test_train_resume_export(tiny_store, ws, capsys):
         "model_power_only",
         "weighted_centroid",
         "classical_ml",
+        "radio_map",
+        "hybrid",
         "oracle",
         "crlb",
     }
-    for name in ["model", "classical_ml", "oracle"]:
+    for name in ["model", "classical_ml", "radio_map", "hybrid", "oracle"]:
         m = metrics["estimators"][name]
         for key in [
             "median_error_m",
@@ -147,6 +149,12 @@ def test_train_resume_export(tiny_store, ws, capsys):
             assert np.isfinite(m[key]), (name, key)
         assert m["inside_hull"]["n"] + m["outside_hull"]["n"] == 150
         assert sum(v["n"] for v in m["by_receivers_heard"].values()) == 150
+        assert set(m["by_receivers_heard"]) <= {"1", "2", "3", "4+"} and m["answered"] == 1.0
+    for name in ["radio_map", "hybrid", "oracle"]:  # grid posteriors: their own NLL and HPD regions
+        m = metrics["estimators"][name]
+        assert 0 < m["coverage_hpd50"] <= m["coverage_hpd95"] <= 1 and m["median_area_hpd95_km2"] > 0
+    nll = {k: v["nll"] for k, v in metrics["estimators"].items() if "nll" in v}
+    assert min(nll, key=nll.get) == "oracle", nll  # the oracle is a floor on simulated data
     for plot in ["error_cdf.png", "calibration.png", "map.png", "error_map.png"]:
         assert (ws / "eval" / plot).stat().st_size > 10_000, plot
     assert "test_model_median_error_m" in client.get_run(run_id).data.metrics

@@ -17,6 +17,7 @@ from typing import Any
 
 from heimdall.datasets.spec import MATCH_TOLERANCE_M, DatasetSpec, ImportOptions
 from heimdall.errors import HeimdallError
+from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.serve.settings import ServeSettings
@@ -169,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        help="compare a model with classical estimators, the oracle and the CRLB",
+        help="compare a model with classical estimators, the radio map, the oracle and the CRLB",
         description="Evaluate a checkpoint or ONNX model on a test split against the weighted "
-        "centroid, classical RSS maximum likelihood, the oracle and the Cramér–Rao bound.",
+        "centroid, classical RSS maximum likelihood, the radio-map posterior (fitted on the training split), "
+        "the map × model hybrid, the oracle (simulated data) and the Cramér–Rao bound; metrics overall, "
+        "inside/outside the receivers' hull and by receivers heard (1, 2, 3, 4+).",
     )
     _flag(p, "--model", help="best.ckpt or model.onnx (default: the newest run in the workspace)")
     _flag(p, "--data-dir", "--data", help="store folder (its test split) or a test .h5 (default: the run's data)")
@@ -181,11 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid-spacing-m",
         type=float,
         default=2000.0,
-        help="grid of the classical and oracle searches in metres (default 2000)",
+        help="grid of the classical search in metres (default 2000)",
+    )
+    _flag(
+        p,
+        "--map-spacing-m",
+        type=float,
+        default=DEFAULT_SPACING_M,
+        help=f"grid of the radio-map, hybrid and oracle posteriors in metres (default {DEFAULT_SPACING_M:g}; "
+        "0: leave them out)",
     )
     _flag(p, "--max-samples", type=_positive_int, help="evaluate only the first N test transmissions")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default: the run's)")
     _flag(p, "--no-mlflow", action="store_true", help="do not log to MLflow")
+    _flag(p, "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "export",

@@ -8,9 +8,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from heimdall.commands.progress import staged_progress
 from heimdall.errors import HeimdallError
-from heimdall.evaluation.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set, model_predictor
+from heimdall.evaluation.evaluate import (
+    CALIBRATION_SAMPLES,
+    ESTIMATORS,
+    VALIDATION_SAMPLES,
+    evaluate,
+    load_test_set,
+    model_predictor,
+)
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
+from heimdall.radiomap.fit import MapOptions
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.workspace import default_tracking_uri, runs_dir
 
@@ -42,11 +51,25 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise HeimdallError("no test data: give --data-dir (a store folder or test .h5)")
     out = Path(args.out) if args.out else (run_dir / "evaluation" if run_dir else Path("evaluation"))
     test = load_test_set(data, args.max_samples)
-    calibration = None
+    calibration = validation = None
     if data.is_dir() and (data / "train.h5").is_file():
         calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
+    if data.is_dir() and (data / "val.h5").is_file():
+        validation = load_test_set(data / "val.h5", VALIDATION_SAMPLES)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
-    metrics = evaluate(model_predictor(model), test, calibration, out, args.grid_spacing_m, model=str(model))
+    map_options = None if args.map_spacing_m == 0 else MapOptions(spacing_m=args.map_spacing_m)
+    with staged_progress(console, args.quiet) as (_, on_progress):
+        metrics = evaluate(
+            model_predictor(model),
+            test,
+            calibration,
+            out,
+            args.grid_spacing_m,
+            model=str(model),
+            validation=validation,
+            map_options=map_options,
+            on_progress=on_progress,
+        )
     print_table(console, metrics)
     if not args.no_mlflow and run_cfg.mlflow_run_id:
         log_to_mlflow(args.tracking_uri or run_cfg.tracking_uri, run_cfg.mlflow_run_id, metrics, out)
@@ -61,7 +84,19 @@ def print_table(console: Console, metrics: dict) -> None:
         title=f"test split: {metrics['n_test']} transmissions "
         f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)"
     )
-    for col in ["estimator", "median km", "p90 km", "in hull", "outside", "1σ", "2σ", "E d²"]:
+    for col in [
+        "estimator",
+        "answered",
+        "median km",
+        "p90 km",
+        "in hull",
+        "outside",
+        "1σ",
+        "2σ",
+        "E d²",
+        "NLL",
+        "95 % reg.",
+    ]:
         table.add_column(col, justify="right" if col != "estimator" else "left")
     for name in ESTIMATORS:
         m = metrics["estimators"].get(name)
@@ -70,6 +105,7 @@ def print_table(console: Console, metrics: dict) -> None:
         km = lambda v: f"{v / 1e3:.1f}" if v is not None else "—"  # noqa: E731
         table.add_row(
             name,
+            f"{m['answered']:.0%}",
             km(m["median_error_m"]),
             km(m["p90_error_m"]),
             km(m["inside_hull"].get("median_error_m")),
@@ -77,13 +113,29 @@ def print_table(console: Console, metrics: dict) -> None:
             f"{m['coverage_1sigma']:.1%}" if "coverage_1sigma" in m else "—",
             f"{m['coverage_2sigma']:.1%}" if "coverage_2sigma" in m else "—",
             f"{m['mean_mahalanobis_sq']:.2f}" if "mean_mahalanobis_sq" in m else "—",
+            f"{m['nll']:.2f}" if "nll" in m else "—",
+            f"{m['coverage_hpd95']:.1%}" if "coverage_hpd95" in m else "—",
         )
     console.print(table)
     console.print(
         f"median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
         f"(ideal {COVERAGE_1SIGMA_IDEAL:.1%}, {COVERAGE_2SIGMA_IDEAL:.1%}); E d² = mean squared Mahalanobis "
-        f"distance (ideal {MAHALANOBIS_SQ_IDEAL:.2f})"
+        f"distance (ideal {MAHALANOBIS_SQ_IDEAL:.2f}); NLL of the truth under the estimator's own density (nats, km; "
+        f"lower is better, the oracle is the floor); 95 % reg. = share of truths in the grid posterior's 95 % "
+        f"region; answered = share of the transmissions the reporting rule asks an answer for"
     )
+    by_heard = metrics.get("by_receivers_heard_fraction", {})
+    if by_heard:
+        rows = Table(title="median error (km) by receivers heard")
+        rows.add_column("estimator")
+        for c in by_heard:
+            rows.add_column(f"{c} ({by_heard[c]:.0%})", justify="right")
+        for name in ESTIMATORS:
+            m = metrics["estimators"].get(name)
+            if m:
+                cells = [m["by_receivers_heard"].get(c, {}).get("median_error_m") for c in by_heard]
+                rows.add_row(name, *[f"{v / 1e3:.1f}" if v is not None else "—" for v in cells])
+        console.print(rows)
 
 
 def log_to_mlflow(tracking_uri: str | None, run_id: str, metrics: dict, out: Path) -> None:

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from heimdall.commands.progress import staged_progress
 from heimdall.datasets.importer import ImportSummary, import_collections
 from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import NothingImported
@@ -31,21 +31,7 @@ def import_command(args: argparse.Namespace) -> int:
         iq_per_split=max(0, args.iq_samples),
         overwrite=args.overwrite,
     )
-    with Progress(
-        TextColumn("[bold]{task.description:>6}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=args.quiet,
-    ) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done)
-
+    with staged_progress(console, args.quiet) as (progress, on_progress):
         try:
             summary = import_collections(args.input, args.out, scenario, options, on_progress)
         except NothingImported as exc:

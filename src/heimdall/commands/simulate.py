@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from heimdall.commands.progress import staged_progress
 from heimdall.datasets.generate import DatasetSummary, generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.scenario.builtin import load_scenario
@@ -33,22 +33,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         spatial_block_m=args.spatial_block_m,
         iq_per_split=max(0, args.iq_samples),
     )
-    with Progress(
-        TextColumn("[bold]{task.description:>5}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=args.quiet,
-        transient=False,
-    ) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(split: str, done: int, total: int) -> None:
-            if split not in tasks:
-                tasks[split] = progress.add_task(split, total=total)
-            progress.update(tasks[split], completed=done)
-
+    with staged_progress(console, args.quiet) as (_, on_progress):
         summary = generate_dataset(
             scenario,
             out,

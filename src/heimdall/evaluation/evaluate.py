@@ -24,15 +24,16 @@ from heimdall.baselines import (
     log_distance_crlb,
     log_distance_model,
     rss_ml,
-    rss_posterior,
     weighted_centroid,
 )
 from heimdall.datasets.loader import StoreDataset
 from heimdall.datasets.store import split_files
 from heimdall.errors import DatasetError, HeimdallError
-from heimdall.features import FeatureParams
+from heimdall.features import HEARD_CLASSES, FeatureParams, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.onnx_guard import require_self_contained
+from heimdall.radiomap.answers import MapAnswers
+from heimdall.radiomap.fit import MapOptions
 from heimdall.scenario.domain import Scenario
 from heimdall.scenario.schema import scenario_from_text
 
@@ -42,7 +43,18 @@ if TYPE_CHECKING:
 CALIBRATION_SAMPLES = 20_000
 DEFAULT_GRID_SPACING_M = 2_000.0
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
-ESTIMATORS = ("model", "model_power_only", "weighted_centroid", "classical_ml", "oracle", "crlb")
+ESTIMATORS = (
+    "model",
+    "model_power_only",
+    "weighted_centroid",
+    "classical_ml",
+    "radio_map",
+    "hybrid",
+    "oracle",
+    "crlb",
+)
+DEFAULT_MAP_OPTIONS = MapOptions()
+VALIDATION_SAMPLES = 400  # validation transmissions the hybrid's exponents are chosen on
 
 
 @dataclass
@@ -176,106 +188,45 @@ def inside_hull(points_m: np.ndarray, rx_position_m: np.ndarray) -> np.ndarray:
 
 
 def summarise(
-    pred: np.ndarray, cov: np.ndarray | None, truth: np.ndarray, inside: np.ndarray, n_heard: np.ndarray
+    pred: np.ndarray,
+    cov: np.ndarray | None,
+    truth: np.ndarray,
+    inside: np.ndarray,
+    n_heard: np.ndarray,
+    reported: np.ndarray,
+    grid: MapAnswers | None = None,
 ) -> dict:
-    """Accuracy (and calibration when cov is given) overall, inside/outside the hull, by receivers heard."""
+    """Accuracy (and calibration when cov is given) overall, inside/outside the hull, by receivers heard.
+
+    reported: bool [n], transmissions the reporting rule asks an answer for; `answered` is the share of them
+    with a finite answer, and the other figures are over the answered ones. grid: the estimator's grid
+    posterior answers, whose own density gives `nll` and the HPD-region coverage and area.
+    """
+    answered = reported & np.isfinite(pred).all(1)
 
     def one(sel: np.ndarray) -> dict:
-        out = {"n": int(sel.sum()), **accuracy_summary(pred[sel], truth[sel])}
+        s = sel & answered
+        out = {"n": int(sel.sum()), "answered": float(s.sum() / max((sel & reported).sum(), 1))}
+        out.update(accuracy_summary(pred[s], truth[s]))
         if cov is not None:
-            out.update(calibration_summary(pred[sel], cov[sel], truth[sel]))
+            out.update(calibration_summary(pred[s], cov[s], truth[s]))
+        if grid is not None and s.any():
+            out.update(
+                nll=float(-grid.log_density_at_truth[s].mean()),
+                coverage_hpd50=float(grid.in_hpd50[s].mean()),
+                coverage_hpd95=float(grid.in_hpd95[s].mean()),
+                median_area_hpd95_km2=float(np.median(grid.hpd95_area_km2[s])),
+                multimodal_fraction=float(np.mean(grid.n_modes[s] > 1)),
+                median_error_map_m=float(np.median(np.linalg.norm(grid.map_m[s] - truth[s], axis=1))),
+            )
         return out
 
-    everything = np.ones(len(truth), bool)
-    result = one(everything)
+    result = one(np.ones(len(truth), bool))
     result["inside_hull"] = one(inside)
     result["outside_hull"] = one(~inside)
-    result["by_receivers_heard"] = {str(k): one(n_heard == k) for k in np.unique(n_heard)}
+    classes = heard_class(n_heard)
+    result["by_receivers_heard"] = {c: one(classes == c) for c in HEARD_CLASSES if (classes == c).any()}
     return result
-
-
-ORACLE_HEIGHT_BINS = 8
-
-
-def residual_sigma_db(power_dbm: np.ndarray, heard: np.ndarray, truth_m: np.ndarray, mean_model) -> float:
-    """Std of p − μ(x_true) − P0 over hearing receivers, P0 profiled per transmission."""
-    r = np.where(heard, power_dbm - mean_model(truth_m), 0.0)
-    w = heard.astype(float)
-    n_h = np.maximum(w.sum(1, keepdims=True), 1.0)
-    r = (r - r.sum(1, keepdims=True) / n_h) * w
-    return float(np.sqrt((r**2).sum() / max(heard.sum() - (w.sum(1) > 0).sum(), 1)))
-
-
-def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: float):
-    """Mean received power [P, R] (dBm minus the transmit power) of the simulator itself: the true path loss
-    for a transmitter antenna at tx_height_m, the true shadowing fields and the receivers' gain offsets."""
-    from heimdall.sim.generator import build_world
-    from heimdall.sim.propagation import median_path_loss_db
-
-    world = build_world(scenario)
-
-    def mean(points: np.ndarray) -> np.ndarray:
-        d = np.linalg.norm(points[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
-        loss = median_path_loss_db(
-            scenario.environment.path_loss, d, scenario.frequency_hz, tx_height_m, world.rx_height_m[None, :]
-        )
-        shadow = world.fields.sample(points) if world.fields is not None else 0.0
-        return -loss + shadow + gain_offset_db
-
-    return mean
-
-
-def _height_bins(scenario: Scenario, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bin index [n] of each transmitter height and the bin centres [B] (log-spaced over the scenario range)."""
-    lo, hi = scenario.transmitter.antenna_height_m
-    edges = np.geomspace(lo, max(hi, lo * 1.0001), ORACLE_HEIGHT_BINS + 1)
-    idx = np.clip(np.searchsorted(edges, heights, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
-    return idx, np.sqrt(edges[:-1] * edges[1:])
-
-
-def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean and covariance given everything the simulator knows except the position and the
-    transmit power: shadowing fields, gain offsets, path loss at the transmitter's height (in bins), the
-    transmit power range and which receivers stayed silent (censoring). Returns (mean, cov, σ used)."""
-    from heimdall.sim.noise import noise_floor_dbm
-
-    sc = test.scenario
-    ch = sc.receiver_chain
-    censor = (
-        noise_floor_dbm(np.array([r.noise_figure_db for r in sc.receivers]), ch.channel_bandwidth_hz)
-        + test.gain_offset_db
-        + ch.detection_snr_db
-    )
-    cal_bin, centres = _height_bins(sc, calibration.tx_height_m)
-    sq, count = 0.0, 0
-    for b, h in enumerate(centres):
-        sel = cal_bin == b
-        if sel.sum() > 10:
-            sigma_b = residual_sigma_db(
-                calibration.power_dbm[sel],
-                calibration.heard[sel],
-                calibration.target_m[sel],
-                oracle_model(sc, test.gain_offset_db, h),
-            )
-            n_b = int(calibration.heard[sel].sum())
-            sq, count = sq + sigma_b**2 * n_b, count + n_b
-    sigma = float(np.sqrt(sq / max(count, 1)))
-    mean = np.empty((len(test.target_m), 2))
-    cov = np.empty((len(test.target_m), 2, 2))
-    test_bin, _ = _height_bins(sc, test.tx_height_m)
-    for b, h in enumerate(centres):
-        sel = np.flatnonzero(test_bin == b)
-        if len(sel):
-            mean[sel], cov[sel] = rss_posterior(
-                test.power_dbm[sel],
-                test.heard[sel],
-                oracle_model(sc, test.gain_offset_db, h),
-                grid,
-                sigma,
-                censor_dbm=censor,
-                p0_range_dbm=sc.transmitter.power_dbm,
-            )
-    return mean, cov, sigma
 
 
 def evaluate(
@@ -286,12 +237,18 @@ def evaluate(
     grid_spacing_m: float = DEFAULT_GRID_SPACING_M,
     seed: int = 0,
     model: str | None = None,
+    validation: TestSet | None = None,
+    map_options: MapOptions | None = DEFAULT_MAP_OPTIONS,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
 
     predict: the model's predictions (model_predictor), named `model` in the provenance; None: classical only.
     calibration: labelled data (the training split) to calibrate the classical model's exponent, per-receiver
-    offsets and σ, and the oracle's residual σ; without it the test set itself is used (and flagged).
+    offsets and σ, and to fit the radio map; without it the classical model uses the test set itself (flagged)
+    and the map self-calibrates on the test recordings' measurements. validation: labelled data to choose
+    the hybrid's exponents on (no hybrid without it). map_options: the radio map's grid (None: no grid
+    estimators). The reporting rule (the scenario's min_receivers) decides which transmissions ask an answer.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -308,21 +265,24 @@ def evaluate(
     preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
     classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
-    oracle_sigma = None
-    if test.scenario is not None and test.tx_height_m is not None and cal.tx_height_m is not None:
-        fine = _grid(
-            bounds,
-            min(grid_spacing_m, _finest_correlation_m(test.scenario) / 4),
-            "the oracle's grid (a quarter of the scenario's finest shadowing correlation_m)",
-        )
-        mean, cov, oracle_sigma = oracle_estimate(test, cal, fine)
-        preds["oracle"] = (mean, cov)
+    grids: dict[str, MapAnswers] = {}
+    grid_notes: dict[str, object] = {}
+    if map_options is not None and test.scenario is not None:
+        from heimdall.evaluation.radio_map import grid_estimates
+
+        estimates = grid_estimates(test, calibration, validation, predict, map_options, on_progress)
+        grids, grid_notes = estimates.answers, estimates.notes
+        for name, answers in grids.items():
+            preds[name] = (answers.mean_m, answers.cov_m2)
+    if test.scenario is not None and test.tx_height_m is not None:
         crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
         rng = np.random.default_rng(seed)
         draws = truth + np.einsum("nij,nj->ni", np.linalg.cholesky(crlb), rng.standard_normal(truth.shape))
         preds["crlb"] = (draws, None)
     inside = inside_hull(truth, rx)
     n_heard = heard.sum(1)
+    min_receivers = test.scenario.receiver_chain.min_receivers if test.scenario else 1
+    reported = n_heard >= min_receivers
     metrics = {
         "n_test": int(len(truth)),
         "provenance": {
@@ -337,15 +297,19 @@ def evaluate(
                 "sigma_db": fit.sigma_db,
                 "grid_spacing_m": grid_spacing_m,
             },
-            "oracle": "posterior mean and covariance on a grid of 1/4 of the finest shadowing correlation, given "
-            "the true path loss (transmitter height in 8 bins), shadowing fields, gain offsets, transmit "
-            "power range and censoring of silent receivers",
-            "oracle_sigma_db": oracle_sigma,
+            **grid_notes,
+            "oracle": "the radio-map posterior with the simulator's own maps (true path loss for the transmitter "
+            "height in 8 bins, shadowing fields, gain offsets), its fading and measurement noise, and the true "
+            "transmit power range: a floor in NLL",
             "crlb": "errors of an efficient estimator: one draw from N(truth, CRLB) per transmission, "
             "log-distance model with the classical fit",
+            "reporting_rule": f"answer transmissions heard by at least {min_receivers} receivers",
         },
         "inside_hull_fraction": float(inside.mean()),
-        "estimators": {name: summarise(p, c, truth, inside, n_heard) for name, (p, c) in preds.items()},
+        "by_receivers_heard_fraction": {c: float(np.mean(heard_class(n_heard) == c)) for c in HEARD_CLASSES},
+        "estimators": {
+            name: summarise(p, c, truth, inside, n_heard, reported, grids.get(name)) for name, (p, c) in preds.items()
+        },
     }
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -367,10 +331,6 @@ def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: s
             f"{MAX_GRID_POINTS}; use a coarser spacing"
         )
     return Grid(bounds_m, spacing_m)
-
-
-def _finest_correlation_m(scenario: Scenario) -> float:
-    return min(c.correlation_m for c in scenario.environment.shadowing.components)
 
 
 def _bounds_around(truth: np.ndarray, rx: np.ndarray) -> tuple[float, float, float, float]:

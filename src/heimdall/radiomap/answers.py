@@ -27,6 +27,30 @@ class MapAnswers:
     in_hpd95: np.ndarray | None = None  # bool [n]
 
 
+class AnswerCollector:
+    """Collects the answers of n posteriors one by one (so several estimators can share one map search)."""
+
+    def __init__(self, n: int, truth_m: np.ndarray | None = None) -> None:
+        self.truth_m = truth_m
+        self.answers = MapAnswers(
+            np.empty((n, 2)), np.empty((n, 2, 2)), np.empty((n, 2)), np.empty(n), np.empty(n, np.int64)
+        )
+        if truth_m is not None:
+            self.answers.log_density_at_truth = np.empty(n)
+            self.answers.in_hpd50, self.answers.in_hpd95 = np.empty(n, bool), np.empty(n, bool)
+
+    def add(self, i: int, post: GridPosterior) -> None:
+        """Record the answer of transmission i."""
+        a = self.answers
+        a.mean_m[i], a.cov_m2[i], a.map_m[i] = post.mean_m, post.cov_m2, post.map_m
+        a.hpd95_area_km2[i] = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
+        a.n_modes[i] = len(post.modes(0.95))
+        if self.truth_m is not None:
+            t = self.truth_m[i][None]
+            a.log_density_at_truth[i] = post.log_density_at(t)[0]
+            a.in_hpd50[i], a.in_hpd95[i] = post.in_hpd(t, 0.5)[0], post.in_hpd(t, 0.95)[0]
+
+
 def localize_all(
     localize: Callable[[int], GridPosterior],
     n: int,
@@ -34,25 +58,12 @@ def localize_all(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MapAnswers:
     """Apply `localize(i)` (the posterior of transmission i) to i = 0..n-1 and collect the answers."""
-    mean, cov, best = np.empty((n, 2)), np.empty((n, 2, 2)), np.empty((n, 2))
-    area, modes = np.empty(n), np.empty(n, np.int64)
-    dens, in50, in95 = np.empty(n), np.empty(n, bool), np.empty(n, bool)
+    collector = AnswerCollector(n, truth_m)
     for i in range(n):
-        post = localize(i)
-        mean[i], cov[i], best[i] = post.mean_m, post.cov_m2, post.map_m
-        level = post.hpd_level(0.95)
-        area[i] = float((post.weights >= level).sum()) * post.grid.cell_area_km2
-        modes[i] = len(post.modes(0.95))
-        if truth_m is not None:
-            t = truth_m[i][None]
-            dens[i] = post.log_density_at(t)[0]
-            in50[i], in95[i] = post.in_hpd(t, 0.5)[0], post.in_hpd(t, 0.95)[0]
+        collector.add(i, localize(i))
         if on_progress and (i + 1) % 50 == 0:
             on_progress(i + 1, n)
-    out = MapAnswers(mean, cov, best, area, modes)
-    if truth_m is not None:
-        out.log_density_at_truth, out.in_hpd50, out.in_hpd95 = dens, in50, in95
-    return out
+    return collector.answers
 
 
 def answers_of(

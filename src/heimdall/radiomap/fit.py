@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from heimdall.features import FeatureParams
+from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
@@ -63,7 +64,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class MapOptions:
-    spacing_m: float = 500.0
+    spacing_m: float = DEFAULT_SPACING_M
     coarse_factor: int = 4
     seed: int = 0
 

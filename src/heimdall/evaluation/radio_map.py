@@ -1,0 +1,108 @@
+"""The grid-posterior estimators of an evaluation: the radio map, the map × model hybrid and the oracle.
+
+The map is fitted on the labelled calibration split (the training split), or self-calibrated on the test
+recordings' measurements when no labels are at hand (no position is read). The hybrid's exponents are
+chosen on the validation split by mean NLL. The oracle is the same posterior with the simulator's own maps
+and noise (simulated stores only): a floor in NLL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from heimdall.radiomap.answers import AnswerCollector, MapAnswers
+from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
+from heimdall.radiomap.hybrid import choose_exponents, combine
+from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.oracle import oracle_answers
+
+if TYPE_CHECKING:
+    from heimdall.evaluation.evaluate import Predict, TestSet
+
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class GridEstimates:
+    """Answers of the grid-posterior estimators on a test set, and how they were made."""
+
+    answers: dict[str, MapAnswers]
+    notes: dict[str, object]
+
+
+def measured(test: TestSet) -> Measured:
+    """The test set's measurements as the map reads them (SNR, noise power, which receivers recorded)."""
+    return Measured.from_features(test.features, test.present > 0, test.params)
+
+
+def fit_map(
+    test: TestSet, calibration: TestSet | None, options: MapOptions, on_progress: Progress | None = None
+) -> tuple[RadioMap, str]:
+    """(map, how it was fitted): on the calibration split's labels, else self-calibrated on the test recordings."""
+    if calibration is not None:
+        m = measured(calibration)
+        labelled = Labelled(m.snr_db, m.noise_dbm, m.present, calibration.target_m)
+        return fit_radio_map(test.scenario, labelled, options=options, on_progress=on_progress), (
+            f"fitted on {len(labelled)} labelled training transmissions"
+        )
+    return fit_radio_map(test.scenario, None, measured(test), options, on_progress), (
+        "no labelled split: self-calibrated on the test recordings' measurements (positions unused)"
+    )
+
+
+def grid_estimates(
+    test: TestSet,
+    calibration: TestSet | None,
+    validation: TestSet | None,
+    predict: Predict | None,
+    options: MapOptions,
+    on_progress: Progress | None = None,
+) -> GridEstimates:
+    """Answers of radio_map, hybrid (when a model and a validation split are given) and oracle (simulated)."""
+    radio_map, how = fit_map(test, calibration, options, on_progress)
+    notes: dict[str, object] = {
+        "radio_map": how,
+        "radio_map_kind": radio_map.info.get("kind"),
+        "radio_map_spacing_m": options.spacing_m,
+    }
+    exponents = None
+    if predict is not None and validation is not None:
+        val = validation
+        vm = measured(val)
+        posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(val.target_m))]
+        net_mean, net_cov = predict(val)
+        alpha, beta, nll = choose_exponents(posts, net_mean, net_cov, val.target_m)
+        exponents = (alpha, beta)
+        notes["hybrid"] = {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts)}
+    elif predict is not None:
+        notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
+    tm = measured(test)
+    n = len(test.target_m)
+    collectors = {"radio_map": AnswerCollector(n, test.target_m)}
+    if exponents is not None:
+        collectors["hybrid"] = AnswerCollector(n, test.target_m)
+        net_mean, net_cov = predict(test)
+    for i in range(n):
+        post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i])
+        collectors["radio_map"].add(i, post)
+        if exponents is not None:
+            collectors["hybrid"].add(i, combine(post, net_mean[i], net_cov[i], *exponents))
+        if on_progress and (i + 1) % 50 == 0:
+            on_progress("radio map", i + 1, n)
+    answers = {k: c.answers for k, c in collectors.items()}
+    if test.scenario is not None and test.tx_height_m is not None and test.gain_offset_db is not None:
+        answers["oracle"] = oracle_answers(
+            test.scenario,
+            test.gain_offset_db,
+            test.tx_height_m,
+            tm.snr_db,
+            tm.noise_dbm,
+            tm.present,
+            test.target_m,
+            options.spacing_m,
+            on_progress=(lambda i, k: on_progress("oracle", i, k)) if on_progress else None,
+        )
+    return GridEstimates(answers, notes)
