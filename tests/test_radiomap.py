@@ -114,6 +114,14 @@ def test_labels_improve_the_map(split, physics):
     assert nll["fitted"] < nll["physics"]
 
 
+def test_too_few_labels_warn_and_leave_the_physics(split, caplog):
+    scenario, _, train, _, _ = split
+    few = Labelled(train.snr_db[:5], train.noise_dbm[:5], train.present[:5], train.position_m[:5])
+    m = fit_radio_map(scenario, few, options=COARSE)
+    assert m.info["kind"] == "physics" and m.n_labels == 0
+    assert "5 labelled transmissions are too few" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def hata_store(nw_italy, tmp_path_factory):
     """nw-italy simulated with Okumura-Hata (suburban) path loss: physics the scenario's map does not assume."""

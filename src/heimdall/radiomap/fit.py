@@ -55,6 +55,7 @@ EM_TRANSMISSIONS = 600
 EM_ROUNDS = 4
 EM_SAMPLES = 4
 MIN_UNLABELLED = 100
+MIN_LABELLED = 30  # fewer labels fit no offsets, slopes or fields: the map is calibrated without their positions
 SPREAD_CHECK_TRANSMISSIONS = 300
 SPREAD_CHECK_COVERAGE = 0.95
 SPREAD_SEARCH_DB = (2.0, 15.0)
@@ -188,10 +189,22 @@ def fit_radio_map(
     options: MapOptions = MapOptions(),
     on_progress: Progress | None = None,
 ) -> RadioMap:
-    """The best map the data allow: labelled fit, else self-calibration on unlabelled recordings, else physics."""
+    """The best map the data allow: labelled fit, else self-calibration on unlabelled recordings, else physics.
+
+    Fewer than MIN_LABELLED labels cannot fit offsets, slopes and field hyper-parameters: a warning, and the
+    labelled recordings join the unlabelled ones (their positions unused).
+    """
     base = physics_map(scenario, options)
-    if labelled is not None and len(labelled) > 0:
+    if labelled is not None and len(labelled) >= MIN_LABELLED:
         return _fit_labelled(base, scenario, labelled, options, on_progress)
+    if labelled is not None and len(labelled):
+        log.warning(
+            "%d labelled transmissions are too few to fit the map on (at least %d): their positions are not used",
+            len(labelled),
+            MIN_LABELLED,
+        )
+        plain = Measured(labelled.snr_db, labelled.noise_dbm, labelled.present)
+        unlabelled = plain if unlabelled is None else _concat(unlabelled, plain)
     if unlabelled is not None and len(unlabelled) >= MIN_UNLABELLED:
         return self_calibrate(base, scenario, unlabelled, options, on_progress)
     if unlabelled is not None and len(unlabelled):
@@ -201,6 +214,12 @@ def fit_radio_map(
             MIN_UNLABELLED,
         )
     return base
+
+
+def _concat(a: Measured, b: Measured) -> Measured:
+    return Measured(
+        *(np.concatenate([x, y]) for x, y in ((a.snr_db, b.snr_db), (a.noise_dbm, b.noise_dbm), (a.present, b.present)))
+    )
 
 
 def self_calibrate(

@@ -1,0 +1,345 @@
+"""Radio-map accuracy against the number of labelled transmissions, on physics the map does not assume.
+
+    python bench/bench_labels.py [--work DIR] [-n 4000] [--budgets 0,100,400,1500,all] [--scaling 1500,10000,100000]
+
+The truth is the randstad-70cm network with Okumura–Hata (urban) path loss and shadowing fields of another
+seed; the recordings are simulated as SigMF and imported with the built-in randstad-70cm scenario, whose map
+assumes two-ray diffraction. For each label budget the map is fitted on that many labelled training
+transmissions (0: self-calibrated on the unlabelled training recordings) and answers every test
+transmission. Printed per budget and per number of receivers heard (1, 2, 3, 4+): median error of the
+weighted centroid, the map and the oracle (the same posterior with the simulator's true maps), the map's
+ratio to both, 1σ/2σ ellipse coverage, 95 % region coverage and median area, the share answered. Then fit
+time against the number of labels (on a simulated store of the same truth) and the time to answer.
+
+Targets: 400 labels ≤ 0.75 × centroid; 1,500 ≤ 0.6 ×; all ≤ 1.3 × oracle; 0 labels ≤ 0.9 × centroid with
+95 % regions holding the truth 90–97 %; ≥ 90 % answered; coverage within 4 points of nominal per class;
+100,000 labels fit in ≤ 10 min on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from heimdall.baselines import weighted_centroid
+from heimdall.cli import main as heimdall
+from heimdall.features import FeatureParams
+from heimdall.metrics import mahalanobis_sq
+from heimdall.radiomap.answers import MapAnswers, answers_of
+from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
+from heimdall.radiomap.oracle import oracle_answers
+from heimdall.scenario import load_scenario, scenario_from_dict
+
+MAP_SCENARIO = "randstad-70cm"
+TRUTH_SHADOWING_SEED = 11
+HEARD_CLASSES = ("1", "2", "3", "4+")
+TARGET_RATIO_WC = {400: 0.75, 1500: 0.6}
+TARGET_RATIO_WC_NO_LABELS = 0.9
+TARGET_RATIO_ORACLE_ALL = 1.3
+TARGET_HPD95 = (0.90, 0.97)
+MIN_CLASS_TRANSMISSIONS = 50  # a heard class's coverage is judged when it has at least this many
+
+
+@dataclass
+class Split:
+    """One split as the estimators read it: measurements [n, R], truth [n, 2] m, receivers heard [n]."""
+
+    measured: Measured
+    truth_m: np.ndarray
+    power_dbm: np.ndarray
+    heard: np.ndarray  # bool [n, R]
+    lat_lon: np.ndarray
+
+
+def truth_scenario_yaml(map_yaml: str) -> str:
+    """The truth: the map's scenario with Okumura–Hata urban path loss, other shadowing fields, every heard kept."""
+    d = yaml.safe_load(map_yaml)
+    truth = copy.deepcopy(d)
+    truth["name"] = f"{d['name']}-hata-truth"
+    truth["environment"]["path_loss"].update(model="okumura_hata", hata_environment="urban")
+    truth["environment"]["shadowing"]["seed"] = TRUTH_SHADOWING_SEED
+    return yaml.safe_dump(truth, sort_keys=False)
+
+
+def _quiet(*argv: str) -> None:
+    """Run one heimdall command in-process; its output only when it fails."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = heimdall(list(argv))
+    if code:
+        raise SystemExit(f"heimdall {' '.join(argv)} failed ({code}):\n{out.getvalue()}")
+
+
+def make_data(work: Path, n: int, seed: int) -> tuple[Path, Path, Path]:
+    """(truth scenario file, simulated store, imported store), made once per work folder."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        heimdall(["scenario", "show", MAP_SCENARIO])
+    truth = work / "truth.yaml"
+    truth.write_text(truth_scenario_yaml(out.getvalue()))
+    sim, sigmf, imported = work / "sim", work / "sigmf", work / "imported"
+    common = ["--scenario", str(truth), "-n", str(n), "--seed", str(seed), "--quiet", "--iq-samples", "0"]
+    if not (sim / "test.h5").exists():
+        print(f"simulating {n} transmissions of {truth.name} (store) …", flush=True)
+        _quiet("simulate", *common, "--out", str(sim))
+    if not (imported / "test.h5").exists():
+        print("simulating the same transmissions as SigMF (ci16_le) and importing them …", flush=True)
+        _quiet("simulate", *common, "--format", "sigmf", "--datatype", "ci16_le", "--out", str(sigmf))
+        _quiet(
+            "import",
+            str(sigmf),
+            "--out",
+            str(imported),
+            "--scenario",
+            MAP_SCENARIO,
+            "--quiet",
+            "--overwrite",
+            "--iq-samples",
+            "0",
+        )
+    return truth, sim, imported
+
+
+def read_split(path: Path, params: FeatureParams, rows: slice = slice(None)) -> Split:
+    with h5py.File(path, "r") as f:
+        feats, heard_by = f["features"][rows], f["mask"][rows].astype(bool)
+        present = f["present"][rows].astype(bool) if "present" in f else np.ones_like(heard_by)
+        truth, lat_lon = f["tx_position_m"][rows], f["tx_lat_lon"][rows]
+    m = Measured.from_features(feats, present, params)
+    return Split(m, truth, m.power_dbm, heard_by, lat_lon)
+
+
+def matching_rows(sim_lat_lon: np.ndarray, imported_lat_lon: np.ndarray) -> np.ndarray:
+    """int [n_imported]: the simulated row of each imported transmission (same position to 1e-6°)."""
+    order = np.lexsort(sim_lat_lon.T[::-1])
+    keys = sim_lat_lon[order]
+    idx = np.searchsorted(keys[:, 0], imported_lat_lon[:, 0] - 1e-6)
+    out = np.empty(len(imported_lat_lon), np.int64)
+    for i, (j, ll) in enumerate(zip(idx, imported_lat_lon, strict=True)):
+        near = np.where(np.abs(keys[j : j + 8] - ll).max(1) < 1e-6)[0]
+        if not len(near):
+            raise SystemExit(f"imported transmission {i} at {ll} has no simulated twin: simulate and import again")
+        out[i] = order[j + near[0]]
+    return out
+
+
+def summary(
+    name: str,
+    ans_mean: np.ndarray,
+    cov: np.ndarray | None,
+    test: Split,
+    wc_err: np.ndarray,
+    oracle_err: np.ndarray,
+    answers: MapAnswers | None = None,
+) -> dict:
+    """Median error, ratios, coverage and answered share for all test transmissions and per heard class."""
+    err = np.linalg.norm(ans_mean - test.truth_m, axis=1)
+    ok = np.isfinite(err)
+    n_heard = test.heard.sum(1)
+    rows = {}
+    for cls in ("all",) + HEARD_CLASSES:
+        sel = np.ones(len(err), bool) if cls == "all" else (n_heard >= 4 if cls == "4+" else n_heard == int(cls))
+        if not sel.any():
+            continue
+        s = sel & ok
+        row = {
+            "n": int(sel.sum()),
+            "answered": float(s.sum() / sel.sum()),
+            "median_km": float(np.median(err[s])) / 1e3 if s.any() else float("nan"),
+            "wc_ratio": float(np.median(err[s]) / np.median(wc_err[s])) if s.any() else float("nan"),
+            "oracle_ratio": float(np.median(err[s]) / np.median(oracle_err[s])) if s.any() else float("nan"),
+        }
+        if cov is not None and s.any():
+            d2 = mahalanobis_sq(ans_mean[s], cov[s], test.truth_m[s])
+            row.update(cov1=float(np.mean(d2 <= 1)), cov2=float(np.mean(d2 <= 4)))
+        if answers is not None and s.any():
+            row.update(
+                hpd95=float(answers.in_hpd95[s].mean()),
+                area95_km2=float(np.median(answers.hpd95_area_km2[s])),
+                nll=float(-answers.log_density_at_truth[s].mean()),
+            )
+        rows[cls] = row
+    return {"name": name, "rows": rows}
+
+
+def print_summary(label: str, s: dict) -> None:
+    for cls, r in s["rows"].items():
+        extra = ""
+        if "cov1" in r:
+            extra += f" 1σ {r['cov1']:.2f} 2σ {r['cov2']:.2f}"
+        if "hpd95" in r:
+            extra += f" hpd95 {r['hpd95']:.2f} area95 {r['area95_km2']:,.0f} km² nll {r['nll']:.2f}"
+        print(
+            f"  {label:>6} {s['name']:<8} heard {cls:<3} n {r['n']:5d} answered {r['answered']:.3f} "
+            f"median {r['median_km']:6.1f} km  ×WC {r['wc_ratio']:.2f}  ×oracle {r['oracle_ratio']:.2f}{extra}"
+        )
+
+
+def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, seed: int) -> None:
+    """Fit time against labels on a simulated store of the truth (features only), and the time to answer."""
+    store = work / f"scaling-{max(sizes)}"
+    n_total = int(np.ceil(max(sizes) / 0.8)) + 1
+    if not (store / "train.h5").exists():
+        print(f"simulating {n_total} transmissions for the fit-time scaling …", flush=True)
+        _quiet(
+            "simulate",
+            "--scenario",
+            str(truth),
+            "-n",
+            str(n_total),
+            "--seed",
+            str(seed + 1),
+            "--quiet",
+            "--iq-samples",
+            "0",
+            "--splits",
+            "0.8,0.1,0.1",
+            "--out",
+            str(store),
+        )
+    scenario = load_scenario(MAP_SCENARIO)
+    params = FeatureParams.from_scenario(scenario)
+    test = read_split(store / "test.h5", params, slice(0, 200))
+    print("fit time against labels (2 cores):")
+    for n in sizes:
+        with h5py.File(store / "train.h5", "r") as f:
+            feats, present, pos = f["features"][:n], f["mask"][:n].astype(bool), f["tx_position_m"][:n]
+        t0 = time.perf_counter()
+        m = fit_radio_map(scenario, Labelled.from_features(feats, present, params, pos), options=MapOptions(spacing_m))
+        fit_s = time.perf_counter() - t0
+        m.localize(test.measured.snr_db[0], test.measured.noise_dbm[0], test.measured.present[0])
+        t0 = time.perf_counter()
+        for i in range(len(test.truth_m)):
+            m.localize(test.measured.snr_db[i], test.measured.noise_dbm[i], test.measured.present[i])
+        answer_ms = (time.perf_counter() - t0) / len(test.truth_m) * 1e3
+        print(
+            f"  labels {len(pos):7d}: fit {fit_s:7.1f} s  ({fit_s / len(pos) * 1e3:.2f} ms per label)  "
+            f"answer {answer_ms:.1f} ms per transmission",
+            flush=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("workspace/bench-labels"), help="data folder (reused)")
+    ap.add_argument("-n", type=int, default=4000, help="transmissions simulated and imported (all splits)")
+    ap.add_argument("--budgets", default="0,100,400,1500,all", help="label budgets ('all': every training label)")
+    ap.add_argument("--scaling", default="1500,10000,100000", help="label counts for the fit-time scaling ('' skips)")
+    ap.add_argument("--spacing-m", type=float, default=500.0, help="map grid spacing")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    truth_file, sim, imported = make_data(args.work, args.n, args.seed)
+    truth = scenario_from_dict(yaml.safe_load(truth_file.read_text()))
+    scenario = load_scenario(MAP_SCENARIO)
+    params = FeatureParams.from_scenario(scenario)
+    train, test = read_split(imported / "train.h5", params), read_split(imported / "test.h5", params)
+    with h5py.File(sim / "test.h5", "r") as f:
+        sim_ll, tx_height_m = f["tx_lat_lon"][:], f["oracle/tx_height_m"][:]
+        gain_offset_db = f["oracle/gain_offset_db"][:]
+    twin = matching_rows(sim_ll, test.lat_lon)
+    n_heard = test.heard.sum(1)
+    print(
+        f"{MAP_SCENARIO}: {len(train.truth_m)} training, {len(test.truth_m)} test transmissions imported; "
+        f"test heard by 1/2/3/4+: "
+        + " / ".join(str(int(np.sum(n_heard == k))) for k in (1, 2, 3))
+        + f" / {int(np.sum(n_heard >= 4))}"
+    )
+
+    wc = weighted_centroid(test.power_dbm, test.heard, scenario.receiver_positions_m())
+    wc_err = np.linalg.norm(wc - test.truth_m, axis=1)
+    t0 = time.perf_counter()
+    oracle = oracle_answers(
+        truth,
+        gain_offset_db,
+        tx_height_m[twin],
+        test.measured.snr_db,
+        test.measured.noise_dbm,
+        test.measured.present,
+        test.truth_m,
+        args.spacing_m,
+    )
+    print(f"oracle: {time.perf_counter() - t0:.0f} s")
+    oracle_err = np.linalg.norm(oracle.mean_m - test.truth_m, axis=1)
+    print_summary("", summary("centroid", wc, None, test, wc_err, oracle_err))
+    print_summary("", summary("oracle", oracle.mean_m, oracle.cov_m2, test, wc_err, oracle_err, oracle))
+
+    n_train = len(train.truth_m)
+    verdicts = []
+    for b in args.budgets.split(","):
+        k = n_train if b == "all" else min(int(b), n_train)
+        t0 = time.perf_counter()
+        if k:
+            rows = slice(0, k)
+            lab = Labelled(
+                train.measured.snr_db[rows],
+                train.measured.noise_dbm[rows],
+                train.measured.present[rows],
+                train.truth_m[rows],
+            )
+            m = fit_radio_map(scenario, lab, options=MapOptions(args.spacing_m, seed=args.seed))
+        else:
+            m = fit_radio_map(scenario, None, train.measured, MapOptions(args.spacing_m, seed=args.seed))
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ans = answers_of(m, test.measured.snr_db, test.measured.noise_dbm, test.measured.present, test.truth_m)
+        answer_ms = (time.perf_counter() - t0) / len(test.truth_m) * 1e3
+        s = summary("map", ans.mean_m, ans.cov_m2, test, wc_err, oracle_err, ans)
+        print(
+            f"labels {k} ({m.info['kind']}, shape {m.info.get('shape')}): fit {fit_s:.0f} s, "
+            f"{answer_ms:.0f} ms per answer (all classes, posterior search included)"
+        )
+        print_summary(str(k), s)
+        r = s["rows"]["all"]
+        if b == "all":
+            verdicts.append(
+                (
+                    f"all ({k}) labels ≤ {TARGET_RATIO_ORACLE_ALL} × oracle",
+                    r["oracle_ratio"],
+                    r["oracle_ratio"] <= TARGET_RATIO_ORACLE_ALL,
+                )
+            )
+        elif k == 0:
+            verdicts.append(
+                (
+                    f"0 labels ≤ {TARGET_RATIO_WC_NO_LABELS} × centroid",
+                    r["wc_ratio"],
+                    r["wc_ratio"] <= TARGET_RATIO_WC_NO_LABELS,
+                )
+            )
+            verdicts.append(
+                ("0 labels: 95 % regions hold 90–97 %", r["hpd95"], TARGET_HPD95[0] <= r["hpd95"] <= TARGET_HPD95[1])
+            )
+        elif k in TARGET_RATIO_WC:
+            verdicts.append(
+                (f"{k} labels ≤ {TARGET_RATIO_WC[k]} × centroid", r["wc_ratio"], r["wc_ratio"] <= TARGET_RATIO_WC[k])
+            )
+        verdicts.append((f"{k} labels: answered ≥ 0.90", r["answered"], r["answered"] >= 0.9))
+        classes = [c for c in s["rows"].values() if c["n"] >= MIN_CLASS_TRANSMISSIONS]
+        worst = max(abs(c["hpd95"] - 0.95) for c in classes)
+        verdicts.append(
+            (
+                f"{k} labels: 95 % coverage within 4 points in every heard class (n ≥ {MIN_CLASS_TRANSMISSIONS})",
+                worst,
+                worst <= 0.04,
+            )
+        )
+    print("targets:")
+    for name, value, ok in verdicts:
+        print(f"  {'met    ' if ok else 'NOT MET'} {name}: {value:.3f}")
+    if args.scaling:
+        fit_scaling(truth_file, args.work, [int(x) for x in args.scaling.split(",")], args.spacing_m, args.seed)
+
+
+if __name__ == "__main__":
+    main()
