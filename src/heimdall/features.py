@@ -36,6 +36,7 @@ class FeatureParams:
 
     @classmethod
     def from_scenario(cls, scenario: Any) -> FeatureParams:
+        """The feature parameters of a scenario's receiver chain and feature settings."""
         ch, ft = scenario.receiver_chain, scenario.features
         return cls(
             sample_rate_hz=ch.sample_rate_hz,
@@ -73,6 +74,7 @@ class FeatureParams:
         return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + list(SCALAR_FEATURES)
 
     def to_json(self) -> str:
+        """JSON text of the parameters (keys sorted)."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +19,7 @@ SHOWN_SKIPPED = 20
 
 
 def import_command(args: argparse.Namespace) -> int:
+    """`heimdall import`: SigMF collections → a training store; exit code."""
     console = Console()
     scenario = load_scenario(args.scenario)
     options = ImportOptions(
@@ -38,7 +39,7 @@ def import_command(args: argparse.Namespace) -> int:
         console=console,
         disable=args.quiet,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -56,6 +57,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 def print_summary(console: Console, s: ImportSummary) -> None:
+    """Print what an import made and what it skipped."""
     table = Table(title=Text(f"{s.n_collections} collections → {s.out_dir} in {s.seconds:.1f} s"))
     table.add_column("split")
     table.add_column("transmissions", justify="right")

@@ -197,7 +197,9 @@ def summarise(
 ORACLE_HEIGHT_BINS = 8
 
 
-def residual_sigma_db(power_dbm: np.ndarray, heard: np.ndarray, truth_m: np.ndarray, mean_model) -> float:
+def residual_sigma_db(
+    power_dbm: np.ndarray, heard: np.ndarray, truth_m: np.ndarray, mean_model: Callable[[np.ndarray], np.ndarray]
+) -> float:
     """Std of p − μ(x_true) − P0 over hearing receivers, P0 profiled per transmission."""
     r = np.where(heard, power_dbm - mean_model(truth_m), 0.0)
     w = heard.astype(float)
@@ -206,7 +208,9 @@ def residual_sigma_db(power_dbm: np.ndarray, heard: np.ndarray, truth_m: np.ndar
     return float(np.sqrt((r**2).sum() / max(heard.sum() - (w.sum(1) > 0).sum(), 1)))
 
 
-def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: float):
+def oracle_model(
+    scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: float
+) -> Callable[[np.ndarray], np.ndarray]:
     """Mean received power [P, R] (dBm minus the transmit power) of the simulator itself: the true path loss
     for a transmitter antenna at tx_height_m, the true shadowing fields and the receivers' gain offsets."""
     from heimdall.sim.generator import build_world
@@ -217,7 +221,11 @@ def oracle_model(scenario: Scenario, gain_offset_db: np.ndarray, tx_height_m: fl
     def mean(points: np.ndarray) -> np.ndarray:
         d = np.linalg.norm(points[:, None, :] - world.rx_position_m[None, :, :], axis=-1)
         loss = median_path_loss_db(
-            scenario.environment.path_loss, d, scenario.frequency_hz, tx_height_m, world.rx_height_m[None, :]
+            scenario.environment.path_loss,
+            d,
+            scenario.frequency_hz,
+            np.asarray(tx_height_m),
+            world.rx_height_m[None, :],
         )
         shadow = world.fields.sample(points) if world.fields is not None else 0.0
         return -loss + shadow + gain_offset_db
@@ -240,6 +248,8 @@ def oracle_estimate(test: TestSet, calibration: TestSet, grid: Grid) -> tuple[np
     from heimdall.sim.noise import noise_floor_dbm
 
     sc = test.scenario
+    if sc is None or test.gain_offset_db is None or test.tx_height_m is None or calibration.tx_height_m is None:
+        raise DatasetError(f"{test.source}: the oracle needs a simulated store (scenario, gain offsets, heights)")
     ch = sc.receiver_chain
     censor = (
         noise_floor_dbm(np.array([r.noise_figure_db for r in sc.receivers]), ch.channel_bandwidth_hz)

@@ -15,6 +15,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from heimdall.release.export import metadata_of
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location
+
+if TYPE_CHECKING:  # mlflow is imported where the registry is used
+    from mlflow.tracking import MlflowClient
 
 COVERAGE_TOLERANCE = 0.05
 ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
@@ -88,7 +92,7 @@ def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERAN
     )
 
 
-def registry_client(uri: str):
+def registry_client(uri: str) -> MlflowClient:
     """An MlflowClient on `uri` for tracking and registry alike."""
     from mlflow.tracking import MlflowClient
 
@@ -201,7 +205,7 @@ def register(
     )
 
 
-def _has_run(client, run_id: str) -> bool:
+def _has_run(client: MlflowClient, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
