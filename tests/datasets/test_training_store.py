@@ -15,7 +15,7 @@ from heimdall.datasets.importer import import_collections
 from heimdall.datasets.spec import ImportOptions
 from heimdall.datasets.store import StoreWriter, inspect_store
 
-VALID_SIGMF = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
+VALID_SIGMF = Path(__file__).parents[1] / "data" / "broken_sigmf" / "valid"
 
 
 def _recreate(name, **kwargs):
