@@ -235,5 +235,5 @@ def test_training_says_which_files_exceed_the_loader_budget(tiny_store, tmp_path
         == 0
     )
     out = capsys.readouterr().out
-    assert "train: 1 of 1 store files do not fit --loader_memory_mb 0.5 and are read from disk" in out
+    assert "train: 1 of 1 store files do not fit --loader-memory-mb 0.5 and are read from disk" in out
     assert "val:" not in out  # 150 samples fit what is left

@@ -206,7 +206,7 @@ def test_resuming_a_finished_run_folder_is_refused(tiny_store, ws, capsys):
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1", "--no_export")) == 0
     assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1")) == 2
-    assert "already holds a run; use --resume_training" in capsys.readouterr().err
+    assert "already holds a run; use --resume-training" in capsys.readouterr().err
 
 
 def test_export_only_rejects_bad_checkpoints(ws, capsys):
@@ -221,7 +221,7 @@ def test_export_only_rejects_bad_checkpoints(ws, capsys):
     assert main(["train", "--export_only", "--checkpoint", str(garbage)]) == 2
     assert "cannot read as a PyTorch checkpoint" in capsys.readouterr().err
     assert main(["train", "--export_only"]) == 2
-    assert "--export_only needs --checkpoint" in capsys.readouterr().err
+    assert "--export-only needs --checkpoint" in capsys.readouterr().err
 
 
 def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):

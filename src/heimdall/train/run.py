@@ -102,7 +102,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         if ds.files_on_disk:
             console.print(
                 f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
-                f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
+                f"--loader-memory-mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
                 "(slower); raise it if the memory allows",
                 markup=False,
                 highlight=False,
@@ -127,7 +127,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
         if (ckpt_dir / "last.ckpt").exists():
-            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume_training to continue it")
+            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume-training to continue it")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         mean, std, scale = dm.normalisation()
         task = LocalizationTask(
