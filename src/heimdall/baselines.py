@@ -63,6 +63,7 @@ class Grid:
     spacing_m: float
 
     def points(self) -> np.ndarray:
+        """Grid points float64 [P, 2] (east, north) m, row by row over the bounds."""
         e0, n0, e1, n1 = self.bounds_m
         e = np.arange(e0, e1 + self.spacing_m / 2, self.spacing_m)
         n = np.arange(n0, n1 + self.spacing_m / 2, self.spacing_m)

@@ -41,7 +41,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
         parts = ()
     if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
         raise argparse.ArgumentTypeError(f"expected three non-negative fractions train,val,test, got {text!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _sha256(text: str) -> str:
@@ -527,6 +527,8 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]) in-process; returns the exit code (errors printed, no
+    traceback)."""
     args = build_parser().parse_args(argv)
     module, function = COMMANDS[args.command]
     try:
@@ -540,4 +542,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
+    """Console entry point: exit with main()'s code."""
     sys.exit(main())

@@ -24,7 +24,7 @@ def principal_axes(cov_m2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.sqrt(np.maximum(vals, 0.0)), vecs, bearing
 
 
-def axes(probability: float, sd_m: np.ndarray, bearing_deg: float) -> dict[str, float]:
+def axes(probability: float, sd_m: np.ndarray, bearing_deg: float | np.ndarray) -> dict[str, float]:
     """The ellipse holding `probability` given principal_axes' sd_m [2] (minor, major) and bearing: semi-major and
     semi-minor axes (m) and the major axis's bearing (degrees from north)."""
     k = float(np.sqrt(radius_sq(probability)))

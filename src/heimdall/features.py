@@ -36,6 +36,7 @@ class FeatureParams:
 
     @classmethod
     def from_scenario(cls, scenario: Any) -> FeatureParams:
+        """The feature parameters of a scenario's receiver chain and feature settings."""
         ch, ft = scenario.receiver_chain, scenario.features
         return cls(
             sample_rate_hz=ch.sample_rate_hz,
@@ -73,6 +74,7 @@ class FeatureParams:
         return [f"psd_{i}_dbm_hz" for i in range(self.psd_bins)] + list(SCALAR_FEATURES)
 
     def to_json(self) -> str:
+        """JSON text of the parameters (keys sorted)."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
@@ -210,7 +212,7 @@ MIN_HEARD_STORED = 1  # stores keep every transmission at least one receiver hea
 HEARD_CLASSES = ("1", "2", "3", "4+")  # how metrics group transmissions by the receivers that heard them
 
 
-def heard_class(n_heard: np.ndarray) -> np.ndarray:
+def heard_class(n_heard: np.ndarray | int) -> np.ndarray:
     """The HEARD_CLASSES label (str [n]) of each count of hearing receivers ("0" for none)."""
     n = np.asarray(n_heard)
     return np.where(n >= 4, "4+", n.astype(str))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pyproj import Transformer
 
 
@@ -33,19 +34,19 @@ class LocalFrame:
         """PROJ definition of the frame (stored with datasets and models)."""
         return f"+proj=aeqd +lat_0={self.origin_lat:.9f} +lon_0={self.origin_lon:.9f} +datum=WGS84 +units=m +no_defs"
 
-    def to_local(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    def to_local(self, lat: ArrayLike, lon: ArrayLike) -> np.ndarray:
         """Degrees → metres. lat, lon: float [...] → float64 [..., 2] (east_m, north_m)."""
         east, north = self._forward.transform(np.asarray(lon, float), np.asarray(lat, float))
         return np.stack([np.asarray(east), np.asarray(north)], axis=-1)
 
-    def to_geodetic(self, east_north_m: np.ndarray) -> np.ndarray:
+    def to_geodetic(self, east_north_m: ArrayLike) -> np.ndarray:
         """Metres → degrees. east_north_m: float [..., 2] → float64 [..., 2] (lat, lon)."""
         en = np.asarray(east_north_m, float)
         lon, lat = self._inverse.transform(en[..., 0], en[..., 1])
         return np.stack([np.asarray(lat), np.asarray(lon)], axis=-1)
 
     @classmethod
-    def centred_on(cls, lat: np.ndarray, lon: np.ndarray) -> LocalFrame:
+    def centred_on(cls, lat: ArrayLike, lon: ArrayLike) -> LocalFrame:
         """Frame whose origin is the centroid of the given points (mean of unit vectors on the sphere)."""
         la, lo = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
         v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)]).mean(axis=1)

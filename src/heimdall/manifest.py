@@ -48,6 +48,7 @@ def new_manifest(
 
 
 def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    """The manifest's bytes as stored and signed (indented JSON)."""
     return json.dumps(manifest, indent=2).encode()
 
 

@@ -10,8 +10,12 @@ tensor attributes of nodes, local functions and training graphs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from heimdall.errors import ModelLoadError
+
+if TYPE_CHECKING:  # onnx is imported where a model is checked
+    import onnx
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # far above any Heimdall model; below protobuf's 2 GiB ceiling
 
@@ -43,7 +47,7 @@ def require_self_contained(data: bytes, where: str) -> None:
             )
 
 
-def _tensors(model) -> Iterator[tuple[str, object]]:
+def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, Any]]:
     """(where in the model, TensorProto) for every tensor of the model, depth first."""
     graphs = [("graph", model.graph)]
     graphs += [
@@ -51,7 +55,7 @@ def _tensors(model) -> Iterator[tuple[str, object]]:
         for i, t in enumerate(model.training_info)
         for part in ("initialization", "algorithm")
     ]
-    stack: list[tuple[str, object, str]] = [(path, g, "graph") for path, g in graphs]
+    stack: list[tuple[str, Any, str]] = [(path, g, "graph") for path, g in graphs]
     stack += [(f"function {f.name!r:.60}", f, "function") for f in model.functions]
     while stack:
         path, owner, kind = stack.pop()

@@ -86,7 +86,7 @@ def _load_key(path: str | Path, role: str) -> tuple[str, str, Any]:
         raise SigningKeyError(f"{path}: not a PEM {kind} ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey if signing else Ed25519PublicKey):
         raise SigningKeyError(f"{path}: a {type(key).__name__.removeprefix('_')}; expected an ed25519 key")
-    public = key.public_key() if signing else key
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return ED25519, _key_id(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)), key
 
 

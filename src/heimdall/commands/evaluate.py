@@ -15,9 +15,9 @@ from heimdall.evaluation.evaluate import (
     ESTIMATORS,
     VALIDATION_SAMPLES,
     evaluate,
-    load_test_set,
     model_predictor,
 )
+from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
 from heimdall.radiomap.fit import MapOptions
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml

@@ -20,6 +20,7 @@ SHOWN_SKIPPED = 20
 
 
 def import_command(args: argparse.Namespace) -> int:
+    """`heimdall import`: SigMF collections → a training store; exit code."""
     console = Console()
     scenario = load_scenario(args.scenario)
     options = ImportOptions(
@@ -43,6 +44,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 def print_summary(console: Console, s: ImportSummary) -> None:
+    """Print what an import made and what it skipped."""
     table = Table(title=Text(f"{s.n_collections} collections → {s.out_dir} in {s.seconds:.1f} s"))
     table.add_column("split")
     table.add_column("transmissions", justify="right")

@@ -29,6 +29,7 @@ def _shown(key: str, value: str) -> str:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
+    """`heimdall inspect`: print a model's metadata (model card); exit code."""
     meta = read_metadata(args.model)
     table = Table("key", "value", title=Text(str(args.model)))
     for key, value in meta.items():

@@ -27,6 +27,7 @@ RECEIVER_TOLERANCE_M = 1.0
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    """`heimdall predict`: localize SigMF collections with a model; exit code."""
     console = Console()
     model = model_source(args).load()
     data = Path(args.data)

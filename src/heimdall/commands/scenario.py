@@ -11,6 +11,7 @@ from heimdall.scenario.builtin import builtin_names, load_scenario
 
 
 def scenario_command(args: argparse.Namespace) -> int:
+    """`heimdall scenario`: list, show or check scenarios; exit code."""
     console = Console()
     if args.action == "list":
         table = Table("name", "receivers", "frequency", "description")

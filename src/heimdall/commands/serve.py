@@ -13,6 +13,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """`heimdall serve`: serve a model over HTTP until interrupted; exit code."""
     import uvicorn
 
     from heimdall.commands.options import model_source

@@ -12,10 +12,12 @@ from heimdall.commands.progress import staged_progress
 from heimdall.datasets.generate import DatasetSummary, generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.scenario.builtin import load_scenario
+from heimdall.scenario.domain import Scenario
 from heimdall.workspace import default_data_dir, default_sigmf_dir
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    """`heimdall simulate`: a scenario → a training store or SigMF collections; exit code."""
     console = Console(stderr=False)
     scenario = load_scenario(args.scenario)
     if args.shadowing and args.shadowing != scenario.environment.shadowing.mode:
@@ -47,7 +49,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(console: Console, scenario, summary: DatasetSummary) -> None:
+def print_summary(console: Console, scenario: Scenario, summary: DatasetSummary) -> None:
+    """Print the transmissions of each split a simulation wrote."""
     table = Table(
         title=f"{scenario.name}: {summary.n_samples} transmissions in {summary.seconds:.1f} s "
         f"({summary.n_samples / max(summary.seconds, 1e-9):.0f}/s)"

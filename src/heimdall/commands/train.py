@@ -100,7 +100,7 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
 
 def _export_only(console: Console, cfg: TrainConfig, checkpoint: str | None) -> int:
     if not checkpoint:
-        raise ConfigError("--export_only needs --checkpoint PATH")
+        raise ConfigError("--export-only needs --checkpoint PATH")
     ckpt = Path(checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
     report(

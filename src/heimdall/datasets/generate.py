@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -27,11 +28,18 @@ from heimdall.scenario.domain import Scenario
 from heimdall.sim.generator import World, build_world, simulate_block
 from heimdall.sim.signals import EMISSION_CODES
 
+if TYPE_CHECKING:
+    from multiprocessing.pool import Pool
+
+    from heimdall.datasets.sigmf_writer import SigMFSplitWriter
+
 BLOCK_CANDIDATES = 512
 
 
 @dataclass
 class SplitSummary:
+    """What one split of a generated dataset holds and where."""
+
     split: str
     path: Path
     n_samples: int
@@ -43,12 +51,15 @@ class SplitSummary:
 
 @dataclass
 class DatasetSummary:
+    """What a generation wrote: the folder, its splits and the time it took (s)."""
+
     out_dir: Path
     splits: list[SplitSummary] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def n_samples(self) -> int:
+        """Transmissions over all splits."""
         return sum(s.n_samples for s in self.splits)
 
 
@@ -73,6 +84,7 @@ def _run_block(spec: DatasetSpec, split_index: int, block: int, max_iq: int) -> 
     i, n = spec.shard
     seq = np.random.SeedSequence(entropy=spec.seed, spawn_key=(split_index, i, n, block))
     rng = np.random.Generator(np.random.PCG64(seq))
+    assert _WORLD is not None, "the pool's initializer builds the world"
     return simulate_block(_WORLD, rng, BLOCK_CANDIDATES, max_iq, _keep_for(spec, split_index))
 
 
@@ -153,7 +165,9 @@ def generate_dataset(
     return summary
 
 
-def _writer(scenario, world, spec, out, split, output, sigmf_datatype):
+def _writer(
+    scenario: Scenario, world: World, spec: DatasetSpec, out: Path, split: str, output: str, sigmf_datatype: str
+) -> StoreWriter | SigMFSplitWriter:
     """Where a split goes: a store file, or a folder of SigMF collections."""
     if output == "sigmf":
         from heimdall.datasets.sigmf_writer import SigMFSplitWriter
@@ -171,7 +185,17 @@ def _writer(scenario, world, spec, out, split, output, sigmf_datatype):
 
 
 def _generate_split(
-    scenario, world, spec, writer, split_index, split, count, pool, workers, on_progress, iq_per_split: int
+    scenario: Scenario,
+    world: World,
+    spec: DatasetSpec,
+    writer: StoreWriter | SigMFSplitWriter,
+    split_index: int,
+    split: str,
+    count: int,
+    pool: Pool | None,
+    workers: int,
+    on_progress: Callable[[str, int, int], None] | None,
+    iq_per_split: int,
 ) -> SplitSummary:
     """Fill one writer (store file or SigMF folder) with `count` transmissions, the first iq_per_split with IQ."""
     try:

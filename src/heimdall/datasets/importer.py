@@ -53,6 +53,8 @@ class Skipped:
 
 @dataclass
 class ImportSummary:
+    """What an import wrote (transmissions per split) and what it skipped, and why."""
+
     out_dir: Path
     n_collections: int = 0
     splits: dict[str, int] = field(default_factory=dict)
@@ -66,6 +68,7 @@ class ImportSummary:
     report: Path | None = None
 
     def to_json(self) -> str:
+        """The summary as JSON text (the import report)."""
         d = dataclasses.asdict(self)
         d["out_dir"], d["report"] = str(self.out_dir), str(self.report) if self.report else None
         return json.dumps(d, indent=2)

@@ -12,6 +12,7 @@ its own copy: at most the budget, or MIN_CHUNK_CACHE_BYTES per file read from di
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +142,7 @@ class StoreDataset(torch.utils.data.Dataset):
         rows = self.indices[np.asarray(items, np.int64)]
         unique, inverse = np.unique(rows, return_inverse=True)  # sorted, no repeats: what HDF5 reads need
         file_of = np.searchsorted(self.offsets, unique, side="right") - 1
-        parts = {"features": [], "heard": [], "present": [], "target_m": []}
+        parts: dict[str, list[np.ndarray]] = {"features": [], "heard": [], "present": [], "target_m": []}
         for k in np.unique(file_of):
             local = unique[file_of == k] - self.offsets[k]
             f = self._arrays(int(k))
@@ -164,7 +165,7 @@ class StoreDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
-    def _rows_by_file(self, limit: int | None = None):
+    def _rows_by_file(self, limit: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(file index, local rows) of this subset, in order."""
         rows = self.indices if limit is None else self.indices[:limit]
         for k in range(len(self.infos)):

@@ -111,11 +111,12 @@ class Recording:
             with open(self.data_path, "rb") as f:
                 head = f.read(n * sample_bytes(self.datatype))
                 digest = hashlib.sha512(head) if self.data_sha512 is not None else None
-                for block in iter(lambda: f.read(1 << 20), b"") if digest else ():  # the whole file, one pass
-                    digest.update(block)
+                if digest is not None:  # the whole file, one pass
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
         except OSError as exc:
             raise RecordingError(self.data_path, "data", f"cannot read ({exc.strerror})") from None
-        if digest is not None and digest.hexdigest() != self.data_sha512.lower():
+        if digest is not None and self.data_sha512 is not None and digest.hexdigest() != self.data_sha512.lower():
             raise RecordingError(
                 self.meta_path,
                 "global.core:sha512",
@@ -141,6 +142,7 @@ class Collection:
 
     @property
     def name(self) -> str:
+        """The collection's name: its file name without the suffix."""
         return self.path.name[: -len(COLLECTION_SUFFIX)]
 
 
@@ -231,7 +233,7 @@ def _parse_json(path: Path, data: bytes) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _meta_validator():
+def _meta_validator() -> Any:
     import jsonschema
     from sigmf import schema
 
@@ -479,6 +481,7 @@ def encode(iq: np.ndarray, datatype: str) -> bytes:
 
 
 def point(lat: float, lon: float, alt_m: float | None = None) -> dict:
+    """A GeoJSON point (SigMF core:geolocation) at lat/lon degrees and optional altitude (m)."""
     return {"type": "Point", "coordinates": [float(lon), float(lat)] + ([float(alt_m)] if alt_m is not None else [])}
 
 

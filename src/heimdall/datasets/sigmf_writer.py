@@ -35,10 +35,12 @@ class SigMFSplitWriter:
 
     @property
     def n_samples(self) -> int:
+        """Transmissions written so far."""
         return self._n
 
     @property
     def n_iq(self) -> int:
+        """Transmissions with IQ written so far (all of them: SigMF holds IQ)."""
         return self._n
 
     def append(self, block: dict[str, np.ndarray]) -> None:
@@ -79,10 +81,12 @@ class SigMFSplitWriter:
             self._n += 1
 
     def commit(self) -> Path:
+        """Move the finished folder into place (replacing an older one); returns its path."""
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
         return self.path
 
     def abort(self) -> None:
+        """Remove the unfinished folder."""
         shutil.rmtree(self.partial, ignore_errors=True)

@@ -87,6 +87,7 @@ def receiver_table(scenario: Scenario) -> dict[str, np.ndarray]:
 
 
 def split_filename(split: str, shard: tuple[int, int] | None) -> str:
+    """File name of a split, or of shard (i, N) of it (`train-0-of-4.h5`)."""
     if shard is None or shard == (0, 1):
         return f"{split}.h5"
     i, n = shard
@@ -156,10 +157,12 @@ class StoreWriter:
 
     @property
     def n_samples(self) -> int:
+        """Transmissions written so far."""
         return self._n
 
     @property
     def n_iq(self) -> int:
+        """Transmissions with raw IQ kept so far."""
         return self._n_iq
 
     def commit(self) -> Path:
@@ -193,6 +196,7 @@ class StoreInfo:
 
     @property
     def feature_params_json(self) -> str:
+        """The store's feature parameters as JSON text."""
         return self.attrs["feature_params"]
 
 

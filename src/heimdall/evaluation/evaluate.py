@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,16 +26,13 @@ from heimdall.baselines import (
     rss_ml,
     weighted_centroid,
 )
-from heimdall.datasets.loader import StoreDataset
-from heimdall.datasets.store import split_files
-from heimdall.errors import DatasetError, HeimdallError
-from heimdall.features import HEARD_CLASSES, FeatureParams, heard_class
+from heimdall.errors import HeimdallError
+from heimdall.evaluation.test_set import Predict, TestSet
+from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.onnx_guard import require_self_contained
 from heimdall.radiomap.answers import MapAnswers
 from heimdall.radiomap.fit import MapOptions
-from heimdall.scenario.domain import Scenario
-from heimdall.scenario.schema import scenario_from_text
 
 if TYPE_CHECKING:
     from heimdall.train.task import LocalizationTask
@@ -55,66 +52,6 @@ ESTIMATORS = (
 )
 DEFAULT_MAP_OPTIONS = MapOptions()
 VALIDATION_SAMPLES = 400  # validation transmissions the hybrid's exponents are chosen on
-
-
-@dataclass
-class TestSet:
-    """The transmissions every estimator is evaluated on (arrays over n samples, R receivers)."""
-
-    features: np.ndarray  # float32 [n, R, F]
-    heard: np.ndarray  # bool [n, R]
-    present: np.ndarray  # float32 [n, R], 1 where the receiver's recording is part of the transmission
-    target_m: np.ndarray  # float64 [n, 2]
-    rx_position_m: np.ndarray  # float64 [R, 2]
-    params: FeatureParams
-    scenario: Scenario | None
-    gain_offset_db: np.ndarray | None  # oracle, simulated stores only
-    tx_height_m: np.ndarray | None  # oracle, simulated stores only
-    source: str
-
-    @property
-    def power_dbm(self) -> np.ndarray:
-        """float64 [n, R] measured in-band power, dBm."""
-        return self.features[..., self.params.power_index].astype(np.float64)
-
-
-Predict = Callable[[TestSet], tuple[np.ndarray, np.ndarray]]  # a model: test set → mean [n, 2] m, cov [n, 2, 2] m²
-
-
-def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
-    """A test split: a store folder (its test split) or one store file."""
-    p = Path(path)
-    files = split_files(p, "test") if p.is_dir() else [p]
-    if not files:
-        raise DatasetError(f"{p}: no test.h5 (or test shards) in the folder")
-    ds = StoreDataset(files)
-    if max_samples:
-        ds = StoreDataset(files, np.arange(min(max_samples, len(ds))))
-    if len(ds) == 0:
-        raise DatasetError(f"{files[0]}: no transmissions to evaluate on")
-    scenario = None
-    if ds.meta.scenario_yaml:
-        scenario = scenario_from_text(ds.meta.scenario_yaml, f"{files[0]}: attribute scenario_yaml")
-        if [r.id for r in scenario.receivers] != list(ds.meta.receivers["id"]):
-            raise DatasetError(f"{files[0]}: the receivers of attribute scenario_yaml differ from the receiver table")
-    import h5py
-
-    with h5py.File(files[0], "r") as f:
-        gains = f["oracle/gain_offset_db"][...] if "oracle/gain_offset_db" in f else None
-        simulated = "oracle/tx_height_m" in f
-    arrays = ds.read_split()
-    return TestSet(
-        features=arrays.features,
-        heard=arrays.heard,
-        present=arrays.present,
-        target_m=arrays.target_m,
-        rx_position_m=arrays.rx_position_m,
-        params=ds.meta.params,
-        scenario=scenario,
-        gain_offset_db=gains,
-        tx_height_m=ds.read_all("oracle/tx_height_m") if simulated else None,
-        source=", ".join(str(f) for f in files),
-    )
 
 
 def power_only(test: TestSet) -> TestSet:
@@ -211,10 +148,13 @@ def summarise(
         if cov is not None:
             out.update(calibration_summary(pred[s], cov[s], truth[s]))
         if grid is not None and s.any():
+            density, in50, in95 = grid.log_density_at_truth, grid.in_hpd50, grid.in_hpd95
+            if density is None or in50 is None or in95 is None:
+                raise ValueError("grid answers without the truth's density and HPD membership")
             out.update(
-                nll=float(-grid.log_density_at_truth[s].mean()),
-                coverage_hpd50=float(grid.in_hpd50[s].mean()),
-                coverage_hpd95=float(grid.in_hpd95[s].mean()),
+                nll=float(-density[s].mean()),
+                coverage_hpd50=float(in50[s].mean()),
+                coverage_hpd95=float(in95[s].mean()),
                 median_area_hpd95_km2=float(np.median(grid.hpd95_area_km2[s])),
                 multimodal_fraction=float(np.mean(grid.n_modes[s] > 1)),
                 median_error_map_m=float(np.median(np.linalg.norm(grid.map_m[s] - truth[s], axis=1))),

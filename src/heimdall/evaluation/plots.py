@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heimdall.atomic import atomic_open
 from heimdall.ellipse import outline
 from heimdall.metrics import coverage_curve, error_m
+
+if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from heimdall.evaluation.test_set import TestSet
+    from heimdall.geo import LocalFrame
 
 COLOURS = {
     "model": "C0",
@@ -22,7 +30,8 @@ MAP_SAMPLES = 30
 ELLIPSE_POINTS = 64
 
 
-def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) -> list[Path]:
+def write_plots(out: Path, preds: dict, truth: np.ndarray, test: TestSet, metrics: dict) -> list[Path]:
+    """Write the evaluation plots (errors, calibration, a map of the test set) into `out`; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +116,7 @@ def write_plots(out: Path, preds: dict, truth: np.ndarray, test, metrics: dict) 
     return paths
 
 
-def _geographic_axes(ax, frame, title: str) -> None:
+def _geographic_axes(ax: Axes, frame: LocalFrame, title: str) -> None:
     """Longitude/latitude axes with a locally true aspect ratio."""
     ax.set_xlabel("longitude [°]")
     ax.set_ylabel("latitude [°]")
@@ -116,7 +125,7 @@ def _geographic_axes(ax, frame, title: str) -> None:
     ax.legend(loc="best", fontsize=8)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_open(path, "wb") as f:

@@ -19,7 +19,7 @@ from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
 
 if TYPE_CHECKING:
-    from heimdall.evaluation.evaluate import Predict, TestSet
+    from heimdall.evaluation.test_set import Predict, TestSet
 
 
 Progress = Callable[[str, int, int], None]
@@ -82,7 +82,7 @@ def grid_estimates(
     tm = measured(test)
     n = len(test.target_m)
     collectors = {"radio_map": AnswerCollector(n, test.target_m)}
-    if exponents is not None:
+    if exponents is not None and predict is not None:
         collectors["hybrid"] = AnswerCollector(n, test.target_m)
         net_mean, net_cov = predict(test)
     for i in range(n):

@@ -18,7 +18,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -161,6 +161,8 @@ def export_task(task: LocalizationTask, out_path: str | Path, where: str, metric
                 external_data=False,
                 verbose=False,
             )
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
         proto = program.model_proto
     except Exception as exc:
         raise ExportError(f"{where}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
@@ -213,7 +215,7 @@ def parity_max_abs_diff(model: torch.nn.Module, onnx_bytes: bytes, rx_position_m
     subsets = [np.arange(len(rx_position_m)), np.arange(len(rx_position_m))[::2], np.arange(min(3, len(rx_position_m)))]
     for b in PARITY_BATCHES:
         for rows in subsets:
-            inputs = parity_inputs(model.net, rx_position_m[rows], b, rng)
+            inputs = parity_inputs(cast("LocalizationNet", model.net), rx_position_m[rows], b, rng)
             got = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), inputs), strict=False))
             with torch.no_grad():
                 ref = dict(zip(OUTPUT_NAMES, model(*(torch.from_numpy(inputs[k]) for k in INPUT_NAMES)), strict=False))

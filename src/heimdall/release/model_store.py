@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,25 @@ class _Backend:
 
     description: str
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes) -> None:
+        """Write `key` (replacing it)."""
+        raise NotImplementedError
+
     def create(self, key: str, data: bytes) -> bool:
         """Write `key` only if it does not exist yet (atomically); False when it already does."""
+        raise NotImplementedError
 
-    def get(self, key: str, max_bytes: int) -> bytes: ...
-    def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str) -> list[str]: ...
+    def get(self, key: str, max_bytes: int) -> bytes:
+        """The bytes of `key`; ModelStoreError when missing or larger than max_bytes."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`."""
+        raise NotImplementedError
 
 
 def _too_large(where: str, size: int, max_bytes: int) -> ModelStoreError:
@@ -61,14 +74,18 @@ def _too_large(where: str, size: int, max_bytes: int) -> ModelStoreError:
 
 
 class LocalBackend(_Backend):
+    """Objects as files under a local folder."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.description = str(self.root)
 
     def put(self, key: str, data: bytes) -> None:
+        """Write `key` (replacing it)."""
         atomic_write_bytes(self.root / key, data)
 
     def create(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist yet (atomically); False when it already does."""
         # written and synced under a temporary name, then hard-linked: link() fails if the name exists,
         # and a reader never sees the file before it is complete
         path = self.root / key
@@ -88,6 +105,7 @@ class LocalBackend(_Backend):
             os.unlink(tmp)
 
     def get(self, key: str, max_bytes: int) -> bytes:
+        """The bytes of `key`; ModelStoreError when missing or larger than max_bytes."""
         path = self.root / key
         if not path.is_file():
             raise ModelStoreError(f"{path}: not found in the model store")
@@ -96,9 +114,11 @@ class LocalBackend(_Backend):
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
         return (self.root / key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`."""
         base = self.root / prefix
         if not base.is_dir():
             return []
@@ -108,6 +128,8 @@ class LocalBackend(_Backend):
 
 
 class S3Backend(_Backend):
+    """Objects in an S3 bucket under a prefix (s3://bucket/prefix)."""
+
     def __init__(
         self,
         url: str,
@@ -161,7 +183,7 @@ class S3Backend(_Backend):
         }.get(code, err.get("Message", ""))
         return ModelStoreError(f"{self.description}: {what} failed: {code} ({hint})")
 
-    def _call(self, what: str, fn, **kwargs):
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -176,6 +198,7 @@ class S3Backend(_Backend):
         return response.get("Error", {}).get("Code", ""), response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
 
     def put(self, key: str, data: bytes) -> None:
+        """Write `key` (replacing it)."""
         self._call(f"upload of {key}", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def create(self, key: str, data: bytes) -> bool:
@@ -243,6 +266,7 @@ class S3Backend(_Backend):
         return True
 
     def get(self, key: str, max_bytes: int) -> bytes:
+        """The bytes of `key`; ModelStoreError when missing or larger than max_bytes."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -262,6 +286,7 @@ class S3Backend(_Backend):
         return data
 
     def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -275,6 +300,7 @@ class S3Backend(_Backend):
             raise self._failure(f"lookup of {key}", exc) from None
 
     def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`."""
         keys, token = [], None
         while True:
             kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
@@ -290,6 +316,8 @@ class S3Backend(_Backend):
 
 @dataclass(frozen=True)
 class StoredModel:
+    """One version of a model in the store: its manifest and the ONNX bytes it names."""
+
     name: str
     version: int
     manifest: dict[str, Any]
@@ -304,6 +332,7 @@ class ModelStore:
 
     @classmethod
     def open(cls, location: str | Path, **s3_options: Any) -> ModelStore:
+        """The store at a folder or s3://bucket/prefix (s3_options: endpoint, region, credentials)."""
         loc = str(location)
         if loc.startswith("s3://"):
             return cls(S3Backend(loc, **s3_options))

@@ -14,7 +14,8 @@ from typing import Any
 
 from heimdall.atomic import atomic_write_bytes
 from heimdall.errors import ModelStoreError
-from heimdall.evaluation.evaluate import TestSet, load_test_set, task_predictor
+from heimdall.evaluation.evaluate import task_predictor
+from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.release import MODEL_NAME
 from heimdall.release.export import ExportResult, export_task

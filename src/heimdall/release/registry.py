@@ -15,11 +15,13 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heimdall.errors import ModelLoadError
-from heimdall.evaluation.evaluate import TestSet, onnx_predictions
+from heimdall.evaluation.evaluate import onnx_predictions
+from heimdall.evaluation.test_set import TestSet
 from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
@@ -28,6 +30,9 @@ from heimdall.release.export import metadata_of
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location
+
+if TYPE_CHECKING:  # mlflow is imported where the registry is used
+    from mlflow.tracking import MlflowClient
 
 COVERAGE_TOLERANCE = 0.05
 ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
@@ -88,7 +93,7 @@ def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERAN
     )
 
 
-def registry_client(uri: str):
+def registry_client(uri: str) -> MlflowClient:
     """An MlflowClient on `uri` for tracking and registry alike."""
     from mlflow.tracking import MlflowClient
 
@@ -201,7 +206,7 @@ def register(
     )
 
 
-def _has_run(client, run_id: str) -> bool:
+def _has_run(client: MlflowClient, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:

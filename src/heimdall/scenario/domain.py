@@ -104,6 +104,8 @@ class Fading:
 
 @dataclass(frozen=True)
 class Environment:
+    """The radio environment: path loss, shadowing and fading."""
+
     path_loss: PathLoss = PathLoss()
     shadowing: Shadowing = Shadowing()
     fading: Fading = Fading()
@@ -161,6 +163,7 @@ class Scenario:
 
     @property
     def wavelength_m(self) -> float:
+        """Carrier wavelength in metres."""
         return 299_792_458.0 / self.frequency_hz
 
     @functools.cached_property
@@ -197,6 +200,7 @@ class Scenario:
         return json.loads(json.dumps(d))  # tuples → lists
 
     def to_yaml(self) -> str:
+        """The scenario as YAML text (what the schema reads back)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @property

@@ -159,9 +159,9 @@ def _receivers(v: Any, where: str) -> tuple[Receiver, ...]:
     )
     dist = np.hypot(*(en[:, None, :] - en[None, :, :]).transpose(2, 0, 1))
     np.fill_diagonal(dist, np.inf)
-    i, j = np.unravel_index(np.argmin(dist), dist.shape)
+    i, j = (int(k) for k in np.unravel_index(np.argmin(dist), dist.shape))
     if dist[i, j] < MIN_RECEIVER_SEPARATION_M:
-        a, b = sorted((int(i), int(j)))
+        a, b = sorted((i, j))
         raise ScenarioError(
             f"{where}[{b}]: receiver {rx[b].id!r} overlaps {where}[{a}] {rx[a].id!r} "
             f"({dist[i, j]:.0f} m apart; expected ≥ {MIN_RECEIVER_SEPARATION_M:.0f} m)"

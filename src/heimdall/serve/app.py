@@ -18,7 +18,9 @@ import hmac
 import os
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 import pydantic_core
@@ -26,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel
 
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.serve.batcher import MicroBatcher
@@ -49,13 +52,13 @@ class _Cache:
         self.size = size
         self.items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
-    def get(self, key) -> bytes | None:
+    def get(self, key: tuple[str, str]) -> bytes | None:
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
         return None
 
-    def put(self, key, value: bytes) -> None:
+    def put(self, key: tuple[str, str], value: bytes) -> None:
         self.items[key] = value
         self.items.move_to_end(key)
         while len(self.items) > self.size:
@@ -66,6 +69,7 @@ class _Cache:
 
 
 def model_key(model: ServedModel) -> str:
+    """Cache key of a model's answers: name, version and sha256 of its bytes."""
     return f"{model.name}:{model.version}:{model.sha256}"
 
 
@@ -86,6 +90,7 @@ def _with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
 
 
 def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The FastAPI application serving the model from `source` within `settings`' limits."""
     registry = CollectorRegistry()
     requests = Counter("heimdall_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
     latency = Histogram(
@@ -114,7 +119,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     turns = Turns()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state["model"] = await asyncio.get_running_loop().run_in_executor(None, source.load)
         batcher.start()
         yield
@@ -178,6 +183,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                 answered[i] = answer
             out = []
             for i, answer in enumerate(answered):
+                assert answer is not None  # every miss was computed above
                 out.append(_with_timing(answer, i not in built, t0))
                 await slices.pause()
             return out
@@ -200,36 +206,37 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     # The bodies are parsed and checked here (counts before items, admission before work) and the answers
     # are sent as built; the OpenAPI schema still documents both (see openapi() below).
     @app.post("/v1/localize", response_model=LocalizeResponse, openapi_extra=_body_schema(LocalizeRequest))
-    async def localize(request: Request):
+    async def localize(request: Request) -> Response:
         """Locate one transmission from raw IQ or features per receiver."""
         return await localize_body(request, batch=False)
 
     @app.post("/v1/localize/batch", response_model=BatchResponse, openapi_extra=_body_schema(BatchRequest))
-    async def localize_batch(request: Request):
+    async def localize_batch(request: Request) -> Response:
         """Locate many transmissions in one call (answers in the same order)."""
         return await localize_body(request, batch=True)
 
-    @app.get("/v1/model")
-    async def model_info():
+    # response_model=None: FastAPI would otherwise make a response model of the return type; answers go as returned
+    @app.get("/v1/model", response_model=None)
+    async def model_info() -> dict[str, Any]:
         """Metadata of the model being served."""
         return state["model"].describe()
 
-    @app.get("/healthz")
-    async def healthz():
+    @app.get("/healthz", response_model=None)
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz():
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> Response | dict[str, Any]:
         if state["model"] is None:
             return error_response(Unavailable("model", "loading"))
         return {"status": "ready", "model": state["model"].version}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics():
+    async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/admin/reload")
-    async def reload(request: Request):
+    @app.post("/v1/admin/reload", response_model=None)
+    async def reload(request: Request) -> Response | dict[str, Any]:
         """Swap to the model the source names now (e.g. the new champion); in-flight requests finish with the
         model they started with. If the new model cannot be loaded, the current one stays (503, with why)."""
         try:
@@ -262,11 +269,11 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app
 
 
-def _body_schema(model) -> dict:
+def _body_schema(model: type[BaseModel]) -> dict:
     """OpenAPI requestBody of an endpoint that reads its JSON body itself."""
     return {
         "requestBody": {

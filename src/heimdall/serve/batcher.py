@@ -34,6 +34,8 @@ class _Item:
 
 
 class MicroBatcher:
+    """Groups concurrent requests into batches of at most max_batch transmissions for one ONNX Runtime call."""
+
     def __init__(
         self,
         respond: Respond,
@@ -51,9 +53,11 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        """Start the batching task on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Cancel the batching task and wait for it to end."""
         if self._task:
             self._task.cancel()
             try:

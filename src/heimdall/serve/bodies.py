@@ -26,6 +26,7 @@ _NOT_SEPARATORS = bytes(c for c in range(256) if c not in b",:[{")
 
 
 def parse(body: bytes) -> Any:
+    """The JSON value of a request body, its count of values bounded before parsing (TooLarge beyond)."""
     if len(body) > MAX_JSON_VALUES:  # a smaller body cannot hold more values than it has bytes
         n = len(body.translate(None, _NOT_SEPARATORS))
         if n > MAX_JSON_VALUES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def decode_iq(b64: str, datatype: str, field: str, max_samples: int) -> np.ndarr
 
 
 def receivers(
-    items: list[ReceiverRef], kind: str, model: ServedModel, tolerance_m: float
+    items: Sequence[ReceiverRef], kind: str, model: ServedModel, tolerance_m: float
 ) -> tuple[np.ndarray, list[str]]:
     """Positions float32 [R', 2] m and labels of a request's receivers (heimdall.datasets.receivers).
 
@@ -51,7 +52,8 @@ def receivers(
     twice (same table receiver, or two ad-hoc positions within tolerance_m) is refused.
     """
     given = [i for i, item in enumerate(items) if item.lat is not None]
-    en = model.frame.to_local([items[i].lat for i in given], [items[i].lon for i in given])  # [G, 2], one PROJ call
+    lat, lon = (np.array([getattr(items[i], k) for i in given], float) for k in ("lat", "lon"))
+    en = model.frame.to_local(lat, lon)  # [G, 2], one PROJ call
     position = dict(zip(given, en, strict=True))
     claims = [
         ReceiverClaim(
@@ -92,7 +94,7 @@ def to_model_inputs(
     req: LocalizeRequest, model: ServedModel, max_samples: int, tolerance_m: float
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(features [R', F] float32, rx positions [R', 2] float32, receiver labels) of one request."""
-    items = req.iq if req.iq is not None else req.features
+    items: Sequence[ReceiverRef] = req.iq if req.iq is not None else req.features or []  # the schema: one of them
     kind = "iq" if req.iq is not None else "features"
     if len(items) < model.min_receivers:
         raise InputError(kind, f"{len(items)} receivers, the model needs at least {model.min_receivers}")
@@ -106,17 +108,19 @@ def to_model_inputs(
                 row[p.power_index] = item.power_dbm
                 rows.append(row)
                 continue
-            if len(item.features) != p.n_features:
+            values = item.features or []  # the schema: features where there is no power_dbm
+            if len(values) != p.n_features:
                 raise InputError(
                     f"features[{i}].features",
-                    f"{len(item.features)} values, the model expects "
+                    f"{len(values)} values, the model expects "
                     f"{p.n_features} ({', '.join(p.feature_names[p.power_index :])}, …)",
                 )
-            rows.append(item.features)
+            rows.append(values)
         feats = np.asarray(rows, np.float32)
     else:
-        windows = [_iq_window(item, f"iq[{i}]", model, max_samples) for i, item in enumerate(req.iq)]
-        calibration = [model.full_scale_dbm if item.full_scale_dbm is None else item.full_scale_dbm for item in req.iq]
+        recordings = req.iq or []  # the schema: iq where there are no features
+        windows = [_iq_window(item, f"iq[{i}]", model, max_samples) for i, item in enumerate(recordings)]
+        calibration = [model.full_scale_dbm if r.full_scale_dbm is None else r.full_scale_dbm for r in recordings]
         feats = feature_matrix(extract_features(np.stack(windows), p, np.asarray(calibration)))
     given = feats[~np.isnan(feats)] if req.features is not None else feats  # NaN only where power-only
     if not np.isfinite(given).all() or np.abs(given).max() > MAX_ABS_FEATURE_DB:

@@ -10,9 +10,11 @@ reading), and hands the application the complete body. It also counts requests a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heimdall.errors import Busy, ServeError, TooLarge
 from heimdall.serve.responses import error_response
@@ -23,18 +25,21 @@ CLIENT_GONE = "499"  # status label of a request whose client left before the bo
 class LimitsAndMetrics:
     """Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
 
-    def __init__(self, app, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram
+    ) -> None:
         self.app, self.max_body_bytes, self.max_requests = app, max_body_bytes, max_requests
         self.requests, self.latency = requests, latency
         self.in_progress = 0
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count, time and bound one HTTP request (ASGI)."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status = [CLIENT_GONE]
 
-        async def send_status(message) -> None:
+        async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = str(message["status"])
             await send(message)
@@ -61,7 +66,7 @@ class LimitsAndMetrics:
             self.requests.labels(endpoint, status[0]).inc()
             self.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    async def _with_body(self, scope, receive, send) -> None:
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await self._read_body(scope, receive)
         except ServeError as exc:
@@ -71,7 +76,7 @@ class LimitsAndMetrics:
             return
         delivered = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal delivered
             if delivered:
                 return await receive()  # after the body: the disconnect, when it comes
@@ -80,7 +85,7 @@ class LimitsAndMetrics:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, scope, receive) -> bytes | None:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body (None if the client left); TooLarge as soon as it passes the limit."""
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
@@ -115,7 +120,7 @@ class Admission:
             raise Busy("transmissions", f"{self.in_flight} of {self.capacity} transmissions in flight; retry later")
 
     @contextmanager
-    def admit(self, n: int):
+    def admit(self, n: int) -> Iterator[None]:
         """Hold n transmissions' places for the block; TooLarge if n can never fit, Busy if not now."""
         if n > self.capacity:
             raise TooLarge(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from heimdall.datasets.sigmf_files import DATATYPES
@@ -15,7 +17,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _exactly_one(model: BaseModel, a: str, b: str) -> BaseModel:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _exactly_one(model: _Model, a: str, b: str) -> _Model:
     """The model, if exactly one of its fields a and b is given; else a validation error naming both."""
     if (getattr(model, a) is None) == (getattr(model, b) is None):
         raise ValueError(f"give exactly one of '{a}' or '{b}'")
@@ -91,10 +96,14 @@ class LocalizeRequest(_Strict):
 
 
 class BatchRequest(_Strict):
+    """Several transmissions in one request."""
+
     transmissions: list[LocalizeRequest] = Field(min_length=1, max_length=MAX_TRANSMISSIONS)
 
 
 class Ellipse(BaseModel):
+    """The uncertainty ellipse holding `probability` of the position: semi-axes (m), bearing of the major axis (°)."""
+
     probability: float
     semi_major_m: float
     semi_minor_m: float
@@ -102,6 +111,8 @@ class Ellipse(BaseModel):
 
 
 class LocalizeResponse(BaseModel):
+    """Where one transmission came from: position (lat/lon and local east/north m), covariance and ellipses."""
+
     lat: float
     lon: float
     east_m: float
@@ -116,4 +127,6 @@ class LocalizeResponse(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    """The answers of a batch request, in request order."""
+
     results: list[LocalizeResponse]

@@ -19,6 +19,8 @@ SLICE_S = 0.002  # longest run of work before the event loop gets a pass
 
 
 class Slices:
+    """Time since a turn began, so a long loop yields the event loop at every slice."""
+
     def __init__(self) -> None:
         self.start = time.perf_counter()
 
@@ -30,6 +32,8 @@ class Slices:
 
 
 class Turns:
+    """One request at a time works on the event loop; the others wait their turn."""
+
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
 

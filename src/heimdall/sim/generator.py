@@ -7,6 +7,7 @@ depends only on its generator, which is what makes datasets reproducible whateve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from heimdall.sim.signals import EMISSION_CODES, synthesise
 # Candidates are pre-screened on the mean SNR before any IQ is made; fading inside a window rarely lifts
 # the power by more than this, so the screen discards (almost) nothing the final detection would keep.
 PRESCREEN_MARGIN_DB = 10.0
+Keep = Callable[[np.ndarray], np.ndarray]  # positions [m, 2] m → bool [m]: which may transmit
 IQ_CHUNK = 64  # transmissions synthesised at once (bounds memory: 64·R·N complex64)
 
 
@@ -44,10 +46,12 @@ class World:
 
     @property
     def n_rx(self) -> int:
+        """Receivers in the network."""
         return len(self.rx_position_m)
 
 
 def build_world(scenario: Scenario) -> World:
+    """The fixed part of a scenario's simulation: receiver positions, heights, noise, gains and shadowing fields."""
     rx = scenario.receivers
     bounds = scenario.area_bounds_m()
     sh = scenario.environment.shadowing
@@ -68,7 +72,7 @@ def build_world(scenario: Scenario) -> World:
     )
 
 
-def sample_positions(rng: np.random.Generator, n: int, world: World, keep=None) -> np.ndarray:
+def sample_positions(rng: np.random.Generator, n: int, world: World, keep: Keep | None = None) -> np.ndarray:
     """Uniform transmitter positions in the area, float64 [n, 2]; `keep(pos) -> bool [m]` restricts them."""
     e0, n0, e1, n1 = world.bounds_m
     out = np.empty((0, 2))
@@ -81,7 +85,7 @@ def sample_positions(rng: np.random.Generator, n: int, world: World, keep=None) 
 
 
 def simulate_block(
-    world: World, rng: np.random.Generator, n_candidates: int, max_iq: int = 0, keep=None
+    world: World, rng: np.random.Generator, n_candidates: int, max_iq: int = 0, keep: Keep | None = None
 ) -> dict[str, np.ndarray]:
     """Simulate `n_candidates` transmissions and return those heard by at least one receiver (MIN_HEARD_STORED).
 
@@ -122,19 +126,21 @@ def simulate_block(
     fad = sc.environment.fading
     k_db = np.where(mobile[idx], fad.rician_k_db_mobile, fad.rician_k_db_fixed)
     doppler = np.where(mobile[idx], speed[idx] / sc.wavelength_m, fad.fixed_doppler_hz)
-    feats, window_gain_db, iq_kept = [], [], []
+    feat_parts: list[np.ndarray] = []
+    gain_parts: list[np.ndarray] = []
+    iq_kept: list[np.ndarray] = []
     for s in range(0, len(idx), IQ_CHUNK):
         part = slice(s, s + IQ_CHUNK)
         f, g, iq = _synthesise_chunk(
             world, rng, mean_rx[idx[part]], emission[idx[part]], carrier[idx[part]], k_db[part], doppler[part]
         )
-        feats.append(f)
-        window_gain_db.append(g)
+        feat_parts.append(f)
+        gain_parts.append(g)
         room = max_iq - sum(len(q) for q in iq_kept)
         if room > 0:
             iq_kept.append(iq[_accepted(f, p)][:room])
-    feats = np.concatenate(feats) if feats else np.zeros((0, world.n_rx, p.n_features), np.float32)
-    window_gain_db = np.concatenate(window_gain_db) if window_gain_db else np.zeros((0, world.n_rx))
+    feats = np.concatenate(feat_parts) if feat_parts else np.zeros((0, world.n_rx, p.n_features), np.float32)
+    window_gain_db = np.concatenate(gain_parts) if gain_parts else np.zeros((0, world.n_rx))
     mask = heard(feats[..., p.snr_index], p)
     ok = _accepted(feats, p)
     sel = idx[ok]
@@ -165,7 +171,15 @@ def _accepted(features: np.ndarray, p: FeatureParams) -> np.ndarray:
     return heard(features[..., p.snr_index], p).sum(axis=1) >= MIN_HEARD_STORED
 
 
-def _synthesise_chunk(world, rng, mean_rx_dbm, emission, carrier_hz, k_db, doppler_hz):
+def _synthesise_chunk(
+    world: World,
+    rng: np.random.Generator,
+    mean_rx_dbm: np.ndarray,
+    emission: np.ndarray,
+    carrier_hz: np.ndarray,
+    k_db: np.ndarray,
+    doppler_hz: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQ and features of one chunk. Returns (features [m,R,F], window fading gain dB [m,R], iq [m,R,N])."""
     sc, p = world.scenario, world.params
     ch = sc.receiver_chain

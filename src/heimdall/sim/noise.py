@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 THERMAL_NOISE_DBM_HZ = -173.975  # 10·log10(k·290 K / 1 mW)
 
 
-def noise_density_dbm_hz(noise_figure_db: np.ndarray) -> np.ndarray:
+def noise_density_dbm_hz(noise_figure_db: ArrayLike) -> np.ndarray:
     """Receiver noise power spectral density kT0·F in dBm/Hz."""
     return THERMAL_NOISE_DBM_HZ + np.asarray(noise_figure_db, float)
 

@@ -37,6 +37,7 @@ def _fm(instantaneous_hz: np.ndarray, sample_rate_hz: float) -> np.ndarray:
 
 
 def nbfm(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+    """Narrow-band FM voice-like waveforms: complex64 [n, n_samples] (three tones, random levels)."""
     t = (np.arange(n_samples) / sample_rate_hz).astype(np.float32)
     f = rng.uniform(300, 3000, (n, 3, 1))
     a = rng.uniform(0.2, 1.0, (n, 3, 1))
@@ -51,6 +52,7 @@ def nbfm(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float
 
 
 def cw(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+    """CW Morse keying: complex64 [n, n_samples] on/off carrier at 12–30 words per minute."""
     dot_s = 1.2 / rng.uniform(12, 30, (n, 1))  # PARIS timing
     t = np.arange(n_samples) / sample_rate_hz + rng.uniform(0, 10, (n, 1))
     unit = np.floor(t / dot_s).astype(np.int64)
@@ -65,6 +67,7 @@ def cw(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float) 
 
 
 def afsk(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+    """1200-baud AFSK (1200/2200 Hz tones on FM): complex64 [n, n_samples]."""
     baud = 1200.0
     t0 = rng.uniform(0, 1 / baud, (n, 1))
     symbol = np.floor((np.arange(n_samples) / sample_rate_hz + t0) * baud).astype(np.int64)
@@ -75,6 +78,7 @@ def afsk(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float
 
 
 def fsk4(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+    """4800-baud 4-level FSK: complex64 [n, n_samples]."""
     baud = 4800.0
     t0 = rng.uniform(0, 1 / baud, (n, 1))
     symbol = np.floor((np.arange(n_samples) / sample_rate_hz + t0) * baud).astype(np.int64)

@@ -91,6 +91,8 @@ class NetConfig:
 
 @dataclass
 class TrainConfig:
+    """Options of a training run: defaults ← YAML (--config) ← flags; saved as the run's config.yaml."""
+
     # data
     data_dir: str | None = None  # default: the default scenario's dataset in the workspace (simulated if missing)
     scenario: str = DEFAULT_SCENARIO  # used only to simulate the default dataset

@@ -39,6 +39,7 @@ class StoreDataModule(L.LightningDataModule):
         self.val: StoreDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the train and validation datasets (once); DatasetError when the folder lacks them."""
         if self.train is not None:
             return
         if not self.data_dir.is_dir():
@@ -62,11 +63,16 @@ class StoreDataModule(L.LightningDataModule):
             self.train = StoreDataset(train_files, np.sort(perm[n_val:]), budget)
             self.val = StoreDataset(train_files, np.sort(perm[:n_val]), budget - self.train.cached_bytes)
 
+    def datasets(self) -> tuple[StoreDataset, StoreDataset]:
+        """(train, val) datasets; sets the module up first."""
+        self.setup()
+        assert self.train is not None and self.val is not None  # setup sets both or raises
+        return self.train, self.val
+
     def normalisation(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Feature mean/std per column over all receivers (one affine for every receiver: relative power
         between receivers is kept) and the position scale in metres, from the training split."""
-        self.setup()
-        sample = self.train.read_split(NORMALISATION_SAMPLES)
+        sample = self.datasets()[0].read_split(NORMALISATION_SAMPLES)
         feats, target = sample.features.astype(np.float64), sample.target_m
         flat = feats.reshape(-1, feats.shape[-1])
         scale = float(np.ceil(np.abs(target).max() / 1e4) * 1e4)
@@ -78,13 +84,15 @@ class StoreDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=collate,  # type: ignore[arg-type]  # __getitems__ hands it one dict per batch, not a list
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.train, shuffle=True)
+        """Shuffled, seeded batches of the training split."""
+        return self._loader(self.datasets()[0], shuffle=True)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.val, shuffle=False)
+        """Batches of the validation split, in order."""
+        return self._loader(self.datasets()[1], shuffle=False)

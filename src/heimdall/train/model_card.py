@@ -133,12 +133,13 @@ class ModelCard:
         for key in (*_TEXT_ENTRIES, "scenario_yaml", "feature_params"):
             if not isinstance(meta.get(key) or "", str):
                 raise error(f"{where}: heimdall.{key} must be text, got {type(meta[key]).__name__}")
+        texts: dict[str, Any] = {key: meta.get(key) or "" for key in _TEXT_ENTRIES}
         return cls(
             feature_params=_feature_params(meta.get("feature_params"), f"{where}: heimdall.feature_params", error),
             receivers=_receiver_table(meta.get("receivers"), f"{where}: heimdall.receivers", error),
             scenario=_scenario(meta.get("scenario_yaml"), where, "heimdall.scenario_yaml", error),
             scenario_yaml=meta.get("scenario_yaml") or "",
-            **{key: meta.get(key) or "" for key in _TEXT_ENTRIES},
+            **texts,
         )
 
     @classmethod
@@ -183,7 +184,7 @@ def _json_object(
 def _receiver_table(table: Any, where: str, error: type[HeimdallError]) -> dict[str, list]:
     """The receiver table: equally long columns RECEIVER_COLUMNS (1 to MAX_RECEIVERS rows), unique string ids,
     finite coordinates."""
-    columns = [table.get(c) for c in RECEIVER_COLUMNS] if isinstance(table, dict) else [None]
+    columns: list[Any] = [table.get(c) for c in RECEIVER_COLUMNS] if isinstance(table, dict) else [None]
     if (
         not all(isinstance(c, list) for c in columns)
         or not 1 <= len(columns[0]) == min(map(len, columns)) == max(map(len, columns)) <= MAX_RECEIVERS

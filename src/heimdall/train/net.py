@@ -20,8 +20,10 @@ features are missing (NaN; trained with feature dropout) is encoded with its pow
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 
 from heimdall.train.config import NetConfig
@@ -53,6 +55,15 @@ class _Block(nn.Module):
 
 
 class LocalizationNet(nn.Module):
+    """Set-transformer over receivers: features and positions of any number of receivers → a Gaussian mixture of the
+    position (normalised units)."""
+
+    feature_mean: torch.Tensor  # buffers, registered in __init__
+    feature_std: torch.Tensor
+    position_scale_m: torch.Tensor
+    covariance_scale: torch.Tensor
+    frequencies: torch.Tensor
+
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -75,7 +86,7 @@ class LocalizationNet(nn.Module):
     def _init_wide(self) -> None:
         """Start with σ ≈ INITIAL_SIGMA_FRACTION of the position scale: a narrow initial σ makes the NLL's
         first gradients on the mean enormous and training stalls near the network's centroid."""
-        last = self.head[-1]
+        last = cast(nn.Linear, self.head[-1])
         with torch.no_grad():
             last.weight.mul_(0.1)
             bias = last.bias.view(self.cfg.n_components, 6)
@@ -85,7 +96,9 @@ class LocalizationNet(nn.Module):
             bias[:, 2:4] = torch.log(frac / (1 - frac))
             bias[:, 0:2].uniform_(-0.3, 0.3)  # spread the components of a mixture
 
-    def set_normalisation(self, feature_mean: torch.Tensor, feature_std: torch.Tensor, position_scale_m: float) -> None:
+    def set_normalisation(
+        self, feature_mean: ArrayLike | torch.Tensor, feature_std: ArrayLike | torch.Tensor, position_scale_m: float
+    ) -> None:
         """Fix the input normalisation (computed on the training split); stored with the weights."""
         self.feature_mean.copy_(torch.as_tensor(feature_mean, dtype=torch.float32))
         self.feature_std.copy_(torch.as_tensor(feature_std, dtype=torch.float32).clamp_min(1e-3))
@@ -104,6 +117,11 @@ class LocalizationNet(nn.Module):
     def forward(
         self, features: torch.Tensor, rx_position_m: torch.Tensor, present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The position mixture of a batch (normalised units).
+
+        features [B, R, F], rx_position_m [B, R, 2] m, present [B, R] → means [B, K, 2], Cholesky factors
+        [B, K, 2, 2], logits [B, K].
+        """
         present = present.to(features.dtype)
         measured = torch.isfinite(features)
         spectral = measured.all(-1).to(features.dtype)  # 1: full feature vector, 0: some values missing

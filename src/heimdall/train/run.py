@@ -7,6 +7,7 @@ model afterwards (export, store, registry) are the `train` command's orchestrati
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,21 +97,23 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     dm = StoreDataModule(
         data_dir, cfg.batch_size, cfg.num_workers, cfg.validation_split, cfg.seed, cfg.loader_memory_mb * 1024**2
     )
-    dm.setup()
-    for split, ds in (("train", dm.train), ("val", dm.val)):
+    train_set, val_set = dm.datasets()
+    for split, ds in (("train", train_set), ("val", val_set)):
         if ds.files_on_disk:
             console.print(
                 f"{split}: {len(ds.files_on_disk)} of {len(ds.infos)} store files do not fit "
-                f"--loader_memory_mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
+                f"--loader-memory-mb {cfg.loader_memory_mb:g} and are read from disk for every batch "
                 "(slower); raise it if the memory allows",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
             )
-    meta = dm.train.meta
+    meta = train_set.meta
 
     card = ModelCard.from_store(meta, str(data_dir))
     if resume:
+        if cfg.checkpoint_dir is None or cfg.run_name is None:
+            raise ConfigError("resuming needs the run's checkpoint_dir and run_name (as its config.yaml holds them)")
         ckpt_dir = Path(cfg.checkpoint_dir)
         task = load_task(ckpt_dir / "last.ckpt")
         if (
@@ -124,7 +127,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
         if (ckpt_dir / "last.ckpt").exists():
-            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume_training to continue it")
+            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume-training to continue it")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         mean, std, scale = dm.normalisation()
         task = LocalizationTask(
@@ -139,7 +142,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
     artifacts = default_artifact_location()
-    dataset_sha = dataset_fingerprint(sorted({i.path for i in dm.train.infos + dm.val.infos}))
+    dataset_sha = dataset_fingerprint(sorted({i.path for i in train_set.infos + val_set.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=run_name,
@@ -172,7 +175,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     )
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
-        max_time={"minutes": cfg.max_time_minutes} if cfg.max_time_minutes > 0 else None,
+        max_time=datetime.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes > 0 else None,
         accelerator=cfg.accelerator,
         devices=int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices,
         num_nodes=cfg.num_nodes,
@@ -199,7 +202,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     )
     if trainer.global_rank != 0:
         return result
-    val = dm.val.read_split()
+    val = val_set.read_split()
     val_feats, heard, truth, present = val.features, val.heard, val.target_m, val.present
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
     if best is not None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from heimdall.errors import CheckpointError
 from heimdall.features import FeatureParams
@@ -45,22 +46,26 @@ class LocalizationTask(L.LightningModule):
         """(features, present) as the network sees them; in training, hide receivers (receiver_dropout) and
         the spectral features of whole transmissions, keeping power only (feature_dropout)."""
         features, present = batch["features"], batch["present"]
-        if training and self.hparams.receiver_dropout > 0:
-            present = present * (torch.rand_like(present) >= self.hparams.receiver_dropout)
-        if training and self.hparams.feature_dropout > 0:
-            power_only = torch.rand(len(features), 1, 1, device=features.device) < self.hparams.feature_dropout
+        receiver_dropout, feature_dropout = self.hparams["receiver_dropout"], self.hparams["feature_dropout"]
+        if training and receiver_dropout > 0:
+            present = present * (torch.rand_like(present) >= receiver_dropout)
+        if training and feature_dropout > 0:
+            power_only = torch.rand(len(features), 1, 1, device=features.device) < feature_dropout
             spectral = torch.ones(features.shape[-1], dtype=torch.bool, device=features.device)
             spectral[self.net.cfg.power_index] = False
             features = features.masked_fill(power_only & spectral, float("nan"))
         return features, present
 
-    def _loss(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, tuple]:
+    def _loss(
+        self, batch: dict[str, torch.Tensor], training: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         features, present = self._inputs(batch, training)
-        out = self.net(features, batch["rx_position_m"], present)
+        means, chol, logits = self.net(features, batch["rx_position_m"], present)
         target = batch["target_m"] / self.net.position_scale_m
-        return mixture_nll(*out, target).mean(), out
+        return mixture_nll(means, chol, logits, target).mean(), (means, chol, logits)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Mixture NLL of one training batch (logged as train_loss)."""
         loss, _ = self._loss(batch, training=True)
         self.log(
             "train_loss",
@@ -74,6 +79,7 @@ class LocalizationTask(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Validation NLL of one batch; keeps the predictions for the epoch's error and calibration figures."""
         loss, out = self._loss(batch, training=False)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target_m"]), sync_dist=True)
         mean, cov = moment_match(*out)
@@ -81,12 +87,13 @@ class LocalizationTask(L.LightningModule):
         self._val.append((mean * s, cov * s * s, batch["target_m"]))
 
     def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation error (median, p90) and coverage of the 1σ/2σ ellipses."""
         if not self._val:
             return
         mean, cov, target = (torch.cat(t) for t in zip(*self._val, strict=False))
         self._val.clear()
         if self.trainer.world_size > 1:
-            mean, cov, target = (self.all_gather(t).flatten(0, 1) for t in (mean, cov, target))
+            mean, cov, target = (cast(torch.Tensor, self.all_gather(t)).flatten(0, 1) for t in (mean, cov, target))
         m, c, t = (x.detach().double().cpu().numpy() for x in (mean, cov, target))
         acc, cal = accuracy_summary(m, t), calibration_summary(m, c, t)
         self.log_dict(
@@ -101,15 +108,18 @@ class LocalizationTask(L.LightningModule):
         )
         self.log("val_median_km", acc["median_error_m"] / 1e3, prog_bar=True, rank_zero_only=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        """AdamW with the run's learning rate and weight decay; the rate halves when val_loss stalls."""
         opt = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+            self.parameters(), lr=self.hparams["learning_rate"], weight_decay=self.hparams["weight_decay"]
         )
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str, map_location: str | None = "cpu") -> LocalizationTask:
+    def load_from_checkpoint(  # type: ignore[override]  # narrower on purpose: the CPU, no overrides
+        cls, checkpoint_path: str, map_location: str | None = "cpu"
+    ) -> LocalizationTask:
         """The task of a checked Heimdall checkpoint, on the CPU (load_task): tensors and plain data only, where
         Lightning's own loader unpickles whatever its caller allows."""
         if map_location not in (None, "cpu"):
@@ -117,9 +127,11 @@ class LocalizationTask(L.LightningModule):
         return load_task(checkpoint_path)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the Heimdall section (format, version, model card, run configuration) to the checkpoint."""
         checkpoint["heimdall"] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **self.heimdall_meta}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read the Heimdall section back into heimdall_meta."""
         meta = dict(checkpoint.get("heimdall", {}))
         meta.pop("format", None)
         meta.pop("version", None)

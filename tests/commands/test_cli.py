@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from heimdall.cli import main
+from heimdall.cli import COMMANDS, main
 from heimdall.datasets.store import inspect_store
 
 
@@ -10,6 +12,16 @@ def test_help_lists_commands(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "simulate" in out and "scenario" in out
+    assert len(COMMANDS) == 9
+    for name in COMMANDS:
+        assert re.search(rf"^\s+{name}\s+\S", out, re.M), f"{name} is not listed with its help"
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0, name
+        usage = capsys.readouterr().out
+        assert usage.startswith(f"usage: heimdall {name}"), name
+        # dashes only: the underscore spellings are hidden aliases
+        assert not re.findall(r"--[a-z0-9]+_[a-z0-9_]*", usage), (name, re.findall(r"--[a-z0-9]+_[a-z0-9_]*", usage))
 
 
 def test_simulate_writes_a_store_and_prints_a_summary(tmp_path, capsys):

@@ -6,7 +6,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
-from heimdall.evaluation.evaluate import load_test_set
+from heimdall.evaluation.test_set import load_test_set
 from heimdall.release.export import export_checkpoint
 from heimdall.release.registry import COVERAGE_TOLERANCE, decide, onnx_metrics, register
 from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint

@@ -95,6 +95,13 @@ def test_pure_noise_has_low_snr_and_signal_adds_power(world):
     f = extract_features(noise, p, -50.0)
     assert np.percentile(f.snr_db, 95) < 0
     assert f.psd_dbm_hz.shape == (200, p.psd_bins)
+    # the same noise with a tone in the channel: more in-band power, a high SNR, the same noise estimate
+    t = np.arange(p.window_samples) / p.sample_rate_hz
+    tone = (0.1 * np.exp(2j * np.pi * 1_000.0 * t)).astype(np.complex64)
+    g = extract_features(noise + tone, p, -50.0)
+    assert (g.power_dbm > f.power_dbm + 20).all()
+    assert (g.snr_db > 20).all()
+    np.testing.assert_allclose(g.noise_density_dbm_hz, f.noise_density_dbm_hz, atol=3.0)
 
 
 def test_bad_iq_is_rejected_with_a_clear_error(world):

@@ -97,6 +97,25 @@ def test_invalid_scenarios_name_the_field(case, edit, message):
 def test_overlap_check_does_not_reject_the_close_real_sites(nw_italy):
     # Coazze and Aquila di Giaveno are ~2 km apart: distinct receivers, accepted
     assert {"coazze", "giaveno"} <= {r.id for r in nw_italy.receivers}
+    # they are the network's closest pair, so the overlap check (nearest pair against the minimum) judged them
+    en = nw_italy.receiver_positions_m()
+    dist = np.linalg.norm(en[:, None] - en[None], axis=-1) + np.diag(np.full(len(en), np.inf))
+    i, j = np.unravel_index(dist.argmin(), dist.shape)
+    assert {nw_italy.receivers[i].id, nw_italy.receivers[j].id} == {"coazze", "giaveno"}
+    assert 1_000 < dist[i, j] < 3_000
+    # and the check does fire on this pair once Coazze is moved within the minimum separation of Giaveno
+    d = _base()
+    k = next(n for n, r in enumerate(d["receivers"]) if r["id"] == "coazze")
+    giaveno = next(r for r in d["receivers"] if r["id"] == "giaveno")
+    at = nw_italy.frame.to_local(giaveno["lat"], giaveno["lon"]).reshape(2)
+    for offset_m, refused in ((50.0, True), (150.0, False)):
+        lat, lon = nw_italy.frame.to_geodetic(at + [offset_m, 0.0])
+        d["receivers"][k].update(lat=float(lat), lon=float(lon))
+        if refused:
+            with pytest.raises(ScenarioError, match=f"receivers\\[{k}\\]: receiver 'coazze' overlaps .* 'giaveno'"):
+                scenario_from_dict(copy.deepcopy(d))
+        else:
+            assert {r.id for r in scenario_from_dict(copy.deepcopy(d)).receivers} >= {"coazze", "giaveno"}
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -20,7 +20,7 @@ from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import HeimdallError, NothingImported
 from heimdall.scenario.domain import MAX_RECEIVERS
 
-VALID = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
+VALID = Path(__file__).parents[1] / "data" / "broken_sigmf" / "valid"
 TX_LAT_LON = (45.05, 7.45)
 
 

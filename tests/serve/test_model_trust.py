@@ -186,7 +186,8 @@ def test_a_model_that_reads_a_host_file_is_refused(published, tiny_store, tmp_pa
     np.testing.assert_allclose(leaked - clean, secret[None], rtol=1e-6)  # ONNX Runtime alone answers the secret
     with pytest.raises(ModelLoadError, match="tensor 'w0' .* refers to external data 'secret.txt'.*refused"):
         from_bytes(tampered, "tampered", "1")
-    from heimdall.evaluation.evaluate import load_test_set, onnx_predictions
+    from heimdall.evaluation.evaluate import onnx_predictions
+    from heimdall.evaluation.test_set import load_test_set
 
     with pytest.raises(ModelLoadError, match="external data"):  # `heimdall evaluate --model tampered.onnx`
         onnx_predictions(tampered, load_test_set(tiny_store, 10))

@@ -1,5 +1,7 @@
 """End to end through `main([...])` in-process (torchgeo style), on a tiny simulated store."""
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -44,17 +46,69 @@ def _train_args(store, run_dir, uri, *extra):
     ]
 
 
-def test_train_resume_export(tiny_store, ws, capsys):
-    run_dir = ws / "run"
-    uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "2")) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def pipeline(tiny_store, tmp_path_factory):
+    """One run shared by the steps below, each step a test: train → resume → export → evaluate. A step's fixture
+    runs the step once; a failing step fails its own test and errors the steps after it."""
+    ws = tmp_path_factory.mktemp("pipeline")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEIMDALL_WORKSPACE", str(ws / "ws"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield {"ws": ws, "store": tiny_store, "run_dir": ws / "run", "uri": f"sqlite:///{ws / 'mlflow.db'}"}
+
+
+def _run(argv):
+    """(exit code, stdout) of main(argv): module-scoped steps cannot use capsys."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline):
+    p = pipeline
+    code, out = _run(_train_args(p["store"], p["run_dir"], p["uri"], "--epochs", "2"))
+    assert code == 0, out
+    saved = yaml.safe_load((p["run_dir"] / "config.yaml").read_text())
+    return {**p, "out": out, "run_id": saved["mlflow_run_id"], "client": MlflowClient(p["uri"])}
+
+
+@pytest.fixture(scope="module")
+def resumed(trained):
+    # resume: continues at epoch 3 in the same MLflow run, with the saved configuration
+    code, out = _run(["train", "--resume_training", "--checkpoint_dir", str(trained["run_dir"]), "--epochs", "3"])
+    assert code == 0, out
+    return trained
+
+
+@pytest.fixture(scope="module")
+def exported(resumed):
+    ws, run_dir = resumed["ws"], resumed["run_dir"]
+    code, out = _run(
+        ["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"), "--checkpoint_dir", str(ws)]
+    )
+    assert code == 0, out
+    onnx_path = ws / "exported.onnx"
+    (ws / "model.onnx").rename(onnx_path)
+    return {**resumed, "onnx": onnx_path}
+
+
+@pytest.fixture(scope="module")
+def evaluated(resumed):
+    ws, run_dir, store = resumed["ws"], resumed["run_dir"], resumed["store"]
+    argv = ["evaluate", "--model", str(run_dir / "best.ckpt"), "--data", str(store), "--out", str(ws / "eval")]
+    code, table = _run([*argv, "--grid-spacing-m", "4000"])
+    assert code == 0, table
+    return {**resumed, "table": table, "metrics": json.loads((ws / "eval" / "metrics.json").read_text())}
+
+
+def test_training_writes_the_run_folder_and_its_mlflow_run(trained):
+    run_dir, run_id, client = trained["run_dir"], trained["run_id"], trained["client"]
+    out = trained["out"]
     assert "val median error (model" in out and "weighted centroid" in out
     for name in ["last.ckpt", "best.ckpt", "config.yaml", "model.onnx"]:
         assert (run_dir / name).is_file(), name
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    run_id = saved["mlflow_run_id"]
-    client = MlflowClient(uri)
     run = client.get_run(run_id)
     for key in [
         "val_loss",
@@ -71,22 +125,20 @@ def test_train_resume_export(tiny_store, ws, capsys):
     assert run.data.params["cfg.epochs"] == "2"
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 1  # 0-based: the 2nd epoch
 
-    # resume: continues at epoch 3 in the same MLflow run, with the saved configuration
-    assert main(["train", "--resume_training", "--checkpoint_dir", str(run_dir), "--epochs", "3"]) == 0
+
+def test_resumed_run_goes_on_in_the_same_mlflow_run(resumed):
+    run_dir, run_id, client = resumed["run_dir"], resumed["run_id"], resumed["client"]
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 2  # the 3rd epoch
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["mlflow_run_id"] == run_id
     assert len(client.get_metric_history(run_id, "val_median_error_m")) == 3
     experiment = client.get_experiment_by_name("heimdall")
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
+
+def test_export_only_writes_a_model_onnx_runtime_runs(exported):
     # export-only loads the checkpoint and writes a model ONNX Runtime can run
-    onnx_path = ws / "exported.onnx"
-    assert (
-        main(["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"), "--checkpoint_dir", str(ws)]) == 0
-    )
-    (ws / "model.onnx").rename(onnx_path)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with h5py.File(tiny_store / "test.h5") as f:
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    with h5py.File(exported["store"] / "test.h5") as f:
         feats = f["features"][:3]
         rx = np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)
     mean_m, cov = session.run(
@@ -98,29 +150,15 @@ def test_train_resume_export(tiny_store, ws, capsys):
         },
     )
     assert mean_m.shape == (3, 2) and np.isfinite(cov).all()
-    assert main(["inspect", str(onnx_path)]) == 0
-    assert "weights_sha256" in capsys.readouterr().out
+    code, out = _run(["inspect", str(exported["onnx"])])
+    assert code == 0
+    assert "weights_sha256" in out
 
+
+def test_evaluation_reports_every_estimator_metric_and_plot(evaluated):
     # evaluation: every estimator, every metric, the plots, and the numbers in the training run
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(run_dir / "best.ckpt"),
-                "--data",
-                str(tiny_store),
-                "--out",
-                str(ws / "eval"),
-                "--grid-spacing-m",
-                "4000",
-            ]
-        )
-        == 0
-    )
-    table = capsys.readouterr().out
+    table, metrics, ws = evaluated["table"], evaluated["metrics"], evaluated["ws"]
     assert "classical_ml" in table and "oracle" in table
-    metrics = json.loads((ws / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 150
     assert set(metrics["estimators"]) == {
         "model",
@@ -157,27 +195,18 @@ def test_train_resume_export(tiny_store, ws, capsys):
     assert min(nll, key=nll.get) == "oracle", nll  # the oracle is a floor on simulated data
     for plot in ["error_cdf.png", "calibration.png", "map.png", "error_map.png"]:
         assert (ws / "eval" / plot).stat().st_size > 10_000, plot
-    assert "test_model_median_error_m" in client.get_run(run_id).data.metrics
+    assert "test_model_median_error_m" in evaluated["client"].get_run(evaluated["run_id"]).data.metrics
+
+
+def test_the_exported_model_evaluates_as_its_checkpoint(evaluated, exported):
     # the same evaluation from the exported model gives the same model numbers
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(onnx_path),
-                "--data",
-                str(tiny_store),
-                "--out",
-                str(ws / "eval2"),
-                "--grid-spacing-m",
-                "4000",
-                "--no-mlflow",
-            ]
-        )
-        == 0
-    )
+    ws = exported["ws"]
+    argv = ["evaluate", "--model", str(exported["onnx"]), "--data", str(exported["store"]), "--out", str(ws / "eval2")]
+    code, out = _run([*argv, "--grid-spacing-m", "4000", "--no-mlflow"])
+    assert code == 0, out
     onnx_metrics = json.loads((ws / "eval2" / "metrics.json").read_text())["estimators"]["model"]
-    assert onnx_metrics["median_error_m"] == pytest.approx(metrics["estimators"]["model"]["median_error_m"], abs=1.0)
+    expected = evaluated["metrics"]["estimators"]["model"]["median_error_m"]
+    assert onnx_metrics["median_error_m"] == pytest.approx(expected, abs=1.0)
 
 
 def test_resuming_a_finished_run_folder_is_refused(tiny_store, ws, capsys):
@@ -185,7 +214,7 @@ def test_resuming_a_finished_run_folder_is_refused(tiny_store, ws, capsys):
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1", "--no_export")) == 0
     assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1")) == 2
-    assert "already holds a run; use --resume_training" in capsys.readouterr().err
+    assert "already holds a run; use --resume-training" in capsys.readouterr().err
 
 
 def test_export_only_rejects_bad_checkpoints(ws, capsys):
@@ -200,7 +229,7 @@ def test_export_only_rejects_bad_checkpoints(ws, capsys):
     assert main(["train", "--export_only", "--checkpoint", str(garbage)]) == 2
     assert "cannot read as a PyTorch checkpoint" in capsys.readouterr().err
     assert main(["train", "--export_only"]) == 2
-    assert "--export_only needs --checkpoint" in capsys.readouterr().err
+    assert "--export-only needs --checkpoint" in capsys.readouterr().err
 
 
 def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):

@@ -15,7 +15,7 @@ from heimdall.datasets.importer import import_collections
 from heimdall.datasets.spec import ImportOptions
 from heimdall.datasets.store import StoreWriter, inspect_store
 
-VALID_SIGMF = Path(__file__).parent / "data" / "broken_sigmf" / "valid"
+VALID_SIGMF = Path(__file__).parents[1] / "data" / "broken_sigmf" / "valid"
 
 
 def _recreate(name, **kwargs):
@@ -235,5 +235,5 @@ def test_training_says_which_files_exceed_the_loader_budget(tiny_store, tmp_path
         == 0
     )
     out = capsys.readouterr().out
-    assert "train: 1 of 1 store files do not fit --loader_memory_mb 0.5 and are read from disk" in out
+    assert "train: 1 of 1 store files do not fit --loader-memory-mb 0.5 and are read from disk" in out
     assert "val:" not in out  # 150 samples fit what is left

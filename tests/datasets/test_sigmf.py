@@ -24,7 +24,7 @@ from heimdall.errors import RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
 from service_process import running_service
 
-CORPUS = Path(__file__).parent / "data" / "broken_sigmf"
+CORPUS = Path(__file__).parents[1] / "data" / "broken_sigmf"
 CASES = json.loads((CORPUS / "cases.json").read_text())
 
 
