@@ -37,7 +37,8 @@ from heimdall.metrics import mahalanobis_sq
 from heimdall.radiomap.answers import MapAnswers, answers_of
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.oracle import oracle_answers
-from heimdall.scenario import load_scenario, scenario_from_dict
+from heimdall.scenario.builtin import load_scenario
+from heimdall.scenario.schema import scenario_from_dict
 
 MAP_SCENARIO = "randstad-70cm"
 TRUTH_SHADOWING_SEED = 11
