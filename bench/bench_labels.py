@@ -230,17 +230,9 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("workspace/bench-labels"), help="data folder (reused)")
-    ap.add_argument("-n", type=int, default=4000, help="transmissions simulated and imported (all splits)")
-    ap.add_argument("--budgets", default="0,100,400,1500,all", help="label budgets ('all': every training label)")
-    ap.add_argument("--scaling", default="1500,10000,100000", help="label counts for the fit-time scaling ('' skips)")
-    ap.add_argument("--spacing-m", type=float, default=500.0, help="map grid spacing")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Namespace) -> None:
+    """Fit the map at each label budget on the imported store and print its answers against the baselines."""
 
-    truth_file, sim, imported = make_data(args.work, args.n, args.seed)
     truth = scenario_from_dict(yaml.safe_load(truth_file.read_text()))
     scenario = load_scenario(MAP_SCENARIO)
     params = FeatureParams.from_scenario(scenario)
@@ -338,6 +330,21 @@ def main() -> None:
     print("targets:")
     for name, value, ok in verdicts:
         print(f"  {'met    ' if ok else 'NOT MET'} {name}: {value:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("workspace/bench-labels"), help="data folder (reused)")
+    ap.add_argument("-n", type=int, default=4000, help="transmissions simulated and imported (all splits)")
+    ap.add_argument("--budgets", default="0,100,400,1500,all", help="label budgets ('all': every training label)")
+    ap.add_argument("--scaling", default="1500,10000,100000", help="label counts for the fit-time scaling ('' skips)")
+    ap.add_argument("--spacing-m", type=float, default=500.0, help="map grid spacing")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    truth_file, sim, imported = make_data(args.work, args.n, args.seed)
+    if args.budgets:
+        label_budgets(truth_file, sim, imported, args)
     if args.scaling:
         fit_scaling(truth_file, args.work, [int(x) for x in args.scaling.split(",")], args.spacing_m, args.seed)
 
