@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_onnx.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_labels.py
 
 clean:
 	rm -rf workspace .pytest_cache
