@@ -2,56 +2,25 @@
 
 import base64
 import json
-import os
-import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from browser import SCREENSHOT_DIR, chromium_context
 from heimdall.datasets.sigmf_files import write_collection, write_recording
 from heimdall.serve.page import STATIC, content_security_policy, tile_origin
 from serve_bodies import features_body
 from service_process import free_port, running_service
 
-CHROMIUM = os.environ.get("HEIMDALL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE_WEIGHT_LIMIT_BYTES = 500 * 1024
-# HEIMDALL_SCREENSHOT_DIR=docs keeps the screenshots for the README
-SCREENSHOT_DIR = os.environ.get("HEIMDALL_SCREENSHOT_DIR")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"map page browser tests need playwright (pip install playwright; .ci/run does): {exc}")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"map page browser tests need Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
-    with sync_playwright() as p:
-        try:
-            context = p.chromium.launch_persistent_context(
-                tmp_path_factory.mktemp("chromium-profile"),
-                executable_path=CHROMIUM,
-                args=CHROMIUM_ARGS,
-                headless=True,
-                viewport={"width": 1280, "height": 800},
-            )
-        except Error as exc:
-            pytest.skip(f"map page browser tests: Chromium at {CHROMIUM} does not start here: {exc}")
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
         yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`heimdall evaluate`: metrics.json, plots, MLflow logging and a table for a person."""
+"""`heimdall evaluate`: metrics.json, plots, report.html, MLflow logging and a table for a person."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.table import Table
 
 from heimdall.errors import HeimdallError
 from heimdall.evaluation.evaluate import CALIBRATION_SAMPLES, ESTIMATORS, evaluate, load_test_set, model_predictor
+from heimdall.evaluation.report import write_report
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
+from heimdall.release.export import source_revision
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.workspace import default_tracking_uri, runs_dir
 
@@ -47,6 +49,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
     metrics = evaluate(model_predictor(model), test, calibration, out, args.grid_spacing_m, model=str(model))
+    write_report(out, metrics, commit=source_revision())
     print_table(console, metrics)
     if not args.no_mlflow and run_cfg.mlflow_run_id:
         log_to_mlflow(args.tracking_uri or run_cfg.tracking_uri, run_cfg.mlflow_run_id, metrics, out)
