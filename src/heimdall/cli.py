@@ -328,7 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="split of a store folder (default test; 'unlabelled' for imported transmissions without a known position)",
     )
-    _flag(p, "--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    _flag(p, "--out", help="file to write (default predictions.<format>)")
+    _flag(
+        p,
+        "--format",
+        choices=("csv", "geojson", "kml"),
+        default="csv",
+        help="csv (one row per transmission), geojson or kml (the position and the 95 %% region of each, for "
+        "QGIS or Google Earth; default csv)",
+    )
     _flag(
         p,
         "--match-tolerance-m",
