@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from heimdall.errors import Busy
 
@@ -83,7 +84,7 @@ class EventStreamResponse(Response):
         self.status_code = 200
         self.background = None
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the stream; the generator is closed (its slot freed) however the stream ends."""
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
 
