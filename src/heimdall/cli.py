@@ -60,6 +60,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _tile_url(text: str) -> str:
+    from heimdall.serve.page import tile_origin
+
+    try:
+        tile_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return text
+
+
 def _flag(p: argparse._ActionsContainer, name: str, *hidden: str, short: str | None = None, **kwargs: Any) -> None:
     """Add the flag `name` (dashes; and `short`) with its underscore spelling and `hidden` as aliases --help does not
     show."""
@@ -291,6 +301,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=serving.max_body_bytes / 1024**2,
         help=f"request body limit (MB, default {serving.max_body_bytes / 1024**2:g})",
     )
+    _flag(
+        p,
+        "--tile-url",
+        type=_tile_url,
+        default=serving.tile_url,
+        help="basemap tile URL template of the map page at / (default none: receivers, area and graticule "
+        "only), e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (mind the tile server's usage policy)",
+    )
+    _flag(
+        p,
+        "--events-size",
+        type=_positive_int,
+        default=serving.events_size,
+        help=f"localizations the map page's live view keeps in memory (default {serving.events_size})",
+    )
+    _flag(
+        p,
+        "--max-event-streams",
+        type=_positive_int,
+        default=serving.max_event_streams,
+        help=f"live-view event streams open at once, beyond which 429 (default {serving.max_event_streams})",
+    )
 
     p = sub.add_parser(
         "predict",
@@ -308,7 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="split of a store folder (default test; 'unlabelled' for imported transmissions without a known position)",
     )
-    _flag(p, "--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    _flag(p, "--out", help="file to write (default predictions.<format>)")
+    _flag(
+        p,
+        "--format",
+        choices=("csv", "geojson", "kml"),
+        default="csv",
+        help="csv (one row per transmission), geojson or kml (the position and the 95 %% region of each, for "
+        "QGIS or Google Earth; default csv)",
+    )
     _flag(
         p,
         "--match-tolerance-m",

@@ -1,4 +1,4 @@
-"""`heimdall evaluate`: metrics.json, plots, MLflow logging and a table for a person."""
+"""`heimdall evaluate`: metrics.json, plots, report.html, MLflow logging and a table for a person."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from heimdall.evaluation.evaluate import (
     evaluate,
     model_predictor,
 )
+from heimdall.evaluation.report import write_report
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
 from heimdall.radiomap.fit import MapOptions
+from heimdall.release.export import source_revision
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.workspace import default_tracking_uri, runs_dir
 
@@ -70,6 +72,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             map_options=map_options,
             on_progress=on_progress,
         )
+    write_report(out, metrics, commit=source_revision())
     print_table(console, metrics)
     if not args.no_mlflow and run_cfg.mlflow_run_id:
         log_to_mlflow(args.tracking_uri or run_cfg.tracking_uri, run_cfg.mlflow_run_id, metrics, out)

@@ -1,4 +1,4 @@
-"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV."""
+"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV, GeoJSON or KML."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.progress import track
 
 from heimdall.atomic import atomic_open
 from heimdall.commands.options import model_source
+from heimdall.commands.predict_formats import regions_lat_lon, write_geojson, write_kml
 from heimdall.datasets.conform import recording_features
 from heimdall.datasets.loader import StoreDataset
 from heimdall.datasets.receivers import resolve_recordings
@@ -40,7 +41,25 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         names, mean, cov, truth = predict_store(data, args.split, model)
     lat_lon = model.frame.to_geodetic(mean)
-    out = Path(args.out)
+    out = Path(args.out or f"predictions.{args.format}")
+    if args.format != "csv":
+        writer = write_geojson if args.format == "geojson" else write_kml
+        writer(out, names, lat_lon, regions_lat_lon(mean, cov, model.frame))
+    else:
+        write_csv(out, names, lat_lon, mean, cov)
+    console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
+    labelled = np.isfinite(truth).all(axis=1)
+    if labelled.any():
+        err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
+        console.print(
+            f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
+            f"p90 {np.percentile(err, 90) / 1e3:.2f} km"
+        )
+    return 0
+
+
+def write_csv(out: Path, names: list[str], lat_lon: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> None:
+    """One row per transmission: position (degrees and metres), covariance (m²) and the 95 % ellipse."""
     with atomic_open(out, "w") as f:
         w = csv.writer(f)
         w.writerow(
@@ -75,15 +94,6 @@ def predict_command(args: argparse.Namespace) -> int:
                     f"{e['orientation_deg']:.1f}",
                 ]
             )
-    console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
-    labelled = np.isfinite(truth).all(axis=1)
-    if labelled.any():
-        err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
-        console.print(
-            f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
-            f"p90 {np.percentile(err, 90) / 1e3:.2f} km"
-        )
-    return 0
 
 
 def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -30,6 +30,9 @@ def serve_command(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         match_tolerance_m=args.match_tolerance_m,
+        tile_url=args.tile_url,
+        events_size=args.events_size,
+        max_event_streams=args.max_event_streams,
     )
     app = create_app(source, settings)
     # what exists now (modules, the app) lives as long as the process: out of every collection from now on

@@ -33,9 +33,11 @@ from pydantic import BaseModel
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
+from heimdall.serve.events import EventRing
 from heimdall.serve.geometry import response_geometry
 from heimdall.serve.inputs import to_model_inputs
 from heimdall.serve.limits import Admission, LimitsAndMetrics
+from heimdall.serve.page import add_page
 from heimdall.serve.responses import error_response
 from heimdall.serve.runtime import ModelSource, ServedModel
 from heimdall.serve.schemas import BatchRequest, BatchResponse, LocalizeRequest, LocalizeResponse
@@ -117,6 +119,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     batcher = MicroBatcher(answers, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
     reload_lock = asyncio.Lock()
     turns = Turns()
+    events = EventRing(settings.events_size, settings.max_event_streams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -199,6 +202,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                 results = await localize_all(raw, batch, t0)
         except ServeError as exc:
             return error_response(exc)
+        events.publish(results)
         if batch:
             return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
         return Response(results[0], media_type=JSON)
@@ -270,6 +274,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+    add_page(app, events, settings.tile_url)
     return app
 
 

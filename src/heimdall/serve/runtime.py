@@ -23,12 +23,14 @@ from heimdall.errors import ModelLoadError
 from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
+from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.train.model_card import ModelCard
 
 INPUTS = ("features", "rx_position_m", "present")
 OUTPUTS = ("mean_m", "cov_m2")
+AREA_EDGE_POINTS = 16  # per side of the area's outline
 
 
 @dataclass
@@ -94,6 +96,7 @@ class ServedModel:
     def describe(self) -> dict:
         """What GET /v1/model answers."""
         card, receivers = self.card, self.card.receivers
+        names = {r.id: r.name for r in card.scenario.receivers}
         return {
             "name": self.name,
             "version": self.version,
@@ -103,13 +106,33 @@ class ServedModel:
             "scenario_sha256": card.scenario_sha256 or None,
             "frame_origin": {"lat": self.frame.origin_lat, "lon": self.frame.origin_lon},
             "feature_params": dataclasses.asdict(self.params),
+            "feature_columns": {
+                "power_dbm": self.params.power_index,
+                "noise_dbm": self.params.noise_index,
+                "snr_db": self.params.snr_index,
+            },
             "receivers": [
-                {"id": i, "lat": la, "lon": lo}
+                {"id": i, "name": names.get(i, i), "lat": la, "lon": lo}
                 for i, la, lo in zip(receivers["id"], receivers["lat"], receivers["lon"], strict=True)
             ],
             "metrics": card.metrics,
+            "calibration_ideal": {"coverage_1sigma": COVERAGE_1SIGMA_IDEAL, "coverage_2sigma": COVERAGE_2SIGMA_IDEAL},
             "min_receivers": self.min_receivers,
+            "scenario": {"name": card.scenario.name, "frequency_hz": card.frequency_hz},
+            "dataset_sha256": card.dataset_sha256 or None,
+            "mlflow_run_id": card.mlflow_run_id or None,
+            "area": self.area_geojson(),
         }
+
+    def area_geojson(self) -> dict:
+        """The scenario's transmitter area as a GeoJSON Polygon ([lon, lat]; edges sampled, the frame is not
+        lat/lon-aligned)."""
+        e0, n0, e1, n1 = self.card.scenario.area_bounds_m()
+        t = np.linspace(0.0, 1.0, AREA_EDGE_POINTS, endpoint=False)[:, None]
+        corners = np.array([[e0, n0], [e1, n0], [e1, n1], [e0, n1], [e0, n0]])
+        ring = np.concatenate([a + t * (b - a) for a, b in zip(corners[:-1], corners[1:], strict=True)])
+        lat_lon = self.frame.to_geodetic(np.concatenate([ring, ring[:1]]))
+        return {"type": "Polygon", "coordinates": [[[round(lo, 6), round(la, 6)] for la, lo in lat_lon.tolist()]]}
 
 
 def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> ServedModel:

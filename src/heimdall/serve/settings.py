@@ -1,4 +1,5 @@
-"""The service's settings (limits, batching, cache, receiver matching); their defaults are `heimdall serve`'s."""
+"""The service's settings (limits, batching, cache, receiver matching, the map page); their defaults are
+`heimdall serve`'s."""
 
 from __future__ import annotations
 
@@ -19,3 +20,6 @@ class ServeSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_samples: int = 1 << 20
     match_tolerance_m: float = MATCH_TOLERANCE_M
+    tile_url: str | None = None  # the map page's basemap (none: receivers, area and graticule only)
+    events_size: int = 100  # answers the live view keeps and replays to a new page
+    max_event_streams: int = 32  # live-view streams open at once

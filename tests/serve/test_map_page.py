@@ -1,0 +1,243 @@
+"""The map page at `GET /` in headless Chromium against a real `heimdall serve` process, and its event stream."""
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from browser import SCREENSHOT_DIR, chromium_context
+from heimdall.datasets.sigmf_files import write_collection, write_recording
+from heimdall.serve.page import STATIC, content_security_policy, tile_origin
+from serve_bodies import features_body
+from service_process import free_port, running_service
+
+PAGE_WEIGHT_LIMIT_BYTES = 500 * 1024
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def server(model_file):
+    with running_service(model_file, "--events-size", "3", "--max-event-streams", "3") as url:
+        yield url
+
+
+def open_page(browser, url):
+    """The page at url, loaded with the model's receivers drawn; (page, console messages, responses)."""
+    page = browser.new_page()
+    messages, responses = [], []
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+    page.on("response", lambda r: responses.append(r))
+    page.goto(url + "/")
+    page.wait_for_selector(".receiver-marker")
+    page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
+    return page, messages, responses
+
+
+def marker_offset_px(page, lat, lon):
+    """Pixels between the centre of the drawn answer marker and where Leaflet projects (lat, lon)."""
+    box = page.locator(".answer-marker").bounding_box()
+    expected = page.evaluate(
+        """([lat, lon]) => {
+            const p = window.heimdall.map.latLngToContainerPoint([lat, lon]);
+            const r = document.getElementById('map').getBoundingClientRect();
+            return [p.x + r.left, p.y + r.top];
+        }""",
+        [lat, lon],
+    )
+    return float(np.hypot(box["x"] + box["width"] / 2 - expected[0], box["y"] + box["height"] / 2 - expected[1]))
+
+
+def drop(page, files: dict[str, bytes]):
+    """Drop the files (name → bytes) on the page, as a user dragging them from a file manager."""
+    page.evaluate(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, b64] of Object.entries(files)) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name));
+            }
+            document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        {name: base64.b64encode(data).decode() for name, data in files.items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def collection(server, store_rows, tmp_path_factory):
+    """Test transmission 0 as a SigMF collection (ci16_le) of every receiver: {file name: bytes}."""
+    folder = tmp_path_factory.mktemp("fox")
+    receivers = {r["id"]: r for r in httpx.get(f"{server}/v1/model").json()["receivers"]}
+    metas = [
+        write_recording(
+            folder,
+            f"fox_{rid}",
+            store_rows["iq"][0, i],
+            datatype="ci16_le",
+            sample_rate_hz=48000.0,
+            frequency_hz=145e6,
+            datetime="2026-05-01T09:30:00.000Z",
+            lat=receivers[rid]["lat"],
+            lon=receivers[rid]["lon"],
+            alt_m=10.0,
+            receiver_id=rid,
+            power_calibration_dbm=-30.0,
+        )
+        for i, rid in enumerate(store_rows["ids"])
+    ]
+    write_collection(folder, "fox", metas, None)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def api_answer_for(server, collection):
+    """The JSON API's answer to the iq request the collection stands for (built here independently of the page)."""
+    iq = []
+    for stream in json.loads(collection["fox.sigmf-collection"])["collection"]["core:streams"]:
+        name = stream["name"] + ".sigmf-meta"
+        meta = json.loads(collection[name])
+        g = meta["global"]
+        iq.append(
+            {
+                "id": g["heimdall:receiver_id"],
+                "datatype": g["core:datatype"],
+                "sample_rate_hz": g["core:sample_rate"],
+                "center_frequency_hz": meta["captures"][0]["core:frequency"],
+                "full_scale_dbm": g["heimdall:power_calibration_dbm"],
+                "samples_base64": base64.b64encode(collection[name.replace("-meta", "-data")]).decode(),
+            }
+        )
+    r = httpx.post(f"{server}/v1/localize", json={"iq": iq}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_page_loads_offline_without_console_errors_showing_every_receiver(browser, server):
+    page, messages, responses = open_page(browser, server)
+    receivers = httpx.get(f"{server}/v1/model").json()["receivers"]
+    drawn = page.eval_on_selector_all(".receiver-marker", "els => els.map(e => e.dataset.receiver)")
+    assert sorted(drawn) == sorted(r["id"] for r in receivers)
+    assert page.locator(".graticule-label").count() >= 4  # lat/lon graticule
+    assert page.locator(".leaflet-control-scale-line").inner_text().strip()  # a scale bar
+    assert page.locator("path.leaflet-interactive, path").count() >= 5  # the area outline and graticule lines
+    assert page.locator(".leaflet-tile").count() == 0  # no basemap: nothing but the service was asked
+    assert all(r.url.startswith(server) for r in responses)
+    assert messages == []
+    weight = sum(len(r.body()) for r in responses if r.url != f"{server}/v1/events")
+    assert weight <= PAGE_WEIGHT_LIMIT_BYTES, f"page weight {weight} bytes"
+    index = httpx.get(f"{server}/")
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    assert httpx.get(f"{server}/static/../runtime.py").status_code == 404
+    assert httpx.get(f"{server}/static/app.js").headers["content-type"].startswith("text/javascript")
+    page.close()
+
+
+def test_dropped_collection_answer_sits_where_the_api_puts_it(browser, server, collection, tmp_path):
+    expected = api_answer_for(server, collection)
+    page, messages, _ = open_page(browser, server)
+    drop(page, collection)
+    page.wait_for_selector(".answer-marker")
+    shown = page.evaluate("window.heimdall.lastAnswer")
+    assert (shown["lat"], shown["lon"]) == pytest.approx((expected["lat"], expected["lon"]), abs=1e-9)
+    assert marker_offset_px(page, expected["lat"], expected["lon"]) <= 1.5
+    rows = page.locator("#answer-receivers tr").count()
+    assert rows == 1 + len(expected["receivers_used"])  # header + one row per receiver, distance and bearing
+    assert page.locator(".receiver-marker.heard").count() == len(expected["receivers_used"])
+    assert messages == []
+    (Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path).mkdir(exist_ok=True)
+    shot = (Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path) / "map-page.png"
+    page.screenshot(path=shot)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.close()
+
+
+def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection):
+    page, _, _ = open_page(browser, server)
+    body = features_body(store_rows, 1)
+    expected = httpx.post(f"{server}/v1/localize", json=body, timeout=30).json()
+    drop(page, {"request.json": json.dumps(body).encode()})
+    page.wait_for_selector(".answer-marker")
+    assert marker_offset_px(page, expected["lat"], expected["lon"]) <= 1.5
+    snr = page.locator("#answer-receivers tr").nth(1).locator("td").nth(2).inner_text()
+    assert snr != "—"  # a features request shows each receiver's SNR
+    incomplete = {k: v for k, v in collection.items() if not k.endswith(f"{store_rows['ids'][0]}.sigmf-data")}
+    drop(page, incomplete)
+    page.wait_for_selector("#status.error")
+    assert f"fox_{store_rows['ids'][0]}.sigmf-data" in page.inner_text("#status")
+    meta_name = f"fox_{store_rows['ids'][1]}.sigmf-meta"
+    odd = dict(collection)
+    meta = json.loads(odd[meta_name])
+    meta["global"]["core:datatype"] = "ri16_le"
+    odd[meta_name] = json.dumps(meta).encode()
+    drop(page, odd)
+    page.locator("#status", has_text=meta_name).wait_for()
+    assert "not supported" in page.inner_text("#status")
+    page.close()
+
+
+def test_live_view_shows_a_localization_made_by_another_client(browser, server, store_rows):
+    page, messages, _ = open_page(browser, server)
+    answer = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 4), timeout=30).json()
+    item = page.locator("#live-list li", has_text=f"{answer['lat']:.4f}, {answer['lon']:.4f}").first
+    item.wait_for()
+    item.click()
+    page.wait_for_selector(".answer-marker")
+    assert marker_offset_px(page, answer["lat"], answer["lon"]) <= 1.5
+    assert messages == []
+    page.close()
+
+
+def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, model_file):
+    dead = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
+    with running_service(model_file, "--tile-url", dead) as url:
+        assert tile_origin(dead) in httpx.get(f"{url}/").headers["content-security-policy"]
+        page, messages, _ = open_page(browser, url)
+        assert page.locator(".receiver-marker").count() == len(httpx.get(f"{url}/v1/model").json()["receivers"])
+        assert page.locator(".graticule-label").count() >= 4
+        assert page.locator(".leaflet-tile").count() > 0  # it tried the basemap
+        assert all("ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in messages)
+        page.close()
+
+
+def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
+    for k in range(5):
+        assert httpx.post(f"{server}/v1/localize", json=features_body(store_rows, k), timeout=30).status_code == 200
+    with httpx.Client(timeout=10) as client, client.stream("GET", f"{server}/v1/events") as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        assert events.headers["x-accel-buffering"] == "no"
+        lines = events.iter_lines()  # one iterator kept open: dropping it would close the stream
+
+        def next_event():
+            return json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+
+        data = [next_event() for _ in range(3)]  # only the last --events-size answers are kept
+        assert [d["seq"] for d in data] == list(range(data[0]["seq"], data[0]["seq"] + 3))
+        last = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 5), timeout=30).json()
+        pushed = next_event()
+        assert pushed["seq"] == data[-1]["seq"] + 1 and pushed["answer"]["east_m"] == pytest.approx(last["east_m"])
+        with (
+            client.stream("GET", f"{server}/v1/events") as second,
+            client.stream("GET", f"{server}/v1/events") as third,
+        ):
+            assert second.status_code == third.status_code == 200
+            refused = httpx.get(f"{server}/v1/events", timeout=10)
+            assert refused.status_code == 429 and refused.json()["detail"][0]["field"] == "events"
+    assert httpx.get(f"{server}/healthz").status_code == 200
+
+
+def test_static_files_fit_the_page_weight_and_the_csp_names_the_tile_server():
+    total = sum(p.stat().st_size for p in Path(str(STATIC)).rglob("*") if p.suffix in {".html", ".js", ".css", ".png"})
+    assert total <= PAGE_WEIGHT_LIMIT_BYTES, total
+    assert (Path(str(STATIC)) / "vendor" / "leaflet" / "LICENSE").is_file()
+    csp = content_security_policy("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")
+    assert "img-src 'self' data: https://*.tile.openstreetmap.org;" in csp
+    for bad in ("javascript:alert(1)/{z}/{x}/{y}", "https://tiles.example/{z}/{x}.png", "https://a b;c/{z}/{x}/{y}"):
+        with pytest.raises(ValueError):
+            tile_origin(bad)
