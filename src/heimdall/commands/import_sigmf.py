@@ -10,17 +10,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from heimdall.atomic import atomic_write_text
 from heimdall.datasets.importer import ImportSummary, import_collections
+from heimdall.datasets.scenario_from_recordings import scenario_from_recordings
 from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import NothingImported
 from heimdall.scenario.builtin import load_scenario
 
 SHOWN_SKIPPED = 20
+SCENARIO_FILE = "scenario.yaml"  # the scenario built from the recordings, next to the store they were imported into
 
 
 def import_command(args: argparse.Namespace) -> int:
     console = Console()
-    scenario = load_scenario(args.scenario)
+    if args.scenario:
+        scenario = load_scenario(args.scenario)
+    else:
+        scenario = scenario_from_recordings(args.input, args.new_receiver_height_m)
+        console.print(
+            f"no --scenario: built {scenario.name!r} from the recordings ({scenario.frequency_hz / 1e6:g} MHz, "
+            f"{len(scenario.receivers)} receivers); written to {Path(args.out) / SCENARIO_FILE}",
+            markup=False,
+        )
     options = ImportOptions(
         seed=args.seed,
         fractions=args.splits,
@@ -51,6 +62,8 @@ def import_command(args: argparse.Namespace) -> int:
             progress.stop()
             print_summary(console, exc.summary)
             raise
+    if not args.scenario:
+        atomic_write_text(Path(args.out) / SCENARIO_FILE, scenario.to_yaml())
     print_summary(console, summary)
     return 0
 
