@@ -145,3 +145,24 @@ def test_minio_environment_names_reach_the_s3_model_store(tiny_run, ws, monkeypa
         assert store.fetch("heimdall-localizer").manifest["sha256"] == model["sha256"]
     finally:
         server.stop()
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(tiny_run, tiny_store, ws, capsys):
+    source = tiny_run[0] / "run" / "best.ckpt"
+    run_dir, uri = ws / "tuned", f"sqlite:///{ws / 'mlflow.db'}"
+    argv = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(run_dir), "--tracking-uri", uri]
+    assert main([*argv, "--init-from", str(source), "--epochs", "1", "--no-export"]) == 2
+    err = capsys.readouterr().err
+    assert "its network does not fit this run" in err and "d_model: checkpoint 32, this run 96" in err
+    assert not run_dir.exists()
+
+    # a learning rate too small to move the weights: what the run saves is what it started from
+    tune = ["--init-from", str(source), "--learning-rate", "1e-12", "--epochs", "1", "--no-export", "--json"]
+    assert main([*argv, *SMALL, *tune]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    before, after = load_checkpoint(source)["state_dict"], load_checkpoint(run_dir / "last.ckpt")["state_dict"]
+    weights = [k for k in before if k.endswith("weight")]
+    assert weights and all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
+    saved = load_checkpoint(run_dir / "last.ckpt")["heimdall"]["config"]
+    assert saved["init_from"] == str(source)
+    assert summary["mlflow_run_id"] != load_checkpoint(source)["heimdall"]["mlflow_run_id"]  # a new run

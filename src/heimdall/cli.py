@@ -498,6 +498,19 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         choices=["debug", "info", "warning", "error"],
         help="messages shown on stderr (default info); the run folder's train.log keeps info and above",
     )
+    _flag(
+        p,
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from this checkpoint's weights (fine-tuning, e.g. simulation → a real network); its "
+        "architecture must fit the run's",
+    )
+    _flag(
+        p,
+        "--keep-normalisation",
+        action="store_true",
+        help="with --init-from: keep the checkpoint's input normalisation (default: recomputed on the new data)",
+    )
     _flag(p, "--experiment-name", help=f"MLflow experiment (default {d.experiment_name})")
     _flag(p, "--run-name-prefix", help=f"prefix of the run name (default {d.run_name_prefix})")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite)")

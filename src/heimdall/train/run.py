@@ -24,6 +24,7 @@ from heimdall.errors import ConfigError, HeimdallError
 from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
 from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
+from heimdall.train.fine_tune import initialise_from
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location, default_tracking_uri, runs_dir, workspace
 
@@ -151,7 +152,10 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
             cfg.receiver_dropout,
             cfg.feature_dropout,
         )
-        task.net.set_normalisation(mean, std, scale)
+        if cfg.init_from:
+            initialise_from(task, cfg.init_from, (mean, std, scale), cfg.keep_normalisation)
+        else:
+            task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
