@@ -27,14 +27,18 @@ def scenario_from_recordings(root: str | Path, antenna_height_m: float, name: st
     """The scenario of the SigMF collections under `root` (invalid collections are left to the importer to report);
     receivers get `antenna_height_m` above terrain. Raises ScenarioError naming `root` when nothing fits."""
     root = Path(root)
-    recordings = []
+    recordings, problems = [], []
     for path in find_collections(root):
         try:
             recordings.extend(read_collection(path, root).recordings)
-        except RecordingError:
-            continue
+        except RecordingError as exc:
+            problems.append(str(exc))
     if not recordings:
-        raise ScenarioError(f"{root}: no readable SigMF collection to build a scenario from; give --scenario")
+        raise ScenarioError(
+            f"{root}: no readable SigMF collection to build a scenario from ({len(problems)} invalid"
+            + (f", e.g. {problems[0][:300]}" if problems else "")
+            + "); give --scenario"
+        )
     frequency_hz = Counter(r.frequency_hz for r in recordings).most_common(1)[0][0]
     sample_rate_hz = Counter(r.sample_rate_hz for r in recordings).most_common(1)[0][0]
     window = min(MAX_WINDOW_SAMPLES, min(r.n_samples for r in recordings))
