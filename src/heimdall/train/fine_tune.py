@@ -11,7 +11,7 @@ from heimdall.errors import ConfigError
 from heimdall.train.config import NetConfig
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
     from heimdall.train.task import LocalizationTask
 
@@ -21,12 +21,14 @@ IRRELEVANT = ("dropout",)  # may differ: it changes training, not the weights
 def initialise_from(
     task: LocalizationTask,
     checkpoint: str | Path,
-    normalisation: tuple[torch.Tensor, torch.Tensor, float],
+    normalisation: tuple[np.ndarray, np.ndarray, float],
     keep_normalisation: bool = False,
 ) -> None:
     """Load `checkpoint`'s weights into `task`'s network; ConfigError naming every architecture option (or the
     feature count) that differs. `normalisation` (feature mean, std, position scale in m) of the new data replaces
     the checkpoint's unless `keep_normalisation`; the covariance calibration starts again."""
+    import torch
+
     from heimdall.train.task import load_task
 
     source = load_task(checkpoint).net
@@ -43,4 +45,4 @@ def initialise_from(
     task.net.load_state_dict(source.state_dict())
     if not keep_normalisation:
         task.net.set_normalisation(*normalisation)
-    task.net.covariance_scale.fill_(1.0)  # recalibrated on this run's validation split
+    task.net.covariance_scale = torch.tensor(1.0)  # recalibrated on this run's validation split

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -264,7 +265,7 @@ def fresh_budget_timer(minutes: float) -> Callback:
         def load_state_dict(self, state_dict: dict) -> None:
             """Keep the fresh budget (the saved elapsed time is not restored)."""
 
-    return FreshBudgetTimer(duration={"minutes": minutes}, interval="step")
+    return FreshBudgetTimer(duration=timedelta(minutes=minutes), interval="step")
 
 
 def _store_covariance_scale(checkpoint: Path, scale: float) -> None:
