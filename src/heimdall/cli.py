@@ -377,9 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         p,
         "--scenario",
-        default=DEFAULT_SCENARIO,
-        help=f"scenario giving the channel frequency, feature settings and known receivers (default "
-        f"{DEFAULT_SCENARIO})",
+        help="scenario giving the channel frequency, feature settings and known receivers (built-in name or YAML "
+        "file; default: built from the recordings and written to OUT/scenario.yaml)",
     )
     _flag(
         p,
@@ -513,13 +512,56 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "--strategy", help=f"Lightning strategy, e.g. ddp (default {d.strategy})")
     _flag(p, "--seed", type=int, help=f"seed of data order, initialisation and dropout (default {d.seed})")
     _flag(p, "--checkpoint-dir", help="run folder for checkpoints (default workspace/runs/<run>)")
-    _flag(p, "--checkpoint", help="checkpoint to export with --export-only")
-    _flag(p, "--export-only", action="store_true", help="export --checkpoint to ONNX, no training")
+    _flag(
+        p,
+        "--checkpoint",
+        help="with --export-only: the checkpoint to publish; with --resume-training: the run's last.ckpt",
+    )
+    _flag(
+        p,
+        "--export-only",
+        action="store_true",
+        help="publish --checkpoint (ONNX → model store → MLflow registry) without training",
+    )
     _flag(
         p,
         "--resume-training",
         action="store_true",
-        help="continue the run in --checkpoint-dir from last.ckpt with its saved configuration",
+        help="continue the run of --checkpoint RUN/last.ckpt (or --checkpoint-dir RUN) with its saved configuration "
+        "and a fresh --max-time-minutes budget; options that cannot change (batch size, learning rate, "
+        "architecture) are refused",
+    )
+    _flag(
+        p,
+        "--store",
+        help="model store the model is published to: a folder or s3://bucket/prefix (default: workspace/models)",
+    )
+    _add_s3_options(p)
+    _flag(
+        p,
+        "--eval-data",
+        help="store folder (its test split) or test .h5 the registry's champion rule judges on (default: the "
+        "training store's test split if it has one, else the model is registered as a challenger)",
+    )
+    _flag(p, "--json", action="store_true", help="print one JSON summary on stdout (human output goes to stderr)")
+    _flag(
+        p,
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="messages shown on stderr (default info); the run folder's train.log keeps info and above",
+    )
+    _flag(
+        p,
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from this checkpoint's weights (fine-tuning, e.g. simulation → a real network); its "
+        "architecture must fit the run's",
+    )
+    _flag(
+        p,
+        "--keep-normalisation",
+        action="store_true",
+        help="with --init-from: keep the checkpoint's input normalisation (default: recomputed on the new data)",
     )
     _flag(p, "--experiment-name", help=f"MLflow experiment (default {d.experiment_name})")
     _flag(p, "--run-name-prefix", help=f"prefix of the run name (default {d.run_name_prefix})")
@@ -579,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"heimdall {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment problem, not bad input: no traceback for the user
+        print(f"heimdall {args.command}: unexpected error: {type(exc).__name__}: {exc}"[:2000], file=sys.stderr)
+        return 1
 
 
 def run() -> None:

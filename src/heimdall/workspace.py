@@ -33,8 +33,10 @@ def runs_dir() -> Path:
 
 
 def default_model_store() -> str:
-    """The default model store: a folder in the workspace."""
-    return str(workspace() / "models")
+    """The default model store: s3://$MINIO_BUCKET when that is set (the team setup), else a folder in the
+    workspace."""
+    bucket = os.environ.get("MINIO_BUCKET")
+    return f"s3://{bucket}" if bucket else str(workspace() / "models")
 
 
 def default_tracking_uri() -> str:

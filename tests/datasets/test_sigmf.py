@@ -51,7 +51,7 @@ def sigmf_dir(nw_italy, tmp_path_factory):
 def imported(sigmf_dir, nw_italy, tmp_path_factory):
     before = tree_digest(sigmf_dir)
     out = tmp_path_factory.mktemp("imported")
-    assert main(["import", str(sigmf_dir), "--out", str(out), "--quiet"]) == 0
+    assert main(["import", "--scenario", "nw-italy", str(sigmf_dir), "--out", str(out), "--quiet"]) == 0
     assert tree_digest(sigmf_dir) == before, "the input folder was modified"
     return out
 
@@ -173,13 +173,15 @@ def test_broken_collection_names_file_and_field(case, nw_italy, tmp_path):
 
 def test_skip_invalid_imports_the_rest_and_reports_each(tmp_path, capsys):
     out = tmp_path / "store"
-    assert main(["import", str(CORPUS), "--out", str(out), "--skip-invalid", "--quiet"]) == 0
+    assert main(["import", "--scenario", "nw-italy", str(CORPUS), "--out", str(out), "--skip-invalid", "--quiet"]) == 0
     report = json.loads((out / "import-report.json").read_text())
     assert sum(report["splits"].values()) == 1
     skipped = {Path(s["collection"]).parent.name: (Path(s["file"]).name, s["field"]) for s in report["skipped"]}
     assert skipped == {case: (file, field) for case, (file, field, _) in CASES.items()}
     assert f"skipped (invalid): {len(CASES)}" in capsys.readouterr().out
-    assert main(["import", str(CORPUS / "valid"), "--out", str(out), "--quiet"]) == 2  # refuses to overwrite
+    assert (
+        main(["import", "--scenario", "nw-italy", str(CORPUS / "valid"), "--out", str(out), "--quiet"]) == 2
+    )  # refuses to overwrite
     assert "already holds a store" in capsys.readouterr().err
 
 
@@ -282,7 +284,7 @@ def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, 
     assert main(["predict", str(field), "--model-file", str(model), "--out", str(ws / "p.csv"), "--quiet"]) == 0
     cli = list(csv.DictReader((ws / "p.csv").open()))
     assert [r["transmission"] for r in cli] == ["tx-0000000", "tx-0000001", "tx-0000002"]
-    assert main(["import", str(field), "--out", str(ws / "field-store"), "--quiet"]) == 0
+    assert main(["import", "--scenario", "nw-italy", str(field), "--out", str(ws / "field-store"), "--quiet"]) == 0
     assert (
         main(
             [

@@ -163,11 +163,11 @@ def test_crafted_metadata_is_one_reported_item(case, craft, file, field, phrase,
     craft(copy_valid(src / "b"))
     before = tree_digest(src)
     out = tmp_path / "store"
-    assert main(["import", str(src), "--out", str(out), "--quiet"]) == 2
+    assert main(["import", "--scenario", "nw-italy", str(src), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{file}: {field}" in err and phrase in err and "Traceback" not in err, err[:500]
     assert not out.exists() or not list(out.glob("*.h5*"))
-    assert main(["import", str(src), "--out", str(out), "--quiet", "--skip-invalid"]) == 0
+    assert main(["import", "--scenario", "nw-italy", str(src), "--out", str(out), "--quiet", "--skip-invalid"]) == 0
     report = json.loads((out / REPORT_NAME).read_text())
     assert sum(report["splits"].values()) == 1
     [skipped] = report["skipped"]
@@ -213,7 +213,7 @@ def test_when_nothing_is_imported_each_reason_is_reported(tmp_path, capsys):
     _meta_edit(SAMPLE_RATE, '"core:sample_rate": 1' + "0" * 400)(copy_valid(src / "b"))
     _too_many_streams(copy_valid(src / "c"))
     out = tmp_path / "store"
-    assert main(["import", str(src), "--out", str(out), "--quiet", "--skip-invalid"]) == 2
+    assert main(["import", "--scenario", "nw-italy", str(src), "--out", str(out), "--quiet", "--skip-invalid"]) == 2
     captured = capsys.readouterr()
     assert "no collection could be imported (2 invalid" in captured.err
     assert "skipped (invalid): 2" in captured.out

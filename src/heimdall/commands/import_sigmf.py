@@ -9,20 +9,31 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from heimdall.atomic import atomic_write_text
 from heimdall.commands.progress import staged_progress
 from heimdall.datasets.importer import ImportSummary, import_collections
+from heimdall.datasets.scenario_from_recordings import scenario_from_recordings
 from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import NothingImported
 from heimdall.features import HEARD_CLASSES
 from heimdall.scenario.builtin import load_scenario
 
 SHOWN_SKIPPED = 20
+SCENARIO_FILE = "scenario.yaml"  # the scenario built from the recordings, next to the store they were imported into
 
 
 def import_command(args: argparse.Namespace) -> int:
     """`heimdall import`: SigMF collections → a training store; exit code."""
     console = Console()
-    scenario = load_scenario(args.scenario)
+    if args.scenario:
+        scenario = load_scenario(args.scenario)
+    else:
+        scenario = scenario_from_recordings(args.input, args.new_receiver_height_m)
+        console.print(
+            f"no --scenario: built {scenario.name!r} from the recordings ({scenario.frequency_hz / 1e6:g} MHz, "
+            f"{len(scenario.receivers)} receivers); written to {Path(args.out) / SCENARIO_FILE}",
+            markup=False,
+        )
     options = ImportOptions(
         seed=args.seed,
         fractions=args.splits,
@@ -39,6 +50,8 @@ def import_command(args: argparse.Namespace) -> int:
             progress.stop()
             print_summary(console, exc.summary)
             raise
+    if not args.scenario:
+        atomic_write_text(Path(args.out) / SCENARIO_FILE, scenario.to_yaml())
     print_summary(console, summary)
     return 0
 

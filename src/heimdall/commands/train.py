@@ -1,54 +1,113 @@
 """`heimdall train`: simulate the default dataset if it is missing, train (or resume), then publish the best
-checkpoint (export → model store → registry); or, with --export-only, publish a given checkpoint."""
+checkpoint (export → model store → registry); or, with --export-only, publish a given checkpoint.
+
+Human output goes to stdout, or to stderr with --json, which prints one JSON summary on stdout instead. A failure
+after the MLflow run started ends that run as FAILED (heimdall.train.failed_run).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from heimdall.commands.export import report
+from heimdall.commands.logs import TRACEBACKS, configure_logging, log_file
+from heimdall.commands.options import s3_options
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.datasets.store import split_files
-from heimdall.errors import ConfigError
+from heimdall.errors import ConfigError, HeimdallError
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
 from heimdall.release.publish import PublishOptions, PublishResult, export_and_publish
 from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
 from heimdall.train.config import TrainConfig, resolve
+from heimdall.train.failed_run import end_failed_run
 from heimdall.train.run import TrainResult, resume_config, run_training
-from heimdall.workspace import default_data_dir, default_model_store
+from heimdall.workspace import default_data_dir, default_model_store, default_tracking_uri, runs_dir
 
-MODES = ("export_only", "checkpoint", "resume_training")  # what the command does, not options of the run
+# What the command does and where its results go; not options of the run (not saved in config.yaml).
+COMMAND_ONLY = (
+    "export_only",
+    "checkpoint",
+    "resume_training",
+    "json",
+    "log_level",
+    "store",
+    "eval_data",
+    "s3_endpoint_url",
+    "s3_access_key",
+    "s3_secret_key",
+)
+LOG_FILE = "train.log"
+log = logging.getLogger(__name__)
 
 
 def train_command(args: argparse.Namespace) -> int:
     """Run `heimdall train` (see the module docstring); 0 on success."""
-    console = Console()
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", *MODES)}
+    configure_logging(getattr(args, "log_level", "info"))
+    as_json = getattr(args, "json", False)
+    console = Console(stderr=as_json)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", *COMMAND_ONLY)}
     cfg = resolve(flags, getattr(args, "config", None))
-    if getattr(args, "export_only", False):
-        return _export_only(console, cfg, getattr(args, "checkpoint", None))
+    checkpoint = getattr(args, "checkpoint", None)
     resume = getattr(args, "resume_training", False)
+    publish = _publish_options(args, cfg)
+    if getattr(args, "export_only", False):
+        if resume:
+            raise ConfigError("--export-only and --resume-training exclude each other")
+        return _export_only(console, cfg, checkpoint, publish, as_json)
     if resume:
-        cfg = resume_config(cfg, set(flags))
-    signer = signing_key(cfg.signing_key) if cfg.export else None  # a bad key file fails now, not after the fit
-    cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
-    result = run_training(cfg, console, resume=resume)
-    published = None
-    if cfg.export and result.best_checkpoint is not None and result.global_rank == 0:
-        published = export_and_publish(
-            result.best_checkpoint,
-            result.checkpoint_dir / "model.onnx",
-            options=PublishOptions(store=default_model_store(), tracking_uri=result.tracking_uri, signer=signer),
+        if getattr(args, "config", None):
+            raise ConfigError("--resume-training continues with the run's saved config.yaml; leave out --config")
+        cfg = resume_config(_resumed_folder(cfg, checkpoint), set(flags))
+    elif checkpoint:
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: give --export-only (publish it) or --resume-training (continue its run); "
+            "to fine-tune from its weights in a new run use --init-from"
         )
+    check_hardware(cfg)
+    if cfg.export:
+        publish = dataclasses.replace(publish, signer=signing_key(cfg.signing_key))  # a bad key fails before the fit
+    if not resume:
+        run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = dataclasses.replace(
+            cfg, run_name=run_name, checkpoint_dir=cfg.checkpoint_dir or str(runs_dir() / run_name)
+        )
+    run_dir = Path(cfg.checkpoint_dir or ".")
+    created = not run_dir.exists()
+    try:
+        with log_file(run_dir / LOG_FILE):
+            try:
+                cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
+                _warn_unused_validation_split(cfg, set(flags))
+                result = run_training(cfg, console, resume=resume)
+                published = None
+                if cfg.export and result.best_checkpoint is not None and result.global_rank == 0:
+                    published = publish_best(result, publish)
+            except Exception as exc:
+                if not isinstance(exc, HeimdallError):
+                    TRACEBACKS.debug("%s failed", run_dir, exc_info=True)
+                    log.error("the traceback is in %s", run_dir / LOG_FILE)
+                raise
+    except BaseException as exc:
+        if created and isinstance(exc, HeimdallError):  # the message said it all; keep nothing of a run not begun
+            (run_dir / LOG_FILE).unlink(missing_ok=True)
+        end_failed_run(run_dir, cfg.tracking_uri or default_tracking_uri(), created)
+        raise
     if result.global_rank == 0:
         print_result(console, result, published)
+        if as_json:
+            print(json.dumps(summary(result, published)))
     return 0
 
 
@@ -98,17 +157,127 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
     console.print(table)
 
 
-def _export_only(console: Console, cfg: TrainConfig, checkpoint: str | None) -> int:
+def _export_only(
+    console: Console, cfg: TrainConfig, checkpoint: str | None, options: PublishOptions, as_json: bool
+) -> int:
+    """Publish `checkpoint` as training does: ONNX (in --checkpoint-dir, else beside it), store, registry."""
     if not checkpoint:
         raise ConfigError("--export-only needs --checkpoint PATH")
     ckpt = Path(checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
-    report(
-        console,
-        export_and_publish(
-            ckpt,
-            out,
-            options=PublishOptions(register=False, tracking_uri=cfg.tracking_uri, signer=signing_key(cfg.signing_key)),
-        ),
-    )
+    published = export_and_publish(ckpt, out, options=dataclasses.replace(options, signer=signing_key(cfg.signing_key)))
+    report(console, published)
+    if as_json:
+        print(json.dumps(summary(None, published)))
     return 0
+
+
+def _publish_options(args: argparse.Namespace, cfg: TrainConfig) -> PublishOptions:
+    """Where the model goes after training or with --export-only (the registry: the run's tracking URI)."""
+    s3 = argparse.Namespace(
+        **{k: getattr(args, k, None) for k in ("s3_endpoint_url", "s3_access_key", "s3_secret_key")}
+    )
+    return PublishOptions(
+        store=getattr(args, "store", None) or default_model_store(),
+        s3_options=s3_options(s3),
+        eval_data=getattr(args, "eval_data", None),
+        tracking_uri=cfg.tracking_uri,
+    )
+
+
+def publish_best(result: TrainResult, options: PublishOptions) -> PublishResult:
+    """Export the run's best checkpoint beside it, store and register it (judged on --eval-data, else the
+    training store's test split when it has one)."""
+    assert result.best_checkpoint is not None
+    return export_and_publish(
+        result.best_checkpoint,
+        result.checkpoint_dir / "model.onnx",
+        options=dataclasses.replace(options, tracking_uri=result.tracking_uri),
+    )
+
+
+def _resumed_folder(cfg: TrainConfig, checkpoint: str | None) -> TrainConfig:
+    """The run to resume: --checkpoint RUN/last.ckpt (as the design writes it) or --checkpoint-dir RUN."""
+    if not checkpoint:
+        return cfg
+    ckpt = Path(checkpoint)
+    if ckpt.name != "last.ckpt":
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: a run resumes from its last.ckpt (the state of its last epoch); give "
+            "RUN/last.ckpt, or --init-from to start a new run from these weights"
+        )
+    if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).resolve() != ckpt.parent.resolve():
+        raise ConfigError(f"--checkpoint {checkpoint} is not in --checkpoint-dir {cfg.checkpoint_dir}")
+    return dataclasses.replace(cfg, checkpoint_dir=str(ckpt.parent))
+
+
+def check_hardware(cfg: TrainConfig) -> None:
+    """Refuse an accelerator or device count this machine does not have, before any run starts (ConfigError)."""
+    import torch
+
+    devices = str(cfg.devices)
+    if devices != "auto" and not all(d.strip().lstrip("-").isdigit() for d in devices.split(",")):
+        raise ConfigError(f"--devices {devices!r:.40}: expected a count, a list of GPU indices (0,1) or auto")
+    count = int(devices) if devices.isdigit() else None
+    gpu = cfg.accelerator in ("gpu", "cuda")
+    if torch.cuda.is_available():
+        if gpu and count is not None and count > torch.cuda.device_count():
+            raise ConfigError(f"--devices {count}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return
+    if gpu:
+        raise ConfigError(
+            f"--accelerator {cfg.accelerator}: no CUDA GPU is usable here (torch {torch.__version__}, built "
+            f"{'with CUDA ' + str(torch.version.cuda) if torch.version.cuda else 'for CPU only'}); "
+            "use --accelerator cpu"
+        )
+    if cfg.accelerator == "auto" and count is not None and count > 1:
+        raise ConfigError(
+            f"--devices {count} without a CUDA GPU: give --accelerator cpu to train in {count} CPU processes (DDP), "
+            "or leave out --devices"
+        )
+
+
+def _warn_unused_validation_split(cfg: TrainConfig, given: set[str]) -> None:
+    if "validation_split" in given and cfg.data_dir and split_files(cfg.data_dir, "val"):
+        log.warning(
+            "--val-split %g is not used: the store %s has a validation split (val.h5), which is used as it is",
+            cfg.validation_split,
+            cfg.data_dir,
+        )
+
+
+def summary(result: TrainResult | None, published: PublishResult | None) -> dict[str, Any]:
+    """The machine-readable result of `train --json`: the run, its files, its metrics, the store version and
+    the registry decision (None where not applicable)."""
+    out: dict[str, Any] = {}
+    if result is not None:
+        out |= {
+            "run_name": result.run_name,
+            "mlflow_run_id": result.mlflow_run_id,
+            "tracking_uri": result.tracking_uri,
+            "checkpoint_dir": str(result.checkpoint_dir),
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+            "epochs_completed": result.epochs_completed,
+            "metrics": {
+                "best_val_median_error_m": result.best_val_median_error_m,
+                "val_weighted_centroid_median_error_m": result.baseline_val_median_error_m,
+                "covariance_scale": result.covariance_scale,
+                **{f"best_val_{k}": v for k, v in (result.val_calibration or {}).items()},
+            },
+            "seconds": round(result.seconds, 3),
+        }
+    out["model"] = None
+    if published is not None:
+        g = published.registration
+        out["model"] = {
+            "onnx": str(published.export.path),
+            "sha256": published.export.sha256,
+            "store": published.store,
+            "store_version": published.store_version,
+            "eval_metrics": published.eval_metrics,
+            "registry": None
+            if g is None
+            else {"name": g.name, "version": g.version, "alias": g.alias, "reason": g.reason},
+        }
+    return out

@@ -3,7 +3,9 @@
 Each step commits only when complete: the ONNX file appears after validation (with its manifest beside
 it, ``<file>.manifest.json``), a store version with its manifest, the registry alias after the comparison.
 A failed upload leaves the local ONNX file in place and no new version in the store. Given a signing key,
-every manifest (file, store, registry) is signed. The checkpoint is read once.
+every manifest (file, store, registry) is signed. The checkpoint is read once. Publishing never needs the
+training data: the model is judged on `eval_data` when given, else on the training data's test split when it is
+on this machine, else it is registered as a challenger without comparison (heimdall.release.registry).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.atomic import atomic_write_bytes
+from heimdall.datasets.store import split_files
 from heimdall.errors import ModelStoreError
 from heimdall.evaluation.evaluate import task_predictor
 from heimdall.evaluation.test_set import TestSet, load_test_set
@@ -34,8 +37,8 @@ class PublishOptions:
 
     store: str | None = None  # a folder or s3://bucket/prefix; None: the ONNX file only
     s3_options: dict[str, Any] = field(default_factory=dict)  # endpoint_url, access_key, secret_key
-    register: bool = True  # register in MLflow (needs an evaluation set)
-    eval_data: str | Path | None = None  # store folder or test .h5; default: the training data's test split
+    register: bool = True  # register in MLflow (a challenger when there is no evaluation set)
+    eval_data: str | Path | None = None  # store folder or test .h5; default: the training data's test split if present
     tracking_uri: str | None = None  # default: the training run's, else heimdall.workspace.default_tracking_uri()
     name: str = MODEL_NAME
     signer: SigningKey | None = None
@@ -53,11 +56,13 @@ class PublishResult:
 
 
 def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> TestSet | None:
-    """The test split the model is judged on: `eval_data`, else the test split of the training data."""
-    data = eval_data or data_dir
-    if not data:
-        return None
-    return load_test_set(data, EVALUATION_SAMPLES)
+    """The test split the model is judged on: `eval_data` (an error when unusable), else the test split of the
+    training data when this machine has it; None when neither."""
+    if eval_data:
+        return load_test_set(eval_data, EVALUATION_SAMPLES)
+    if data_dir and split_files(Path(data_dir), "test"):
+        return load_test_set(data_dir, EVALUATION_SAMPLES)
+    return None
 
 
 def export_and_publish(
@@ -90,8 +95,8 @@ def export_and_publish(
         except ModelStoreError as exc:
             raise ModelStoreError(f"{exc}; the exported model is kept at {exported.path}") from None
         result.store = model_store.backend.description
-    if options.register and test is not None and metrics is not None:
+    if options.register:
         uri = options.tracking_uri or run.tracking_uri or default_tracking_uri()
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, float)} if metrics is not None else None
         result.registration = register(data, numeric, test, uri, run_id, options.name, signer=signer)
     return result

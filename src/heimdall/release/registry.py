@@ -4,7 +4,8 @@ The ONNX model is logged as an MLflow model (with its tensor signature, as one s
 training run and registered as `heimdall-localizer`; its manifest (heimdall.manifest, signed when a key is
 given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
 the current champion on the same evaluation set (lower median error, with 1σ/2σ coverage within
-COVERAGE_TOLERANCE of ideal); otherwise the version gets the alias `challenger` and the reason is reported.
+COVERAGE_TOLERANCE of ideal); otherwise the version gets the alias `challenger` and the reason is reported. A
+model registered without an evaluation set is always a challenger (NO_EVALUATION is the reason).
 The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
 would be a ./mlflow.db in the working folder.
 """
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # mlflow is imported where the registry is used
 COVERAGE_TOLERANCE = 0.05
 ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
 EXPORT_EXPERIMENT = "heimdall-export"  # for models registered outside a training run
+NO_EVALUATION = "no evaluation set was given (--eval-data), so it was not compared with the champion"
 
 
 @dataclass
@@ -124,8 +126,8 @@ def download_version(uri: str, name: str, version: str, where: str) -> bytes:
 
 def register(
     onnx_bytes: bytes,
-    metrics: dict,
-    test: TestSet,
+    metrics: dict | None,
+    test: TestSet | None,
     tracking_uri: str,
     run_id: str | None,
     name: str = MODEL_NAME,
@@ -133,7 +135,8 @@ def register(
     signer: SigningKey | None = None,
 ) -> Registration:
     """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
-    its manifest (signed by `signer` if given), and move `champion` or set `challenger`."""
+    its manifest (signed by `signer` if given), and move `champion` or set `challenger` (always `challenger`
+    without an evaluation set `test` and its `metrics`)."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -145,10 +148,12 @@ def register(
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # log_model(registered_model_name=…) reads the global one
     client = registry_client(tracking_uri)
+    new_card = ModelCard.from_onnx_metadata(metadata_of(onnx_bytes), f"registry {name} (new version)", ModelLoadError)
+    rx = new_card.rx_position_m.astype(np.float32)
     example = {
-        "features": test.features[:2],
-        "rx_position_m": np.broadcast_to(test.rx_position_m.astype(np.float32), (2, *test.rx_position_m.shape)).copy(),
-        "present": np.ones((2, test.heard.shape[1]), np.float32),
+        "features": np.zeros((2, len(rx), new_card.feature_params.n_features), np.float32),
+        "rx_position_m": np.broadcast_to(rx, (2, *rx.shape)).copy(),
+        "present": np.ones((2, len(rx)), np.float32),
     }
     signature = infer_signature(
         example, {"mean_m": np.zeros((2, 2), np.float32), "cov_m2": np.zeros((2, 2, 2), np.float32)}
@@ -176,7 +181,7 @@ def register(
     except MlflowException:
         current = None
     unusable = None
-    if current is not None and current.version != version:
+    if current is not None and current.version != version and test is not None:
         where = f"registry {name} version {current.version} (the champion)"
         try:
             champion = download_version(tracking_uri, name, current.version, where)
@@ -185,24 +190,23 @@ def register(
         except ModelLoadError as exc:
             unusable = f"the champion cannot be read ({exc}); it is not replaced automatically"
         else:
-            new_card = ModelCard.from_onnx_metadata(
-                metadata_of(onnx_bytes), f"registry {name} version {version}", ModelLoadError
-            )
             if champion_card.scenario_sha256 != new_card.scenario_sha256:
                 unusable = "the champion was trained on another scenario; it is not replaced automatically"
             else:
                 champion_metrics = onnx_metrics(champion, test)
-    if unusable:
+    if test is None or metrics is None:
+        wins, reason = False, NO_EVALUATION
+    elif unusable:
         wins, reason = False, unusable
     else:
         wins, reason = decide(metrics, champion_metrics, tolerance)
     alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
-    for key, value in metrics.items():
+    for key, value in (metrics or {}).items():
         client.set_model_version_tag(name, version, key, f"{value:.6g}")
     client.set_model_version_tag(name, version, "decision", reason)
     return Registration(
-        name=name, version=version, alias=alias, reason=reason, metrics=metrics, champion_metrics=champion_metrics
+        name=name, version=version, alias=alias, reason=reason, metrics=metrics or {}, champion_metrics=champion_metrics
     )
 
 

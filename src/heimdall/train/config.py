@@ -110,6 +110,8 @@ class TrainConfig:
     dropout: float = NetConfig.dropout
     receiver_dropout: float = 0.1  # training-time probability of hiding each receiver
     feature_dropout: float = 0.2  # training-time probability of a transmission with power only (no spectrum)
+    init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning)
+    keep_normalisation: bool = False  # with init_from: keep its input normalisation instead of the new data's
     # optimisation
     epochs: int = 60
     learning_rate: float = 2e-3
@@ -230,6 +232,7 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         ),
         (cfg.d_model % max(cfg.n_heads, 1) == 0, "d_model must be a multiple of n_heads"),
         (cfg.accelerator in ("cpu", "gpu", "cuda", "auto", "mps"), "accelerator must be cpu, gpu or auto"),
+        (cfg.init_from or not cfg.keep_normalisation, "keep_normalisation needs init_from"),
     ]
     for ok, message in checks:
         if not ok:

@@ -7,13 +7,17 @@ model afterwards (export, store, registry) are the `train` command's orchestrati
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
 
 from heimdall.baselines import weighted_centroid
 from heimdall.datasets.generate import dataset_fingerprint
@@ -21,12 +25,14 @@ from heimdall.errors import ConfigError, HeimdallError
 from heimdall.metrics import calibration_summary, covariance_scale_for, error_m, mahalanobis_sq
 from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remove_stale_temporaries
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
+from heimdall.train.fine_tune import initialise_from
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location, default_tracking_uri, runs_dir, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
 RESUME_OVERRIDABLE = (
+    "data_dir",  # the same store moved (its scenario is checked against the run's)
     "epochs",
     "max_time_minutes",
     "patience",
@@ -62,13 +68,25 @@ class TrainResult:
 
 
 def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
-    """The saved configuration of the run in cfg.checkpoint_dir, with the resumable options that were given."""
+    """The saved configuration of the run in cfg.checkpoint_dir, with the resumable options that were given.
+
+    An option in `given` that cannot change on resume (batch size, learning rate, architecture, …) and differs
+    from the saved one is refused (ConfigError naming it) rather than silently dropped."""
     if not cfg.checkpoint_dir:
-        raise ConfigError("--resume-training needs --checkpoint-dir (the folder of the run to continue)")
+        raise ConfigError(
+            "--resume-training needs --checkpoint RUN/last.ckpt or --checkpoint-dir RUN (the run to continue)"
+        )
     saved_path = Path(cfg.checkpoint_dir) / CONFIG_FILE
     if not saved_path.is_file():
         raise ConfigError(f"{saved_path}: no saved configuration; is {cfg.checkpoint_dir} a Heimdall run folder?")
     saved = from_mapping(load_yaml(saved_path), str(saved_path))
+    fixed = sorted(k for k in given - {*RESUME_OVERRIDABLE, "checkpoint_dir"} if getattr(cfg, k) != getattr(saved, k))
+    if fixed:
+        changes = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} (run: {getattr(saved, k)})" for k in fixed)
+        raise ConfigError(
+            f"{changes}: cannot change when resuming {cfg.checkpoint_dir}; start a new run, or fine-tune with "
+            "--init-from"
+        )
     overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given}
     # the folder given is the run resumed (a copied or moved run folder names its old place in its config)
     return dataclasses.replace(saved, checkpoint_dir=cfg.checkpoint_dir, **overrides)
@@ -80,7 +98,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     Raises HeimdallError on bad input."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
     from heimdall.train.datamodule import StoreDataModule
@@ -137,7 +155,10 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
             cfg.receiver_dropout,
             cfg.feature_dropout,
         )
-        task.net.set_normalisation(mean, std, scale)
+        if cfg.init_from:
+            initialise_from(task, cfg.init_from, (mean, std, scale), cfg.keep_normalisation)
+        else:
+            task.net.set_normalisation(mean, std, scale)
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
@@ -173,14 +194,21 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         save_last=True,
         enable_version_counter=False,
     )
+    callbacks = [
+        checkpoint,
+        EarlyStopping(monitor="val_loss", patience=cfg.patience),
+        LearningRateMonitor(logging_interval="epoch"),
+        RichProgressBar(console_kwargs={"stderr": True}),  # stdout is for results (--json)
+    ]
+    if cfg.max_time_minutes > 0:
+        callbacks.append(fresh_budget_timer(cfg.max_time_minutes))
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
-        max_time=datetime.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes > 0 else None,
         accelerator=cfg.accelerator,
         devices=int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        callbacks=[checkpoint, EarlyStopping(monitor="val_loss", patience=cfg.patience), RichProgressBar()],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         logger=logger,
         log_every_n_steps=50,
@@ -228,6 +256,18 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     client.log_artifact(logger.run_id, str(ckpt_dir / CONFIG_FILE))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def fresh_budget_timer(minutes: float) -> Callback:
+    """Lightning's Timer with a budget of `minutes` per fit: a resumed run gets the whole budget again instead of
+    the time the checkpoint says was already spent (which would stop a run ended by its budget at once)."""
+    from lightning.pytorch.callbacks import Timer
+
+    class FreshBudgetTimer(Timer):
+        def load_state_dict(self, state_dict: dict) -> None:
+            """Keep the fresh budget (the saved elapsed time is not restored)."""
+
+    return FreshBudgetTimer(duration=timedelta(minutes=minutes), interval="step")
 
 
 def _store_covariance_scale(checkpoint: Path, scale: float) -> None:
