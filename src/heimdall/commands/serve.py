@@ -30,6 +30,7 @@ def serve_command(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         match_tolerance_m=args.match_tolerance_m,
+        map_threads=args.map_threads,
     )
     app = create_app(source, settings)
     # what exists now (modules, the app) lives as long as the process: out of every collection from now on

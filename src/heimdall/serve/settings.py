@@ -19,3 +19,4 @@ class ServeSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_samples: int = 1 << 20
     match_tolerance_m: float = MATCH_TOLERANCE_M
+    map_threads: int = 2  # threads computing the radio-map posteriors of a model that carries a map
