@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="localize the transmissions of a store or SigMF collections (no HTTP)",
         description="Run the service's model (file, store or registry) on every transmission of a "
-        "store or of SigMF collections and write a CSV of positions and ellipses.",
+        "store or of SigMF collections and write a CSV (or JSON) of positions and ellipses; a model that carries "
+        "a radio map answers with the map × network posterior, its modes and regions.",
     )
     p.add_argument(
         "data",
@@ -316,7 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="split of a store folder (default test; 'unlabelled' for imported transmissions without a known position)",
     )
-    _flag(p, "--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    _flag(
+        p,
+        "--out",
+        default="predictions.csv",
+        help="CSV to write, or JSON when it ends in .json (with a radio map: modes and regions; default "
+        "predictions.csv)",
+    )
     _flag(
         p,
         "--match-tolerance-m",

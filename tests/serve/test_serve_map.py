@@ -78,3 +78,21 @@ def test_a_model_without_a_map_answers_without_map_fields(model_file, test_rows)
         for body in (features_body(test_rows, 0), power_body(test_rows, 0)):
             a = httpx.post(f"{url}/v1/localize", json=body, timeout=30).json()
             assert "lat" in a and not {"map", "modes", "regions"} & set(a)
+
+
+def test_predict_writes_the_same_modes_and_regions(map_model_file, tiny_store, tmp_path):
+    import csv
+    import json
+
+    from heimdall.cli import main
+
+    args = ["predict", str(tiny_store), "--model-file", str(map_model_file), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "p.json")]) == 0
+    answers = json.loads((tmp_path / "p.json").read_text())
+    assert len(answers) == 150 and all(a["map"] == "used" for a in answers)
+    assert all(a["modes"] and set(a["regions"]) == {"0.5", "0.95"} for a in answers)
+    assert main([*args, "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [int(r["n_modes"]) for r in rows] == [len(a["modes"]) for a in answers]
+    assert all(float(r["hpd95_area_km2"]) > 0 for r in rows)
+    assert [r["lat"] for r in rows] == [f"{a['lat']:.6f}" for a in answers]
