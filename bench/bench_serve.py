@@ -2,6 +2,7 @@
 under an oversized body.
 
     python bench/bench_serve.py [--model-file model.onnx] [--requests 2000] [--seconds 20] [--skip-python-client]
+                                [--map]
 
 Starts the service (uvicorn, one process) on 127.0.0.1; without --model-file a model of the default architecture
 with random weights is exported (speed does not depend on the weights). Every line says which client measured it.
@@ -19,6 +20,9 @@ with random weights is exported (speed does not depend on the weights). Every li
    refused 429 by admission, after their parse): the probe (bench/wrk/probe.lua, one request per 20 ms) must keep
    p99 ≤ 50 ms. Without wrk, the Python client plays both parts.
 4. Peak RSS of a fresh server while a chunked body of 4× the body limit arrives: target ≤ 1.2 × idle RSS + limit.
+5. The radio map (wrk; --map: this part only): the same simulated transmissions (bench/wrk/bodies.lua, no cache)
+   sent by 8 connections to the plain model and to the same model carrying the scenario's physics map on the
+   default 500 m grid (α = 1, β = 0.5): req/s and p99 of both, and their ratio.
 
 On a 2-core machine every client shares the cores with the server.
 """
@@ -286,6 +290,60 @@ def wrk_figures(model_file: Path, seconds: float) -> None:
         stop(proc)
 
 
+MAP_CONNECTIONS = 8
+MAP_BODIES = 500
+
+
+def map_model(model_file: Path, out: Path) -> Path:
+    """model_file with the scenario's physics map (nw-italy, the default 500 m grid) attached, α = 1, β = 0.5: a
+    map-carrying model whose answers cost what a fitted map's do (same grid, same receivers)."""
+    from heimdall.radiomap.fit import physics_map
+    from heimdall.release.map_attach import attach_map, read_network
+    from heimdall.scenario.builtin import load_scenario
+
+    fit = {"alpha": 1.0, "beta": 0.5, "how": "the scenario's physics (bench)"}
+    return attach_map(read_network(model_file, out), physics_map(load_scenario("nw-italy")), fit, out).path
+
+
+def simulated_bodies(path: Path, n: int) -> Path:
+    """n single-transmission bodies (one JSON per line) of simulated nw-italy transmissions, full feature vectors."""
+    from heimdall.scenario.builtin import load_scenario
+    from heimdall.sim.generator import build_world, simulate_block
+
+    scenario = load_scenario("nw-italy")
+    block = simulate_block(build_world(scenario), np.random.default_rng(7), 2 * n)
+    ids = [r.id for r in scenario.receivers]
+    lines = [
+        json.dumps({"features": [{"id": rid, "features": row.tolist()} for rid, row in zip(ids, feats, strict=True)]})
+        for feats in block["features"][:n]
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
+    """wrk on the same simulated transmissions (no cache), the plain model against the same model carrying a map."""
+    print(f"== client: wrk (1 thread, {MAP_CONNECTIONS} connections, {MAP_BODIES} simulated transmissions, no cache)")
+    bodies = simulated_bodies(tmp / "bodies.jsonl", MAP_BODIES)
+    figures = {}
+    for kind, path in (("plain", model_file), ("map", map_model(model_file, tmp / "model-map.onnx"))):
+        proc, url = start(path, "--cache-size", "0")
+        try:
+            wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, 5)  # warm-up, not measured
+            f = figures[kind] = wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds)
+            print(
+                f"wrk     {kind:5s} model  connections {MAP_CONNECTIONS}  n={f['requests']:6d}  "
+                f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}"
+            )
+        finally:
+            stop(proc)
+    plain, with_map = figures["plain"], figures["map"]
+    print(
+        f"wrk     map vs plain: {with_map['rate'] / plain['rate']:.3f}× the req/s, "
+        f"{with_map['p99'] / plain['p99']:.1f}× the p99"
+    )
+
+
 def _batch_template(ids: list[str], n_features: int, n_tx: int) -> bytes:
     """A batch body with a %f slot for the first value of each transmission (filled anew for every request)."""
     rng = np.random.default_rng(7)
@@ -440,6 +498,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-python-client", action="store_true", help="only the wrk, saturation and memory parts")
+    ap.add_argument("--map", action="store_true", help="only the radio map's part: a map-carrying model vs plain (wrk)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_file = args.model_file
@@ -451,11 +510,15 @@ def main() -> None:
             model_file = export_checkpoint(
                 untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"), Path(tmp) / "model.onnx"
             ).path
+        if args.map:
+            map_figures(model_file, args.seconds, Path(tmp))
+            return
         if not args.skip_python_client:
             python_client_figures(model_file, args.requests, args.seconds)
         use_wrk = shutil.which("wrk") is not None
         if use_wrk:
             wrk_figures(model_file, args.seconds)
+            map_figures(model_file, args.seconds, Path(tmp))
         else:
             print(
                 "== wrk is not installed (apt-get install wrk): no open-loop tail figures; the Python client plays "

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.grid import MapGrid
+from heimdall.radiomap.model import RadioMap
 from heimdall.release import MODEL_NAME
 from heimdall.release.map_metadata import FIT_KEY, read_exponents
 from heimdall.signing import SigningKey
@@ -70,6 +72,32 @@ def check_receivers(recordings: TestSet, card: ModelCard, store: Path, model: Pa
         )
 
 
+@dataclass
+class NetworkModel:
+    """A network model read to attach a map to: its bytes, parsed graph and card."""
+
+    path: Path
+    data: bytes
+    proto: Any  # onnx.ModelProto
+    card: ModelCard
+
+
+def read_network(model_path: Path, out: Path) -> NetworkModel:
+    """The network model at `model_path`, checked (one self-contained file without a map, a valid card) before a
+    map-carrying copy of it is written to `out`."""
+    if out.resolve() == model_path.resolve():
+        raise ExportError(f"--out {out}: would replace the network model; write the map-carrying model elsewhere")
+    if not model_path.is_file():
+        raise ExportError(f"{model_path}: model file not found")
+    check_model_size(model_path.stat().st_size, str(model_path), ExportError)
+    data = model_path.read_bytes()
+    proto = require_self_contained(data, str(model_path))
+    if map_io.has_map(proto):
+        raise ExportError(f"{model_path}: already carries a radio map; fit on the network model it was made from")
+    card = ModelCard.from_onnx_metadata({p.key: p.value for p in proto.metadata_props}, str(model_path), ExportError)
+    return NetworkModel(model_path, data, proto, card)
+
+
 def fit_and_attach(
     model_path: Path,
     store: Path,
@@ -80,20 +108,7 @@ def fit_and_attach(
 ) -> AttachedMap:
     """Fit a map on `store`, choose the hybrid's exponents with the network `model_path`, write `out` (atomically,
     after it loads) and its manifest."""
-    import onnx
-    import onnxruntime as ort
-
-    if out.resolve() == model_path.resolve():
-        raise ExportError(f"--out {out}: would replace the network model; write the map-carrying model elsewhere")
-    if not model_path.is_file():
-        raise ExportError(f"{model_path}: model file not found")
-    check_model_size(model_path.stat().st_size, str(model_path), ExportError)
-    data = model_path.read_bytes()
-    require_self_contained(data, str(model_path))
-    proto = onnx.load_from_string(data)
-    if map_io.has_map(proto):
-        raise ExportError(f"{model_path}: already carries a radio map; fit on the network model it was made from")
-    card = ModelCard.from_onnx_metadata({p.key: p.value for p in proto.metadata_props}, str(model_path), ExportError)
+    network = read_network(model_path, out)
     if not store.is_dir():
         raise ExportError(f"{store}: not a store folder")
     calibration, validation = map_splits(store)
@@ -102,7 +117,7 @@ def fit_and_attach(
         recordings = load_test_set(store / UNLABELLED_SPLIT)
     if recordings is None:
         raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
-    check_receivers(recordings, card, store, model_path)
+    check_receivers(recordings, network.card, store, model_path)
     try:  # bound the grid before any work
         MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
     except ValueError as exc:
@@ -111,7 +126,7 @@ def fit_and_attach(
     if validation is not None:
         if on_progress:
             on_progress("hybrid", 0, 1)
-        exponents = hybrid_exponents(radio_map, validation, lambda t: onnx_predictions(data, t))
+        exponents = hybrid_exponents(radio_map, validation, lambda t: onnx_predictions(network.data, t))
         if on_progress:
             on_progress("hybrid", 1, 1)
     else:
@@ -125,17 +140,28 @@ def fit_and_attach(
         "store": str(store.resolve()),
         "store_sha256": dataset_fingerprint(used),
         "store_files": [p.name for p in used],
-        "network_sha256": hashlib.sha256(data).hexdigest(),
         "fitted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    return attach_map(network, radio_map, fit, out, signer)
+
+
+def attach_map(
+    network: NetworkModel, radio_map: RadioMap, fit: dict[str, Any], out: Path, signer: SigningKey | None = None
+) -> AttachedMap:
+    """Write `network` with `radio_map` and the FIT_KEY entry `fit` (alpha, beta, provenance; the network's sha256
+    added) to `out` once it loads, then its manifest beside it (signed by `signer` when given)."""
+    import onnxruntime as ort
+
+    fit = {**fit, "network_sha256": hashlib.sha256(network.data).hexdigest()}
+    proto = network.proto
     map_io.attach(proto, radio_map)
     entry = proto.metadata_props.add()
     entry.key, entry.value = FIT_KEY, json.dumps(fit)
     result = proto.SerializeToString()
     _check_loads(result, str(out), ort)
     atomic_write_bytes(out, result)
-    metadata = {**card.to_onnx_metadata(), FIT_KEY: entry.value}
-    manifest = new_manifest(MODEL_NAME, None, result, card.mlflow_run_id or None, metadata=metadata)
+    metadata = {**network.card.to_onnx_metadata(), FIT_KEY: entry.value}
+    manifest = new_manifest(MODEL_NAME, None, result, network.card.mlflow_run_id or None, metadata=metadata)
     atomic_write_bytes(sidecar_path(out), encode_manifest(signer.sign(manifest) if signer else manifest))
     return AttachedMap(out, manifest["sha256"], len(result), fit)
 
