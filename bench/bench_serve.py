@@ -22,7 +22,8 @@ with random weights is exported (speed does not depend on the weights). Every li
 4. Peak RSS of a fresh server while a chunked body of 4× the body limit arrives: target ≤ 1.2 × idle RSS + limit.
 5. The radio map (wrk; --map: this part only): the same simulated transmissions (bench/wrk/bodies.lua, no cache)
    sent by 8 connections to the plain model and to the same model carrying the scenario's physics map on the
-   default 500 m grid (α = 1, β = 0.5): req/s and p99 of both, and their ratio.
+   default 500 m grid (α = 1, β = 0.5): req/s and p99 of both, and their ratio; meanwhile a /healthz probe every
+   20 ms (target p99 ≤ 50 ms).
 
 On a 2-core machine every client shares the cores with the server.
 """
@@ -238,25 +239,30 @@ def python_client_figures(model_file: Path, n_requests: int, seconds: float) -> 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
+def wrk_command(url: str, script: str, args: list[str], connections: int, seconds: float) -> list[str]:
+    """The wrk command line: one thread, --latency, a Lua script of bench/wrk with its arguments."""
+    return [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+        "--",
+        *args,
+    ]
+
+
 def wrk(url: str, script: str, args: list[str], connections: int, seconds: float) -> dict:
     """Run wrk (one thread) and parse its --latency report: p50/p75/p90/p99 in ms, rate, requests, non-2xx."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
-            "--latency",
-            "-s",
-            str(WRK_DIR / script),
-            url,
-            "--",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    cmd = wrk_command(url, script, args, connections, seconds)
+    return wrk_figures_of(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def wrk_figures_of(out: str) -> dict:
+    """p50/p75/p90/p99 in ms, rate, requests and non-2xx of a wrk --latency report."""
     figures = {
         f"p{p}": float(v) * _UNITS_MS[u]
         for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\b", out, re.M)
@@ -330,10 +336,16 @@ def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
         proc, url = start(path, "--cache-size", "0")
         try:
             wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, 5)  # warm-up, not measured
-            f = figures[kind] = wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds)
+            cmd = wrk_command(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds + 2)
+            loader = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)  # the load first
+            probe = wrk(url, "probe.lua", [], 1, seconds)
+            f = figures[kind] = wrk_figures_of(loader.communicate()[0])
             print(
                 f"wrk     {kind:5s} model  connections {MAP_CONNECTIONS}  n={f['requests']:6d}  "
-                f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']}"
+                f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']};  "
+                f"/healthz meanwhile p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms "
+                f"{ratio(probe['p99'], TARGET_HEALTHZ_P99_MS, False)}"
             )
         finally:
             stop(proc)

@@ -65,6 +65,11 @@ def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server
     assert covered >= 0.8 * N_TRANSMISSIONS, covered
 
 
+def test_the_model_endpoint_describes_the_map(map_server):
+    info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
+    assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= 1 and info["n_labels"] > 0
+
+
 def test_power_only_request_to_a_map_model_is_answered_by_the_network_with_a_note(map_server, test_rows):
     r = httpx.post(f"{map_server}/v1/localize", json=power_body(test_rows, 0), timeout=30)
     assert r.status_code == 200, r.text
@@ -78,6 +83,7 @@ def test_a_model_without_a_map_answers_without_map_fields(model_file, test_rows)
         for body in (features_body(test_rows, 0), power_body(test_rows, 0)):
             a = httpx.post(f"{url}/v1/localize", json=body, timeout=30).json()
             assert "lat" in a and not {"map", "modes", "regions"} & set(a)
+        assert "radio_map" not in httpx.get(f"{url}/v1/model", timeout=30).json()
 
 
 def test_predict_writes_the_same_modes_and_regions(map_model_file, tiny_store, tmp_path):

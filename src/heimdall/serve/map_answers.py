@@ -38,6 +38,11 @@ class ServedMap:
     alpha: float
     beta: float
 
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/model says of the map."""
+        m = self.radio_map
+        return {"alpha": self.alpha, "beta": self.beta, "spacing_m": m.grid.spacing_m, "n_labels": m.n_labels}
+
 
 @dataclass(frozen=True)
 class MapInput:

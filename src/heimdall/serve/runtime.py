@@ -111,7 +111,7 @@ class ServedModel:
             ],
             "metrics": card.metrics,
             "min_receivers": self.min_receivers,
-        }
+        } | ({"radio_map": self.radio_map.describe()} if self.radio_map is not None else {})
 
 
 def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> ServedModel:
