@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import onnx
 import pytest
@@ -66,3 +67,14 @@ def test_map_fit_refuses_a_model_that_already_carries_a_map_and_a_grid_too_fine(
     assert main([*args, "--quiet"]) == 2
     assert "--spacing-m" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_map_fit_without_labels_self_calibrates_and_uses_the_map_alone(model_file, tiny_store, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(tiny_store / "test.h5", store / "unlabelled.h5")  # its labels are not read
+    out = tmp_path / "m.onnx"
+    assert main(["map", "fit", str(store), "--model", str(model_file), "--out", str(out), "--spacing-m", "2000"]) == 0
+    fit = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[FIT_KEY])
+    assert (fit["alpha"], fit["beta"], fit["labels_used"]) == (1.0, 0.0, 0)
+    assert fit["how"].startswith("no labels: self-calibrated") and fit["store_files"] == ["unlabelled.h5"]

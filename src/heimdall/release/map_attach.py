@@ -123,6 +123,8 @@ def fit_and_attach(
     except ValueError as exc:
         raise ExportError(f"--spacing-m: {exc}") from None
     radio_map, how = fit_map(recordings, calibration, options, on_progress)
+    if calibration is None:
+        how = f"no labels: self-calibrated on the {len(recordings.features)} recordings of {UNLABELLED_SPLIT}"
     if validation is not None:
         if on_progress:
             on_progress("hybrid", 0, 1)
