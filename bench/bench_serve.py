@@ -2,6 +2,7 @@
 under an oversized body.
 
     python bench/bench_serve.py [--model-file model.onnx] [--requests 2000] [--seconds 20] [--skip-python-client]
+                                [--map]
 
 Starts the service (uvicorn, one process) on 127.0.0.1; without --model-file a model of the default architecture
 with random weights is exported (speed does not depend on the weights). Every line says which client measured it.
@@ -19,6 +20,10 @@ with random weights is exported (speed does not depend on the weights). Every li
    refused 429 by admission, after their parse): the probe (bench/wrk/probe.lua, one request per 20 ms) must keep
    p99 ≤ 50 ms. Without wrk, the Python client plays both parts.
 4. Peak RSS of a fresh server while a chunked body of 4× the body limit arrives: target ≤ 1.2 × idle RSS + limit.
+5. The radio map (wrk; --map: this part only): the same simulated transmissions (bench/wrk/bodies.lua, no cache)
+   sent by 8 connections to the plain model and to the same model carrying the scenario's physics map on the
+   default 500 m grid (α = 1, β = 0.5): req/s and p99 of both, and their ratio; meanwhile a /healthz probe every
+   20 ms (target p99 ≤ 50 ms).
 
 On a 2-core machine every client shares the cores with the server.
 """
@@ -234,25 +239,30 @@ def python_client_figures(model_file: Path, n_requests: int, seconds: float) -> 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
+def wrk_command(url: str, script: str, args: list[str], connections: int, seconds: float) -> list[str]:
+    """The wrk command line: one thread, --latency, a Lua script of bench/wrk with its arguments."""
+    return [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+        "--",
+        *args,
+    ]
+
+
 def wrk(url: str, script: str, args: list[str], connections: int, seconds: float) -> dict:
     """Run wrk (one thread) and parse its --latency report: p50/p75/p90/p99 in ms, rate, requests, non-2xx."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
-            "--latency",
-            "-s",
-            str(WRK_DIR / script),
-            url,
-            "--",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    cmd = wrk_command(url, script, args, connections, seconds)
+    return wrk_figures_of(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def wrk_figures_of(out: str) -> dict:
+    """p50/p75/p90/p99 in ms, rate, requests and non-2xx of a wrk --latency report."""
     figures = {
         f"p{p}": float(v) * _UNITS_MS[u]
         for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\b", out, re.M)
@@ -284,6 +294,66 @@ def wrk_figures(model_file: Path, seconds: float) -> None:
                 )
     finally:
         stop(proc)
+
+
+MAP_CONNECTIONS = 8
+MAP_BODIES = 500
+
+
+def map_model(model_file: Path, out: Path) -> Path:
+    """model_file with the scenario's physics map (nw-italy, the default 500 m grid) attached, α = 1, β = 0.5: a
+    map-carrying model whose answers cost what a fitted map's do (same grid, same receivers)."""
+    from heimdall.radiomap.fit import physics_map
+    from heimdall.release.map_attach import attach_map, read_network
+    from heimdall.scenario.builtin import load_scenario
+
+    fit = {"alpha": 1.0, "beta": 0.5, "how": "the scenario's physics (bench)"}
+    return attach_map(read_network(model_file, out), physics_map(load_scenario("nw-italy")), fit, out).path
+
+
+def simulated_bodies(path: Path, n: int) -> Path:
+    """n single-transmission bodies (one JSON per line) of simulated nw-italy transmissions, full feature vectors."""
+    from heimdall.scenario.builtin import load_scenario
+    from heimdall.sim.generator import build_world, simulate_block
+
+    scenario = load_scenario("nw-italy")
+    block = simulate_block(build_world(scenario), np.random.default_rng(7), 2 * n)
+    ids = [r.id for r in scenario.receivers]
+    lines = [
+        json.dumps({"features": [{"id": rid, "features": row.tolist()} for rid, row in zip(ids, feats, strict=True)]})
+        for feats in block["features"][:n]
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
+    """wrk on the same simulated transmissions (no cache), the plain model against the same model carrying a map."""
+    print(f"== client: wrk (1 thread, {MAP_CONNECTIONS} connections, {MAP_BODIES} simulated transmissions, no cache)")
+    bodies = simulated_bodies(tmp / "bodies.jsonl", MAP_BODIES)
+    figures = {}
+    for kind, path in (("plain", model_file), ("map", map_model(model_file, tmp / "model-map.onnx"))):
+        proc, url = start(path, "--cache-size", "0")
+        try:
+            wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, 5)  # warm-up, not measured
+            cmd = wrk_command(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds + 2)
+            loader = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)  # the load first
+            probe = wrk(url, "probe.lua", [], 1, seconds)
+            f = figures[kind] = wrk_figures_of(loader.communicate()[0])
+            print(
+                f"wrk     {kind:5s} model  connections {MAP_CONNECTIONS}  n={f['requests']:6d}  "
+                f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']};  "
+                f"/healthz meanwhile p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms "
+                f"{ratio(probe['p99'], TARGET_HEALTHZ_P99_MS, False)}"
+            )
+        finally:
+            stop(proc)
+    plain, with_map = figures["plain"], figures["map"]
+    print(
+        f"wrk     map vs plain: {with_map['rate'] / plain['rate']:.3f}× the req/s, "
+        f"{with_map['p99'] / plain['p99']:.1f}× the p99"
+    )
 
 
 def _batch_template(ids: list[str], n_features: int, n_tx: int) -> bytes:
@@ -440,6 +510,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-python-client", action="store_true", help="only the wrk, saturation and memory parts")
+    ap.add_argument("--map", action="store_true", help="only the radio map's part: a map-carrying model vs plain (wrk)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_file = args.model_file
@@ -451,11 +522,15 @@ def main() -> None:
             model_file = export_checkpoint(
                 untrained_checkpoint(load_scenario("nw-italy"), Path(tmp) / "random.ckpt"), Path(tmp) / "model.onnx"
             ).path
+        if args.map:
+            map_figures(model_file, args.seconds, Path(tmp))
+            return
         if not args.skip_python_client:
             python_client_figures(model_file, args.requests, args.seconds)
         use_wrk = shutil.which("wrk") is not None
         if use_wrk:
             wrk_figures(model_file, args.seconds)
+            map_figures(model_file, args.seconds, Path(tmp))
         else:
             print(
                 "== wrk is not installed (apt-get install wrk): no open-loop tail figures; the Python client plays "

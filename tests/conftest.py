@@ -105,3 +105,14 @@ def store_rows(tiny_store):
             "iq": f["iq"][:8],
             "rx": np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32),
         }
+
+
+@pytest.fixture(scope="session")
+def map_model_file(tiny_store, model_file, tmp_path_factory):
+    """model_file with a radio map fitted on tiny_store attached (`heimdall map fit`, a coarse 2 km grid)."""
+    from heimdall.cli import main
+
+    out = tmp_path_factory.mktemp("map") / "model-map.onnx"
+    args = ["map", "fit", str(tiny_store), "--model", str(model_file), "--out", str(out), "--spacing-m", "2000"]
+    assert main([*args, "--quiet"]) == 0
+    return out

@@ -296,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(
         p,
+        "--map-threads",
+        type=_positive_int,
+        default=serving.map_threads,
+        help=f"threads computing the radio-map posteriors of a model that carries a map (default "
+        f"{serving.map_threads})",
+    )
+    _flag(
+        p,
         "--max-body-mb",
         type=float,
         default=serving.max_body_bytes / 1024**2,
@@ -328,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="localize the transmissions of a store or SigMF collections (no HTTP)",
         description="Run the service's model (file, store or registry) on every transmission of a "
-        "store or of SigMF collections and write a CSV of positions and ellipses.",
+        "store or of SigMF collections and write a CSV (or JSON) of positions and ellipses; a model that carries "
+        "a radio map answers with the map × network posterior, its modes and regions.",
     )
     p.add_argument(
         "data",
@@ -344,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         p,
         "--format",
-        choices=("csv", "geojson", "kml"),
-        default="csv",
-        help="csv (one row per transmission), geojson or kml (the position and the 95 %% region of each, for "
-        "QGIS or Google Earth; default csv)",
+        choices=("csv", "json", "geojson", "kml"),
+        help="csv (one row per transmission), json (the answers as the service gives them: with a radio map their "
+        "modes and regions), geojson or kml (the position and the 95 %% ellipse of each, for QGIS or Google "
+        "Earth); default: the suffix of --out, else csv",
     )
     _flag(
         p,
@@ -419,6 +428,33 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"keep the conformed IQ of the first K transmissions of each split (default {imports.iq_per_split})",
     )
     _flag(p, "--overwrite", action="store_true", help="replace a store already in --out")
+    _flag(p, "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "map",
+        help="fit a radio map on a store and attach it to a model (a new ONNX file)",
+        description="fit: fit the radio map on STORE's labelled training split (self-calibrated on its "
+        "unlabelled recordings when it has no labels), choose the map × network exponents on its validation "
+        "split, and write the network model with the map attached to --out (docs/RADIOMAP.md).",
+    )
+    p.add_argument("action", choices=["fit"])
+    p.add_argument("store", help="store folder (train.h5 / val.h5, or unlabelled.h5) with the model's receivers")
+    _flag(p, "--model", required=True, help="the network model (model.onnx) the map is attached to")
+    _flag(p, "--out", required=True, help="ONNX file to write (the model with the map; its manifest beside it)")
+    _flag(
+        p,
+        "--spacing-m",
+        type=float,
+        default=DEFAULT_SPACING_M,
+        help=f"grid cell side of the map in metres (default {DEFAULT_SPACING_M:g})",
+    )
+    _flag(
+        p,
+        "--signing-key",
+        metavar="FILE",
+        help="sign the manifest with this ed25519 private key (PEM) or HMAC key file "
+        "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)",
+    )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -603,6 +639,7 @@ COMMANDS = {
     "serve": ("heimdall.commands.serve", "serve_command"),
     "predict": ("heimdall.commands.predict", "predict_command"),
     "import": ("heimdall.commands.import_sigmf", "import_command"),
+    "map": ("heimdall.commands.radio_map", "map_command"),
     "inspect": ("heimdall.commands.inspect", "inspect_command"),
     "scenario": ("heimdall.commands.scenario", "scenario_command"),
 }

@@ -26,8 +26,8 @@ def check_model_size(size_bytes: object, where: str, error: type[Exception] = Mo
         raise error(f"{where}: model size {size_bytes!r:.40} bytes is outside 1 … {MAX_MODEL_BYTES} bytes")
 
 
-def require_self_contained(data: bytes, where: str) -> None:
-    """Raise ModelLoadError unless `data` is an ONNX model whose tensors all live inside it."""
+def require_self_contained(data: bytes, where: str) -> onnx.ModelProto:
+    """The parsed model; ModelLoadError unless `data` is an ONNX model whose tensors all live inside it."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -45,6 +45,7 @@ def require_self_contained(data: bytes, where: str) -> None:
                 "a Heimdall model must be one self-contained file, and external data would make the server "
                 "read files of its own — refused"
             )
+    return proto
 
 
 def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, Any]]:

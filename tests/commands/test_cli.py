@@ -12,7 +12,7 @@ def test_help_lists_commands(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "simulate" in out and "scenario" in out
-    assert len(COMMANDS) == 9
+    assert len(COMMANDS) == 10
     for name in COMMANDS:
         assert re.search(rf"^\s+{name}\s+\S", out, re.M), f"{name} is not listed with its help"
         with pytest.raises(SystemExit) as info:

@@ -10,13 +10,7 @@ from rich.table import Table
 
 from heimdall.commands.progress import staged_progress
 from heimdall.errors import HeimdallError
-from heimdall.evaluation.evaluate import (
-    CALIBRATION_SAMPLES,
-    ESTIMATORS,
-    VALIDATION_SAMPLES,
-    evaluate,
-    model_predictor,
-)
+from heimdall.evaluation.evaluate import ESTIMATORS, evaluate, map_splits, model_predictor
 from heimdall.evaluation.report import write_report
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
@@ -53,11 +47,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise HeimdallError("no test data: give --data-dir (a store folder or test .h5)")
     out = Path(args.out) if args.out else (run_dir / "evaluation" if run_dir else Path("evaluation"))
     test = load_test_set(data, args.max_samples)
-    calibration = validation = None
-    if data.is_dir() and (data / "train.h5").is_file():
-        calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
-    if data.is_dir() and (data / "val.h5").is_file():
-        validation = load_test_set(data / "val.h5", VALIDATION_SAMPLES)
+    calibration, validation = map_splits(data)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
     map_options = None if args.map_spacing_m == 0 else MapOptions(spacing_m=args.map_spacing_m)
     with staged_progress(console, args.quiet) as (_, on_progress):

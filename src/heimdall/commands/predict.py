@@ -1,10 +1,14 @@
-"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV, GeoJSON or KML."""
+"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV, JSON, GeoJSON or KML
+(with a radio map: the hybrid answers, their modes and regions, as the service gives them)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -20,9 +24,12 @@ from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, find_collections, r
 from heimdall.datasets.store import split_files
 from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
+from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
 
 BATCH = 4096
+# names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m (NaN: unknown), per transmission (features, receiver ids)
+Predictions = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, list[str]]]]
 FRAME_ORIGIN_TOLERANCE_DEG = 1e-6  # about 0.1 m
 RECEIVER_TOLERANCE_M = 1.0
 
@@ -35,19 +42,33 @@ def predict_command(args: argparse.Namespace) -> int:
     if data.name.endswith(COLLECTION_SUFFIX) or (
         data.is_dir() and not split_files(data, args.split) and find_collections(data)
     ):
-        names, mean, cov, truth = predict_collections(
+        names, mean, cov, truth, inputs = predict_collections(
             data, model, args.match_tolerance_m, args.skip_invalid, console, quiet=args.quiet
         )
     else:
-        names, mean, cov, truth = predict_store(data, args.split, model)
+        names, mean, cov, truth, inputs = predict_store(data, args.split, model)
+    fields: list[dict[str, Any]] = [{} for _ in names]
+    parts: list[MapPart | None] = [None] * len(names)
+    if model.radio_map is not None:
+        read = [map_input(model.params, model.receiver_ids, feats, labels) for feats, labels in inputs]
+
+        def each(f: Callable[[Any], MapPart], jobs: list) -> Iterable[MapPart]:
+            return (f(job) for job in track(jobs, description="radio map", console=console, disable=args.quiet))
+
+        mean, cov, fields, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
+    fmt = output_format(args.format, args.out)
+    out = Path(args.out or f"predictions.{fmt}")
     lat_lon = model.frame.to_geodetic(mean)
-    out = Path(args.out or f"predictions.{args.format}")
-    if args.format != "csv":
-        writer = write_geojson if args.format == "geojson" else write_kml
+    if fmt in ("geojson", "kml"):
+        writer = write_geojson if fmt == "geojson" else write_kml
         writer(out, names, lat_lon, regions_lat_lon(mean, cov, model.frame))
     else:
-        write_csv(out, names, lat_lon, mean, cov)
-    console.print(f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}")
+        write_table(out, fmt, names, mean, cov, lat_lon, fields, parts)
+    used = sum(part is not None for part in parts)
+    console.print(
+        f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}"
+        + (f" (the radio map used for {used})" if model.radio_map is not None else "")
+    )
     labelled = np.isfinite(truth).all(axis=1)
     if labelled.any():
         err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
@@ -58,46 +79,82 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_csv(out: Path, names: list[str], lat_lon: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> None:
-    """One row per transmission: position (degrees and metres), covariance (m²) and the 95 % ellipse."""
+FORMATS = ("csv", "json", "geojson", "kml")
+
+
+def output_format(fmt: str | None, out: str | None) -> str:
+    """The format asked for, else the one --out's suffix names, else csv."""
+    if fmt:
+        return fmt
+    suffix = Path(out).suffix.lstrip(".") if out else ""
+    return suffix if suffix in FORMATS else "csv"
+
+
+def write_table(
+    out: Path,
+    fmt: str,
+    names: list[str],
+    mean: np.ndarray,
+    cov: np.ndarray,
+    lat_lon: np.ndarray,
+    fields: list[dict[str, Any]],
+    parts: list[MapPart | None],
+) -> None:
+    """The answers as JSON (as the service gives them) or CSV (one row per transmission), written atomically."""
     with atomic_open(out, "w") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "transmission",
-                "lat",
-                "lon",
-                "east_m",
-                "north_m",
-                "cov_ee_m2",
-                "cov_en_m2",
-                "cov_nn_m2",
-                "semi_major_95_m",
-                "semi_minor_95_m",
-                "orientation_95_deg",
+        if fmt == "json":
+            answers = [
+                {
+                    "transmission": name,
+                    "lat": float(lat_lon[i, 0]),
+                    "lon": float(lat_lon[i, 1]),
+                    "east_m": float(mean[i, 0]),
+                    "north_m": float(mean[i, 1]),
+                    "covariance_m2": cov[i].tolist(),
+                    **fields[i],
+                }
+                for i, name in enumerate(names)
             ]
-        )
-        for i in range(len(mean)):
-            e = ellipse(cov[i], 0.95)
-            w.writerow(
-                [
-                    names[i],
-                    f"{lat_lon[i, 0]:.6f}",
-                    f"{lat_lon[i, 1]:.6f}",
-                    f"{mean[i, 0]:.1f}",
-                    f"{mean[i, 1]:.1f}",
-                    f"{cov[i, 0, 0]:.6g}",
-                    f"{cov[i, 0, 1]:.6g}",
-                    f"{cov[i, 1, 1]:.6g}",
-                    f"{e['semi_major_m']:.1f}",
-                    f"{e['semi_minor_m']:.1f}",
-                    f"{e['orientation_deg']:.1f}",
-                ]
-            )
+            json.dump(answers, f)
+        else:
+            rows = answer_rows(names, mean, cov, lat_lon, parts)
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
 
 
-def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m or NaN) for a store file or a folder's split."""
+def answer_rows(
+    names: list[str], mean: np.ndarray, cov: np.ndarray, lat_lon: np.ndarray, parts: list[MapPart | None]
+) -> list[dict[str, str]]:
+    """One row per transmission: position, covariance and the 95 % ellipse; with a radio map also the number of
+    modes and the 95 % region's area (empty where the map was not used)."""
+    rows = []
+    for i in range(len(mean)):
+        e = ellipse(cov[i], 0.95)
+        row = {
+            "transmission": names[i],
+            "lat": f"{lat_lon[i, 0]:.6f}",
+            "lon": f"{lat_lon[i, 1]:.6f}",
+            "east_m": f"{mean[i, 0]:.1f}",
+            "north_m": f"{mean[i, 1]:.1f}",
+            "cov_ee_m2": f"{cov[i, 0, 0]:.6g}",
+            "cov_en_m2": f"{cov[i, 0, 1]:.6g}",
+            "cov_nn_m2": f"{cov[i, 1, 1]:.6g}",
+            "semi_major_95_m": f"{e['semi_major_m']:.1f}",
+            "semi_minor_95_m": f"{e['semi_minor_m']:.1f}",
+            "orientation_95_deg": f"{e['orientation_deg']:.1f}",
+        }
+        if any(p is not None for p in parts):
+            part = parts[i]
+            row["n_modes"] = str(len(part.modes)) if part else ""
+            row["hpd95_area_km2"] = f"{part.hpd95_area_km2:.1f}" if part else ""
+        rows.append(row)
+    return rows
+
+
+def predict_store(data: Path, split: str, model: ServedModel) -> Predictions:
+    """(names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m or NaN, (features, receiver ids) of each) for a
+    store file or a folder's split."""
     files = split_files(data, split) if data.is_dir() else [data]
     if not files:
         raise DatasetError(f"{data}: no {split} split in the folder (and no SigMF collections)")
@@ -115,7 +172,9 @@ def predict_store(data: Path, split: str, model: ServedModel) -> tuple[list[str]
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in ds.read_all("meta/collection")]
     except KeyError:
         names = [str(i) for i in range(len(feats))]
-    return names, np.concatenate(means), np.concatenate(covs), arrays.target_m
+    ids = np.asarray(ds.meta.receivers["id"])
+    inputs = [(feats[i][present[i] > 0], list(ids[present[i] > 0])) for i in range(len(feats))]
+    return names, np.concatenate(means), np.concatenate(covs), arrays.target_m, inputs
 
 
 def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], model: ServedModel) -> None:
@@ -146,13 +205,13 @@ def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], 
 
 def predict_collections(
     data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console, quiet: bool = False
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+) -> Predictions:
     """The same for one SigMF collection or a folder of them (receivers unknown to the model join ad hoc)."""
     paths = [data] if data.is_file() else find_collections(data)
     root = data.parent if data.is_file() else data
     if not paths:
         raise DatasetError(f"{data}: no *.sigmf-collection files found")
-    names, means, covs, truth = [], [], [], []
+    names, means, covs, truth, inputs = [], [], [], [], []
     for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
         try:
             col = read_collection(path, root)
@@ -174,10 +233,11 @@ def predict_collections(
             continue
         m, c = model.predict(feats[None], np.asarray(positions, np.float32)[None], np.ones((1, len(positions))))
         names.append(col.name)
+        inputs.append((feats, [model.receiver_ids[k] if k >= 0 else "" for k in rows]))
         means.append(m[0])
         covs.append(c[0])
         tx = col.transmitter_lat_lon
         truth.append(model.frame.to_local(*tx).reshape(2) if tx is not None else np.full(2, np.nan))
     if not names:
         raise DatasetError(f"{data}: no collection could be localized")
-    return names, np.stack(means), np.stack(covs), np.stack(truth)
+    return names, np.stack(means), np.stack(covs), np.stack(truth), inputs

@@ -33,6 +33,7 @@ def serve_command(args: argparse.Namespace) -> int:
         tile_url=args.tile_url,
         events_size=args.events_size,
         max_event_streams=args.max_event_streams,
+        map_threads=args.map_threads,
     )
     app = create_app(source, settings)
     # what exists now (modules, the app) lives as long as the process: out of every collection from now on

@@ -27,7 +27,7 @@ from heimdall.baselines import (
     weighted_centroid,
 )
 from heimdall.errors import HeimdallError
-from heimdall.evaluation.test_set import Predict, TestSet
+from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.onnx_guard import require_self_contained
@@ -52,6 +52,17 @@ ESTIMATORS = (
 )
 DEFAULT_MAP_OPTIONS = MapOptions()
 VALIDATION_SAMPLES = 400  # validation transmissions the hybrid's exponents are chosen on
+
+
+def map_splits(data: Path) -> tuple[TestSet | None, TestSet | None]:
+    """(calibration, validation) of a store folder: its train and val splits as the radio map and the hybrid
+    read them (at most CALIBRATION_SAMPLES / VALIDATION_SAMPLES), None where the folder has none."""
+    calibration = validation = None
+    if data.is_dir() and (data / "train.h5").is_file():
+        calibration = load_test_set(data / "train.h5", CALIBRATION_SAMPLES)
+    if data.is_dir() and (data / "val.h5").is_file():
+        validation = load_test_set(data / "val.h5", VALIDATION_SAMPLES)
+    return calibration, validation
 
 
 def power_only(test: TestSet) -> TestSet:

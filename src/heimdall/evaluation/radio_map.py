@@ -53,6 +53,16 @@ def fit_map(
     )
 
 
+def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict) -> dict[str, float]:
+    """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
+    validation_n."""
+    vm = measured(validation)
+    posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(vm))]
+    net_mean, net_cov = predict(validation)
+    alpha, beta, nll = choose_exponents(posts, net_mean, net_cov, validation.target_m)
+    return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts)}
+
+
 def grid_estimates(
     test: TestSet,
     calibration: TestSet | None,
@@ -70,13 +80,8 @@ def grid_estimates(
     }
     exponents = None
     if predict is not None and validation is not None:
-        val = validation
-        vm = measured(val)
-        posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(val.target_m))]
-        net_mean, net_cov = predict(val)
-        alpha, beta, nll = choose_exponents(posts, net_mean, net_cov, val.target_m)
-        exponents = (alpha, beta)
-        notes["hybrid"] = {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts)}
+        chosen = hybrid_exponents(radio_map, validation, predict)
+        notes["hybrid"], exponents = chosen, (chosen["alpha"], chosen["beta"])
     elif predict is not None:
         notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
     tm = measured(test)

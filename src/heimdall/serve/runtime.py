@@ -26,6 +26,7 @@ from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHAMPION, MODEL_NAME
+from heimdall.serve.map_answers import ServedMap, load_map
 from heimdall.train.model_card import ModelCard
 
 INPUTS = ("features", "rx_position_m", "present")
@@ -43,6 +44,7 @@ class ServedModel:
     session: ort.InferenceSession
     card: ModelCard
     rx_position_m: np.ndarray  # float32 [R, 2], the card's receiver table
+    radio_map: ServedMap | None = None  # answers are the map × network hybrid when the model carries a map
 
     @property
     def params(self) -> FeatureParams:
@@ -122,7 +124,7 @@ class ServedModel:
             "dataset_sha256": card.dataset_sha256 or None,
             "mlflow_run_id": card.mlflow_run_id or None,
             "area": self.area_geojson(),
-        }
+        } | ({"radio_map": self.radio_map.describe()} if self.radio_map is not None else {})
 
     def area_geojson(self) -> dict:
         """The scenario's transmitter area as a GeoJSON Polygon ([lon, lat]; edges sampled, the frame is not
@@ -138,7 +140,7 @@ class ServedModel:
 def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> ServedModel:
     """Build a ServedModel from ONNX bytes exported by Heimdall (refused if they hold external data)."""
     where = f"{name} {version}"
-    require_self_contained(data, where)
+    proto = require_self_contained(data, where)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -158,6 +160,7 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
             f"{where}: input 'features' takes {dims[-1]} values per receiver, metadata "
             f"'feature_params' gives {params.n_features}"
         )
+    metadata = session.get_modelmeta().custom_metadata_map
     return ServedModel(
         name=name,
         version=version,
@@ -165,6 +168,7 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
         session=session,
         card=card,
         rx_position_m=card.rx_position_m.astype(np.float32),
+        radio_map=load_map(proto, metadata, card.receiver_ids, where),
     )
 
 

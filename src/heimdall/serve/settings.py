@@ -23,3 +23,4 @@ class ServeSettings:
     tile_url: str | None = None  # the map page's basemap (none: receivers, area and graticule only)
     events_size: int = 100  # answers the live view keeps and replays to a new page
     max_event_streams: int = 32  # live-view streams open at once
+    map_threads: int = 2  # threads computing the radio-map posteriors of a model that carries a map

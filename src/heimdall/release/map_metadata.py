@@ -1,0 +1,30 @@
+"""The metadata entry of a map-carrying model that says how its map was fitted and how the hybrid weighs it.
+
+FIT_KEY holds a JSON object: `alpha`, `beta` (the exponents of p_map^α · N_net^β, heimdall.radiomap.hybrid;
+α = 1, β = 0: the map alone), and the map's provenance (`how`, `labels_used`, `store`, `store_sha256`,
+`fitted`, …), written by heimdall.release.map_attach and read by whoever answers with the map.
+"""
+
+from __future__ import annotations
+
+import json
+
+from heimdall.errors import HeimdallError
+
+FIT_KEY = "radiomap_fit"
+
+
+def read_exponents(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> tuple[float, float]:
+    """(α, β) of a map-carrying model's FIT_KEY entry; `error` naming the field when missing or out of range."""
+    try:
+        fit = json.loads(metadata[FIT_KEY])
+        alpha, beta = float(fit["alpha"]), float(fit["beta"])
+    except (KeyError, TypeError, ValueError):
+        raise error(
+            f"{where}: metadata {FIT_KEY}: missing or without alpha and beta (attach maps with `heimdall map fit`)"
+        ) from None
+    if not (0 < alpha <= 1 and 0 <= beta <= 1):
+        raise error(
+            f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ 1, 0 ≤ beta ≤ 1"
+        )
+    return alpha, beta

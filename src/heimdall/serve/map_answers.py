@@ -1,0 +1,175 @@
+"""Answers of a model that carries a radio map: the hybrid posterior of map and network per transmission.
+
+The map reads each receiver's SNR and noise power from the feature vector the network reads
+(FeatureParams.snr_index, power_index; noise = power − SNR), for the receivers of the model's table. A
+power-only receiver has no SNR and an ad-hoc one no map: the map leaves them out, and a transmission left with
+none is answered by the network alone, with a note. The posterior (tens of ms of numpy) runs in a pool of
+threads; the conversion to lat/lon, one PROJ call per batch, in the caller's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heimdall.errors import ModelLoadError
+from heimdall.features import FeatureParams
+from heimdall.geo import LocalFrame
+from heimdall.radiomap import io as map_io
+from heimdall.radiomap.hybrid import combine
+from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.posterior import Mode
+from heimdall.release.map_metadata import read_exponents
+
+REGION_PROBABILITIES = ("0.5", "0.95")  # the keys of `regions`, as the answer spells them
+MODE_PROBABILITY = 0.95  # modes are the connected parts of this HPD region
+COORDINATE_DECIMALS = 6  # degrees: about 0.1 m
+NOT_USED = "not used: no receiver of the model's table with an SNR (power-only or ad-hoc receivers only)"
+
+
+@dataclass(frozen=True)
+class ServedMap:
+    """A model's radio map and the hybrid's exponents (α = 1, β = 0: the map alone)."""
+
+    radio_map: RadioMap
+    alpha: float
+    beta: float
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/model says of the map."""
+        m = self.radio_map
+        return {"alpha": self.alpha, "beta": self.beta, "spacing_m": m.grid.spacing_m, "n_labels": m.n_labels}
+
+
+@dataclass(frozen=True)
+class MapInput:
+    """One transmission as the map reads it, over the map's receivers R: snr_db, noise_dbm float64 [R]
+    (NaN where not measured), present bool [R]."""
+
+    snr_db: np.ndarray
+    noise_dbm: np.ndarray
+    present: np.ndarray
+
+
+@dataclass(frozen=True)
+class MapPart:
+    """The hybrid posterior's answer in metres: mean [2], covariance [2, 2], modes, the HPD regions (key →
+    polygons, each a list of closed rings float64 [n, 2] east/north) and the 95 % region's area (its cells, km²)."""
+
+    mean_m: np.ndarray
+    cov_m2: np.ndarray
+    modes: list[Mode]
+    regions: dict[str, list[list[np.ndarray]]]
+    hpd95_area_km2: float
+
+
+Jobs = list[tuple[int, MapInput]]
+MapOver = Callable[[Callable[[tuple[int, MapInput]], MapPart], Jobs], Iterable[MapPart]]
+
+
+def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: str) -> ServedMap | None:  # noqa: ANN001
+    """The map inside an onnx.ModelProto, or None when it carries none; ModelLoadError naming what is wrong."""
+    if not map_io.has_map(proto):
+        return None
+    try:
+        radio_map = map_io.from_onnx(proto)
+    except map_io.RadioMapFormatError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+    if list(radio_map.receiver_ids) != receiver_ids:
+        raise ModelLoadError(
+            f"{where}: metadata {map_io.METADATA_KEY}.receiver_ids {list(radio_map.receiver_ids)} are not the "
+            f"model's receivers {receiver_ids}"
+        )
+    return ServedMap(radio_map, *read_exponents(metadata, where, ModelLoadError))
+
+
+def map_input(
+    params: FeatureParams, receiver_ids: list[str], features: np.ndarray, labels: list[str]
+) -> MapInput | str:
+    """What the map reads of one transmission (features [R', F] of the receivers `labels`), or why it cannot."""
+    row_of = {rid: k for k, rid in enumerate(receiver_ids)}
+    r = len(receiver_ids)
+    snr, noise, present = np.full(r, np.nan), np.full(r, np.nan), np.zeros(r, bool)
+    for values, label in zip(features, labels, strict=True):
+        k = row_of.get(label)
+        s, p = float(values[params.snr_index]), float(values[params.power_index])
+        if k is not None and np.isfinite(s) and np.isfinite(p):
+            snr[k], noise[k], present[k] = s, p - s, True
+    return MapInput(snr, noise, present) if present.any() else NOT_USED
+
+
+def map_part(served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> MapPart:
+    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²), in metres."""
+    post = served.radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present)
+    if (served.alpha, served.beta) != (1.0, 0.0):
+        post = combine(post, net_mean_m, net_cov_m2, served.alpha, served.beta)
+    regions = {key: post.region(float(key)) for key in REGION_PROBABILITIES}
+    area_km2 = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
+    return MapPart(post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), regions, area_km2)
+
+
+def hybrid_answers(
+    served: ServedMap,
+    frame: LocalFrame,
+    mean_m: np.ndarray,
+    cov_m2: np.ndarray,
+    inputs: list[MapInput | str],
+    map_over: MapOver = map,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[MapPart | None]]:
+    """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the
+    map reads of each: (mean, covariance) with the hybrid's where the map is used, the fields each answer adds
+    (`map`; `modes` and `regions` where used) and the parts (None where not used). `map_over(f, jobs)` applies f
+    to every job (a thread pool's map)."""
+    finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
+    jobs = [(i, inp) for i, inp in enumerate(inputs) if finite[i] and isinstance(inp, MapInput)]
+    parts = list(map_over(lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]]), jobs))
+    mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
+    fields: list[dict[str, Any]] = [{"map": inp} if isinstance(inp, str) else {} for inp in inputs]
+    by_row: list[MapPart | None] = [None] * len(inputs)
+    for (i, _), part, more in zip(jobs, parts, map_fields(parts, frame), strict=True):
+        mean_m[i], cov_m2[i], by_row[i] = part.mean_m, part.cov_m2, part
+        fields[i] = {"map": "used", **more}
+    return mean_m, cov_m2, fields, by_row
+
+
+def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
+    """`modes` (probability, lat, lon; most probable first) and `regions` (GeoJSON geometries in lon/lat) of each
+    part; one PROJ call for all of them."""
+    points = [np.array([[m.east_m, m.north_m] for m in part.modes]).reshape(-1, 2) for part in parts]
+    points += [ring for part in parts for key in REGION_PROBABILITIES for poly in part.regions[key] for ring in poly]
+    if not points:
+        return []
+    lat_lon = frame.to_geodetic(np.concatenate(points)).round(COORDINATE_DECIMALS)
+    lon_lat = lat_lon[:, ::-1]
+    at = 0
+
+    def take(n: int) -> np.ndarray:
+        nonlocal at
+        at += n
+        return lon_lat[at - n : at]
+
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        modes = take(len(part.modes))
+        out.append(
+            {
+                "modes": [
+                    {"probability": round(m.mass, 4), "lat": float(ll[1]), "lon": float(ll[0])}
+                    for m, ll in zip(part.modes, modes, strict=True)
+                ]
+            }
+        )
+    for i, part in enumerate(parts):
+        regions = {}
+        for key in REGION_PROBABILITIES:
+            polygons = [[take(len(ring)).tolist() for ring in poly] for poly in part.regions[key]]
+            regions[key] = (
+                {"type": "Polygon", "coordinates": polygons[0]}
+                if len(polygons) == 1
+                else {"type": "MultiPolygon", "coordinates": polygons}
+            )
+        out[i]["regions"] = regions
+    return out

@@ -1,0 +1,80 @@
+"""`heimdall map fit`: a radio map fitted on a store and attached to a network model as a new ONNX file."""
+
+import hashlib
+import json
+import shutil
+
+import onnx
+import pytest
+
+from heimdall.cli import main
+from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
+from heimdall.onnx_guard import require_self_contained
+from heimdall.radiomap import io as map_io
+from heimdall.release.map_metadata import FIT_KEY
+from heimdall.serve.runtime import ModelSource
+
+
+def test_map_fit_writes_a_new_model_carrying_the_map(map_model_file, model_file, tiny_store):
+    data = map_model_file.read_bytes()
+    require_self_contained(data, "map model")
+    proto = onnx.load_from_string(data)
+    assert map_io.has_map(proto)
+    radio_map = map_io.from_onnx(proto)
+    assert radio_map.grid.spacing_m == 2000.0 and radio_map.n_labels > 0
+    meta = {p.key: p.value for p in proto.metadata_props}
+    fit = json.loads(meta[FIT_KEY])
+    assert 0 < fit["alpha"] <= 1 and 0 <= fit["beta"] <= 1 and fit["validation_n"] == 150
+    assert fit["labels_used"] == 1200 and fit["store"] == str(tiny_store.resolve())
+    assert len(fit["store_sha256"]) == 64 and fit["fitted"]
+    assert fit["network_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    # the network's card is unchanged; a new model: its own manifest, which the service's checks accept
+    original = {p.key: p.value for p in onnx.load(str(model_file)).metadata_props}
+    assert all(meta[k] == v for k, v in original.items())
+    manifest = decode_manifest(sidecar_path(map_model_file).read_bytes())
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["metadata"][FIT_KEY] == meta[FIT_KEY]
+    served = ModelSource(file=str(map_model_file), trust=TrustPolicy(sha256=manifest["sha256"])).load()
+    assert served.receiver_ids == list(radio_map.receiver_ids) and served.radio_map is not None
+
+
+@pytest.fixture(scope="module")
+def other_store(tmp_path_factory):
+    """A few transmissions of another network (randstad-70cm): receivers the tiny model does not have."""
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
+    from heimdall.scenario.builtin import load_scenario
+
+    out = tmp_path_factory.mktemp("other")
+    generate_dataset(load_scenario("randstad-70cm"), out, DatasetSpec(n_transmissions=60, seed=3, iq_per_split=0))
+    return out
+
+
+def test_map_fit_refuses_a_store_of_other_receivers_naming_them(other_store, model_file, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["map", "fit", str(other_store), "--model", str(model_file), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "receivers not in both" in err and "giaveno" in err
+    assert not out.exists() and not sidecar_path(out).exists()
+
+
+def test_map_fit_refuses_a_model_that_already_carries_a_map_and_a_grid_too_fine(
+    map_model_file, model_file, tiny_store, tmp_path, capsys
+):
+    out = tmp_path / "m.onnx"
+    assert main(["map", "fit", str(tiny_store), "--model", str(map_model_file), "--out", str(out), "--quiet"]) == 2
+    assert "already carries a radio map" in capsys.readouterr().err
+    args = ["map", "fit", str(tiny_store), "--model", str(model_file), "--out", str(out), "--spacing-m", "1"]
+    assert main([*args, "--quiet"]) == 2
+    assert "--spacing-m" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_map_fit_without_labels_self_calibrates_and_uses_the_map_alone(model_file, tiny_store, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(tiny_store / "test.h5", store / "unlabelled.h5")  # its labels are not read
+    out = tmp_path / "m.onnx"
+    assert main(["map", "fit", str(store), "--model", str(model_file), "--out", str(out), "--spacing-m", "2000"]) == 0
+    fit = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[FIT_KEY])
+    assert (fit["alpha"], fit["beta"], fit["labels_used"]) == (1.0, 0.0, 0)
+    assert fit["how"].startswith("no labels: self-calibrated") and fit["store_files"] == ["unlabelled.h5"]

@@ -1,0 +1,104 @@
+"""A model that carries a radio map (`heimdall map fit`), served by a real uvicorn process: hybrid answers with
+modes and HPD regions; a model without a map answers as before."""
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+
+from serve_bodies import features_body, power_body
+from service_process import running_service
+
+N_TRANSMISSIONS = 30
+
+
+@pytest.fixture(scope="module")
+def map_server(map_model_file):
+    with running_service(map_model_file) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def test_rows(tiny_store):
+    """The first N_TRANSMISSIONS test transmissions: receiver ids, features, true (lat, lon)."""
+    with h5py.File(tiny_store / "test.h5") as f:
+        return {
+            "ids": list(f["receivers/id"].asstr()[...]),
+            "features": f["features"][:N_TRANSMISSIONS],
+            "truth": f["tx_lat_lon"][:N_TRANSMISSIONS],
+        }
+
+
+def _in_ring(lon, lat, ring):
+    """Ray casting: (lon, lat) inside the closed ring [[lon, lat], ...]."""
+    x, y = np.asarray(ring, float).T
+    crosses = (y[:-1] > lat) != (y[1:] > lat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x[:-1] + (lat - y[:-1]) * (x[1:] - x[:-1]) / (y[1:] - y[:-1])
+    return bool(np.sum(crosses & (lon < at)) % 2)
+
+
+def _in_geometry(lon, lat, geometry):
+    """Point in a GeoJSON Polygon or MultiPolygon (outer ring, then holes)."""
+    assert geometry["type"] in ("Polygon", "MultiPolygon")
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    return any(_in_ring(lon, lat, rings[0]) and not any(_in_ring(lon, lat, h) for h in rings[1:]) for rings in polygons)
+
+
+def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server, test_rows):
+    body = {"transmissions": [features_body(test_rows, k) for k in range(N_TRANSMISSIONS)]}
+    r = httpx.post(f"{map_server}/v1/localize/batch", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    covered = 0
+    for a, (lat, lon) in zip(results, test_rows["truth"], strict=True):
+        assert a["map"] == "used"
+        assert set(a["regions"]) == {"0.5", "0.95"}
+        modes = a["modes"]
+        assert modes and all(set(m) == {"probability", "lat", "lon"} for m in modes)
+        probabilities = [m["probability"] for m in modes]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0 + 1e-6
+        assert _in_geometry(modes[0]["lon"], modes[0]["lat"], a["regions"]["0.95"])
+        covered += _in_geometry(lon, lat, a["regions"]["0.95"])
+        # position, covariance and ellipses come from the hybrid posterior, as for a network
+        assert a["geojson"]["geometry"]["type"] == "Polygon" and len(a["ellipses"]) == 3
+    assert covered >= 0.8 * N_TRANSMISSIONS, covered
+
+
+def test_the_model_endpoint_describes_the_map(map_server):
+    info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
+    assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= 1 and info["n_labels"] > 0
+
+
+def test_power_only_request_to_a_map_model_is_answered_by_the_network_with_a_note(map_server, test_rows):
+    r = httpx.post(f"{map_server}/v1/localize", json=power_body(test_rows, 0), timeout=30)
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["map"].startswith("not used:") and "power-only" in a["map"]
+    assert "modes" not in a and "regions" not in a and np.isfinite(a["lat"])
+
+
+def test_a_model_without_a_map_answers_without_map_fields(model_file, test_rows):
+    with running_service(model_file) as url:
+        for body in (features_body(test_rows, 0), power_body(test_rows, 0)):
+            a = httpx.post(f"{url}/v1/localize", json=body, timeout=30).json()
+            assert "lat" in a and not {"map", "modes", "regions"} & set(a)
+        assert "radio_map" not in httpx.get(f"{url}/v1/model", timeout=30).json()
+
+
+def test_predict_writes_the_same_modes_and_regions(map_model_file, tiny_store, tmp_path):
+    import csv
+    import json
+
+    from heimdall.cli import main
+
+    args = ["predict", str(tiny_store), "--model-file", str(map_model_file), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "p.json")]) == 0
+    answers = json.loads((tmp_path / "p.json").read_text())
+    assert len(answers) == 150 and all(a["map"] == "used" for a in answers)
+    assert all(a["modes"] and set(a["regions"]) == {"0.5", "0.95"} for a in answers)
+    assert main([*args, "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [int(r["n_modes"]) for r in rows] == [len(a["modes"]) for a in answers]
+    assert all(float(r["hpd95_area_km2"]) > 0 for r in rows)
+    assert [r["lat"] for r in rows] == [f"{a['lat']:.6f}" for a in answers]
