@@ -275,7 +275,7 @@ def test_receivers_by_id_and_position_must_agree(server, store_rows):
 
 
 # --- fuzzing: no input, however malformed or however sent, gets a 5xx or a traceback ------------------
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 IDS = ["giaveno", "montanaro", "torino", "coazze", "giovi", "genova", "milano", "nowhere"]
@@ -328,6 +328,7 @@ _payloads = st.one_of(
     path=st.sampled_from(["/v1/localize", "/v1/localize/batch"]),
     sent=st.sampled_from(["plain", "chunked", "oversized", "oversized chunked"]),
 )
+@example(payload=b'{"": null}', path="/v1/localize/batch", sent="plain")  # an empty key still names a field
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fuzz_never_5xx_always_a_named_field(server, payload, path, sent):
     if sent.startswith("oversized"):  # JSON whitespace past the server's 1 MiB limit

@@ -50,7 +50,7 @@ def transmissions(data: Any, batch: bool) -> list[Any]:
         raise InputError("body", 'expected an object {"transmissions": [...]}')
     for key in data:
         if key != "transmissions":
-            raise InputError(key, "Extra inputs are not permitted")
+            raise InputError(key or "body", f"Extra inputs are not permitted ({key!r})")
     raw = data.get("transmissions")
     if not isinstance(raw, list) or not raw:
         raise InputError("transmissions", f"expected a list of 1 to {MAX_TRANSMISSIONS} transmissions")
