@@ -12,6 +12,7 @@ from heimdall.features import FeatureParams, extract_features
 from heimdall.radiomap.answers import answers_of
 from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map, physics_map
+from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.likelihood import build_table
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.scenario.schema import scenario_from_dict
@@ -210,3 +211,13 @@ def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
     good = test.position_m[:40] + rng.normal(0, 1000, (40, 2))
     alpha, beta, _ = choose_exponents(posts, good, np.broadcast_to(np.eye(2) * 1e6, (40, 2, 2)), test.position_m[:40])
     assert beta > 0
+
+
+def test_within_cell_spread_follows_the_field_gradient():
+    grid = MapGrid.over((0.0, 0.0, 10_000.0, 6_000.0), 500.0)
+    east_m = grid.centres()[:, 0]
+    ramp_db = np.stack([0.002 * east_m, np.full_like(east_m, 7.0)], axis=1)  # 1 dB per cell eastwards; flat
+    sd_db = grid.within_cell_sd_db(ramp_db)
+    assert sd_db.shape == (grid.n_cells, 2)
+    np.testing.assert_allclose(sd_db[:, 0], 1.0 / np.sqrt(12.0), rtol=1e-9)
+    np.testing.assert_allclose(sd_db[:, 1], 0.0, atol=1e-12)

@@ -86,3 +86,10 @@ class MapGrid:
         i = (b % nbx)[:, None] * f + di.ravel()[None, :]
         ok = (j < self.ny) & (i < self.nx)
         return (j * self.nx + i)[ok]
+
+    def within_cell_sd_db(self, values_db: np.ndarray) -> np.ndarray:
+        """Standard deviation [cells, R] of a field across each cell, for values_db [cells, R] at the cell centres:
+        the field taken linear within a cell along its local gradient (central differences), uniform over the cell."""
+        v = np.asarray(values_db, np.float64).reshape(self.ny, self.nx, -1)
+        gy, gx = (np.gradient(v, axis=a) if v.shape[a] > 1 else np.zeros_like(v) for a in (0, 1))
+        return (np.sqrt(gx**2 + gy**2) / np.sqrt(12.0)).reshape(self.n_cells, -1)

@@ -1,7 +1,8 @@
 """The oracle of simulated data: the radio-map posterior with the simulator's own maps and noise.
 
 It knows everything the simulator drew except the position and the transmit power: the path loss for
-the transmitter's antenna height (in ORACLE_HEIGHT_BINS log-spaced bins over the scenario's range), the
+the transmitter's antenna height (in ORACLE_HEIGHT_BINS log-spaced bins over the scenario's range, with
+the spread of the path loss across each bin and across each grid cell as the map's own uncertainty), the
 shadowing fields, the receivers' gain offsets, the fading and measurement noise, and the transmit power
 range (a flat prior over exactly that range). Being the Bayes posterior of the generative model (up to
 the height bins and the grid), no estimator should have a lower mean negative log-likelihood on simulated
@@ -21,20 +22,26 @@ from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
 
-ORACLE_HEIGHT_BINS = 8
-HEIGHT_BIN_SPREAD_DB = 0.5  # the path loss varies a little across a height bin
+ORACLE_HEIGHT_BINS = 16
 
 
-def height_bins(scenario, heights_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bin index [n] of each transmitter height, bin centres [B] in m), log-spaced over the scenario's range."""
+def height_edges(scenario) -> np.ndarray:
+    """Edges [B + 1] in m of the height bins, log-spaced over the scenario's transmitter antenna heights."""
     lo, hi = scenario.transmitter.antenna_height_m
-    edges = np.geomspace(lo, max(hi, lo * 1.0001), ORACLE_HEIGHT_BINS + 1)
-    idx = np.clip(np.searchsorted(edges, heights_m, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
-    return idx, np.sqrt(edges[:-1] * edges[1:])
+    return np.geomspace(lo, max(hi, lo * 1.0001), ORACLE_HEIGHT_BINS + 1)
+
+
+def height_bins(scenario, heights_m: np.ndarray) -> np.ndarray:
+    """Bin index [n] of each transmitter height."""
+    edges = height_edges(scenario)
+    return np.clip(np.searchsorted(edges, heights_m, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
 
 
 def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4) -> list[RadioMap]:
-    """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains)."""
+    """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains). A bin's map holds the
+    path loss at the bin's geometric centre; its spread combines the standard deviation of a loss uniform between
+    the losses at the bin's edges (heights are drawn uniformly, the loss is monotonic in height) with the field's
+    variation across a cell (steep near a receiver)."""
     from heimdall.features import FeatureParams
     from heimdall.sim.generator import build_world
     from heimdall.sim.propagation import median_path_loss_db
@@ -52,7 +59,7 @@ def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_f
         receiver_ids=tuple(r.id for r in scenario.receivers),
         rx_position_m=world.rx_position_m,
         mean_dbm=np.zeros((0, 0), np.float32),
-        spread_db=np.full((grid.n_cells, world.n_rx), HEIGHT_BIN_SPREAD_DB, np.float32),
+        spread_db=np.zeros((0, 0), np.float32),
         noise=power_noise_for(FeatureParams.from_scenario(scenario)),
         kernels=tuple(kernels),
         component_log_weight=weights,
@@ -60,16 +67,25 @@ def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_f
         power_log_prior=np.full(n_power, -np.log(n_power)),
         info={"kind": "oracle"},
     )
-    maps = []
-    for h in height_bins(scenario, np.array([lo]))[1]:
-        loss = median_path_loss_db(
-            scenario.environment.path_loss, d, scenario.frequency_hz, h, world.rx_height_m[None, :]
+    edges = height_edges(scenario)
+
+    def loss_db(h_m: float) -> np.ndarray:
+        return median_path_loss_db(
+            scenario.environment.path_loss, d, scenario.frequency_hz, h_m, world.rx_height_m[None, :]
         )
+
+    edge_loss = [loss_db(h) for h in edges]
+    maps = []
+    for b in range(ORACLE_HEIGHT_BINS):
+        h = float(np.sqrt(edges[b] * edges[b + 1]))
+        mean_dbm = -loss_db(h) + shadow + gain_offset_db
+        across_bin_db = np.abs(edge_loss[b + 1] - edge_loss[b]) / np.sqrt(12.0)
         maps.append(
             replace(
                 base,
-                mean_dbm=(-loss + shadow + gain_offset_db).astype(np.float32),
-                info={"kind": "oracle", "tx_height_m": float(h)},
+                mean_dbm=mean_dbm.astype(np.float32),
+                spread_db=np.hypot(across_bin_db, grid.within_cell_sd_db(mean_dbm)).astype(np.float32),
+                info={"kind": "oracle", "tx_height_m": h},
             )
         )
     for m in maps[1:]:  # one table for all bins
@@ -90,7 +106,7 @@ def oracle_answers(
 ) -> MapAnswers:
     """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n])."""
     maps = oracle_maps(scenario, gain_offset_db, spacing_m)
-    bins, _ = height_bins(scenario, tx_height_m)
+    bins = height_bins(scenario, tx_height_m)
     return localize_all(
         lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
     )
