@@ -171,6 +171,18 @@ def test_oracle_is_a_floor(split, physics, tiny_store):
     )
     phys = answers_of(physics, test.snr_db, test.noise_dbm, test.present, test.position_m)
     assert -oracle.log_density_at_truth.mean() < -fitted.log_density_at_truth.mean() < -phys.log_density_at_truth.mean()
+    finest = int(np.argmin([c.correlation_m for c in scenario.environment.shadowing.components]))
+    partial = oracle_answers(
+        scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m, COARSE.spacing_m,
+        hidden=(finest,),
+    )  # fmt: skip
+    assert -oracle.log_density_at_truth.mean() < -partial.log_density_at_truth.mean()
+    assert partial.in_hpd95.mean() >= 0.85  # the hidden component's σ is in its spread: still calibrated
+    with pytest.raises(ValueError, match="hidden shadowing components"):
+        oracle_answers(
+            scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m, COARSE.spacing_m,
+            hidden=(7,),
+        )  # fmt: skip
 
 
 def test_onnx_container_round_trip(split, physics):

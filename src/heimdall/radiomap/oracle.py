@@ -37,16 +37,32 @@ def height_bins(scenario, heights_m: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, heights_m, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
 
 
-def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4) -> list[RadioMap]:
+def without_components(scenario, hidden: tuple[int, ...]):
+    """(the scenario with shadowing components `hidden` (indices) silenced — the others' fields unchanged —, the
+    hidden components' total σ in dB)."""
+    sh = scenario.environment.shadowing
+    if any(not 0 <= i < len(sh.components) for i in hidden):
+        raise ValueError(f"hidden shadowing components {hidden}: the scenario has {len(sh.components)}")
+    kept = tuple(replace(c, sigma_db=0.0) if i in hidden else c for i, c in enumerate(sh.components))
+    hidden_sd_db = float(np.sqrt(sum(sh.components[i].sigma_db ** 2 for i in hidden)))
+    environment = replace(scenario.environment, shadowing=replace(sh, components=kept))
+    return replace(scenario, environment=environment), hidden_sd_db
+
+
+def oracle_maps(
+    scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4, hidden: tuple[int, ...] = ()
+) -> list[RadioMap]:
     """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains). A bin's map holds the
     path loss at the bin's geometric centre; its spread combines the standard deviation of a loss uniform between
     the losses at the bin's edges (heights are drawn uniformly, the loss is monotonic in height) with the field's
-    variation across a cell (steep near a receiver)."""
+    variation across a cell (steep near a receiver). Shadowing components `hidden` (indices) are not known: their
+    σ joins the spread (a partial oracle: what an estimator that resolves only the other components can reach)."""
     from heimdall.features import FeatureParams
     from heimdall.sim.generator import build_world
     from heimdall.sim.propagation import median_path_loss_db
 
-    world = build_world(scenario)
+    known, hidden_sd_db = without_components(scenario, hidden)
+    world = build_world(known)
     grid = MapGrid.over(world.bounds_m, spacing_m, coarse_factor)
     centres = grid.centres()
     d = np.linalg.norm(centres[:, None, :] - world.rx_position_m[None], axis=-1)
@@ -84,7 +100,9 @@ def oracle_maps(scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_f
             replace(
                 base,
                 mean_dbm=mean_dbm.astype(np.float32),
-                spread_db=np.hypot(across_bin_db, grid.within_cell_sd_db(mean_dbm)).astype(np.float32),
+                spread_db=np.sqrt(across_bin_db**2 + grid.within_cell_sd_db(mean_dbm) ** 2 + hidden_sd_db**2).astype(
+                    np.float32
+                ),
                 info={"kind": "oracle", "tx_height_m": h},
             )
         )
@@ -103,9 +121,11 @@ def oracle_answers(
     truth_m: np.ndarray,
     spacing_m: float,
     on_progress: Callable[[int, int], None] | None = None,
+    hidden: tuple[int, ...] = (),
 ) -> MapAnswers:
-    """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n])."""
-    maps = oracle_maps(scenario, gain_offset_db, spacing_m)
+    """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n]); `hidden`: shadowing
+    components it does not know (oracle_maps)."""
+    maps = oracle_maps(scenario, gain_offset_db, spacing_m, hidden=hidden)
     bins = height_bins(scenario, tx_height_m)
     return localize_all(
         lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
