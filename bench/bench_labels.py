@@ -191,7 +191,7 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
     """Fit time against labels on a simulated store of the truth (features only), and the time to answer."""
     store = work / f"scaling-{max(sizes)}"
     n_total = int(np.ceil(max(sizes) / 0.8)) + 1
-    if not (store / "train.h5").exists():
+    if not (store / "test.h5").exists():  # the last split written: the store is complete
         print(f"simulating {n_total} transmissions for the fit-time scaling …", flush=True)
         _quiet(
             "simulate",
