@@ -27,7 +27,7 @@ from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remov
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.train.fine_tune import initialise_from
 from heimdall.train.model_card import ModelCard
-from heimdall.workspace import default_artifact_location, default_tracking_uri, runs_dir, workspace
+from heimdall.workspace import artifact_location, default_tracking_uri, runs_dir, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
@@ -162,13 +162,12 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
-    artifacts = default_artifact_location()
     dataset_sha = dataset_fingerprint(sorted({i.path for i in train_set.infos + val_set.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=run_name,
         tracking_uri=tracking_uri,
-        artifact_location=artifacts.as_uri(),
+        artifact_location=artifact_location(tracking_uri),
         run_id=cfg.mlflow_run_id if resume else None,
         tags={
             "scenario_sha256": meta.scenario_sha256,
