@@ -54,9 +54,7 @@ def trained(tiny_store, proxied, s3, tmp_path_factory):
     its covariance was calibrated on, so that a model trained for seconds can be champion)."""
     ws = tmp_path_factory.mktemp("server-ws")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**_s3_store_env(s3), "HEIMDALL_WORKSPACE": str(ws / "workspace")}.items():
-            mp.setenv(key, value)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        _client_env(mp, {**_s3_store_env(s3), "HEIMDALL_WORKSPACE": str(ws / "workspace")})
         args = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(ws / "run")]
         args += ["--tracking-uri", proxied.uri, "--store", "s3://models/heimdall"]
         args += ["--eval-data", str(tiny_store / "val.h5")]
@@ -64,6 +62,15 @@ def trained(tiny_store, proxied, s3, tmp_path_factory):
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             assert main([*args, "--json"]) == 0
     return ws, json.loads(stdout.getvalue())  # stdout holds the JSON summary alone, a server's run links or not
+
+
+def _client_env(mp, variables):
+    """Set `variables` until the end of `mp`, and restore the tracking URIs MLflow sets in-process."""
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mp.setenv(variable, "")
+        mp.delenv(variable)
+    for key, value in {**variables, "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+        mp.setenv(key, value)
 
 
 def _objects(s3, bucket):
@@ -106,8 +113,7 @@ def test_training_logs_to_the_server_and_serve_and_predict_resolve_its_champion(
         assert answer.status_code == 200 and {"lat", "lon"} <= answer.json().keys()
 
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in empty.items():
-            mp.setenv(key, value)
+        _client_env(mp, empty)
         base = ["predict", str(tiny_store), "--quiet", "--format", "csv"]
         assert main([*base, "--tracking-uri", proxied.uri, "--out", str(tmp_path / "registry.csv")]) == 0
         assert main([*base, "--model-file", str(trained / "run" / "model.onnx"), "--out", str(tmp_path / "f.csv")]) == 0
@@ -123,9 +129,7 @@ def test_direct_s3_artifact_root(trained, s3, tiny_store, tmp_path):
     direct = MlflowServer(s3, bucket="mlflow-direct", proxied=False).start()
     try:
         with pytest.MonkeyPatch.context() as mp:
-            for key, value in {**s3_client_env(s3), "HEIMDALL_WORKSPACE": str(tmp_path / "ws")}.items():
-                mp.setenv(key, value)
-            mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+            _client_env(mp, {**s3_client_env(s3), "HEIMDALL_WORKSPACE": str(tmp_path / "ws")})
             publish = ["train", "--export-only", "--checkpoint", str(trained / "run" / "best.ckpt")]
             publish += ["--tracking-uri", direct.uri, "--eval-data", str(tiny_store / "val.h5")]
             assert main([*publish, "--log-level", "warning"]) == 0
@@ -146,8 +150,7 @@ def test_postgres_tracking_store(tiny_store, tmp_path, monkeypatch):
     in PostgreSQL, artifacts in the workspace (a store opened directly has no server to say otherwise)."""
     server = PostgresServer().start()
     try:
-        monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
-        monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        _client_env(monkeypatch, {"HEIMDALL_WORKSPACE": str(tmp_path / "ws")})
         args = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(tmp_path / "run")]
         args += ["--tracking-uri", server.uri, "--eval-data", str(tiny_store / "val.h5"), "--json"]
         args += ["--epochs", "2", "--d-model", "32", "--n-layers", "1", "--threads", "2", "--log-level", "warning"]
