@@ -35,7 +35,7 @@ from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
 from heimdall.train.config import TrainConfig, resolve
 from heimdall.train.failed_run import end_failed_run
-from heimdall.train.run import TrainResult, resume_config, run_training
+from heimdall.train.run import TrainResult, launch_rank, resume_config, run_training
 from heimdall.workspace import default_data_dir, default_model_store, default_tracking_uri, runs_dir
 
 # What the command does and where its results go; not options of the run (not saved in config.yaml).
@@ -96,7 +96,7 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
     run_dir = Path(cfg.checkpoint_dir or ".")
     created = not run_dir.exists()
     try:
-        with log_file(run_dir / LOG_FILE):
+        with log_file(run_dir / LOG_FILE) if launch_rank() == 0 else contextlib.nullcontext():
             try:
                 cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
                 _warn_unused_validation_split(cfg, set(flags))
