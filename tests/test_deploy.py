@@ -4,6 +4,7 @@ the same commands (deploy/team.sh) as real processes on loopback, trains a tiny 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,42 @@ def test_team_local_script_trains_publishes_and_serves(tmp_path):
     assert train["tracking_uri"].startswith("http://127.0.0.1:")
     assert train["model"]["store"].startswith("s3://models")
     assert not (data / "workspace" / "mlartifacts").exists()  # the run's artifacts went to the server's bucket
+
+
+CLUSTER_VARIABLES = {
+    "SLURM_ARRAY_TASK_ID": "15",
+    "SLURM_CPUS_PER_TASK": "8",
+    "NODE_RANK": "1",
+    "JOB_COMPLETION_INDEX": "15",
+}
+
+
+def _cluster_commands(text: str) -> list[str]:
+    """The documented cluster command lines (sharded simulation, DDP training), continuation lines joined and the
+    job's variables given values."""
+    commands = []
+    for kind, block in re.findall(r"```(\w*)\n(.*?)```", text, re.DOTALL):
+        if kind == "yaml":
+            manifest = yaml.safe_load(block)
+            if manifest.get("kind") == "Job":  # Kubernetes: the containers' shell command lines
+                commands += [c["command"][-1] for c in manifest["spec"]["template"]["spec"]["containers"]]
+        else:
+            commands += [line for line in block.replace("\\\n", " ").splitlines() if not line.startswith("#")]
+    commands = [c for c in commands if re.search(r"--shard |--strategy |--num-nodes ", c)]
+    return [re.sub(r"\$\{?(\w+)\}?", lambda m: CLUSTER_VARIABLES[m.group(1)], c) for c in commands]
+
+
+def test_cluster_recipes_use_the_real_flags():
+    from heimdall.cli import build_parser
+
+    found = {"simulate": 0, "train": 0}
+    for doc in ("DEPLOY.md", "TRAINING.md"):
+        for command in _cluster_commands((ROOT / "docs" / doc).read_text()):
+            tokens = shlex.split(command, comments=True)
+            args = build_parser().parse_args(tokens[tokens.index("heimdall") + 1 :])  # exits on an unknown flag
+            found[args.command] += 1
+            if args.command == "simulate":
+                assert args.shard == (15, 16), command  # the last task of a 0-15 array is shard 15 of 16
+            else:
+                assert args.strategy == "ddp" and args.accelerator == "gpu", command
+    assert found["simulate"] >= 2 and found["train"] >= 3, found
