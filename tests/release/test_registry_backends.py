@@ -18,7 +18,7 @@ from heimdall.cli import main
 from heimdall.release import CHAMPION, MODEL_NAME
 from mlflow_server import MlflowServer, mlflow_cli, s3_client_env
 from pgserver import PostgresServer, unusable_reason
-from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3, running_s3
 from serve_bodies import features_body
 from service_process import running_service
 
@@ -29,10 +29,8 @@ needs_mlflow_server = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def s3():
-    server = SeaweedS3().start()
-    server.client().create_bucket(Bucket="models")
-    yield server
-    server.stop()
+    with running_s3("models") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
