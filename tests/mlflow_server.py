@@ -62,7 +62,7 @@ class MlflowServer:
             else ["--no-serve-artifacts", "--default-artifact-root", self.artifact_root]
         )
         env = {**os.environ, **s3_client_env(self.s3), "MLFLOW_DISABLE_TELEMETRY": "true"}
-        self.log = open(self.dir / "server.log", "w")  # noqa: SIM115  (closed in stop)
+        self.log = open(self.dir / "server.log", "w")  # closed in stop()
         self.proc = subprocess.Popen(
             [
                 cli,

@@ -91,7 +91,7 @@ def test_team_local_script_trains_publishes_and_serves(tmp_path):
     assert not (data / "workspace" / "mlartifacts").exists()  # the run's artifacts went to the server's bucket
 
 
-CLUSTER_VARIABLES = {
+CLUSTER_VARIABLES = {  # what the launchers set: the last task of a 16-task array, the second node
     "SLURM_ARRAY_TASK_ID": "15",
     "SLURM_CPUS_PER_TASK": "8",
     "NODE_RANK": "1",

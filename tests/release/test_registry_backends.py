@@ -18,7 +18,7 @@ from heimdall.cli import main
 from heimdall.release import CHAMPION, MODEL_NAME
 from mlflow_server import MlflowServer, mlflow_cli, s3_client_env
 from pgserver import PostgresServer, unusable_reason
-from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3, running_s3
+from s3server import ACCESS_KEY, SECRET_KEY, running_s3
 from serve_bodies import features_body
 from service_process import running_service
 
