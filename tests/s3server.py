@@ -6,6 +6,7 @@ SIGTERM, then SIGKILL after a timeout; the unix sockets it leaves in the temp fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -144,3 +145,15 @@ class SeaweedS3:
             for sock in tmp.glob(f"seaweedfs-*-{port + 10000}.sock"):
                 sock.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_s3(*buckets: str):
+    """A started SeaweedS3 with `buckets` made, stopped at the end."""
+    server = SeaweedS3().start()
+    try:
+        for bucket in buckets:
+            server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        server.stop()

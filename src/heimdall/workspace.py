@@ -46,6 +46,13 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workspace() / 'mlflow.db').resolve()}"
 
 
-def default_artifact_location() -> Path:
-    """Where MLflow runs of the workspace keep their artifacts (models, plots)."""
-    return (workspace() / "mlartifacts").resolve()
+TRACKING_SERVER_SCHEMES = ("http://", "https://")  # an MLflow server: it owns where artifacts go
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts (models, plots), as a URI: the workspace's mlartifacts
+    folder for a tracking store opened directly (sqlite:///…, postgresql://…), None for a tracking server, whose
+    own --default-artifact-root or --artifacts-destination (e.g. s3://bucket/mlflow) decides."""
+    if tracking_uri.startswith(TRACKING_SERVER_SCHEMES):
+        return None
+    return (workspace() / "mlartifacts").resolve().as_uri()

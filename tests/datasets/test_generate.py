@@ -79,6 +79,39 @@ def test_shards_are_disjoint_and_reproducible(nw_italy, tmp_path):
     assert _digest(files[1]) == before
 
 
+def test_shards_simulated_as_separate_jobs_equal_one_run_of_both(nw_italy, tmp_path):
+    """Two cluster jobs (`heimdall simulate --shard 0/2` and `1/2`, each in its own folder, different worker counts)
+    collected into one folder give the files, and the training reader the rows, of one run making both shards."""
+    import shutil
+
+    from heimdall.cli import main
+    from heimdall.datasets.loader import StoreDataset
+
+    base = ["simulate", "-n", "500", "--seed", "9", "--iq-samples", "2", "--quiet"]
+    assert main([*base, "--shard", "0/2", "--out", str(tmp_path / "job0"), "--workers", "1"]) == 0
+    assert main([*base, "--shard", "1/2", "--out", str(tmp_path / "job1"), "--workers", "2"]) == 0
+    collected = tmp_path / "collected"
+    collected.mkdir()
+    for job in ("job0", "job1"):
+        for f in (tmp_path / job).glob("*.h5"):
+            shutil.copy(f, collected / f.name)
+    for i in range(2):
+        spec = DatasetSpec(n_transmissions=500, seed=9, shard=(i, 2), iq_per_split=2)
+        generate_dataset(nw_italy, tmp_path / "one", spec, workers=1)
+    for split, expected in DatasetSpec(n_transmissions=500).split_counts().items():
+        jobs, one = split_files(collected, split), split_files(tmp_path / "one", split)
+        assert [f.name for f in jobs] == [f.name for f in one] == [f"{split}-0000{i}-of-00002.h5" for i in range(2)]
+        assert [_digest(f) for f in jobs] == [_digest(f) for f in one]
+        read = StoreDataset(jobs).read_split()
+        assert len(read.features) == expected  # every transmission of the split, once
+        with h5py.File(one[0]) as a, h5py.File(one[1]) as b:
+            np.testing.assert_array_equal(read.features, np.concatenate([a["features"][...], b["features"][...]]))
+            np.testing.assert_array_equal(read.heard, np.concatenate([a["mask"][...], b["mask"][...]]))
+            targets = np.concatenate([a["tx_position_m"][...], b["tx_position_m"][...]])
+        np.testing.assert_array_equal(read.target_m, targets)
+        assert len({tuple(p) for p in targets}) == expected  # the shards share no transmission
+
+
 def test_spatial_split_keeps_places_apart(nw_italy, tmp_path):
     spec = DatasetSpec(n_transmissions=600, seed=2, split_mode="spatial", spatial_block_m=20_000, iq_per_split=0)
     generate_dataset(nw_italy, tmp_path, spec)

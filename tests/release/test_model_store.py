@@ -8,7 +8,7 @@ import pytest
 
 from heimdall.errors import ModelStoreError
 from heimdall.release.model_store import ModelStore, S3Backend
-from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3, running_s3
 
 MODEL = b"onnx-bytes-" * 1000
 META = {"format": "heimdall-onnx/1", "weights_sha256": "abc"}
@@ -16,10 +16,8 @@ META = {"format": "heimdall-onnx/1", "weights_sha256": "abc"}
 
 @pytest.fixture(scope="module")
 def s3():
-    server = SeaweedS3().start()
-    server.client().create_bucket(Bucket="models")
-    yield server
-    server.stop()
+    with running_s3("models") as server:
+        yield server
 
 
 def _s3_store(server, prefix="heimdall", secret=SECRET_KEY, bucket="models"):

@@ -1,4 +1,4 @@
-"""Training in separate processes: killed mid-epoch, and DDP with two CPU processes."""
+"""Training in separate processes: killed mid-epoch, and DDP with two CPU processes (and its resumption)."""
 
 import os
 import signal
@@ -96,27 +96,46 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def test_ddp_two_cpu_processes(store, tmp_path):
+def test_ddp_two_cpu_processes_then_resume(store, tmp_path):
     run_dir = tmp_path / "ddp"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = _cmd(
-        store,
-        run_dir,
-        uri,
-        "--epochs",
-        "1",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-        "--threads",
-        "1",
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--threads", "1"]
+    done = subprocess.run(
+        _cmd(store, run_dir, uri, "--epochs", "1", *ddp),
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    done = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run_dir / "last.ckpt").is_file()
     assert "MEMBER: 2/2" in done.stderr + done.stdout  # the second rank joined
     ckpt = load_checkpoint(run_dir / "last.ckpt")
     assert ckpt["epoch"] == 0
+    run_id = ckpt["heimdall"]["config"]["mlflow_run_id"]
+    assert f"mlflow_run_id: {run_id}" in (run_dir / "config.yaml").read_text()  # rank 1 wrote no config of its own
+
+    # stopped by its epoch count: resumed from last.ckpt with DDP again, it goes on counting epochs
+    resume = [
+        sys.executable,
+        "-m",
+        "heimdall",
+        "train",
+        "--checkpoint",
+        str(run_dir / "last.ckpt"),
+        "--resume-training",
+    ]
+    done = subprocess.run(
+        [*resume, "--epochs", "3", *ddp], env=_env(tmp_path), capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MEMBER: 2/2" in done.stderr + done.stdout
+    ckpt = load_checkpoint(run_dir / "last.ckpt")
+    assert ckpt["epoch"] == 2 and ckpt["heimdall"]["config"]["mlflow_run_id"] == run_id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    history = client.get_metric_history(run_id, "val_loss")  # one value per epoch, all in the one run
+    assert len({m.step for m in history}) == len(history) == 3
+    assert [r.info.run_id for r in client.search_runs([client.get_run(run_id).info.experiment_id])] == [run_id]
+    assert not list(run_dir.glob(".*.tmp"))

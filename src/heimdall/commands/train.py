@@ -1,20 +1,23 @@
 """`heimdall train`: simulate the default dataset if it is missing, train (or resume), then publish the best
 checkpoint (export → model store → registry); or, with --export-only, publish a given checkpoint.
 
-Human output goes to stdout, or to stderr with --json, which prints one JSON summary on stdout instead. A failure
+Human output goes to stdout, or to stderr with --json, which prints one JSON summary on stdout instead (whatever
+libraries print meanwhile, such as MLflow's run links, goes to stderr then). A failure
 after the MLflow run started ends that run as FAILED (heimdall.train.failed_run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +35,7 @@ from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
 from heimdall.train.config import TrainConfig, resolve
 from heimdall.train.failed_run import end_failed_run
-from heimdall.train.run import TrainResult, resume_config, run_training
+from heimdall.train.run import TrainResult, launch_rank, resume_config, run_training
 from heimdall.workspace import default_data_dir, default_model_store, default_tracking_uri, runs_dir
 
 # What the command does and where its results go; not options of the run (not saved in config.yaml).
@@ -55,8 +58,15 @@ log = logging.getLogger(__name__)
 def train_command(args: argparse.Namespace) -> int:
     """Run `heimdall train` (see the module docstring); 0 on success."""
     configure_logging(getattr(args, "log_level", "info"))
-    as_json = getattr(args, "json", False)
-    console = Console(stderr=as_json)
+    if not getattr(args, "json", False):
+        return _train_command(args, Console(), None)
+    json_out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links to stdout when tracking to a server
+        return _train_command(args, Console(stderr=True), json_out)
+
+
+def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO | None) -> int:
+    """`heimdall train` with its human output on `console` and, given `json_out`, the JSON summary there."""
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", *COMMAND_ONLY)}
     cfg = resolve(flags, getattr(args, "config", None))
     checkpoint = getattr(args, "checkpoint", None)
@@ -65,7 +75,7 @@ def train_command(args: argparse.Namespace) -> int:
     if getattr(args, "export_only", False):
         if resume:
             raise ConfigError("--export-only and --resume-training exclude each other")
-        return _export_only(console, cfg, checkpoint, publish, as_json)
+        return _export_only(console, cfg, checkpoint, publish, json_out)
     if resume:
         if getattr(args, "config", None):
             raise ConfigError("--resume-training continues with the run's saved config.yaml; leave out --config")
@@ -86,7 +96,7 @@ def train_command(args: argparse.Namespace) -> int:
     run_dir = Path(cfg.checkpoint_dir or ".")
     created = not run_dir.exists()
     try:
-        with log_file(run_dir / LOG_FILE):
+        with log_file(run_dir / LOG_FILE) if launch_rank() == 0 else contextlib.nullcontext():
             try:
                 cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
                 _warn_unused_validation_split(cfg, set(flags))
@@ -106,8 +116,8 @@ def train_command(args: argparse.Namespace) -> int:
         raise
     if result.global_rank == 0:
         print_result(console, result, published)
-        if as_json:
-            print(json.dumps(summary(result, published)))
+        if json_out is not None:
+            print(json.dumps(summary(result, published)), file=json_out)
     return 0
 
 
@@ -158,7 +168,7 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
 
 
 def _export_only(
-    console: Console, cfg: TrainConfig, checkpoint: str | None, options: PublishOptions, as_json: bool
+    console: Console, cfg: TrainConfig, checkpoint: str | None, options: PublishOptions, json_out: TextIO | None
 ) -> int:
     """Publish `checkpoint` as training does: ONNX (in --checkpoint-dir, else beside it), store, registry."""
     if not checkpoint:
@@ -167,8 +177,8 @@ def _export_only(
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
     published = export_and_publish(ckpt, out, options=dataclasses.replace(options, signer=signing_key(cfg.signing_key)))
     report(console, published)
-    if as_json:
-        print(json.dumps(summary(None, published)))
+    if json_out is not None:
+        print(json.dumps(summary(None, published)), file=json_out)
     return 0
 
 

@@ -30,7 +30,7 @@ from heimdall.release import CHALLENGER, CHAMPION, MODEL_NAME
 from heimdall.release.export import metadata_of
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
-from heimdall.workspace import default_artifact_location
+from heimdall.workspace import artifact_location
 
 if TYPE_CHECKING:  # mlflow is imported where the registry is used
     from mlflow.tracking import MlflowClient
@@ -162,7 +162,7 @@ def register(
     if run_id is not None and not _has_run(client, run_id):  # trained against another tracking server
         run_id = None
     if run_id is None and client.get_experiment_by_name(EXPORT_EXPERIMENT) is None:
-        client.create_experiment(EXPORT_EXPERIMENT, artifact_location=default_artifact_location().as_uri())
+        client.create_experiment(EXPORT_EXPERIMENT, artifact_location=artifact_location(tracking_uri))
     if run_id is None:
         mlflow.set_experiment(EXPORT_EXPERIMENT)
     with mlflow.start_run(run_id=run_id) as run:

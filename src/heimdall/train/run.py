@@ -27,7 +27,7 @@ from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint, remov
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.train.fine_tune import initialise_from
 from heimdall.train.model_card import ModelCard
-from heimdall.workspace import default_artifact_location, default_tracking_uri, runs_dir, workspace
+from heimdall.workspace import artifact_location, default_tracking_uri, runs_dir, workspace
 
 CONFIG_FILE = "config.yaml"
 # Options that may differ when a run is resumed (everything else comes from the run's saved config).
@@ -92,6 +92,18 @@ def resume_config(cfg: TrainConfig, given: set[str]) -> TrainConfig:
     return dataclasses.replace(saved, checkpoint_dir=cfg.checkpoint_dir, **overrides)
 
 
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (Lightning's own DDP launcher, torchrun, SLURM), known
+    before the Trainer exists: 0 when launched alone, and in the process that starts Lightning's other ranks.
+
+    Every rank runs the whole command; only rank 0 writes the run's files (its folder, config.yaml, train.log).
+    Another rank's own run name or config.yaml would replace the run's, and a resumed run would start a new
+    MLflow run."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
 def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool = False) -> TrainResult:
     """Train on the store in cfg.data_dir (or resume the run in cfg.checkpoint_dir); returns where everything is.
 
@@ -129,6 +141,7 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     meta = train_set.meta
 
     card = ModelCard.from_store(meta, str(data_dir))
+    writer = launch_rank() == 0
     if resume:
         if cfg.checkpoint_dir is None or cfg.run_name is None:
             raise ConfigError("resuming needs the run's checkpoint_dir and run_name (as its config.yaml holds them)")
@@ -146,7 +159,8 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
         if (ckpt_dir / "last.ckpt").exists():
             raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume-training to continue it")
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if writer:  # the other ranks take rank 0's checkpoint folder from the Trainer (ModelCheckpoint broadcasts it)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         mean, std, scale = dm.normalisation()
         task = LocalizationTask(
             cfg.network(card.feature_params).to_dict(),
@@ -162,13 +176,12 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
-    artifacts = default_artifact_location()
     dataset_sha = dataset_fingerprint(sorted({i.path for i in train_set.infos + val_set.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=run_name,
         tracking_uri=tracking_uri,
-        artifact_location=artifacts.as_uri(),
+        artifact_location=artifact_location(tracking_uri),
         run_id=cfg.mlflow_run_id if resume else None,
         tags={
             "scenario_sha256": meta.scenario_sha256,
@@ -179,7 +192,8 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
     cfg = dataclasses.replace(
         cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id, data_dir=str(data_dir)
     )
-    cfg.save(ckpt_dir / CONFIG_FILE)
+    if writer:
+        cfg.save(ckpt_dir / CONFIG_FILE)
     card = dataclasses.replace(card, dataset_sha256=dataset_sha, mlflow_run_id=logger.run_id or "")
     task.heimdall_meta = card.to_checkpoint() | {"config": cfg.to_dict()}
     if not resume:
