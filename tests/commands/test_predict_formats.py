@@ -1,4 +1,5 @@
-"""`heimdall predict --format geojson|kml`: the CSV's positions, with the 95 % ellipse as a polygon."""
+"""`heimdall predict --format geojson|kml`: the CSV's positions with their 50 % and 95 % ellipses, or, with a radio
+map, the JSON answer's regions and modes."""
 
 import csv
 import json
@@ -23,27 +24,125 @@ def test_geojson_and_kml_hold_the_csv_positions_and_95_percent_ellipses(model_fi
     assert main([*base, "--format", "kml", "--out", str(tmp_path / "p.kml")]) == 0
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     features = json.loads((tmp_path / "p.geojson").read_text())["features"]
-    points = [f for f in features if f["geometry"]["type"] == "Point"]
-    regions = [f for f in features if f["geometry"]["type"] == "Polygon"]
-    assert len(points) == len(regions) == len(rows) == 150
-    ns = {"k": "http://www.opengis.net/kml/2.2"}
-    kml = ET.parse(tmp_path / "p.kml").getroot()
-    kml_points = [p.text.split(",") for p in kml.iterfind(".//k:Point/k:coordinates", ns)]
-    kml_rings = [p.text.split() for p in kml.iterfind(".//k:LinearRing/k:coordinates", ns)]
-    assert len(kml_points) == len(kml_rings) == 150
+    points = [f for f in features if f["properties"]["kind"] == "estimate"]
+    regions = {
+        p: [f for f in features if f["properties"]["kind"] == "region" and f["properties"]["probability"] == p]
+        for p in (0.5, 0.95)
+    }
+    assert len(points) == len(regions[0.5]) == len(regions[0.95]) == len(rows) == 150
+    assert len(features) == 3 * 150  # no modes without a radio map
+    assert all(f["properties"]["shape"] == "ellipse" for f in regions[0.95] + regions[0.5])
+    kml = _kml_folders(tmp_path / "p.kml")
+    assert [name for name, _ in kml] == [r["transmission"] for r in rows]
     for i in (0, 77, 149):
-        row, point, region = rows[i], points[i], regions[i]
-        assert point["properties"]["transmission"] == region["properties"]["transmission"] == row["transmission"]
+        row, point = rows[i], points[i]
+        assert point["properties"]["transmission"] == row["transmission"]
         lon, lat = point["geometry"]["coordinates"]
         assert (lat, lon) == pytest.approx((float(row["lat"]), float(row["lon"])), abs=2e-6)
-        assert [float(v) for v in kml_points[i]] == pytest.approx([lon, lat], abs=1e-6)
-        ring = np.array(region["geometry"]["coordinates"][0])[:, ::-1]  # (lat, lon)
-        assert (ring[0] == ring[-1]).all()
+        placemarks = kml[i][1]
+        assert [p["kind"] for p in placemarks] == ["estimate", "region", "region"]
+        assert placemarks[0]["geometry"] == [pytest.approx([lon, lat], abs=1e-6)]
         frame = LocalFrame(lat, lon)
-        expected = np.pi * float(row["semi_major_95_m"]) * float(row["semi_minor_95_m"])
-        assert _area_m2(ring, frame) == pytest.approx(expected, rel=0.01)
-        kml_ring = np.array([[float(c) for c in p.split(",")][::-1] for p in kml_rings[i]])
-        assert np.abs(kml_ring - ring).max() < 1e-6
+        semi_axes_95 = float(row["semi_major_95_m"]) * float(row["semi_minor_95_m"])
+        for probability, placemark in zip((0.5, 0.95), placemarks[1:], strict=True):
+            region = regions[probability][i]
+            assert region["properties"]["transmission"] == row["transmission"]
+            ring = np.array(region["geometry"]["coordinates"][0])[:, ::-1]  # (lat, lon)
+            assert (ring[0] == ring[-1]).all()
+            # the k of a 2-D Gaussian region holding p is sqrt(-2 ln(1 - p)): the area scales with -ln(1 - p)
+            expected = np.pi * semi_axes_95 * np.log(1 - probability) / np.log(1 - 0.95)
+            assert _area_m2(ring, frame) == pytest.approx(expected, rel=0.01)
+            assert placemark["probability"] == str(probability)
+            assert len(placemark["geometry"]) == 1 and len(placemark["geometry"][0]) == 1  # one ring, no holes
+            kml_ring = np.array(placemark["geometry"][0][0])[:, ::-1]
+            assert np.abs(kml_ring - ring).max() < 1e-6
+
+
+KML = {"k": "http://www.opengis.net/kml/2.2"}
+
+
+def _kml_coordinates(element):
+    return [[float(v) for v in xy.split(",")] for xy in element.text.split()]
+
+
+def _kml_folders(path):
+    """The KML file read back: [(folder name, [placemark]), ...]; a placemark is its ExtendedData as a dict plus
+    `geometry`: a Point's [[lon, lat]], or its polygons, each [outer ring, *holes] of [lon, lat] vertices."""
+    folders = []
+    for folder in ET.parse(path).getroot().iterfind(".//k:Folder", KML):
+        placemarks = []
+        for placemark in folder.iterfind("k:Placemark", KML):
+            data = {d.get("name"): d.find("k:value", KML).text for d in placemark.iterfind(".//k:Data", KML)}
+            point = placemark.find("k:Point/k:coordinates", KML)
+            if point is not None:
+                data["geometry"] = _kml_coordinates(point)
+            else:
+                data["geometry"] = [
+                    [_kml_coordinates(polygon.find("k:outerBoundaryIs/k:LinearRing/k:coordinates", KML))]
+                    + [
+                        _kml_coordinates(c)
+                        for c in polygon.iterfind("k:innerBoundaryIs/k:LinearRing/k:coordinates", KML)
+                    ]
+                    for polygon in placemark.iterfind(".//k:Polygon", KML)
+                ]
+            placemarks.append(data)
+        folders.append((folder.find("k:name", KML).text, placemarks))
+    return folders
+
+
+def _polygons(geometry):
+    """A GeoJSON Polygon or MultiPolygon as a list of polygons, each [outer ring, *holes]."""
+    return [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+
+
+def test_with_a_radio_map_geojson_and_kml_hold_the_answers_regions_and_modes(map_model_file, tiny_store, tmp_path):
+    base = ["predict", str(tiny_store), "--model-file", str(map_model_file), "--quiet"]
+    for fmt in ("json", "geojson", "kml"):
+        assert main([*base, "--format", fmt, "--out", str(tmp_path / f"p.{fmt}")]) == 0
+    answers = json.loads((tmp_path / "p.json").read_text())
+    features = json.loads((tmp_path / "p.geojson").read_text())["features"]
+    kml = _kml_folders(tmp_path / "p.kml")
+    assert len(answers) == len(kml) == 150 and all(a["map"] == "used" for a in answers)
+    by_transmission = {}
+    for f in features:
+        by_transmission.setdefault(f["properties"]["transmission"], []).append(f)
+    assert list(by_transmission) == [a["transmission"] for a in answers] == [name for name, _ in kml]
+    several = 0
+    for answer, (name, placemarks) in zip(answers, kml, strict=True):
+        mine = by_transmission[name]
+        assert [f["properties"]["kind"] for f in mine] == ["estimate", "region", "region"] + ["mode"] * len(
+            answer["modes"]
+        )
+        estimate, r50, r95, *modes = mine
+        assert estimate["geometry"]["coordinates"] == pytest.approx([answer["lon"], answer["lat"]], abs=1e-7)
+        for region, key in ((r50, "0.5"), (r95, "0.95")):
+            assert region["geometry"] == answer["regions"][key]  # the service's regions, exactly
+            assert region["properties"] == {
+                "transmission": name,
+                "kind": "region",
+                "probability": float(key),
+                "shape": "hpd_region",
+            }
+        for rank, (mode, expected) in enumerate(zip(modes, answer["modes"], strict=True), start=1):
+            assert mode["geometry"]["coordinates"] == [expected["lon"], expected["lat"]]
+            assert mode["properties"]["probability"] == expected["probability"] and mode["properties"]["rank"] == rank
+        # the KML holds the same: estimate, both regions (every polygon and hole), the modes in order
+        assert [p["kind"] for p in placemarks] == [f["properties"]["kind"] for f in mine]
+        assert placemarks[0]["geometry"] == [pytest.approx([answer["lon"], answer["lat"]], abs=1e-7)]
+        for placemark, key in zip(placemarks[1:3], ("0.5", "0.95"), strict=True):
+            assert placemark["probability"] == key and placemark["shape"] == "hpd_region"
+            expected = _polygons(answer["regions"][key])
+            assert [[len(ring) for ring in poly] for poly in placemark["geometry"]] == [
+                [len(ring) for ring in poly] for poly in expected
+            ]
+            for drawn, poly in zip(placemark["geometry"], expected, strict=True):
+                for ring_kml, ring in zip(drawn, poly, strict=True):
+                    assert np.abs(np.array(ring_kml) - np.array(ring)).max() < 1e-9
+        for placemark, expected in zip(placemarks[3:], answer["modes"], strict=True):
+            assert placemark["geometry"] == [pytest.approx([expected["lon"], expected["lat"]], abs=1e-9)]
+            assert float(placemark["probability"]) == expected["probability"]
+        several += len(_polygons(answer["regions"]["0.95"])) > 1
+    assert several > 0  # multi-part regions (MultiPolygon / MultiGeometry) were among those compared
 
 
 def test_an_unknown_format_is_refused(model_file, tiny_store, tmp_path, capsys):

@@ -42,18 +42,54 @@ def open_page(browser, url):
     return page, messages, responses
 
 
-def marker_offset_px(page, lat, lon):
-    """Pixels between the centre of the drawn answer marker and where Leaflet projects (lat, lon)."""
-    box = page.locator(".answer-marker").bounding_box()
-    expected = page.evaluate(
-        """([lat, lon]) => {
-            const p = window.heimdall.map.latLngToContainerPoint([lat, lon]);
-            const r = document.getElementById('map').getBoundingClientRect();
-            return [p.x + r.left, p.y + r.top];
-        }""",
-        [lat, lon],
-    )
+def projected_px(page, lat_lon):
+    """Where Leaflet projects each (lat, lon) on the page: float [n, 2] client pixels."""
+    return np.array(
+        page.evaluate(
+            """(points) => {
+                const r = document.getElementById('map').getBoundingClientRect();
+                return points.map((ll) => {
+                    const p = window.heimdall.map.latLngToContainerPoint(ll);
+                    return [p.x + r.left, p.y + r.top];
+                });
+            }""",
+            [list(ll) for ll in lat_lon],
+        )
+    ).reshape(-1, 2)
+
+
+def marker_offset_px(page, lat, lon, selector=".answer-marker"):
+    """Pixels between the centre of the drawn marker and where Leaflet projects (lat, lon)."""
+    box = page.locator(selector).bounding_box()
+    expected = projected_px(page, [(lat, lon)])[0]
     return float(np.hypot(box["x"] + box["width"] / 2 - expected[0], box["y"] + box["height"] / 2 - expected[1]))
+
+
+def drawn_rings_px(page, selector):
+    """The rings of the SVG paths matching selector (one per `M` of their outlines): client pixels [[x, y], ...]."""
+    rings = page.evaluate(
+        """(selector) => Array.from(document.querySelectorAll(selector)).flatMap((path) => {
+            const ctm = path.getScreenCTM(), svg = path.ownerSVGElement;
+            return path.getAttribute('d').split('M').filter((s) => s.trim()).map((ring) =>
+                ring.replace(/z\\s*$/i, '').split('L').map((xy) => {
+                    const [x, y] = xy.trim().split(/\\s+/).map(Number);
+                    const p = svg.createSVGPoint();
+                    p.x = x;
+                    p.y = y;
+                    const q = p.matrixTransform(ctm);
+                    return [q.x, q.y];
+                }));
+        })""",
+        selector,
+    )
+    return [np.array(r, float) for r in rings]
+
+
+def geometry_rings(geometry):
+    """Every ring (outer rings and holes) of a GeoJSON Polygon or MultiPolygon, as (lat, lon) without the closing
+    vertex."""
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    return [[(lat, lon) for lon, lat in ring[:-1]] for rings in polygons for ring in rings]
 
 
 def drop(page, files: dict[str, bytes]):
@@ -147,9 +183,70 @@ def test_dropped_collection_answer_sits_where_the_api_puts_it(browser, server, c
     shown = page.evaluate("window.heimdall.lastAnswer")
     assert (shown["lat"], shown["lon"]) == pytest.approx((expected["lat"], expected["lon"]), abs=1e-9)
     assert marker_offset_px(page, expected["lat"], expected["lon"]) <= 1.5
-    rows = page.locator("#answer-receivers tr").count()
-    assert rows == 1 + len(expected["receivers_used"])  # header + one row per receiver, distance and bearing
-    assert page.locator(".receiver-marker.heard").count() == len(expected["receivers_used"])
+    assert page.locator("path.ellipse-95").count() == page.locator("path.ellipse-50").count() == 1
+    assert page.locator("path.region-95, .mode-marker").count() == 0  # no radio map: the ellipses only
+    assert_receiver_table(page, expected)
+    assert messages == []
+    page.close()
+
+
+def assert_receiver_table(page, expected):
+    """The page's receiver table shows, for each receiver of the API's answer, its SNR and whether it heard."""
+    reports = expected["receivers"]
+    assert [r["id"] for r in reports] == expected["receivers_used"]
+    assert all(isinstance(r["snr_db"], float) for r in reports)  # an iq request: SNR computed by the service
+    rows = page.locator("#answer-receivers tr").all()[1:]  # after the header
+    cells = [[td.inner_text() for td in tr.locator("td").all()] for tr in rows]
+    assert len(cells) == len(reports)  # one row per receiver of the model, all of them sent
+    names = {r["id"]: r["name"] for r in httpx.get(f"{page.url}v1/model").json()["receivers"]}
+    shown = {row[0]: row for row in cells}
+    assert set(shown) == {names[r["id"]] for r in reports}
+    for r in reports:
+        heard, snr = shown[names[r["id"]]][1:3]
+        assert heard == ("yes" if r["heard"] else "no")
+        assert float(snr) == pytest.approx(r["snr_db"], abs=0.05 + 1e-9)  # shown to 0.1 dB
+    assert page.locator(".receiver-marker.heard").count() == sum(r["heard"] for r in reports)
+    assert page.locator(".receiver-marker.silent").count() == sum(not r["heard"] for r in reports)
+
+
+@pytest.fixture(scope="module")
+def map_server(map_model_file):
+    with running_service(map_model_file) as url:
+        yield url
+
+
+def test_map_answer_draws_the_regions_and_modes_where_the_api_puts_them(
+    browser, map_server, collection, store_rows, tmp_path
+):
+    expected = api_answer_for(map_server, collection)
+    assert expected["map"] == "used" and expected["modes"]
+    page, messages, _ = open_page(browser, map_server)
+    drop(page, collection)
+    page.wait_for_selector(".mode-marker")
+    for key, selector in (("0.5", "path.region-50"), ("0.95", "path.region-95")):
+        api_rings = geometry_rings(expected["regions"][key])
+        drawn = drawn_rings_px(page, selector)
+        assert len(drawn) == len(api_rings), key
+        for ring in api_rings:  # each ring of the answer drawn vertex for vertex, in the right place
+            where = projected_px(page, ring)
+            matches = [
+                d
+                for d in drawn
+                if len(d) == len(where)
+                and np.linalg.norm(d[:, None] - where[None], axis=-1).min(axis=1).max() <= 1.5
+                and np.linalg.norm(d[:, None] - where[None], axis=-1).min(axis=0).max() <= 1.5
+            ]
+            assert matches, f"region {key}: a ring of {len(ring)} vertices is not drawn where the API puts it"
+    assert page.locator("path.ellipse-95, path.ellipse-50").count() == 0  # the regions instead of the ellipses
+    markers = page.locator(".mode-marker")
+    assert markers.count() == len(expected["modes"])
+    for k, mode in enumerate(expected["modes"]):
+        assert marker_offset_px(page, mode["lat"], mode["lon"], f".mode-marker >> nth={k}") <= 1.5
+        shown = markers.nth(k).inner_text()
+        assert shown.endswith(" %") and float(shown[:-2]) == pytest.approx(mode["probability"] * 100, rel=0.05)
+    assert marker_offset_px(page, expected["lat"], expected["lon"]) <= 1.5  # the mean, as for any answer
+    assert f"{len(expected['modes'])} mode" in page.inner_text("#answer-summary")
+    assert_receiver_table(page, expected)
     assert messages == []
     (Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path).mkdir(exist_ok=True)
     shot = (Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path) / "map-page.png"
@@ -166,7 +263,7 @@ def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection
     page.wait_for_selector(".answer-marker")
     assert marker_offset_px(page, expected["lat"], expected["lon"]) <= 1.5
     snr = page.locator("#answer-receivers tr").nth(1).locator("td").nth(2).inner_text()
-    assert snr != "—"  # a features request shows each receiver's SNR
+    assert float(snr) == pytest.approx(expected["receivers"][0]["snr_db"], abs=0.05 + 1e-9)  # from the features sent
     incomplete = {k: v for k, v in collection.items() if not k.endswith(f"{store_rows['ids'][0]}.sigmf-data")}
     drop(page, incomplete)
     page.wait_for_selector("#status.error")

@@ -54,6 +54,27 @@ def test_features_and_raw_iq_match_pytorch(server, store_rows, tiny_run):
             assert a["receivers_used"] == store_rows["ids"] and a["model"]["version"] == "file"
 
 
+def test_answers_carry_each_receivers_snr_and_detection(server, store_rows):
+    info = httpx.get(f"{server}/v1/model").json()
+    column, threshold_db = info["feature_columns"]["snr_db"], info["feature_params"]["detection_snr_db"]
+    heard_any = set()
+    for k in range(4):
+        stored_snr = store_rows["features"][k, :, column]  # computed from the stored IQ when the store was made
+        for body in (features_body(store_rows, k), iq_body(store_rows, k)):
+            a = httpx.post(f"{server}/v1/localize", json=body, timeout=30).json()
+            reports = a["receivers"]
+            assert [r["id"] for r in reports] == a["receivers_used"] == store_rows["ids"]
+            snr = np.array([r["snr_db"] for r in reports])
+            assert snr == pytest.approx(stored_snr, abs=0.01)  # raw IQ: the service's extractor computed it
+            assert [r["heard"] for r in reports] == [bool(v >= threshold_db) for v in snr]
+            heard_any.update(r["heard"] for r in reports)
+    assert heard_any == {True, False}  # both kinds of receiver were checked
+    power_only = httpx.post(f"{server}/v1/localize", json=power_body(store_rows, 0), timeout=30).json()
+    assert all(r["snr_db"] is None and r["heard"] is None for r in power_only["receivers"])
+    schema = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]
+    assert "receivers" in schema["LocalizeResponse"]["required"] and "heard" in schema["ReceiverReport"]["properties"]
+
+
 def test_power_only_matches_pytorch_with_missing_features(server, store_rows, tiny_run):
     for k in range(2):
         mean, cov, scale = _torch_answer(tiny_run, store_rows, k, power_only=True)

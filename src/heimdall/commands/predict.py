@@ -16,7 +16,7 @@ from rich.progress import track
 
 from heimdall.atomic import atomic_open
 from heimdall.commands.options import model_source
-from heimdall.commands.predict_formats import regions_lat_lon, write_geojson, write_kml
+from heimdall.commands.predict_formats import transmission_features, write_geojson, write_kml
 from heimdall.datasets.conform import recording_features
 from heimdall.datasets.loader import StoreDataset
 from heimdall.datasets.receivers import resolve_recordings
@@ -58,12 +58,11 @@ def predict_command(args: argparse.Namespace) -> int:
         mean, cov, fields, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
     fmt = output_format(args.format, args.out)
     out = Path(args.out or f"predictions.{fmt}")
-    lat_lon = model.frame.to_geodetic(mean)
     if fmt in ("geojson", "kml"):
         writer = write_geojson if fmt == "geojson" else write_kml
-        writer(out, names, lat_lon, regions_lat_lon(mean, cov, model.frame))
+        writer(out, transmission_features(names, mean, cov, model.frame, fields))
     else:
-        write_table(out, fmt, names, mean, cov, lat_lon, fields, parts)
+        write_table(out, fmt, names, mean, cov, model.frame.to_geodetic(mean), fields, parts)
     used = sum(part is not None for part in parts)
     console.print(
         f"{len(mean)} transmissions localized with {model.name} {model.version} → {out}"

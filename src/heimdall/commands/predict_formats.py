@@ -1,14 +1,20 @@
-"""`heimdall predict --format geojson|kml`: positions and 95 % regions for GIS users (QGIS, Google Earth).
+"""`heimdall predict --format geojson|kml`: positions and credible regions for GIS users (QGIS, Google Earth).
 
-GeoJSON: a FeatureCollection with, per transmission, a Point (the estimate) and a Polygon (the 95 % ellipse),
-both carrying `transmission`. KML: one Folder per transmission with the same Point and Polygon.
-Coordinates are [lon, lat] (GeoJSON) and lon,lat (KML), WGS84 degrees.
+Per transmission: the estimate (a Point) and its 50 % and 95 % regions. Where a model's radio map was used these
+are the answer's `regions` (Polygon or MultiPolygon, holes kept) and its `modes` (Points with their probability
+mass), exactly as the service answers them; otherwise the 50 % and 95 % ellipses of the answer's covariance.
+GeoJSON: a FeatureCollection whose features carry `transmission`, `kind` (estimate, region or mode), and for regions
+and modes `probability`; regions also `shape` (hpd_region or ellipse), modes `rank` (1: the most probable). KML: one
+Folder per transmission holding the same Placemarks (a MultiPolygon as a MultiGeometry, holes as inner
+boundaries) with the same properties as ExtendedData. Coordinates are [lon, lat] (GeoJSON) and lon,lat (KML),
+WGS84 degrees.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -16,52 +22,120 @@ import numpy as np
 from heimdall.atomic import atomic_write_text
 from heimdall.ellipse import outline
 from heimdall.geo import LocalFrame
+from heimdall.serve.map_answers import REGION_PROBABILITIES
 
-REGION_PROBABILITY = 0.95
-REGION_POINTS = 72
+ELLIPSE_POINTS = 72
+DECIMALS = 7  # degrees: about 1 cm
 
 
-def regions_lat_lon(mean_m: np.ndarray, cov_m2: np.ndarray, frame: LocalFrame) -> np.ndarray:
-    """The closed 95 % ellipse of each transmission: float64 [n, REGION_POINTS + 1, 2] (lat, lon)."""
-    ring = outline(mean_m, cov_m2, REGION_PROBABILITY, REGION_POINTS)
+def transmission_features(
+    names: list[str], mean_m: np.ndarray, cov_m2: np.ndarray, frame: LocalFrame, fields: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """GeoJSON Features of n transmissions: mean_m [n, 2] m, cov_m2 [n, 2, 2] m² and each answer's map fields
+    (`regions` and `modes` where the radio map was used, heimdall.serve.map_answers)."""
+    lat_lon = frame.to_geodetic(mean_m)
+    plain = [i for i, more in enumerate(fields) if "regions" not in more]
+    ellipses = {
+        key: _ellipse_rings(mean_m[plain], cov_m2[plain], float(key), frame) if plain else np.empty((0, 0, 2))
+        for key in REGION_PROBABILITIES
+    }
+    ring_of = {i: k for k, i in enumerate(plain)}
+    features = []
+    for i, name in enumerate(names):
+        lat, lon = lat_lon[i].tolist()
+        features.append(_feature(_point(lat, lon), name, "estimate"))
+        more = fields[i]
+        for key in REGION_PROBABILITIES:
+            if "regions" in more:
+                geometry, shape = more["regions"][key], "hpd_region"
+            else:
+                ring = np.round(ellipses[key][ring_of[i]][:, ::-1], DECIMALS).tolist()
+                geometry, shape = {"type": "Polygon", "coordinates": [ring]}, "ellipse"
+            features.append(_feature(geometry, name, "region", probability=float(key), shape=shape))
+        for rank, mode in enumerate(more.get("modes", []), start=1):
+            point = _point(mode["lat"], mode["lon"])
+            features.append(_feature(point, name, "mode", probability=mode["probability"], rank=rank))
+    return features
+
+
+def _ellipse_rings(mean_m: np.ndarray, cov_m2: np.ndarray, probability: float, frame: LocalFrame) -> np.ndarray:
+    """The closed ellipse holding `probability` of each transmission: float64 [n, ELLIPSE_POINTS + 1, 2] (lat, lon)."""
+    ring = outline(mean_m, cov_m2, probability, ELLIPSE_POINTS)
     return frame.to_geodetic(np.concatenate([ring, ring[:, :1]], axis=1))
 
 
-def write_geojson(path: Path, names: list[str], lat_lon: np.ndarray, regions: np.ndarray) -> None:
-    """Write the GeoJSON FeatureCollection of names [n], lat_lon [n, 2] degrees and regions [n, P, 2] (lat, lon)."""
-    features = []
-    for name, (lat, lon), ring in zip(names, lat_lon.tolist(), regions, strict=True):
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
-                "properties": {"transmission": name, "kind": "estimate"},
-            }
-        )
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [np.round(ring[:, ::-1], 7).tolist()]},
-                "properties": {"transmission": name, "kind": "region", "probability": REGION_PROBABILITY},
-            }
-        )
+def _point(lat: float, lon: float) -> dict[str, Any]:
+    return {"type": "Point", "coordinates": [round(lon, DECIMALS), round(lat, DECIMALS)]}
+
+
+def _feature(geometry: dict[str, Any], name: str, kind: str, **properties: Any) -> dict[str, Any]:
+    return {"type": "Feature", "geometry": geometry, "properties": {"transmission": name, "kind": kind, **properties}}
+
+
+def write_geojson(path: Path, features: list[dict[str, Any]]) -> None:
+    """Write the features as a GeoJSON FeatureCollection (atomically)."""
     atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": features}))
 
 
-def write_kml(path: Path, names: list[str], lat_lon: np.ndarray, regions: np.ndarray) -> None:
-    """The same as KML 2.2 (one Folder per transmission: the estimate and its 95 % region)."""
+def write_kml(path: Path, features: list[dict[str, Any]]) -> None:
+    """Write the features as KML 2.2, one Folder per transmission (atomically)."""
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<kml xmlns="http://www.opengis.net/kml/2.2"><Document><name>Heimdall predictions</name>',
     ]
-    for name, (lat, lon), ring in zip(names, lat_lon.tolist(), regions, strict=True):
-        coordinates = " ".join(f"{lo:.7f},{la:.7f}" for la, lo in ring.tolist())
-        parts.append(
-            f"<Folder><name>{escape(name)}</name>"
-            f"<Placemark><name>{escape(name)}</name><Point><coordinates>{lon:.7f},{lat:.7f}</coordinates></Point>"
-            f"</Placemark><Placemark><name>{escape(name)} {REGION_PROBABILITY:.0%} region</name><Polygon>"
-            f"<outerBoundaryIs><LinearRing><coordinates>{coordinates}</coordinates></LinearRing></outerBoundaryIs>"
-            "</Polygon></Placemark></Folder>"
+    folder = None
+    for feature in features:
+        props = feature["properties"]
+        if props["transmission"] != folder:
+            if folder is not None:
+                parts.append("</Folder>")
+            folder = props["transmission"]
+            parts.append(f"<Folder><name>{escape(folder)}</name>")
+        data = "".join(
+            f'<Data name="{escape(k)}"><value>{escape(str(v))}</value></Data>'
+            for k, v in props.items()
+            if k != "transmission"
         )
+        parts.append(
+            f"<Placemark><name>{escape(_placemark_name(props))}</name><ExtendedData>{data}</ExtendedData>"
+            f"{_kml_geometry(feature['geometry'])}</Placemark>"
+        )
+    if folder is not None:
+        parts.append("</Folder>")
     parts.append("</Document></kml>")
     atomic_write_text(path, "\n".join(parts))
+
+
+def _placemark_name(props: dict[str, Any]) -> str:
+    name = props["transmission"]
+    if props["kind"] == "region":
+        return f"{name} {props['probability']:.0%} {'region' if props['shape'] == 'hpd_region' else 'ellipse'}"
+    if props["kind"] == "mode":
+        return f"{name} mode {props['rank']} ({props['probability']:.0%})"
+    return name
+
+
+def _kml_geometry(geometry: dict[str, Any]) -> str:
+    """KML of a GeoJSON Point, Polygon or MultiPolygon."""
+    kind, coordinates = geometry["type"], geometry["coordinates"]
+    if kind == "Point":
+        return f"<Point><coordinates>{_kml_coordinates([coordinates])}</coordinates></Point>"
+    if kind == "Polygon":
+        outer, *holes = coordinates
+        inner = "".join(
+            f"<innerBoundaryIs><LinearRing><coordinates>{_kml_coordinates(h)}</coordinates></LinearRing>"
+            "</innerBoundaryIs>"
+            for h in holes
+        )
+        return (
+            f"<Polygon><outerBoundaryIs><LinearRing><coordinates>{_kml_coordinates(outer)}</coordinates>"
+            f"</LinearRing></outerBoundaryIs>{inner}</Polygon>"
+        )
+    if kind == "MultiPolygon":
+        polygons = "".join(_kml_geometry({"type": "Polygon", "coordinates": p}) for p in coordinates)
+        return f"<MultiGeometry>{polygons}</MultiGeometry>"
+    raise ValueError(f"geometry type {kind!r}: expected Point, Polygon or MultiPolygon")
+
+
+def _kml_coordinates(lon_lat: list[list[float]]) -> str:
+    return " ".join(f"{lon:.{DECIMALS}f},{lat:.{DECIMALS}f}" for lon, lat in lon_lat)

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel
 
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
+from heimdall.features import FeatureParams, heard
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
 from heimdall.serve.events import EventRing
@@ -81,11 +82,24 @@ def model_key(model: ServedModel) -> str:
 
 @dataclass(frozen=True)
 class Transmission:
-    """What an answer needs besides the network's outputs: the receivers' labels and, for a model that carries
-    a map, what the map reads (or why it cannot)."""
+    """What an answer needs besides the network's outputs: the receivers' labels, their SNR float [R'] dB (NaN
+    where only the power was sent) and, for a model that carries a map, what the map reads (or why it cannot)."""
 
     labels: list[str]
+    snr_db: np.ndarray
     map_input: MapInput | str | None = None
+
+
+def receiver_reports(labels: list[str], snr_db: np.ndarray, params: FeatureParams) -> list[dict[str, Any]]:
+    """The answer's `receivers`: per receiver its id, SNR (dB, 0.01 dB) and whether it heard the transmission
+    (SNR ≥ the model's detection threshold); both None for a receiver that sent only its power."""
+    detected = heard(snr_db, params)
+    return [
+        {"id": label, "snr_db": round(float(s), 2), "heard": bool(h)}
+        if np.isfinite(s)
+        else {"id": label, "snr_db": None, "heard": None}
+        for label, s, h in zip(labels, snr_db, detected, strict=True)
+    ]
 
 
 def answers(
@@ -102,7 +116,17 @@ def answers(
     geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
     return [
-        pydantic_core.to_json({**next(geometry), "receivers_used": it.labels, "model": about, **more}) if ok else None
+        pydantic_core.to_json(
+            {
+                **next(geometry),
+                "receivers_used": it.labels,
+                "receivers": receiver_reports(it.labels, it.snr_db, model.params),
+                "model": about,
+                **more,
+            }
+        )
+        if ok
+        else None
         for ok, it, more in zip(finite, items, extra, strict=True)
     ]
 
@@ -182,9 +206,11 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                 )
             except InputError as exc:
                 raise InputError(field(i, exc.field), exc.message) from None
+            snr_db = feats[:, model.params.snr_index].astype(np.float64)
             if model.radio_map is None:
-                return feats, positions, Transmission(labels)
-            return feats, positions, Transmission(labels, map_input(model.params, model.receiver_ids, feats, labels))
+                return feats, positions, Transmission(labels, snr_db)
+            read = map_input(model.params, model.receiver_ids, feats, labels)
+            return feats, positions, Transmission(labels, snr_db, read)
 
         async with turns.hold() as slices:
             reqs = await validate(raw, batch, slices)

@@ -110,8 +110,31 @@ class Ellipse(BaseModel):
     orientation_deg: float = Field(description="bearing of the major axis, degrees clockwise from north")
 
 
+class ReceiverReport(BaseModel):
+    """What one receiver of the request measured: its SNR in the channel and whether that is a detection."""
+
+    id: str = Field(description="the receiver's id in the model's table, or 'lat,lon' for an ad-hoc receiver")
+    snr_db: float | None = Field(
+        description="SNR in the channel (dB), from the feature vector sent or computed from the raw IQ by the "
+        "service's feature extractor; null for a receiver sent as power_dbm only"
+    )
+    heard: bool | None = Field(
+        description="snr_db ≥ the model's detection threshold (GET /v1/model: feature_params.detection_snr_db); "
+        "null where snr_db is"
+    )
+
+
+class Mode(BaseModel):
+    """A connected part of the radio map's 95 % region: its probability mass and most probable cell."""
+
+    probability: float
+    lat: float
+    lon: float
+
+
 class LocalizeResponse(BaseModel):
-    """Where one transmission came from: position (lat/lon and local east/north m), covariance and ellipses."""
+    """Where one transmission came from: position (lat/lon and local east/north m), covariance and ellipses; from a
+    model that carries a radio map also `map`, `modes` and `regions`."""
 
     lat: float
     lon: float
@@ -121,9 +144,15 @@ class LocalizeResponse(BaseModel):
     ellipses: list[Ellipse]
     geojson: dict = Field(description="GeoJSON Feature: the 95 % ellipse as a Polygon")
     receivers_used: list[str]
+    receivers: list[ReceiverReport] = Field(description="per receiver of the request, in the order of receivers_used")
     model: dict
     cached: bool
     latency_ms: float
+    map: str | None = Field(None, description="radio map only: 'used', or 'not used: ' and why")
+    modes: list[Mode] | None = Field(None, description="radio map only: the 95 % region's parts, most probable first")
+    regions: dict[str, dict] | None = Field(
+        None, description="radio map only: {'0.5': …, '0.95': …}, GeoJSON Polygon or MultiPolygon (lon/lat)"
+    )
 
 
 class BatchResponse(BaseModel):

@@ -7,8 +7,10 @@
   const LIVE_ITEMS = 100; // entries the live list keeps
   const STYLE = {
     area: { color: "#1d3557", weight: 2, dashArray: "6 4", fill: false },
-    region95: { color: "#d62828", weight: 1.5, fillOpacity: 0.12 },
-    region50: { color: "#d62828", weight: 2, fillOpacity: 0.25 },
+    region95: { className: "region-95", color: "#d62828", weight: 1.5, fillOpacity: 0.12, smoothFactor: 0 },
+    region50: { className: "region-50", color: "#d62828", weight: 2, fillOpacity: 0.25, smoothFactor: 0 },
+    ellipse95: { className: "ellipse-95", color: "#d62828", weight: 1.5, fillOpacity: 0.12 },
+    ellipse50: { className: "ellipse-50", color: "#d62828", weight: 2, fillOpacity: 0.25 },
     graticule: { color: "#789", weight: 0.6, opacity: 0.6, interactive: false },
   };
 
@@ -162,64 +164,83 @@
   }
 
   // ---- an answer on the map and in the panel
-  function showAnswer(answer, request) {
+  // A radio map's answer has `regions` (GeoJSON, often several islands) and `modes`: they are drawn as they are,
+  // every vertex (smoothFactor 0: Leaflet would otherwise drop vertices closer than a pixel), with each mode's
+  // mass beside it. Any other answer is drawn as its 50 % and 95 % ellipses.
+  function showAnswer(answer) {
     answerLayer.clearLayers();
     const regions = answer.regions;
+    let outline;
     if (regions && regions["0.95"] && regions["0.5"]) {
-      answerLayer.addLayer(L.geoJSON(regions["0.95"], { style: STYLE.region95 }));
+      outline = L.geoJSON(regions["0.95"], { style: STYLE.region95 });
+      answerLayer.addLayer(outline);
       answerLayer.addLayer(L.geoJSON(regions["0.5"], { style: STYLE.region50 }));
     } else {
-      const e95 = answer.geojson ? answer.geojson : null;
-      if (e95) answerLayer.addLayer(L.geoJSON(e95, { style: STYLE.region95 }));
+      outline = L.geoJSON(answer.geojson, { style: STYLE.ellipse95 });
+      answerLayer.addLayer(outline);
       const e50 = (answer.ellipses || []).find((e) => e.probability === 0.5);
-      if (e50) answerLayer.addLayer(L.polygon(ellipseRing(answer.lat, answer.lon, e50), STYLE.region50));
+      if (e50) answerLayer.addLayer(L.polygon(ellipseRing(answer.lat, answer.lon, e50), STYLE.ellipse50));
     }
-    for (const mode of answer.modes || []) {
-      answerLayer.addLayer(
-        L.circleMarker([mode.lat, mode.lon], { radius: 5, color: "#6a040f" }).bindTooltip(
-          text(`mode: ${(mode.probability * 100).toFixed(0)} %`)
-        )
-      );
+    const modes = answer.modes || [];
+    for (const [k, mode] of modes.entries()) {
+      const mass = `${(mode.probability * 100).toPrecision(2)} %`; // two digits: small modes are not "0 %"
+      const icon = L.divIcon({ className: "mode-marker", html: el("span", mass), iconSize: [10, 10], iconAnchor: [5, 5] });
+      answerLayer.addLayer(L.marker([mode.lat, mode.lon], { icon: icon, title: `mode ${k + 1}: ${mass}`, keyboard: false }));
     }
     const icon = L.divIcon({ className: "answer-marker", iconSize: [16, 16], iconAnchor: [8, 8] });
-    answerLayer.addLayer(L.marker([answer.lat, answer.lon], { icon: icon, title: "estimated position" }));
-    $("answer-summary").textContent =
-      `${answer.lat.toFixed(5)}, ${answer.lon.toFixed(5)} · 95 % region ` +
-      (answer.ellipses ? `${(answer.ellipses[answer.ellipses.length - 1].semi_major_m / 1e3).toFixed(1)} km` : "") +
-      ` · ${answer.model ? answer.model.name + " " + answer.model.version : ""}`;
+    answerLayer.addLayer(L.marker([answer.lat, answer.lon], { icon: icon, title: "estimated position (mean)" }));
+    $("answer-summary").textContent = summary(answer, modes);
     $("answer-json").textContent = JSON.stringify(answer, null, 2);
-    showReceivers(answer, request);
-    const bounds = answerLayer.getLayers()[0].getBounds ? answerLayer.getLayers()[0].getBounds() : null;
-    if (bounds && bounds.isValid()) map.fitBounds(bounds.extend(L.latLng(answer.lat, answer.lon)), { padding: [40, 40], maxZoom: 12, animate: false });
+    showReceivers(answer);
+    const bounds = outline.getBounds();
+    for (const mode of modes) bounds.extend(L.latLng(mode.lat, mode.lon));
+    if (bounds.isValid()) map.fitBounds(bounds.extend(L.latLng(answer.lat, answer.lon)), { padding: [40, 40], maxZoom: 12, animate: false });
     window.heimdall.lastAnswer = answer;
   }
 
-  // Which receivers were heard (the answer's receivers_used), the SNR where the request carried feature vectors,
-  // and the distance and bearing from each receiver to the estimate.
-  function showReceivers(answer, request) {
-    const used = new Set(answer.receivers_used || []);
-    const snr = {};
-    const snrIndex = card && card.feature_columns ? card.feature_columns.snr_db : null;
-    for (const f of (request && request.features) || []) {
-      if (f.id && Array.isArray(f.features) && snrIndex !== null) snr[f.id] = f.features[snrIndex];
+  function summary(answer, modes) {
+    const model = answer.model ? ` · ${answer.model.name} ${answer.model.version}` : "";
+    if (modes.length) {
+      const best = modes[0];
+      return `most probable: ${best.lat.toFixed(5)}, ${best.lon.toFixed(5)} (${(best.probability * 100).toPrecision(2)} %) · ` +
+        `${modes.length} mode${modes.length > 1 ? "s" : ""} in the 95 % region · radio map used${model}`;
     }
+    const e95 = (answer.ellipses || []).find((e) => e.probability === 0.95);
+    return `${answer.lat.toFixed(5)}, ${answer.lon.toFixed(5)}` +
+      (e95 ? ` · 95 % ellipse ${(e95.semi_major_m / 1e3).toFixed(1)} km` : "") +
+      (answer.map ? ` · radio map ${answer.map}` : "") + model;
+  }
+
+  // Each receiver: whether it heard the transmission and its SNR (the answer's `receivers`, which the service
+  // computes from the feature vectors or the raw IQ it was sent), and the distance and bearing to the estimate.
+  function showReceivers(answer) {
+    const reports = Object.fromEntries((answer.receivers || []).map((r) => [r.id, r]));
     const table = $("answer-receivers");
     table.replaceChildren(row(["receiver", "heard", "SNR dB", "distance km", "bearing °"], true));
     for (const rx of card.receivers) {
-      const heard = used.has(rx.id);
+      const report = reports[rx.id];
+      const heard = heardText(report);
+      const snr = snrText(report);
       const db = distanceBearing(rx, answer);
-      const s = typeof snr[rx.id] === "number" ? snr[rx.id].toFixed(1) : "—";
-      table.append(row([rx.name, heard ? "yes" : "no", s, (db.distance_m / 1e3).toFixed(1), db.bearing_deg.toFixed(0)]));
+      table.append(row([rx.name, heard, snr, (db.distance_m / 1e3).toFixed(1), db.bearing_deg.toFixed(0)]));
       const m = receiverMarkers[rx.id];
       if (m) {
-        m.getElement().classList.toggle("heard", heard);
-        m.getElement().classList.toggle("silent", !heard);
-        m.setTooltipContent(text(`${rx.name} (${rx.id}): ${heard ? "heard" + (s !== "—" ? `, SNR ${s} dB` : "") : "not heard"}`));
+        const yes = report !== undefined && report.heard !== false;
+        m.getElement().classList.toggle("heard", yes);
+        m.getElement().classList.toggle("silent", !yes);
+        m.setTooltipContent(text(`${rx.name} (${rx.id}): ${heard}` + (snr !== "—" ? `, SNR ${snr} dB` : "")));
       }
     }
-    for (const id of used) {
-      if (!receiverMarkers[id]) table.append(row([id + " (ad hoc)", "yes", snr[id] ? snr[id].toFixed(1) : "—", "", ""]));
+    for (const report of answer.receivers || []) {
+      if (!receiverMarkers[report.id]) table.append(row([report.id + " (ad hoc)", heardText(report), snrText(report), "", ""]));
     }
+  }
+  function heardText(report) {
+    if (report === undefined) return "not sent";
+    return report.heard === null ? "power only" : report.heard ? "yes" : "no";
+  }
+  function snrText(report) {
+    return report && typeof report.snr_db === "number" ? report.snr_db.toFixed(1) : "—";
   }
 
   // ---- localize from dropped or chosen files
@@ -237,7 +258,7 @@
       throw new Error(`the service answered ${r.status}: ${detail}`);
     }
     const answer = batch ? body.results[0] : body;
-    showAnswer(answer, batch ? request.transmissions[0] : request);
+    showAnswer(answer);
     status(batch ? `${body.results.length} answers; the first is shown` : "answered");
     return answer;
   }
@@ -325,7 +346,7 @@
       const a = event.answer;
       const item = el("li", `${new Date(event.received_unix * 1000).toLocaleTimeString()} · ${a.lat.toFixed(4)}, ${a.lon.toFixed(4)} · ${(a.receivers_used || []).length} receivers`);
       item.dataset.seq = event.seq;
-      item.addEventListener("click", () => showAnswer(a, null));
+      item.addEventListener("click", () => showAnswer(a));
       const list = $("live-list");
       list.prepend(item);
       while (list.children.length > LIVE_ITEMS) list.lastChild.remove();
