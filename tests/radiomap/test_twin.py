@@ -169,3 +169,58 @@ def test_a_scenario_of_the_same_network_gives_the_physics(source, nw_italy, tmp_
     twin = build_twin(store, given)
     assert twin.scenario.transmitter.mobile_fraction == 0.9
 
+
+def test_transfer_path_pretrain_on_the_twin_then_fine_tune_on_the_store(source, twin, tmp_path):
+    """simulate --like → train on the twin → train --init-from on the store's labels → evaluate on its test split."""
+    import torch
+
+    from heimdall.metrics import covariance_scale_for, mahalanobis_sq
+    from heimdall.train.checkpoint import load_checkpoint
+    from heimdall.train.task import load_task, predict_numpy
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tiny = [
+        "--tracking-uri",
+        uri,
+        "--epochs",
+        "2",
+        "--d-model",
+        "32",
+        "--n-layers",
+        "1",
+        "--threads",
+        "2",
+        "--no-export",
+    ]
+    assert main(["train", "--data-dir", str(twin), "--checkpoint-dir", str(tmp_path / "pre"), *tiny]) == 0
+    pre_ckpt = tmp_path / "pre" / "best.ckpt"
+    fine_dir = tmp_path / "fine"
+    assert (
+        main(
+            ["train", "--init-from", str(pre_ckpt), "--data-dir", str(source), "--checkpoint-dir", str(fine_dir), *tiny]
+        )
+        == 0
+    )
+    fine_ckpt = fine_dir / "best.ckpt"
+    assert load_checkpoint(fine_ckpt)["heimdall"]["config"]["init_from"] == str(pre_ckpt)
+    assert "init_from" in (fine_dir / "config.yaml").read_text()
+
+    pre, fine = load_task(pre_ckpt), load_task(fine_ckpt)
+    assert float(fine.net.covariance_scale) != pytest.approx(float(pre.net.covariance_scale), rel=0.01)
+    # the fine-tuned scale is the one the store's validation split asks for
+    with h5py.File(source / "val.h5") as f:
+        params = json.loads(f.attrs["feature_params"])
+        features, present, truth = f["features"][...], f["present"][...], f["tx_position_m"][...]
+        rx = np.stack([f["receivers/east_m"][...], f["receivers/north_m"][...]], -1).astype(np.float32)
+    assert params["psd_bins"] == 32
+    scale = float(fine.net.covariance_scale)
+    fine.net.covariance_scale = torch.tensor(1.0)
+    mean, cov = predict_numpy(
+        fine.net, features, np.broadcast_to(rx, (len(truth), *rx.shape)).copy(), present.astype(np.float32)
+    )
+    assert scale == pytest.approx(covariance_scale_for(mahalanobis_sq(mean, cov, truth)), rel=1e-3)
+
+    out = tmp_path / "evaluation"
+    args = ["evaluate", "--model", str(fine_ckpt), "--data-dir", str(source), "--out", str(out), "--map-spacing-m", "0"]
+    assert main([*args, "--no-mlflow", "--quiet"]) == 0
+    assert (out / "metrics.json").is_file()
