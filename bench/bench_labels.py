@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,7 +391,7 @@ def twin_transfer(imported: Path, work: Path, args: argparse.Namespace) -> None:
         _quiet(
             "simulate", "--like", str(real), "--out", str(twin), "-n", str(args.twin_n), "--quiet", "--iq-samples", "0"
         )
-    report = yaml.safe_load((twin / "twin.json").read_text())
+    report = json.loads((twin / "twin.json").read_text())
     p = report["propagation"]
     print(
         f"twin: {report['how']}; {time.perf_counter() - t0:.0f} s"
