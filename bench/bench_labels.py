@@ -1,6 +1,7 @@
 """Radio-map accuracy against the number of labelled transmissions, on physics the map does not assume.
 
     python bench/bench_labels.py [--work DIR] [-n 4000] [--budgets 0,100,400,1500,all] [--scaling 1500,10000,100000]
+                                 [--twin 400 [--twin-n 20000] [--epochs 40]]
 
 The truth is the randstad-70cm network with Okumura–Hata (urban) path loss and shadowing fields of another
 seed; the recordings are simulated as SigMF and imported with the built-in randstad-70cm scenario, whose map
@@ -15,6 +16,11 @@ time against the number of labels (on a simulated store of the same truth) and t
 Targets: 400 labels ≤ 0.75 × centroid; 1,500 ≤ 0.6 ×; all ≤ 1.3 × oracle; 0 labels ≤ 0.9 × centroid with
 95 % regions holding the truth 90–97 %; ≥ 90 % answered; coverage within 4 points of nominal per class;
 100,000 labels fit in ≤ 10 min on 2 cores.
+
+--twin K: the network with K labels of the imported store (80 % for training, 20 % for validation: early
+stopping and covariance calibration), trained on them alone against pretrained on a simulated twin of that
+K-label store (`heimdall simulate --like`, --twin-n transmissions) and fine-tuned on them (`train --init-from`),
+both answering the same test split as the map: median error, 1σ/2σ coverage, per heard class.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,6 +362,90 @@ def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Na
         print(f"  {'met    ' if ok else 'NOT MET'} {name}: {value:.3f}")
 
 
+def _dataset_names(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def labelled_subset(imported: Path, out: Path, n_labels: int) -> Path:
+    """A copy of the imported store whose train and val splits hold only its first n_labels labels (80 % / 20 %),
+    the test split whole: a network that has n_labels labels in all."""
+    counts = {"train": int(round(0.8 * n_labels)), "val": n_labels - int(round(0.8 * n_labels)), "test": None}
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in counts.items():
+        if (out / f"{split}.h5").exists():
+            continue
+        with h5py.File(imported / f"{split}.h5", "r") as src, h5py.File(out / f"{split}.h5.partial", "w") as dst:
+            total = int(src.attrs["n_samples"])
+            rows = total if n is None else min(n, total)
+            dst.attrs.update(dict(src.attrs))
+            dst.attrs["n_samples"] = rows
+
+            for name in _dataset_names(src):
+                ds = src[name]
+                dst.create_dataset(name, data=ds[:rows] if ds.ndim and ds.shape[0] == total else ds[...])
+                dst[name].attrs.update(dict(ds.attrs))
+        (out / f"{split}.h5.partial").rename(out / f"{split}.h5")
+    return out
+
+
+def network_answers(checkpoint: Path, store: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The network's mean [n, 2] m and covariance [n, 2, 2] m² on the store's test split."""
+    from heimdall.datasets.loader import StoreDataset
+    from heimdall.train.task import load_task, predict_numpy
+
+    arrays = StoreDataset([store / "test.h5"]).read_split()
+    rx = np.broadcast_to(arrays.rx_position_m, (len(arrays.target_m), *arrays.rx_position_m.shape))
+    return predict_numpy(load_task(checkpoint).net, arrays.features, rx.astype(np.float32).copy(), arrays.present)
+
+
+def twin_transfer(imported: Path, work: Path, args: argparse.Namespace) -> None:
+    """The network with --twin labels alone against pretrained on their twin and fine-tuned (module docstring)."""
+    k = args.twin
+    real = labelled_subset(imported, work / f"labels-{k}", k)
+    twin = work / f"twin-{k}"
+    runs = work / f"runs-{k}"
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    train = ["--tracking-uri", uri, "--no-export", "--threads", str(args.threads), "--max-time-minutes", "0"]
+    t0 = time.perf_counter()
+    if not (twin / "test.h5").exists():
+        print(f"twin of {real.name}: simulating {args.twin_n} transmissions …", flush=True)
+        _quiet(
+            "simulate", "--like", str(real), "--out", str(twin), "-n", str(args.twin_n), "--quiet", "--iq-samples", "0"
+        )
+    report = json.loads((twin / "twin.json").read_text())
+    p = report["propagation"]
+    print(
+        f"twin: {report['how']}; {time.perf_counter() - t0:.0f} s"
+        + (f"; fitted shape {p['path_loss_model']}, σ {p['shadowing_sigma_db']:.1f} dB" if p["fitted"] else "")
+    )
+    plan = {
+        "alone": ["--data-dir", str(real), "--epochs", str(args.epochs)],
+        "twin": ["--data-dir", str(twin), "--epochs", str(args.epochs)],
+        "fine": [
+            "--data-dir",
+            str(real),
+            "--epochs",
+            str(args.epochs),
+            "--init-from",
+            str(runs / "twin" / "best.ckpt"),
+        ],
+    }
+    test = read_split(real / "test.h5", FeatureParams.from_scenario(load_scenario(MAP_SCENARIO)))
+    wc = weighted_centroid(test.power_dbm, test.heard, load_scenario(MAP_SCENARIO).receiver_positions_m())
+    wc_err = np.linalg.norm(wc - test.truth_m, axis=1)
+    for name, flags in plan.items():
+        ckpt = runs / name / "best.ckpt"
+        t0 = time.perf_counter()
+        if not ckpt.exists():
+            _quiet("train", *flags, "--checkpoint-dir", str(runs / name), *train)
+        mean, cov = network_answers(ckpt, real)
+        print(f"network {name}: trained in {time.perf_counter() - t0:.0f} s")
+        no_oracle = np.full_like(wc_err, np.nan)  # the oracle's rows are label_budgets' (same test split)
+        print_summary(str(k), summary(f"net-{name}", mean, cov, test, wc_err, no_oracle))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("workspace/bench-labels"), help="data folder (reused)")
@@ -363,11 +454,17 @@ def main() -> None:
     ap.add_argument("--scaling", default="1500,10000,100000", help="label counts for the fit-time scaling ('' skips)")
     ap.add_argument("--spacing-m", type=float, default=500.0, help="map grid spacing")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--twin", type=int, default=0, help="labels for the network twin-transfer rows (0 skips)")
+    ap.add_argument("--twin-n", type=int, default=20000, help="transmissions of the simulated twin")
+    ap.add_argument("--epochs", type=int, default=40, help="epochs of each network run (--twin)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the network runs (--twin)")
     args = ap.parse_args()
 
     truth_file, sim, imported = make_data(args.work, args.n, args.seed)
     if args.budgets:
         label_budgets(truth_file, sim, imported, args)
+    if args.twin:
+        twin_transfer(imported, args.work, args)
     if args.scaling:
         fit_scaling(truth_file, args.work, [int(x) for x in args.scaling.split(",")], args.spacing_m, args.seed)
 

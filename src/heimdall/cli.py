@@ -99,8 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         p,
         "--scenario",
-        default=DEFAULT_SCENARIO,
-        help=f"built-in scenario name or YAML file (default: {DEFAULT_SCENARIO})",
+        help=f"built-in scenario name or YAML file (default: {DEFAULT_SCENARIO}; with --like the store's)",
+    )
+    _flag(
+        p,
+        "--like",
+        metavar="STORE",
+        help="simulate a twin of an imported store: its receivers, channel and recording chain, its measured noise "
+        "floors and, with labels, its propagation fitted on them (docs/RADIOMAP.md); writes OUT/twin.json",
     )
     _flag(
         p,

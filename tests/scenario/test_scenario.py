@@ -34,6 +34,17 @@ def test_round_trip_through_dict(nw_italy):
     assert again == nw_italy and again.sha256 == nw_italy.sha256
 
 
+def test_a_slope_correction_is_written_only_when_set(nw_italy):
+    import dataclasses
+
+    # scenarios written before the field existed keep their text and hash
+    assert "slope_correction_db_per_decade" not in nw_italy.to_yaml()
+    pl = dataclasses.replace(nw_italy.environment.path_loss, model="log_distance", slope_correction_db_per_decade=3.5)
+    steeper = dataclasses.replace(nw_italy, environment=dataclasses.replace(nw_italy.environment, path_loss=pl))
+    again = scenario_from_dict(yaml.safe_load(steeper.to_yaml()))
+    assert again == steeper and again.sha256 != nw_italy.sha256
+
+
 def test_frame_round_trip(nw_italy):
     frame = nw_italy.frame
     lat_lon = frame.to_geodetic(frame.to_local([45.0, 44.5], [8.0, 7.5]))
@@ -84,6 +95,11 @@ BAD = [
     ("channel wider than rate", _set("receiver_chain.channel_bandwidth_hz", 60000), "channel_bandwidth_hz"),
     ("too many required", _set("receiver_chain.min_receivers", 9), "receiver_chain.min_receivers: 9"),
     ("shadowing mode", _set("environment.shadowing.mode", "terrain"), "environment.shadowing.mode"),
+    (
+        "slope correction",
+        _set("environment.path_loss.slope_correction_db_per_decade", 45),
+        "environment.path_loss.slope_correction_db_per_decade: 45",
+    ),
 ]
 
 

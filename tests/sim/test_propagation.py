@@ -100,3 +100,26 @@ def test_the_scenario_chooses_the_path_loss_model(nw_italy):
     )
     hata = dataclasses.replace(pl, model="okumura_hata", hata_environment="open")
     assert median_path_loss_db(hata, 30_000, 145e6, 2.0, 50.0) == okumura_hata_loss_db(30_000, 145e6, 2.0, 50.0, "open")
+
+
+def test_log_distance_and_the_slope_correction(nw_italy):
+    import dataclasses
+
+    from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db
+
+    assert log_distance_loss_db(10_000) == pytest.approx(120.0)  # 30 dB/decade from 0 dB at 1 m
+    assert log_distance_loss_db(10) == log_distance_loss_db(100)  # held at 100 m
+    plain = dataclasses.replace(nw_italy.environment.path_loss, model="log_distance")
+    loss = median_path_loss_db(
+        plain, np.array([[10_000.0, 100_000.0]]), 145e6, np.array([[2.0]]), np.array([40.0, 9.0])
+    )
+    assert loss.shape == (1, 2) and loss[0, 1] - loss[0, 0] == pytest.approx(30.0)
+    for model in ("two_ray_diffraction", "log_distance"):
+        pl = dataclasses.replace(nw_italy.environment.path_loss, model=model)
+        steeper = dataclasses.replace(pl, slope_correction_db_per_decade=5.0)
+        d = np.array([1_000.0, 10_000.0, 100_000.0])
+        np.testing.assert_allclose(
+            median_path_loss_db(steeper, d, 145e6, 2.0, 50.0) - median_path_loss_db(pl, d, 145e6, 2.0, 50.0),
+            [-5.0, 0.0, 5.0],  # pivoting at 10 km
+            atol=1e-9,
+        )

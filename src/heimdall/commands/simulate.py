@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from heimdall.atomic import atomic_write_bytes
 from heimdall.commands.progress import staged_progress
 from heimdall.datasets.generate import DatasetSummary, generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from heimdall.errors import DatasetError
+from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.scenario.builtin import load_scenario
 from heimdall.scenario.domain import Scenario
 from heimdall.workspace import default_data_dir, default_sigmf_dir
 
+if TYPE_CHECKING:
+    from heimdall.radiomap.twin import Twin
+
+TWIN_REPORT = "twin.json"
+
 
 def simulate_command(args: argparse.Namespace) -> int:
-    """`heimdall simulate`: a scenario → a training store or SigMF collections; exit code."""
+    """`heimdall simulate`: a scenario (or the twin of a store, --like) → a training store or SigMF collections;
+    exit code."""
     console = Console(stderr=False)
-    scenario = load_scenario(args.scenario)
+    twin = None
+    if args.like:
+        twin = _twin(args)
+        scenario = twin.scenario
+    else:
+        scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
     if args.shadowing and args.shadowing != scenario.environment.shadowing.mode:
         scenario = scenario.with_shadowing_mode(args.shadowing)
     if args.out:
         out = Path(args.out)
     else:
         out = default_data_dir(scenario.name) if args.format == "store" else default_sigmf_dir(scenario.name)
+    if twin is not None and out.resolve() == Path(args.like).resolve():
+        raise DatasetError(f"--out {out}: is the store the twin is taken from; write the twin elsewhere")
     spec = DatasetSpec(
         n_transmissions=args.n_transmissions,
         seed=args.seed,
@@ -46,7 +64,45 @@ def simulate_command(args: argparse.Namespace) -> int:
             sigmf_datatype=args.datatype,
         )
     print_summary(console, scenario, summary)
+    if twin is not None:
+        atomic_write_bytes(out / TWIN_REPORT, (json.dumps(twin.report, indent=2) + "\n").encode())
+        print_twin(console, twin.report, out / TWIN_REPORT)
     return 0
+
+
+def _twin(args: argparse.Namespace) -> Twin:
+    """The twin of the store --like (its physics from --scenario when given, which must be the store's network)."""
+    from heimdall.radiomap.twin import build_twin
+
+    given = load_scenario(args.scenario) if args.scenario else None
+    return build_twin(Path(args.like), given)
+
+
+def print_twin(console: Console, report: dict, path: Path) -> None:
+    """Print what a twin was calibrated from and the values it was given."""
+    source = report["source"]
+    console.print(
+        f"twin of {source['store']} (sha256 {source['store_sha256'][:12]}…, {source['transmissions']} "
+        f"transmissions, {source['labels_used']} labels used): {report['how']}"
+    )
+    table = Table(title=f"{report['twin_scenario']}: receivers (detection at {report['detection_snr_db']:g} dB SNR)")
+    for column in ("receiver", "measured noise dBm/Hz", "heard", "noise figure dB", "gain offset dB"):
+        table.add_column(column, justify="left" if column == "receiver" else "right")
+    for r in report["receivers"]:
+        noise = "not recorded" if r["measured_noise_dbm_hz"] is None else f"{r['measured_noise_dbm_hz']:.1f}"
+        table.add_row(
+            r["id"], noise, f"{r['heard_fraction']:.0%}", f"{r['noise_figure_db']:.2f}", f"{r['gain_offset_db']:+.2f}"
+        )
+    console.print(table)
+    p = report["propagation"]
+    if p["fitted"]:
+        console.print(
+            f"propagation: {p['path_loss_model']} shape, slope correction {p['slope_correction_db_per_decade']:+.2f} "
+            f"dB/decade, shadowing σ {p['shadowing_sigma_db']:.1f} dB, fit residual on the store "
+            f"{p['fit_on_store']['residual_rms_db']:.1f} dB; "
+            f"transmit powers shifted {report['power_shift_db']:+.1f} dB"
+        )
+    console.print(f"calibration written to {path}")
 
 
 def print_summary(console: Console, scenario: Scenario, summary: DatasetSummary) -> None:

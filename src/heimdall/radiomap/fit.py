@@ -2,10 +2,10 @@
 
 Mean received power of receiver r at x for a 0 dBm transmitter:
 
-    μ_r(x) = a_r − L_r(x) − 10·c_r·log10(d_r(x) / D_REF_M) + f_r(x)
+    μ_r(x) = a_r − L_r(x) − 10·c_r·log10(d_r(x) / SLOPE_REFERENCE_M) + f_r(x)
 
 L_r is the shape of the path loss: the scenario's median model (heimdall.sim.propagation) for a
-transmitter at the scenario's typical antenna height, or a plain log-distance law (LOG_DISTANCE_EXPONENT)
+transmitter at the scenario's typical antenna height, or a plain log-distance law (heimdall.sim.propagation)
 when the recordings say the scenario's model does not fit the network. a_r (offset: calibration, antenna,
 site) and c_r (slope correction) are fitted per receiver with every transmission's power unknown
 (alternating least squares with weak priors):
@@ -35,12 +35,10 @@ from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, STRONG_SNR_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
+from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db, slope_decades
 
 log = logging.getLogger(__name__)
 
-D_REF_M = 10_000.0
-MIN_DISTANCE_M = 100.0
-LOG_DISTANCE_EXPONENT = 3.0
 SHAPES = ("scenario", "log_distance")
 FIT_MIN_SNR_DB = -8.0
 PHYSICS_MODEL_SD_DB = 2.0
@@ -123,12 +121,10 @@ def nominal_tx_height_m(scenario) -> float:
 
 def shape_loss_db(scenario, points_m: np.ndarray, shape: str = "scenario") -> tuple[np.ndarray, np.ndarray]:
     """(path-loss shape [n, R] dB, distance [n, R] m) from points [n, 2] to the scenario's receivers."""
-    from heimdall.sim.propagation import median_path_loss_db
-
     rx = scenario.receiver_positions_m()
     d = np.linalg.norm(np.asarray(points_m, float)[:, None, :] - rx[None], axis=-1)
     if shape == "log_distance":
-        return 10 * LOG_DISTANCE_EXPONENT * np.log10(np.maximum(d, MIN_DISTANCE_M)), d
+        return log_distance_loss_db(d), d
     heights = np.array([r.antenna_height_m for r in scenario.receivers])
     return median_path_loss_db(
         scenario.environment.path_loss, d, scenario.frequency_hz, nominal_tx_height_m(scenario), heights[None, :]
@@ -136,7 +132,7 @@ def shape_loss_db(scenario, points_m: np.ndarray, shape: str = "scenario") -> tu
 
 
 def _slope_regressor(d: np.ndarray) -> np.ndarray:
-    return -10.0 * np.log10(np.maximum(d, MIN_DISTANCE_M) / D_REF_M)
+    return -10.0 * slope_decades(d)
 
 
 def _flat_power_prior(scenario) -> tuple[float, np.ndarray]:
@@ -172,6 +168,7 @@ def physics_map(scenario, options: MapOptions = MapOptions()) -> RadioMap:
             "shape": "scenario",
             "path_loss": scenario.environment.path_loss.model,
             "spread_db": sd,
+            "fading_mean_db": mixture_mean,
         },
     )
 
@@ -350,19 +347,9 @@ def _fit_labelled(
     use = labelled.usable()
     t = 10 ** (labelled.snr_db / 10)
     meas_var = (10 / np.log(10) * base.noise.sd(t) / np.maximum(t, 1e-3)) ** 2
-    lo, hi = scenario.transmitter.power_dbm
-    fits = {}
-    for shape in SHAPES:  # the shape whose offset/slope fit leaves the smaller residual
-        loss, d = shape_loss_db(scenario, labelled.position_m, shape)
-        reg = _slope_regressor(d)
-        a, c, power, _ = _fit_offsets(
-            y, use, -loss, reg, fade_var + scenario.environment.shadowing.sigma_db**2, prior_power_dbm=(lo + hi) / 2
-        )
-        mu_param = -loss + a + c * reg
-        rms = float(np.sqrt(np.mean((y - mu_param - power[:, None])[use] ** 2)))
-        fits[shape] = (rms, a, c, power, mu_param)
-    shape = min(fits, key=lambda k: fits[k][0])
-    _, a, c, power, mu_param = fits[shape]
+    fits = _shape_fits(scenario, labelled, fade_var)
+    shape = min(fits, key=lambda k: fits[k].rms_db)
+    a, c, power, mu_param = fits[shape].offset_db, fits[shape].slope_correction, fits[shape].power_dbm, fits[shape].mu
     resid = np.where(use, y - mu_param, 0.0)
     n_use = use.sum(1)
     shrink = fade_var / 10.0**2
@@ -423,12 +410,60 @@ def _fit_labelled(
             "kind": "fitted",
             "shape": shape,
             "path_loss": scenario.environment.path_loss.model,
-            "shape_rms_db": {k: v[0] for k, v in fits.items()},
+            "shape_rms_db": {k: v.rms_db for k, v in fits.items()},
             "offset_db": a.tolist(),
             "slope_correction": c.tolist(),
             "fields": fields,
         },
     )
+
+
+@dataclass(frozen=True)
+class ShapeFit:
+    """One path-loss shape fitted to labelled transmissions: μ = P_t − L_r + a_r + c_r·(−10·log10(d / 10 km))."""
+
+    shape: str
+    offset_db: np.ndarray  # a, float [R]
+    slope_correction: np.ndarray  # c, float [R]
+    power_dbm: np.ndarray  # each transmission's fitted power, float [n]
+    mu: np.ndarray  # the shape's mean power for a 0 dBm transmitter, float [n, R] dBm
+    rms_db: float  # residual over the used measurements
+
+
+def _shape_fits(
+    scenario, labelled: Labelled, fade_var: float, shapes: tuple[str, ...] = SHAPES, common_slope: bool = False
+) -> dict[str, ShapeFit]:
+    """Offsets and slope corrections of every shape, each transmission's power unknown; with `common_slope` one
+    slope correction for all receivers (their use-weighted mean), the offsets refitted with it."""
+    y, use = labelled.power_dbm, labelled.usable()
+    lo, hi = scenario.transmitter.power_dbm
+    residual_var = fade_var + scenario.environment.shadowing.sigma_db**2
+    fits = {}
+    for shape in shapes:
+        loss, d = shape_loss_db(scenario, labelled.position_m, shape)
+        reg = _slope_regressor(d)
+        a, c, power, _ = _fit_offsets(y, use, -loss, reg, residual_var, prior_power_dbm=(lo + hi) / 2)
+        if common_slope:
+            c = np.full_like(c, np.average(c, weights=np.maximum(use.sum(0), 1e-9)))
+            # a zero regressor keeps the slope where it is: only the offsets and powers are refitted
+            a, _, power, _ = _fit_offsets(
+                y, use, -loss + c * reg, np.zeros_like(reg), residual_var, prior_power_dbm=(lo + hi) / 2
+            )
+        mu = -loss + a + c * reg
+        rms = float(np.sqrt(np.mean((y - mu - power[:, None])[use] ** 2)))
+        fits[shape] = ShapeFit(shape, a, c, power, mu, rms)
+    return fits
+
+
+def fit_propagation(
+    scenario, labelled: Labelled, options: MapOptions = MapOptions(), shapes: tuple[str, ...] = SHAPES
+) -> tuple[ShapeFit, RadioMap]:
+    """The path-loss shape (of `shapes`) that fits `labelled` best with per-receiver offsets and one common slope
+    correction, the transmit powers unknown; and the physics map, whose fading (mean in info["fading_mean_db"],
+    variance fading_var_db2) the offsets and the residual hold."""
+    base = physics_map(scenario, options)
+    fits = _shape_fits(scenario, labelled, base.fading_var_db2, shapes, common_slope=True)
+    return min(fits.values(), key=lambda f: f.rms_db), base
 
 
 def _fit_offsets(

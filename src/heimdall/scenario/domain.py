@@ -17,7 +17,7 @@ from heimdall.geo import LocalFrame
 
 EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
-PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata")
+PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata", "log_distance")
 HATA_ENVIRONMENTS = ("urban", "suburban", "open")
 MIN_RECEIVER_SEPARATION_M = 100.0
 MAX_RECEIVERS = 256
@@ -90,6 +90,7 @@ class PathLoss:
     model: str = "two_ray_diffraction"
     earth_radius_factor: float = 4.0 / 3.0
     hata_environment: str = "suburban"  # okumura_hata only: urban, suburban or open
+    slope_correction_db_per_decade: float = 0.0  # added to any model's slope, pivoting at 10 km
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ class Scenario:
         """Plain-data form (round-trips through `scenario_from_dict`)."""
         d = dataclasses.asdict(self)
         d["signals"]["mix"] = dict(self.signals.mix)
+        if not self.environment.path_loss.slope_correction_db_per_decade:
+            # added later: left out at its default so every scenario written before keeps its text and sha256
+            del d["environment"]["path_loss"]["slope_correction_db_per_decade"]
         return json.loads(json.dumps(d))  # tuples → lists
 
     def to_yaml(self) -> str:

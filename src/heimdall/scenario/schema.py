@@ -265,6 +265,10 @@ def _environment(v: Any, where: str) -> Environment:
                                 lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS),
                                 PathLoss.hata_environment,
                             ),
+                            "slope_correction_db_per_decade": (
+                                lambda y, ww: _number(y, ww, "dB/decade", -20, 20),
+                                PathLoss.slope_correction_db_per_decade,
+                            ),
                         },
                     )
                 ),

@@ -14,6 +14,13 @@ Model ``okumura_hata``: the empirical Hata fit of Okumura's measurements (urban,
 with the receiver as the base station and the transmitter as the mobile; never below free space. Its
 slope (35 dB/decade for a 30 m base) differs from the two-ray model's 40, which makes it a useful
 "other physics" for testing estimators that assume one model on data made with the other.
+
+Model ``log_distance``: 10·LOG_DISTANCE_EXPONENT·log10(d / 1 m), d at least SLOPE_MIN_DISTANCE_M; no absolute
+calibration (receivers' gain offsets and the transmit powers carry it): the plain law a radio map falls back on
+and a twin fitted with it simulates (heimdall.radiomap.twin).
+
+Every model's slope is corrected by ``slope_correction_db_per_decade`` (dB per decade of distance, pivoting at
+SLOPE_REFERENCE_M, where the loss is unchanged): a fitted network's loss grows faster or slower than the model's.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ MIN_DISTANCE_M = 10.0
 # Limit 2 + 20·log10(K) of the height-gain function (P.526 §3.1.1.2) with K ≈ 0.01, average land
 # and vertical polarisation at VHF/UHF.
 HEIGHT_GAIN_FLOOR_DB = 2.0 + 20.0 * np.log10(0.01)
+LOG_DISTANCE_EXPONENT = 3.0
+SLOPE_REFERENCE_M = 10_000.0
+SLOPE_MIN_DISTANCE_M = 100.0
 
 
 def free_space_loss_db(distance_m: np.ndarray, frequency_hz: float) -> np.ndarray:
@@ -131,6 +141,16 @@ def okumura_hata_loss_db(
     return np.maximum(urban - correction, free_space_loss_db(distance_m, frequency_hz))
 
 
+def log_distance_loss_db(distance_m: np.ndarray) -> np.ndarray:
+    """Loss of model ``log_distance`` in dB: 10·LOG_DISTANCE_EXPONENT·log10(d / 1 m). float [...] → float [...]."""
+    return 10.0 * LOG_DISTANCE_EXPONENT * np.log10(np.maximum(np.asarray(distance_m, float), SLOPE_MIN_DISTANCE_M))
+
+
+def slope_decades(distance_m: np.ndarray) -> np.ndarray:
+    """log10(d / SLOPE_REFERENCE_M), d at least SLOPE_MIN_DISTANCE_M: what a slope correction multiplies."""
+    return np.log10(np.maximum(np.asarray(distance_m, float), SLOPE_MIN_DISTANCE_M) / SLOPE_REFERENCE_M)
+
+
 def median_path_loss_db(
     model: PathLoss,
     distance_m: np.ndarray,
@@ -138,7 +158,15 @@ def median_path_loss_db(
     h_tx_m: np.ndarray,
     h_rx_m: np.ndarray,
 ) -> np.ndarray:
-    """The scenario's median path loss in dB (model.model selects the formula); arrays broadcast."""
+    """The scenario's median path loss in dB (model.model selects the formula, corrected by the model's
+    slope_correction_db_per_decade); arrays broadcast."""
     if model.model == "okumura_hata":
-        return okumura_hata_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.hata_environment)
-    return path_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.earth_radius_factor)
+        loss = okumura_hata_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.hata_environment)
+    elif model.model == "log_distance":
+        # heights do not change this loss, but the result keeps the broadcast shape of all three
+        loss = np.broadcast_arrays(log_distance_loss_db(distance_m), np.asarray(h_tx_m), np.asarray(h_rx_m))[0]
+    else:
+        loss = path_loss_db(distance_m, frequency_hz, h_tx_m, h_rx_m, model.earth_radius_factor)
+    if model.slope_correction_db_per_decade:
+        loss = loss + model.slope_correction_db_per_decade * slope_decades(distance_m)
+    return loss
