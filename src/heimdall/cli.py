@@ -21,7 +21,7 @@ from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.serve.settings import ServeSettings
-from heimdall.train.config import TrainConfig
+from heimdall.train.config import LOCALIZERS, TrainConfig
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -622,6 +622,19 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"transmissions when simulating the default dataset (default {d.dataset_size})",
     )
     _flag(p, "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
+    _flag(
+        p,
+        "--localizer",
+        choices=LOCALIZERS,
+        help=f"what is shipped (default {d.localizer}: the lowest validation NLL of the network, the radio map fitted "
+        "on the store and their hybrid); network skips the map",
+    )
+    _flag(
+        p,
+        "--map-spacing-m",
+        type=float,
+        help=f"grid cell side of that radio map in metres (default {d.map_spacing_m:g})",
+    )
     _flag(
         p,
         "--signing-key",

@@ -109,15 +109,30 @@ def fit_and_attach(
     """Fit a map on `store`, choose the hybrid's exponents with the network `model_path`, write `out` (atomically,
     after it loads) and its manifest."""
     network = read_network(model_path, out)
+    radio_map, fit = fit_store_map(network, store, options, on_progress)
+    return attach_map(network, radio_map, fit, out, signer)
+
+
+def fit_store_map(
+    network: NetworkModel,
+    store: Path,
+    options: MapOptions,
+    on_progress: Progress | None = None,
+    calibration: TestSet | None = None,
+) -> tuple[RadioMap, dict[str, Any]]:
+    """The map fitted on `store` for `network` and its FIT_KEY entry: the exponents chosen on the store's validation
+    split (with every candidate's validation NLL) and the map's provenance. `calibration`: the labelled set to fit
+    on instead of the store's training split (`heimdall map update`)."""
     if not store.is_dir():
         raise ExportError(f"{store}: not a store folder")
-    calibration, validation = map_splits(store)
+    stored, validation = map_splits(store)
+    calibration = calibration or stored
     recordings = calibration
     if recordings is None and (store / UNLABELLED_SPLIT).is_file():
         recordings = load_test_set(store / UNLABELLED_SPLIT)
     if recordings is None:
         raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
-    check_receivers(recordings, network.card, store, model_path)
+    check_receivers(recordings, network.card, store, network.path)
     try:  # bound the grid before any work
         MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
     except ValueError as exc:
@@ -138,13 +153,14 @@ def fit_and_attach(
         **exponents,
         "how": how,
         "labels_used": 0 if calibration is None else len(calibration.target_m),
+        "map_version": 1,  # heimdall.release.map_update counts on from here
         "spacing_m": options.spacing_m,
         "store": str(store.resolve()),
         "store_sha256": dataset_fingerprint(used),
         "store_files": [p.name for p in used],
         "fitted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return attach_map(network, radio_map, fit, out, signer)
+    return radio_map, fit
 
 
 def attach_map(

@@ -3,7 +3,8 @@
 The ONNX model is logged as an MLflow model (with its tensor signature, as one self-contained file) in the
 training run and registered as `heimdall-localizer`; its manifest (heimdall.manifest, signed when a key is
 given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
-the current champion on the same evaluation set (lower median error, with 1σ/2σ coverage within
+the current champion on the same evaluation set, each judged by its own answers (a map-carrying model by its
+hybrid posterior, heimdall.release.model_answers) (lower median error, with 1σ/2σ coverage within
 COVERAGE_TOLERANCE of ideal); otherwise the version gets the alias `challenger` and the reason is reported. A
 model registered without an evaluation set is always a challenger (NO_EVALUATION is the reason).
 The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from heimdall.errors import ModelLoadError
-from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.test_set import TestSet
 from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHALLENGER, CHAMPION, MODEL_NAME
 from heimdall.release.export import metadata_of
+from heimdall.release.model_answers import MAP_EVALUATION_SAMPLES, carries_map, model_answers
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_artifact_location
@@ -53,9 +54,10 @@ class Registration:
     champion_metrics: dict | None
 
 
-def onnx_metrics(onnx_bytes: bytes, test: TestSet) -> dict:
-    """Median error and calibration of an ONNX model on a TestSet (heimdall.evaluation)."""
-    return summary_of(*onnx_predictions(onnx_bytes, test), test.target_m)
+def onnx_metrics(onnx_bytes: bytes, test: TestSet, where: str = "model") -> dict:
+    """Median error and calibration of an ONNX model's own answers on a TestSet (a map-carrying model: its hybrid
+    posterior's, heimdall.release.model_answers)."""
+    return summary_of(*model_answers(onnx_bytes, test, where), test.target_m)
 
 
 def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:
@@ -193,7 +195,14 @@ def register(
             if champion_card.scenario_sha256 != new_card.scenario_sha256:
                 unusable = "the champion was trained on another scenario; it is not replaced automatically"
             else:
-                champion_metrics = onnx_metrics(champion, test)
+                if carries_map(champion) and len(test.target_m) > MAP_EVALUATION_SAMPLES:  # both on the same rows
+                    test = test.head(MAP_EVALUATION_SAMPLES)
+                    if metrics is not None:
+                        metrics = metrics | onnx_metrics(onnx_bytes, test) | {"n_eval": MAP_EVALUATION_SAMPLES}
+                try:
+                    champion_metrics = onnx_metrics(champion, test, where)
+                except ModelLoadError as exc:
+                    unusable = f"the champion cannot be judged ({exc}); it is not replaced automatically"
     if test is None or metrics is None:
         wins, reason = False, NO_EVALUATION
     elif unusable:
