@@ -19,7 +19,7 @@ from typing import Any
 
 from heimdall.atomic import atomic_write_bytes
 from heimdall.datasets.store import split_files
-from heimdall.errors import ModelStoreError
+from heimdall.errors import ExportError, ModelStoreError
 from heimdall.evaluation.evaluate import task_predictor
 from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
@@ -34,6 +34,7 @@ from heimdall.release.model_store import ModelStore
 from heimdall.release.registry import Registration, onnx_metrics, register, registry_client, summary_of
 from heimdall.signing import SigningKey
 from heimdall.train.config import from_mapping
+from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_tracking_uri
 
 EVALUATION_SAMPLES = 20_000  # transmissions of the evaluation set the champion rule judges on
@@ -75,6 +76,16 @@ class PublishResult:
     def sha256(self) -> str:
         """The sha256 of the file published."""
         return self.attached.sha256 if self.attached is not None else self.export.sha256
+
+
+@dataclass
+class PublishedMap:
+    """Where a map-carrying model went: the store and its version, the registration, the metrics it was judged by."""
+
+    store: str | None
+    store_version: int | None
+    registration: Registration | None
+    eval_metrics: dict | None
 
 
 def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> TestSet | None:
@@ -138,6 +149,21 @@ def map_model_metrics(data: bytes, test: TestSet | None, where: str) -> tuple[Te
         return None, None
     test = test.head(MAP_EVALUATION_SAMPLES)
     return test, onnx_metrics(data, test, where) | {"n_eval": len(test.target_m), "eval_data": test.source}
+
+
+def publish_map_model(attached: AttachedMap, data_store: Path, options: PublishOptions) -> PublishedMap:
+    """Put a map-carrying model written by `heimdall map fit` / `map update` into the model store and the registry
+    as `options` say, judged on `options.eval_data`, else on the test split of `data_store` when it has one."""
+    data = attached.path.read_bytes()
+    where = str(attached.path)
+    card = ModelCard.from_onnx_metadata(metadata_of(data), where, ExportError)
+    test, metrics = map_model_metrics(data, evaluation_set(str(data_store), options.eval_data), where)
+    run_id = card.mlflow_run_id or None
+    uri = options.tracking_uri or default_tracking_uri()
+    metadata = map_model_metadata(card.to_onnx_metadata(), data)
+    return PublishedMap(
+        *store_and_register(data, metadata, run_id, test, metrics, options, uri, attached.path), metrics
+    )
 
 
 def store_and_register(
