@@ -130,3 +130,36 @@ def _rows(store, n):
 
     with h5py.File(store / "test.h5") as f:
         return {"ids": list(f["receivers/id"].asstr()[...]), "features": f["features"][:n]}
+
+
+def test_a_map_model_is_judged_by_the_answers_the_service_gives(map_model_file, model_file, tiny_store):
+    from heimdall.errors import ModelLoadError
+    from heimdall.release.registry import summary_of
+    from heimdall.serve.map_answers import hybrid_answers, load_map, map_input
+    from heimdall.train.model_card import ModelCard
+
+    data = map_model_file.read_bytes()
+    test = load_test_set(tiny_store)
+    proto = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    card = ModelCard.from_onnx_metadata(meta, "map model", ModelLoadError)
+    served = load_map(proto, meta, card.receiver_ids, "map model")
+    mean_m, cov_m2 = onnx_predictions(data, test)
+    inputs = [map_input(card.feature_params, card.receiver_ids, f, card.receiver_ids) for f in test.features]
+    mean_m, cov_m2, _, _ = hybrid_answers(served, card.frame, mean_m, cov_m2, inputs)
+    expected = summary_of(mean_m, cov_m2, test.target_m)
+    judged = onnx_metrics(data, test)
+    assert {k: judged[k] for k in expected} == pytest.approx(expected)
+    assert 0 < judged["coverage_region50"] < judged["coverage_region95"] <= 1
+    assert onnx_metrics(data, test) != pytest.approx(onnx_metrics(model_file.read_bytes(), test))
+
+
+def test_a_map_model_is_calibrated_by_its_regions_not_its_moment_ellipses():
+    from heimdall.release.registry import decide
+
+    # a two-mode or heavy-tailed posterior: its moment-matched 1σ ellipse holds the truth too rarely, its regions right
+    answers = {"median_error_m": 5e3, "coverage_1sigma": 0.30, "coverage_2sigma": 0.90}
+    regions = {"coverage_region50": 0.52, "coverage_region95": 0.94}
+    assert not decide(answers, None)[0] and decide(answers | regions, None)[0]
+    wins, why = decide(answers | regions | {"coverage_region95": 0.85}, None)
+    assert not wins and "95 % region 85.0%" in why
