@@ -82,16 +82,22 @@ class NetworkModel:
     card: ModelCard
 
 
-def read_network(model_path: Path, out: Path) -> NetworkModel:
-    """The network model at `model_path`, checked (one self-contained file without a map, a valid card) before a
-    map-carrying copy of it is written to `out`."""
+def read_model_file(model_path: Path, out: Path) -> tuple[bytes, Any]:
+    """(bytes, parsed onnx.ModelProto) of the model a new model is made from, refused when `out` would replace it,
+    when it is missing or too large, or when it holds external data."""
     if out.resolve() == model_path.resolve():
-        raise ExportError(f"--out {out}: would replace the network model; write the map-carrying model elsewhere")
+        raise ExportError(f"--out {out}: would replace {model_path}; write the new model elsewhere")
     if not model_path.is_file():
         raise ExportError(f"{model_path}: model file not found")
     check_model_size(model_path.stat().st_size, str(model_path), ExportError)
     data = model_path.read_bytes()
-    proto = require_self_contained(data, str(model_path))
+    return data, require_self_contained(data, str(model_path))
+
+
+def read_network(model_path: Path, out: Path) -> NetworkModel:
+    """The network model at `model_path`, checked (one self-contained file without a map, a valid card) before a
+    map-carrying copy of it is written to `out`."""
+    data, proto = read_model_file(model_path, out)
     if map_io.has_map(proto):
         raise ExportError(f"{model_path}: already carries a radio map; fit on the network model it was made from")
     card = ModelCard.from_onnx_metadata({p.key: p.value for p in proto.metadata_props}, str(model_path), ExportError)

@@ -28,10 +28,17 @@ from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import DatasetError, ExportError
 from heimdall.evaluation.evaluate import map_splits
 from heimdall.evaluation.test_set import TestSet, load_test_set
-from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.fit import MapOptions
-from heimdall.release.map_attach import AttachedMap, NetworkModel, Progress, attach_map, check_receivers, fit_store_map
+from heimdall.release.map_attach import (
+    AttachedMap,
+    NetworkModel,
+    Progress,
+    attach_map,
+    check_receivers,
+    fit_store_map,
+    read_model_file,
+)
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
@@ -54,13 +61,7 @@ def read_map_model(model_path: Path, out: Path) -> MapModel:
     fitted: one self-contained file, a map, a FIT_KEY entry, the network its `network_sha256` names."""
     import onnx
 
-    if out.resolve() == model_path.resolve():
-        raise ExportError(f"--out {out}: would replace the model it updates; write the new version elsewhere")
-    if not model_path.is_file():
-        raise ExportError(f"{model_path}: model file not found")
-    check_model_size(model_path.stat().st_size, str(model_path), ExportError)
-    data = model_path.read_bytes()
-    proto = require_self_contained(data, str(model_path))
+    data, proto = read_model_file(model_path, out)
     if not map_io.has_map(proto):
         raise ExportError(
             f"{model_path}: carries no radio map to update; attach one first with `heimdall map fit STORE --model "
