@@ -5,8 +5,9 @@ training run and registered as `heimdall-localizer`; its manifest (heimdall.mani
 given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
 the current champion on the same evaluation set, each judged by its own answers — a map-carrying model by its
 hybrid posterior (heimdall.release.model_answers) — with a lower median error and a calibration within
-COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions); otherwise the version gets the alias `challenger` and the reason is reported. A
-model registered without an evaluation set is always a challenger (NO_EVALUATION is the reason).
+COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions); otherwise the version
+gets the alias `challenger` and the reason is reported. A model registered without an evaluation set is always a
+challenger (NO_EVALUATION is the reason).
 The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
 would be a ./mlflow.db in the working folder.
 """
