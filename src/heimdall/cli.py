@@ -21,7 +21,7 @@ from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.serve.settings import ServeSettings
-from heimdall.train.config import TrainConfig
+from heimdall.train.config import LOCALIZERS, TrainConfig
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -438,28 +438,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "map",
-        help="fit a radio map on a store and attach it to a model (a new ONNX file)",
+        help="fit a radio map on a store and attach it to a model, or update a model's map with new labels",
         description="fit: fit the radio map on STORE's labelled training split (self-calibrated on its "
         "unlabelled recordings when it has no labels), choose the map × network exponents on its validation "
-        "split, and write the network model with the map attached to --out (docs/RADIOMAP.md).",
+        "split, and write the network model with the map attached to --out. update: add the labelled SigMF "
+        "recordings of --labels to the map of a map-carrying --model, refit the map (the network is unchanged) and "
+        "write the new version to --out. Either can also go to a model store (--store) and the registry "
+        "(--register) (docs/RADIOMAP.md).",
     )
-    p.add_argument("action", choices=["fit"])
-    p.add_argument("store", help="store folder (train.h5 / val.h5, or unlabelled.h5) with the model's receivers")
-    _flag(p, "--model", required=True, help="the network model (model.onnx) the map is attached to")
+    p.add_argument("action", choices=["fit", "update"])
+    p.add_argument(
+        "data_store",
+        metavar="store",
+        help="store folder (train.h5 / val.h5, or unlabelled.h5) with the model's receivers",
+    )
+    _flag(p, "--model", required=True, help="fit: the network model (model.onnx); update: the map-carrying model")
     _flag(p, "--out", required=True, help="ONNX file to write (the model with the map; its manifest beside it)")
+    _flag(p, "--labels", metavar="DIR", help="update: folder of labelled SigMF collections of the model's receivers")
     _flag(
         p,
         "--spacing-m",
         type=float,
-        default=DEFAULT_SPACING_M,
-        help=f"grid cell side of the map in metres (default {DEFAULT_SPACING_M:g})",
+        help=f"grid cell side of the map in metres (default: fit {DEFAULT_SPACING_M:g}, update the model's own)",
     )
     _flag(
         p,
         "--signing-key",
         metavar="FILE",
-        help="sign the manifest with this ed25519 private key (PEM) or HMAC key file "
+        help="sign the manifests with this ed25519 private key (PEM) or HMAC key file "
         "(default $HEIMDALL_SIGNING_KEY_FILE; none: unsigned)",
+    )
+    _flag(p, "--store", help="also publish the new model to this model store as its next version (folder or s3://…)")
+    _add_s3_options(p)
+    _flag(
+        p,
+        "--register",
+        action="store_true",
+        help="also register it in MLflow (champion only if it beats the champion on the evaluation set)",
+    )
+    _flag(p, "--tracking-uri", help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI or sqlite)")
+    _flag(
+        p,
+        "--eval-data",
+        help="store folder or test .h5 the champion rule judges on (default: STORE's test split if it has one)",
     )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
 
@@ -628,6 +649,19 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"transmissions when simulating the default dataset (default {d.dataset_size})",
     )
     _flag(p, "--no-export", dest="export", action="store_false", help="do not export ONNX after training")
+    _flag(
+        p,
+        "--localizer",
+        choices=LOCALIZERS,
+        help=f"what is shipped (default {d.localizer}: the lowest validation NLL of the network, the radio map fitted "
+        "on the store and their hybrid); network skips the map",
+    )
+    _flag(
+        p,
+        "--map-spacing-m",
+        type=float,
+        help=f"grid cell side of that radio map in metres (default {d.map_spacing_m:g})",
+    )
     _flag(
         p,
         "--signing-key",

@@ -30,6 +30,8 @@ from heimdall.datasets.spec import DatasetSpec
 from heimdall.datasets.store import split_files
 from heimdall.errors import ConfigError, HeimdallError
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
+from heimdall.radiomap.fit import MapOptions
+from heimdall.release.choice import Choice
 from heimdall.release.publish import PublishOptions, PublishResult, export_and_publish
 from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
@@ -75,6 +77,11 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
     if getattr(args, "export_only", False):
         if resume:
             raise ConfigError("--export-only and --resume-training exclude each other")
+        if cfg.localizer in ("map", "hybrid"):
+            raise ConfigError(
+                f"--localizer {cfg.localizer} with --export-only: --export-only publishes the network; attach a map "
+                "to its model.onnx with `heimdall map fit STORE --model model.onnx --out model-map.onnx`"
+            )
         return _export_only(console, cfg, checkpoint, publish, json_out)
     if resume:
         if getattr(args, "config", None):
@@ -99,6 +106,7 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
         with log_file(run_dir / LOG_FILE) if launch_rank() == 0 else contextlib.nullcontext():
             try:
                 cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
+                _check_localizer(cfg)
                 _warn_unused_validation_split(cfg, set(flags))
                 result = run_training(cfg, console, resume=resume)
                 published = None
@@ -156,7 +164,7 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
     table.add_row("best checkpoint", str(result.best_checkpoint))
     table.add_row("last checkpoint", str(result.last_checkpoint))
     if published is not None:
-        table.add_row("ONNX model", str(published.export.path))
+        table.add_row("ONNX model", str(published.path))
         if published.store_version is not None:
             table.add_row("model store", f"version {published.store_version} in {published.store}")
         if published.registration is not None:
@@ -164,6 +172,26 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
             table.add_row("MLflow registry", f"{g.name} v{g.version} → {g.alias} ({g.reason})")
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     table.add_row("time", f"{result.seconds:.0f} s")
+    console.print(table)
+    if published is not None and published.choice is not None:
+        print_choice(console, published.choice)
+
+
+def print_choice(console: Console, choice: Choice) -> None:
+    """The localizers' validation NLL side by side, the one shipped and why."""
+    table = Table(title=f"localizer shipped: {choice.localizer}", caption=choice.reason)
+    table.add_column("localizer")
+    table.add_column("val NLL (nats per km², lower is better)", justify="right")
+    table.add_column("α, β", justify="right")
+    for name, nll in choice.nll.items():
+        exponents = choice.exponents.get(name)
+        table.add_row(
+            f"{name} ←" if name == choice.localizer else name,
+            f"{nll:.3f}",
+            f"{exponents[0]:g}, {exponents[1]:g}" if exponents else "",
+        )
+    if not choice.nll:
+        table.add_row(choice.localizer, "not compared", "")
     console.print(table)
 
 
@@ -175,7 +203,8 @@ def _export_only(
         raise ConfigError("--export-only needs --checkpoint PATH")
     ckpt = Path(checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
-    published = export_and_publish(ckpt, out, options=dataclasses.replace(options, signer=signing_key(cfg.signing_key)))
+    signer = signing_key(cfg.signing_key)
+    published = export_and_publish(ckpt, out, options=dataclasses.replace(options, signer=signer, localizer="network"))
     report(console, published)
     if json_out is not None:
         print(json.dumps(summary(None, published)), file=json_out)
@@ -192,6 +221,8 @@ def _publish_options(args: argparse.Namespace, cfg: TrainConfig) -> PublishOptio
         s3_options=s3_options(s3),
         eval_data=getattr(args, "eval_data", None),
         tracking_uri=cfg.tracking_uri,
+        localizer=cfg.localizer,
+        map_options=MapOptions(spacing_m=cfg.map_spacing_m),
     )
 
 
@@ -247,6 +278,14 @@ def check_hardware(cfg: TrainConfig) -> None:
         )
 
 
+def _check_localizer(cfg: TrainConfig) -> None:
+    """Refuse, before the fit, a forced hybrid the store cannot weigh (no validation split to choose α, β on)."""
+    if cfg.export and cfg.localizer == "hybrid" and not (Path(cfg.data_dir or ".") / "val.h5").is_file():
+        raise ConfigError(
+            f"--localizer hybrid: the store {cfg.data_dir} has no validation split (val.h5) to weigh map and network on"
+        )
+
+
 def _warn_unused_validation_split(cfg: TrainConfig, given: set[str]) -> None:
     if "validation_split" in given and cfg.data_dir and split_files(cfg.data_dir, "val"):
         log.warning(
@@ -281,8 +320,9 @@ def summary(result: TrainResult | None, published: PublishResult | None) -> dict
     if published is not None:
         g = published.registration
         out["model"] = {
-            "onnx": str(published.export.path),
-            "sha256": published.export.sha256,
+            "onnx": str(published.path),
+            "sha256": published.sha256,
+            "localizer": published.choice.summary() if published.choice is not None else None,
             "store": published.store,
             "store_version": published.store_version,
             "eval_metrics": published.eval_metrics,

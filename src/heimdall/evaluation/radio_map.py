@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from heimdall.radiomap.answers import AnswerCollector, MapAnswers
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
-from heimdall.radiomap.hybrid import choose_exponents, combine
+from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
 
@@ -53,14 +53,23 @@ def fit_map(
     )
 
 
-def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict) -> dict[str, float]:
+def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
-    validation_n."""
+    validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
+    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0)."""
     vm = measured(validation)
     posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(vm))]
     net_mean, net_cov = predict(validation)
-    alpha, beta, nll = choose_exponents(posts, net_mean, net_cov, validation.target_m)
-    return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts)}
+    nlls = exponent_nlls(posts, net_mean, net_cov, validation.target_m)
+    alpha, beta, nll = best_exponents(nlls)
+    candidates = {
+        "network": {"nll": network_nll(net_mean, net_cov, validation.target_m)},
+        **{
+            name: dict(zip(("alpha", "beta", "nll"), best_exponents(nlls, beta_positive), strict=True))
+            for name, beta_positive in (("map", False), ("hybrid", True))
+        },
+    }
+    return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts), "candidates": candidates}
 
 
 def grid_estimates(

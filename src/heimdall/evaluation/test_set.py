@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -31,6 +31,18 @@ class TestSet:
     gain_offset_db: np.ndarray | None  # oracle, simulated stores only
     tx_height_m: np.ndarray | None  # oracle, simulated stores only
     source: str
+
+    def head(self, n: int) -> TestSet:
+        """The first n transmissions (all when there are fewer)."""
+        rows = slice(0, n)
+        return replace(
+            self,
+            features=self.features[rows],
+            heard=self.heard[rows],
+            present=self.present[rows],
+            target_m=self.target_m[rows],
+            tx_height_m=None if self.tx_height_m is None else self.tx_height_m[rows],
+        )
 
     @property
     def power_dbm(self) -> np.ndarray:

@@ -15,7 +15,8 @@ import itertools
 
 import numpy as np
 
-from heimdall.radiomap.posterior import GridPosterior
+from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR, GridPosterior
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -39,15 +40,34 @@ def combine(
     )
 
 
-def choose_exponents(
+def hybrid_posterior(
+    radio_map: RadioMap,
+    snr_db: np.ndarray,
+    noise_dbm: np.ndarray,
+    present: np.ndarray,
+    net_mean_m: np.ndarray,
+    net_cov_m2: np.ndarray,
+    alpha: float,
+    beta: float,
+) -> GridPosterior:
+    """The posterior a map-carrying model answers one transmission with (the map's inputs [R] as
+    RadioMap.localize reads them, the network's mean [2] m and covariance [2, 2] m²); α = 1, β = 0: the map's own."""
+    post = radio_map.localize(snr_db, noise_dbm, present)
+    if (alpha, beta) != (1.0, 0.0):
+        post = combine(post, net_mean_m, net_cov_m2, alpha, beta)
+    return post
+
+
+def exponent_nlls(
     posts: list[GridPosterior], net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray
-) -> tuple[float, float, float]:
-    """(α, β, mean NLL) with the lowest mean negative log-likelihood (per km²) of the truths [n, 2]."""
-    best = (1.0, 0.0, np.inf)
+) -> dict[tuple[float, float], float]:
+    """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 (β = 0: the map
+    alone, tempered by α)."""
+    out = {}
     for alpha, beta in itertools.product(EXPONENTS, EXPONENTS):
         if alpha == 0.0:
-            continue  # the network alone is judged as a network, with its own (unpruned) Gaussian
-        nll = float(
+            continue  # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
+        out[(alpha, beta)] = float(
             np.mean(
                 [
                     -combine(p, net_mean_m[i], net_cov_m2[i], alpha, beta).log_density_at(truth_m[i][None])[0]
@@ -55,6 +75,33 @@ def choose_exponents(
                 ]
             )
         )
-        if nll < best[2]:
-            best = (alpha, beta, nll)
-    return best
+    return out
+
+
+def best_exponents(
+    nlls: dict[tuple[float, float], float], beta_positive: bool | None = None
+) -> tuple[float, float, float]:
+    """(α, β, mean NLL) of the lowest entry of `nlls` (exponent_nlls); only those with β > 0 (the hybrid) or β = 0
+    (the map alone) when `beta_positive` says so."""
+    kept = {k: v for k, v in nlls.items() if beta_positive is None or (k[1] > 0) == beta_positive}
+    (alpha, beta), nll = min(kept.items(), key=lambda kv: kv[1])
+    return alpha, beta, nll
+
+
+def choose_exponents(
+    posts: list[GridPosterior], net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray
+) -> tuple[float, float, float]:
+    """(α, β, mean NLL) with the lowest mean negative log-likelihood (per km²) of the truths [n, 2]."""
+    return best_exponents(exponent_nlls(posts, net_mean_m, net_cov_m2, truth_m))
+
+
+def network_nll(net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray) -> float:
+    """Mean negative log-likelihood of the truths [n, 2] under the network's Gaussians (mean [n, 2] m, covariance
+    [n, 2, 2] m²), on the grid posterior's footing: density per km², floored at LOG_DENSITY_FLOOR as a pruned
+    cell is, so one wild answer costs the network what it costs the map."""
+    cov_km2 = net_cov_m2 / 1e6
+    d = (truth_m - net_mean_m) / 1e3
+    log_density = -0.5 * np.einsum("ni,nij,nj->n", d, np.linalg.inv(cov_km2), d) - 0.5 * np.log(
+        np.linalg.det(2 * np.pi * cov_km2)
+    )
+    return float(np.mean(-np.maximum(np.nan_to_num(log_density, nan=-np.inf), LOG_DENSITY_FLOOR)))

@@ -81,6 +81,23 @@ def attach(model, m: RadioMap) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(_description(m))
 
 
+def detach(model) -> None:
+    """Remove what `attach` added (the map's tensors, Identity nodes, outputs and metadata) from an
+    onnx.ModelProto, in place: the model it was attached to is left."""
+    graph = model.graph
+    for container, name_of in (
+        (graph.initializer, lambda t: t.name),
+        (graph.node, lambda n: n.name),
+        (graph.output, lambda o: o.name),
+    ):
+        kept = [item for item in container if not name_of(item).startswith(PREFIX)]
+        del container[:]
+        container.extend(kept)
+    kept_meta = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept_meta)
+
+
 def to_onnx(m: RadioMap, metadata: dict[str, str]):
     """A map-only model: onnx.ModelProto holding the map and `metadata` (as metadata_props)."""
     from onnx import helper

@@ -82,16 +82,22 @@ class NetworkModel:
     card: ModelCard
 
 
-def read_network(model_path: Path, out: Path) -> NetworkModel:
-    """The network model at `model_path`, checked (one self-contained file without a map, a valid card) before a
-    map-carrying copy of it is written to `out`."""
+def read_model_file(model_path: Path, out: Path) -> tuple[bytes, Any]:
+    """(bytes, parsed onnx.ModelProto) of the model a new model is made from, refused when `out` would replace it,
+    when it is missing or too large, or when it holds external data."""
     if out.resolve() == model_path.resolve():
-        raise ExportError(f"--out {out}: would replace the network model; write the map-carrying model elsewhere")
+        raise ExportError(f"--out {out}: would replace {model_path}; write the new model elsewhere")
     if not model_path.is_file():
         raise ExportError(f"{model_path}: model file not found")
     check_model_size(model_path.stat().st_size, str(model_path), ExportError)
     data = model_path.read_bytes()
-    proto = require_self_contained(data, str(model_path))
+    return data, require_self_contained(data, str(model_path))
+
+
+def read_network(model_path: Path, out: Path) -> NetworkModel:
+    """The network model at `model_path`, checked (one self-contained file without a map, a valid card) before a
+    map-carrying copy of it is written to `out`."""
+    data, proto = read_model_file(model_path, out)
     if map_io.has_map(proto):
         raise ExportError(f"{model_path}: already carries a radio map; fit on the network model it was made from")
     card = ModelCard.from_onnx_metadata({p.key: p.value for p in proto.metadata_props}, str(model_path), ExportError)
@@ -109,15 +115,30 @@ def fit_and_attach(
     """Fit a map on `store`, choose the hybrid's exponents with the network `model_path`, write `out` (atomically,
     after it loads) and its manifest."""
     network = read_network(model_path, out)
+    radio_map, fit = fit_store_map(network, store, options, on_progress)
+    return attach_map(network, radio_map, fit, out, signer)
+
+
+def fit_store_map(
+    network: NetworkModel,
+    store: Path,
+    options: MapOptions,
+    on_progress: Progress | None = None,
+    calibration: TestSet | None = None,
+) -> tuple[RadioMap, dict[str, Any]]:
+    """The map fitted on `store` for `network` and its FIT_KEY entry: the exponents chosen on the store's validation
+    split (with every candidate's validation NLL) and the map's provenance. `calibration`: the labelled set to fit
+    on instead of the store's training split (`heimdall map update`)."""
     if not store.is_dir():
         raise ExportError(f"{store}: not a store folder")
-    calibration, validation = map_splits(store)
+    stored, validation = map_splits(store)
+    calibration = calibration or stored
     recordings = calibration
     if recordings is None and (store / UNLABELLED_SPLIT).is_file():
         recordings = load_test_set(store / UNLABELLED_SPLIT)
     if recordings is None:
         raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
-    check_receivers(recordings, network.card, store, model_path)
+    check_receivers(recordings, network.card, store, network.path)
     try:  # bound the grid before any work
         MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
     except ValueError as exc:
@@ -138,13 +159,14 @@ def fit_and_attach(
         **exponents,
         "how": how,
         "labels_used": 0 if calibration is None else len(calibration.target_m),
+        "map_version": 1,  # heimdall.release.map_update counts on from here
         "spacing_m": options.spacing_m,
         "store": str(store.resolve()),
         "store_sha256": dataset_fingerprint(used),
         "store_files": [p.name for p in used],
         "fitted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return attach_map(network, radio_map, fit, out, signer)
+    return radio_map, fit
 
 
 def attach_map(

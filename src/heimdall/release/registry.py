@@ -3,9 +3,11 @@
 The ONNX model is logged as an MLflow model (with its tensor signature, as one self-contained file) in the
 training run and registered as `heimdall-localizer`; its manifest (heimdall.manifest, signed when a key is
 given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
-the current champion on the same evaluation set (lower median error, with 1σ/2σ coverage within
-COVERAGE_TOLERANCE of ideal); otherwise the version gets the alias `challenger` and the reason is reported. A
-model registered without an evaluation set is always a challenger (NO_EVALUATION is the reason).
+the current champion on the same evaluation set, each judged by its own answers — a map-carrying model by its
+hybrid posterior (heimdall.release.model_answers) — with a lower median error and a calibration within
+COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions); otherwise the version
+gets the alias `challenger` and the reason is reported. A model registered without an evaluation set is always a
+challenger (NO_EVALUATION is the reason).
 The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
 would be a ./mlflow.db in the working folder.
 """
@@ -21,13 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from heimdall.errors import ModelLoadError
-from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.test_set import TestSet
 from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHALLENGER, CHAMPION, MODEL_NAME
 from heimdall.release.export import metadata_of
+from heimdall.release.model_answers import MAP_EVALUATION_SAMPLES, carries_map, model_answers
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import artifact_location
@@ -53,9 +55,15 @@ class Registration:
     champion_metrics: dict | None
 
 
-def onnx_metrics(onnx_bytes: bytes, test: TestSet) -> dict:
-    """Median error and calibration of an ONNX model on a TestSet (heimdall.evaluation)."""
-    return summary_of(*onnx_predictions(onnx_bytes, test), test.target_m)
+def onnx_metrics(onnx_bytes: bytes, test: TestSet, where: str = "model") -> dict:
+    """Median error and calibration of an ONNX model's own answers on a TestSet (a map-carrying model: its hybrid
+    posterior's, heimdall.release.model_answers, with the share of truths in its 50 % and 95 % regions,
+    `coverage_region50` and `coverage_region95`)."""
+    a = model_answers(onnx_bytes, test, where)
+    out = summary_of(a.mean_m, a.cov_m2, test.target_m)
+    if a.in_region50 is not None and a.in_region95 is not None:
+        out |= {"coverage_region50": float(a.in_region50.mean()), "coverage_region95": float(a.in_region95.mean())}
+    return out
 
 
 def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:
@@ -67,20 +75,29 @@ def summary_of(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
+def coverages(m: dict) -> dict[str, tuple[float, float]]:
+    """The coverages a model's calibration is judged by, name → (measured, ideal): the 50 % and 95 % regions of a
+    map-carrying model (its answers are not Gaussian: their ellipses are moment-matched), else the 1σ and 2σ
+    ellipses."""
+    if "coverage_region50" in m:
+        return {"50 % region": (m["coverage_region50"], 0.5), "95 % region": (m["coverage_region95"], 0.95)}
+    return {
+        "1σ": (m["coverage_1sigma"], COVERAGE_1SIGMA_IDEAL),
+        "2σ": (m["coverage_2sigma"], COVERAGE_2SIGMA_IDEAL),
+    }
+
+
 def calibrated(m: dict, tolerance: float = COVERAGE_TOLERANCE) -> bool:
-    """Whether 1σ and 2σ coverage both lie within `tolerance` of ideal."""
-    return (
-        abs(m["coverage_1sigma"] - COVERAGE_1SIGMA_IDEAL) <= tolerance
-        and abs(m["coverage_2sigma"] - COVERAGE_2SIGMA_IDEAL) <= tolerance
-    )
+    """Whether both coverages (`coverages`) lie within `tolerance` of ideal."""
+    return all(abs(measured - ideal) <= tolerance for measured, ideal in coverages(m).values())
 
 
 def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERANCE) -> tuple[bool, str]:
     """Whether the new model becomes champion, and why (in words)."""
     if not calibrated(new, tolerance):
+        (a, (ma, ia)), (b, (mb, ib)) = coverages(new).items()
         return False, (
-            f"its coverage 1σ {new['coverage_1sigma']:.1%} / 2σ {new['coverage_2sigma']:.1%} is more "
-            f"than {tolerance:.0%} from ideal ({COVERAGE_1SIGMA_IDEAL:.1%} / {COVERAGE_2SIGMA_IDEAL:.1%})"
+            f"its coverage {a} {ma:.1%} / {b} {mb:.1%} is more than {tolerance:.0%} from ideal ({ia:.1%} / {ib:.1%})"
         )
     if champion is None:
         return True, "there was no champion"
@@ -193,7 +210,14 @@ def register(
             if champion_card.scenario_sha256 != new_card.scenario_sha256:
                 unusable = "the champion was trained on another scenario; it is not replaced automatically"
             else:
-                champion_metrics = onnx_metrics(champion, test)
+                if carries_map(champion) and len(test.target_m) > MAP_EVALUATION_SAMPLES:  # both on the same rows
+                    test = test.head(MAP_EVALUATION_SAMPLES)
+                    if metrics is not None:
+                        metrics = metrics | onnx_metrics(onnx_bytes, test) | {"n_eval": MAP_EVALUATION_SAMPLES}
+                try:
+                    champion_metrics = onnx_metrics(champion, test, where)
+                except ModelLoadError as exc:
+                    unusable = f"the champion cannot be judged ({exc}); it is not replaced automatically"
     if test is None or metrics is None:
         wins, reason = False, NO_EVALUATION
     elif unusable:

@@ -19,7 +19,7 @@ from heimdall.errors import ModelLoadError
 from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
-from heimdall.radiomap.hybrid import combine
+from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import Mode
 from heimdall.release.map_metadata import read_exponents
@@ -103,9 +103,9 @@ def map_input(
 
 def map_part(served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> MapPart:
     """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²), in metres."""
-    post = served.radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present)
-    if (served.alpha, served.beta) != (1.0, 0.0):
-        post = combine(post, net_mean_m, net_cov_m2, served.alpha, served.beta)
+    post = hybrid_posterior(
+        served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, served.alpha, served.beta
+    )
     regions = {key: post.region(float(key)) for key in REGION_PROBABILITIES}
     area_km2 = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
     return MapPart(post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), regions, area_km2)

@@ -21,6 +21,7 @@ from heimdall.atomic import atomic_write_text
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.errors import ConfigError
 from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
+from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.scenario import DEFAULT_SCENARIO
 
 if TYPE_CHECKING:  # the CLI reads the defaults here: nothing heavy at import
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the CLI reads the defaults here: nothing heavy at import
 
 MAX_CONFIG_CHARS = 64 * 1024
 MAX_TEXT_CHARS = 4096  # paths, names, URIs
+LOCALIZERS = ("auto", "network", "map", "hybrid")  # heimdall.release.choice: auto picks by validation NLL
 MODE_KEYS = ("checkpoint", "export_only", "resume_training")  # saved by older runs; modes of `train`, not options
 # Far above any useful network, low enough that a configuration from a file cannot ask for absurd memory or time.
 SIZE_LIMITS = {
@@ -131,6 +133,8 @@ class TrainConfig:
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in the workspace
     export: bool = True  # export ONNX after training
     signing_key: str | None = None  # key file signing the model's manifests (default $HEIMDALL_SIGNING_KEY_FILE)
+    localizer: str = "auto"  # what is shipped: the lowest validation NLL of network, map, hybrid; or one of them
+    map_spacing_m: float = DEFAULT_SPACING_M  # grid cell side of the radio map fitted for the choice
     # written by the run itself
     run_name: str | None = None
     mlflow_run_id: str | None = None
@@ -233,6 +237,8 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         (cfg.d_model % max(cfg.n_heads, 1) == 0, "d_model must be a multiple of n_heads"),
         (cfg.accelerator in ("cpu", "gpu", "cuda", "auto", "mps"), "accelerator must be cpu, gpu or auto"),
         (cfg.init_from or not cfg.keep_normalisation, "keep_normalisation needs init_from"),
+        (cfg.localizer in LOCALIZERS, f"localizer must be one of {', '.join(LOCALIZERS)}"),
+        (cfg.map_spacing_m > 0, "map_spacing_m must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -45,6 +45,8 @@ RESUME_OVERRIDABLE = (
     "threads",
     "export",
     "signing_key",
+    "localizer",
+    "map_spacing_m",
 )
 
 

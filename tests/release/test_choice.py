@@ -1,0 +1,165 @@
+"""The localizer choice at the end of `heimdall train`: network, radio map and hybrid compared on the validation split
+by mean NLL on the same footing; the chosen one is what the model store and the registry get, judged by its own
+answers, and what the service answers with."""
+
+import hashlib
+import json
+import shutil
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy.stats import multivariate_normal
+
+from heimdall.cli import main
+from heimdall.evaluation.evaluate import VALIDATION_SAMPLES, onnx_predictions
+from heimdall.evaluation.test_set import load_test_set
+from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR
+from heimdall.release.map_metadata import FIT_KEY
+from heimdall.release.model_answers import carries_map
+from heimdall.release.model_store import ModelStore
+from heimdall.release.registry import onnx_metrics
+from serve_bodies import features_body
+from service_process import running_service
+
+SMALL = ["--epochs", "2", "--batch-size", "128", "--d-model", "32", "--n-layers", "1", "--threads", "2"]
+MAP = ["--map-spacing-m", "2000"]
+
+
+def _train(tiny_store, ws, *extra):
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    argv = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(ws / "run"), "--tracking-uri", uri]
+    argv += ["--store", str(ws / "models"), *SMALL, *MAP, "--json", *extra]
+    return main(argv), uri
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store, ws, capsys):
+    rc, uri = _train(tiny_store, ws)
+    assert rc == 0
+    captured = capsys.readouterr()
+    model = json.loads(captured.out)["model"]
+    choice = model["localizer"]
+    nll = choice["validation_nll"]
+    assert set(nll) == {"network", "map", "hybrid"} and choice["validation_n"] == 150
+    assert choice["localizer"] == min(nll, key=nll.get) and "lowest mean validation NLL" in choice["reason"]
+    assert "localizer shipped" in captured.err and choice["localizer"] in captured.err
+
+    # the network's NLL is its Gaussian density per km² at the truth, floored as the map's grid density is
+    network = (ws / "run" / "model.onnx").read_bytes()
+    val = load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
+    mean_m, cov_m2 = onnx_predictions(network, val)
+    log_density = [
+        multivariate_normal(mean_m[i] / 1e3, cov_m2[i] / 1e6).logpdf(val.target_m[i] / 1e3) for i in range(len(mean_m))
+    ]
+    assert nll["network"] == pytest.approx(-np.mean(np.maximum(log_density, LOG_DENSITY_FLOOR)), rel=1e-5)
+
+    # what was shipped is the chosen kind: in the run folder, the model store and the registry
+    shipped = model["onnx"]
+    assert shipped.endswith("model-map.onnx" if choice["localizer"] != "network" else "model.onnx")
+    stored = ModelStore.open(str(ws / "models")).fetch("heimdall-localizer")
+    assert stored.manifest["sha256"] == model["sha256"] == hashlib.sha256(stored.data).hexdigest()
+    assert carries_map(stored.data) == (choice["localizer"] != "network")
+    client = MlflowClient(uri)
+    run = client.get_run(json.loads(captured.out)["mlflow_run_id"])
+    assert run.data.tags["localizer"] == choice["localizer"]
+    assert {k: run.data.metrics[f"val_nll_{k}"] for k in nll} == pytest.approx(nll)
+
+
+def test_forced_hybrid_is_stored_registered_judged_by_its_answers_and_served_with_regions(tiny_store, ws, capsys):
+    rc, uri = _train(tiny_store, ws, "--localizer", "hybrid")
+    assert rc == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert (
+        model["localizer"]["localizer"] == "hybrid" and "forced by --localizer hybrid" in model["localizer"]["reason"]
+    )
+    assert model["localizer"]["beta"] > 0 and model["onnx"] == str(ws / "run" / "model-map.onnx")
+    data = (ws / "run" / "model-map.onnx").read_bytes()
+    fit = json.loads({p.key: p.value for p in onnx.load_from_string(data).metadata_props}[FIT_KEY])
+    assert (fit["alpha"], fit["beta"], fit["localizer"]) == (
+        model["localizer"]["alpha"],
+        model["localizer"]["beta"],
+        "hybrid",
+    )
+
+    # the registry judged the map-carrying model by its hybrid answers, not by its bare network
+    test = load_test_set(tiny_store)
+    judged = onnx_metrics(data, test)
+    network = onnx_metrics((ws / "run" / "model.onnx").read_bytes(), test)
+    assert model["eval_metrics"]["median_error_m"] == pytest.approx(judged["median_error_m"])
+    assert judged["median_error_m"] != pytest.approx(network["median_error_m"])
+    version = MlflowClient(uri).get_model_version("heimdall-localizer", model["registry"]["version"])
+    assert float(version.tags["median_error_m"]) == pytest.approx(judged["median_error_m"], rel=1e-5)
+
+    # the store's latest version, served by a real service process, answers with the hybrid's regions
+    rows = _rows(tiny_store, 5)
+    with running_service(None, "--store", str(ws / "models")) as url:
+        body = {"transmissions": [features_body(rows, k) for k in range(5)]}
+        r = httpx.post(f"{url}/v1/localize/batch", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    for answer in r.json()["results"]:
+        assert answer["map"] == "used" and set(answer["regions"]) == {"0.5", "0.95"} and answer["modes"]
+
+
+def test_forced_hybrid_without_a_validation_split_is_refused_before_training(tiny_store, ws, capsys):
+    store = ws / "store"
+    store.mkdir()
+    shutil.copy(tiny_store / "train.h5", store / "train.h5")
+    rc, _ = _train(store, ws, "--localizer", "hybrid")
+    assert rc == 2
+    assert "--localizer hybrid" in capsys.readouterr().err and not (ws / "run" / "best.ckpt").exists()
+
+
+def test_export_only_refuses_a_forced_map(tiny_store, ws, capsys):
+    argv = ["train", "--export-only", "--checkpoint", str(ws / "best.ckpt"), "--localizer", "map"]
+    assert main(argv) == 2
+    assert "heimdall map fit" in capsys.readouterr().err
+
+
+def _rows(store, n):
+    """The first n test transmissions of a store as serve_bodies reads them (receiver ids and features)."""
+    import h5py
+
+    with h5py.File(store / "test.h5") as f:
+        return {"ids": list(f["receivers/id"].asstr()[...]), "features": f["features"][:n]}
+
+
+def test_a_map_model_is_judged_by_the_answers_the_service_gives(map_model_file, model_file, tiny_store):
+    from heimdall.errors import ModelLoadError
+    from heimdall.release.registry import summary_of
+    from heimdall.serve.map_answers import hybrid_answers, load_map, map_input
+    from heimdall.train.model_card import ModelCard
+
+    data = map_model_file.read_bytes()
+    test = load_test_set(tiny_store)
+    proto = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    card = ModelCard.from_onnx_metadata(meta, "map model", ModelLoadError)
+    served = load_map(proto, meta, card.receiver_ids, "map model")
+    mean_m, cov_m2 = onnx_predictions(data, test)
+    inputs = [map_input(card.feature_params, card.receiver_ids, f, card.receiver_ids) for f in test.features]
+    mean_m, cov_m2, _, _ = hybrid_answers(served, card.frame, mean_m, cov_m2, inputs)
+    expected = summary_of(mean_m, cov_m2, test.target_m)
+    judged = onnx_metrics(data, test)
+    assert {k: judged[k] for k in expected} == pytest.approx(expected)
+    assert 0 < judged["coverage_region50"] < judged["coverage_region95"] <= 1
+    assert onnx_metrics(data, test) != pytest.approx(onnx_metrics(model_file.read_bytes(), test))
+
+
+def test_a_map_model_is_calibrated_by_its_regions_not_its_moment_ellipses():
+    from heimdall.release.registry import decide
+
+    # a two-mode or heavy-tailed posterior: its moment-matched 1σ ellipse holds the truth too rarely, its regions right
+    answers = {"median_error_m": 5e3, "coverage_1sigma": 0.30, "coverage_2sigma": 0.90}
+    regions = {"coverage_region50": 0.52, "coverage_region95": 0.94}
+    assert not decide(answers, None)[0] and decide(answers | regions, None)[0]
+    wins, why = decide(answers | regions | {"coverage_region95": 0.85}, None)
+    assert not wins and "95 % region 85.0%" in why
