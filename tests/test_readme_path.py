@@ -34,10 +34,6 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
                 "1",
                 "--threads",
                 "2",
-                # the network: on this tiny store the hybrid wins the choice of localizer but its 50 % region holds
-                # the truth only about 37 % of the time, so the champion rule keeps it a challenger
-                "--localizer",
-                "network",
             ]
         )
         == 0

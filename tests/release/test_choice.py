@@ -17,10 +17,12 @@ from heimdall.cli import main
 from heimdall.evaluation.evaluate import VALIDATION_SAMPLES, onnx_predictions
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR
+from heimdall.release.choice import choose
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_answers import carries_map
 from heimdall.release.model_store import ModelStore
-from heimdall.release.registry import onnx_metrics
+from heimdall.release.publish import ships_network_instead
+from heimdall.release.registry import calibrated, onnx_metrics
 from serve_bodies import features_body
 from service_process import running_service
 
@@ -50,7 +52,10 @@ def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store
     choice = model["localizer"]
     nll = choice["validation_nll"]
     assert set(nll) == {"network", "map", "hybrid"} and choice["validation_n"] == 150
-    assert choice["localizer"] == min(nll, key=nll.get) and "lowest mean validation NLL" in choice["reason"]
+    # the lowest NLL among the candidates the champion rule would find calibrated on validation (all when none is)
+    coverage = choice["validation_coverage"]
+    pool = [k for k in nll if calibrated(coverage[k])] or list(nll)
+    assert choice["localizer"] == min(pool, key=nll.get) and "lowest mean validation NLL" in choice["reason"]
     assert "localizer shipped" in captured.err and choice["localizer"] in captured.err
 
     # the network's NLL is its Gaussian density per km² at the truth, floored as the map's grid density is
@@ -163,3 +168,41 @@ def test_a_map_model_is_calibrated_by_its_regions_not_its_moment_ellipses():
     assert not decide(answers, None)[0] and decide(answers | regions, None)[0]
     wins, why = decide(answers | regions | {"coverage_region95": 0.85}, None)
     assert not wins and "95 % region 85.0%" in why
+
+
+def _fit_entry(nll: dict[str, float], coverage: dict[str, dict[str, float]]) -> dict:
+    candidates = {k: {"nll": v, **coverage[k]} for k, v in nll.items()}
+    candidates["map"] |= {"alpha": 1.0, "beta": 0.0}
+    candidates["hybrid"] |= {"alpha": 1.0, "beta": 0.25}
+    return {"candidates": candidates, "validation_n": 150}
+
+
+CALIBRATED_NET = {"coverage_1sigma": 0.40, "coverage_2sigma": 0.86}
+CALIBRATED_REGIONS = {"coverage_region50": 0.52, "coverage_region95": 0.94}
+OVER_CONFIDENT_REGIONS = {"coverage_region50": 0.37, "coverage_region95": 0.88}
+
+
+def test_the_choice_passes_over_a_candidate_the_champion_rule_would_refuse():
+    nll = {"network": 8.3, "map": 6.5, "hybrid": 6.48}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": OVER_CONFIDENT_REGIONS})
+    choice = choose(fit, "auto")
+    assert choice.localizer == "map"
+    assert "of the calibrated: 6.500 against 8.300 (network)" in choice.reason
+    assert "hybrid (50 % region holds 37% (ideal 50%)" in choice.reason
+    assert choice.summary()["validation_coverage"]["hybrid"] == OVER_CONFIDENT_REGIONS
+    # forced: taken as asked; none calibrated: the lowest NLL of all, and the reason says none was
+    assert choose(fit, "hybrid").localizer == "hybrid"
+    fit = _fit_entry(nll, {"network": {"coverage_1sigma": 0.1, "coverage_2sigma": 0.3}, "map": OVER_CONFIDENT_REGIONS,
+                           "hybrid": OVER_CONFIDENT_REGIONS})  # fmt: skip
+    choice = choose(fit, "auto")
+    assert choice.localizer == "hybrid" and "of the calibrated" not in choice.reason
+    assert all(f"{k} (" in choice.reason for k in nll)
+
+
+def test_an_automatic_map_choice_gives_way_when_only_the_network_would_be_served():
+    over, fine, net_off = OVER_CONFIDENT_REGIONS, CALIBRATED_REGIONS, {"coverage_1sigma": 0.2, "coverage_2sigma": 0.6}
+    assert ships_network_instead("auto", over, CALIBRATED_NET)
+    assert not ships_network_instead("auto", fine, CALIBRATED_NET)
+    assert not ships_network_instead("auto", over, net_off)  # neither would be served: the lowest NLL stays
+    assert not ships_network_instead("hybrid", over, CALIBRATED_NET)  # forced: as asked
+    assert not ships_network_instead("auto", None, CALIBRATED_NET)  # no evaluation set: nothing to judge on

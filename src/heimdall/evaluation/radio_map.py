@@ -12,11 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from heimdall.metrics import calibration_summary
 from heimdall.radiomap.answers import AnswerCollector, MapAnswers
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
+from heimdall.radiomap.posterior import GridPosterior
 
 if TYPE_CHECKING:
     from heimdall.evaluation.test_set import Predict, TestSet
@@ -56,20 +60,42 @@ def fit_map(
 def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
-    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0)."""
+    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0) — with its
+    calibration as the champion rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions)."""
     vm = measured(validation)
     posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(vm))]
     net_mean, net_cov = predict(validation)
     nlls = exponent_nlls(posts, net_mean, net_cov, validation.target_m)
     alpha, beta, nll = best_exponents(nlls)
-    candidates = {
-        "network": {"nll": network_nll(net_mean, net_cov, validation.target_m)},
-        **{
-            name: dict(zip(("alpha", "beta", "nll"), best_exponents(nlls, beta_positive), strict=True))
-            for name, beta_positive in (("map", False), ("hybrid", True))
-        },
+    cal = calibration_summary(net_mean, net_cov, validation.target_m)
+    candidates: dict[str, dict] = {
+        "network": {
+            "nll": network_nll(net_mean, net_cov, validation.target_m),
+            "coverage_1sigma": cal["coverage_1sigma"],
+            "coverage_2sigma": cal["coverage_2sigma"],
+        }
     }
+    for name, beta_positive in (("map", False), ("hybrid", True)):
+        c = dict(zip(("alpha", "beta", "nll"), best_exponents(nlls, beta_positive), strict=True))
+        candidates[name] = c | region_coverage(posts, net_mean, net_cov, validation.target_m, c["alpha"], c["beta"])
     return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts), "candidates": candidates}
+
+
+def region_coverage(
+    posts: list[GridPosterior],
+    net_mean_m: np.ndarray,
+    net_cov_m2: np.ndarray,
+    truth_m: np.ndarray,
+    alpha: float,
+    beta: float,
+) -> dict[str, float]:
+    """Share of truths [n, 2] inside the 50 % and 95 % regions of the hybrid with exponents α, β (β = 0: the map
+    tempered by α): `coverage_region50`, `coverage_region95`."""
+    inside = np.empty((len(posts), 2), bool)
+    for i, p in enumerate(posts):
+        q = combine(p, net_mean_m[i], net_cov_m2[i], alpha, beta)
+        inside[i] = [q.in_hpd(truth_m[i][None], level)[0] for level in (0.5, 0.95)]
+    return {"coverage_region50": float(inside[:, 0].mean()), "coverage_region95": float(inside[:, 1].mean())}
 
 
 def grid_estimates(

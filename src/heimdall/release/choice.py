@@ -3,7 +3,8 @@
 After the network is exported, a map is fitted on the training store (heimdall.release.map_attach.fit_store_map,
 as `heimdall map fit` does) and the three are compared on the store's validation split by mean negative
 log-likelihood of the true positions (nats per km², the same transmissions, each density floored alike:
-heimdall.evaluation.radio_map.hybrid_exponents). The lowest wins, unless `--localizer` forces one. A map or hybrid
+heimdall.evaluation.radio_map.hybrid_exponents). The lowest among those whose validation coverage the champion
+rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. A map or hybrid
 is shipped as the network model with the map attached (one new ONNX file with its own manifest); the network as
 the exported model itself.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from heimdall.errors import ExportError
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import AttachedMap, attach_map, fit_store_map, read_network
+from heimdall.release.registry import COVERAGE_TOLERANCE, calibrated, coverages
 from heimdall.signing import SigningKey
 from heimdall.train.config import LOCALIZERS
 
@@ -34,16 +36,18 @@ class Choice:
     nll: dict[str, float] = field(default_factory=dict)
     exponents: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_validation: int = 0
+    coverage: dict[str, dict[str, float]] = field(default_factory=dict)  # each candidate's validation coverages
 
     def summary(self) -> dict[str, Any]:
-        """Plain data for `train --json`: localizer, reason, validation_nll (by localizer), validation_n, alpha and
-        beta (of the map shipped, else null)."""
+        """Plain data for `train --json`: localizer, reason, validation_nll and validation_coverage (by localizer),
+        validation_n, alpha and beta (of the map shipped, else null)."""
         alpha, beta = self.exponents.get(self.localizer, (None, None))
         return {
             "localizer": self.localizer,
             "reason": self.reason,
             "validation_nll": self.nll or None,
             "validation_n": self.n_validation or None,
+            "validation_coverage": self.coverage or None,
             "alpha": alpha,
             "beta": beta,
         }
@@ -64,16 +68,23 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
     nll = {name: float(candidates[name]["nll"]) for name in (NETWORK, MAP, HYBRID)}
     exponents = {name: (float(candidates[name]["alpha"]), float(candidates[name]["beta"])) for name in (MAP, HYBRID)}
     n = int(fit["validation_n"])
+    coverage = {k: {c: float(v) for c, v in candidates[k].items() if c.startswith("coverage_")} for k in nll}
     winner = min(nll, key=nll.__getitem__)
     if forced == AUTO:
-        runner_up = min((k for k in nll if k != winner), key=nll.__getitem__)
-        reason = (
-            f"lowest mean validation NLL: {nll[winner]:.3f} against {nll[runner_up]:.3f} ({runner_up}) on {n} "
-            "transmissions"
-        )
-        return Choice(winner, reason, nll, exponents, n)
+        # a champion must be calibrated (heimdall.release.registry): the lowest NLL among the calibrated ones
+        off = {k: miscalibration(candidates[k]) for k in nll if not calibrated(candidates[k])}
+        pool = sorted((k for k in nll if k not in off), key=nll.__getitem__) or sorted(nll, key=nll.__getitem__)
+        winner = pool[0]
+        reason = "lowest mean validation NLL" + (" of the calibrated" if len(pool) < len(nll) else "")
+        reason += f": {nll[winner]:.3f}"
+        if len(pool) > 1:
+            reason += f" against {nll[pool[1]]:.3f} ({pool[1]})"
+        reason += f" on {n} transmissions"
+        if off:
+            reason += "; not calibrated there: " + "; ".join(f"{k} ({why})" for k, why in off.items())
+        return Choice(winner, reason, nll, exponents, n, coverage)
     reason = f"forced by --localizer {forced} (the lowest validation NLL is the {winner}'s, {nll[winner]:.3f})"
-    return Choice(forced, reason, nll, exponents, n)
+    return Choice(forced, reason, nll, exponents, n, coverage)
 
 
 def choose_and_attach(
@@ -104,3 +115,14 @@ def choose_and_attach(
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]
     return choice, attach_map(network, radio_map, fit, network_model.with_name(MAP_MODEL_FILE), signer)
+
+
+def miscalibration(candidate: dict[str, Any]) -> str:
+    """What the champion rule would hold against a candidate's coverages (`coverage_*` keys, as registry.coverages)."""
+    return (
+        ", ".join(
+            f"{name} holds {measured:.0%} (ideal {ideal:.0%})"
+            for name, (measured, ideal) in coverages(candidate).items()
+        )
+        + f", tolerance {COVERAGE_TOLERANCE:.0%}"
+    )

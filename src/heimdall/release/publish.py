@@ -13,7 +13,7 @@ judged by its own answers, and the choice is logged to the training run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,13 @@ from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release import MODEL_NAME
-from heimdall.release.choice import NETWORK, Choice, choose_and_attach
+from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration
 from heimdall.release.export import ExportResult, export_task, metadata_of
 from heimdall.release.map_attach import AttachedMap
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_answers import MAP_EVALUATION_SAMPLES
 from heimdall.release.model_store import ModelStore
-from heimdall.release.registry import Registration, onnx_metrics, register, registry_client, summary_of
+from heimdall.release.registry import Registration, calibrated, onnx_metrics, register, registry_client, summary_of
 from heimdall.signing import SigningKey
 from heimdall.train.config import from_mapping
 from heimdall.train.model_card import ModelCard
@@ -126,14 +126,35 @@ def export_and_publish(
         choice, attached = choose_and_attach(exported.path, store, options.localizer, signer, options.map_options)
         log_choice(uri, run_id, choice)
     if attached is not None:  # shipped and judged as the map-carrying model it is
-        data = attached.path.read_bytes()
-        metadata = map_model_metadata(exported.metadata, data)
-        test, metrics = map_model_metrics(data, test, str(attached.path))
+        map_data = attached.path.read_bytes()
+        map_test, map_metrics = map_model_metrics(map_data, test, str(attached.path))
+        if ships_network_instead(options.localizer, map_metrics, metrics):
+            assert choice is not None and map_metrics is not None
+            choice = replace(
+                choice,
+                localizer=NETWORK,
+                reason=f"{choice.reason}; but on the evaluation set the {choice.localizer} fails the champion rule's "
+                f"calibration ({miscalibration(map_metrics)}) where the network passes: the network is shipped "
+                f"({attached.path.name} is kept for --model-file)",
+            )
+            log_choice(uri, run_id, choice)
+            attached = None
+        else:
+            data, test, metrics = map_data, map_test, map_metrics
+            metadata = map_model_metadata(exported.metadata, data)
     result = PublishResult(export=exported, eval_metrics=metrics, choice=choice, attached=attached)
     result.store, result.store_version, result.registration = store_and_register(
         data, metadata, run_id, test, metrics, options, uri, result.path
     )
     return result
+
+
+def ships_network_instead(localizer: str, map_metrics: dict | None, network_metrics: dict | None) -> bool:
+    """Whether an automatically chosen map or hybrid gives way to the network: on the evaluation set the champion
+    rule finds the map model miscalibrated and the network calibrated (what is shipped should be what is served)."""
+    if localizer != AUTO or map_metrics is None or network_metrics is None:
+        return False
+    return not calibrated(map_metrics) and calibrated(network_metrics)
 
 
 def map_model_metadata(network_metadata: dict[str, str], data: bytes) -> dict[str, str]:
