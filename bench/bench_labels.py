@@ -259,17 +259,24 @@ def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Na
 
     wc = weighted_centroid(test.power_dbm, test.heard, scenario.receiver_positions_m())
     wc_err = np.linalg.norm(wc - test.truth_m, axis=1)
+    meas = test.measured
+
+    def oracle_of(hidden: tuple[int, ...] = ()) -> MapAnswers:
+        h = tx_height_m[twin]
+        return oracle_answers(
+            truth,
+            gain_offset_db,
+            h,
+            meas.snr_db,
+            meas.noise_dbm,
+            meas.present,
+            test.truth_m,
+            args.spacing_m,
+            hidden=hidden,
+        )
+
     t0 = time.perf_counter()
-    oracle = oracle_answers(
-        truth,
-        gain_offset_db,
-        tx_height_m[twin],
-        test.measured.snr_db,
-        test.measured.noise_dbm,
-        test.measured.present,
-        test.truth_m,
-        args.spacing_m,
-    )
+    oracle = oracle_of()
     print(f"oracle: {time.perf_counter() - t0:.0f} s")
     oracle_err = np.linalg.norm(oracle.mean_m - test.truth_m, axis=1)
     print_summary("", summary("centroid", wc, None, test, wc_err, oracle_err))
@@ -279,17 +286,7 @@ def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Na
     if len(components) > 1:
         # the floor of an estimator that resolves every shadowing component but the finest
         finest = int(np.argmin([c.correlation_m for c in components]))
-        partial = oracle_answers(
-            truth,
-            gain_offset_db,
-            tx_height_m[twin],
-            test.measured.snr_db,
-            test.measured.noise_dbm,
-            test.measured.present,
-            test.truth_m,
-            args.spacing_m,
-            hidden=(finest,),
-        )
+        partial = oracle_of((finest,))
         partial_err = np.linalg.norm(partial.mean_m - test.truth_m, axis=1)
         print(f"oracle−{components[finest].correlation_m / 1e3:g}km: the oracle without its finest shadowing component")
         print_summary("", summary("oracle−", partial.mean_m, partial.cov_m2, test, wc_err, oracle_err, partial))
