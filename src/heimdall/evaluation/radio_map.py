@@ -46,6 +46,7 @@ def fit_map(
     test: TestSet, calibration: TestSet | None, options: MapOptions, on_progress: Progress | None = None
 ) -> tuple[RadioMap, str]:
     """(map, how it was fitted): on the calibration split's labels, else self-calibrated on the test recordings."""
+    assert test.scenario is not None  # callers fit a map only for a store with a scenario
     if calibration is not None:
         m = measured(calibration)
         labelled = Labelled(m.snr_db, m.noise_dbm, m.present, calibration.target_m)

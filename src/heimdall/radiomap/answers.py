@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class AnswerCollector:
         a.hpd95_area_km2[i] = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
         a.n_modes[i] = len(post.modes(0.95))
         if self.truth_m is not None:
+            # __init__ made these arrays whenever it was given truth_m
+            assert a.log_density_at_truth is not None and a.in_hpd50 is not None and a.in_hpd95 is not None
             t = self.truth_m[i][None]
             a.log_density_at_truth[i] = post.log_density_at(t)[0]
             a.in_hpd50[i], a.in_hpd95[i] = post.in_hpd(t, 0.5)[0], post.in_hpd(t, 0.95)[0]

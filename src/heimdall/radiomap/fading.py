@@ -9,9 +9,13 @@ map's own uncertainty (kriging variance, unexplained terrain) widens it by a Gau
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import logsumexp
+
+if TYPE_CHECKING:
+    from heimdall.scenario.domain import Scenario
 
 KERNEL_STEP_DB = 0.25
 MC_TRANSMISSIONS = 4000
@@ -27,16 +31,18 @@ class FadingKernel:
 
     @property
     def g_db(self) -> np.ndarray:
+        """float64 [n]: the window gain (dB) of each grid point."""
         return self.start_db + self.step_db * np.arange(len(self.log_weight))
 
     @property
     def mean_db(self) -> float:
+        """Mean window gain, dB."""
         return float(np.exp(self.log_weight) @ self.g_db)
 
     @classmethod
     def from_samples(
         cls, g_db: np.ndarray, step_db: float = KERNEL_STEP_DB, smooth_db: float = 0.5, center: bool = False
-    ) -> "FadingKernel":
+    ) -> FadingKernel:
         """Histogram of samples, smoothed by a Gaussian of smooth_db; centred on 0 dB mean when asked."""
         g = np.asarray(g_db, float)
         g = g - g.mean() if center else g
@@ -49,15 +55,17 @@ class FadingKernel:
         return cls(lo, step_db, _normalised(np.log(w + 1e-300)))
 
     @classmethod
-    def gaussian(cls, sd_db: float, step_db: float = KERNEL_STEP_DB) -> "FadingKernel":
+    def gaussian(cls, sd_db: float, step_db: float = KERNEL_STEP_DB) -> FadingKernel:
+        """N(0, sd_db²) on a grid of step_db, out to 6 σ (at least one step each side)."""
         half = max(1, int(np.ceil(6 * sd_db / step_db)))
         g = np.arange(-half, half + 1) * step_db
         return cls(-half * step_db, step_db, _normalised(-0.5 * (g / max(sd_db, 1e-6)) ** 2))
 
-    def shifted(self, offset_db: float) -> "FadingKernel":
+    def shifted(self, offset_db: float) -> FadingKernel:
+        """This kernel with every gain moved by offset_db."""
         return FadingKernel(self.start_db + offset_db, self.step_db, self.log_weight)
 
-    def widened(self, sd_db: float) -> "FadingKernel":
+    def widened(self, sd_db: float) -> FadingKernel:
         """This kernel convolved with N(0, sd_db²)."""
         if sd_db <= 0:
             return self
@@ -71,7 +79,9 @@ def _normalised(log_w: np.ndarray) -> np.ndarray:
     return log_w - logsumexp(log_w)
 
 
-def scenario_fading(scenario, n: int = MC_TRANSMISSIONS, seed: int = 0) -> tuple[list[FadingKernel], np.ndarray]:
+def scenario_fading(
+    scenario: Scenario, n: int = MC_TRANSMISSIONS, seed: int = 0
+) -> tuple[list[FadingKernel], np.ndarray]:
     """Kernels of the window gain for mobile and fixed transmitters, and their log-weights [2].
 
     Drawn with the simulator's own fading (heimdall.sim.fading) and emissions (heimdall.sim.signals).
@@ -81,7 +91,7 @@ def scenario_fading(scenario, n: int = MC_TRANSMISSIONS, seed: int = 0) -> tuple
 
     rng = np.random.default_rng(seed)
     ch, fad, tx = scenario.receiver_chain, scenario.environment.fading, scenario.transmitter
-    names, weights = zip(*scenario.signals.mix)
+    names, weights = zip(*scenario.signals.mix, strict=True)
     kernels = []
     for mobile in (True, False):
         emission = np.array([EMISSION_CODES[e] for e in names], np.uint8)[

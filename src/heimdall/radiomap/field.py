@@ -30,6 +30,8 @@ NUGGET_BOUNDS_DB = (0.1, 10.0)
 
 @dataclass(frozen=True)
 class FieldHyper:
+    """Hyper-parameters of a residual field: its σ_f (dB), correlation length ℓ (m) and nugget τ (dB)."""
+
     sigma_db: float
     correlation_m: float
     nugget_db: float

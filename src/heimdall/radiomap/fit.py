@@ -23,8 +23,9 @@ physics alone: its shadowing σ plus PHYSICS_MODEL_SD_DB as spread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, STRONG_SNR_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db, slope_decades
+
+if TYPE_CHECKING:
+    from heimdall.scenario.domain import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class MapOptions:
+    """How a map is built: its grid's cell side (m) and coarse factor (MapGrid), and the seed of its draws."""
+
     spacing_m: float = DEFAULT_SPACING_M
     coarse_factor: int = 4
     seed: int = 0
@@ -77,7 +83,8 @@ class Measured:
     present: np.ndarray  # bool [n, R]
 
     @classmethod
-    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams) -> "Measured":
+    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams) -> Measured:
+        """From features [n, R, F] (heimdall.features, laid out by `params`) and present [n, R]."""
         snr = features[..., params.snr_index].astype(np.float64)
         return cls(snr, features[..., params.power_index].astype(np.float64) - snr, np.asarray(present, bool))
 
@@ -86,13 +93,15 @@ class Measured:
 
     @property
     def power_dbm(self) -> np.ndarray:
+        """Float [n, R]: the measured in-band power, dBm."""
         return self.snr_db + self.noise_dbm
 
     def usable(self) -> np.ndarray:
-        """bool [n, R]: measurements precise enough to fit on (present, finite, SNR ≥ FIT_MIN_SNR_DB)."""
+        """Bool [n, R]: measurements precise enough to fit on (present, finite, SNR ≥ FIT_MIN_SNR_DB)."""
         return self.present & np.isfinite(self.snr_db) & (self.snr_db >= FIT_MIN_SNR_DB)
 
-    def subset(self, rows: np.ndarray) -> "Measured":
+    def subset(self, rows: np.ndarray) -> Measured:
+        """The transmissions `rows` (indices or bool [n])."""
         return Measured(self.snr_db[rows], self.noise_dbm[rows], self.present[rows])
 
 
@@ -100,26 +109,28 @@ class Measured:
 class Labelled(Measured):
     """Measured transmissions whose transmitter position is known."""
 
-    position_m: np.ndarray = None  # float [n, 2]
+    position_m: np.ndarray  # float [n, 2]
 
     @classmethod
     def from_features(
         cls,
         features: np.ndarray,
         present: np.ndarray,
-        params: FeatureParams,  # type: ignore[override]
+        params: FeatureParams,
         position_m: np.ndarray | None = None,
-    ) -> "Labelled":
+    ) -> Labelled:
+        """From features [n, R, F], present [n, R] (as Measured.from_features) and position_m [n, 2]."""
         m = Measured.from_features(features, present, params)
         return cls(m.snr_db, m.noise_dbm, m.present, np.asarray(position_m, np.float64))
 
 
-def nominal_tx_height_m(scenario) -> float:
+def nominal_tx_height_m(scenario: Scenario) -> float:
+    """The geometric mean of the scenario's transmitter antenna height range, m."""
     lo, hi = scenario.transmitter.antenna_height_m
     return float(np.sqrt(lo * hi))
 
 
-def shape_loss_db(scenario, points_m: np.ndarray, shape: str = "scenario") -> tuple[np.ndarray, np.ndarray]:
+def shape_loss_db(scenario: Scenario, points_m: np.ndarray, shape: str = "scenario") -> tuple[np.ndarray, np.ndarray]:
     """(path-loss shape [n, R] dB, distance [n, R] m) from points [n, 2] to the scenario's receivers."""
     rx = scenario.receiver_positions_m()
     d = np.linalg.norm(np.asarray(points_m, float)[:, None, :] - rx[None], axis=-1)
@@ -135,14 +146,14 @@ def _slope_regressor(d: np.ndarray) -> np.ndarray:
     return -10.0 * slope_decades(d)
 
 
-def _flat_power_prior(scenario) -> tuple[float, np.ndarray]:
+def _flat_power_prior(scenario: Scenario) -> tuple[float, np.ndarray]:
     lo, hi = scenario.transmitter.power_dbm
     start = np.floor(lo - POWER_PRIOR_MARGIN_DB)
     n = int(np.ceil((hi + POWER_PRIOR_MARGIN_DB - start) / POWER_STEP_DB)) + 1
     return float(start), np.full(n, -np.log(n))
 
 
-def physics_map(scenario, options: MapOptions = MapOptions()) -> RadioMap:
+def physics_map(scenario: Scenario, options: MapOptions = MapOptions()) -> RadioMap:
     """The zero-label map: the scenario's path loss, its shadowing σ as the map's spread, a flat power prior."""
     grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_m, options.coarse_factor)
     kernels, weights = scenario_fading(scenario, seed=options.seed)
@@ -173,14 +184,16 @@ def physics_map(scenario, options: MapOptions = MapOptions()) -> RadioMap:
     )
 
 
-def _parametric(base: RadioMap, scenario, shape: str, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _parametric(
+    base: RadioMap, scenario: Scenario, shape: str, a: np.ndarray | float, c: np.ndarray | float
+) -> np.ndarray:
     """float32 [cells, R] mean power of the offset/slope-corrected shape on the map's grid."""
     loss, d = shape_loss_db(scenario, base.grid.centres(), shape)
     return (-loss + a + c * _slope_regressor(d)).astype(np.float32)
 
 
 def fit_radio_map(
-    scenario,
+    scenario: Scenario,
     labelled: Labelled | None = None,
     unlabelled: Measured | None = None,
     options: MapOptions = MapOptions(),
@@ -221,7 +234,7 @@ def _concat(a: Measured, b: Measured) -> Measured:
 
 def self_calibrate(
     base: RadioMap,
-    scenario,
+    scenario: Scenario,
     unlabelled: Measured,
     options: MapOptions = MapOptions(),
     on_progress: Progress | None = None,
@@ -325,7 +338,7 @@ def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> f
             np.mean(
                 [
                     abs(trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], r, 0.0)) <= limit
-                    for j, r in zip(rows, held)
+                    for j, r in zip(rows, held, strict=True)
                 ]
             )
         )
@@ -337,7 +350,7 @@ def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> f
 
 
 def _fit_labelled(
-    base: RadioMap, scenario, labelled: Labelled, options: MapOptions, on_progress: Progress | None
+    base: RadioMap, scenario: Scenario, labelled: Labelled, options: MapOptions, on_progress: Progress | None
 ) -> RadioMap:
     """Offsets and slopes of the scenario's shape, then a kriged residual field per receiver."""
     rng = np.random.default_rng(options.seed)
@@ -431,7 +444,11 @@ class ShapeFit:
 
 
 def _shape_fits(
-    scenario, labelled: Labelled, fade_var: float, shapes: tuple[str, ...] = SHAPES, common_slope: bool = False
+    scenario: Scenario,
+    labelled: Labelled,
+    fade_var: float,
+    shapes: tuple[str, ...] = SHAPES,
+    common_slope: bool = False,
 ) -> dict[str, ShapeFit]:
     """Offsets and slope corrections of every shape, each transmission's power unknown; with `common_slope` one
     slope correction for all receivers (their use-weighted mean), the offsets refitted with it."""
@@ -456,7 +473,7 @@ def _shape_fits(
 
 
 def fit_propagation(
-    scenario, labelled: Labelled, options: MapOptions = MapOptions(), shapes: tuple[str, ...] = SHAPES
+    scenario: Scenario, labelled: Labelled, options: MapOptions = MapOptions(), shapes: tuple[str, ...] = SHAPES
 ) -> tuple[ShapeFit, RadioMap]:
     """The path-loss shape (of `shapes`) that fits `labelled` best with per-receiver offsets and one common slope
     correction, the transmit powers unknown; and the physics map, whose fading (mean in info["fading_mean_db"],
@@ -491,7 +508,7 @@ def _fit_offsets(
     return a, c, power, residual_var / (use.sum(1) + shrink_p)
 
 
-def _learned_power_prior(scenario, implied_power: np.ndarray, use: np.ndarray) -> tuple[float, np.ndarray]:
+def _learned_power_prior(scenario: Scenario, implied_power: np.ndarray, use: np.ndarray) -> tuple[float, np.ndarray]:
     """A prior over the transmit power from the labelled transmissions heard by ≥ 2 receivers (their mean
     implied power, smoothed by POWER_KDE_SD_DB), mixed with the flat prior."""
     start, flat = _flat_power_prior(scenario)

@@ -25,7 +25,7 @@ class MapGrid:
     coarse_factor: int = 4
 
     @classmethod
-    def over(cls, bounds_m: tuple[float, float, float, float], spacing_m: float, coarse_factor: int = 4) -> "MapGrid":
+    def over(cls, bounds_m: tuple[float, float, float, float], spacing_m: float, coarse_factor: int = 4) -> MapGrid:
         """Cells covering (east_min, north_min, east_max, north_max)."""
         e0, n0, e1, n1 = bounds_m
         if not spacing_m > 0:
@@ -37,10 +37,12 @@ class MapGrid:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells, nx·ny."""
         return self.nx * self.ny
 
     @property
     def cell_area_km2(self) -> float:
+        """Area of one cell, km²."""
         return (self.spacing_m / 1e3) ** 2
 
     def centres(self, cells: np.ndarray | None = None) -> np.ndarray:
@@ -59,12 +61,14 @@ class MapGrid:
         return np.where(inside, j * self.nx + i, -1)
 
     def block_of(self, cells: np.ndarray) -> np.ndarray:
+        """Block index [n] (row-major over blocks) of each cell index [n]."""
         f = self.coarse_factor
         nbx = -(-self.nx // f)
         c = np.asarray(cells)
         return (c // self.nx) // f * nbx + (c % self.nx) // f
 
     def block_shape(self) -> tuple[int, int]:
+        """(rows, columns) of blocks: the grid divided by coarse_factor, a partial block at each far edge."""
         f = self.coarse_factor
         return -(-self.ny // f), -(-self.nx // f)
 
@@ -90,6 +94,7 @@ class MapGrid:
     def within_cell_sd_db(self, values_db: np.ndarray) -> np.ndarray:
         """Standard deviation [cells, R] of a field across each cell, for values_db [cells, R] at the cell centres:
         the field taken linear within a cell along its local gradient (central differences), uniform over the cell."""
-        v = np.asarray(values_db, np.float64).reshape(self.ny, self.nx, -1)
+        # typed as any ndarray: numpy's stubs make np.gradient of a 3-d array three arrays even for one axis
+        v: np.ndarray = np.asarray(values_db, np.float64).reshape(self.ny, self.nx, -1)
         gy, gx = (np.gradient(v, axis=a) if v.shape[a] > 1 else np.zeros_like(v) for a in (0, 1))
         return (np.sqrt(gx**2 + gy**2) / np.sqrt(12.0)).reshape(self.n_cells, -1)

@@ -22,7 +22,7 @@ EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def gaussian_log_density(points_m: np.ndarray, mean_m: np.ndarray, cov_m2: np.ndarray) -> np.ndarray:
-    """log N(points; mean, cov) [n] for points [n, 2], in metres (constant terms dropped)."""
+    """Gaussian log-density log N(points; mean, cov) [n] for points [n, 2], in metres (constant terms dropped)."""
     d = points_m - mean_m
     return -0.5 * np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov_m2), d)
 

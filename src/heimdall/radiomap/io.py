@@ -10,6 +10,7 @@ file holds both the network's graph and these tensors.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.noise import PowerNoise
+
+if TYPE_CHECKING:  # onnx is imported where a map is written or read
+    import onnx
 
 PREFIX = "radiomap."
 METADATA_KEY = "radiomap"
@@ -30,7 +34,7 @@ class RadioMapFormatError(ValueError):
 
 
 def _arrays(m: RadioMap) -> dict[str, np.ndarray]:
-    out = {
+    out: dict[str, np.ndarray] = {
         "mean_dbm": m.mean_dbm.astype(np.float32),
         "spread_db": m.spread_db.astype(np.float32),
         "rx_position_m": m.rx_position_m.astype(np.float64),
@@ -63,7 +67,7 @@ def _description(m: RadioMap) -> dict:
     }
 
 
-def attach(model, m: RadioMap) -> None:
+def attach(model: onnx.ModelProto, m: RadioMap) -> None:
     """Add the map's tensors, Identity outputs and metadata to an onnx.ModelProto (in place)."""
     from onnx import helper, numpy_helper
 
@@ -81,7 +85,7 @@ def attach(model, m: RadioMap) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(_description(m))
 
 
-def detach(model) -> None:
+def detach(model: onnx.ModelProto) -> None:
     """Remove what `attach` added (the map's tensors, Identity nodes, outputs and metadata) from an
     onnx.ModelProto, in place: the model it was attached to is left."""
     graph = model.graph
@@ -98,7 +102,7 @@ def detach(model) -> None:
     model.metadata_props.extend(kept_meta)
 
 
-def to_onnx(m: RadioMap, metadata: dict[str, str]):
+def to_onnx(m: RadioMap, metadata: dict[str, str]) -> onnx.ModelProto:
     """A map-only model: onnx.ModelProto holding the map and `metadata` (as metadata_props)."""
     from onnx import helper
 
@@ -114,11 +118,12 @@ def to_onnx(m: RadioMap, metadata: dict[str, str]):
     return model
 
 
-def has_map(model) -> bool:
+def has_map(model: onnx.ModelProto) -> bool:
+    """Whether an onnx.ModelProto carries a map (its metadata entry; from_onnx checks the rest)."""
     return any(p.key == METADATA_KEY for p in model.metadata_props)
 
 
-def from_onnx(model) -> RadioMap:
+def from_onnx(model: onnx.ModelProto) -> RadioMap:
     """The map inside an onnx.ModelProto; RadioMapFormatError naming the field when it is not whole."""
     from onnx import numpy_helper
 

@@ -45,10 +45,12 @@ class LikelihoodTable:
 
     @property
     def u_rows_db(self) -> np.ndarray:
+        """float64 [n_rows]: the measured SNR (dB) of each row, from the floor up."""
         return self.floor_snr_db + STEP_DB * np.arange(self.values.shape[2])
 
     @property
     def delta_start_db(self) -> float:
+        """Δ (dB) of the first column."""
         return DELTA_RANGE_DB[0]
 
     def rows(self, snr_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +93,7 @@ def build_table(
 
 
 def _log_measurement(noise: PowerNoise, u_db: np.ndarray, z_db: np.ndarray) -> np.ndarray:
-    """log p(measured u_db | true SNR z_db): a density per dB, or the censored mass on the floor row."""
+    """Log-likelihood log p(measured u_db | true SNR z_db): a density per dB, or the censored mass on the floor row."""
     t = 10 ** (z_db / 10)
     sd = noise.sd(t)
     u = 10 ** (u_db / 10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Literal, overload
 
 import numpy as np
 from scipy.ndimage import binary_dilation
@@ -55,10 +56,12 @@ class RadioMap:
 
     @property
     def n_receivers(self) -> int:
+        """R, the map's receivers."""
         return len(self.receiver_ids)
 
     @cached_property
     def table(self) -> LikelihoodTable:
+        """The likelihood table of the map's noise and fading components (built once, on first use)."""
         return build_table(self.noise, list(self.kernels))
 
     @cached_property
@@ -95,15 +98,30 @@ class RadioMap:
         kept = kept[np.argsort(-w[kept])]
         refined, rest = kept[:REFINED_BLOCKS], kept[REFINED_BLOCKS:]
         fine = self.grid.cells_of_blocks(refined)
-        cells = [fine]
-        log_post = [self._log_posterior(fine, snr, noise, use)]
+        cell_parts = [fine]
+        log_post_parts = [self._log_posterior(fine, snr, noise, use)]
         if len(rest):
             tail = self.grid.cells_of_blocks(rest)
-            cells.append(tail)
-            log_post.append(coarse[self.grid.block_of(tail)])
-        cells, log_post = np.concatenate(cells), np.concatenate(log_post)
+            cell_parts.append(tail)
+            log_post_parts.append(coarse[self.grid.block_of(tail)])
+        cells, log_post = np.concatenate(cell_parts), np.concatenate(log_post_parts)
         order = np.argsort(cells)
         return GridPosterior(self.grid, cells[order], log_post[order])
+
+    @overload
+    def _log_posterior(
+        self,
+        cells: np.ndarray,
+        snr: np.ndarray,
+        noise_dbm: np.ndarray,
+        use: np.ndarray,
+        power_moments: Literal[False] = False,
+    ) -> np.ndarray: ...
+
+    @overload
+    def _log_posterior(
+        self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray, power_moments: Literal[True]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def _log_posterior(
         self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray, power_moments: bool = False
@@ -140,6 +158,8 @@ class RadioMap:
                 off = ((c * n_spread + spread[:, j]) * n_rows + rows[j]) * n_delta + base[:, j]
                 acc += flat[off[:, None] + stride * k[None, :]]
             joint = acc if joint is None else np.logaddexp(joint, acc)
+        # a map has at least one fading component: scenario_fading makes two, from_onnx refuses none
+        assert joint is not None
         top = joint.max(axis=1, keepdims=True)
         w = np.exp(joint - top)
         total = w.sum(axis=1, dtype=np.float64)

@@ -34,6 +34,7 @@ class PowerNoise:
 
     @property
     def floor_linear(self) -> float:
+        """The floor as a linear SNR."""
         return float(10 ** (self.floor_snr_db / 10))
 
 

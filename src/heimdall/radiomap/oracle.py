@@ -11,8 +11,9 @@ data: it is a floor, not a baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,22 +23,25 @@ from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
 
+if TYPE_CHECKING:
+    from heimdall.scenario.domain import Scenario
+
 ORACLE_HEIGHT_BINS = 16
 
 
-def height_edges(scenario) -> np.ndarray:
+def height_edges(scenario: Scenario) -> np.ndarray:
     """Edges [B + 1] in m of the height bins, log-spaced over the scenario's transmitter antenna heights."""
     lo, hi = scenario.transmitter.antenna_height_m
     return np.geomspace(lo, max(hi, lo * 1.0001), ORACLE_HEIGHT_BINS + 1)
 
 
-def height_bins(scenario, heights_m: np.ndarray) -> np.ndarray:
+def height_bins(scenario: Scenario, heights_m: np.ndarray) -> np.ndarray:
     """Bin index [n] of each transmitter height."""
     edges = height_edges(scenario)
     return np.clip(np.searchsorted(edges, heights_m, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
 
 
-def without_components(scenario, hidden: tuple[int, ...]):
+def without_components(scenario: Scenario, hidden: tuple[int, ...]) -> tuple[Scenario, float]:
     """(the scenario with shadowing components `hidden` (indices) silenced — the others' fields unchanged —, the
     hidden components' total σ in dB)."""
     sh = scenario.environment.shadowing
@@ -50,7 +54,11 @@ def without_components(scenario, hidden: tuple[int, ...]):
 
 
 def oracle_maps(
-    scenario, gain_offset_db: np.ndarray, spacing_m: float, coarse_factor: int = 4, hidden: tuple[int, ...] = ()
+    scenario: Scenario,
+    gain_offset_db: np.ndarray,
+    spacing_m: float,
+    coarse_factor: int = 4,
+    hidden: tuple[int, ...] = (),
 ) -> list[RadioMap]:
     """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains). A bin's map holds the
     path loss at the bin's geometric centre; its spread combines the standard deviation of a loss uniform between
@@ -112,7 +120,7 @@ def oracle_maps(
 
 
 def oracle_answers(
-    scenario,
+    scenario: Scenario,
     gain_offset_db: np.ndarray,
     tx_height_m: np.ndarray,
     snr_db: np.ndarray,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from scipy.ndimage import label
 
 from heimdall.radiomap.grid import MapGrid
+
+if TYPE_CHECKING:
+    from contourpy._contourpy import FillReturn_OuterOffset
 
 LOG_DENSITY_FLOOR = np.log(1e-12)  # per km², for points in cells the posterior pruned
 MAX_MODES = 5
@@ -25,9 +29,10 @@ class Mode:
 
 
 class GridPosterior:
-    """Posterior mass over `cells` of `grid` (cells not listed hold no mass)."""
+    """Posterior mass over `cells` (int [n]) of `grid` from an unnormalised log posterior [n] (cells not listed
+    hold no mass)."""
 
-    def __init__(self, grid: MapGrid, cells: np.ndarray, log_posterior: np.ndarray):
+    def __init__(self, grid: MapGrid, cells: np.ndarray, log_posterior: np.ndarray) -> None:
         self.grid = grid
         self.cells = np.asarray(cells, np.int64)
         lp = np.asarray(log_posterior, np.float64)
@@ -74,7 +79,7 @@ class GridPosterior:
         return float(w[min(k, len(w) - 1)])
 
     def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
-        """bool [n]: each point lies in the `probability` HPD region."""
+        """Bool [n]: each point lies in the `probability` HPD region."""
         level = self.hpd_level(probability)
         log_level = np.log(level / self.grid.cell_area_km2)
         return self.log_density_at(points_m) >= log_level - 1e-12
@@ -112,9 +117,10 @@ class GridPosterior:
         y = g.north0_m + (j0 + np.arange(dense.shape[0])) * g.spacing_m
         # contour half-way between the threshold cell and the next lower value, so threshold cells lie inside
         gen = contourpy.contour_generator(x, y, dense, fill_type=contourpy.FillType.OuterOffset)
-        points, offsets = gen.filled(level * 0.5, np.inf)
+        # the stub's return type is the union over fill types; FillType.OuterOffset gives (points, offsets)
+        points, offsets = cast("FillReturn_OuterOffset", gen.filled(level * 0.5, np.inf))
         polygons = []
-        for pts, offs in zip(points, offsets):
-            rings = [pts[a:b] for a, b in zip(offs[:-1], offs[1:])]
+        for pts, offs in zip(points, offsets, strict=True):
+            rings = [pts[a:b] for a, b in zip(offs[:-1], offs[1:], strict=True)]
             polygons.append([np.vstack([r, r[:1]]) if not np.array_equal(r[0], r[-1]) else r for r in rings])
         return polygons

@@ -174,7 +174,7 @@ def _check_same_network(given: Scenario, scenario: Scenario, store: Path) -> Non
 
 
 def _median_noise(noise_dbm_hz: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """float [R] median noise density each receiver measured over its recordings (NaN: it recorded none)."""
+    """Float [R]: the median noise density each receiver measured over its recordings (NaN: it recorded none)."""
     values = np.where(present & np.isfinite(noise_dbm_hz), noise_dbm_hz, np.nan)
     out = np.full(values.shape[1], np.nan)
     some = ~np.all(np.isnan(values), axis=0)

@@ -49,7 +49,9 @@ def free_space_loss_db(distance_m: np.ndarray, frequency_hz: float) -> np.ndarra
     return 20.0 * np.log10(4.0 * np.pi * d * frequency_hz / SPEED_OF_LIGHT_MPS)
 
 
-def two_ray_loss_db(distance_m: np.ndarray, frequency_hz: float, h_tx_m: np.ndarray, h_rx_m: np.ndarray) -> np.ndarray:
+def two_ray_loss_db(
+    distance_m: np.ndarray, frequency_hz: float, h_tx_m: np.ndarray | float, h_rx_m: np.ndarray
+) -> np.ndarray:
     """Plane-earth two-ray loss in dB: free space before the breakpoint, 40·log10(d²/(h_t·h_r)) after."""
     d = np.maximum(np.asarray(distance_m, float), MIN_DISTANCE_M)
     plane_earth = 20.0 * np.log10(d**2 / (np.asarray(h_tx_m, float) * np.asarray(h_rx_m, float)))
@@ -67,7 +69,7 @@ def _height_gain_db(y: np.ndarray) -> np.ndarray:
 def diffraction_loss_db(
     distance_m: np.ndarray,
     frequency_hz: float,
-    h_tx_m: np.ndarray,
+    h_tx_m: np.ndarray | float,
     h_rx_m: np.ndarray,
     earth_radius_factor: float = 4.0 / 3.0,
 ) -> np.ndarray:
@@ -102,7 +104,7 @@ def radio_horizon_m(h_tx_m: np.ndarray, h_rx_m: np.ndarray, earth_radius_factor:
 def path_loss_db(
     distance_m: np.ndarray,
     frequency_hz: float,
-    h_tx_m: np.ndarray,
+    h_tx_m: np.ndarray | float,
     h_rx_m: np.ndarray,
     earth_radius_factor: float = 4.0 / 3.0,
 ) -> np.ndarray:
@@ -116,7 +118,7 @@ def path_loss_db(
 def okumura_hata_loss_db(
     distance_m: np.ndarray,
     frequency_hz: float,
-    h_tx_m: np.ndarray,
+    h_tx_m: np.ndarray | float,
     h_rx_m: np.ndarray,
     environment: str = "suburban",
 ) -> np.ndarray:
@@ -155,7 +157,7 @@ def median_path_loss_db(
     model: PathLoss,
     distance_m: np.ndarray,
     frequency_hz: float,
-    h_tx_m: np.ndarray,
+    h_tx_m: np.ndarray | float,
     h_rx_m: np.ndarray,
 ) -> np.ndarray:
     """The scenario's median path loss in dB (model.model selects the formula, corrected by the model's
