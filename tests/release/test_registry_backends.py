@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -100,7 +101,8 @@ def test_training_logs_to_the_server_and_serve_and_predict_resolve_its_champion(
         "reason": "there was no champion",
     }
     assert summary["model"]["store"].startswith("s3://models/heimdall") and summary["model"]["store_version"] == 1
-    model_sha = hashlib.sha256((trained / "run" / "model.onnx").read_bytes()).hexdigest()
+    shipped = summary["model"]["onnx"]  # model.onnx, or model-map.onnx when the choice of localizer ships a map
+    model_sha = hashlib.sha256(Path(shipped).read_bytes()).hexdigest()
 
     # serve and predict with a workspace that has no tracking store: the server is the only registry
     empty = {"HEIMDALL_WORKSPACE": str(tmp_path / "elsewhere"), "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -114,7 +116,7 @@ def test_training_logs_to_the_server_and_serve_and_predict_resolve_its_champion(
         _client_env(mp, empty)
         base = ["predict", str(tiny_store), "--quiet", "--format", "csv"]
         assert main([*base, "--tracking-uri", proxied.uri, "--out", str(tmp_path / "registry.csv")]) == 0
-        assert main([*base, "--model-file", str(trained / "run" / "model.onnx"), "--out", str(tmp_path / "f.csv")]) == 0
+        assert main([*base, "--model-file", shipped, "--out", str(tmp_path / "f.csv")]) == 0
     via_server = list(csv.DictReader((tmp_path / "registry.csv").open()))
     assert len(via_server) == 150 and via_server == list(csv.DictReader((tmp_path / "f.csv").open()))
 
