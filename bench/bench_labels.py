@@ -8,10 +8,12 @@ seed; the recordings are simulated as SigMF and imported with the built-in rands
 assumes two-ray diffraction. For each label budget the map is fitted on that many labelled training
 transmissions (0: self-calibrated on the unlabelled training recordings) and answers every test
 transmission. Printed per budget and per number of receivers heard (1, 2, 3, 4+): median error of the
-weighted centroid, the map and the oracle (the same posterior with the simulator's true maps; also without
-its finest shadowing component, the floor of an estimator that cannot resolve that scale), the map's ratio to
+weighted centroid, the map and the oracle (the same posterior with the simulator's true maps, the transmitter's
+height and power marginalised; also told the height, and without its finest shadowing component: the floor of
+an estimator that cannot resolve that scale), the map's ratio to
 them, 1σ/2σ ellipse coverage, 95 % region coverage and median area, the share answered. Then fit
-time against the number of labels (on a simulated store of the same truth) and the time to answer.
+time against the number of labels (on a simulated store of the same truth), the time to answer, and the map's
+median error on that store's own test transmissions against the oracle's.
 
 Targets: 400 labels ≤ 0.75 × centroid; 1,500 ≤ 0.6 ×; all ≤ 1.3 × oracle; 0 labels ≤ 0.9 × centroid with
 95 % regions holding the truth 90–97 %; ≥ 90 % answered; coverage within 4 points of nominal per class;
@@ -56,6 +58,7 @@ TARGET_RATIO_WC_NO_LABELS = 0.9
 TARGET_RATIO_ORACLE_ALL = 1.3
 TARGET_HPD95 = (0.90, 0.97)
 MIN_CLASS_TRANSMISSIONS = 50  # a heard class's coverage is judged when it has at least this many
+SCALING_TEST = 400  # test transmissions of the fit-time store the scaling rows answer
 
 
 @dataclass
@@ -195,7 +198,8 @@ def print_summary(label: str, s: dict) -> None:
 
 
 def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, seed: int) -> None:
-    """Fit time against labels on a simulated store of the truth (features only), and the time to answer."""
+    """Fit time against labels on a simulated store of the truth (features only), the time to answer and the
+    median error against the oracle (height marginalised) on that store's own test transmissions."""
     store = work / f"scaling-{max(sizes)}"
     n_total = int(np.ceil(max(sizes) / 0.8)) + 1
     if not (store / "test.h5").exists():  # the last split written: the store is complete
@@ -218,22 +222,42 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         )
     scenario = load_scenario(MAP_SCENARIO)
     params = FeatureParams.from_scenario(scenario)
-    test = read_split(store / "test.h5", params, slice(0, 200))
-    print("fit time against labels (2 cores):")
+    rows = slice(0, SCALING_TEST)
+    test = read_split(store / "test.h5", params, rows)
+    meas = test.measured
+    with h5py.File(store / "test.h5", "r") as f:
+        gain_offset_db, tx_height_m = f["oracle/gain_offset_db"][:], f["oracle/tx_height_m"][rows]
+    truth_scenario = scenario_from_dict(yaml.safe_load(truth.read_text()))
+    oracle = oracle_answers(
+        truth_scenario, gain_offset_db, tx_height_m, meas.snr_db, meas.noise_dbm, meas.present, test.truth_m, spacing_m,
+        height_known=False,
+    )  # fmt: skip
+    oracle_km = float(np.median(np.linalg.norm(oracle.mean_m - test.truth_m, axis=1))) / 1e3
+    print(
+        f"fit time and accuracy against labels (2 cores; {len(test.truth_m)} test transmissions of this store, "
+        f"oracle median {oracle_km:.1f} km, NLL {-oracle.log_density_at_truth.mean():.2f}):"
+    )
     for n in sizes:
-        with h5py.File(store / "train.h5", "r") as f:
-            feats, present, pos = f["features"][:n], f["mask"][:n].astype(bool), f["tx_position_m"][:n]
+        lab = read_split(store / "train.h5", params, slice(0, n))
         t0 = time.perf_counter()
-        m = fit_radio_map(scenario, Labelled.from_features(feats, present, params, pos), options=MapOptions(spacing_m))
+        m = fit_radio_map(
+            scenario,
+            Labelled(lab.measured.snr_db, lab.measured.noise_dbm, lab.measured.present, lab.truth_m),
+            options=MapOptions(spacing_m),
+        )
         fit_s = time.perf_counter() - t0
-        m.localize(test.measured.snr_db[0], test.measured.noise_dbm[0], test.measured.present[0])
+        m.localize(meas.snr_db[0], meas.noise_dbm[0], meas.present[0])
         t0 = time.perf_counter()
         for i in range(len(test.truth_m)):
-            m.localize(test.measured.snr_db[i], test.measured.noise_dbm[i], test.measured.present[i])
+            m.localize(meas.snr_db[i], meas.noise_dbm[i], meas.present[i])
         answer_ms = (time.perf_counter() - t0) / len(test.truth_m) * 1e3
+        ans = answers_of(m, meas.snr_db, meas.noise_dbm, meas.present, test.truth_m)
+        km = float(np.median(np.linalg.norm(ans.mean_m - test.truth_m, axis=1))) / 1e3
+        assert ans.log_density_at_truth is not None  # answers_of was given the truth
         print(
-            f"  labels {len(pos):7d}: fit {fit_s:7.1f} s  ({fit_s / len(pos) * 1e3:.2f} ms per label)  "
-            f"answer {answer_ms:.1f} ms per transmission",
+            f"  labels {len(lab.truth_m):7d}: fit {fit_s:7.1f} s  ({fit_s / len(lab.truth_m) * 1e3:.2f} ms per label)  "
+            f"answer {answer_ms:.1f} ms per transmission  median {km:.1f} km = "
+            f"{km / oracle_km:.2f} × oracle, NLL {-ans.log_density_at_truth.mean():.2f}",
             flush=True,
         )
 
@@ -261,7 +285,7 @@ def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Na
     wc_err = np.linalg.norm(wc - test.truth_m, axis=1)
     meas = test.measured
 
-    def oracle_of(hidden: tuple[int, ...] = ()) -> MapAnswers:
+    def oracle_of(hidden: tuple[int, ...] = (), height_known: bool = False) -> MapAnswers:
         h = tx_height_m[twin]
         return oracle_answers(
             truth,
@@ -273,14 +297,18 @@ def label_budgets(truth_file: Path, sim: Path, imported: Path, args: argparse.Na
             test.truth_m,
             args.spacing_m,
             hidden=hidden,
+            height_known=height_known,
         )
 
     t0 = time.perf_counter()
     oracle = oracle_of()
-    print(f"oracle: {time.perf_counter() - t0:.0f} s")
+    print(f"oracle (the transmitter's height marginalised, as its power): {time.perf_counter() - t0:.0f} s")
     oracle_err = np.linalg.norm(oracle.mean_m - test.truth_m, axis=1)
     print_summary("", summary("centroid", wc, None, test, wc_err, oracle_err))
     print_summary("", summary("oracle", oracle.mean_m, oracle.cov_m2, test, wc_err, oracle_err, oracle))
+    told = oracle_of(height_known=True)
+    print("oracle|h: told each transmitter's height (what `heimdall evaluate` reports)")
+    print_summary("", summary("oracle|h", told.mean_m, told.cov_m2, test, wc_err, oracle_err, told))
     components = truth.environment.shadowing.components
     partial_err = None
     if len(components) > 1:

@@ -78,3 +78,26 @@ def test_map_fit_without_labels_self_calibrates_and_uses_the_map_alone(model_fil
     fit = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[FIT_KEY])
     assert (fit["alpha"], fit["beta"], fit["labels_used"]) == (1.0, 0.0, 0)
     assert fit["how"].startswith("no labels: self-calibrated") and fit["store_files"] == ["unlabelled.h5"]
+
+
+def test_evaluate_scores_a_map_model_by_its_own_answers(map_model_file, tiny_store, tmp_path):
+    """`model` is what the model serves (its hybrid posterior), `model_network` its bare network."""
+    import numpy as np
+
+    from heimdall.evaluation.evaluate import onnx_predictions
+    from heimdall.evaluation.test_set import load_test_set
+    from heimdall.metrics import accuracy_summary
+    from heimdall.release.model_answers import model_answers
+
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(map_model_file), "--data-dir", str(tiny_store), "--out", str(out)]
+    assert main([*argv, "--map-spacing-m", "2000", "--no-mlflow", "--quiet"]) == 0
+    est = json.loads((out / "metrics.json").read_text())["estimators"]
+    test = load_test_set(tiny_store)
+    served = model_answers(map_model_file.read_bytes(), test, "model")
+    network_mean, _ = onnx_predictions(map_model_file.read_bytes(), test)
+    assert not np.allclose(served.mean_m, network_mean)  # the map moved the answers
+    asked = test.heard.sum(1) >= test.scenario.receiver_chain.min_receivers
+    for name, mean in (("model", served.mean_m), ("model_network", network_mean)):
+        expected = accuracy_summary(mean[asked], test.target_m[asked])["median_error_m"]
+        assert est[name]["median_error_m"] == pytest.approx(expected, rel=1e-6), name

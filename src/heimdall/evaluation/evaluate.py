@@ -42,6 +42,7 @@ DEFAULT_GRID_SPACING_M = 2_000.0
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 ESTIMATORS = (
     "model",
+    "model_network",
     "model_power_only",
     "weighted_centroid",
     "classical_ml",
@@ -191,6 +192,7 @@ def evaluate(
     validation: TestSet | None = None,
     map_options: MapOptions | None = DEFAULT_MAP_OPTIONS,
     on_progress: Callable[[str, int, int], None] | None = None,
+    served: Predict | None = None,
 ) -> dict:
     """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
 
@@ -200,6 +202,8 @@ def evaluate(
     and the map self-calibrates on the test recordings' measurements. validation: labelled data to choose
     the hybrid's exponents on (no hybrid without it). map_options: the radio map's grid (None: no grid
     estimators). The reporting rule (the scenario's min_receivers) decides which transmissions ask an answer.
+    served: the model's own answers when they are not its network's (a model carrying a radio map answers with
+    its hybrid posterior: heimdall.release.model_answers); then `model` is those and `model_network` the network.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -212,6 +216,8 @@ def evaluate(
     preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     if predict is not None:
         preds["model"] = predict(test)
+        if served is not None:
+            preds["model_network"], preds["model"] = preds["model"], served(test)
         preds["model_power_only"] = predict(power_only(test))
     preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
     classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
@@ -249,8 +255,8 @@ def evaluate(
                 "grid_spacing_m": grid_spacing_m,
             },
             **grid_notes,
-            "oracle": "the radio-map posterior with the simulator's own maps (true path loss for the transmitter "
-            "height in 8 bins, shadowing fields, gain offsets), its fading and measurement noise, and the true "
+            "oracle": "the radio-map posterior with the simulator's own maps (true path loss at each transmitter's "
+            "height, in 16 bins; shadowing fields; gain offsets), its fading and measurement noise, and the true "
             "transmit power range: a floor in NLL",
             "crlb": "errors of an efficient estimator: one draw from N(truth, CRLB) per transmission, "
             "log-distance model with the classical fit",

@@ -370,11 +370,7 @@ def _fit_labelled(
     spread = base.spread_db.copy()
     fitted_field = np.zeros_like(y)
     fields = {}
-    initial = FieldHyper(
-        scenario.environment.shadowing.sigma_db,
-        max(cp.correlation_m for cp in scenario.environment.shadowing.components),
-        1.0,
-    )
+    initial = FieldHyper.initial([(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components])
     for r in range(n_rx):
         if on_progress:
             on_progress("field", r, n_rx)
@@ -406,9 +402,7 @@ def _fit_labelled(
         spread[:, r] = np.sqrt(inflation * (f_var + h.nugget_db**2)).astype(np.float32)
         fields[rid] = {
             "points": int(sel.sum()),
-            "sigma_db": h.sigma_db,
-            "correlation_m": h.correlation_m,
-            "nugget_db": h.nugget_db,
+            **h.as_dict(),
             "variance_inflation": inflation,
         }
     start, prior = _learned_power_prior(scenario, y - mu_param - fitted_field, use)

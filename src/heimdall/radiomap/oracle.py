@@ -1,12 +1,13 @@
 """The oracle of simulated data: the radio-map posterior with the simulator's own maps and noise.
 
-It knows everything the simulator drew except the position and the transmit power: the path loss for
-the transmitter's antenna height (in ORACLE_HEIGHT_BINS log-spaced bins over the scenario's range, with
-the spread of the path loss across each bin and across each grid cell as the map's own uncertainty), the
-shadowing fields, the receivers' gain offsets, the fading and measurement noise, and the transmit power
-range (a flat prior over exactly that range). Being the Bayes posterior of the generative model (up to
-the height bins and the grid), no estimator should have a lower mean negative log-likelihood on simulated
-data: it is a floor, not a baseline.
+It knows the simulator's path loss (in ORACLE_HEIGHT_BINS log-spaced bins over the scenario's range of
+transmitter antenna heights, with the spread of the path loss across each bin and across each grid cell as
+the map's own uncertainty), the shadowing fields, the receivers' gain offsets, the fading and measurement
+noise, and the transmit power range (a flat prior over exactly that range); not the position nor the transmit
+power. The transmitter's height it is either told (its bin: fast, what `heimdall evaluate` reports) or
+marginalises under the height's prior like the power: then it is the Bayes posterior of the generative model
+(up to the height bins and the grid), the floor no estimator should beat in mean negative log-likelihood on
+simulated data, and the reference for accuracy ratios (bench/bench_labels.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
+from heimdall.radiomap.posterior import mixture
 
 if TYPE_CHECKING:
     from heimdall.scenario.domain import Scenario
@@ -39,6 +41,12 @@ def height_bins(scenario: Scenario, heights_m: np.ndarray) -> np.ndarray:
     """Bin index [n] of each transmitter height."""
     edges = height_edges(scenario)
     return np.clip(np.searchsorted(edges, heights_m, side="right") - 1, 0, ORACLE_HEIGHT_BINS - 1)
+
+
+def height_log_prior(scenario: Scenario) -> np.ndarray:
+    """The log prior [B] of each height bin: heights are drawn uniformly over the scenario's range (heimdall.sim)."""
+    widths = np.diff(height_edges(scenario))
+    return np.log(widths / widths.sum())
 
 
 def without_components(scenario: Scenario, hidden: tuple[int, ...]) -> tuple[Scenario, float]:
@@ -130,11 +138,22 @@ def oracle_answers(
     spacing_m: float,
     on_progress: Callable[[int, int], None] | None = None,
     hidden: tuple[int, ...] = (),
+    height_known: bool = True,
 ) -> MapAnswers:
     """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n]); `hidden`: shadowing
-    components it does not know (oracle_maps)."""
+    components it does not know (oracle_maps). height_known: each transmission's map is its height bin's; else
+    the height is marginalised like the transmit power (the posterior mixed over the bins under the height's
+    prior: the Bayes posterior of the generative model, ORACLE_HEIGHT_BINS times the work)."""
     maps = oracle_maps(scenario, gain_offset_db, spacing_m, hidden=hidden)
-    bins = height_bins(scenario, tx_height_m)
+    if height_known:
+        bins = height_bins(scenario, tx_height_m)
+        return localize_all(
+            lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+        )
+    log_prior = height_log_prior(scenario)
     return localize_all(
-        lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+        lambda i: mixture([m.localize(snr_db[i], noise_dbm[i], present[i]) for m in maps], log_prior),
+        len(snr_db),
+        truth_m,
+        on_progress,
     )

@@ -124,3 +124,19 @@ class GridPosterior:
             rings = [pts[a:b] for a, b in zip(offs[:-1], offs[1:], strict=True)]
             polygons.append([np.vstack([r, r[:1]]) if not np.array_equal(r[0], r[-1]) else r for r in rings])
         return polygons
+
+
+def mixture(posteriors: list[GridPosterior], log_prior: np.ndarray) -> GridPosterior:
+    """The posterior of a model mixed over a discrete latent: Σ_b p(b)·p(data | b)·p(x | data, b), from each
+    b's posterior (same grid) and log p(b) [B]; its log_evidence is log Σ_b p(b)·p(data | b)."""
+    grid = posteriors[0].grid
+    cells = np.concatenate([p.cells for p in posteriors])
+    # unnormalised log posterior of each part on the scale GridPosterior reads its evidence from
+    lp = np.concatenate(
+        [np.log(p.weights) + p.log_evidence + lw for p, lw in zip(posteriors, log_prior, strict=True)]
+    ) + np.log(grid.n_cells)
+    unique, inverse = np.unique(cells, return_inverse=True)
+    top = lp.max()
+    summed = np.bincount(inverse, weights=np.exp(lp - top), minlength=len(unique))
+    with np.errstate(divide="ignore"):
+        return GridPosterior(grid, unique, np.log(summed) + top)

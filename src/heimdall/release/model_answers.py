@@ -10,13 +10,14 @@ MAP_EVALUATION_SAMPLES transmissions of the evaluation set (for both models).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from heimdall.errors import ModelLoadError
 from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.radio_map import measured
-from heimdall.evaluation.test_set import TestSet
+from heimdall.evaluation.test_set import Predict, TestSet
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.release.map_metadata import read_exponents
@@ -74,6 +75,22 @@ def model_answers(onnx_bytes: bytes, test: TestSet, where: str) -> Answers:
         mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
         in50[i], in95[i] = post.in_hpd(truth[i][None], 0.5)[0], post.in_hpd(truth[i][None], 0.95)[0]
     return Answers(mean_m, cov_m2, in50, in95)
+
+
+def served_predictor(model_path: Path) -> Predict | None:
+    """What an exported model that carries a radio map serves, as a predictor (its answers' mean [n, 2] m and
+    covariance [n, 2, 2] m²), the file read once; None for a checkpoint or a network-only model."""
+    if model_path.suffix != ".onnx" or not model_path.is_file():
+        return None
+    data = model_path.read_bytes()
+    if not carries_map(data):
+        return None
+
+    def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
+        answers = model_answers(data, test, str(model_path))
+        return answers.mean_m, answers.cov_m2
+
+    return predict
 
 
 def mahalanobis_sq(mean_m: np.ndarray, cov_m2: np.ndarray, truth_m: np.ndarray) -> np.ndarray:
