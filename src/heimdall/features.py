@@ -212,6 +212,18 @@ MIN_HEARD_STORED = 1  # stores keep every transmission at least one receiver hea
 HEARD_CLASSES = ("1", "2", "3", "4+")  # how metrics group transmissions by the receivers that heard them
 
 
+def receiver_reports(labels: list[str], snr_db: np.ndarray, params: FeatureParams) -> list[dict[str, Any]]:
+    """The answer's `receivers`: per receiver its id, SNR (dB, 0.01 dB) and whether it heard the transmission
+    (SNR ≥ the model's detection threshold); both None for a receiver that sent only its power."""
+    detected = heard(snr_db, params)
+    return [
+        {"id": label, "snr_db": round(float(s), 2), "heard": bool(h)}
+        if np.isfinite(s)
+        else {"id": label, "snr_db": None, "heard": None}
+        for label, s, h in zip(labels, snr_db, detected, strict=True)
+    ]
+
+
 def heard_class(n_heard: np.ndarray | int) -> np.ndarray:
     """The HEARD_CLASSES label (str [n]) of each count of hearing receivers ("0" for none)."""
     n = np.asarray(n_heard)

@@ -149,3 +149,26 @@ def test_an_unknown_format_is_refused(model_file, tiny_store, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(tiny_store), "--model-file", str(model_file), "--format", "shp"])
     assert exit_info.value.code == 2 and "invalid choice: 'shp'" in capsys.readouterr().err
+
+
+def test_json_answers_report_each_receiver_as_the_service_does(model_file, tiny_store, tmp_path):
+    """`receivers`: per recording receiver its id, SNR (0.01 dB) and whether it heard (SNR ≥ the threshold)."""
+    import h5py
+
+    from heimdall.features import FeatureParams, heard
+    from heimdall.scenario.schema import scenario_from_text
+
+    out = tmp_path / "p.json"
+    assert main(["predict", str(tiny_store), "--model-file", str(model_file), "--quiet", "--out", str(out)]) == 0
+    answers = json.loads(out.read_text())
+    with h5py.File(tiny_store / "test.h5") as f:
+        params = FeatureParams.from_scenario(scenario_from_text(f.attrs["scenario_yaml"], "test.h5"))
+        snr = f["features"][..., params.snr_index]
+        present = f["present"][...] > 0 if "present" in f else np.ones(snr.shape, bool)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["receivers/id"][...]]
+    assert len(answers) == len(snr)
+    for answer, row, rec in zip(answers, snr, present, strict=True):
+        expected_ids = [i for i, p in zip(ids, rec, strict=True) if p]
+        assert [r["id"] for r in answer["receivers"]] == expected_ids
+        assert [r["snr_db"] for r in answer["receivers"]] == pytest.approx(row[rec], abs=0.006)
+        assert [r["heard"] for r in answer["receivers"]] == list(heard(row[rec], params))

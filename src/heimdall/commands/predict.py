@@ -24,6 +24,7 @@ from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, find_collections, r
 from heimdall.datasets.store import split_files
 from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
+from heimdall.features import receiver_reports
 from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
 
@@ -62,6 +63,12 @@ def predict_command(args: argparse.Namespace) -> int:
         writer = write_geojson if fmt == "geojson" else write_kml
         writer(out, transmission_features(names, mean, cov, model.frame, fields))
     else:
+        if fmt == "json":  # per receiver its SNR and whether it heard, as the service answers
+            snr = model.params.snr_index
+            fields = [
+                {**extra, "receivers": receiver_reports(labels, feats[:, snr], model.params)}
+                for extra, (feats, labels) in zip(fields, inputs, strict=True)
+            ]
         write_table(out, fmt, names, mean, cov, model.frame.to_geodetic(mean), fields, parts)
     used = sum(part is not None for part in parts)
     console.print(

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel
 
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
-from heimdall.features import FeatureParams, heard
+from heimdall.features import receiver_reports
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
 from heimdall.serve.events import EventRing
@@ -88,18 +88,6 @@ class Transmission:
     labels: list[str]
     snr_db: np.ndarray
     map_input: MapInput | str | None = None
-
-
-def receiver_reports(labels: list[str], snr_db: np.ndarray, params: FeatureParams) -> list[dict[str, Any]]:
-    """The answer's `receivers`: per receiver its id, SNR (dB, 0.01 dB) and whether it heard the transmission
-    (SNR ≥ the model's detection threshold); both None for a receiver that sent only its power."""
-    detected = heard(snr_db, params)
-    return [
-        {"id": label, "snr_db": round(float(s), 2), "heard": bool(h)}
-        if np.isfinite(s)
-        else {"id": label, "snr_db": None, "heard": None}
-        for label, s, h in zip(labels, snr_db, detected, strict=True)
-    ]
 
 
 def answers(
