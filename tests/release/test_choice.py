@@ -123,6 +123,13 @@ def test_forced_hybrid_without_a_validation_split_is_refused_before_training(tin
     assert "--localizer hybrid" in capsys.readouterr().err and not (ws / "run" / "best.ckpt").exists()
 
 
+def test_a_map_grid_too_fine_for_the_area_is_refused_before_training(tiny_store, ws, capsys):
+    rc, _ = _train(tiny_store, ws, "--map-spacing-m", "5")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--map-spacing-m" in err and "cells over the area" in err and not (ws / "run" / "best.ckpt").exists()
+
+
 def test_export_only_refuses_a_forced_map(tiny_store, ws, capsys):
     argv = ["train", "--export-only", "--checkpoint", str(ws / "best.ckpt"), "--localizer", "map"]
     assert main(argv) == 2

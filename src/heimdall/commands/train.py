@@ -279,11 +279,26 @@ def check_hardware(cfg: TrainConfig) -> None:
 
 
 def _check_localizer(cfg: TrainConfig) -> None:
-    """Refuse, before the fit, a forced hybrid the store cannot weigh (no validation split to choose α, β on)."""
+    """Refuse, before the fit, a forced hybrid the store cannot weigh (no validation split to choose α, β on) and a
+    map grid too fine for the store's area (the map is fitted after the training)."""
     if cfg.export and cfg.localizer == "hybrid" and not (Path(cfg.data_dir or ".") / "val.h5").is_file():
         raise ConfigError(
             f"--localizer hybrid: the store {cfg.data_dir} has no validation split (val.h5) to weigh map and network on"
         )
+    train = split_files(cfg.data_dir, "train") if cfg.export and cfg.localizer != "network" and cfg.data_dir else []
+    if not train:
+        return
+    from heimdall.datasets.loader import StoreDataset
+    from heimdall.radiomap.grid import MapGrid
+    from heimdall.scenario.schema import scenario_from_text
+
+    text = StoreDataset(train).meta.scenario_yaml
+    if text:
+        bounds = scenario_from_text(text, f"{train[0]}: attribute scenario_yaml").area_bounds_m()
+        try:
+            MapGrid.over(bounds, cfg.map_spacing_m)
+        except ValueError as exc:
+            raise ConfigError(f"--map-spacing-m: {exc} (or --localizer network)") from None
 
 
 def _warn_unused_validation_split(cfg: TrainConfig, given: set[str]) -> None:
