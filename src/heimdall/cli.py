@@ -452,7 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="store",
         help="store folder (train.h5 / val.h5, or unlabelled.h5) with the model's receivers",
     )
-    _flag(p, "--model", required=True, help="fit: the network model (model.onnx); update: the map-carrying model")
+    _flag(
+        p,
+        "--model",
+        help="fit: the network model (model.onnx); update: the map-carrying model (default: --store's latest version "
+        "or --version, else the registry's --alias at --tracking-uri; the new version goes back there with --store or "
+        "--register)",
+    )
     _flag(p, "--out", required=True, help="ONNX file to write (the model with the map; its manifest beside it)")
     _flag(p, "--labels", metavar="DIR", help="update: folder of labelled SigMF collections of the model's receivers")
     _flag(
@@ -477,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also register it in MLflow (champion only if it beats the champion on the evaluation set)",
     )
     _flag(p, "--tracking-uri", help="MLflow tracking URI of the registry (default $MLFLOW_TRACKING_URI or sqlite)")
+    _flag(p, "--version", type=int, help="update without --model: the --store version to update (default the latest)")
+    _flag(p, "--alias", default=CHAMPION, help=f"update without --model or --store: the registry alias ({CHAMPION})")
+    _flag(
+        p,
+        "--verify-key",
+        metavar="FILE",
+        help="update without --model: refuse a stored or registered model whose manifest is not signed by this key "
+        "(default $HEIMDALL_VERIFY_KEY_FILE)",
+    )
     _flag(
         p,
         "--eval-data",

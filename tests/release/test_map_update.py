@@ -122,6 +122,28 @@ def test_update_goes_to_the_model_store_and_the_registry_judged_by_its_answers(u
     assert float(version.tags["median_error_m"]) == pytest.approx(judged["median_error_m"], rel=1e-5)
 
 
+def test_update_takes_the_model_from_the_store_or_the_registry_and_publishes_the_next_version(
+    updated, tiny_store, new_labels
+):
+    out, ws = updated
+    store = ws / "models"
+    v3 = ws / "model-map-v3.onnx"
+    args = ["map", "update", str(tiny_store), "--labels", str(new_labels), "--out", str(v3), "--quiet"]
+    assert main([*args, "--store", str(store)]) == 0  # no --model: the store's latest version, v1 (map version 2)
+    fit = _fit(v3)
+    assert fit["map_version"] == 3 and fit["parent_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    stored = ModelStore.open(str(store)).fetch("heimdall-localizer")
+    assert stored.version == 2 and stored.data == v3.read_bytes()
+
+    # from the registry: the version the fixture registered, under the alias it got
+    uri = f"sqlite:///{ws}/m.db"
+    (alias,) = MlflowClient(uri).get_registered_model("heimdall-localizer").aliases
+    from_registry = ws / "from-registry.onnx"
+    argv = ["map", "update", str(tiny_store), "--labels", str(new_labels), "--out", str(from_registry), "--quiet"]
+    assert main([*argv, "--tracking-uri", uri, "--alias", alias]) == 0
+    assert _fit(from_registry)["parent_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
 def test_update_refuses_foreign_receivers_and_a_model_without_a_map_writing_nothing(
     foreign_labels, map_model_file, model_file, tiny_store, tmp_path, capsys
 ):
@@ -134,6 +156,8 @@ def test_update_refuses_foreign_receivers_and_a_model_without_a_map_writing_noth
     err = capsys.readouterr().err
     assert "carries no radio map" in err and "heimdall map fit" in err
     assert main(["map", "fit", str(tiny_store), "--model", str(model_file), "--out", str(out), "--labels", "x"]) == 2
+    assert main(["map", "fit", str(tiny_store), "--out", str(out)]) == 2
+    assert "`map fit` needs the network model" in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == []  # no model, no manifest, no imported labels left behind
 
 

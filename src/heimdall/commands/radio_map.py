@@ -15,7 +15,7 @@ from heimdall.errors import ConfigError
 from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import fit_and_attach
-from heimdall.release.map_update import update_map
+from heimdall.release.map_update import MapModel, fetched_map_model, read_map_model, update_map
 from heimdall.release.publish import PublishOptions, publish_map_model
 from heimdall.signing import signing_key
 
@@ -25,6 +25,8 @@ def map_command(args: argparse.Namespace) -> int:
     console = Console()
     if (args.action == "update") != bool(args.labels):
         raise ConfigError("--labels DIR: `map update` needs it, `map fit` takes none (it fits on the store's labels)")
+    if args.action == "fit" and not args.model:
+        raise ConfigError("--model: `map fit` needs the network model (model.onnx) to attach the map to")
     signer = signing_key(args.signing_key)
     spacing_m = args.spacing_m
     with staged_progress(console, args.quiet) as (_, on_progress):
@@ -33,9 +35,8 @@ def map_command(args: argparse.Namespace) -> int:
             r = fit_and_attach(Path(args.model), Path(args.data_store), Path(args.out), grid, signer, on_progress)
         else:
             own = None if spacing_m is None else MapOptions(spacing_m=spacing_m)
-            r = update_map(
-                Path(args.model), Path(args.data_store), Path(args.labels), Path(args.out), own, signer, on_progress
-            )
+            parent = read_map_model(Path(args.model), Path(args.out)) if args.model else fetched_parent(args, console)
+            r = update_map(parent, Path(args.data_store), Path(args.labels), Path(args.out), own, signer, on_progress)
     f = r.fit
     console.print(
         f"{f['how']}; map version {f['map_version']}; hybrid α {f['alpha']:g}, β {f['beta']:g}"
@@ -59,3 +60,24 @@ def map_command(args: argparse.Namespace) -> int:
             g = published.registration
             console.print(f"MLflow registry: {g.name} v{g.version} → {g.alias} ({g.reason})", highlight=False)
     return 0
+
+
+def fetched_parent(args: argparse.Namespace, console: Console) -> MapModel:
+    """`map update` without --model: the model to update is --store's latest version (or --version), else the
+    registry's --alias (champion) at --tracking-uri; its manifest checked (and its signature, with --verify-key)."""
+    from heimdall.manifest import TrustPolicy
+    from heimdall.serve.runtime import ModelSource
+    from heimdall.signing import verify_key
+
+    source = ModelSource(
+        store=args.store,
+        version=args.version,
+        registry_uri=args.tracking_uri,
+        alias=args.alias,
+        s3_options=s3_options(args),
+        trust=TrustPolicy(verify_key=verify_key(args.verify_key)),
+    )
+    data, name, version = source.fetch()
+    where = f"model store {args.store}" if args.store else f"registry {args.tracking_uri or 'default'} @{args.alias}"
+    console.print(f"updating {name} version {version} from the {where}", highlight=False)
+    return fetched_map_model(data, f"{where}: {name} version {version}")

@@ -54,7 +54,7 @@ class AttachedMap:
     fit: dict
 
 
-def check_receivers(recordings: TestSet, card: ModelCard, store: Path, model: Path) -> None:
+def check_receivers(recordings: TestSet, card: ModelCard, store: Path, model: str | Path) -> None:
     """Refuse a store whose receivers are not the model's: other ids, another order, or other places."""
     if recordings.scenario is None:
         raise ExportError(f"{store}: no scenario_yaml attribute; the map needs the store's scenario")
@@ -74,9 +74,10 @@ def check_receivers(recordings: TestSet, card: ModelCard, store: Path, model: Pa
 
 @dataclass
 class NetworkModel:
-    """A network model read to attach a map to: its bytes, parsed graph and card."""
+    """A network model read to attach a map to: where it came from (for messages), its bytes, parsed graph and
+    card."""
 
-    path: Path
+    where: str
     data: bytes
     proto: Any  # onnx.ModelProto
     card: ModelCard
@@ -101,7 +102,7 @@ def read_network(model_path: Path, out: Path) -> NetworkModel:
     if map_io.has_map(proto):
         raise ExportError(f"{model_path}: already carries a radio map; fit on the network model it was made from")
     card = ModelCard.from_onnx_metadata({p.key: p.value for p in proto.metadata_props}, str(model_path), ExportError)
-    return NetworkModel(model_path, data, proto, card)
+    return NetworkModel(str(model_path), data, proto, card)
 
 
 def fit_and_attach(
@@ -138,7 +139,7 @@ def fit_store_map(
         recordings = load_test_set(store / UNLABELLED_SPLIT)
     if recordings is None:
         raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
-    check_receivers(recordings, network.card, store, network.path)
+    check_receivers(recordings, network.card, store, network.where)
     try:  # bound the grid before any work
         MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
     except ValueError as exc:

@@ -28,6 +28,7 @@ from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import DatasetError, ExportError
 from heimdall.evaluation.evaluate import map_splits
 from heimdall.evaluation.test_set import TestSet, load_test_set
+from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import (
@@ -48,24 +49,36 @@ LABEL_SPLITS = ("train", "val", "test")  # every labelled split of the imported 
 
 @dataclass
 class MapModel:
-    """A map-carrying model read to update: its bytes, its FIT_KEY entry and the network it was made from."""
+    """A map-carrying model read to update: where it came from (a file, a store or registry version: for messages),
+    its bytes, its FIT_KEY entry and the network it was made from."""
 
-    path: Path
+    where: str
     data: bytes
     fit: dict[str, Any]
     network: NetworkModel
 
 
 def read_map_model(model_path: Path, out: Path) -> MapModel:
-    """The map-carrying model at `model_path` and its network (the map taken off), checked before anything is
-    fitted: one self-contained file, a map, a FIT_KEY entry, the network its `network_sha256` names."""
+    """The map-carrying model file at `model_path` (not `out`), checked as map_model_of does."""
+    data, proto = read_model_file(model_path, out)
+    return map_model_of(data, proto, str(model_path))
+
+
+def fetched_map_model(data: bytes, where: str) -> MapModel:
+    """A map-carrying model fetched from a model store or the registry (its integrity already checked there)."""
+    check_model_size(len(data), where, ExportError)
+    return map_model_of(data, require_self_contained(data, where), where)
+
+
+def map_model_of(data: bytes, proto: Any, where: str) -> MapModel:  # noqa: ANN401  (onnx.ModelProto)
+    """The map-carrying model (bytes, parsed) and its network (the map taken off), checked before anything is
+    fitted: a map, a FIT_KEY entry, the network its `network_sha256` names."""
     import onnx
 
-    data, proto = read_model_file(model_path, out)
     if not map_io.has_map(proto):
         raise ExportError(
-            f"{model_path}: carries no radio map to update; attach one first with `heimdall map fit STORE --model "
-            f"{model_path.name} --out MODEL-MAP.onnx`"
+            f"{where}: carries no radio map to update; attach one first with `heimdall map fit STORE --model "
+            "MODEL.onnx --out MODEL-MAP.onnx`"
         )
     meta = {p.key: p.value for p in proto.metadata_props}
     try:
@@ -73,7 +86,7 @@ def read_map_model(model_path: Path, out: Path) -> MapModel:
         if not isinstance(fit, dict):
             raise TypeError
     except (KeyError, TypeError, ValueError):
-        raise ExportError(f"{model_path}: metadata {FIT_KEY}: missing or not a JSON object") from None
+        raise ExportError(f"{where}: metadata {FIT_KEY}: missing or not a JSON object") from None
     map_io.detach(proto)
     kept = [p for p in proto.metadata_props if p.key != FIT_KEY]
     del proto.metadata_props[:]
@@ -81,13 +94,13 @@ def read_map_model(model_path: Path, out: Path) -> MapModel:
     network_data = proto.SerializeToString()
     if hashlib.sha256(network_data).hexdigest() != fit.get("network_sha256"):
         raise ExportError(
-            f"{model_path}: its network is not the one its map was attached to (metadata {FIT_KEY}.network_sha256); "
+            f"{where}: its network is not the one its map was attached to (metadata {FIT_KEY}.network_sha256); "
             "the file was changed after `heimdall map fit`"
         )
     card = ModelCard.from_onnx_metadata(
-        {p.key: p.value for p in onnx.load_from_string(network_data).metadata_props}, str(model_path), ExportError
+        {p.key: p.value for p in onnx.load_from_string(network_data).metadata_props}, where, ExportError
     )
-    return MapModel(model_path, data, fit, NetworkModel(model_path, network_data, proto, card))
+    return MapModel(where, data, fit, NetworkModel(where, network_data, proto, card))
 
 
 def imported_labels(labels_dir: Path, recordings: TestSet, work: Path) -> tuple[TestSet, str]:
@@ -118,7 +131,7 @@ def joined(sets: list[TestSet]) -> TestSet:
 
 
 def update_map(
-    model_path: Path,
+    parent: MapModel,
     store: Path,
     labels_dir: Path,
     out: Path,
@@ -126,10 +139,9 @@ def update_map(
     signer: SigningKey | None = None,
     on_progress: Progress | None = None,
 ) -> AttachedMap:
-    """Refit the map of the model at `model_path` on the store's labels plus those of `labels_dir` (on the parent's
-    grid unless `options` say otherwise), and write the new version to `out` (atomically, after it loads) with its
-    manifest; nothing is written on failure."""
-    parent = read_map_model(model_path, out)
+    """Refit the map of `parent` (read_map_model, fetched_map_model) on the store's labels plus those of `labels_dir`
+    (on the parent's grid unless `options` say otherwise), and write the new version to `out` (atomically, after it
+    loads) with its manifest; nothing is written on failure."""
     if options is None:
         options = MapOptions(spacing_m=float(parent.fit.get("spacing_m", MapOptions().spacing_m)))
     if not labels_dir.is_dir():
@@ -137,10 +149,10 @@ def update_map(
     stored, _ = map_splits(store)
     if stored is None:
         raise ExportError(f"{store}: no train.h5; the new labels join the store's labelled training split")
-    check_receivers(stored, parent.network.card, store, model_path)
+    check_receivers(stored, parent.network.card, store, parent.where)
     with tempfile.TemporaryDirectory(prefix="heimdall-labels-", dir=out.parent if out.parent.is_dir() else None) as tmp:
         labels, labels_sha256 = imported_labels(labels_dir, stored, Path(tmp) / "store")
-    check_receivers(labels, parent.network.card, labels_dir, model_path)
+    check_receivers(labels, parent.network.card, labels_dir, parent.where)
     radio_map, fit = fit_store_map(parent.network, store, options, on_progress, calibration=joined([stored, labels]))
     fit |= {
         "how": f"{fit['how']} ({len(stored.target_m)} of the store, {len(labels.target_m)} added)",

@@ -197,6 +197,12 @@ class ModelSource:
 
     def load(self) -> ServedModel:
         """The model the source names now, verified and loaded (ModelLoadError naming what failed)."""
+        data, name, version = self.fetch()
+        return from_bytes(data, name, version, self.threads)
+
+    def fetch(self) -> tuple[bytes, str, str]:
+        """(bytes, name, version — "file" for a file) of the model the source names now, its integrity and
+        signature checked against its manifest as the trust policy asks (ModelLoadError naming what failed)."""
         if self.file:
             return self._from_file(Path(self.file))
         if self.store:
@@ -211,10 +217,10 @@ class ModelSource:
                 self.name,
                 stored.version,
             )
-            return from_bytes(stored.data, self.name, str(stored.version), self.threads)
+            return stored.data, self.name, str(stored.version)
         return self._from_registry()
 
-    def _from_file(self, path: Path) -> ServedModel:
+    def _from_file(self, path: Path) -> tuple[bytes, str, str]:
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found")
         check_model_size(path.stat().st_size, str(path))
@@ -226,9 +232,9 @@ class ModelSource:
             except ValueError as exc:
                 raise ModelLoadError(f"{sidecar_path(path)}: {exc}") from None
         self.trust.check(data, manifest, str(path))
-        return from_bytes(data, path.stem, "file", self.threads)
+        return data, path.stem, "file"
 
-    def _from_registry(self) -> ServedModel:
+    def _from_registry(self) -> tuple[bytes, str, str]:
         from mlflow.exceptions import MlflowException
 
         from heimdall.manifest import MANIFEST_TAG
@@ -254,4 +260,4 @@ class ModelSource:
             except ValueError as exc:
                 raise ModelLoadError(f"{where}: tag {MANIFEST_TAG}: {exc}") from None
         self.trust.check(data, manifest, where, self.name, mv.version)
-        return from_bytes(data, self.name, str(mv.version), self.threads)
+        return data, self.name, str(mv.version)
