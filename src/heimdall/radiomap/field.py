@@ -1,7 +1,7 @@
 """A receiver's residual power field learned from labelled transmissions: a Gaussian process (kriging).
 
-Covariance Σ_k σ_k²·exp(−r/ℓ_k): COMPONENTS exponential components (Gudmundson's shadowing model at a coarse
-and a fine scale: terrain and clutter) plus a nugget τ² and each point's own known noise variance (fading,
+Covariance Σ_k σ_k²·exp(−r/ℓ_k): two exponential components (Gudmundson's shadowing model at a coarse and
+a fine scale: terrain and clutter) plus a nugget τ² and each point's own known noise variance (fading,
 the uncertainty of its transmit power, the power measurement). σ_k, ℓ_k and τ by maximum composite likelihood
 on HYPER_BLOCKS blocks of neighbouring points (each block's points are the nearest to a random centre among a
 random thinning of the labels, so both scales are seen whatever the density); predictions by local kriging
@@ -21,7 +21,6 @@ from scipy.spatial.distance import cdist
 
 from heimdall.radiomap.grid import MapGrid
 
-COMPONENTS = 2
 HYPER_BLOCKS = 8
 HYPER_BLOCK_POINTS = 300
 HYPER_THINNING = 6000  # labels the blocks are drawn from
