@@ -131,12 +131,12 @@ def mixture(posteriors: list[GridPosterior], log_prior: np.ndarray) -> GridPoste
     b's posterior (same grid) and log p(b) [B]; its log_evidence is log Σ_b p(b)·p(data | b)."""
     grid = posteriors[0].grid
     cells = np.concatenate([p.cells for p in posteriors])
-    # unnormalised log posterior of each part on the scale GridPosterior reads its evidence from
-    lp = np.concatenate(
-        [np.log(p.weights) + p.log_evidence + lw for p, lw in zip(posteriors, log_prior, strict=True)]
-    ) + np.log(grid.n_cells)
-    unique, inverse = np.unique(cells, return_inverse=True)
-    top = lp.max()
-    summed = np.bincount(inverse, weights=np.exp(lp - top), minlength=len(unique))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore"):  # a cell whose weight underflowed to 0 holds no mass: log 0 = −inf
+        # unnormalised log posterior of each part on the scale GridPosterior reads its evidence from
+        lp = np.concatenate(
+            [np.log(p.weights) + p.log_evidence + lw for p, lw in zip(posteriors, log_prior, strict=True)]
+        ) + np.log(grid.n_cells)
+        unique, inverse = np.unique(cells, return_inverse=True)
+        top = lp.max()
+        summed = np.bincount(inverse, weights=np.exp(lp - top), minlength=len(unique))
         return GridPosterior(grid, unique, np.log(summed) + top)
