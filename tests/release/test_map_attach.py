@@ -101,3 +101,12 @@ def test_evaluate_scores_a_map_model_by_its_own_answers(map_model_file, tiny_sto
     for name, mean in (("model", served.mean_m), ("model_network", network_mean)):
         expected = accuracy_summary(mean[asked], test.target_m[asked])["median_error_m"]
         assert est[name]["median_error_m"] == pytest.approx(expected, rel=1e-6), name
+
+
+def test_evaluate_refuses_a_file_that_is_not_an_onnx_model_naming_it(tiny_store, tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x0a\xff" * 500)  # a truncated protobuf field
+    argv = ["evaluate", "--model", str(bad), "--data-dir", str(tiny_store), "--out", str(tmp_path / "eval")]
+    assert main([*argv, "--no-mlflow", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not an ONNX model" in err and "unexpected" not in err

@@ -30,7 +30,7 @@ from heimdall.errors import HeimdallError
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
-from heimdall.onnx_guard import require_self_contained
+from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap.answers import MapAnswers
 from heimdall.radiomap.fit import MapOptions
 
@@ -80,6 +80,7 @@ def model_predictor(model_path: str | Path) -> Predict:
     if p.suffix == ".onnx":
         if not p.is_file():
             raise HeimdallError(f"{p}: model file not found")
+        check_model_size(p.stat().st_size, str(p))
         data = p.read_bytes()
 
         def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from heimdall.errors import ModelLoadError
 from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.radio_map import measured
 from heimdall.evaluation.test_set import Predict, TestSet
+from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.release.map_metadata import read_exponents
@@ -82,8 +83,9 @@ def served_predictor(model_path: Path) -> Predict | None:
     covariance [n, 2, 2] m²), the file read once; None for a checkpoint or a network-only model."""
     if model_path.suffix != ".onnx" or not model_path.is_file():
         return None
+    check_model_size(model_path.stat().st_size, str(model_path))
     data = model_path.read_bytes()
-    if not carries_map(data):
+    if not map_io.has_map(require_self_contained(data, str(model_path))):
         return None
 
     def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
