@@ -193,6 +193,40 @@ def test_oracle_is_a_floor(split, physics, tiny_store):
         )  # fmt: skip
 
 
+def test_oracle_with_fields_known_only_at_labels(split, tiny_store):
+    """The fields kriged from their exact values: at every cell they are the true maps; from the training labels
+    a floor between the oracle and three labels' worth of knowledge, its kriging variance in the spread."""
+    from heimdall.radiomap.oracle import oracle_answers, oracle_maps
+
+    scenario, _, train, test, _ = split
+    with h5py.File(tiny_store / "test.h5") as f:
+        gains, heights = f["oracle/gain_offset_db"][...], f["oracle/tx_height_m"][...]
+    exact = oracle_maps(scenario, gains, COARSE.spacing_m)
+    everywhere = oracle_maps(scenario, gains, COARSE.spacing_m, known_at_m=exact[0].grid.centres())
+    np.testing.assert_allclose(everywhere[3].mean_dbm, exact[3].mean_dbm, atol=0.05)
+    np.testing.assert_allclose(everywhere[3].spread_db, exact[3].spread_db, atol=0.15)
+    three = oracle_maps(scenario, gains, COARSE.spacing_m, known_at_m=train.position_m[:3])
+    field_sd_db = np.sqrt(sum(c.sigma_db**2 for c in scenario.environment.shadowing.components))
+    grid = exact[0].grid
+    far = np.argmax(np.min(np.linalg.norm(grid.centres()[:, None] - train.position_m[None, :3], axis=-1), 1))
+    # the spread without the field: across the height bin and across the cell (of each map's own mean)
+    base_var = (
+        exact[3].spread_db.astype(float) ** 2
+        - grid.within_cell_sd_db(exact[3].mean_dbm) ** 2
+        + grid.within_cell_sd_db(three[3].mean_dbm) ** 2
+    )
+    np.testing.assert_allclose(three[3].spread_db[far], np.sqrt(base_var[far] + field_sd_db**2), rtol=0.03)
+
+    def nll(known_at_m=None):
+        a = oracle_answers(
+            scenario, gains, heights, test.snr_db, test.noise_dbm, test.present, test.position_m, COARSE.spacing_m,
+            known_at_m=known_at_m,
+        )  # fmt: skip
+        return -a.log_density_at_truth.mean()
+
+    assert nll() < nll(train.position_m) < nll(train.position_m[:3])
+
+
 def test_onnx_container_round_trip(split, physics):
     import onnx
     import onnxruntime as ort

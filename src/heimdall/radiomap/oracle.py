@@ -20,15 +20,18 @@ import numpy as np
 
 from heimdall.radiomap.answers import MapAnswers, localize_all
 from heimdall.radiomap.fading import scenario_fading
+from heimdall.radiomap.field import FieldHyper, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import POWER_STEP_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.posterior import mixture
 
 if TYPE_CHECKING:
-    from heimdall.scenario.domain import Scenario
+    from heimdall.scenario.domain import Scenario, ShadowingComponent
+    from heimdall.sim.generator import World
 
 ORACLE_HEIGHT_BINS = 16
+EXACT_NUGGET_DB = 0.1  # the nugget of fields kriged from their exact values (keeps the local systems regular)
 
 
 def height_edges(scenario: Scenario) -> np.ndarray:
@@ -67,12 +70,15 @@ def oracle_maps(
     spacing_m: float,
     coarse_factor: int = 4,
     hidden: tuple[int, ...] = (),
+    known_at_m: np.ndarray | None = None,
 ) -> list[RadioMap]:
     """One true map per height bin (heimdall.sim's path loss, shadowing fields and gains). A bin's map holds the
     path loss at the bin's geometric centre; its spread combines the standard deviation of a loss uniform between
     the losses at the bin's edges (heights are drawn uniformly, the loss is monotonic in height) with the field's
     variation across a cell (steep near a receiver). Shadowing components `hidden` (indices) are not known: their
-    σ joins the spread (a partial oracle: what an estimator that resolves only the other components can reach)."""
+    σ joins the spread (a partial oracle: what an estimator that resolves only the other components can reach).
+    known_at_m [k, 2] (m): the fields are known exactly only there, kriged elsewhere with their true covariance
+    and the kriging variance joins the spread (the floor of a map learned from labels at those positions)."""
     from heimdall.features import FeatureParams
     from heimdall.sim.generator import build_world
     from heimdall.sim.propagation import median_path_loss_db
@@ -82,7 +88,7 @@ def oracle_maps(
     grid = MapGrid.over(world.bounds_m, spacing_m, coarse_factor)
     centres = grid.centres()
     d = np.linalg.norm(centres[:, None, :] - world.rx_position_m[None], axis=-1)
-    shadow = world.fields.sample(centres).astype(np.float64) if world.fields is not None else 0.0
+    shadow, kriging_var_db2 = _shadowing(world, known.environment.shadowing.components, grid, known_at_m)
     kernels, weights = scenario_fading(scenario)
     lo, hi = scenario.transmitter.power_dbm
     n_power = int(round((hi - lo) / POWER_STEP_DB)) + 1
@@ -116,15 +122,32 @@ def oracle_maps(
             replace(
                 base,
                 mean_dbm=mean_dbm.astype(np.float32),
-                spread_db=np.sqrt(across_bin_db**2 + grid.within_cell_sd_db(mean_dbm) ** 2 + hidden_sd_db**2).astype(
-                    np.float32
-                ),
+                spread_db=np.sqrt(
+                    across_bin_db**2 + grid.within_cell_sd_db(mean_dbm) ** 2 + hidden_sd_db**2 + kriging_var_db2
+                ).astype(np.float32),
                 info={"kind": "oracle", "tx_height_m": h},
             )
         )
     for m in maps[1:]:  # one table for all bins
         m.__dict__["table"] = maps[0].table
     return maps
+
+
+def _shadowing(
+    world: World, components: tuple[ShadowingComponent, ...], grid: MapGrid, known_at_m: np.ndarray | None
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """(the shadowing fields at every cell [cells, R] dB, their variance there [cells, R] dB²): exact (variance
+    0), or kriged from their exact values at `known_at_m` with the components' covariance."""
+    if world.fields is None:
+        return 0.0, 0.0
+    if known_at_m is None:
+        return world.fields.sample(grid.centres()).astype(np.float64), 0.0
+    used = [c for c in components if c.sigma_db > 0]  # the hidden ones are silenced
+    h = FieldHyper(tuple(c.sigma_db for c in used), tuple(c.correlation_m for c in used), EXACT_NUGGET_DB)
+    at_labels = world.fields.sample(known_at_m).astype(np.float64)
+    noise = np.zeros(len(known_at_m))
+    kriged = [krige_on_grid(grid, known_at_m, at_labels[:, r], noise, h) for r in range(at_labels.shape[1])]
+    return np.stack([m for m, _ in kriged], 1), np.stack([v for _, v in kriged], 1)
 
 
 def oracle_answers(
@@ -139,12 +162,14 @@ def oracle_answers(
     on_progress: Callable[[int, int], None] | None = None,
     hidden: tuple[int, ...] = (),
     height_known: bool = True,
+    known_at_m: np.ndarray | None = None,
 ) -> MapAnswers:
     """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n]); `hidden`: shadowing
     components it does not know (oracle_maps). height_known: each transmission's map is its height bin's; else
     the height is marginalised like the transmit power (the posterior mixed over the bins under the height's
-    prior: the Bayes posterior of the generative model, ORACLE_HEIGHT_BINS times the work)."""
-    maps = oracle_maps(scenario, gain_offset_db, spacing_m, hidden=hidden)
+    prior: the Bayes posterior of the generative model, ORACLE_HEIGHT_BINS times the work). known_at_m: the
+    fields are known only there (oracle_maps)."""
+    maps = oracle_maps(scenario, gain_offset_db, spacing_m, hidden=hidden, known_at_m=known_at_m)
     if height_known:
         bins = height_bins(scenario, tx_height_m)
         return localize_all(
