@@ -238,11 +238,11 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         )  # fmt: skip
         return float(np.median(np.linalg.norm(ans.mean_m - test.truth_m, axis=1))) / 1e3
 
-    floor_km = oracle_km()
+    oracle_median_km = oracle_km()
     print(
         f"fit time and accuracy against labels (2 cores; {len(test.truth_m)} test transmissions of this store, "
-        f"oracle median {floor_km:.1f} km; the labels' floor: the oracle with its fields kriged from their exact "
-        "values at the labelled positions):"
+        f"oracle median {oracle_median_km:.1f} km; the labels' floor: the oracle with its fields kriged from "
+        "their exact values at the labelled positions):"
     )
     for n in sizes:
         lab = read_split(store / "train.h5", params, slice(0, n))
@@ -265,7 +265,7 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         print(
             f"  labels {len(lab.truth_m):7d}: fit {fit_s:7.1f} s  ({fit_s / len(lab.truth_m) * 1e3:.2f} ms per label)  "
             f"answer {answer_ms:.1f} ms per transmission  median {km:.1f} km = "
-            f"{km / floor_km:.2f} × oracle (the labels' floor {labels_floor_km / floor_km:.2f} ×), "
+            f"{km / oracle_median_km:.2f} × oracle (the labels' floor {labels_floor_km / oracle_median_km:.2f} ×), "
             f"NLL {-ans.log_density_at_truth.mean():.2f}",
             flush=True,
         )
