@@ -231,18 +231,21 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         gain_offset_db, tx_height_m = f["oracle/gain_offset_db"][:], f["oracle/tx_height_m"][rows]
     truth_scenario = scenario_from_dict(yaml.safe_load(truth.read_text()))
 
-    def oracle_km(known_at_m: np.ndarray | None = None) -> float:
+    def oracle_of(known_at_m: np.ndarray | None = None) -> tuple[float, float]:
+        """(median error km, mean NLL) of the oracle, its fields known everywhere or only at `known_at_m`."""
         ans = oracle_answers(
             truth_scenario, gain_offset_db, tx_height_m, meas.snr_db, meas.noise_dbm, meas.present, test.truth_m,
             spacing_m, height_known=False, known_at_m=known_at_m,
         )  # fmt: skip
-        return float(np.median(np.linalg.norm(ans.mean_m - test.truth_m, axis=1))) / 1e3
+        assert ans.log_density_at_truth is not None  # oracle_answers was given the truth
+        km = float(np.median(np.linalg.norm(ans.mean_m - test.truth_m, axis=1))) / 1e3
+        return km, float(-ans.log_density_at_truth.mean())
 
-    oracle_median_km = oracle_km()
+    oracle_median_km, oracle_nll = oracle_of()
     print(
         f"fit time and accuracy against labels (2 cores; {len(test.truth_m)} test transmissions of this store, "
-        f"oracle median {oracle_median_km:.1f} km; the labels' floor: the oracle with its fields kriged from "
-        "their exact values at the labelled positions):"
+        f"oracle median {oracle_median_km:.1f} km, NLL {oracle_nll:.2f}; the labels' floor: the oracle with its "
+        "fields kriged from their exact values at the labelled positions):"
     )
     for n in sizes:
         lab = read_split(store / "train.h5", params, slice(0, n))
@@ -261,7 +264,7 @@ def fit_scaling(truth: Path, work: Path, sizes: list[int], spacing_m: float, see
         ans = answers_of(m, meas.snr_db, meas.noise_dbm, meas.present, test.truth_m)
         km = float(np.median(np.linalg.norm(ans.mean_m - test.truth_m, axis=1))) / 1e3
         assert ans.log_density_at_truth is not None  # answers_of was given the truth
-        labels_floor_km = oracle_km(lab.truth_m)
+        labels_floor_km, _ = oracle_of(lab.truth_m)
         print(
             f"  labels {len(lab.truth_m):7d}: fit {fit_s:7.1f} s  ({fit_s / len(lab.truth_m) * 1e3:.2f} ms per label)  "
             f"answer {answer_ms:.1f} ms per transmission  median {km:.1f} km = "

@@ -384,17 +384,15 @@ def _fit_labelled(
         return sel, (y[:, r] - mu_param[:, r] - p_loo)[sel], nv[sel]
 
     # a first pass: each receiver's field at its labels (left out), so the transmit powers of the final pass
-    # are read from the other receivers' powers less their fields (NLL −0.06 on bench/bench_labels.py)
+    # are read from the other receivers' powers less their fields, which then leak less into each residual
     field_loo = np.zeros_like(y)
-    hypers: dict[int, FieldHyper] = {}
     for r in range(n_rx):
         if on_progress:
             on_progress("field", r, 2 * n_rx)
         sel, e, nv = field_data(r, resid)
         if sel.sum() >= MIN_FIELD_POINTS:
             pts = labelled.position_m[sel]
-            hypers[r] = fit_hyper(pts, e, nv, rng, initial)
-            field_loo[sel, r] = krige(pts, pts, e, nv, hypers[r], exclude_self=True)[0]
+            field_loo[sel, r] = krige(pts, pts, e, nv, fit_hyper(pts, e, nv, rng, initial), exclude_self=True)[0]
     resid = np.where(use, resid - field_loo, 0.0)
     for r in range(n_rx):
         if on_progress:
@@ -412,7 +410,7 @@ def _fit_labelled(
             )
             continue
         pts = labelled.position_m[sel]
-        h = hypers[r]
+        h = fit_hyper(pts, e, nv, rng, initial)  # again: these residuals scatter less than the first pass's
         f_mean, f_var = krige_on_grid(base.grid, pts, e, nv, h)
         cv_mean, cv_var = krige(pts, pts, e, nv, h, exclude_self=True)
         inflation = float(np.clip(np.mean((e - cv_mean) ** 2 / (cv_var + h.nugget_db**2 + nv)), 1.0, 4.0))
