@@ -78,7 +78,8 @@ def oracle_maps(
     variation across a cell (steep near a receiver). Shadowing components `hidden` (indices) are not known: their
     σ joins the spread (a partial oracle: what an estimator that resolves only the other components can reach).
     known_at_m [k, 2] (m): the fields are known exactly only there, kriged elsewhere with their true covariance
-    and the kriging variance joins the spread (the floor of a map learned from labels at those positions)."""
+    and the kriging variance joins the spread (an optimistic floor of a map learned from labels at those
+    positions: it knows every receiver's field at every one of them)."""
     from heimdall.features import FeatureParams
     from heimdall.sim.generator import build_world
     from heimdall.sim.propagation import median_path_loss_db
