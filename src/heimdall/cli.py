@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.serve.settings import ServeSettings
 from heimdall.train.config import LOCALIZERS, TrainConfig
+
+DEBUG_VARIABLE = "HEIMDALL_DEBUG"
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -513,7 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["list", "show", "validate"])
     p.add_argument("name", nargs="?", default=DEFAULT_SCENARIO, help="built-in name or YAML file")
+    _add_debug_flag(parser, sub)
     return parser
+
+
+def _add_debug_flag(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """--debug before the command or after it (the command's copy leaves the value alone when it is not given)."""
+    text = f"print the traceback of an unexpected error, to report a bug (or set {DEBUG_VARIABLE}=1)"
+    parser.add_argument("--debug", action="store_true", help=text)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=text)
 
 
 def _add_s3_options(p: argparse.ArgumentParser) -> None:
@@ -700,21 +712,33 @@ COMMANDS = {
 }
 
 
+def debugging(args: argparse.Namespace) -> bool:
+    """Whether errors print their traceback: --debug, or $HEIMDALL_DEBUG set to 1/true/yes/on."""
+    return args.debug or os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line `argv` (default sys.argv[1:]) in-process; returns the exit code (errors printed, no
-    traceback)."""
+    """Run the command line `argv` (default sys.argv[1:]) in-process; returns the exit code (errors printed as one
+    line; with --debug or $HEIMDALL_DEBUG=1 after their traceback)."""
     args = build_parser().parse_args(argv)
     module, function = COMMANDS[args.command]
     try:
         return getattr(importlib.import_module(module), function)(args)
     except HeimdallError as exc:
+        if debugging(args):
+            traceback.print_exc(file=sys.stderr)
         print(f"heimdall {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"heimdall {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug or an environment problem, not bad input: no traceback for the user
-        print(f"heimdall {args.command}: unexpected error: {type(exc).__name__}: {exc}"[:2000], file=sys.stderr)
+    except Exception as exc:  # a bug or an environment problem, not bad input: the traceback only when asked
+        line = f"heimdall {args.command}: unexpected error: {type(exc).__name__}: {exc}"[:2000]
+        if debugging(args):
+            traceback.print_exc(file=sys.stderr)
+        else:
+            line += f"\n(run it again with --debug, or {DEBUG_VARIABLE}=1, to see the traceback and report the bug)"
+        print(line, file=sys.stderr)
         return 1
 
 

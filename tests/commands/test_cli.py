@@ -127,3 +127,24 @@ def test_inspect_prints_metadata_literally(tmp_path, capsys):
     out = capsys.readouterr().out
     for literal in ("[/]", "[bold]red[/bold]", "[link=http://x]not json", "[red]key", "[b]model.onnx"):
         assert literal in out, literal
+
+
+def test_an_unexpected_error_is_one_line_and_debug_prints_its_traceback(tmp_path, capsys, monkeypatch):
+    """An environment problem (--out under a regular file) is no Heimdall error: one line saying how to see the
+    traceback; --debug (before or after the command) or HEIMDALL_DEBUG=1 prints the traceback first."""
+    (tmp_path / "file").write_text("")
+    command = ["simulate", "-n", "10", "--out", str(tmp_path / "file" / "sub"), "--workers", "1", "--quiet"]
+    monkeypatch.delenv("HEIMDALL_DEBUG", raising=False)
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[0].startswith("heimdall simulate: unexpected error: NotADirectoryError")
+    assert "--debug" in err and "HEIMDALL_DEBUG=1" in err
+    for argv, variable in ((["--debug", *command], None), ([*command, "--debug"], None), (command, "1")):
+        if variable:
+            monkeypatch.setenv("HEIMDALL_DEBUG", variable)
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):"), (argv, err)
+        assert "in generate_dataset" in err and err.rstrip().endswith(f"Not a directory: '{tmp_path / 'file' / 'sub'}'")
+        assert "HEIMDALL_DEBUG=1" not in err

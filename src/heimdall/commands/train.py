@@ -47,6 +47,7 @@ COMMAND_ONLY = (
     "resume_training",
     "json",
     "log_level",
+    "debug",
     "store",
     "eval_data",
     "s3_endpoint_url",
