@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from heimdall.commands.logs import configure_logging
 from heimdall.datasets.spec import MATCH_TOLERANCE_M, DatasetSpec, ImportOptions
 from heimdall.errors import HeimdallError
 from heimdall.radiomap import DEFAULT_SPACING_M
@@ -723,7 +724,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, function = COMMANDS[args.command]
     try:
-        return getattr(importlib.import_module(module), function)(args)
+        command = getattr(importlib.import_module(module), function)
+        configure_logging(getattr(args, "log_level", None) or "info")  # after the imports: libraries set theirs up
+        return command(args)
     except HeimdallError as exc:
         if debugging(args):
             traceback.print_exc(file=sys.stderr)

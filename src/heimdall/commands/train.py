@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heimdall.commands.export import report
-from heimdall.commands.logs import TRACEBACKS, configure_logging, log_file
+from heimdall.commands.logs import TRACEBACKS, log_file
 from heimdall.commands.options import s3_options
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 def train_command(args: argparse.Namespace) -> int:
     """Run `heimdall train` (see the module docstring); 0 on success."""
-    configure_logging(getattr(args, "log_level", "info"))
     if not getattr(args, "json", False):
         return _train_command(args, Console(), None)
     json_out = sys.stdout
