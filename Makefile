@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo lint test test-all bench clean
+.PHONY: demo lint test test-system test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,11 +24,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-## test: install, then run the fast test suite
+## test: install, then run the first tier of tests (in process; prints the 15 slowest)
 test: $(STAMP)
 	$(PY) -m pytest
 
-## test-all: the fast and the slow tests
+## test-system: the second tier: tests that start servers, several processes, a browser or a long training
+test-system: $(STAMP)
+	$(PY) -m pytest -m system
+
+## test-all: both tiers
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 

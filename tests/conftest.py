@@ -3,6 +3,7 @@ import pytest
 
 from heimdall.scenario.builtin import load_scenario
 from heimdall.sim.generator import build_world, simulate_block
+from tiny import tiny_train_args
 
 
 @pytest.fixture(scope="session")
@@ -41,29 +42,7 @@ def tiny_run(tiny_store, tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("tinyrun")
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert (
-        main(
-            [
-                "train",
-                "--data_dir",
-                str(tiny_store),
-                "--checkpoint_dir",
-                str(ws / "run"),
-                "--tracking_uri",
-                uri,
-                "--epochs",
-                "3",
-                "--d_model",
-                "32",
-                "--n_layers",
-                "1",
-                "--threads",
-                "2",
-                "--no_export",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_args(tiny_store, ws / "run", uri, "--no-export", epochs=3)) == 0
     return ws, uri
 
 

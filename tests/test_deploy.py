@@ -65,6 +65,7 @@ def test_compose_file_runs_the_scripts_services():
         assert f"`{name}`" in deploy_doc, name
 
 
+@pytest.mark.system
 @pytest.mark.skipif(mlflow_cli() is None, reason="no `mlflow server`: the full mlflow package (team extra)")
 def test_team_local_script_trains_publishes_and_serves(tmp_path):
     data = tmp_path / "team"

@@ -2,10 +2,14 @@
 
 import h5py
 import httpx
+import pytest
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
 from service_process import running_service
+from tiny import tiny_train_args
+
+pytestmark = pytest.mark.system
 
 
 def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
@@ -18,26 +22,7 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     # the smallest training whose first model is calibrated enough to become champion (after 1 epoch the
     # 1σ coverage is about 31 %, more than 5 points from ideal, and the version is only challenger)
-    assert (
-        main(
-            [
-                "train",
-                "--data_dir",
-                str(tiny_store),
-                "--epochs",
-                "8",
-                "--batch_size",
-                "64",
-                "--d_model",
-                "32",
-                "--n_layers",
-                "1",
-                "--threads",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_args(tiny_store, None, None, "--batch-size", "64", epochs=8)) == 0
     registry = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}", f"sqlite:///{ws / 'mlflow.db'}")
     assert str(registry.get_model_version_by_alias("heimdall-localizer", "champion").version) == "1"
 

@@ -148,3 +148,19 @@ def test_an_unexpected_error_is_one_line_and_debug_prints_its_traceback(tmp_path
         assert err.startswith("Traceback (most recent call last):"), (argv, err)
         assert "in generate_dataset" in err and err.rstrip().endswith(f"Not a directory: '{tmp_path / 'file' / 'sub'}'")
         assert "HEIMDALL_DEBUG=1" not in err
+
+
+def test_underscore_spellings_and_older_names_are_hidden_aliases():
+    from heimdall.cli import build_parser
+
+    parser = build_parser()
+    dashed = parser.parse_args(["train", "--data-dir", "d", "--checkpoint-dir", "c", "--validation-split", "0.1"])
+    for argv in (
+        ["train", "--data_dir", "d", "--checkpoint_dir", "c", "--validation_split", "0.1"],
+        ["train", "--data-dir", "d", "--checkpoint-dir", "c", "--val-split", "0.1"],
+    ):
+        assert parser.parse_args(argv) == dashed, argv
+    evaluate = parser.parse_args(["evaluate", "--data-dir", "d"])
+    assert (
+        parser.parse_args(["evaluate", "--data", "d"]) == parser.parse_args(["evaluate", "--data_dir", "d"]) == evaluate
+    )

@@ -23,6 +23,7 @@ from heimdall.datasets.spec import DatasetSpec
 from heimdall.errors import RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix
 from service_process import running_service
+from tiny import tiny_train_args
 
 CORPUS = Path(__file__).parents[1] / "data" / "broken_sigmf"
 CASES = json.loads((CORPUS / "cases.json").read_text())
@@ -228,39 +229,18 @@ def test_new_receiver_joins_table_and_unlabelled_go_to_their_split(nw_italy, tmp
         assert "nw-italy-imported" in f.attrs["scenario_yaml"]
 
 
+@pytest.mark.system
 def test_import_train_evaluate_predict_through_the_service(imported, sigmf_dir, nw_italy, tmp_path):
     ws = tmp_path / "ws"
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert (
-        main(
-            [
-                "train",
-                "--data_dir",
-                str(imported),
-                "--checkpoint_dir",
-                str(ws / "run"),
-                "--tracking_uri",
-                uri,
-                "--epochs",
-                "2",
-                "--d_model",
-                "32",
-                "--n_layers",
-                "1",
-                "--threads",
-                "2",
-                "--no_export",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_args(imported, ws / "run", uri, "--no-export", epochs=2)) == 0
     assert (
         main(
             [
                 "evaluate",
                 "--model",
                 str(ws / "run" / "best.ckpt"),
-                "--data",
+                "--data-dir",
                 str(imported),
                 "--out",
                 str(ws / "eval"),

@@ -14,6 +14,7 @@ from heimdall.cli import main
 from heimdall.datasets.importer import import_collections
 from heimdall.datasets.spec import ImportOptions
 from heimdall.datasets.store import StoreWriter, inspect_store
+from tiny import tiny_train_args
 
 VALID_SIGMF = Path(__file__).parents[1] / "data" / "broken_sigmf" / "valid"
 
@@ -128,7 +129,7 @@ def test_malformed_stores_are_clear_errors(case, edit, message, tiny_store, tmp_
                 "evaluate",
                 "--model",
                 str(tmp_path / "none.ckpt"),
-                "--data",
+                "--data-dir",
                 str(bad),
                 "--out",
                 str(tmp_path / "eval"),
@@ -209,31 +210,8 @@ def test_a_new_import_replaces_the_old_store_only_once_committed(nw_italy, tmp_p
 
 def test_training_says_which_files_exceed_the_loader_budget(tiny_store, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert (
-        main(
-            [
-                "train",
-                "--data_dir",
-                str(tiny_store),
-                "--checkpoint_dir",
-                str(tmp_path / "run"),
-                "--tracking_uri",
-                uri,
-                "--epochs",
-                "1",
-                "--d_model",
-                "32",
-                "--n_layers",
-                "1",
-                "--threads",
-                "2",
-                "--no_export",
-                "--loader_memory_mb",
-                "0.5",
-            ]
-        )
-        == 0
-    )
+    argv = tiny_train_args(tiny_store, tmp_path / "run", uri, "--no-export", "--loader-memory-mb", "0.5")
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "train: 1 of 1 store files do not fit --loader-memory-mb 0.5 and are read from disk" in out
     assert "val:" not in out  # 150 samples fit what is left

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from browser import SCREENSHOT_DIR, chromium_context
 from heimdall.cli import main
@@ -76,12 +77,13 @@ def test_report_renders_whatever_estimators_and_keys_metrics_hold(tmp_path):
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page)  # nothing outside the file
 
 
+@pytest.mark.system
 def test_evaluate_writes_the_report_and_logs_it_to_mlflow(tiny_run, tiny_store, tmp_path):
     from mlflow.tracking import MlflowClient
 
     ws, uri = tiny_run
     out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(ws / "run" / "best.ckpt"), "--data", str(tiny_store), "--out", str(out)]
+    args = ["evaluate", "--model", str(ws / "run" / "best.ckpt"), "--data-dir", str(tiny_store), "--out", str(out)]
     assert main([*args, "--grid-spacing-m", "8000", "--tracking-uri", uri]) == 0
     page = (out / "report.html").read_text()
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 4

@@ -17,6 +17,7 @@ from heimdall.datasets.spec import DatasetSpec
 from heimdall.radiomap.twin import build_twin
 from heimdall.scenario.domain import ShadowingComponent
 from heimdall.scenario.schema import scenario_from_text
+from tiny import TINY_NETWORK
 
 TRUE_SLOPE_DB_PER_DECADE = 4.0  # the network's loss grows this much faster than the scenario's model says
 TRUE_SHADOWING = (ShadowingComponent(3.0, 20_000.0), ShadowingComponent(2.0, 4_000.0))
@@ -179,19 +180,7 @@ def test_transfer_path_pretrain_on_the_twin_then_fine_tune_on_the_store(source, 
     from heimdall.train.task import load_task, predict_numpy
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tiny = [
-        "--tracking-uri",
-        uri,
-        "--epochs",
-        "2",
-        "--d-model",
-        "32",
-        "--n-layers",
-        "1",
-        "--threads",
-        "2",
-        "--no-export",
-    ]
+    tiny = ["--tracking-uri", uri, "--epochs", "2", *TINY_NETWORK, "--no-export"]
     assert main(["train", "--data-dir", str(twin), "--checkpoint-dir", str(tmp_path / "pre"), *tiny]) == 0
     pre_ckpt = tmp_path / "pre" / "best.ckpt"
     fine_dir = tmp_path / "fine"

@@ -25,8 +25,9 @@ from heimdall.release.publish import ships_network_instead
 from heimdall.release.registry import calibrated, onnx_metrics
 from serve_bodies import features_body
 from service_process import running_service
+from tiny import TINY_NETWORK
 
-SMALL = ["--epochs", "2", "--batch-size", "128", "--d-model", "32", "--n-layers", "1", "--threads", "2"]
+SMALL = ["--epochs", "2", "--batch-size", "128", *TINY_NETWORK]
 MAP = ["--map-spacing-m", "2000"]
 
 
@@ -79,6 +80,7 @@ def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store
     assert {k: run.data.metrics[f"val_nll_{k}"] for k in nll} == pytest.approx(nll)
 
 
+@pytest.mark.system
 def test_forced_hybrid_is_stored_registered_judged_by_its_answers_and_served_with_regions(tiny_store, ws, capsys):
     rc, uri = _train(tiny_store, ws, "--localizer", "hybrid")
     assert rc == 0

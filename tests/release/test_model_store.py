@@ -82,6 +82,7 @@ def test_versions_written_before_blobs_stay_readable(tmp_path):
     assert store.publish("loc", MODEL + b"new", META) == 2
 
 
+@pytest.mark.system
 def test_s3_round_trip_and_verification(s3):
     store = _s3_store(s3, prefix="rt")
     _round_trip(store)
@@ -100,6 +101,7 @@ def test_s3_round_trip_and_verification(s3):
     )
 
 
+@pytest.mark.system
 def test_s3_wrong_credentials_and_missing_bucket(s3):
     with pytest.raises(ModelStoreError, match="wrong secret key"):
         _s3_store(s3, prefix="creds", secret="not-the-secret").publish("loc", MODEL, META)
@@ -121,6 +123,7 @@ class _DiesAfterModelUpload(S3Backend):
             self.server.kill()
 
 
+@pytest.mark.system
 def test_server_killed_mid_publish_leaves_no_version(tmp_path):
     server = SeaweedS3().start()
     try:
@@ -226,12 +229,14 @@ def test_concurrent_publishers_get_distinct_versions_in_a_folder(tmp_path):
     assert _assert_distinct_and_intact(store, _publish_at_once(store.backend, 3)) == [1, 2, 3]
 
 
+@pytest.mark.system
 def test_concurrent_publishers_get_distinct_versions_on_s3(s3):
     store = _s3_store(s3, prefix="race")
     assert store.backend._probe_conditional_writes()  # this SeaweedFS honours If-None-Match
     assert _assert_distinct_and_intact(store, _publish_at_once(store.backend, 3)) == [1, 2, 3]
 
 
+@pytest.mark.system
 def test_concurrent_publishers_on_a_server_ignoring_if_none_match(s3, caplog):
     """The fallback: the condition is stripped from every request, as a server that ignores it would."""
     store = _s3_store(s3, prefix="race-unconditional")

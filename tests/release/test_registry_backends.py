@@ -22,6 +22,9 @@ from pgserver import PostgresServer, unusable_reason
 from s3server import ACCESS_KEY, SECRET_KEY, running_s3
 from serve_bodies import features_body
 from service_process import running_service
+from tiny import TINY_NETWORK
+
+pytestmark = pytest.mark.system
 
 needs_mlflow_server = pytest.mark.skipif(
     mlflow_cli() is None, reason="no `mlflow server`: the full mlflow package (dev extra) is not installed"
@@ -57,7 +60,7 @@ def trained(tiny_store, proxied, s3, tmp_path_factory):
         args = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(ws / "run")]
         args += ["--tracking-uri", proxied.uri, "--store", "s3://models/heimdall"]
         args += ["--eval-data", str(tiny_store / "val.h5")]
-        args += ["--epochs", "3", "--d-model", "32", "--n-layers", "1", "--threads", "2", "--log-level", "warning"]
+        args += ["--epochs", "3", *TINY_NETWORK, "--log-level", "warning"]
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             assert main([*args, "--json"]) == 0
     return ws, json.loads(stdout.getvalue())  # stdout holds the JSON summary alone, a server's run links or not
@@ -153,7 +156,7 @@ def test_postgres_tracking_store(tiny_store, tmp_path, monkeypatch):
         _client_env(monkeypatch, {"HEIMDALL_WORKSPACE": str(tmp_path / "ws")})
         args = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(tmp_path / "run")]
         args += ["--tracking-uri", server.uri, "--eval-data", str(tiny_store / "val.h5"), "--json"]
-        args += ["--epochs", "2", "--d-model", "32", "--n-layers", "1", "--threads", "2", "--log-level", "warning"]
+        args += ["--epochs", "2", *TINY_NETWORK, "--log-level", "warning"]
         assert main(args) == 0
         client = MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("heimdall")

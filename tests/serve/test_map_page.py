@@ -155,6 +155,7 @@ def api_answer_for(server, collection):
     return r.json()
 
 
+@pytest.mark.system
 def test_page_loads_offline_without_console_errors_showing_every_receiver(browser, server):
     page, messages, responses = open_page(browser, server)
     receivers = httpx.get(f"{server}/v1/model").json()["receivers"]
@@ -175,6 +176,7 @@ def test_page_loads_offline_without_console_errors_showing_every_receiver(browse
     page.close()
 
 
+@pytest.mark.system
 def test_dropped_collection_answer_sits_where_the_api_puts_it(browser, server, collection, tmp_path):
     expected = api_answer_for(server, collection)
     page, messages, _ = open_page(browser, server)
@@ -215,6 +217,7 @@ def map_server(map_model_file):
         yield url
 
 
+@pytest.mark.system
 def test_map_answer_draws_the_regions_and_modes_where_the_api_puts_them(
     browser, map_server, collection, store_rows, tmp_path
 ):
@@ -255,6 +258,7 @@ def test_map_answer_draws_the_regions_and_modes_where_the_api_puts_them(
     page.close()
 
 
+@pytest.mark.system
 def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection):
     page, _, _ = open_page(browser, server)
     body = features_body(store_rows, 1)
@@ -279,6 +283,7 @@ def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection
     page.close()
 
 
+@pytest.mark.system
 def test_live_view_shows_a_localization_made_by_another_client(browser, server, store_rows):
     page, messages, _ = open_page(browser, server)
     answer = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 4), timeout=30).json()
@@ -291,6 +296,7 @@ def test_live_view_shows_a_localization_made_by_another_client(browser, server, 
     page.close()
 
 
+@pytest.mark.system
 def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, model_file):
     dead = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
     with running_service(model_file, "--tile-url", dead) as url:
@@ -303,6 +309,7 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
         page.close()
 
 
+@pytest.mark.system
 def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
     for k in range(5):
         assert httpx.post(f"{server}/v1/localize", json=features_body(store_rows, k), timeout=30).status_code == 200

@@ -309,6 +309,7 @@ def s3():
     server.stop()
 
 
+@pytest.mark.system
 def test_s3_options_and_signatures_from_the_command_line(
     published, tiny_run, tiny_store, s3, tmp_path, monkeypatch, capsys, caplog
 ):
@@ -348,6 +349,7 @@ def test_s3_options_and_signatures_from_the_command_line(
     assert "authenticity is not checked" in caplog.text
 
 
+@pytest.mark.system
 def test_registry_on_s3_artifacts_leaves_no_download_behind(published, tiny_run, s3, tmp_path, monkeypatch):
     """Registered versions whose artifacts live on S3 are downloaded for every load; nothing may pile up."""
     ws, _ = tiny_run

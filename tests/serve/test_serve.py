@@ -38,6 +38,7 @@ def _torch_answer(tiny_run, store_rows, k, power_only=False):
     return mean[0].numpy(), cov[0].numpy(), float(net.position_scale_m)
 
 
+@pytest.mark.system
 def test_features_and_raw_iq_match_pytorch(server, store_rows, tiny_run):
     for k in range(3):
         mean, cov, scale = _torch_answer(tiny_run, store_rows, k)
@@ -54,6 +55,7 @@ def test_features_and_raw_iq_match_pytorch(server, store_rows, tiny_run):
             assert a["receivers_used"] == store_rows["ids"] and a["model"]["version"] == "file"
 
 
+@pytest.mark.system
 def test_answers_carry_each_receivers_snr_and_detection(server, store_rows):
     info = httpx.get(f"{server}/v1/model").json()
     column, threshold_db = info["feature_columns"]["snr_db"], info["feature_params"]["detection_snr_db"]
@@ -75,6 +77,7 @@ def test_answers_carry_each_receivers_snr_and_detection(server, store_rows):
     assert "receivers" in schema["LocalizeResponse"]["required"] and "heard" in schema["ReceiverReport"]["properties"]
 
 
+@pytest.mark.system
 def test_power_only_matches_pytorch_with_missing_features(server, store_rows, tiny_run):
     for k in range(2):
         mean, cov, scale = _torch_answer(tiny_run, store_rows, k, power_only=True)
@@ -87,6 +90,7 @@ def test_power_only_matches_pytorch_with_missing_features(server, store_rows, ti
         assert (a["east_m"], a["north_m"]) != (full["east_m"], full["north_m"])
 
 
+@pytest.mark.system
 def test_batch_and_cache(server, store_rows):
     body = {"transmissions": [features_body(store_rows, k) for k in range(5)]}
     r = httpx.post(f"{server}/v1/localize/batch", json=body, timeout=30)
@@ -123,6 +127,7 @@ BAD = [
 ]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("case,edit,field,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_are_4xx_naming_the_field(server, store_rows, case, edit, field, message):
     body = features_body(store_rows, 0)
@@ -133,6 +138,7 @@ def test_bad_requests_are_4xx_naming_the_field(server, store_rows, case, edit, f
     assert any(d["field"] == field and message in d["message"] for d in detail), detail
 
 
+@pytest.mark.system
 def test_bad_iq_and_limits(server, store_rows):
     body = iq_body(store_rows, 0)
     body["iq"][2]["samples_base64"] = "not base64!!"
@@ -162,6 +168,7 @@ def test_bad_iq_and_limits(server, store_rows):
     assert r.status_code == 422 and r.json()["detail"][0]["field"].startswith("transmissions[1].features")
 
 
+@pytest.mark.system
 def test_admin_tokens_and_hot_reload_under_load(server, store_rows):
     assert httpx.post(f"{server}/v1/admin/reload").status_code == 401
     assert httpx.post(f"{server}/v1/admin/reload", headers={"authorization": "Bearer nope"}).status_code == 403
@@ -225,6 +232,7 @@ def _post_chunked(url: str, chunks: list[bytes], final: bool, timeout_s: float =
     return int(head.split()[1]), json.loads(body)
 
 
+@pytest.mark.system
 def test_chunked_body_is_counted_as_it_arrives(server, store_rows):
     # 1.5 MiB of JSON whitespace against the 1 MiB limit, and the body never ends: the answer must come anyway
     status, answer = _post_chunked(server, [b" " * 65536] * 24, final=False)
@@ -236,6 +244,7 @@ def test_chunked_body_is_counted_as_it_arrives(server, store_rows):
     assert status == 200 and (chunked["east_m"], chunked["north_m"]) == (plain["east_m"], plain["north_m"])
 
 
+@pytest.mark.system
 def test_recordings_are_retuned_to_the_model_channel_or_refused(server, store_rows):
     original = httpx.post(f"{server}/v1/localize", json=iq_body(store_rows, 0), timeout=30).json()
     # the channel 1 kHz above the recording's centre: shifted back before the features, as on SigMF import
@@ -256,6 +265,7 @@ def _near(receiver: dict, metres_north: float) -> dict:
     return {"lat": receiver["lat"] + metres_north / 111_195.0, "lon": receiver["lon"]}
 
 
+@pytest.mark.system
 def test_receivers_by_id_and_position_must_agree(server, store_rows):
     table = {r["id"]: r for r in httpx.get(f"{server}/v1/model").json()["receivers"]}
     by_id = features_body(store_rows, 1)
@@ -344,6 +354,7 @@ _payloads = st.one_of(
 )
 
 
+@pytest.mark.system
 @given(
     payload=_payloads,
     path=st.sampled_from(["/v1/localize", "/v1/localize/batch"]),

@@ -11,6 +11,8 @@ import pytest
 from serve_bodies import features_body, power_body
 from service_process import running_service
 
+pytestmark = pytest.mark.system
+
 
 def _metric(url: str, name: str) -> float:
     for line in httpx.get(f"{url}/metrics").text.splitlines():

@@ -45,6 +45,7 @@ def _in_geometry(lon, lat, geometry):
     return any(_in_ring(lon, lat, rings[0]) and not any(_in_ring(lon, lat, h) for h in rings[1:]) for rings in polygons)
 
 
+@pytest.mark.system
 def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server, test_rows):
     body = {"transmissions": [features_body(test_rows, k) for k in range(N_TRANSMISSIONS)]}
     r = httpx.post(f"{map_server}/v1/localize/batch", json=body, timeout=120)
@@ -65,11 +66,13 @@ def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server
     assert covered >= 0.8 * N_TRANSMISSIONS, covered
 
 
+@pytest.mark.system
 def test_the_model_endpoint_describes_the_map(map_server):
     info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
     assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= 1 and info["n_labels"] > 0
 
 
+@pytest.mark.system
 def test_power_only_request_to_a_map_model_is_answered_by_the_network_with_a_note(map_server, test_rows):
     r = httpx.post(f"{map_server}/v1/localize", json=power_body(test_rows, 0), timeout=30)
     assert r.status_code == 200, r.text
@@ -78,6 +81,7 @@ def test_power_only_request_to_a_map_model_is_answered_by_the_network_with_a_not
     assert "modes" not in a and "regions" not in a and np.isfinite(a["lat"])
 
 
+@pytest.mark.system
 def test_a_model_without_a_map_answers_without_map_fields(model_file, test_rows):
     with running_service(model_file) as url:
         for body in (features_body(test_rows, 0), power_body(test_rows, 0)):

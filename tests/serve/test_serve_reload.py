@@ -19,6 +19,8 @@ from heimdall.train.task import untrained_checkpoint
 from serve_bodies import features_body, iq_body, power_body
 from service_process import running_service
 
+pytestmark = pytest.mark.system
+
 TOKEN = "reload-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 

@@ -50,7 +50,7 @@ def test_export_refuses_a_malicious_checkpoint(malicious, tmp_path, capsys):
 
 def test_export_only_refuses_a_malicious_checkpoint(malicious, tmp_path, capsys):
     evil, marker = malicious
-    assert main(["train", "--export_only", "--checkpoint", str(evil), "--checkpoint_dir", str(tmp_path)]) == 2
+    assert main(["train", "--export-only", "--checkpoint", str(evil), "--checkpoint-dir", str(tmp_path)]) == 2
     _refused(capsys, evil, marker)
 
 
@@ -62,7 +62,7 @@ def test_evaluate_refuses_a_malicious_checkpoint(malicious, tiny_store, tmp_path
                 "evaluate",
                 "--model",
                 str(evil),
-                "--data",
+                "--data-dir",
                 str(tiny_store),
                 "--out",
                 str(tmp_path / "e"),
@@ -82,7 +82,7 @@ def test_resume_refuses_a_malicious_last_checkpoint(malicious, tiny_run, tmp_pat
     run = tmp_path / "run"
     shutil.copytree(ws / "run", run)
     shutil.copy(evil, run / "last.ckpt")
-    assert main(["train", "--resume_training", "--checkpoint_dir", str(run), "--epochs", "5"]) == 2
+    assert main(["train", "--resume-training", "--checkpoint-dir", str(run), "--epochs", "5"]) == 2
     _refused(capsys, run / "last.ckpt", marker)
 
 
@@ -102,7 +102,7 @@ def test_hyper_parameters_that_do_not_fit_the_weights_are_refused_unallocated(ti
     ckpt = load_checkpoint(ws / "run" / "best.ckpt")
     ckpt["hyper_parameters"]["net"]["d_model"] = 8192  # 200 M parameters if anyone allocated them
     AtomicCheckpointIO().save_checkpoint(ckpt, tmp_path / "huge.ckpt")
-    assert main(["train", "--export_only", "--checkpoint", str(tmp_path / "huge.ckpt")]) == 2
+    assert main(["train", "--export-only", "--checkpoint", str(tmp_path / "huge.ckpt")]) == 2
     assert "huge.ckpt: state_dict[" in capsys.readouterr().err
     ckpt["hyper_parameters"]["net"] = {"n_features": 35, "n_heads": 0}
     AtomicCheckpointIO().save_checkpoint(ckpt, tmp_path / "heads.ckpt")

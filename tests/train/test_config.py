@@ -26,7 +26,7 @@ from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 def test_bad_config_files_are_clear_errors(tmp_path, capsys, case, text, message):
     path = tmp_path / "cfg.yaml"
     path.write_text(text)
-    assert main(["train", "--config", str(path), "--data_dir", str(tmp_path / "none")]) == 2
+    assert main(["train", "--config", str(path), "--data-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "cfg.yaml" in err and message in err and "Traceback" not in err
 

@@ -9,7 +9,7 @@ from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 
 
-@pytest.mark.slow
+@pytest.mark.system
 def test_default_scenario_model_beats_centroid_and_is_calibrated(nw_italy, tmp_path, monkeypatch):
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
     data = tmp_path / "data"
@@ -18,13 +18,13 @@ def test_default_scenario_model_beats_centroid_and_is_calibrated(nw_italy, tmp_p
         main(
             [
                 "train",
-                "--data_dir",
+                "--data-dir",
                 str(data),
-                "--checkpoint_dir",
+                "--checkpoint-dir",
                 str(tmp_path / "run"),
-                "--max_time_minutes",
+                "--max-time-minutes",
                 "5",
-                "--tracking_uri",
+                "--tracking-uri",
                 f"sqlite:///{tmp_path / 'mlflow.db'}",
             ]
         )
@@ -36,7 +36,7 @@ def test_default_scenario_model_beats_centroid_and_is_calibrated(nw_italy, tmp_p
                 "evaluate",
                 "--model",
                 str(tmp_path / "run" / "best.ckpt"),
-                "--data",
+                "--data-dir",
                 str(data),
                 "--out",
                 str(tmp_path / "eval"),

@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 from heimdall.cli import main
 from heimdall.release.registry import EXPORT_EXPERIMENT, NO_EVALUATION
 from heimdall.train.checkpoint import load_checkpoint
+from tiny import TINY_NETWORK
 
-SMALL = ["--batch-size", "128", "--d-model", "32", "--n-layers", "1", "--threads", "2"]
+SMALL = ["--batch-size", "128", *TINY_NETWORK]
 
 
 @pytest.fixture
@@ -120,6 +121,7 @@ def test_resume_as_the_design_writes_it(tiny_store, ws, capsys):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.system
 def test_minio_environment_names_reach_the_s3_model_store(tiny_run, ws, monkeypatch, capsys):
     from heimdall.release.model_store import ModelStore
     from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from heimdall.cli import main
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
+from tiny import tiny_train_args
 
 
 @pytest.fixture
@@ -25,25 +26,8 @@ def ws(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _train_args(store, run_dir, uri, *extra):
-    return [
-        "train",
-        "--data_dir",
-        str(store),
-        "--checkpoint_dir",
-        str(run_dir),
-        "--tracking_uri",
-        uri,
-        "--batch_size",
-        "128",
-        "--d_model",
-        "32",
-        "--n_layers",
-        "1",
-        "--threads",
-        "2",
-        *extra,
-    ]
+def _train_args(store, run_dir, uri, *extra, epochs=1):
+    return tiny_train_args(store, run_dir, uri, "--batch-size", "128", *extra, epochs=epochs)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +52,7 @@ def _run(argv):
 @pytest.fixture(scope="module")
 def trained(pipeline):
     p = pipeline
-    code, out = _run(_train_args(p["store"], p["run_dir"], p["uri"], "--epochs", "2"))
+    code, out = _run(_train_args(p["store"], p["run_dir"], p["uri"], epochs=2))
     assert code == 0, out
     saved = yaml.safe_load((p["run_dir"] / "config.yaml").read_text())
     return {**p, "out": out, "run_id": saved["mlflow_run_id"], "client": MlflowClient(p["uri"])}
@@ -77,7 +61,7 @@ def trained(pipeline):
 @pytest.fixture(scope="module")
 def resumed(trained):
     # resume: continues at epoch 3 in the same MLflow run, with the saved configuration
-    code, out = _run(["train", "--resume_training", "--checkpoint_dir", str(trained["run_dir"]), "--epochs", "3"])
+    code, out = _run(["train", "--resume-training", "--checkpoint-dir", str(trained["run_dir"]), "--epochs", "3"])
     assert code == 0, out
     return trained
 
@@ -86,7 +70,7 @@ def resumed(trained):
 def exported(resumed):
     ws, run_dir = resumed["ws"], resumed["run_dir"]
     code, out = _run(
-        ["train", "--export_only", "--checkpoint", str(run_dir / "best.ckpt"), "--checkpoint_dir", str(ws)]
+        ["train", "--export-only", "--checkpoint", str(run_dir / "best.ckpt"), "--checkpoint-dir", str(ws)]
     )
     assert code == 0, out
     onnx_path = ws / "exported.onnx"
@@ -97,7 +81,7 @@ def exported(resumed):
 @pytest.fixture(scope="module")
 def evaluated(resumed):
     ws, run_dir, store = resumed["ws"], resumed["run_dir"], resumed["store"]
-    argv = ["evaluate", "--model", str(run_dir / "best.ckpt"), "--data", str(store), "--out", str(ws / "eval")]
+    argv = ["evaluate", "--model", str(run_dir / "best.ckpt"), "--data-dir", str(store), "--out", str(ws / "eval")]
     code, table = _run([*argv, "--grid-spacing-m", "4000"])
     assert code == 0, table
     return {**resumed, "table": table, "metrics": json.loads((ws / "eval" / "metrics.json").read_text())}
@@ -201,7 +185,15 @@ def test_evaluation_reports_every_estimator_metric_and_plot(evaluated):
 def test_the_exported_model_evaluates_as_its_checkpoint(evaluated, exported):
     # the same evaluation from the exported model gives the same model numbers
     ws = exported["ws"]
-    argv = ["evaluate", "--model", str(exported["onnx"]), "--data", str(exported["store"]), "--out", str(ws / "eval2")]
+    argv = [
+        "evaluate",
+        "--model",
+        str(exported["onnx"]),
+        "--data-dir",
+        str(exported["store"]),
+        "--out",
+        str(ws / "eval2"),
+    ]
     code, out = _run([*argv, "--grid-spacing-m", "4000", "--no-mlflow"])
     assert code == 0, out
     onnx_metrics = json.loads((ws / "eval2" / "metrics.json").read_text())["estimators"]["model"]
@@ -212,35 +204,35 @@ def test_the_exported_model_evaluates_as_its_checkpoint(evaluated, exported):
 def test_resuming_a_finished_run_folder_is_refused(tiny_store, ws, capsys):
     run_dir = ws / "run"
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1", "--no_export")) == 0
-    assert main(_train_args(tiny_store, run_dir, uri, "--epochs", "1")) == 2
+    assert main(_train_args(tiny_store, run_dir, uri, "--no-export")) == 0
+    assert main(_train_args(tiny_store, run_dir, uri)) == 2
     assert "already holds a run; use --resume-training" in capsys.readouterr().err
 
 
 def test_export_only_rejects_bad_checkpoints(ws, capsys):
-    assert main(["train", "--export_only", "--checkpoint", str(ws / "missing.ckpt")]) == 2
+    assert main(["train", "--export-only", "--checkpoint", str(ws / "missing.ckpt")]) == 2
     assert "missing.ckpt: checkpoint not found" in capsys.readouterr().err
     foreign = ws / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    assert main(["train", "--export_only", "--checkpoint", str(foreign)]) == 2
+    assert main(["train", "--export-only", "--checkpoint", str(foreign)]) == 2
     assert "not a Heimdall checkpoint" in capsys.readouterr().err
     garbage = ws / "garbage.ckpt"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
-    assert main(["train", "--export_only", "--checkpoint", str(garbage)]) == 2
+    assert main(["train", "--export-only", "--checkpoint", str(garbage)]) == 2
     assert "cannot read as a PyTorch checkpoint" in capsys.readouterr().err
-    assert main(["train", "--export_only"]) == 2
+    assert main(["train", "--export-only"]) == 2
     assert "--export-only needs --checkpoint" in capsys.readouterr().err
 
 
 def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    assert main(_train_args(tmp_path / "nowhere", ws / "r0", uri, "--epochs", "1")) == 2
+    assert main(_train_args(tmp_path / "nowhere", ws / "r0", uri)) == 2
     assert "nowhere: data folder not found" in capsys.readouterr().err
 
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "train.h5").write_bytes((tiny_store / "train.h5").read_bytes()[:4096])
-    assert main(_train_args(corrupt, ws / "r1", uri, "--epochs", "1")) == 2
+    assert main(_train_args(corrupt, ws / "r1", uri)) == 2
     assert "corrupt/train.h5: cannot read as HDF5" in capsys.readouterr().err
 
     mixed = tmp_path / "mixed"
@@ -252,13 +244,13 @@ def test_bad_data_gives_clear_errors(tiny_store, ws, tmp_path, capsys):
         load_scenario("randstad-70cm"), tmp_path / "other", DatasetSpec(n_transmissions=60, iq_per_split=0)
     )
     shutil.copy(tmp_path / "other" / "val.h5", mixed / "val.h5")
-    assert main(_train_args(mixed, ws / "r2", uri, "--epochs", "1")) == 2
+    assert main(_train_args(mixed, ws / "r2", uri)) == 2
     assert "store from another scenario" in capsys.readouterr().err
 
     nan = tmp_path / "nan"
     shutil.copytree(tiny_store, nan)
     with h5py.File(nan / "train.h5", "r+") as f:
         f["features"][7, 2, 4] = np.nan
-    assert main(_train_args(nan, ws / "r3", uri, "--epochs", "1", "--validation_split", "0.1")) == 2
+    assert main(_train_args(nan, ws / "r3", uri, "--validation-split", "0.1")) == 2
     err = capsys.readouterr().err
     assert "nan/train.h5: features of rows [7] are not finite" in err

@@ -13,6 +13,9 @@ from heimdall.cli import main
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.train.checkpoint import load_checkpoint
+from tiny import tiny_train_args
+
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
@@ -22,26 +25,13 @@ def store(nw_italy, tmp_path_factory):
     return out
 
 
-def _cmd(store, run_dir, uri, *extra):
+def _cmd(store, run_dir, uri, *extra, epochs):
+    """The tiny training as a `python -m heimdall` command line."""
     return [
         sys.executable,
         "-m",
         "heimdall",
-        "train",
-        "--data_dir",
-        str(store),
-        "--checkpoint_dir",
-        str(run_dir),
-        "--tracking_uri",
-        uri,
-        "--batch_size",
-        "32",
-        "--d_model",
-        "32",
-        "--n_layers",
-        "1",
-        "--no_export",
-        *extra,
+        *tiny_train_args(store, run_dir, uri, "--batch-size", "32", "--no-export", *extra, epochs=epochs),
     ]
 
 
@@ -53,7 +43,7 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen(
-        _cmd(store, run_dir, uri, "--epochs", "200", "--threads", "1"),
+        _cmd(store, run_dir, uri, "--threads", "1", epochs=200),
         env=_env(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -81,8 +71,8 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
         main(
             [
                 "train",
-                "--resume_training",
-                "--checkpoint_dir",
+                "--resume-training",
+                "--checkpoint-dir",
                 str(run_dir),
                 "--epochs",
                 str(epoch + 2),
@@ -101,7 +91,7 @@ def test_ddp_two_cpu_processes_then_resume(store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--threads", "1"]
     done = subprocess.run(
-        _cmd(store, run_dir, uri, "--epochs", "1", *ddp),
+        _cmd(store, run_dir, uri, *ddp, epochs=1),
         env=_env(tmp_path),
         capture_output=True,
         text=True,
