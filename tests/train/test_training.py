@@ -52,7 +52,8 @@ def _run(argv):
 @pytest.fixture(scope="module")
 def trained(pipeline):
     p = pipeline
-    code, out = _run(_train_args(p["store"], p["run_dir"], p["uri"], epochs=2))
+    # the network alone is shipped: the localizer choice has its own tests (release/test_choice.py)
+    code, out = _run(_train_args(p["store"], p["run_dir"], p["uri"], "--localizer", "network", epochs=2))
     assert code == 0, out
     saved = yaml.safe_load((p["run_dir"] / "config.yaml").read_text())
     return {**p, "out": out, "run_id": saved["mlflow_run_id"], "client": MlflowClient(p["uri"])}
@@ -194,7 +195,7 @@ def test_the_exported_model_evaluates_as_its_checkpoint(evaluated, exported):
         "--out",
         str(ws / "eval2"),
     ]
-    code, out = _run([*argv, "--grid-spacing-m", "4000", "--no-mlflow"])
+    code, out = _run([*argv, "--grid-spacing-m", "4000", "--map-spacing-m", "0", "--no-mlflow"])  # the model alone
     assert code == 0, out
     onnx_metrics = json.loads((ws / "eval2" / "metrics.json").read_text())["estimators"]["model"]
     expected = evaluated["metrics"]["estimators"]["model"]["median_error_m"]
