@@ -10,6 +10,7 @@ import pytest
 
 from heimdall.cli import main
 from heimdall.geo import LocalFrame
+from serve_bodies import sigmf_collection
 
 
 def _area_m2(ring_lat_lon, frame):
@@ -182,29 +183,9 @@ def hostile_collection(store_rows, tiny_store, tmp_path_factory):
     """Test transmission 0 as a SigMF collection whose file name is a spreadsheet formula with control characters."""
     import h5py
 
-    from heimdall.datasets.sigmf_files import write_collection, write_recording
-
-    folder = tmp_path_factory.mktemp("hostile")
     with h5py.File(tiny_store / "test.h5") as f:
-        lat, lon = f["receivers/lat"][...], f["receivers/lon"][...]
-    metas = [
-        write_recording(
-            folder,
-            f"rx_{rid}",
-            store_rows["iq"][0, i],
-            datatype="cf32_le",
-            sample_rate_hz=48000.0,
-            frequency_hz=145e6,
-            datetime="2026-05-01T09:30:00.000Z",
-            lat=float(lat[i]),
-            lon=float(lon[i]),
-            alt_m=10.0,
-            receiver_id=rid,
-            power_calibration_dbm=-30.0,
-        )
-        for i, rid in enumerate(store_rows["ids"])
-    ]
-    return write_collection(folder, HOSTILE_NAME, metas, None)
+        lat_lon = np.stack([f["receivers/lat"][...], f["receivers/lon"][...]], -1)
+    return sigmf_collection(tmp_path_factory.mktemp("hostile"), HOSTILE_NAME, store_rows, 0, lat_lon)
 
 
 def test_a_collection_named_like_a_formula_is_a_text_cell_in_the_csv(model_file, hostile_collection, tmp_path):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from browser import SCREENSHOT_DIR, chromium_context
-from heimdall.datasets.sigmf_files import write_collection, write_recording
 from heimdall.serve.page import STATIC, content_security_policy, tile_origin
-from serve_bodies import features_body
+from serve_bodies import features_body, sigmf_collection
 from service_process import free_port, running_service
 
 PAGE_WEIGHT_LIMIT_BYTES = 500 * 1024
@@ -112,24 +111,9 @@ def collection(server, store_rows, tmp_path_factory):
     """Test transmission 0 as a SigMF collection (ci16_le) of every receiver: {file name: bytes}."""
     folder = tmp_path_factory.mktemp("fox")
     receivers = {r["id"]: r for r in httpx.get(f"{server}/v1/model").json()["receivers"]}
-    metas = [
-        write_recording(
-            folder,
-            f"fox_{rid}",
-            store_rows["iq"][0, i],
-            datatype="ci16_le",
-            sample_rate_hz=48000.0,
-            frequency_hz=145e6,
-            datetime="2026-05-01T09:30:00.000Z",
-            lat=receivers[rid]["lat"],
-            lon=receivers[rid]["lon"],
-            alt_m=10.0,
-            receiver_id=rid,
-            power_calibration_dbm=-30.0,
-        )
-        for i, rid in enumerate(store_rows["ids"])
-    ]
-    write_collection(folder, "fox", metas, None)
+    sigmf_collection(
+        folder, "fox", store_rows, 0, [(receivers[i]["lat"], receivers[i]["lon"]) for i in store_rows["ids"]]
+    )
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
