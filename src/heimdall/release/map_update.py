@@ -158,6 +158,6 @@ def update_map(
         "how": f"{fit['how']} ({len(stored.target_m)} of the store, {len(labels.target_m)} added)",
         "map_version": int(parent.fit.get("map_version", 1)) + 1,
         "parent_sha256": hashlib.sha256(parent.data).hexdigest(),
-        "labels_added": {"n": len(labels.target_m), "sha256": labels_sha256, "folder": str(labels_dir.resolve())},
+        "labels_added": {"n": len(labels.target_m), "sha256": labels_sha256, "folder": labels_dir.resolve().name},
     }
     return attach_map(parent.network, radio_map, fit, out, signer)
