@@ -112,3 +112,49 @@ def test_evaluate_refuses_a_file_that_is_not_an_onnx_model_naming_it(tiny_store,
     assert main([*argv, "--no-mlflow", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: not an ONNX model" in err and "unexpected" not in err
+
+
+def test_a_tampered_map_is_refused_at_load_by_serve_predict_evaluate_and_update(
+    map_model_file, tiny_store, tmp_path, capsys
+):
+    from heimdall.errors import ModelLoadError
+
+    proto = onnx.load(str(map_model_file))
+    for entry in proto.metadata_props:
+        if entry.key == map_io.METADATA_KEY:  # a few bytes that made the first answer ask for 1 TiB
+            d = json.loads(entry.value)
+            d["noise"]["floor_snr_db"] = -4e6
+            entry.value = json.dumps(d)
+    bad = tmp_path / "tampered.onnx"
+    bad.write_bytes(proto.SerializeToString())
+    field = "radiomap.noise.floor_snr_db"
+    with pytest.raises(ModelLoadError, match=field):  # serve: at start and at each reload, /readyz never ready
+        ModelSource(file=str(bad)).load()
+    for argv in (
+        ["predict", str(tiny_store), "--model-file", str(bad), "--out", str(tmp_path / "p.csv")],
+        [
+            "evaluate",
+            "--model",
+            str(bad),
+            "--data-dir",
+            str(tiny_store),
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-mlflow",
+        ],
+        [
+            "map",
+            "update",
+            str(tiny_store),
+            "--model",
+            str(bad),
+            "--labels",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "u"),
+        ],
+    ):
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert field in err and "unexpected" not in err, (argv, err)
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "eval" / "metrics.json").exists()
