@@ -24,12 +24,13 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_file):
-    with running_service(model_file, "--events-size", "3", "--max-event-streams", "3") as url:
+    with running_service(model_file, "--live-view", "--events-size", "3", "--max-event-streams", "3") as url:
         yield url
 
 
-def open_page(browser, url):
-    """The page at url, loaded with the model's receivers drawn; (page, console messages, responses)."""
+def open_page(browser, url, live=True):
+    """The page at url, loaded with the model's receivers drawn (and its live view connected, when the service runs
+    one); (page, console messages, responses)."""
     page = browser.new_page()
     messages, responses = [], []
     page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
@@ -37,7 +38,8 @@ def open_page(browser, url):
     page.on("response", lambda r: responses.append(r))
     page.goto(url + "/")
     page.wait_for_selector(".receiver-marker")
-    page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
+    if live:
+        page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
     return page, messages, responses
 
 
@@ -265,13 +267,20 @@ def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection
 
 def test_live_view_shows_a_localization_made_by_another_client(browser, server, store_rows):
     page, messages, _ = open_page(browser, server)
-    answer = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 4), timeout=30).json()
+    answer = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, 4), timeout=30).json()
     item = page.locator("#live-list li", has_text=f"{answer['lat']:.4f}, {answer['lon']:.4f}").first
     item.wait_for()
     item.click()
     page.wait_for_selector(".answer-marker")
     assert marker_offset_px(page, answer["lat"], answer["lon"]) <= 1.5
+    # what another page localizes is published too: the page asks for its own answers to be
+    other, _, _ = open_page(browser, server)
+    drop(other, {"request.json": json.dumps(features_body(store_rows, 6)).encode()})
+    other.wait_for_selector(".answer-marker")
+    dropped = other.evaluate("window.heimdall.lastAnswer")
+    page.locator("#live-list li", has_text=f"{dropped['lat']:.4f}, {dropped['lon']:.4f}").first.wait_for()
     assert messages == []
+    other.close()
     page.close()
 
 
@@ -279,8 +288,9 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
     dead = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
     with running_service(model_file, "--tile-url", dead) as url:
         assert tile_origin(dead) in httpx.get(f"{url}/").headers["content-security-policy"]
-        page, messages, _ = open_page(browser, url)
+        page, messages, _ = open_page(browser, url, live=False)
         assert page.locator(".receiver-marker").count() == len(httpx.get(f"{url}/v1/model").json()["receivers"])
+        assert not page.locator("#live").is_visible()  # no --live-view: no live list, no event stream
         assert page.locator(".graticule-label").count() >= 4
         assert page.locator(".leaflet-tile").count() > 0  # it tried the basemap
         assert all("ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in messages)
@@ -289,7 +299,8 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
 
 def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
     for k in range(5):
-        assert httpx.post(f"{server}/v1/localize", json=features_body(store_rows, k), timeout=30).status_code == 200
+        r = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, k), timeout=30)
+        assert r.status_code == 200
     with httpx.Client(timeout=10) as client, client.stream("GET", f"{server}/v1/events") as events:
         assert events.headers["content-type"].startswith("text/event-stream")
         assert events.headers["x-accel-buffering"] == "no"
@@ -300,7 +311,7 @@ def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
 
         data = [next_event() for _ in range(3)]  # only the last --events-size answers are kept
         assert [d["seq"] for d in data] == list(range(data[0]["seq"], data[0]["seq"] + 3))
-        last = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 5), timeout=30).json()
+        last = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, 5), timeout=30).json()
         pushed = next_event()
         assert pushed["seq"] == data[-1]["seq"] + 1 and pushed["answer"]["east_m"] == pytest.approx(last["east_m"])
         with (
