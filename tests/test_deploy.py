@@ -236,7 +236,7 @@ def test_team_local_script_trains_signs_publishes_and_serves_behind_authenticati
             ["bash", str(ROOT / "deploy" / "team-local.sh")], env=env, stdout=o, stderr=e, start_new_session=True
         )
     try:
-        running = _wait_for_line(err, "team-local: running:", proc, 900)
+        running = _wait_for_line(err, "team-local: running:", proc, 1500)
         mlflow_uri, service = re.search(r"MLflow (http://\S+), service (http://\S+) ", running).groups()
         result = json.loads(out.read_text())
         assert result["registry"]["name"] == "heimdall-localizer" and result["registry"]["version"] == "1"

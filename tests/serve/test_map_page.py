@@ -28,7 +28,7 @@ def server(model_file):
         yield url
 
 
-def open_page(browser, url, live=True):
+def open_page(browser, url):
     """The page at url, loaded with the model's receivers drawn (and its live view connected, when the service runs
     one); (page, console messages, responses)."""
     page = browser.new_page()
@@ -38,7 +38,7 @@ def open_page(browser, url, live=True):
     page.on("response", lambda r: responses.append(r))
     page.goto(url + "/")
     page.wait_for_selector(".receiver-marker")
-    if live:
+    if page.get_attribute('meta[name="heimdall-live-view"]', "content") == "on":
         page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
     return page, messages, responses
 
@@ -288,7 +288,7 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
     dead = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
     with running_service(model_file, "--tile-url", dead) as url:
         assert tile_origin(dead) in httpx.get(f"{url}/").headers["content-security-policy"]
-        page, messages, _ = open_page(browser, url, live=False)
+        page, messages, _ = open_page(browser, url)
         assert page.locator(".receiver-marker").count() == len(httpx.get(f"{url}/v1/model").json()["receivers"])
         assert not page.locator("#live").is_visible()  # no --live-view: no live list, no event stream
         assert page.locator(".graticule-label").count() >= 4
