@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The team set-up of compose.yaml on this machine's loopback, end to end: SeaweedFS S3, the MLflow server and
-# `heimdall serve`, started with the same commands (deploy/team.sh), on free ports; then a tiny model is simulated,
-# trained, published to them, and the service is asked for one localization (printed as JSON on stdout).
+# The team set-up of compose.yaml on this machine's loopback, end to end: the signing key pair, SeaweedFS S3, the
+# MLflow server (basic authentication) and `heimdall serve` (verifying signatures), started with the same commands
+# (deploy/team.sh), on free ports; then a tiny model is simulated, trained, signed, published to them, and the service
+# is asked for one localization (printed as JSON on stdout).
 # Everything lives in TEAM_DATA (default: a new temporary folder, removed at the end); every process started here
 # is stopped at exit (SIGTERM, then SIGKILL after 10 s). Needs heimdall with the team (or dev) extra on PATH, as
 # `make` installs it: `. .venv/bin/activate` first.
@@ -49,10 +50,10 @@ wait_http() { # wait_http URL NAME: until URL answers 200 (its process must stay
 }
 
 # free ports; SeaweedFS also takes port + 10000 for gRPC
-read -r WEED_MASTER_PORT WEED_VOLUME_PORT WEED_FILER_PORT S3_PORT MLFLOW_PORT HEIMDALL_PORT < <(python - <<'PY'
+read -r WEED_MASTER_PORT WEED_VOLUME_PORT WEED_FILER_PORT WEED_S3_PORT S3_PORT MLFLOW_PORT HEIMDALL_PORT < <(python - <<'PY'
 import socket
 ports = []
-while len(ports) < 6:
+while len(ports) < 7:
     with socket.socket() as a, socket.socket() as b:
         a.bind(("127.0.0.1", 0))
         p = a.getsockname()[1]
@@ -66,13 +67,19 @@ while len(ports) < 6:
 print(*ports)
 PY
 )
-export WEED_MASTER_PORT WEED_VOLUME_PORT WEED_FILER_PORT S3_PORT MLFLOW_PORT HEIMDALL_PORT
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-heimdall} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-heimdall-team-secret}
+export WEED_MASTER_PORT WEED_VOLUME_PORT WEED_FILER_PORT WEED_S3_PORT S3_PORT MLFLOW_PORT HEIMDALL_PORT
+new_secret() { python -c "import secrets; print(secrets.token_hex(16))"; }
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-heimdall} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-$(new_secret)}
+export MLFLOW_TRACKING_USERNAME=${MLFLOW_TRACKING_USERNAME:-heimdall}
+export MLFLOW_TRACKING_PASSWORD=${MLFLOW_TRACKING_PASSWORD:-$(new_secret)}
+export HEIMDALL_VERIFY_KEY_FILE=$TEAM_DATA/keys/verify/verify.pem  # the public key: where the service runs
+signing_key=$TEAM_DATA/keys/signing/signing.pem                      # the private key: where training runs only
 export AWS_DEFAULT_REGION=us-east-1
 export MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT MINIO_BUCKET=models
 export HEIMDALL_WORKSPACE=$TEAM_DATA/workspace MLFLOW_DISABLE_TELEMETRY=true
 
+HEIMDALL_SIGNING_KEY_FILE=$signing_key bash "$here/team.sh" keys >&2
 log "SeaweedFS S3 on $MLFLOW_S3_ENDPOINT_URL"
 start s3
 bash "$here/team.sh" buckets >&2
@@ -84,7 +91,8 @@ log "simulating and training a tiny model (about a minute)"
 store=$TEAM_DATA/store
 heimdall simulate -n "${TEAM_TRANSMISSIONS:-1500}" --seed 21 --out "$store" --quiet >&2
 # judged on val, the split its covariance is calibrated on: a model trained for seconds is at best roughly calibrated
-heimdall train --data-dir "$store" --epochs "${TEAM_EPOCHS:-3}" --d-model 32 --n-layers 1 --threads 2 \
+HEIMDALL_SIGNING_KEY_FILE=$signing_key \
+  heimdall train --data-dir "$store" --epochs "${TEAM_EPOCHS:-3}" --d-model 32 --n-layers 1 --threads 2 \
   --eval-data "$store/val.h5" --log-level warning --json >"$TEAM_DATA/train.json"
 # serve what training registered: champion when it beat the champion rule, else its challenger alias
 HEIMDALL_ALIAS=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['model']['registry']['alias'])" \
@@ -108,5 +116,6 @@ with urllib.request.urlopen(request, timeout=60) as answer:
 PY
 if [ -n "${TEAM_KEEP:-}" ]; then
   log "running: S3 $MLFLOW_S3_ENDPOINT_URL, MLflow $MLFLOW_TRACKING_URI, service http://127.0.0.1:$HEIMDALL_PORT (Ctrl-C stops)"
+  log "MLflow account $MLFLOW_TRACKING_USERNAME, password in MLFLOW_TRACKING_PASSWORD of this script's environment"
   wait
 fi

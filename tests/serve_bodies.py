@@ -40,3 +40,28 @@ def iq_body(rows, k, shift_hz=0.0):
             for i, rid in enumerate(rows["ids"])
         ]
     }
+
+
+def sigmf_collection(folder, name, rows, k, lat_lon, datatype="ci16_le"):
+    """Transmission k as a SigMF collection `name` in folder (one recording per receiver, at lat_lon [R, 2] with its
+    heimdall:receiver_id, full scale −30 dBm); the collection's path."""
+    from heimdall.datasets.sigmf_files import write_collection, write_recording
+
+    metas = [
+        write_recording(
+            folder,
+            f"{name}_{rid}",
+            rows["iq"][k, i],
+            datatype=datatype,
+            sample_rate_hz=48000.0,
+            frequency_hz=145e6,
+            datetime="2026-05-01T09:30:00.000Z",
+            lat=float(lat_lon[i][0]),
+            lon=float(lat_lon[i][1]),
+            alt_m=10.0,
+            receiver_id=rid,
+            power_calibration_dbm=-30.0,
+        )
+        for i, rid in enumerate(rows["ids"])
+    ]
+    return write_collection(folder, name, metas, None)

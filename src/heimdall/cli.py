@@ -64,6 +64,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def _tile_url(text: str) -> str:
     from heimdall.serve.page import tile_origin
 
@@ -329,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(
         p,
+        "--live-view",
+        action="store_true",
+        help="turn on the map page's live view (GET /v1/events): the localizations asked to be published (the "
+        "page's own, or ?publish=true) pushed to every page that can reach the service (default off)",
+    )
+    _flag(
+        p,
         "--events-size",
         type=_positive_int,
         default=serving.events_size,
@@ -340,6 +357,52 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=serving.max_event_streams,
         help=f"live-view event streams open at once, beyond which 429 (default {serving.max_event_streams})",
+    )
+    _flag(
+        p,
+        "--max-event-streams-per-client",
+        type=_positive_int,
+        default=serving.max_event_streams_per_client,
+        help=f"live-view event streams open at once from one client address, beyond which 429 (default "
+        f"{serving.max_event_streams_per_client})",
+    )
+    _flag(
+        p,
+        "--event-idle-s",
+        type=_positive_float,
+        default=serving.event_idle_s,
+        help=f"a live-view stream with nothing to send for this long is ended; an open page reconnects (s, default "
+        f"{serving.event_idle_s:g})",
+    )
+    _flag(
+        p,
+        "--limit-concurrency",
+        type=_positive_int,
+        default=serving.limit_concurrency,
+        help=f"connections and requests at once, beyond which every request answers 503 (default "
+        f"{serving.limit_concurrency})",
+    )
+    _flag(
+        p,
+        "--keep-alive-s",
+        type=_positive_int,
+        default=serving.keep_alive_s,
+        help=f"an idle keep-alive connection is closed after this (s, default {serving.keep_alive_s})",
+    )
+    _flag(
+        p,
+        "--header-timeout-s",
+        type=_positive_float,
+        default=serving.header_timeout_s,
+        help=f"a request's line and headers must arrive within this, else the connection is closed (s, default "
+        f"{serving.header_timeout_s:g})",
+    )
+    _flag(
+        p,
+        "--body-timeout-s",
+        type=_positive_float,
+        default=serving.body_timeout_s,
+        help=f"a request body that sends nothing for this long answers 408 (s, default {serving.body_timeout_s:g})",
     )
 
     p = sub.add_parser(

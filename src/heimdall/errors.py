@@ -137,6 +137,12 @@ class TooLarge(ServeError):
     http_status = 413
 
 
+class TooSlow(ServeError):
+    """The request did not arrive in time (408)."""
+
+    http_status = 408
+
+
 class Busy(ServeError):
     """The service is at its limit now; the same request may succeed later (429)."""
 

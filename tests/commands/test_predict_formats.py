@@ -10,6 +10,7 @@ import pytest
 
 from heimdall.cli import main
 from heimdall.geo import LocalFrame
+from serve_bodies import sigmf_collection
 
 
 def _area_m2(ring_lat_lon, frame):
@@ -172,3 +173,33 @@ def test_json_answers_report_each_receiver_as_the_service_does(model_file, tiny_
         assert [r["id"] for r in answer["receivers"]] == expected_ids
         assert [r["snr_db"] for r in answer["receivers"]] == pytest.approx(row[rec], abs=0.006)
         assert [r["heard"] for r in answer["receivers"]] == list(heard(row[rec], params))
+
+
+HOSTILE_NAME = '=HYPERLINK("evil")\x01\x0b\x1f<&>'  # a formula for spreadsheets, control characters for XML
+
+
+@pytest.fixture(scope="module")
+def hostile_collection(store_rows, tiny_store, tmp_path_factory):
+    """Test transmission 0 as a SigMF collection whose file name is a spreadsheet formula with control characters."""
+    import h5py
+
+    with h5py.File(tiny_store / "test.h5") as f:
+        lat_lon = np.stack([f["receivers/lat"][...], f["receivers/lon"][...]], -1)
+    return sigmf_collection(tmp_path_factory.mktemp("hostile"), HOSTILE_NAME, store_rows, 0, lat_lon)
+
+
+def test_a_collection_named_like_a_formula_is_a_text_cell_in_the_csv(model_file, hostile_collection, tmp_path):
+    out = tmp_path / "p.csv"
+    args = ["predict", str(hostile_collection), "--model-file", str(model_file), "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    (row,) = list(csv.DictReader(out.open(newline="")))
+    assert row["transmission"] == "'" + HOSTILE_NAME  # text to a spreadsheet, the name still readable
+
+
+def test_control_characters_in_a_collection_name_leave_the_kml_well_formed(model_file, hostile_collection, tmp_path):
+    out = tmp_path / "p.kml"
+    args = ["predict", str(hostile_collection), "--model-file", str(model_file), "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    ((name, placemarks),) = _kml_folders(out)  # well-formed XML (ET.parse raises otherwise)
+    assert name == '=HYPERLINK("evil")\ufffd\ufffd\ufffd<&>'  # what XML cannot hold shown as U+FFFD, the rest kept
+    assert [p["kind"] for p in placemarks] == ["estimate", "region", "region"]

@@ -105,6 +105,8 @@ def test_twin_recovers_the_propagation_it_was_recorded_with(source, twin, truth)
         assert report["source"]["scenario_sha256"] == f.attrs["scenario_sha256"]
     assert report["source"]["store_files"] == ["train.h5", "val.h5"]
     assert report["source"]["store_sha256"] in scenario.description
+    # the twin's scenario goes into every model trained on it: the store's name, not its path here
+    assert report["source"]["store"] == source.name and str(source.resolve()) not in scenario.to_yaml()
     assert [r["id"] for r in report["receivers"]] == [r.id for r in truth.receivers]
 
 

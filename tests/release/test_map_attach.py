@@ -25,7 +25,9 @@ def test_map_fit_writes_a_new_model_carrying_the_map(map_model_file, model_file,
     meta = {p.key: p.value for p in proto.metadata_props}
     fit = json.loads(meta[FIT_KEY])
     assert 0 < fit["alpha"] <= 1 and 0 <= fit["beta"] <= 1 and fit["validation_n"] == 150
-    assert fit["labels_used"] == 1200 and fit["store"] == str(tiny_store.resolve())
+    assert fit["labels_used"] == 1200 and fit["store"] == tiny_store.name
+    # the shipped model names the store and hashes it; no path of the machine that fitted it is in it
+    assert not [k for k, v in meta.items() if str(tiny_store.resolve().parent) in v]
     assert len(fit["store_sha256"]) == 64 and fit["fitted"]
     assert fit["network_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     # the network's card is unchanged; a new model: its own manifest, which the service's checks accept
@@ -110,3 +112,49 @@ def test_evaluate_refuses_a_file_that_is_not_an_onnx_model_naming_it(tiny_store,
     assert main([*argv, "--no-mlflow", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: not an ONNX model" in err and "unexpected" not in err
+
+
+def test_a_tampered_map_is_refused_at_load_by_serve_predict_evaluate_and_update(
+    map_model_file, tiny_store, tmp_path, capsys
+):
+    from heimdall.errors import ModelLoadError
+
+    proto = onnx.load(str(map_model_file))
+    for entry in proto.metadata_props:
+        if entry.key == map_io.METADATA_KEY:  # a few bytes that made the first answer ask for 1 TiB
+            d = json.loads(entry.value)
+            d["noise"]["floor_snr_db"] = -4e6
+            entry.value = json.dumps(d)
+    bad = tmp_path / "tampered.onnx"
+    bad.write_bytes(proto.SerializeToString())
+    field = "radiomap.noise.floor_snr_db"
+    with pytest.raises(ModelLoadError, match=field):  # serve: at start and at each reload, /readyz never ready
+        ModelSource(file=str(bad)).load()
+    for argv in (
+        ["predict", str(tiny_store), "--model-file", str(bad), "--out", str(tmp_path / "p.csv")],
+        [
+            "evaluate",
+            "--model",
+            str(bad),
+            "--data-dir",
+            str(tiny_store),
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-mlflow",
+        ],
+        [
+            "map",
+            "update",
+            str(tiny_store),
+            "--model",
+            str(bad),
+            "--labels",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "u"),
+        ],
+    ):
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert field in err and "unexpected" not in err, (argv, err)
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "eval" / "metrics.json").exists()

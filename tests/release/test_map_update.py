@@ -87,6 +87,8 @@ def test_update_refits_the_map_on_more_labels_and_keeps_the_network(updated, map
     added = child["labels_added"]
     imported = _imported(new_labels, out.parent / "imported")
     assert added["n"] == len(imported.target_m) > 150 and len(added["sha256"]) == 64
+    assert added["folder"] == new_labels.name  # names and hashes, no path of the machine that updated it
+    assert not [p.key for p in onnx.load(str(out)).metadata_props if str(new_labels.resolve().parent) in p.value]
     assert child["labels_used"] == parent["labels_used"] + added["n"]
     assert child["spacing_m"] == parent["spacing_m"] == 2000.0  # the parent's grid
     new_map = map_io.from_onnx(onnx.load(str(out)))

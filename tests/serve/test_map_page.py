@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from browser import SCREENSHOT_DIR, chromium_context
-from heimdall.datasets.sigmf_files import write_collection, write_recording
 from heimdall.serve.page import STATIC, content_security_policy, tile_origin
-from serve_bodies import features_body
+from serve_bodies import features_body, sigmf_collection
 from service_process import free_port, running_service
 
 PAGE_WEIGHT_LIMIT_BYTES = 500 * 1024
@@ -25,12 +24,13 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_file):
-    with running_service(model_file, "--events-size", "3", "--max-event-streams", "3") as url:
+    with running_service(model_file, "--live-view", "--events-size", "3", "--max-event-streams", "3") as url:
         yield url
 
 
 def open_page(browser, url):
-    """The page at url, loaded with the model's receivers drawn; (page, console messages, responses)."""
+    """The page at url, loaded with the model's receivers drawn (and its live view connected, when the service runs
+    one); (page, console messages, responses)."""
     page = browser.new_page()
     messages, responses = [], []
     page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
@@ -38,7 +38,8 @@ def open_page(browser, url):
     page.on("response", lambda r: responses.append(r))
     page.goto(url + "/")
     page.wait_for_selector(".receiver-marker")
-    page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
+    if page.get_attribute('meta[name="heimdall-live-view"]', "content") == "on":
+        page.locator("#live-state", has_text="connected").wait_for()  # (the page's CSP forbids wait_for_function)
     return page, messages, responses
 
 
@@ -112,24 +113,9 @@ def collection(server, store_rows, tmp_path_factory):
     """Test transmission 0 as a SigMF collection (ci16_le) of every receiver: {file name: bytes}."""
     folder = tmp_path_factory.mktemp("fox")
     receivers = {r["id"]: r for r in httpx.get(f"{server}/v1/model").json()["receivers"]}
-    metas = [
-        write_recording(
-            folder,
-            f"fox_{rid}",
-            store_rows["iq"][0, i],
-            datatype="ci16_le",
-            sample_rate_hz=48000.0,
-            frequency_hz=145e6,
-            datetime="2026-05-01T09:30:00.000Z",
-            lat=receivers[rid]["lat"],
-            lon=receivers[rid]["lon"],
-            alt_m=10.0,
-            receiver_id=rid,
-            power_calibration_dbm=-30.0,
-        )
-        for i, rid in enumerate(store_rows["ids"])
-    ]
-    write_collection(folder, "fox", metas, None)
+    sigmf_collection(
+        folder, "fox", store_rows, 0, [(receivers[i]["lat"], receivers[i]["lon"]) for i in store_rows["ids"]]
+    )
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
@@ -286,13 +272,20 @@ def test_dropped_json_body_and_bad_drops(browser, server, store_rows, collection
 @pytest.mark.system
 def test_live_view_shows_a_localization_made_by_another_client(browser, server, store_rows):
     page, messages, _ = open_page(browser, server)
-    answer = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 4), timeout=30).json()
+    answer = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, 4), timeout=30).json()
     item = page.locator("#live-list li", has_text=f"{answer['lat']:.4f}, {answer['lon']:.4f}").first
     item.wait_for()
     item.click()
     page.wait_for_selector(".answer-marker")
     assert marker_offset_px(page, answer["lat"], answer["lon"]) <= 1.5
+    # what another page localizes is published too: the page asks for its own answers to be
+    other, _, _ = open_page(browser, server)
+    drop(other, {"request.json": json.dumps(features_body(store_rows, 6)).encode()})
+    other.wait_for_selector(".answer-marker")
+    dropped = other.evaluate("window.heimdall.lastAnswer")
+    page.locator("#live-list li", has_text=f"{dropped['lat']:.4f}, {dropped['lon']:.4f}").first.wait_for()
     assert messages == []
+    other.close()
     page.close()
 
 
@@ -303,6 +296,7 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
         assert tile_origin(dead) in httpx.get(f"{url}/").headers["content-security-policy"]
         page, messages, _ = open_page(browser, url)
         assert page.locator(".receiver-marker").count() == len(httpx.get(f"{url}/v1/model").json()["receivers"])
+        assert not page.locator("#live").is_visible()  # no --live-view: no live list, no event stream
         assert page.locator(".graticule-label").count() >= 4
         assert page.locator(".leaflet-tile").count() > 0  # it tried the basemap
         assert all("ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in messages)
@@ -312,7 +306,8 @@ def test_page_draws_the_network_when_the_tile_server_is_unreachable(browser, mod
 @pytest.mark.system
 def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
     for k in range(5):
-        assert httpx.post(f"{server}/v1/localize", json=features_body(store_rows, k), timeout=30).status_code == 200
+        r = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, k), timeout=30)
+        assert r.status_code == 200
     with httpx.Client(timeout=10) as client, client.stream("GET", f"{server}/v1/events") as events:
         assert events.headers["content-type"].startswith("text/event-stream")
         assert events.headers["x-accel-buffering"] == "no"
@@ -323,7 +318,7 @@ def test_event_stream_replays_the_ring_and_bounds_streams(server, store_rows):
 
         data = [next_event() for _ in range(3)]  # only the last --events-size answers are kept
         assert [d["seq"] for d in data] == list(range(data[0]["seq"], data[0]["seq"] + 3))
-        last = httpx.post(f"{server}/v1/localize", json=features_body(store_rows, 5), timeout=30).json()
+        last = httpx.post(f"{server}/v1/localize?publish=true", json=features_body(store_rows, 5), timeout=30).json()
         pushed = next_event()
         assert pushed["seq"] == data[-1]["seq"] + 1 and pushed["answer"]["east_m"] == pytest.approx(last["east_m"])
         with (

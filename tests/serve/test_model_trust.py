@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -386,3 +387,42 @@ def test_registry_on_s3_artifacts_leaves_no_download_behind(published, tiny_run,
     for _ in range(3):  # as hot reloads do
         assert source.load().sha256 == hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()
     assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.system
+def test_serve_says_at_start_that_registry_writers_pick_the_model_without_a_verify_key(published, tmp_path):
+    import subprocess
+    import sys
+
+    import httpx
+
+    from service_process import free_port
+
+    def started_with(*flags):
+        port = free_port()
+        with (tmp_path / "stderr.log").open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "heimdall", "serve", "--tracking-uri", published["uri"], "--alias"]
+                + [published["alias"], "--port", str(port), *flags],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            for _ in range(600):
+                assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        return (tmp_path / "stderr.log").read_text()
+
+    unverified = started_with()
+    assert f"WARNING: no --verify-key: any writer of the registry {published['uri']}" in unverified
+    assert "picks the model this service answers with" in unverified
+    verified = started_with("--verify-key", str(published["public"]))
+    assert "no --verify-key" not in verified and "authenticity is not checked" not in verified

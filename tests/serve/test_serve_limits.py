@@ -104,3 +104,71 @@ def test_requests_in_progress_are_bounded(slow_server, store_rows):
             httpx.post(f"{slow_server}/v1/localize", json=features_body(store_rows, 0), timeout=30).status_code == 200
         )
     )
+
+
+def _open(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=0.5)
+
+
+def _seconds_until_closed(s: socket.socket, limit_s: float, trickle: bytes = b"") -> float | None:
+    """Seconds until the server closes the connection (None if it is still open after limit_s), sending `trickle`
+    every second meanwhile, as a slow client keeping its request head unfinished."""
+    t0 = last = time.time()
+    while time.time() - t0 < limit_s:
+        try:
+            if s.recv(65536) == b"":
+                return time.time() - t0
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return time.time() - t0
+        if trickle and time.time() - last >= 1.0:
+            s.sendall(trickle)
+            last = time.time()
+    return None
+
+
+@pytest.mark.system
+def test_a_request_head_that_never_completes_is_cut_at_the_header_timeout(model_file):
+    from heimdall.serve.settings import ServeSettings
+
+    timeout_s = ServeSettings().header_timeout_s
+    with running_service(model_file) as url:  # the defaults
+        slow = _open(url)
+        slow.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: t\r\n")  # a head begun, then a header line a second
+        silent = _open(url)  # a connection that sends nothing at all
+        closed_s = _seconds_until_closed(slow, timeout_s + 5, trickle=b"X-Slow: 1\r\n")
+        assert closed_s is not None and timeout_s - 0.5 <= closed_s, closed_s
+        assert _seconds_until_closed(silent, 2) is not None  # closed by the same timeout meanwhile
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+@pytest.mark.system
+def test_connections_at_once_keep_alive_and_slow_bodies_are_bounded(model_file, store_rows):
+    flags = ["--limit-concurrency", "4", "--keep-alive-s", "1", "--body-timeout-s", "2"]
+    with running_service(model_file, *flags) as url:
+        # an answered request's connection is closed once idle for the keep-alive time
+        kept = _open(url)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        closed_s = _seconds_until_closed(kept, 5)
+        assert closed_s is not None and closed_s >= 1.0, closed_s
+        # a body that stops arriving is answered 408 and its place freed
+        body = json.dumps(features_body(store_rows, 0)).encode()
+        stalled = _open(url)
+        stalled.sendall(
+            b"POST /v1/localize HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body[:50])
+        )
+        stalled.settimeout(10)
+        answer = stalled.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"field":"body"' in answer, answer
+        kept.close()
+        stalled.close()
+        # four connections held open: a fifth is answered 503 whatever it asks
+        held = [_open(url) for _ in range(4)]
+        try:
+            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503
+        finally:
+            for s in held:
+                s.close()
+        _wait_for(lambda: httpx.get(f"{url}/healthz", timeout=10).status_code == 200)

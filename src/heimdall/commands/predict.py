@@ -33,6 +33,8 @@ BATCH = 4096
 Predictions = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, list[str]]]]
 FRAME_ORIGIN_TOLERANCE_DEG = 1e-6  # about 0.1 m
 RECEIVER_TOLERANCE_M = 1.0
+# a CSV cell starting with one of these is a formula to a spreadsheet (OWASP's list): such a name is sent as text
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -133,12 +135,12 @@ def answer_rows(
     names: list[str], mean: np.ndarray, cov: np.ndarray, lat_lon: np.ndarray, parts: list[MapPart | None]
 ) -> list[dict[str, str]]:
     """One row per transmission: position, covariance and the 95 % ellipse; with a radio map also the number of
-    modes and the 95 % region's area (empty where the map was not used)."""
+    modes and the 95 % region's area (empty where the map was not used). The name is spreadsheet_text."""
     rows = []
     for i in range(len(mean)):
         e = ellipse(cov[i], 0.95)
         row = {
-            "transmission": names[i],
+            "transmission": spreadsheet_text(names[i]),
             "lat": f"{lat_lon[i, 0]:.6f}",
             "lon": f"{lat_lon[i, 1]:.6f}",
             "east_m": f"{mean[i, 0]:.1f}",
@@ -156,6 +158,12 @@ def answer_rows(
             row["hpd95_area_km2"] = f"{part.hpd95_area_km2:.1f}" if part else ""
         rows.append(row)
     return rows
+
+
+def spreadsheet_text(text: str) -> str:
+    """A CSV text cell that a spreadsheet shows as text: one leading `=`, `+`, `-`, `@`, tab or CR would make it a
+    formula, so such text gets a leading apostrophe (which spreadsheets hide)."""
+    return "'" + text if text.startswith(FORMULA_LEADS) else text
 
 
 def predict_store(data: Path, split: str, model: ServedModel) -> Predictions:

@@ -7,12 +7,14 @@ GeoJSON: a FeatureCollection whose features carry `transmission`, `kind` (estima
 and modes `probability`; regions also `shape` (hpd_region or ellipse), modes `rank` (1: the most probable). KML: one
 Folder per transmission holding the same Placemarks (a MultiPolygon as a MultiGeometry, holes as inner
 boundaries) with the same properties as ExtendedData. Coordinates are [lon, lat] (GeoJSON) and lon,lat (KML),
-WGS84 degrees.
+WGS84 degrees. Text in the KML (a transmission's name comes from a file name) is escaped, and the characters XML 1.0
+cannot hold (control characters, lone surrogates) are written as U+FFFD, so the file stays well-formed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -26,6 +28,8 @@ from heimdall.serve.map_answers import REGION_PROBABILITIES
 
 ELLIPSE_POINTS = 72
 DECIMALS = 7  # degrees: about 1 cm
+# what XML 1.0 cannot hold, not even escaped: C0 controls but tab, LF and CR; surrogates; U+FFFE and U+FFFF
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def transmission_features(
@@ -90,20 +94,25 @@ def write_kml(path: Path, features: list[dict[str, Any]]) -> None:
             if folder is not None:
                 parts.append("</Folder>")
             folder = props["transmission"]
-            parts.append(f"<Folder><name>{escape(folder)}</name>")
+            parts.append(f"<Folder><name>{xml_text(folder)}</name>")
         data = "".join(
-            f'<Data name="{escape(k)}"><value>{escape(str(v))}</value></Data>'
+            f'<Data name="{xml_text(k)}"><value>{xml_text(str(v))}</value></Data>'
             for k, v in props.items()
             if k != "transmission"
         )
         parts.append(
-            f"<Placemark><name>{escape(_placemark_name(props))}</name><ExtendedData>{data}</ExtendedData>"
+            f"<Placemark><name>{xml_text(_placemark_name(props))}</name><ExtendedData>{data}</ExtendedData>"
             f"{_kml_geometry(feature['geometry'])}</Placemark>"
         )
     if folder is not None:
         parts.append("</Folder>")
     parts.append("</Document></kml>")
     atomic_write_text(path, "\n".join(parts))
+
+
+def xml_text(text: str) -> str:
+    """Text as XML 1.0 character data or attribute value: escaped, and what XML cannot hold replaced by U+FFFD."""
+    return escape(NOT_XML.sub("\ufffd", text), {'"': "&quot;"})
 
 
 def _placemark_name(props: dict[str, Any]) -> str:

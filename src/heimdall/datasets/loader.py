@@ -7,6 +7,10 @@ row, so a file's model inputs are read whole on first use while they fit the dat
 the files beyond it are read row-wise through chunk caches that share what is left of the budget (at
 least MIN_CHUNK_CACHE_BYTES each). Each reading process (the main process or a DataLoader worker) holds
 its own copy: at most the budget, or MIN_CHUNK_CACHE_BYTES per file read from disk once it is spent.
+
+The readers of a whole split or subset (`read_all`, `read_split`) check what they will allocate against the memory
+budget (heimdall.memory) before reading, naming the file and dataset, and read READ_BLOCK_ROWS rows at a time: a
+subset spread over a file never takes the whole file's rows at once.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import torch
 from heimdall.datasets.store import StoreInfo, inspect_store, read_receivers
 from heimdall.errors import DatasetError
 from heimdall.features import FeatureParams
+from heimdall.memory import over_budget
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1024**3
 MAX_CHUNK_CACHE_BYTES = 512 * 1024**2
 MIN_CHUNK_CACHE_BYTES = 16 * 1024**2
 INPUTS = ("features", "mask", "tx_position_m")
+READ_BLOCK_ROWS = 16 * 1024  # rows read at once by read_all (about 16 MB of default features)
 OPTIONAL_INPUTS = ("present",)
 
 
@@ -174,12 +180,33 @@ class StoreDataset(torch.utils.data.Dataset):
                 yield k, sel
 
     def read_all(self, name: str, limit: int | None = None) -> np.ndarray:
-        """A per-sample dataset (e.g. 'features', 'oracle/rx_power_dbm') over this subset, in order."""
+        """A per-sample dataset (e.g. 'features', 'oracle/rx_power_dbm') over this subset, in order; DatasetError
+        naming the file and dataset when it would take more than the memory budget."""
+        self.check_budget([name], limit)
         out = []
         for k, sel in self._rows_by_file(limit):
             with h5py.File(self.infos[k].path, "r") as f:
                 out.append(_rows(f[name], sel))
         return np.concatenate(out)
+
+    def check_budget(self, names: list[str], limit: int | None = None) -> None:
+        """DatasetError when reading the per-sample datasets `names` (those a file has) over this subset (its first
+        `limit` samples) would allocate more than the memory budget; nothing is read but their shapes."""
+        total, largest = 0, ("", "", 0)
+        for k, sel in self._rows_by_file(limit):
+            with h5py.File(self.infos[k].path, "r") as f:
+                for name in names:
+                    if isinstance(ds := f.get(name), h5py.Dataset):
+                        n_bytes = len(sel) * int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+                        total += n_bytes
+                        largest = max(largest, (str(self.infos[k].path), name, n_bytes), key=lambda t: t[2])
+        why = over_budget(total)
+        if why is not None:
+            path, name, _ = largest
+            raise DatasetError(
+                f"{path}: reading {', '.join(names)} of {len(self.indices[:limit])} transmissions takes {why}; the "
+                f"largest part is dataset {name}"
+            )
 
     def read_present(self, limit: int | None = None) -> np.ndarray:
         """float32 [n, R]: 1 where a receiver's recording is part of the sample (all 1 in simulated stores)."""
@@ -194,6 +221,7 @@ class StoreDataset(torch.utils.data.Dataset):
     def read_split(self, limit: int | None = None) -> SplitArrays:
         """The model inputs and labels of this subset (its first `limit` samples), in order: the one reader of a
         whole split for evaluation, prediction, calibration and normalisation."""
+        self.check_budget(["features", "mask", "present", "tx_position_m"], limit)
         return SplitArrays(
             features=self.read_all("features", limit),
             heard=self.read_all("mask", limit),
@@ -209,9 +237,19 @@ class StoreDataset(torch.utils.data.Dataset):
 
 
 def _rows(ds: h5py.Dataset, sel: np.ndarray) -> np.ndarray:
-    """ds[sel], reading only the span of rows they cover (not the whole dataset)."""
-    lo, hi = int(sel.min()), int(sel.max())
-    return ds[lo : hi + 1][sel - lo]
+    """ds[sel] for row indices sel (any order), read READ_BLOCK_ROWS rows at a time: besides the result, at most one
+    block is in memory."""
+    out = np.empty((len(sel), *ds.shape[1:]), ds.dtype)
+    order = np.argsort(sel, kind="stable")
+    rows = np.asarray(sel)[order]
+    start = 0
+    while start < len(rows):
+        lo = int(rows[start])
+        end = int(np.searchsorted(rows, lo + READ_BLOCK_ROWS, side="left"))
+        block = ds[lo : int(rows[end - 1]) + 1]
+        out[order[start:end]] = block[rows[start:end] - lo]
+        start = end
+    return out
 
 
 def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -15,6 +15,12 @@ Layout of ``<split>.h5`` (or ``<split>-<i>-of-<N>.h5`` for shard i of N):
          feature_params (JSON), feature_names (JSON), emission_names (JSON), n_samples
 
 A file is written as ``<name>.partial`` and renamed when complete: a file with the final name is whole.
+
+Reading an untrusted file: HDF5 reads a chunk that was never written as the dataset's fill value, so a file of a few
+kilobytes can declare datasets of any size. `inspect_store` therefore refuses a dataset that declares more bytes
+than its stored chunks can hold after decompression (COMPRESSION_BOUNDS: gzip at most 1032:1, lzf at most 100:1;
+other filters are refused), and the readers (heimdall.datasets.loader) check what a whole read allocates against the
+memory budget (heimdall.memory) before reading.
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ OPTIONAL_TOP = ("present",)
 CHUNK_SAMPLES = 1024
 MAX_ATTRIBUTE_BYTES = 4 * 1024**2
 MAX_STORE_OBJECTS = 1000  # groups and datasets; a store has a few dozen
+# HDF5 filter id → the most it can expand stored bytes: deflate's limit is 1032:1, lzf's 88:1 (264 bytes from a
+# 3-byte back-reference); shuffle and fletcher32 leave the size as it is
+COMPRESSION_BOUNDS = {1: 1032, 32000: 100, 2: 1, 3: 1}
+FILTER_NAMES = {1: "gzip", 32000: "lzf", 2: "shuffle", 3: "fletcher32"}
+SMALL_DATASET_BYTES = 1024  # declared sizes this small are never refused (scalars, tiny tables)
 _KIND_NAMES = {
     "f": "float",
     "b": "bool",
@@ -209,7 +220,7 @@ def inspect_store(path: str | Path) -> StoreInfo:
         raise DatasetError(f"{p}: store file not found")
     try:
         with h5py.File(p, "r") as f:
-            _refuse_foreign_storage(p, f)
+            _check_storage(p, f)
             attrs = _attributes(p, f)
             n, r, k = _check_layout(p, f, attrs)
             top = {name: int(f[name].size * f[name].dtype.itemsize) for name in f if isinstance(f[name], h5py.Dataset)}
@@ -231,8 +242,9 @@ def inspect_store(path: str | Path) -> StoreInfo:
     )
 
 
-def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
-    """DatasetError for soft/external links, virtual datasets and external raw storage anywhere in the file."""
+def _check_storage(p: Path, f: h5py.File) -> None:
+    """DatasetError for soft/external links, virtual datasets and external raw storage anywhere in the file, and for
+    a dataset that declares more than its stored bytes can hold (_check_declared_size)."""
     stack, seen = [("", f)], 0
     while stack:
         prefix, group = stack.pop()
@@ -257,6 +269,33 @@ def _refuse_foreign_storage(p: Path, f: h5py.File) -> None:
                     f"{p}: dataset {where} stores its data in other files (virtual or external); "
                     "a store is one self-contained file"
                 )
+            elif isinstance(obj, h5py.Dataset):
+                _check_declared_size(p, where, obj)
+
+
+def _check_declared_size(p: Path, name: str, ds: h5py.Dataset) -> None:
+    """DatasetError unless the dataset's declared size (shape × item size) fits what its stored bytes decompress to:
+    chunks never written read as fill values, so without this a small file could make a reader allocate any size."""
+    declared = int(ds.size) * ds.dtype.itemsize
+    if declared <= SMALL_DATASET_BYTES:
+        return
+    plist = ds.id.get_create_plist()
+    bound = 1
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in COMPRESSION_BOUNDS:
+            raise DatasetError(
+                f"{p}: dataset {name} uses HDF5 filter {code}; a store's datasets use only "
+                f"{', '.join(FILTER_NAMES.values())} (whose expansion is bounded)"
+            )
+        bound *= COMPRESSION_BOUNDS[code]
+    stored = min(ds.id.get_storage_size(), p.stat().st_size)  # what the file's index claims, at most the file
+    if declared > stored * bound:
+        raise DatasetError(
+            f"{p}: dataset {name} declares {ds.dtype} {ds.shape} ({declared:,} bytes) but the file stores {stored:,} "
+            f"bytes of it, which decompress to at most {stored * bound:,}; the rest was never written (a damaged or "
+            "forged store)"
+        )
 
 
 def _attributes(p: Path, f: h5py.File) -> dict[str, Any]:

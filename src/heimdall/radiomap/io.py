@@ -10,12 +10,15 @@ file holds both the network's graph and these tensors.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall.features import SNR_FLOOR_DB
+from heimdall.memory import over_budget
 from heimdall.radiomap.fading import FadingKernel
-from heimdall.radiomap.grid import MapGrid
+from heimdall.radiomap.grid import MAX_CELLS, MapGrid
+from heimdall.radiomap.likelihood import STEP_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.noise import PowerNoise
 
@@ -26,7 +29,17 @@ PREFIX = "radiomap."
 METADATA_KEY = "radiomap"
 MAP_FORMAT = "heimdall-radiomap/1"
 OPSET = 18
+# what `heimdall map fit` can make, far from any real map's values: a file outside them is refused at load
 MAX_RECEIVERS = 256
+MAX_COMPONENTS = 4  # fading components (scenario_fading makes two)
+MAX_KERNEL_POINTS = 2048  # 512 dB of window gain at STEP_DB
+MAX_POWER_STEPS = 512  # transmit power prior values, one per dB
+MAX_COARSE_FACTOR = 16  # cells per block side: REFINED_BLOCKS · factor² cells are scored per transmission
+MAX_LEVEL_DB = 1000.0  # |dB| or |dBm| of any level, gain or power
+MAX_EXTENT_M = 1e7  # grid origin and spacing, m
+MIN_SPACING_M = 1.0
+MAX_NOISE = 1e3  # the measurement noise constants (linear SNR units)
+MAX_LABELS = 10**9
 
 
 class RadioMapFormatError(ValueError):
@@ -124,70 +137,133 @@ def has_map(model: onnx.ModelProto) -> bool:
 
 
 def from_onnx(model: onnx.ModelProto) -> RadioMap:
-    """The map inside an onnx.ModelProto; RadioMapFormatError naming the field when it is not whole."""
+    """The map inside an onnx.ModelProto, every value within what `heimdall map fit` makes and its likelihood table
+    built (a map that could not answer is refused at load, not on its first request); RadioMapFormatError naming the
+    field when it is not whole, out of range, or too large for the memory budget (heimdall.memory)."""
     from onnx import numpy_helper
 
     meta = {p.key: p.value for p in model.metadata_props}
     try:
         d = json.loads(meta[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise RadioMapFormatError(f"metadata {METADATA_KEY}: missing or not JSON ({type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != MAP_FORMAT:
         raise RadioMapFormatError(f"metadata {METADATA_KEY}.format: expected {MAP_FORMAT!r}")
     arrays = {t.name[len(PREFIX) :]: t for t in model.graph.initializer if t.name.startswith(PREFIX)}
-    try:
-        ids = [str(i) for i in d["receiver_ids"]]
-        g = d["grid"]
-        grid = MapGrid(
-            float(g["east0_m"]),
-            float(g["north0_m"]),
-            float(g["spacing_m"]),
-            int(g["nx"]),
-            int(g["ny"]),
-            int(g["coarse_factor"]),
+
+    def array(name: str) -> np.ndarray:
+        if name not in arrays:
+            raise RadioMapFormatError(f"tensor {PREFIX}{name}: missing")
+        try:
+            value = numpy_helper.to_array(arrays[name])
+        except (ValueError, TypeError) as exc:
+            raise RadioMapFormatError(f"tensor {PREFIX}{name}: not readable ({exc})") from None
+        if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+            raise RadioMapFormatError(f"tensor {PREFIX}{name}: expected finite numbers, got {value.dtype}")
+        return value
+
+    ids = _field(d, "receiver_ids", list)
+    if not 1 <= len(ids) <= MAX_RECEIVERS or not all(isinstance(i, str) for i in ids):
+        raise RadioMapFormatError(
+            f"metadata {METADATA_KEY}.receiver_ids: expected 1 to {MAX_RECEIVERS} receiver ids, got {len(ids)}"
         )
-        n = d["noise"]
-        noise = PowerNoise(float(n["c_noise"]), float(n["c_signal"]), float(n["floor_snr_db"]))
-        kernels = tuple(
-            FadingKernel(
-                float(k["start_db"]),
-                float(k["step_db"]),
-                numpy_helper.to_array(arrays[f"kernel_{i}"]).astype(np.float64),
+    g = _field(d, "grid", dict)
+    nx, ny = _int(g, "grid.nx", 1, MAX_CELLS), _int(g, "grid.ny", 1, MAX_CELLS)
+    if nx * ny > MAX_CELLS:
+        raise RadioMapFormatError(f"metadata {METADATA_KEY}.grid.nx, ny: {nx} × {ny} cells, at most {MAX_CELLS}")
+    grid = MapGrid(
+        _number(g, "grid.east0_m", -MAX_EXTENT_M, MAX_EXTENT_M),
+        _number(g, "grid.north0_m", -MAX_EXTENT_M, MAX_EXTENT_M),
+        _number(g, "grid.spacing_m", MIN_SPACING_M, MAX_EXTENT_M),
+        nx,
+        ny,
+        _int(g, "grid.coarse_factor", 1, MAX_COARSE_FACTOR),
+    )
+    n = _field(d, "noise", dict)
+    floor = _number(n, "noise.floor_snr_db", SNR_FLOOR_DB, SNR_FLOOR_DB)
+    noise = PowerNoise(
+        _number(n, "noise.c_noise", 1e-9, MAX_NOISE), _number(n, "noise.c_signal", 0.0, MAX_NOISE), floor
+    )
+    described = _field(d, "kernels", list)
+    if not 1 <= len(described) <= MAX_COMPONENTS or not all(isinstance(k, dict) for k in described):
+        raise RadioMapFormatError(
+            f"metadata {METADATA_KEY}.kernels: expected 1 to {MAX_COMPONENTS} fading components, got {len(described)}"
+        )
+    kernels = []
+    for i, k in enumerate(described):
+        weights = array(f"kernel_{i}").astype(np.float64)
+        if weights.ndim != 1 or not 1 <= len(weights) <= MAX_KERNEL_POINTS:
+            raise RadioMapFormatError(
+                f"tensor {PREFIX}kernel_{i}: shape {weights.shape}, expected 1 to {MAX_KERNEL_POINTS} values"
             )
-            for i, k in enumerate(d["kernels"])
-        )
-        values = {
-            k: numpy_helper.to_array(arrays[k])
-            for k in ("mean_dbm", "spread_db", "rx_position_m", "component_log_weight", "power_log_prior")
-        }
-        power_start = float(d["power_start_dbm"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RadioMapFormatError(f"metadata {METADATA_KEY} or tensors {PREFIX}*: incomplete ({exc})") from None
-    r = len(ids)
-    shapes = {
-        "mean_dbm": (grid.n_cells, r),
-        "spread_db": (grid.n_cells, r),
-        "rx_position_m": (r, 2),
-        "component_log_weight": (len(kernels),),
-    }
-    if not 1 <= r <= MAX_RECEIVERS or not 1 <= len(kernels) <= 4:
-        raise RadioMapFormatError(f"metadata {METADATA_KEY}: {r} receivers and {len(kernels)} fading components")
-    for name, shape in shapes.items():
+        start = _number(k, f"kernels[{i}].start_db", -MAX_LEVEL_DB, MAX_LEVEL_DB)
+        kernels.append(FadingKernel(start, _number(k, f"kernels[{i}].step_db", STEP_DB, STEP_DB), weights))
+    r, c = len(ids), len(kernels)
+    values = {}
+    for name, shape in (
+        ("mean_dbm", (grid.n_cells, r)),
+        ("spread_db", (grid.n_cells, r)),
+        ("rx_position_m", (r, 2)),
+        ("component_log_weight", (c,)),
+    ):
+        values[name] = array(name)
         if values[name].shape != shape:
             raise RadioMapFormatError(f"tensor {PREFIX}{name}: shape {values[name].shape}, expected {shape}")
-    if not (grid.spacing_m > 0 and all(np.isfinite(v).all() for v in values.values())):
-        raise RadioMapFormatError(f"tensors {PREFIX}*: non-finite values or a grid spacing ≤ 0")
-    return RadioMap(
+    prior = array("power_log_prior").astype(np.float64)
+    if prior.ndim != 1 or not 1 <= len(prior) <= MAX_POWER_STEPS:
+        raise RadioMapFormatError(
+            f"tensor {PREFIX}power_log_prior: shape {prior.shape}, expected 1 to {MAX_POWER_STEPS} values"
+        )
+    for name, low, high in (("mean_dbm", -MAX_LEVEL_DB, MAX_LEVEL_DB), ("spread_db", 0.0, MAX_LEVEL_DB)):
+        if not (values[name].min() >= low and values[name].max() <= high):
+            raise RadioMapFormatError(f"tensor {PREFIX}{name}: values outside {low:g} … {high:g} dB")
+    m = RadioMap(
         grid=grid,
         receiver_ids=tuple(ids),
         rx_position_m=values["rx_position_m"].astype(np.float64),
         mean_dbm=values["mean_dbm"].astype(np.float32),
         spread_db=values["spread_db"].astype(np.float32),
         noise=noise,
-        kernels=kernels,
-        component_log_weight=values["component_log_weight"],
-        power_start_dbm=power_start,
-        power_log_prior=values["power_log_prior"].astype(np.float64),
-        n_labels=int(d.get("n_labels", 0)),
-        info=d.get("info") or {},
+        kernels=tuple(kernels),
+        component_log_weight=values["component_log_weight"].astype(np.float64),
+        power_start_dbm=_number(d, "power_start_dbm", -MAX_LEVEL_DB, MAX_LEVEL_DB),
+        power_log_prior=prior,
+        n_labels=_int(d, "n_labels", 0, MAX_LABELS, default=0),
+        info=_field(d, "info", dict, default={}),
     )
+    # what answering takes besides the file's arrays: their float32 copies, the spread index, the tables
+    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes
+    why = over_budget(need)
+    if why is not None:
+        raise RadioMapFormatError(f"metadata {METADATA_KEY}: a map too large for the memory budget: it needs {why}")
+    m.table  # noqa: B018  (built now, once: the first request would otherwise pay for it)
+    return m
+
+
+_MISSING = object()
+
+
+def _field(d: dict, name: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:  # noqa: ANN401
+    """d[name] (the last part of a dotted name) of the given JSON type; RadioMapFormatError naming the field."""
+    value = d.get(name.rpartition(".")[2], default)
+    if value is _MISSING or not isinstance(value, kind) or isinstance(value, bool):
+        expected = "a number" if isinstance(kind, tuple) else f"a JSON {kind.__name__}"
+        raise RadioMapFormatError(f"metadata {METADATA_KEY}.{name}: expected {expected}, got {value!r:.60}")
+    return value
+
+
+def _number(d: dict, name: str, low: float, high: float) -> float:
+    """A finite JSON number low ≤ x ≤ high; RadioMapFormatError naming the field and the range otherwise."""
+    value = _field(d, name, (int, float))
+    if not low <= value <= high:  # NaN compares false: refused too
+        where = f"{low:g}" if low == high else f"{low:g} … {high:g}"
+        raise RadioMapFormatError(f"metadata {METADATA_KEY}.{name}: {value!r:.40}, expected {where}")
+    return float(value)
+
+
+def _int(d: dict, name: str, low: int, high: int, default: Any = _MISSING) -> int:  # noqa: ANN401
+    """A JSON integer low ≤ n ≤ high (Infinity and fractions refused); RadioMapFormatError naming the field."""
+    value = _field(d, name, int, default)
+    if not low <= value <= high:
+        raise RadioMapFormatError(f"metadata {METADATA_KEY}.{name}: {value!r:.40}, expected {low} … {high}")
+    return value

@@ -68,14 +68,24 @@ class LikelihoodTable:
         return np.argmin(np.abs(np.asarray(sd_db, float)[..., None] - levels), axis=-1).astype(np.uint8)
 
 
+def table_shape(
+    floor_snr_db: float, n_components: int, spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB
+) -> tuple[int, int, int, int]:
+    """The shape of the table build_table makes (components, spreads, measured-SNR rows, Δ), without making it."""
+    n_rows = int(round((U_MAX_DB - floor_snr_db) / STEP_DB)) + 1
+    n_delta = len(np.arange(DELTA_RANGE_DB[0], DELTA_RANGE_DB[1] + STEP_DB / 2, STEP_DB))
+    return n_components, len(spread_levels_db), n_rows, n_delta
+
+
 def build_table(
     noise: PowerNoise, kernels: list[FadingKernel], spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB
 ) -> LikelihoodTable:
     """The table for fading components `kernels` (each widened by every spread level)."""
-    u_rows = noise.floor_snr_db + STEP_DB * np.arange(int(round((U_MAX_DB - noise.floor_snr_db) / STEP_DB)) + 1)
-    delta = np.arange(DELTA_RANGE_DB[0], DELTA_RANGE_DB[1] + STEP_DB / 2, STEP_DB)
+    shape = table_shape(noise.floor_snr_db, len(kernels), spread_levels_db)
+    u_rows = noise.floor_snr_db + STEP_DB * np.arange(shape[2])
+    delta = DELTA_RANGE_DB[0] + STEP_DB * np.arange(shape[3])
     log_outlier = np.log(OUTLIER_PROBABILITY / OUTLIER_SPAN_DB)
-    out = np.empty((len(kernels), len(spread_levels_db), len(u_rows), len(delta)), np.float32)
+    out = np.empty(shape, np.float32)
     for c, kernel in enumerate(kernels):
         for s, spread in enumerate(spread_levels_db):
             k = kernel.widened(spread)

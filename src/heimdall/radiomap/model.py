@@ -26,7 +26,7 @@ from scipy.ndimage import binary_dilation
 
 from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.grid import MapGrid
-from heimdall.radiomap.likelihood import STEP_DB, LikelihoodTable, build_table
+from heimdall.radiomap.likelihood import STEP_DB, LikelihoodTable, build_table, table_shape
 from heimdall.radiomap.noise import PowerNoise
 from heimdall.radiomap.posterior import GridPosterior
 
@@ -63,6 +63,13 @@ class RadioMap:
     def table(self) -> LikelihoodTable:
         """The likelihood table of the map's noise and fading components (built once, on first use)."""
         return build_table(self.noise, list(self.kernels))
+
+    @property
+    def table_bytes(self) -> int:
+        """Bytes of the likelihood table and of its padded copy (`_padded`), from their shapes, before either exists."""
+        n_comp, n_spread, n_rows, n_delta = table_shape(self.noise.floor_snr_db, len(self.kernels))
+        pad = int(round(POWER_STEP_DB / STEP_DB)) * len(self.power_log_prior)
+        return np.dtype(np.float32).itemsize * n_comp * n_spread * n_rows * (2 * n_delta + 2 * pad)
 
     @cached_property
     def _padded(self) -> tuple[np.ndarray, int]:

@@ -96,14 +96,14 @@ def build_twin(store: str | Path, given: Scenario | None = None, options: MapOpt
     twin = dataclasses.replace(
         twin,
         name=f"{scenario.name}-twin",
-        description=f"simulated twin of the store {store.resolve()} (sha256 {fingerprint} over "
+        description=f"simulated twin of the store {store.resolve().name} (sha256 {fingerprint} over "
         f"{', '.join(f.name for f in used)}); {calibration['how']}",
     )
     twin = scenario_from_text(twin.to_yaml(), f"the twin of {store}")
     heard = arrays.heard.mean(0)
     report = {
         "source": {
-            "store": str(store.resolve()),
+            "store": store.resolve().name,
             "store_sha256": fingerprint,
             "store_files": [f.name for f in used],
             "scenario": scenario.name,

@@ -162,7 +162,7 @@ def fit_store_map(
         "labels_used": 0 if calibration is None else len(calibration.target_m),
         "map_version": 1,  # heimdall.release.map_update counts on from here
         "spacing_m": options.spacing_m,
-        "store": str(store.resolve()),
+        "store": store.resolve().name,  # its name, not where it lay on the machine that fitted
         "store_sha256": dataset_fingerprint(used),
         "store_files": [p.name for p in used],
         "fitted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -41,6 +41,7 @@ from heimdall.release.map_attach import (
     read_model_file,
 )
 from heimdall.release.map_metadata import FIT_KEY
+from heimdall.release.model_answers import read_map
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 
@@ -72,7 +73,8 @@ def fetched_map_model(data: bytes, where: str) -> MapModel:
 
 def map_model_of(data: bytes, proto: Any, where: str) -> MapModel:  # noqa: ANN401  (onnx.ModelProto)
     """The map-carrying model (bytes, parsed) and its network (the map taken off), checked before anything is
-    fitted: a map, a FIT_KEY entry, the network its `network_sha256` names."""
+    fitted: a map that loads (ModelLoadError naming the field otherwise), a FIT_KEY entry, the network its
+    `network_sha256` names."""
     import onnx
 
     if not map_io.has_map(proto):
@@ -80,6 +82,7 @@ def map_model_of(data: bytes, proto: Any, where: str) -> MapModel:  # noqa: ANN4
             f"{where}: carries no radio map to update; attach one first with `heimdall map fit STORE --model "
             "MODEL.onnx --out MODEL-MAP.onnx`"
         )
+    read_map(proto, where)  # refitted, not used: still, a map that could not load is refused as at any load
     meta = {p.key: p.value for p in proto.metadata_props}
     try:
         fit = json.loads(meta[FIT_KEY])
@@ -158,6 +161,6 @@ def update_map(
         "how": f"{fit['how']} ({len(stored.target_m)} of the store, {len(labels.target_m)} added)",
         "map_version": int(parent.fit.get("map_version", 1)) + 1,
         "parent_sha256": hashlib.sha256(parent.data).hexdigest(),
-        "labels_added": {"n": len(labels.target_m), "sha256": labels_sha256, "folder": str(labels_dir.resolve())},
+        "labels_added": {"n": len(labels.target_m), "sha256": labels_sha256, "folder": labels_dir.resolve().name},
     }
     return attach_map(parent.network, radio_map, fit, out, signer)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from heimdall.evaluation.test_set import Predict, TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.radiomap.model import RadioMap
 from heimdall.release.map_metadata import read_exponents
 
 MAP_EVALUATION_SAMPLES = 1_000  # transmissions a map-carrying model is judged on (tens of ms of map answers each)
@@ -54,10 +56,7 @@ def model_answers(onnx_bytes: bytes, test: TestSet, where: str) -> Answers:
     proto = onnx.load_from_string(onnx_bytes)
     if not map_io.has_map(proto):
         return Answers(mean_m, cov_m2)
-    try:
-        radio_map = map_io.from_onnx(proto)
-    except map_io.RadioMapFormatError as exc:
-        raise ModelLoadError(f"{where}: {exc}") from None
+    radio_map = read_map(proto, where)
     alpha, beta = read_exponents({p.key: p.value for p in proto.metadata_props}, where, ModelLoadError)
     ids = [r.id for r in test.scenario.receivers] if test.scenario is not None else None
     if ids != list(radio_map.receiver_ids):
@@ -78,6 +77,14 @@ def model_answers(onnx_bytes: bytes, test: TestSet, where: str) -> Answers:
     return Answers(mean_m, cov_m2, in50, in95)
 
 
+def read_map(proto: Any, where: str) -> RadioMap:  # noqa: ANN401  (onnx.ModelProto)
+    """The radio map of a model that carries one, checked and its tables built (ModelLoadError naming the field)."""
+    try:
+        return map_io.from_onnx(proto)
+    except map_io.RadioMapFormatError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+
+
 def served_predictor(model_path: Path) -> Predict | None:
     """What an exported model that carries a radio map serves, as a predictor (its answers' mean [n, 2] m and
     covariance [n, 2, 2] m²), the file read once; None for a checkpoint or a network-only model."""
@@ -85,8 +92,10 @@ def served_predictor(model_path: Path) -> Predict | None:
         return None
     check_model_size(model_path.stat().st_size, str(model_path))
     data = model_path.read_bytes()
-    if not map_io.has_map(require_self_contained(data, str(model_path))):
+    proto = require_self_contained(data, str(model_path))
+    if not map_io.has_map(proto):
         return None
+    read_map(proto, str(model_path))  # refused now, at load, rather than after the evaluation's other work
 
     def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
         answers = model_answers(data, test, str(model_path))

@@ -8,6 +8,10 @@ A localization request goes: body read within its limit (limits.py) → JSON par
 or built into model inputs and micro-batched (batcher.py). One request is served by one model snapshot: a
 hot swap in between changes neither its inputs, nor the model that runs them, nor the cache key it is
 stored under. Answers are kept and sent as JSON bytes (few objects for the garbage collector to walk).
+
+The live view (`settings.live_view`, off by default) sees only answers whose request asked for it (`?publish=true`;
+the map page asks for its own), only those computed for that request (an answer from the cache is not published
+again), and never an ad-hoc receiver's position: it is named AD_HOC there.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import json
 import os
 import time
 from collections import OrderedDict
@@ -50,6 +55,8 @@ from heimdall.serve.settings import ServeSettings
 from heimdall.serve.slices import Turns
 
 JSON = "application/json"
+AD_HOC = "ad hoc"  # what the live view shows instead of an ad-hoc receiver's label (its position)
+TRUE, FALSE = ("true", "1"), ("false", "0", "")
 
 
 class _Cache:
@@ -119,6 +126,27 @@ def answers(
     ]
 
 
+def for_live_view(answer: bytes, labels: list[str], table: frozenset[str]) -> bytes:
+    """The answer as the live view shows it: receivers not in the model's table (ad hoc, labelled by their
+    position) named AD_HOC in `receivers_used` and `receivers`."""
+    if all(label in table for label in labels):
+        return answer
+    d = json.loads(answer)
+    d["receivers_used"] = [r if r in table else AD_HOC for r in d["receivers_used"]]
+    for report in d["receivers"]:
+        if report["id"] not in table:
+            report["id"] = AD_HOC
+    return pydantic_core.to_json(d)
+
+
+def asks_to_publish(request: Request) -> bool:
+    """Whether a localization request asks for its answers to be published to the live view (`?publish=true`)."""
+    value = request.query_params.get("publish", "").lower()
+    if value not in TRUE + FALSE:
+        raise InputError("publish", f"expected true or false, got {value[:20]!r}")
+    return value in TRUE
+
+
 def _with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
     latency_ms = (time.perf_counter() - t0) * 1e3
     return answer[:-1] + b',"cached":%s,"latency_ms":%.3f}' % (b"true" if cached else b"false", latency_ms)
@@ -156,7 +184,9 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     batcher = MicroBatcher(respond, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
     reload_lock = asyncio.Lock()
     turns = Turns()
-    events = EventRing(settings.events_size, settings.max_event_streams)
+    events = EventRing(
+        settings.events_size, settings.max_event_streams, settings.max_event_streams_per_client, settings.event_idle_s
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -178,10 +208,12 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         max_requests=settings.max_requests,
         requests=requests,
         latency=latency,
+        body_timeout_s=settings.body_timeout_s,
     )
 
-    async def localize_all(raw: list, batch: bool, t0: float) -> list[bytes]:
-        """Answers of admitted transmissions, all by the model current now."""
+    async def localize_all(raw: list, batch: bool, t0: float, publish: bool) -> tuple[list[bytes], list[bytes]]:
+        """Answers of admitted transmissions, all by the model current now; and, to publish, those computed for
+        this request (not from the cache) as the live view shows them."""
         model: ServedModel = state["model"]
 
         def field(i: int, name: str) -> str:
@@ -220,6 +252,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         built.update(zip(iq, await asyncio.gather(*(loop.run_in_executor(None, build, i) for i in iq)), strict=False))
         computed = await asyncio.gather(*(batcher.submit(model, *built[i]) for i in todo))
         async with turns.hold() as slices:
+            fresh, table = [], frozenset(model.receiver_ids)
             for i, answer in zip(todo, computed, strict=False):
                 if answer is None:
                     raise InputError(
@@ -229,25 +262,28 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
                 if state["model"] is model:  # after a swap the cache holds the new model's answers only
                     cache.put(keys[i], answer)
                 answered[i] = answer
+                if publish:
+                    fresh.append(for_live_view(answer, built[i][2].labels, table))
             out = []
             for i, answer in enumerate(answered):
                 assert answer is not None  # every miss was computed above
                 out.append(_with_timing(answer, i not in built, t0))
                 await slices.pause()
-            return out
+            return out, fresh
 
     async def localize_body(request: Request, batch: bool) -> Response:
         t0 = time.perf_counter()
         body = await request.body()
         try:
+            publish = asks_to_publish(request) and settings.live_view
             admission.check_room()
             async with turns.hold():
                 raw = transmissions(parse(body), batch)
             with admission.admit(len(raw)):
-                results = await localize_all(raw, batch, t0)
+                results, fresh = await localize_all(raw, batch, t0, publish)
         except ServeError as exc:
             return error_response(exc)
-        events.publish(results)
+        events.publish(fresh)
         if batch:
             return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
         return Response(results[0], media_type=JSON)
@@ -319,7 +355,7 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
-    add_page(app, events, settings.tile_url)
+    add_page(app, events if settings.live_view else None, settings.tile_url)
     return app
 
 

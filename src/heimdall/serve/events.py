@@ -1,16 +1,19 @@
-"""The live view's feed: the last answers of the service, pushed to open pages as server-sent events.
+"""The live view's feed: the last published answers of the service, pushed to open pages as server-sent events.
 
-Nothing is stored beyond a ring of the last `size` answers (the JSON bytes the clients were sent, not encoded
-again). Publishing appends to the ring and wakes the open streams, never waits for them; at most
-`max_streams` streams are open at once (more are refused 429), and a stream that falls more than the ring
-behind, or whose socket takes no bytes for `SEND_TIMEOUT_S` (a slow client), is ended rather than buffered for.
+Only what the application publishes is kept: answers that asked to be published (the map page's own, or an API
+client's `?publish=true`), computed rather than taken from the cache, with ad-hoc receiver positions taken out
+(heimdall.serve.app). Nothing is stored beyond a ring of the last `size` published answers (JSON bytes). Publishing
+appends to the ring and wakes the open streams, never waits for them. At most `max_streams` streams are open at
+once and `max_per_client` from one client address (more are refused 429); a stream that falls more than the ring
+behind, whose socket takes no bytes for `SEND_TIMEOUT_S` (a slow client), or that had nothing to send for `idle_s`
+(an abandoned page; a live one reconnects) is ended rather than kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator
 
 from starlette.responses import Response
@@ -28,17 +31,22 @@ HEADERS = [
 
 
 class EventRing:
-    """The last `size` answers with their sequence numbers and arrival times; streams of them for the pages."""
+    """The last `size` published answers with their sequence numbers and arrival times; streams of them for the
+    pages, at most `max_streams` at once and `max_per_client` per client address, each ended after `idle_s` with
+    nothing to send."""
 
-    def __init__(self, size: int, max_streams: int) -> None:
-        self.size, self.max_streams = size, max_streams
+    def __init__(self, size: int, max_streams: int, max_per_client: int, idle_s: float) -> None:
+        self.size, self.max_streams, self.max_per_client, self.idle_s = size, max_streams, max_per_client, idle_s
         self.ring: deque[tuple[int, float, bytes]] = deque(maxlen=size)
         self.seq = 0  # sequence number of the newest answer
         self.streams = 0
+        self.per_client: Counter[str] = Counter()
         self._changed = asyncio.Event()
 
     def publish(self, answers: list[bytes]) -> None:
         """Keep answers (JSON bytes) in the ring and wake the open streams; O(1) per answer kept."""
+        if not answers:
+            return
         now = time.time()
         for answer in answers[-self.size :]:
             self.seq += 1
@@ -47,39 +55,87 @@ class EventRing:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def open(self) -> AsyncGenerator[bytes, None]:
-        """A new stream (Busy when `max_streams` are open): the ring, then each answer as it comes."""
+    def open(self, client: str) -> EventStream:
+        """A new stream for the client address `client` (Busy when `max_streams` are open, or `max_per_client` of
+        this client's): the ring, then each answer as it comes."""
         if self.streams >= self.max_streams:
             raise Busy("events", f"{self.streams} event streams open, the limit is {self.max_streams}; retry later")
+        if self.per_client[client] >= self.max_per_client:
+            raise Busy(
+                "events",
+                f"{self.per_client[client]} event streams open from {client}, the limit is {self.max_per_client}",
+            )
         self.streams += 1
-        return self._stream()
+        self.per_client[client] += 1
+        return EventStream(self, client)
 
-    async def _stream(self) -> AsyncGenerator[bytes, None]:
-        try:
-            yield b"retry: 3000\n\n"
-            sent = self.seq - len(self.ring)
-            while True:
-                oldest = self.seq - len(self.ring) + 1
-                if sent + 1 < oldest:  # the ring moved past what this client has read: it is too slow
-                    yield b"event: dropped\ndata: {}\n\n"
-                    return
-                for seq, at, answer in list(self.ring)[sent + 1 - oldest :]:
-                    yield b'id: %d\ndata: {"seq":%d,"received_unix":%.3f,"answer":%s}\n\n' % (seq, seq, at, answer)
-                    sent = seq
-                if self.seq != sent:  # published while this stream was sending
-                    continue
-                try:
-                    await asyncio.wait_for(self._changed.wait(), HEARTBEAT_S)
-                except TimeoutError:
+    def release(self, client: str) -> None:
+        """A stream of `client` ended: its places are free."""
+        self.streams -= 1
+        self.per_client[client] -= 1
+        if not self.per_client[client]:
+            del self.per_client[client]
+
+    async def events(self) -> AsyncGenerator[bytes, None]:
+        """The chunks of one stream: the ring, then each answer as it comes, until the client falls behind the ring
+        or nothing was sent for idle_s."""
+        yield b"retry: 3000\n\n"
+        sent = self.seq - len(self.ring)
+        last_event = time.monotonic()
+        while True:
+            oldest = self.seq - len(self.ring) + 1
+            if sent + 1 < oldest:  # the ring moved past what this client has read: it is too slow
+                yield b"event: dropped\ndata: {}\n\n"
+                return
+            for seq, at, answer in list(self.ring)[sent + 1 - oldest :]:
+                yield b'id: %d\ndata: {"seq":%d,"received_unix":%.3f,"answer":%s}\n\n' % (seq, seq, at, answer)
+                sent, last_event = seq, time.monotonic()
+            if self.seq != sent:  # published while this stream was sending
+                continue
+            idle_left = self.idle_s - (time.monotonic() - last_event)
+            if idle_left <= 0:  # nothing to send for idle_s: end it (an open page reconnects)
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(HEARTBEAT_S, idle_left))
+            except TimeoutError:
+                if time.monotonic() - last_event < self.idle_s:
                     yield b": heartbeat\n\n"
-        finally:
-            self.streams -= 1
+
+
+class EventStream:
+    """One client's stream (async iterator of chunks) holding its places in the ring's limits until it ends or is
+    closed, whichever comes first, even if it was never started."""
+
+    def __init__(self, ring: EventRing, client: str) -> None:
+        self.ring, self.client = ring, client
+        self.chunks = ring.events()
+        self.open = True
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self.chunks)
+        except StopAsyncIteration:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        """End the stream and free its places."""
+        await self.chunks.aclose()
+        self._release()
+
+    def _release(self) -> None:
+        if self.open:
+            self.open = False
+            self.ring.release(self.client)
 
 
 class EventStreamResponse(Response):
     """ASGI response sending `events` as text/event-stream until they end, the client leaves or stops reading."""
 
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+    def __init__(self, events: EventStream) -> None:
         self.events = events
         self.status_code = 200
         self.background = None

@@ -3,12 +3,14 @@
 `LimitsAndMetrics` (ASGI middleware) refuses a request with a body when `max_requests` such requests are
 already in progress (429, before reading it), reads the body itself, counting bytes as they arrive whatever
 the headers say (413 as soon as the limit is passed; a Content-Length over the limit is refused before
-reading), and hands the application the complete body. It also counts requests and latency per route.
+reading; 408 when no byte of it comes for `body_timeout_s`), and hands the application the complete body. It also
+counts requests and latency per route.
 `Admission` bounds the transmissions the service works on at once; a request is admitted whole or not at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from heimdall.errors import Busy, ServeError, TooLarge
+from heimdall.errors import Busy, ServeError, TooLarge, TooSlow
 from heimdall.serve.responses import error_response
 
 CLIENT_GONE = "499"  # status label of a request whose client left before the body was read
@@ -26,9 +28,16 @@ class LimitsAndMetrics:
     """Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_requests: int, requests: Counter, latency: Histogram
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_requests: int,
+        requests: Counter,
+        latency: Histogram,
+        body_timeout_s: float,
     ) -> None:
         self.app, self.max_body_bytes, self.max_requests = app, max_body_bytes, max_requests
+        self.body_timeout_s = body_timeout_s
         self.requests, self.latency = requests, latency
         self.in_progress = 0
 
@@ -86,13 +95,17 @@ class LimitsAndMetrics:
         await self.app(scope, replay, send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body (None if the client left); TooLarge as soon as it passes the limit."""
+        """The whole body (None if the client left); TooLarge as soon as it passes the limit, TooSlow when no byte of it
+        comes for body_timeout_s (a slow client would hold one of the max_requests places)."""
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
                 raise self._too_large()
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                raise TooSlow("body", f"no bytes of it for {self.body_timeout_s:g} s") from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

@@ -12,10 +12,10 @@ import html
 from importlib.resources import files
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from heimdall.errors import ServeError
+from heimdall.errors import Forbidden, ServeError
 from heimdall.serve.events import EventRing, EventStreamResponse
 from heimdall.serve.responses import error_response
 
@@ -68,11 +68,12 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-def add_page(app: FastAPI, events: EventRing, tile_url: str | None) -> None:
-    """Add `GET /`, `GET /static/{path}` and `GET /v1/events` to app."""
+def add_page(app: FastAPI, events: EventRing | None, tile_url: str | None) -> None:
+    """Add `GET /`, `GET /static/{path}` and `GET /v1/events` to app (the live view off, 403, without `events`)."""
     assets = static_files()
     index, _ = assets.pop("index.html")
     page = index.replace(b"{{TILE_URL}}", html.escape(tile_url or "").encode())
+    page = page.replace(b"{{LIVE_VIEW}}", b"on" if events is not None else b"off")
     headers = {
         "content-security-policy": content_security_policy(tile_url),
         "x-content-type-options": "nosniff",
@@ -91,9 +92,12 @@ def add_page(app: FastAPI, events: EventRing, tile_url: str | None) -> None:
         return Response(body, media_type=media_type, headers={**headers, "cache-control": "public, max-age=3600"})
 
     @app.get("/v1/events", response_class=Response, response_model=None)
-    async def event_stream() -> Response:
-        """Server-sent events: the last answers of the service, then each new one (`data`: seq, time, answer)."""
+    async def event_stream(request: Request) -> Response:
+        """Server-sent events: the last published answers of the service, then each new one (`data`: seq, time,
+        answer). Off (403) unless the service runs with --live-view."""
         try:
-            return EventStreamResponse(events.open())
+            if events is None:
+                raise Forbidden("events", "the live view is off (heimdall serve --live-view turns it on)")
+            return EventStreamResponse(events.open(request.client.host if request.client else "unknown"))
         except ServeError as exc:
             return error_response(exc)

@@ -195,6 +195,17 @@ class ModelSource:
     s3_options: dict[str, Any] = field(default_factory=dict)
     trust: TrustPolicy = TrustPolicy()
 
+    def unchecked_writers(self) -> str | None:
+        """Who picks the model this source serves when nothing checks its authenticity: the writers of its registry
+        or model store (None for a file, or when a verify key or a pinned sha256 is given)."""
+        if self.file or self.trust.verify_key is not None or self.trust.sha256 is not None:
+            return None
+        if self.store:
+            return f"any writer of the model store {self.store}"
+        from heimdall.workspace import default_tracking_uri
+
+        return f"any writer of the registry {self.registry_uri or default_tracking_uri()} (or of its artifact store)"
+
     def load(self) -> ServedModel:
         """The model the source names now, verified and loaded (ModelLoadError naming what failed)."""
         data, name, version = self.fetch()

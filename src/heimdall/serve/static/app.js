@@ -16,6 +16,7 @@
 
   const $ = (id) => document.getElementById(id);
   const tileUrl = document.querySelector('meta[name="heimdall-tile-url"]').content;
+  const liveView = document.querySelector('meta[name="heimdall-live-view"]').content === "on";
   const map = L.map("map", { zoomSnap: 0.25 }).setView([45, 8], 8);
   if (tileUrl) {
     L.tileLayer(tileUrl, { maxZoom: 19, attribution: "tiles: " + new URL(tileUrl.replace("{s}", "a")).host }).addTo(map);
@@ -243,11 +244,11 @@
     return report && typeof report.snr_db === "number" ? report.snr_db.toFixed(1) : "—";
   }
 
-  // ---- localize from dropped or chosen files
+  // ---- localize from dropped or chosen files (published to the live view, when the service runs one)
   async function localize(request) {
     const batch = Array.isArray(request.transmissions);
     status("localizing…");
-    const r = await fetch(batch ? "v1/localize/batch" : "v1/localize", {
+    const r = await fetch((batch ? "v1/localize/batch" : "v1/localize") + "?publish=true", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(request),
@@ -336,8 +337,11 @@
   });
   $("file-input").addEventListener("change", (e) => handleFiles(e.target.files));
 
-  // ---- live view: the service's last answers, to whichever client, as server-sent events
+  // ---- live view (only when the service runs with --live-view): the answers published to it, as server-sent
+  // events; the service ends an idle stream now and then and EventSource reconnects
   function startLive() {
+    if (!liveView) return;
+    $("live").hidden = false;
     const source = new EventSource("v1/events");
     source.onopen = () => ($("live-state").textContent = "· connected");
     source.onerror = () => ($("live-state").textContent = "· reconnecting…");
