@@ -434,25 +434,34 @@ def scatter(cells: np.ndarray, values: np.ndarray, nx: int, fill: float) -> tupl
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def box_moments(box: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(mean column, mean row, var column, cov, var row) of the weights `box` (float64 [h, w], summing to 1), in
-    cells of the box."""
+def box_summary(box: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """What an answer reads first of the weights `box` (float64 [h, w], summing to 1), in one call: the moments
+    (mean column, mean row, var column, cov, var row) in cells of the box, the flat index of the largest weight
+    (the first of equal ones in raster order), and hpd_levels of `probabilities`."""
     h, wd = box.shape
     column = np.arange(wd).astype(np.float64)
     s_i, s_j, s_ii, s_ij, s_jj = 0.0, 0.0, 0.0, 0.0, 0.0
+    lanes = np.zeros(LANES)
     for j in range(h):
         row, row_i, row_ii = 0.0, 0.0, 0.0
-        for i in range(wd):
-            w = box[j, i]
-            row += w
-            row_i += w * column[i]
-            row_ii += w * column[i] * column[i]
+        for i0 in range(0, wd, LANES):
+            for lane in range(min(LANES, wd - i0)):
+                w = box[j, i0 + lane]
+                row += w
+                row_i += w * column[i0 + lane]
+                row_ii += w * column[i0 + lane] * column[i0 + lane]
+                lanes[lane] = w if w > lanes[lane] else lanes[lane]
         s_i += row_i
         s_j += row * j
         s_ii += row_ii
         s_ij += row_i * j
         s_jj += row * j * j
-    return s_i, s_j, s_ii - s_i * s_i, s_ij - s_i * s_j, s_jj - s_j * s_j
+    flat = box.reshape(-1)
+    top, best = lanes.max(), 0
+    while flat[best] != top:
+        best += 1
+    moments = np.array([s_i, s_j, s_ii - s_i * s_i, s_ij - s_i * s_j, s_jj - s_j * s_j])
+    return moments, best, hpd_levels(flat, probabilities)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})

@@ -96,27 +96,30 @@ class GridPosterior:
         return g.east0_m + (self.i0 + np.arange(w)) * g.spacing_m, g.north0_m + (self.j0 + np.arange(h)) * g.spacing_m
 
     @cached_property
-    def _moments(self) -> tuple[float, float, float, float, float]:
-        return kernel.box_moments(self.box)
+    def _summary(self) -> tuple[np.ndarray, int, dict[float, float]]:
+        """(moments: mean column, mean row, var column, cov, var row in cells of the box; the flat index of the
+        largest weight; the levels of HPD_PROBABILITIES), one kernel call."""
+        moments, best, levels = kernel.box_summary(self.box, np.array(HPD_PROBABILITIES))
+        return moments, best, dict(zip(HPD_PROBABILITIES, levels.tolist(), strict=True))
 
     @cached_property
     def mean_m(self) -> np.ndarray:
         """float64 [2] posterior mean east/north."""
-        mean_i, mean_j, _, _, _ = self._moments
-        g = self.grid
+        g, (mean_i, mean_j, _, _, _) = self.grid, self._summary[0]
         return np.array([g.east0_m + (self.i0 + mean_i) * g.spacing_m, g.north0_m + (self.j0 + mean_j) * g.spacing_m])
 
     @cached_property
     def cov_m2(self) -> np.ndarray:
         """float64 [2, 2] posterior covariance, plus the cell's own extent (spacing²/12 per axis)."""
-        _, _, var_i, cov_ij, var_j = self._moments
+        _, _, var_i, cov_ij, var_j = self._summary[0]
         return (np.array([[var_i, cov_ij], [cov_ij, var_j]]) + np.eye(2) / 12) * self.grid.spacing_m**2
 
     @cached_property
     def map_m(self) -> np.ndarray:
         """float64 [2] centre of the most probable cell (the first in raster order of equal ones)."""
-        j, i = divmod(int(np.argmax(self.box)), self.box.shape[1])
-        return self.grid.centres(np.array([(j + self.j0) * self.grid.nx + i + self.i0]))[0]
+        j, i = divmod(self._summary[1], self.box.shape[1])
+        g = self.grid
+        return np.array([g.east0_m + (self.i0 + i) * g.spacing_m, g.north0_m + (self.j0 + j) * g.spacing_m])
 
     def log_density_at(self, points_m: np.ndarray) -> np.ndarray:
         """float64 [n] log posterior density (per km²) at points [n, 2]; LOG_DENSITY_FLOOR where pruned."""
@@ -129,12 +132,12 @@ class GridPosterior:
             return np.maximum(np.log(weight / self.grid.cell_area_km2), LOG_DENSITY_FLOOR)
 
     def hpd_level(self, probability: float) -> float:
-        """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass (the levels of
-        HPD_PROBABILITIES are found with the first one asked for: one pass over the weights)."""
+        """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass (those of
+        HPD_PROBABILITIES are found with the moments: one pass over the weights)."""
+        if probability in HPD_PROBABILITIES:
+            return self._summary[2][probability]
         if probability not in self._levels:
-            asked = sorted({probability, *HPD_PROBABILITIES})
-            levels = kernel.hpd_levels(self.box.ravel(), np.array(asked))
-            self._levels.update(zip(asked, levels.tolist(), strict=True))
+            self._levels[probability] = float(kernel.hpd_levels(self.box.ravel(), np.array([probability]))[0])
         return self._levels[probability]
 
     def hpd_area_km2(self, probability: float) -> float:
