@@ -153,10 +153,10 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
     if not points:
         return []
     lat_lon = frame.to_geodetic(np.concatenate(points)).round(COORDINATE_DECIMALS)
-    lon_lat = lat_lon[:, ::-1]
+    lon_lat = lat_lon[:, ::-1].tolist()  # one conversion to Python floats, then slices of it
     at = 0
 
-    def take(n: int) -> np.ndarray:
+    def take(n: int) -> list[list[float]]:
         nonlocal at
         at += n
         return lon_lat[at - n : at]
@@ -167,7 +167,7 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
         out.append(
             {
                 "modes": [
-                    {"probability": round(m.mass, 4), "lat": float(ll[1]), "lon": float(ll[0])}
+                    {"probability": round(m.mass, 4), "lat": ll[1], "lon": ll[0]}
                     for m, ll in zip(part.modes, modes, strict=True)
                 ]
             }
@@ -175,7 +175,7 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
     for i, part in enumerate(parts):
         regions = {}
         for key in REGION_PROBABILITIES:
-            polygons = [[take(len(ring)).tolist() for ring in poly] for poly in part.regions[key]]
+            polygons = [[take(len(ring)) for ring in poly] for poly in part.regions[key]]
             regions[key] = (
                 {"type": "Polygon", "coordinates": polygons[0]}
                 if len(polygons) == 1
