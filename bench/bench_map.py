@@ -269,7 +269,16 @@ def posterior_row(m: RadioMap, data: Measured, truth: np.ndarray) -> None:
 
 def posterior_rows(args: argparse.Namespace) -> None:
     """Per-transmission ms on one core against grid cells and receivers."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        one_core_rows(args)
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def one_core_rows(args: argparse.Namespace) -> None:
+    """posterior_rows, the process on one CPU."""
     scenario = load_scenario(SCENARIO)
     data, truth = transmissions(args.n)
     print(f"== posterior and answer per transmission, one core (CPU time; {args.n} simulated {SCENARIO} transmissions)")

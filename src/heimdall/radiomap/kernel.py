@@ -1,5 +1,6 @@
 """The grid posterior's compiled kernels (numba, no GIL): the per-cell log posterior, the coarse-to-fine search,
-and what an answer reads from a posterior (moments, HPD levels, modes, the dense weights a region is drawn on).
+and what an answer reads from a posterior (moments, HPD levels, modes, the box a region is drawn on, the hybrid
+product).
 
 The maths is stated in heimdall.radiomap.model; this is its one implementation. Layout choices, measured
 (docs/RADIOMAP.md):
@@ -11,12 +12,13 @@ The maths is stated in heimdall.radiomap.model; this is its one implementation. 
 - the per-cell window starts and table offsets are computed CHUNK cells at a time, receiver by receiver, so that
   they vectorise across cells too;
 - reductions run over LANES partial results (vectorised without reassociating a sum);
+- a posterior is held as weights on the bounding box of the cells it kept (zeros where it pruned), so that what an
+  answer reads needs no cell indices;
 - an HPD level is found by bucketing the weights on their float exponent and sorting only the bucket it falls in.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
 import tempfile
 
@@ -36,7 +38,7 @@ def _probe() -> int:
 try:
     njit(cache=True)(_probe)
 except RuntimeError:
-    cache_dir = os.path.join(tempfile.gettempdir(), f"heimdall-numba-{getpass.getuser()}")
+    cache_dir = os.path.join(tempfile.gettempdir(), f"heimdall-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
     numba_config.CACHE_DIR = cache_dir  # type: ignore[attr-defined]  # numba sets it from NUMBA_CACHE_DIR
 
 POWER_STEP_DB = 1.0
