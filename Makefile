@@ -36,12 +36,13 @@ test-system: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
-## bench: install, then all four benchmarks (each prints its figures and the ratio to its target)
+## bench: install, then the benchmarks (each prints its figures and the ratio to its target)
 bench: $(STAMP)
 	$(PY) bench/bench_simulate.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_onnx.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_map.py
 	$(PY) bench/bench_labels.py
 
 clean:

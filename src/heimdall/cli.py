@@ -444,7 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
     _add_model_source(p)
-    _flag(p, "--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default 2)")
+    _flag(
+        p,
+        "--threads",
+        type=int,
+        default=2,
+        help="ONNX Runtime intra-op threads, and threads computing a radio map's posteriors (default 2)",
+    )
 
     p = sub.add_parser(
         "import",

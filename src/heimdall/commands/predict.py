@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from heimdall.datasets.store import split_files
 from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
 from heimdall.features import receiver_reports
+from heimdall.radiomap.batch import worker_count
 from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
 
@@ -54,11 +56,13 @@ def predict_command(args: argparse.Namespace) -> int:
     parts: list[MapPart | None] = [None] * len(names)
     if model.radio_map is not None:
         read = [map_input(model.params, model.receiver_ids, feats, labels) for feats, labels in inputs]
+        with ThreadPoolExecutor(worker_count(args.threads), thread_name_prefix="heimdall-map") as pool:
 
-        def each(f: Callable[[Any], MapPart], jobs: list) -> Iterable[MapPart]:
-            return (f(job) for job in track(jobs, description="radio map", console=console, disable=args.quiet))
+            def each(f: Callable[[Any], MapPart | str], jobs: list) -> Iterable[MapPart | str]:
+                done = pool.map(f, jobs)
+                return track(done, total=len(jobs), description="radio map", console=console, disable=args.quiet)
 
-        mean, cov, fields, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
+            mean, cov, fields, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
     fmt = output_format(args.format, args.out)
     out = Path(args.out or f"predictions.{fmt}")
     if fmt in ("geojson", "kml"):

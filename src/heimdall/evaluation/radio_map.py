@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from heimdall.metrics import calibration_summary
-from heimdall.radiomap.answers import AnswerCollector, MapAnswers
+from heimdall.radiomap.answers import AnswerCollector, MapAnswers, collect
+from heimdall.radiomap.batch import Unanswered, all_in_threads
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
 from heimdall.radiomap.model import RadioMap
@@ -58,27 +59,35 @@ def fit_map(
     )
 
 
-def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict) -> dict:
+def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict, workers: int | None = None) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
     `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0) — with its
-    calibration as the champion rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions)."""
+    calibration as the champion rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions).
+    Posteriors in `workers` threads (None: every CPU); transmissions the map cannot read are left out."""
     vm = measured(validation)
-    posts = [radio_map.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i]) for i in range(len(vm))]
+    answered = [
+        (i, p)
+        for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers))
+        if not isinstance(p, Unanswered)
+    ]
+    rows = np.array([i for i, _ in answered], np.int64)
+    posts = [p for _, p in answered]
     net_mean, net_cov = predict(validation)
-    nlls = exponent_nlls(posts, net_mean, net_cov, validation.target_m)
+    net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
+    nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
     alpha, beta, nll = best_exponents(nlls)
-    cal = calibration_summary(net_mean, net_cov, validation.target_m)
+    cal = calibration_summary(net_mean, net_cov, truth)
     candidates: dict[str, dict] = {
         "network": {
-            "nll": network_nll(net_mean, net_cov, validation.target_m),
+            "nll": network_nll(net_mean, net_cov, truth),
             "coverage_1sigma": cal["coverage_1sigma"],
             "coverage_2sigma": cal["coverage_2sigma"],
         }
     }
     for name, beta_positive in (("map", False), ("hybrid", True)):
         c = dict(zip(("alpha", "beta", "nll"), best_exponents(nlls, beta_positive), strict=True))
-        candidates[name] = c | region_coverage(posts, net_mean, net_cov, validation.target_m, c["alpha"], c["beta"])
+        candidates[name] = c | region_coverage(posts, net_mean, net_cov, truth, c["alpha"], c["beta"], workers)
     return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts), "candidates": candidates}
 
 
@@ -89,14 +98,17 @@ def region_coverage(
     truth_m: np.ndarray,
     alpha: float,
     beta: float,
+    workers: int | None = None,
 ) -> dict[str, float]:
     """Share of truths [n, 2] inside the 50 % and 95 % regions of the hybrid with exponents α, β (β = 0: the map
-    tempered by α): `coverage_region50`, `coverage_region95`."""
-    inside = np.empty((len(posts), 2), bool)
-    for i, p in enumerate(posts):
-        q = combine(p, net_mean_m[i], net_cov_m2[i], alpha, beta)
-        inside[i] = [q.in_hpd(truth_m[i][None], level)[0] for level in (0.5, 0.95)]
-    return {"coverage_region50": float(inside[:, 0].mean()), "coverage_region95": float(inside[:, 1].mean())}
+    tempered by α): `coverage_region50`, `coverage_region95` (in `workers` threads, None: every CPU)."""
+
+    def inside(i: int) -> list[bool]:
+        q = combine(posts[i], net_mean_m[i], net_cov_m2[i], alpha, beta)
+        return [bool(q.in_hpd(truth_m[i][None], level)[0]) for level in (0.5, 0.95)]
+
+    flags = np.array(all_in_threads(inside, len(posts), workers), bool).reshape(-1, 2)
+    return {"coverage_region50": float(flags[:, 0].mean()), "coverage_region95": float(flags[:, 1].mean())}
 
 
 def grid_estimates(
@@ -106,8 +118,10 @@ def grid_estimates(
     predict: Predict | None,
     options: MapOptions,
     on_progress: Progress | None = None,
+    workers: int | None = None,
 ) -> GridEstimates:
-    """Answers of radio_map, hybrid (when a model and a validation split are given) and oracle (simulated)."""
+    """Answers of radio_map, hybrid (when a model and a validation split are given) and oracle (simulated); the
+    posteriors in `workers` threads (None: every CPU)."""
     radio_map, how = fit_map(test, calibration, options, on_progress)
     notes: dict[str, object] = {
         "radio_map": how,
@@ -116,7 +130,7 @@ def grid_estimates(
     }
     exponents = None
     if predict is not None and validation is not None:
-        chosen = hybrid_exponents(radio_map, validation, predict)
+        chosen = hybrid_exponents(radio_map, validation, predict, workers)
         notes["hybrid"], exponents = chosen, (chosen["alpha"], chosen["beta"])
     elif predict is not None:
         notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
@@ -126,13 +140,15 @@ def grid_estimates(
     if exponents is not None and predict is not None:
         collectors["hybrid"] = AnswerCollector(n, test.target_m)
         net_mean, net_cov = predict(test)
-    for i in range(n):
+
+    def answer(i: int) -> None:
         post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i])
         collectors["radio_map"].add(i, post)
         if exponents is not None:
             collectors["hybrid"].add(i, combine(post, net_mean[i], net_cov[i], *exponents))
-        if on_progress and (i + 1) % 50 == 0:
-            on_progress("radio map", i + 1, n)
+
+    progress = (lambda i, k: on_progress("radio map", i, k)) if on_progress else None
+    collect(answer, n, list(collectors.values()), progress, workers)
     answers = {k: c.answers for k, c in collectors.items()}
     if test.scenario is not None and test.tx_height_m is not None and test.gain_offset_db is not None:
         answers["oracle"] = oracle_answers(
@@ -145,5 +161,6 @@ def grid_estimates(
             test.target_m,
             options.spacing_m,
             on_progress=(lambda i, k: on_progress("oracle", i, k)) if on_progress else None,
+            workers=workers,
         )
     return GridEstimates(answers, notes)

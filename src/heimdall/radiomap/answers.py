@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from heimdall.radiomap.batch import Unanswered, in_threads
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import GridPosterior
 
-HPD_PROBABILITIES = (0.5, 0.95)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,10 +42,10 @@ class AnswerCollector:
             self.answers.in_hpd50, self.answers.in_hpd95 = np.empty(n, bool), np.empty(n, bool)
 
     def add(self, i: int, post: GridPosterior) -> None:
-        """Record the answer of transmission i."""
+        """Record the answer of transmission i (threads may add different transmissions at once)."""
         a = self.answers
         a.mean_m[i], a.cov_m2[i], a.map_m[i] = post.mean_m, post.cov_m2, post.map_m
-        a.hpd95_area_km2[i] = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
+        a.hpd95_area_km2[i] = post.hpd_area_km2(0.95)
         a.n_modes[i] = len(post.modes(0.95))
         if self.truth_m is not None:
             # __init__ made these arrays whenever it was given truth_m
@@ -52,19 +54,52 @@ class AnswerCollector:
             a.log_density_at_truth[i] = post.log_density_at(t)[0]
             a.in_hpd50[i], a.in_hpd95[i] = post.in_hpd(t, 0.5)[0], post.in_hpd(t, 0.95)[0]
 
+    def skip(self, i: int) -> None:
+        """Record that transmission i has no answer: NaN (its in_hpd flags False)."""
+        a = self.answers
+        a.mean_m[i], a.cov_m2[i], a.map_m[i], a.hpd95_area_km2[i], a.n_modes[i] = np.nan, np.nan, np.nan, np.nan, 0
+        if self.truth_m is not None:
+            assert a.log_density_at_truth is not None and a.in_hpd50 is not None and a.in_hpd95 is not None
+            a.log_density_at_truth[i], a.in_hpd50[i], a.in_hpd95[i] = np.nan, False, False
+
+
+def collect(
+    answer: Callable[[int], None],
+    n: int,
+    collectors: list[AnswerCollector],
+    on_progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> None:
+    """Run `answer(i)` (which adds transmission i's answers to the collectors) for i = 0..n-1 in `workers` threads
+    (None: every CPU); a transmission the map refuses (MapInputError) is answered NaN and named in a warning."""
+    unanswered = []
+    for done, result in enumerate(in_threads(answer, n, workers), 1):
+        if isinstance(result, Unanswered):
+            for collector in collectors:
+                collector.skip(result.index)
+            unanswered.append(result)
+        if on_progress and done % 50 == 0:
+            on_progress(done, n)
+    if unanswered:
+        log.warning(
+            "%d of %d transmissions have no radio-map answer (NaN), e.g. transmission %d: %s",
+            len(unanswered),
+            n,
+            unanswered[0].index,
+            unanswered[0].reason,
+        )
+
 
 def localize_all(
     localize: Callable[[int], GridPosterior],
     n: int,
     truth_m: np.ndarray | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> MapAnswers:
-    """Apply `localize(i)` (the posterior of transmission i) to i = 0..n-1 and collect the answers."""
+    """Apply `localize(i)` (the posterior of transmission i) to i = 0..n-1 and collect the answers (`collect`)."""
     collector = AnswerCollector(n, truth_m)
-    for i in range(n):
-        collector.add(i, localize(i))
-        if on_progress and (i + 1) % 50 == 0:
-            on_progress(i + 1, n)
+    collect(lambda i: collector.add(i, localize(i)), n, [collector], on_progress, workers)
     return collector.answers
 
 
@@ -75,8 +110,10 @@ def answers_of(
     present: np.ndarray,
     truth_m: np.ndarray | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> MapAnswers:
-    """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order)."""
+    """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order), computed by
+    `workers` threads (None: every CPU)."""
     return localize_all(
-        lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+        lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress, workers
     )

@@ -24,7 +24,7 @@ physics alone: its shadowing σ plus PHYSICS_MODEL_SD_DB as spread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -32,11 +32,14 @@ import numpy as np
 
 from heimdall.features import FeatureParams
 from heimdall.radiomap import DEFAULT_SPACING_M
+from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
-from heimdall.radiomap.model import POWER_STEP_DB, STRONG_SNR_DB, RadioMap
+from heimdall.radiomap.kernel import POWER_STEP_DB
+from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
+from heimdall.radiomap.posterior import GridPosterior
 from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db, slope_decades
 
 if TYPE_CHECKING:
@@ -302,11 +305,11 @@ def self_calibrate(
 
 
 def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """EM_SAMPLES positions [n·EM_SAMPLES, 2] drawn from each transmission's posterior, and the mean log evidence."""
+    """EM_SAMPLES positions [n·EM_SAMPLES, 2] drawn from each transmission's posterior, and the mean log evidence
+    (the posteriors in threads, the draws in order)."""
     points, evidence = [], []
     half = m.grid.spacing_m / 2
-    for j in range(len(data)):
-        post = m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j])
+    for post in _posteriors(m, data):
         cells = post.cells[rng.choice(len(post.cells), EM_SAMPLES, p=post.weights)]
         points.append(m.grid.centres(cells) + rng.uniform(-half, half, (EM_SAMPLES, 2)))
         evidence.append(post.log_evidence)
@@ -314,9 +317,16 @@ def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) ->
 
 
 def _mean_evidence(m: RadioMap, data: Measured) -> float:
-    return float(
-        np.mean([m.localize(data.snr_db[j], data.noise_dbm[j], data.present[j]).log_evidence for j in range(len(data))])
-    )
+    return float(np.mean([post.log_evidence for post in _posteriors(m, data)]))
+
+
+def _posteriors(m: RadioMap, data: Measured) -> Iterator[GridPosterior]:
+    """The posteriors of transmissions chosen as heard by receivers, in order (computed by a thread per CPU); each
+    must be answered (MapInputError naming the one that is not)."""
+    for post in m.posteriors(data.snr_db, data.noise_dbm, data.present):
+        if isinstance(post, Unanswered):
+            raise MapInputError(f"transmission {post.index}: {post.reason}")
+        yield post
 
 
 def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> float:
@@ -335,14 +345,13 @@ def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> f
 
     def coverage(spread: float) -> float:
         trial = replace(m, spread_db=np.full(m.spread_db.shape, spread, np.float32))
-        return float(
-            np.mean(
-                [
-                    abs(trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], r, 0.0)) <= limit
-                    for j, r in zip(rows, held, strict=True)
-                ]
-            )
-        )
+        trial.share_table(m)
+
+        def z(k: int) -> float:
+            j = rows[k]
+            return trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], held[k], 0.0)
+
+        return float(np.mean(np.abs(all_in_threads(z, len(rows))) <= limit))
 
     for _ in range(6):  # bisection on log spread
         mid = float(np.sqrt(lo * hi))

@@ -60,13 +60,6 @@ class MapGrid:
         inside = (i >= 0) & (i < self.nx) & (j >= 0) & (j < self.ny)
         return np.where(inside, j * self.nx + i, -1)
 
-    def block_of(self, cells: np.ndarray) -> np.ndarray:
-        """Block index [n] (row-major over blocks) of each cell index [n]."""
-        f = self.coarse_factor
-        nbx = -(-self.nx // f)
-        c = np.asarray(cells)
-        return (c // self.nx) // f * nbx + (c % self.nx) // f
-
     def block_shape(self) -> tuple[int, int]:
         """(rows, columns) of blocks: the grid divided by coarse_factor, a partial block at each far edge."""
         f = self.coarse_factor
@@ -79,17 +72,6 @@ class MapGrid:
         j = np.minimum(np.arange(nby) * f + f // 2, self.ny - 1)
         i = np.minimum(np.arange(nbx) * f + f // 2, self.nx - 1)
         return (j[:, None] * self.nx + i[None, :]).ravel()
-
-    def cells_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
-        """int64: every cell of the given blocks (block by block)."""
-        f = self.coarse_factor
-        _, nbx = self.block_shape()
-        b = np.asarray(blocks)
-        dj, di = np.meshgrid(np.arange(f), np.arange(f), indexing="ij")
-        j = (b // nbx)[:, None] * f + dj.ravel()[None, :]
-        i = (b % nbx)[:, None] * f + di.ravel()[None, :]
-        ok = (j < self.ny) & (i < self.nx)
-        return (j * self.nx + i)[ok]
 
     def within_cell_sd_db(self, values_db: np.ndarray) -> np.ndarray:
         """Standard deviation [cells, R] of a field across each cell, for values_db [cells, R] at the cell centres:

@@ -15,16 +15,12 @@ import itertools
 
 import numpy as np
 
+from heimdall.radiomap import kernel
+from heimdall.radiomap.batch import all_in_threads
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR, GridPosterior
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def gaussian_log_density(points_m: np.ndarray, mean_m: np.ndarray, cov_m2: np.ndarray) -> np.ndarray:
-    """Gaussian log-density log N(points; mean, cov) [n] for points [n, 2], in metres (constant terms dropped)."""
-    d = points_m - mean_m
-    return -0.5 * np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov_m2), d)
 
 
 def combine(
@@ -32,12 +28,10 @@ def combine(
 ) -> GridPosterior:
     """The tempered product of a map posterior and the network's Gaussian (mean [2] m, covariance [2, 2] m²)."""
     with np.errstate(divide="ignore"):
-        log_map = np.log(post.weights)
-    log_map = np.maximum(log_map, -700.0)
-    centres = post.grid.centres(post.cells)
-    return GridPosterior(
-        post.grid, post.cells, alpha * log_map + beta * gaussian_log_density(centres, net_mean_m, net_cov_m2)
-    )
+        log_box = np.log(post.box)
+    east, north = post.box_centres()
+    top = kernel.tempered(log_box, east, north, net_mean_m, np.linalg.inv(net_cov_m2), alpha, beta)
+    return GridPosterior.from_log_box(post.grid, log_box, post.j0, post.i0, top)
 
 
 def hybrid_posterior(
@@ -59,23 +53,23 @@ def hybrid_posterior(
 
 
 def exponent_nlls(
-    posts: list[GridPosterior], net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray
+    posts: list[GridPosterior],
+    net_mean_m: np.ndarray,
+    net_cov_m2: np.ndarray,
+    truth_m: np.ndarray,
+    workers: int | None = None,
 ) -> dict[tuple[float, float], float]:
     """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 (β = 0: the map
-    alone, tempered by α)."""
-    out = {}
-    for alpha, beta in itertools.product(EXPONENTS, EXPONENTS):
-        if alpha == 0.0:
-            continue  # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
-        out[(alpha, beta)] = float(
-            np.mean(
-                [
-                    -combine(p, net_mean_m[i], net_cov_m2[i], alpha, beta).log_density_at(truth_m[i][None])[0]
-                    for i, p in enumerate(posts)
-                ]
-            )
-        )
-    return out
+    alone, tempered by α), the transmissions in `workers` threads (None: every CPU)."""
+    # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
+    pairs = [(alpha, beta) for alpha, beta in itertools.product(EXPONENTS, EXPONENTS) if alpha > 0.0]
+
+    def nlls(i: int) -> list[float]:
+        truth = truth_m[i][None]
+        return [-combine(posts[i], net_mean_m[i], net_cov_m2[i], a, b).log_density_at(truth)[0] for a, b in pairs]
+
+    per_transmission = np.array(all_in_threads(nlls, len(posts), workers), np.float64).reshape(-1, len(pairs))
+    return {pair: float(np.mean(per_transmission[:, k])) for k, pair in enumerate(pairs)}
 
 
 def best_exponents(
@@ -89,10 +83,14 @@ def best_exponents(
 
 
 def choose_exponents(
-    posts: list[GridPosterior], net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray
+    posts: list[GridPosterior],
+    net_mean_m: np.ndarray,
+    net_cov_m2: np.ndarray,
+    truth_m: np.ndarray,
+    workers: int | None = None,
 ) -> tuple[float, float, float]:
     """(α, β, mean NLL) with the lowest mean negative log-likelihood (per km²) of the truths [n, 2]."""
-    return best_exponents(exponent_nlls(posts, net_mean_m, net_cov_m2, truth_m))
+    return best_exponents(exponent_nlls(posts, net_mean_m, net_cov_m2, truth_m, workers))
 
 
 def network_nll(net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray) -> float:

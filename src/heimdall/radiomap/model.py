@@ -17,24 +17,42 @@ dropped, the REFINED_BLOCKS most probable of the others are scored cell by cell,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, overload
 
 import numpy as np
-from scipy.ndimage import binary_dilation
 
+from heimdall.radiomap import kernel
+from heimdall.radiomap.batch import MapInputError, Unanswered, in_threads
 from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.grid import MapGrid
-from heimdall.radiomap.likelihood import STEP_DB, LikelihoodTable, build_table, table_shape
+from heimdall.radiomap.kernel import STRIDE
+from heimdall.radiomap.likelihood import LikelihoodTable, build_table, table_shape
 from heimdall.radiomap.noise import PowerNoise
 from heimdall.radiomap.posterior import GridPosterior
 
-POWER_STEP_DB = 1.0
 POWER_WINDOW = 32
 STRONG_SNR_DB = 10.0
 PRUNE_MASS = 1e-4
 REFINED_BLOCKS = 256
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """One transmission as kernel.log_posterior reads it, over its r used receivers (int64 rx [r])."""
+
+    rx: np.ndarray
+    rows: np.ndarray  # int64 [r], likelihood table rows
+    ref_db: np.ndarray  # float64 [r], the rows' reference SNR
+    level_dbm: np.ndarray  # float64 [r], SNR + noise power
+    noise_dbm: np.ndarray  # float64 [r]
+    strong: np.ndarray  # bool [r]
+    width: int  # powers per cell
+
+    def args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """The transmission as kernel.log_posterior reads it."""
+        return self.rx, self.rows, self.ref_db, self.level_dbm, self.noise_dbm, self.strong, self.width
 
 
 @dataclass
@@ -66,116 +84,121 @@ class RadioMap:
 
     @property
     def table_bytes(self) -> int:
-        """Bytes of the likelihood table and of its padded copy (`_padded`), from their shapes, before either exists."""
+        """Peak bytes of building the likelihood table and what the kernels read of it (`_kernel_table`), from their
+        shapes, before either exists: the table, its padded copy, the float64 likelihoods computed from it and
+        their float32 result."""
         n_comp, n_spread, n_rows, n_delta = table_shape(self.noise.floor_snr_db, len(self.kernels))
-        pad = int(round(POWER_STEP_DB / STEP_DB)) * len(self.power_log_prior)
-        return np.dtype(np.float32).itemsize * n_comp * n_spread * n_rows * (2 * n_delta + 2 * pad)
+        n_padded = n_delta + 2 * STRIDE * len(self.power_log_prior)
+        n_columns = -(-n_padded // STRIDE) * STRIDE
+        return n_comp * n_spread * n_rows * (4 * n_delta + (4 + 8 + 4) * n_columns)
 
     @cached_property
-    def _padded(self) -> tuple[np.ndarray, int]:
-        """The table extended at both ends of Δ by its edge values, wide enough for any power window:
-        (values [C, S, U, D + 2·pad], pad)."""
-        pad = int(round(POWER_STEP_DB / STEP_DB)) * len(self.power_log_prior)
-        return np.pad(self.table.values, ((0, 0), (0, 0), (0, 0), (pad, pad)), mode="edge"), pad
+    def _kernel_table(self) -> tuple[np.ndarray, float, int, float, int, int]:
+        """What the kernels read of `table` (kernel.log_posterior's table arguments, and the table's first Δ, its
+        padding and padded Δ columns): the likelihoods padded at both ends of Δ by their edge values, wide enough
+        for any power window, split by the phase of the power stride and scaled (kernel.linear_table)."""
+        values = self.table.values
+        n_comp, n_spread, n_rows, n_delta = values.shape
+        pad = STRIDE * len(self.power_log_prior)
+        n_padded = n_delta + 2 * pad
+        n_q = -(-n_padded // STRIDE)
+        padded = np.pad(values, ((0, 0), (0, 0), (0, 0), (pad, pad + n_q * STRIDE - n_padded)), mode="edge")
+        phased = padded.reshape(n_comp, n_spread, n_rows, n_q, STRIDE).transpose(0, 1, 2, 4, 3)
+        linear, shift, group = kernel.linear_table(phased)
+        return linear, shift, group, float(self.table.delta_start_db), pad, n_padded
 
     @cached_property
-    def _spread_index(self) -> np.ndarray:
-        return self.table.spread_index(self.spread_db)
+    def _kernel_map(
+        self,
+    ) -> tuple[np.ndarray, float, int, np.ndarray, np.ndarray, np.ndarray, float, float, int, int]:
+        """kernel.log_posterior's map: _kernel_table's, mean_dbm, the spread levels (uint8 [cells, R]), the power
+        prior times each component's weight (float64 [C, K]), power_start_dbm, and the table's first Δ, padding and
+        padded Δ columns."""
+        linear, shift, group, delta_start_db, pad, n_padded = self._kernel_table
+        prior = np.exp(self.power_log_prior[None, :] + np.asarray(self.component_log_weight, np.float64)[:, None])
+        return (
+            linear,
+            shift,
+            group,
+            np.ascontiguousarray(self.mean_dbm, np.float32),
+            np.ascontiguousarray(self.table.spread_index(self.spread_db)),
+            prior,
+            float(self.power_start_dbm),
+            delta_start_db,
+            pad,
+            n_padded,
+        )
+
+    def share_table(self, other: RadioMap) -> None:
+        """Use `other`'s likelihood table, and what the kernels read of it, as this map's (a map of the same noise,
+        fading components and power grid: built once for both)."""
+        self.__dict__["table"] = other.table
+        self.__dict__["_kernel_table"] = other._kernel_table
 
     @cached_property
     def _blocks(self) -> np.ndarray:
         return self.grid.block_representatives()
 
+    def prepare(self) -> RadioMap:
+        """Build the table and what the kernels read of it, and compile the kernels (or load them from numba's
+        cache) on one made-up transmission, so that the first request pays for none of it; returns self."""
+        snr = np.full(self.n_receivers, STRONG_SNR_DB)
+        post = self.localize(snr, np.full(self.n_receivers, -100.0))
+        _ = post.cov_m2
+        post.modes()
+        post.region(0.5)
+        return self
+
+    def _measured(self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None) -> _Measured:
+        """One transmission's inputs checked (MapInputError naming what is wrong) and laid out for the kernels."""
+        r = self.n_receivers
+        snr, noise = np.asarray(snr_db, np.float64), np.asarray(noise_dbm, np.float64)
+        use = np.ones(r, bool) if present is None else np.asarray(present, bool)
+        shapes = {"snr_db": snr.shape, "noise_dbm": noise.shape, "present": use.shape}
+        if any(shape != (r,) for shape in shapes.values()):
+            raise MapInputError(f"snr_db, noise_dbm, present: expected [{r}] each (the map's receivers), got {shapes}")
+        use = use & np.isfinite(snr) & np.isfinite(noise)
+        if not use.any():
+            raise MapInputError("no receiver present with a finite snr_db and noise_dbm")
+        rx = np.flatnonzero(use)
+        rows, ref = self.table.rows(snr[rx])
+        strong = snr[rx] >= STRONG_SNR_DB
+        k_all = len(self.power_log_prior)
+        width = min(POWER_WINDOW, k_all) if strong.any() else k_all
+        return _Measured(rx, rows, ref, snr[rx] + noise[rx], noise[rx], strong, width)
+
     def localize(self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None = None) -> GridPosterior:
         """The posterior of one transmission. snr_db, noise_dbm: float [R] measured per receiver (features
-        snr_db and power_dbm − snr_db); present: bool [R], receivers whose recording is part of it."""
-        snr = np.asarray(snr_db, np.float64)
-        noise = np.asarray(noise_dbm, np.float64)
-        use = np.ones(self.n_receivers, bool) if present is None else np.asarray(present, bool)
-        use &= np.isfinite(snr) & np.isfinite(noise)
-        coarse = self._log_posterior(self._blocks, snr, noise, use)
-        w = np.exp(coarse - coarse.max())
-        w /= w.sum()
-        order = np.argsort(-w)
-        n_keep = int(np.searchsorted(np.cumsum(w[order]), 1.0 - PRUNE_MASS)) + 1
-        keep = np.zeros(len(w), bool)
-        keep[order[:n_keep]] = True
-        keep = binary_dilation(keep.reshape(self.grid.block_shape()), np.ones((3, 3), bool)).ravel()
-        kept = np.flatnonzero(keep)
-        kept = kept[np.argsort(-w[kept])]
-        refined, rest = kept[:REFINED_BLOCKS], kept[REFINED_BLOCKS:]
-        fine = self.grid.cells_of_blocks(refined)
-        cell_parts = [fine]
-        log_post_parts = [self._log_posterior(fine, snr, noise, use)]
-        if len(rest):
-            tail = self.grid.cells_of_blocks(rest)
-            cell_parts.append(tail)
-            log_post_parts.append(coarse[self.grid.block_of(tail)])
-        cells, log_post = np.concatenate(cell_parts), np.concatenate(log_post_parts)
-        order = np.argsort(cells)
-        return GridPosterior(self.grid, cells[order], log_post[order])
+        snr_db and power_dbm − snr_db); present: bool [R], receivers whose recording is part of it.
+        MapInputError when the arrays are not [R] or no receiver present has a finite SNR and noise."""
+        m = self._measured(snr_db, noise_dbm, present)
+        g = self.grid
+        box, j0, i0, log_evidence = kernel.localize(
+            g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()
+        )
+        return GridPosterior.on_box(g, box, j0, i0, log_evidence)
 
-    @overload
-    def _log_posterior(
-        self,
-        cells: np.ndarray,
-        snr: np.ndarray,
-        noise_dbm: np.ndarray,
-        use: np.ndarray,
-        power_moments: Literal[False] = False,
-    ) -> np.ndarray: ...
+    def posteriors(
+        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, workers: int | None = None
+    ) -> Iterator[GridPosterior | Unanswered]:
+        """The posteriors of n transmissions (snr_db, noise_dbm float [n, R], present bool [n, R], as `localize`
+        reads each row), in order, computed by `workers` threads (None: every CPU this process may use); a row
+        `localize` refuses yields Unanswered naming it, the others are answered."""
+        n = len(snr_db)
+        if not len(noise_dbm) == len(present) == n:
+            raise ValueError(f"snr_db, noise_dbm, present: {n}, {len(noise_dbm)}, {len(present)} rows, expected equal")
+        return in_threads(lambda i: self.localize(snr_db[i], noise_dbm[i], present[i]), n, workers)
 
-    @overload
-    def _log_posterior(
-        self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray, power_moments: Literal[True]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def _log_posterior(
-        self, cells: np.ndarray, snr: np.ndarray, noise_dbm: np.ndarray, use: np.ndarray, power_moments: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unnormalised log posterior [n] of the given cells; with power_moments also the transmit power's
-        posterior mean and variance [n] in each cell (dBm, dB²)."""
-        table = self.table
-        values, pad = self._padded
-        n_comp, n_spread, n_rows, n_delta = values.shape
-        flat = values.reshape(-1)
-        rx = np.flatnonzero(use)
-        rows, ref = table.rows(snr[rx])
-        mu = self.mean_dbm[cells][:, rx].astype(np.float64)  # [n, r]
-        spread = self._spread_index[cells][:, rx].astype(np.int64)
-        k_all = len(self.power_log_prior)
-        strong = snr[rx] >= STRONG_SNR_DB
-        if strong.any():
-            width = min(POWER_WINDOW, k_all)
-            p_star = ((snr[rx] + noise_dbm[rx])[strong] - mu[:, strong]).mean(axis=1)  # power implied per cell
-            start = np.clip(np.round((p_star - self.power_start_dbm) / POWER_STEP_DB) - width // 2, 0, k_all - width)
-            start = start.astype(np.int64)
-        else:
-            width, start = k_all, np.zeros(len(cells), np.int64)
-        k = np.arange(width)
-        stride = int(round(POWER_STEP_DB / STEP_DB))
-        power0 = self.power_start_dbm + POWER_STEP_DB * start  # [n]
-        delta = (power0[:, None] + mu - noise_dbm[rx] - ref - table.delta_start_db) / STEP_DB + pad
-        base = np.clip(np.round(delta).astype(np.int64), 0, n_delta - 1 - stride * (width - 1))
-        prior = self.power_log_prior[start[:, None] + k[None, :]].astype(np.float32)
-        joint = None  # log p(cell, power) [n, width], components summed
-        for c in range(n_comp):
-            acc = prior + np.float32(self.component_log_weight[c])
-            for j in range(len(rx)):
-                off = ((c * n_spread + spread[:, j]) * n_rows + rows[j]) * n_delta + base[:, j]
-                acc += flat[off[:, None] + stride * k[None, :]]
-            joint = acc if joint is None else np.logaddexp(joint, acc)
-        # a map has at least one fading component: scenario_fading makes two, from_onnx refuses none
-        assert joint is not None
-        top = joint.max(axis=1, keepdims=True)
-        w = np.exp(joint - top)
-        total = w.sum(axis=1, dtype=np.float64)
-        log_post = np.log(total) + top[:, 0]
-        if not power_moments:
-            return log_post
-        power = power0[:, None] + POWER_STEP_DB * k[None, :]
-        mean = (w * power).sum(axis=1) / total
-        return log_post, mean, (w * power**2).sum(axis=1) / total - mean**2
+    def log_posterior_at(
+        self, cells: np.ndarray, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The unnormalised log posterior [n] of the given cells (int [n], all scored cell by cell), and the
+        transmit power's posterior mean (dBm) and variance (dB²) [n] in each."""
+        m = self._measured(snr_db, noise_dbm, present)
+        cells = np.ascontiguousarray(cells, np.int64)
+        out, mean, var = np.empty(len(cells)), np.empty(len(cells)), np.empty(len(cells))
+        kernel.log_posterior(cells, self._kernel_map, m.args(), out, mean, var)
+        return out, mean, var
 
     def predictive_z(
         self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int, extra_var_db2: float
@@ -185,9 +208,7 @@ class RadioMap:
         use = np.asarray(present, bool) & np.isfinite(snr_db)
         use[held_out] = False
         cells = self._blocks
-        lp, p_mean, p_var = self._log_posterior(
-            cells, np.asarray(snr_db, float), np.asarray(noise_dbm, float), use, power_moments=True
-        )
+        lp, p_mean, p_var = self.log_posterior_at(cells, snr_db, noise_dbm, use)
         w = np.exp(lp - lp.max())
         w /= w.sum()
         level = p_mean + self.mean_dbm[cells, held_out]

@@ -22,7 +22,8 @@ from heimdall.radiomap.answers import MapAnswers, localize_all
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
-from heimdall.radiomap.model import POWER_STEP_DB, RadioMap
+from heimdall.radiomap.kernel import POWER_STEP_DB
+from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.posterior import mixture
 
@@ -130,7 +131,7 @@ def oracle_maps(
             )
         )
     for m in maps[1:]:  # one table for all bins
-        m.__dict__["table"] = maps[0].table
+        m.share_table(maps[0])
     return maps
 
 
@@ -164,17 +165,22 @@ def oracle_answers(
     hidden: tuple[int, ...] = (),
     height_known: bool = True,
     known_at_m: np.ndarray | None = None,
+    workers: int | None = None,
 ) -> MapAnswers:
     """The oracle's answers for simulated test transmissions (arrays [n, R]; tx_height_m [n]); `hidden`: shadowing
     components it does not know (oracle_maps). height_known: each transmission's map is its height bin's; else
     the height is marginalised like the transmit power (the posterior mixed over the bins under the height's
     prior: the Bayes posterior of the generative model, ORACLE_HEIGHT_BINS times the work). known_at_m: the
-    fields are known only there (oracle_maps)."""
+    fields are known only there (oracle_maps). The posteriors in `workers` threads (None: every CPU)."""
     maps = oracle_maps(scenario, gain_offset_db, spacing_m, hidden=hidden, known_at_m=known_at_m)
     if height_known:
         bins = height_bins(scenario, tx_height_m)
         return localize_all(
-            lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress
+            lambda i: maps[bins[i]].localize(snr_db[i], noise_dbm[i], present[i]),
+            len(snr_db),
+            truth_m,
+            on_progress,
+            workers,
         )
     log_prior = height_log_prior(scenario)
     return localize_all(
@@ -182,4 +188,5 @@ def oracle_answers(
         len(snr_db),
         truth_m,
         on_progress,
+        workers,
     )

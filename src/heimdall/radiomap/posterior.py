@@ -8,8 +8,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
-from scipy.ndimage import label
 
+from heimdall.radiomap import kernel
 from heimdall.radiomap.grid import MapGrid
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 LOG_DENSITY_FLOOR = np.log(1e-12)  # per km², for points in cells the posterior pruned
 MAX_MODES = 5
+HPD_PROBABILITIES = (0.5, 0.95)  # the HPD regions an answer reads (their levels are found together)
 
 
 @dataclass(frozen=True)
@@ -29,101 +30,173 @@ class Mode:
 
 
 class GridPosterior:
-    """Posterior mass over `cells` (int [n]) of `grid` from an unnormalised log posterior [n] (cells not listed
-    hold no mass)."""
+    """Posterior mass over the cells of `grid`, held as weights on the bounding box of the cells that may hold mass
+    (the others hold none). Built from an unnormalised log posterior [n] of `cells` (int [n], ascending), or by
+    RadioMap.localize from its weights on that box (`on_box`)."""
 
     def __init__(self, grid: MapGrid, cells: np.ndarray, log_posterior: np.ndarray) -> None:
-        self.grid = grid
-        self.cells = np.asarray(cells, np.int64)
-        lp = np.asarray(log_posterior, np.float64)
-        w = np.exp(lp - lp.max())
+        box, j0, i0 = kernel.scatter(
+            np.asarray(cells, np.int64), np.asarray(log_posterior, np.float64), grid.nx, -np.inf
+        )
+        self._set_log(grid, box, j0, i0)
+
+    @classmethod
+    def on_box(cls, grid: MapGrid, box: np.ndarray, j0: int, i0: int, log_evidence: float) -> GridPosterior:
+        """The posterior of weights `box` (float64 [h, w], summing to 1, its first and last rows and columns empty)
+        on the cells from grid row j0 and column i0, its log evidence given."""
+        post = cls.__new__(cls)
+        post._set(grid, box, j0, i0, log_evidence)
+        return post
+
+    @classmethod
+    def from_log_box(
+        cls, grid: MapGrid, log_box: np.ndarray, j0: int, i0: int, top: float | None = None
+    ) -> GridPosterior:
+        """The posterior of an unnormalised log posterior `log_box` (float64 [h, w], −inf where no mass, so in its
+        first and last rows and columns; its largest value `top` when known) on the cells from grid row j0 and
+        column i0. log_box becomes the weights."""
+        post = cls.__new__(cls)
+        post._set_log(grid, log_box, j0, i0, top)
+        return post
+
+    def _set_log(self, grid: MapGrid, log_box: np.ndarray, j0: int, i0: int, top: float | None = None) -> None:
+        top = float(log_box.max()) if top is None else top
+        w = np.exp(np.subtract(log_box, top, out=log_box), out=log_box)
         total = w.sum()
-        self.weights = w / total  # float64 [n]
+        w /= total
         # log p(measurements) under the uniform prior over the whole grid (the pruned cells' share is negligible)
-        self.log_evidence = float(np.log(total) + lp.max() - np.log(grid.n_cells))
+        self._set(grid, w, j0, i0, float(np.log(total) + top - np.log(grid.n_cells)))
+
+    def _set(self, grid: MapGrid, box: np.ndarray, j0: int, i0: int, log_evidence: float) -> None:
+        self.grid = grid
+        self.box = box  # float64 [h, w] weights of the cells from row j0, column i0 (those outside the grid: 0)
+        self.j0, self.i0 = int(j0), int(i0)
+        self.log_evidence = float(log_evidence)
+        self._levels: dict[float, float] = {}
 
     @cached_property
-    def _centres(self) -> np.ndarray:
-        return self.grid.centres(self.cells)
+    def _held(self) -> tuple[np.ndarray, np.ndarray]:
+        jj, ii = np.nonzero(self.box)
+        return (jj + self.j0) * self.grid.nx + ii + self.i0, self.box[jj, ii]
+
+    @property
+    def cells(self) -> np.ndarray:
+        """int64 [n] the cells holding mass, ascending."""
+        return self._held[0]
+
+    @property
+    def weights(self) -> np.ndarray:
+        """float64 [n] their posterior mass (summing to 1)."""
+        return self._held[1]
+
+    def box_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """(east_m [w], north_m [h]): the centres of the box's columns and rows."""
+        g = self.grid
+        h, w = self.box.shape
+        return g.east0_m + (self.i0 + np.arange(w)) * g.spacing_m, g.north0_m + (self.j0 + np.arange(h)) * g.spacing_m
+
+    @cached_property
+    def _summary(self) -> tuple[np.ndarray, int, dict[float, float]]:
+        """(moments: mean column, mean row, var column, cov, var row in cells of the box; the flat index of the
+        largest weight; the levels of HPD_PROBABILITIES), one kernel call."""
+        moments, best, levels = kernel.box_summary(self.box, np.array(HPD_PROBABILITIES))
+        return moments, best, dict(zip(HPD_PROBABILITIES, levels.tolist(), strict=True))
 
     @cached_property
     def mean_m(self) -> np.ndarray:
         """float64 [2] posterior mean east/north."""
-        return self.weights @ self._centres
+        g, (mean_i, mean_j, _, _, _) = self.grid, self._summary[0]
+        return np.array([g.east0_m + (self.i0 + mean_i) * g.spacing_m, g.north0_m + (self.j0 + mean_j) * g.spacing_m])
 
     @cached_property
     def cov_m2(self) -> np.ndarray:
         """float64 [2, 2] posterior covariance, plus the cell's own extent (spacing²/12 per axis)."""
-        d = self._centres - self.mean_m
-        return (self.weights[:, None] * d).T @ d + np.eye(2) * self.grid.spacing_m**2 / 12
+        _, _, var_i, cov_ij, var_j = self._summary[0]
+        return (np.array([[var_i, cov_ij], [cov_ij, var_j]]) + np.eye(2) / 12) * self.grid.spacing_m**2
 
     @cached_property
     def map_m(self) -> np.ndarray:
-        """float64 [2] centre of the most probable cell."""
-        return self._centres[int(np.argmax(self.weights))]
+        """float64 [2] centre of the most probable cell (the first in raster order of equal ones)."""
+        j, i = divmod(self._summary[1], self.box.shape[1])
+        g = self.grid
+        return np.array([g.east0_m + (self.i0 + i) * g.spacing_m, g.north0_m + (self.j0 + j) * g.spacing_m])
 
     def log_density_at(self, points_m: np.ndarray) -> np.ndarray:
         """float64 [n] log posterior density (per km²) at points [n, 2]; LOG_DENSITY_FLOOR where pruned."""
         cell = self.grid.cell_of(np.atleast_2d(points_m))
-        pos = np.searchsorted(self.cells, cell)
-        pos = np.clip(pos, 0, len(self.cells) - 1)
-        hit = (cell >= 0) & (self.cells[pos] == cell)
-        w = np.where(hit, self.weights[pos], 0.0)
+        h, w = self.box.shape
+        j, i = cell // self.grid.nx - self.j0, cell % self.grid.nx - self.i0
+        hit = (cell >= 0) & (j >= 0) & (j < h) & (i >= 0) & (i < w)
+        weight = np.where(hit, self.box[np.where(hit, j, 0), np.where(hit, i, 0)], 0.0)
         with np.errstate(divide="ignore"):
-            return np.maximum(np.log(w / self.grid.cell_area_km2), LOG_DENSITY_FLOOR)
+            return np.maximum(np.log(weight / self.grid.cell_area_km2), LOG_DENSITY_FLOOR)
 
     def hpd_level(self, probability: float) -> float:
-        """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass."""
-        w = np.sort(self.weights)[::-1]
-        k = int(np.searchsorted(np.cumsum(w), probability))
-        return float(w[min(k, len(w) - 1)])
+        """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass (those of
+        HPD_PROBABILITIES are found with the moments: one pass over the weights)."""
+        if probability in HPD_PROBABILITIES:
+            return self._summary[2][probability]
+        if probability not in self._levels:
+            self._levels[probability] = float(kernel.hpd_levels(self.box.ravel(), np.array([probability]))[0])
+        return self._levels[probability]
+
+    def hpd_area_km2(self, probability: float) -> float:
+        """Area (km²) of the cells of the `probability` HPD region."""
+        return float(np.count_nonzero(self.box >= self.hpd_level(probability))) * self.grid.cell_area_km2
 
     def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
         """Bool [n]: each point lies in the `probability` HPD region."""
-        level = self.hpd_level(probability)
-        log_level = np.log(level / self.grid.cell_area_km2)
+        log_level = np.log(self.hpd_level(probability) / self.grid.cell_area_km2)
         return self.log_density_at(points_m) >= log_level - 1e-12
-
-    def _dense(self) -> tuple[np.ndarray, int, int]:
-        """Weights on the smallest sub-grid holding every cell with mass, padded by one cell: ([h, w], j0, i0)."""
-        j, i = self.cells // self.grid.nx, self.cells % self.grid.nx
-        j0, i0 = int(j.min()) - 1, int(i.min()) - 1
-        dense = np.zeros((int(j.max()) - j0 + 2, int(i.max()) - i0 + 2))
-        dense[j - j0, i - i0] = self.weights
-        return dense, j0, i0
 
     def modes(self, probability: float = 0.95, max_modes: int = MAX_MODES) -> list[Mode]:
         """The connected parts (8-neighbourhood) of the HPD region, most massive first."""
-        dense, j0, i0 = self._dense()
-        parts, n = label(dense >= self.hpd_level(probability), structure=np.ones((3, 3), bool))
-        out = []
-        for k in range(1, n + 1):
-            sel = parts == k
-            mass = float(dense[sel].sum())
-            jj, ii = np.unravel_index(int(np.argmax(np.where(sel, dense, -1.0))), dense.shape)
-            e, nn = self.grid.centres(np.array([(jj + j0) * self.grid.nx + (ii + i0)]))[0]
-            out.append(Mode(mass, float(e), float(nn)))
+        masses, best = kernel.hpd_parts(self.box, self.hpd_level(probability))
+        j, i = np.divmod(best, self.box.shape[1])
+        centres = self.grid.centres((j + self.j0) * self.grid.nx + i + self.i0)
+        out = [Mode(float(m), float(e), float(n)) for m, (e, n) in zip(masses, centres, strict=True)]
         return sorted(out, key=lambda m: -m.mass)[:max_modes]
 
     def region(self, probability: float) -> list[list[np.ndarray]]:
         """The HPD region as polygons: each a list of rings (outer boundary first, then holes), float64 [n, 2]
         east/north, closed (first point repeated at the end)."""
+        return self.regions((probability,))[probability]
+
+    def regions(self, probabilities: tuple[float, ...]) -> dict[float, list[list[np.ndarray]]]:
+        """`region` of each probability, drawn on one grid of weights."""
         import contourpy
 
-        dense, j0, i0 = self._dense()
-        level = self.hpd_level(probability)
-        g = self.grid
-        x = g.east0_m + (i0 + np.arange(dense.shape[1])) * g.spacing_m
-        y = g.north0_m + (j0 + np.arange(dense.shape[0])) * g.spacing_m
-        # contour half-way between the threshold cell and the next lower value, so threshold cells lie inside
-        gen = contourpy.contour_generator(x, y, dense, fill_type=contourpy.FillType.OuterOffset)
-        # the stub's return type is the union over fill types; FillType.OuterOffset gives (points, offsets)
-        points, offsets = cast("FillReturn_OuterOffset", gen.filled(level * 0.5, np.inf))
-        polygons = []
-        for pts, offs in zip(points, offsets, strict=True):
-            rings = [pts[a:b] for a, b in zip(offs[:-1], offs[1:], strict=True)]
-            polygons.append([np.vstack([r, r[:1]]) if not np.array_equal(r[0], r[-1]) else r for r in rings])
-        return polygons
+        levels = {p: self.hpd_level(p) for p in probabilities}
+        # each contour runs half-way between the threshold cell and the next lower value, so threshold cells lie
+        # inside; drawn on the bounding box of the cells above the lowest contour with a border of one cell (all
+        # others lie below it)
+        j0, j1, i0, i1 = kernel.box_above(self.box, min(levels.values()) * 0.5)
+        east, north = self.box_centres()
+        x, y = np.meshgrid(east[i0 - 1 : i1 + 2], north[j0 - 1 : j1 + 2])
+        # contourpy.contour_generator with its defaults, less its pass that masks non-finite weights (none are)
+        gen = contourpy.SerialContourGenerator(
+            x,
+            y,
+            np.ascontiguousarray(self.box[j0 - 1 : j1 + 2, i0 - 1 : i1 + 2]),
+            None,  # type: ignore[arg-type]  # no mask (contourpy.contour_generator passes None too)
+            corner_mask=True,
+            line_type=contourpy.LineType.Separate,
+            fill_type=contourpy.FillType.OuterOffset,
+            quad_as_tri=False,
+            z_interp=contourpy.ZInterp.Linear,
+            x_chunk_size=0,
+            y_chunk_size=0,
+        )
+        out = {}
+        for p, level in levels.items():
+            # the stub's return type is the union over fill types; FillType.OuterOffset gives (points, offsets)
+            points, offsets = cast("FillReturn_OuterOffset", gen.filled(level * 0.5, np.inf))
+            polygons = []
+            for pts, offs in zip(points, offsets, strict=True):
+                rings = [pts[a:b] for a, b in zip(offs[:-1], offs[1:], strict=True)]
+                polygons.append([np.vstack([r, r[:1]]) if not np.array_equal(r[0], r[-1]) else r for r in rings])
+            out[p] = polygons
+        return out
 
 
 def mixture(posteriors: list[GridPosterior], log_prior: np.ndarray) -> GridPosterior:

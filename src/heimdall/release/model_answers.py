@@ -3,12 +3,13 @@ or, for a model that carries a radio map, the mean and covariance of the hybrid 
 (heimdall.radiomap.hybrid; the network's answer where the map reads no receiver, as the service does) and whether
 the truth lies in its 50 % and 95 % regions — the calibration a non-Gaussian answer is judged by.
 
-The map costs tens of ms per transmission, so a comparison that involves a map-carrying model is made on the first
+The map costs a few ms per transmission, so a comparison that involves a map-carrying model is made on the first
 MAP_EVALUATION_SAMPLES transmissions of the evaluation set (for both models).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from heimdall.evaluation.radio_map import measured
 from heimdall.evaluation.test_set import Predict, TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
+from heimdall.radiomap.batch import Unanswered, in_threads
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
 from heimdall.release.map_metadata import read_exponents
 
+log = logging.getLogger(__name__)
 MAP_EVALUATION_SAMPLES = 1_000  # transmissions a map-carrying model is judged on (tens of ms of map answers each)
 
 
@@ -46,10 +49,11 @@ class Answers:
     in_region95: np.ndarray | None = None
 
 
-def model_answers(onnx_bytes: bytes, test: TestSet, where: str) -> Answers:
+def model_answers(onnx_bytes: bytes, test: TestSet, where: str, workers: int | None = None) -> Answers:
     """What the model answers the test set with; ModelLoadError naming `where` when its map cannot be read or has
     other receivers than the test set. The regions are the hybrid posterior's HPD regions where the map is used,
-    else the network's Gaussian ellipses of the same probability."""
+    else the network's Gaussian ellipses of the same probability. The map's posteriors in `workers` threads (None:
+    every CPU)."""
     import onnx
 
     mean_m, cov_m2 = onnx_predictions(onnx_bytes, test)
@@ -70,10 +74,19 @@ def model_answers(onnx_bytes: bytes, test: TestSet, where: str) -> Answers:
     truth = test.target_m
     in50, in95 = (mahalanobis_sq(mean_m, cov_m2, truth) <= -2 * np.log(1 - q) for q in (0.5, 0.95))
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
-    for i in np.flatnonzero(usable):
+    rows = np.flatnonzero(usable)
+
+    def answer(k: int) -> None:
+        i = rows[k]
         post = hybrid_posterior(radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], alpha, beta)
-        mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
         in50[i], in95[i] = post.in_hpd(truth[i][None], 0.5)[0], post.in_hpd(truth[i][None], 0.95)[0]
+        mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
+
+    for result in in_threads(answer, len(rows), workers):  # the network's answer stays where the map cannot read
+        if isinstance(result, Unanswered):
+            log.warning(
+                "%s: transmission %d answered by the network alone: %s", where, rows[result.index], result.reason
+            )
     return Answers(mean_m, cov_m2, in50, in95)
 
 

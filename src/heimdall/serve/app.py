@@ -40,6 +40,7 @@ from pydantic import BaseModel
 
 from heimdall.errors import Forbidden, HeimdallError, InputError, ServeError, Unauthorized, Unavailable
 from heimdall.features import receiver_reports
+from heimdall.radiomap.batch import worker_count
 from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
 from heimdall.serve.events import EventRing
@@ -177,9 +178,9 @@ def create_app(source: ModelSource, settings: ServeSettings = ServeSettings()) -
     Gauge(
         "heimdall_inflight_transmissions", "transmissions admitted and not yet answered", registry=registry
     ).set_function(lambda: admission.in_flight)
-    # the map posteriors of a batch: off the event loop, in threads of their own (numpy releases the GIL only in
-    # its larger operations: two threads gained 5 % over one on the 2-core development machine)
-    map_pool = ThreadPoolExecutor(settings.map_threads, thread_name_prefix="heimdall-map")
+    # the map posteriors of a batch: off the event loop, in threads of their own (the kernels release the GIL), at
+    # most one per CPU
+    map_pool = ThreadPoolExecutor(worker_count(settings.map_threads), thread_name_prefix="heimdall-map")
     respond = functools.partial(answers, pool=map_pool)
     batcher = MicroBatcher(respond, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
     reload_lock = asyncio.Lock()

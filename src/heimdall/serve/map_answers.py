@@ -3,8 +3,8 @@
 The map reads each receiver's SNR and noise power from the feature vector the network reads
 (FeatureParams.snr_index, power_index; noise = power − SNR), for the receivers of the model's table. A
 power-only receiver has no SNR and an ad-hoc one no map: the map leaves them out, and a transmission left with
-none is answered by the network alone, with a note. The posterior (tens of ms of numpy) runs in a pool of
-threads; the conversion to lat/lon, one PROJ call per batch, in the caller's thread.
+none is answered by the network alone, with a note. The posterior (a few ms in compiled kernels that release the
+GIL) runs in a pool of threads; the conversion to lat/lon, one PROJ call per batch, in the caller's thread.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from heimdall.errors import ModelLoadError
 from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
+from heimdall.radiomap.batch import MapInputError
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import Mode
@@ -67,7 +68,7 @@ class MapPart:
 
 
 Jobs = list[tuple[int, MapInput]]
-MapOver = Callable[[Callable[[tuple[int, MapInput]], MapPart], Jobs], Iterable[MapPart]]
+MapOver = Callable[[Callable[[tuple[int, MapInput]], MapPart | str], Jobs], Iterable[MapPart | str]]
 
 
 def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: str) -> ServedMap | None:  # noqa: ANN001
@@ -83,7 +84,8 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
             f"{where}: metadata {map_io.METADATA_KEY}.receiver_ids {list(radio_map.receiver_ids)} are not the "
             f"model's receivers {receiver_ids}"
         )
-    return ServedMap(radio_map, *read_exponents(metadata, where, ModelLoadError))
+    # the table built and the kernels compiled (or loaded from numba's cache) now, not at the first request
+    return ServedMap(radio_map.prepare(), *read_exponents(metadata, where, ModelLoadError))
 
 
 def map_input(
@@ -101,14 +103,18 @@ def map_input(
     return MapInput(snr, noise, present) if present.any() else NOT_USED
 
 
-def map_part(served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> MapPart:
-    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²), in metres."""
-    post = hybrid_posterior(
-        served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, served.alpha, served.beta
-    )
-    regions = {key: post.region(float(key)) for key in REGION_PROBABILITIES}
-    area_km2 = float((post.weights >= post.hpd_level(0.95)).sum()) * post.grid.cell_area_km2
-    return MapPart(post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), regions, area_km2)
+def map_part(served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> MapPart | str:
+    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²), in metres, or why the map
+    does not answer it."""
+    try:
+        post = hybrid_posterior(
+            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, served.alpha, served.beta
+        )
+    except MapInputError as exc:
+        return f"not used: {exc}"
+    drawn = post.regions(tuple(float(key) for key in REGION_PROBABILITIES))
+    regions = {key: drawn[float(key)] for key in REGION_PROBABILITIES}
+    return MapPart(post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), regions, post.hpd_area_km2(0.95))
 
 
 def hybrid_answers(
@@ -125,11 +131,15 @@ def hybrid_answers(
     to every job (a thread pool's map)."""
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
     jobs = [(i, inp) for i, inp in enumerate(inputs) if finite[i] and isinstance(inp, MapInput)]
-    parts = list(map_over(lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]]), jobs))
+    results = list(map_over(lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]]), jobs))
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
     fields: list[dict[str, Any]] = [{"map": inp} if isinstance(inp, str) else {} for inp in inputs]
+    for (i, _), result in zip(jobs, results, strict=True):
+        if isinstance(result, str):
+            fields[i] = {"map": result}
+    used = [(i, part) for (i, _), part in zip(jobs, results, strict=True) if isinstance(part, MapPart)]
     by_row: list[MapPart | None] = [None] * len(inputs)
-    for (i, _), part, more in zip(jobs, parts, map_fields(parts, frame), strict=True):
+    for (i, part), more in zip(used, map_fields([part for _, part in used], frame), strict=True):
         mean_m[i], cov_m2[i], by_row[i] = part.mean_m, part.cov_m2, part
         fields[i] = {"map": "used", **more}
     return mean_m, cov_m2, fields, by_row
@@ -143,10 +153,10 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
     if not points:
         return []
     lat_lon = frame.to_geodetic(np.concatenate(points)).round(COORDINATE_DECIMALS)
-    lon_lat = lat_lon[:, ::-1]
+    lon_lat = lat_lon[:, ::-1].tolist()  # one conversion to Python floats, then slices of it
     at = 0
 
-    def take(n: int) -> np.ndarray:
+    def take(n: int) -> list[list[float]]:
         nonlocal at
         at += n
         return lon_lat[at - n : at]
@@ -157,7 +167,7 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
         out.append(
             {
                 "modes": [
-                    {"probability": round(m.mass, 4), "lat": float(ll[1]), "lon": float(ll[0])}
+                    {"probability": round(m.mass, 4), "lat": ll[1], "lon": ll[0]}
                     for m, ll in zip(part.modes, modes, strict=True)
                 ]
             }
@@ -165,7 +175,7 @@ def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
     for i, part in enumerate(parts):
         regions = {}
         for key in REGION_PROBABILITIES:
-            polygons = [[take(len(ring)).tolist() for ring in poly] for poly in part.regions[key]]
+            polygons = [[take(len(ring)) for ring in poly] for poly in part.regions[key]]
             regions[key] = (
                 {"type": "Polygon", "coordinates": polygons[0]}
                 if len(polygons) == 1
