@@ -11,7 +11,15 @@ from heimdall.baselines import weighted_centroid
 from heimdall.features import FeatureParams, extract_features
 from heimdall.radiomap.answers import answers_of
 from heimdall.radiomap.fading import FadingKernel
-from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map, physics_map
+from heimdall.radiomap.fit import (
+    PHYSICS_MODEL_SD_DB,
+    SPREAD_BISECTIONS,
+    Labelled,
+    MapOptions,
+    Measured,
+    fit_radio_map,
+    physics_map,
+)
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.likelihood import build_table
 from heimdall.radiomap.noise import power_noise_for
@@ -105,9 +113,13 @@ def test_physics_map_beats_the_centroid_and_its_regions_hold_the_truth(split, ph
 
 def test_labels_improve_the_map(split, physics):
     scenario, params, train, test, _ = split
-    fitted = fit_radio_map(scenario, train, options=COARSE)
+    events = []
+    fitted = fit_radio_map(scenario, train, options=COARSE, on_progress=lambda *e: events.append(e))
     assert fitted.n_labels == len(train) and fitted.info["kind"] == "fitted"
     assert all("sigma_db" in f for f in fitted.info["fields"].values())
+    assert "time_budget" not in fitted.info  # no budget, nothing cut
+    steps = 2 * fitted.n_receivers  # each receiver's field, two passes
+    assert [e for e in events if e[0] == "field"] == [("field", k, steps) for k in range(1, steps + 1)]
     nll = {}
     for name, m in (("physics", physics), ("fitted", fitted)):
         a = answers_of(m, test.snr_db, test.noise_dbm, test.present, test.position_m)
@@ -145,8 +157,12 @@ def test_unlabelled_recordings_calibrate_a_wrong_physics(nw_italy, hata_store):
     with h5py.File(hata_store / "test.h5") as f:
         test = Labelled.from_features(f["features"][...], np.ones(f["mask"].shape, bool), p, f["tx_position_m"][...])
     base = physics_map(nw_italy, COARSE)
-    calibrated = fit_radio_map(nw_italy, unlabelled=unlabelled, options=COARSE)
+    events = []
+    calibrated = fit_radio_map(nw_italy, unlabelled=unlabelled, options=COARSE, on_progress=lambda *e: events.append(e))
     assert calibrated.info["kind"] == "self-calibrated"
+    calibrate = [e for e in events if e[0] == "calibrate"]
+    assert len(calibrate) >= 10 and calibrate[-1][1] == calibrate[-1][2]  # often enough for a bar, and finished
+    assert [e for e in events if e[0] == "spread"][-1] == ("spread", SPREAD_BISECTIONS, SPREAD_BISECTIONS)
     history = calibrated.info["calibration"]
     assert max(h["mean_log_evidence"] for h in history) > history[0]["mean_log_evidence"]
     a0 = answers_of(base, test.snr_db, test.noise_dbm, test.present, test.position_m)
@@ -155,6 +171,45 @@ def test_unlabelled_recordings_calibrate_a_wrong_physics(nw_italy, hata_store):
     err = [np.median(np.linalg.norm(a.mean_m - test.position_m, axis=1)) for a in (a0, a1)]
     assert err[1] < err[0]
     assert a0.in_hpd95.mean() < 0.6 and a1.in_hpd95.mean() >= 0.85
+
+
+def test_a_spent_time_budget_still_gives_a_complete_map_and_says_what_it_cut(split, physics, caplog):
+    """A budget spent before the fields: no first pass, the scenario's shadowing as every field's
+    hyper-parameters (not fitted), yet every receiver's field is kriged from the labels — a complete map that
+    still beats the physics — and a warning and the map's info say what was cut."""
+    from heimdall.radiomap.field import FieldHyper
+
+    scenario, _, train, test, _ = split
+    m = fit_radio_map(scenario, train, options=dataclasses.replace(COARSE, time_budget_s=0.0))
+    assert m.info["kind"] == "fitted" and m.info["time_budget"]["budget_s"] == 0.0
+    cut = m.info["time_budget"]["cut"]
+    assert sum("first field pass skipped" in c for c in cut) == m.n_receivers
+    assert sum("not refitted (scenario's kept)" in c for c in cut) == m.n_receivers
+    assert "time budget of 0 s ran out" in caplog.text
+    shadowing = scenario.environment.shadowing.components
+    scenario_hyper = FieldHyper.initial([(c.sigma_db, c.correlation_m) for c in shadowing])
+    assert all(f["sigma_db"] == list(scenario_hyper.sigma_db) for f in m.info["fields"].values())
+    assert len(m.info["fields"]) == m.n_receivers
+    nll = {
+        name: -answers_of(x, test.snr_db, test.noise_dbm, test.present, test.position_m).log_density_at_truth.mean()
+        for name, x in (("physics", physics), ("budget", m))
+    }
+    assert nll["budget"] < nll["physics"]
+
+
+def test_self_calibration_past_its_budget_keeps_the_physics_and_calibrates_its_spread(nw_italy, hata_store, caplog):
+    p = FeatureParams.from_scenario(nw_italy)
+    with h5py.File(hata_store / "train.h5") as f:
+        unlabelled = Measured.from_features(f["features"][...], np.ones(f["mask"].shape, bool), p)
+    m = fit_radio_map(nw_italy, unlabelled=unlabelled, options=dataclasses.replace(COARSE, time_budget_s=0.0))
+    assert m.info["calibration"] == [] and m.info["kind"] == "physics"
+    assert m.info["time_budget"]["cut"] == [
+        "self-calibration stopped before round 0 of shape scenario",
+        "self-calibration stopped before round 0 of shape log_distance",
+    ]
+    assert "time budget of 0 s ran out" in caplog.text
+    assert np.all(m.spread_db == np.float32(m.info["spread_db"]))  # the spread is calibrated all the same
+    assert m.info["spread_db"] != np.hypot(nw_italy.environment.shadowing.sigma_db, PHYSICS_MODEL_SD_DB)
 
 
 def test_oracle_is_a_floor(split, physics, tiny_store):
@@ -327,3 +382,36 @@ def test_field_hyper_parameters_find_both_scales():
     coarse, fine = np.median([h.correlation_m for h in fitted], axis=0)
     assert 3000 < coarse < 12_000 and 400 < fine < 1600, fitted
     assert 2.0 < np.median([h.sigma_db[1] for h in fitted]) < 4.0, fitted
+
+
+def test_hyper_likelihood_gradient_matches_finite_differences():
+    """The composite likelihood's analytic gradient (from K's Cholesky factor) against central differences, with
+    several blocks and with one block of all points."""
+    from heimdall.radiomap import field
+
+    rng = np.random.default_rng(3)
+    theta = np.log([5.0, 3.0, 7000.0, 900.0, 0.8])
+    for n in (200, 1000):
+        pts = rng.uniform(0, 30_000.0, (n, 2))
+        blocks = field._hyper_blocks(pts, rng.normal(0, 5, n), rng.uniform(0.5, 3.0, n), rng)
+        _, grad = field._negative_log_likelihood(theta, blocks)
+        for i in range(len(theta)):
+            step = np.zeros_like(theta)
+            step[i] = 1e-5
+            up, down = (field._negative_log_likelihood(theta + s, blocks)[0] for s in (step, -step))
+            assert grad[i] == pytest.approx((up - down) / 2e-5, rel=1e-4, abs=1e-4), (n, i)
+
+
+def test_a_point_s_own_measurement_joined_to_its_leave_one_out_prediction_is_kriging_with_it():
+    """With fewer points than the kriging neighbourhood every point sees all others: its leave-one-out prediction
+    joined to its own measurement (with_own_measurement) equals kriging at it from all points, itself included."""
+    from heimdall.radiomap import field
+
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(0, 10_000.0, (field.NEIGHBOURS - 2, 2))
+    e, nv = rng.normal(0, 4, len(pts)), rng.uniform(0.5, 4.0, len(pts))
+    h = field.FieldHyper((4.0, 2.0), (5000.0, 700.0), 0.5)
+    loo_mean, loo_var = field.krige(pts, pts, e, nv, h, exclude_self=True)
+    with_all, _ = field.krige(pts, pts, e, nv, h)
+    np.testing.assert_allclose(field.with_own_measurement(loo_mean, loo_var, e, nv, h), with_all, rtol=1e-9)
+    assert not np.allclose(loo_mean, with_all)  # each point's own measurement does move it

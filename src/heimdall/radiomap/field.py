@@ -12,12 +12,16 @@ does not depend on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
+from scipy.linalg import cho_solve
+from scipy.linalg.lapack import dpotrf, dpotri
 from scipy.optimize import minimize
 from scipy.spatial import cKDTree
-from scipy.spatial.distance import cdist
+from scipy.spatial.distance import pdist
+from threadpoolctl import threadpool_limits
 
 from heimdall.radiomap.grid import MapGrid
 
@@ -63,7 +67,9 @@ class FieldHyper:
         """Σ_k σ_k²·exp(−r/ℓ_k) for distances r (m)."""
         cov = np.zeros(np.shape(r))
         for s, ell in zip(self.sigma_db, self.correlation_m, strict=True):
-            cov += s**2 * np.exp(-r / ell)
+            part = np.exp(r * (-1.0 / ell))
+            part *= s**2
+            cov += part
         return cov
 
     def as_dict(self) -> dict[str, object]:
@@ -75,48 +81,86 @@ class FieldHyper:
         }
 
 
-def _negative_log_likelihood(
-    theta: np.ndarray, blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> tuple[float, np.ndarray]:
+@dataclass(frozen=True)
+class _Block:
+    """Points whose residuals the composite likelihood treats as one joint Gaussian: their pairwise distances
+    below the diagonal (m, [b·(b−1)/2] in `_pairs(b)` order), residuals (dB, [b]) and noise variances (dB², [b])."""
+
+    distance_m: np.ndarray
+    residual_db: np.ndarray
+    noise_var_db2: np.ndarray
+
+    @classmethod
+    def of(cls, points_m: np.ndarray, residual_db: np.ndarray, noise_var_db2: np.ndarray) -> _Block:
+        """The block of points [b, 2]."""
+        return cls(pdist(points_m)[_pdist_order(len(points_m))], residual_db, noise_var_db2)
+
+
+@lru_cache(maxsize=8)
+def _pairs(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, flat index into a [b, b] matrix) of the pairs below the diagonal, row by row."""
+    rows, cols = np.tril_indices(b, -1)
+    return rows, cols, rows * b + cols
+
+
+@lru_cache(maxsize=8)
+def _pdist_order(b: int) -> np.ndarray:
+    """The positions in pdist's order (pairs i < j, i-major) of `_pairs(b)`'s pairs."""
+    rows, cols, _ = _pairs(b)  # (rows > cols): pdist holds pair (cols, rows) at the index below
+    return b * cols - cols * (cols + 1) // 2 + (rows - cols - 1)
+
+
+def _negative_log_likelihood(theta: np.ndarray, blocks: list[_Block]) -> tuple[float, np.ndarray]:
     """−log composite likelihood (blocks independent, constant dropped) and its gradient in
-    θ = log(σ_1…σ_K, ℓ_1…ℓ_K, τ)."""
+    θ = log(σ_1…σ_K, ℓ_1…ℓ_K, τ).
+
+    With α = K⁻¹e and W = K⁻¹ − ααᵀ, ∂NLL/∂θ = ½·Σ_ij W_ij·∂K_ij/∂θ: K⁻¹ from K's Cholesky factor (LAPACK
+    potri), every sum over the pairs below the diagonal (twice) and the diagonal; no n×n product is formed."""
     k_comp = (len(theta) - 1) // 2
     sigma, corr, nugget = np.exp(theta[:k_comp]), np.exp(theta[k_comp:-1]), float(np.exp(theta[-1]))
     total, grad = 0.0, np.zeros_like(theta)
-    for d, e, noise_var in blocks:
-        parts = [s**2 * np.exp(-d / ell) for s, ell in zip(sigma, corr, strict=True)]
-        k = sum(parts) + np.diag(noise_var + nugget**2)
-        try:
-            chol = np.linalg.cholesky(k)
-        except np.linalg.LinAlgError:
+    for block in blocks:
+        d, e = block.distance_m, block.residual_db
+        b = len(e)
+        _, _, flat = _pairs(b)
+        parts = [s**2 * np.exp(d * (-1.0 / ell)) for s, ell in zip(sigma, corr, strict=True)]
+        k = np.zeros((b, b))
+        k.put(flat, sum(parts))  # the lower triangle: all LAPACK reads of it
+        k[np.diag_indices(b)] = float(np.sum(sigma**2)) + block.noise_var_db2 + nugget**2
+        chol, info = dpotrf(k, lower=1, clean=1, overwrite_a=1)
+        if info:
             return 1e12, np.zeros_like(theta)
-        inv_chol = np.linalg.inv(chol)
-        k_inv = inv_chol.T @ inv_chol
-        alpha = k_inv @ e
+        alpha = cho_solve((chol, True), e)
         total += 0.5 * e @ alpha + np.log(np.diag(chol)).sum()
-        w = k_inv - np.outer(alpha, alpha)  # dNLL/dK = ½·(K⁻¹ − ααᵀ)
-        for i, (part, ell) in enumerate(zip(parts, corr, strict=True)):
-            grad[i] += (w * part).sum()  # ½·∂K/∂log σ_k = K_k
-            grad[k_comp + i] += 0.5 * (w * (part * d / ell)).sum()
-        grad[-1] += np.trace(w) * nugget**2
+        k_inv, info = dpotri(chol, lower=1, overwrite_c=1)
+        if info:
+            return 1e12, np.zeros_like(theta)
+        rows, cols, _ = _pairs(b)
+        w_pairs = 2.0 * (k_inv.take(flat) - alpha[rows] * alpha[cols])  # W below and above the diagonal
+        w_diag = float(np.diag(k_inv).sum() - alpha @ alpha)
+        for i, (part, s, ell) in enumerate(zip(parts, sigma, corr, strict=True)):
+            # ½·∂K/∂log σ_k = K_k (σ_k² on the diagonal); ∂K/∂log ℓ_k = K_k·r/ℓ_k (0 on the diagonal)
+            grad[i] += w_pairs @ part + w_diag * s**2
+            part *= d
+            grad[k_comp + i] += 0.5 * (w_pairs @ part) / ell
+        grad[-1] += w_diag * nugget**2
     return float(total), grad
 
 
 def _hyper_blocks(
     points_m: np.ndarray, residual_db: np.ndarray, noise_var_db2: np.ndarray, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """HYPER_BLOCKS (distances [b, b], residuals [b], noise [b]) of neighbouring points; all points in one block
-    when they are few."""
+) -> list[_Block]:
+    """HYPER_BLOCKS blocks of neighbouring points; all points in one block when they are few."""
     if len(points_m) > HYPER_THINNING:
         pick = rng.choice(len(points_m), HYPER_THINNING, replace=False)
         points_m, residual_db, noise_var_db2 = points_m[pick], residual_db[pick], noise_var_db2[pick]
     if len(points_m) <= HYPER_BLOCK_POINTS * 2:
-        return [(cdist(points_m, points_m), residual_db, noise_var_db2)]
+        return [_Block.of(points_m, residual_db, noise_var_db2)]
     tree = cKDTree(points_m)
     blocks = []
     for centre in rng.choice(len(points_m), HYPER_BLOCKS, replace=False):
         _, idx = tree.query(points_m[centre], HYPER_BLOCK_POINTS)
-        blocks.append((cdist(points_m[idx], points_m[idx]), residual_db[idx], noise_var_db2[idx]))
+        blocks.append(_Block.of(points_m[idx], residual_db[idx], noise_var_db2[idx]))
     return blocks
 
 
@@ -126,20 +170,25 @@ def fit_hyper(
     noise_var_db2: np.ndarray,
     rng: np.random.Generator,
     initial: FieldHyper,
+    restart: bool = True,
 ) -> FieldHyper:
-    """Maximum-likelihood hyper-parameters of a zero-mean field. points_m [n, 2], residual_db [n], noise [n]."""
+    """Maximum-likelihood hyper-parameters of a zero-mean field. points_m [n, 2], residual_db [n], noise [n].
+
+    Started from `initial` and, with `restart`, again from FINER_RESTART times finer lengths (the likelihood has
+    local optima), the better kept; without it from `initial` alone (a refit near a known optimum)."""
     blocks = _hyper_blocks(points_m, residual_db, noise_var_db2, rng)
     k_comp = len(initial.sigma_db)
     bounds = [tuple(np.log(SIGMA_BOUNDS_DB))] * k_comp + [tuple(np.log(CORRELATION_BOUNDS_M))] * k_comp
     bounds.append(tuple(np.log(NUGGET_BOUNDS_DB)))
     lower, upper = [b[0] for b in bounds], [b[1] for b in bounds]
     best = None
-    for finer in (1.0, FINER_RESTART):  # a second start with finer scales: the likelihood has local optima
-        lengths = [c / finer for c in initial.correlation_m]
-        start = np.clip(np.log([*initial.sigma_db, *lengths, initial.nugget_db]), lower, upper)
-        res = minimize(_negative_log_likelihood, start, args=(blocks,), method="L-BFGS-B", jac=True, bounds=bounds)
-        if best is None or res.fun < best.fun:
-            best = res
+    with threadpool_limits(1):  # LAPACK on a few hundred points: threads gain little and stall on a busy machine
+        for finer in (1.0, FINER_RESTART) if restart else (1.0,):
+            lengths = [c / finer for c in initial.correlation_m]
+            start = np.clip(np.log([*initial.sigma_db, *lengths, initial.nugget_db]), lower, upper)
+            res = minimize(_negative_log_likelihood, start, args=(blocks,), method="L-BFGS-B", jac=True, bounds=bounds)
+            if best is None or res.fun < best.fun:
+                best = res
     assert best is not None
     x = np.exp(best.x)
     order = np.argsort(-x[k_comp:-1])  # coarse first
@@ -153,25 +202,28 @@ def krige(
     noise_var_db2: np.ndarray,
     h: FieldHyper,
     exclude_self: bool = False,
+    tree: cKDTree | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Field mean [m] and variance [m] (dB, dB²) at `at_m` [m, 2] by local simple kriging.
 
     exclude_self: `at_m` are the training points themselves and each leaves itself out (cross-validation).
+    tree: a cKDTree of `points_m`, when the caller has one.
     """
     k = min(NEIGHBOURS + int(exclude_self), len(points_m))
-    tree = cKDTree(points_m)
+    tree = cKDTree(points_m) if tree is None else tree
     mean = np.empty(len(at_m))
     var = np.empty(len(at_m))
+    east, north = points_m[:, 0], points_m[:, 1]
     for s in range(0, len(at_m), KRIGE_CHUNK):
         q = at_m[s : s + KRIGE_CHUNK]
         dist, idx = tree.query(q, k)
         dist, idx = dist.reshape(len(q), k), idx.reshape(len(q), k)
         if exclude_self:
             dist, idx = dist[:, 1:], idx[:, 1:]
-        near = points_m[idx]
-        kxx = h.covariance(np.linalg.norm(near[:, :, None] - near[:, None, :], axis=-1))
-        n = idx.shape[1]
-        kxx[:, np.arange(n), np.arange(n)] += noise_var_db2[idx] + h.nugget_db**2
+        e, n = east[idx], north[idx]
+        kxx = h.covariance(np.hypot(e[:, :, None] - e[:, None, :], n[:, :, None] - n[:, None, :]))
+        diag = np.arange(idx.shape[1])
+        kxx[:, diag, diag] += noise_var_db2[idx] + h.nugget_db**2
         kx = h.covariance(dist)
         sol = np.linalg.solve(kxx, np.stack([residual_db[idx], kx], axis=-1))
         mean[s : s + len(q)] = (kx * sol[..., 0]).sum(1)
@@ -179,8 +231,23 @@ def krige(
     return mean, var
 
 
+def with_own_measurement(
+    loo_mean_db: np.ndarray, loo_var_db2: np.ndarray, residual_db: np.ndarray, noise_var_db2: np.ndarray, h: FieldHyper
+) -> np.ndarray:
+    """The field's mean [n] at each training point given its neighbours and its own measurement: its
+    leave-one-out prediction (krige(..., exclude_self=True)) and its residual (noise variance plus nugget) joined
+    by their precisions, which is exact Gaussian conditioning on one more point — no second kriging."""
+    own_var = noise_var_db2 + h.nugget_db**2
+    return (loo_mean_db * own_var + residual_db * loo_var_db2) / (own_var + loo_var_db2)
+
+
 def krige_on_grid(
-    grid: MapGrid, points_m: np.ndarray, residual_db: np.ndarray, noise_var_db2: np.ndarray, h: FieldHyper
+    grid: MapGrid,
+    points_m: np.ndarray,
+    residual_db: np.ndarray,
+    noise_var_db2: np.ndarray,
+    h: FieldHyper,
+    tree: cKDTree | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Field mean and variance [n_cells] at every cell of `grid`: kriged on a grid FIELD_GRID_FACTOR times
     coarser, then interpolated bilinearly (the field varies little within two cells)."""
@@ -188,7 +255,7 @@ def krige_on_grid(
     east = grid.east0_m + np.arange(-1, grid.nx // FIELD_GRID_FACTOR + 2) * step
     north = grid.north0_m + np.arange(-1, grid.ny // FIELD_GRID_FACTOR + 2) * step
     ee, nn = np.meshgrid(east, north)
-    mean, var = krige(np.stack([ee.ravel(), nn.ravel()], -1), points_m, residual_db, noise_var_db2, h)
+    mean, var = krige(np.stack([ee.ravel(), nn.ravel()], -1), points_m, residual_db, noise_var_db2, h, tree=tree)
     at = grid.centres()[:, ::-1]  # (north, east) as the interpolator's axes
     interp = [
         RegularGridInterpolator((north, east), v.reshape(ee.shape), bounds_error=False, fill_value=None)(at)

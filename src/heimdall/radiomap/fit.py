@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from heimdall.features import FeatureParams
 from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
+from heimdall.radiomap.budget import Deadline, Progress, counter, each_on_threads
 from heimdall.radiomap.fading import scenario_fading
-from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid
+from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
 from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap
@@ -57,25 +60,30 @@ OFFSET_PRIOR_SD_DB = 10.0
 SLOPE_PRIOR_SD = 1.0
 MIN_FIELD_POINTS = 30
 ALTERNATING_ROUNDS = 8
-EM_TRANSMISSIONS = 600
-EM_ROUNDS = 4
+EM_TRANSMISSIONS = 400
+EM_ROUNDS = 4  # refits per shape, at most
+EM_TOLERANCE = 0.25  # nats: a refit raising the mean log evidence by less ends its shape's rounds
 EM_SAMPLES = 4
+WORK_CHUNK = 32  # transmissions handed to the threads at a time
 MIN_UNLABELLED = 100
 MIN_LABELLED = 30  # fewer labels fit no offsets, slopes or fields: the map is calibrated without their positions
 SPREAD_CHECK_TRANSMISSIONS = 300
 SPREAD_CHECK_COVERAGE = 0.95
 SPREAD_SEARCH_DB = (2.0, 15.0)
-
-Progress = Callable[[str, int, int], None]
+SPREAD_BISECTIONS = 6
 
 
 @dataclass(frozen=True)
 class MapOptions:
-    """How a map is built: its grid's cell side (m) and coarse factor (MapGrid), and the seed of its draws."""
+    """How a map is built: its grid's cell side (m) and coarse factor (MapGrid), the seed of its draws, the fit's
+    time budget (s; None: no limit — see fit_radio_map for what a budget cuts) and the threads it fits receivers'
+    fields on (None: every core the process may use)."""
 
     spacing_m: float = DEFAULT_SPACING_M
     coarse_factor: int = 4
     seed: int = 0
+    time_budget_s: float | None = None
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,9 @@ def _flat_power_prior(scenario: Scenario) -> tuple[float, np.ndarray]:
 def physics_map(scenario: Scenario, options: MapOptions = MapOptions()) -> RadioMap:
     """The zero-label map: the scenario's path loss, its shadowing σ as the map's spread, a flat power prior."""
     grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_m, options.coarse_factor)
-    kernels, weights = scenario_fading(scenario, seed=options.seed)
+    with ThreadPoolExecutor(2) as pool:  # two independent simulations, each with its own generator
+        noise = pool.submit(power_noise_for, FeatureParams.from_scenario(scenario), seed=options.seed)
+        kernels, weights = scenario_fading(scenario, seed=options.seed)
     mixture_mean = float(np.exp(weights) @ [k.mean_db for k in kernels])
     loss, _ = shape_loss_db(scenario, grid.centres())
     sd = float(np.hypot(scenario.environment.shadowing.sigma_db, PHYSICS_MODEL_SD_DB))
@@ -171,7 +181,7 @@ def physics_map(scenario: Scenario, options: MapOptions = MapOptions()) -> Radio
         rx_position_m=scenario.receiver_positions_m(),
         mean_dbm=(-loss).astype(np.float32),
         spread_db=np.full(loss.shape, sd, np.float32),
-        noise=power_noise_for(FeatureParams.from_scenario(scenario), seed=options.seed),
+        noise=noise.result(),
         # offsets a_r and the unknown power absorb the fading's mean
         kernels=tuple(k.shifted(-mixture_mean) for k in kernels),
         component_log_weight=weights,
@@ -206,11 +216,16 @@ def fit_radio_map(
     """The best map the data allow: labelled fit, else self-calibration on unlabelled recordings, else physics.
 
     Fewer than MIN_LABELLED labels cannot fit offsets, slopes and field hyper-parameters: a warning, and the
-    labelled recordings join the unlabelled ones (their positions unused).
+    labelled recordings join the unlabelled ones (their positions unused). on_progress(stage, done, total)
+    follows the long stages ("field": the receivers' two field passes; "calibrate": self-calibration's
+    posteriors; "spread": its spread's bisection). With `options.time_budget_s` the fit stops refining when the
+    budget is spent and warns what it cut (also in the map's info["time_budget"]); the map is always complete —
+    _fit_labelled and self_calibrate say what each cuts.
     """
+    deadline = Deadline.after(options.time_budget_s)
     base = physics_map(scenario, options)
     if labelled is not None and len(labelled) >= MIN_LABELLED:
-        return _fit_labelled(base, scenario, labelled, options, on_progress)
+        return _fit_labelled(base, scenario, labelled, options, on_progress, deadline)
     if labelled is not None and len(labelled):
         log.warning(
             "%d labelled transmissions are too few to fit the map on (at least %d): their positions are not used",
@@ -220,7 +235,7 @@ def fit_radio_map(
         plain = Measured(labelled.snr_db, labelled.noise_dbm, labelled.present)
         unlabelled = plain if unlabelled is None else _concat(unlabelled, plain)
     if unlabelled is not None and len(unlabelled) >= MIN_UNLABELLED:
-        return self_calibrate(base, scenario, unlabelled, options, on_progress)
+        return self_calibrate(base, scenario, unlabelled, options, on_progress, deadline)
     if unlabelled is not None and len(unlabelled):
         log.warning(
             "%d unlabelled transmissions are too few to calibrate the map on (at least %d): physics only",
@@ -242,8 +257,14 @@ def self_calibrate(
     unlabelled: Measured,
     options: MapOptions = MapOptions(),
     on_progress: Progress | None = None,
+    deadline: Deadline | None = None,
 ) -> RadioMap:
-    """Offsets, slopes, shape and spread from unlabelled recordings (see the module docstring)."""
+    """Offsets, slopes, shape and spread from unlabelled recordings (see the module docstring).
+
+    Monte Carlo EM on EM_TRANSMISSIONS of them: up to EM_ROUNDS refits per shape, a shape's rounds ending when
+    one raises the mean log evidence by less than EM_TOLERANCE. Past the deadline no further round starts (the
+    best map evaluated so far is kept) and the spread is still calibrated: a complete map."""
+    deadline = deadline or Deadline.after(options.time_budget_s)
     rng = np.random.default_rng(options.seed)
     informative = np.flatnonzero((unlabelled.usable() & (unlabelled.snr_db >= STRONG_SNR_DB)).sum(1) >= 2)
     if len(informative) < MIN_UNLABELLED:
@@ -257,17 +278,23 @@ def self_calibrate(
     pick = rng.choice(informative, min(EM_TRANSMISSIONS, len(informative)), replace=False)
     data = unlabelled.subset(pick)
     residual_var = base.fading_var_db2 + float(base.spread_db.mean()) ** 2
-    best_map, best_evidence, history = base, _mean_evidence(base, data), []
-    history.append({"shape": "scenario", "round": 0, "mean_log_evidence": best_evidence})
-    steps, done = len(SHAPES) * EM_ROUNDS, 0
+    total = len(SHAPES) * (EM_ROUNDS + 1) * len(data)
+    progress = counter(on_progress, "calibrate", total, every=WORK_CHUNK)
+    best_map, best_evidence, history, cut = base, -np.inf, [], []
     for shape in SHAPES:
-        current = replace(base, mean_dbm=_parametric(base, scenario, shape, 0.0, 0.0))
-        for r in range(EM_ROUNDS):
-            points, evidence = _posterior_samples(current, data, rng)
-            if r > 0 or shape != "scenario":
-                history.append({"shape": shape, "round": r, "mean_log_evidence": evidence})
-                if evidence > best_evidence:
-                    best_map, best_evidence = current, evidence
+        current = _keeping_table(base, mean_dbm=_parametric(base, scenario, shape, 0.0, 0.0))
+        previous = -np.inf
+        for r in range(EM_ROUNDS + 1):
+            if deadline.passed():
+                cut.append(f"self-calibration stopped before round {r} of shape {shape}")
+                break
+            points, evidence = _posterior_samples(current, data, rng, options, progress)
+            history.append({"shape": shape, "round": r, "mean_log_evidence": evidence})
+            if evidence > best_evidence:
+                best_map, best_evidence = current, evidence
+            if r == EM_ROUNDS or evidence - previous < EM_TOLERANCE:
+                break
+            previous = evidence
             loss, d = shape_loss_db(scenario, points, shape)
             use = np.repeat(data.usable(), EM_SAMPLES, axis=0)
             a, c, _, _ = _fit_offsets(
@@ -278,7 +305,7 @@ def self_calibrate(
                 residual_var,
                 prior_power_dbm=float(np.mean(scenario.transmitter.power_dbm)),
             )
-            current = replace(
+            current = _keeping_table(
                 current,
                 mean_dbm=_parametric(base, scenario, shape, a, c),
                 info={
@@ -289,81 +316,140 @@ def self_calibrate(
                     "slope_correction": c.tolist(),
                 },
             )
-            done += 1
-            if on_progress:
-                on_progress("calibrate", done, steps)
-        evidence = _mean_evidence(current, data)
-        history.append({"shape": shape, "round": EM_ROUNDS, "mean_log_evidence": evidence})
-        if evidence > best_evidence:
-            best_map, best_evidence = current, evidence
-    spread = calibrate_spread(best_map, unlabelled, rng)
-    return replace(
+    if on_progress:
+        on_progress("calibrate", total, total)
+    deadline.warn(cut)
+    spread = calibrate_spread(best_map, unlabelled, rng, options, on_progress)
+    return _keeping_table(
         best_map,
         spread_db=np.full(base.spread_db.shape, spread, np.float32),
-        info={**best_map.info, "spread_db": spread, "unlabelled": len(unlabelled), "calibration": history},
+        info={
+            **best_map.info,
+            "spread_db": spread,
+            "unlabelled": len(unlabelled),
+            "calibration": history,
+            **deadline.info(cut),
+        },
     )
 
 
-def _posterior_samples(m: RadioMap, data: Measured, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _keeping_table(m: RadioMap, **changes: object) -> RadioMap:
+    """replace(m, **changes) sharing m's likelihood table and what the kernels read of it (built here if m has not
+    yet): they depend on the noise and the fading kernels only, which `changes` must leave alone, and take longer
+    to build than a posterior."""
+    assert "noise" not in changes and "kernels" not in changes
+    new = replace(m, **changes)  # type: ignore[arg-type]
+    new.share_table(m)
+    return new
+
+
+def _posterior_samples(
+    m: RadioMap, data: Measured, rng: np.random.Generator, options: MapOptions, step: Callable[[], None]
+) -> tuple[np.ndarray, float]:
     """EM_SAMPLES positions [n·EM_SAMPLES, 2] drawn from each transmission's posterior, and the mean log evidence
-    (the posteriors in threads, the draws in order)."""
+    (the posteriors on threads, the draws in order)."""
     points, evidence = [], []
     half = m.grid.spacing_m / 2
-    for post in _posteriors(m, data):
+    for post in _posteriors(m, data, options.workers):
         cells = post.cells[rng.choice(len(post.cells), EM_SAMPLES, p=post.weights)]
         points.append(m.grid.centres(cells) + rng.uniform(-half, half, (EM_SAMPLES, 2)))
         evidence.append(post.log_evidence)
+        step()
     return np.concatenate(points), float(np.mean(evidence))
 
 
-def _mean_evidence(m: RadioMap, data: Measured) -> float:
-    return float(np.mean([post.log_evidence for post in _posteriors(m, data)]))
-
-
-def _posteriors(m: RadioMap, data: Measured) -> Iterator[GridPosterior]:
-    """The posteriors of transmissions chosen as heard by receivers, in order (computed by a thread per CPU); each
-    must be answered (MapInputError naming the one that is not)."""
-    for post in m.posteriors(data.snr_db, data.noise_dbm, data.present):
+def _posteriors(m: RadioMap, data: Measured, workers: int | None) -> Iterator[GridPosterior]:
+    """The posteriors of transmissions chosen as heard by receivers, in order (computed by `workers` threads, None:
+    one per CPU); each must be answered (MapInputError naming the one that is not)."""
+    for post in m.posteriors(data.snr_db, data.noise_dbm, data.present, workers):
         if isinstance(post, Unanswered):
             raise MapInputError(f"transmission {post.index}: {post.reason}")
         yield post
 
 
-def calibrate_spread(m: RadioMap, data: Measured, rng: np.random.Generator) -> float:
+def calibrate_spread(
+    m: RadioMap,
+    data: Measured,
+    rng: np.random.Generator,
+    options: MapOptions = MapOptions(),
+    on_progress: Progress | None = None,
+) -> float:
     """The map spread (dB, the same for every cell and receiver) at which a strongly heard receiver's power,
     predicted from the others, falls inside its central SPREAD_CHECK_COVERAGE predictive interval as often as
-    that interval claims (coverage rather than E[z²]: real errors are heavier-tailed than a Gaussian)."""
+    that interval claims (coverage rather than E[z²]: real errors are heavier-tailed than a Gaussian).
+
+    Bisection on the log spread. The other receivers' posterior sees the spread only through the likelihood
+    table's spread level, and the held-out receiver's predictive variance is (what the others leave) + spread²:
+    one set of predictions per level serves every spread that falls on it."""
     strong = data.usable() & (data.snr_db >= STRONG_SNR_DB)
     rows = np.flatnonzero(strong.sum(1) >= 3)
     rows = rng.choice(rows, min(SPREAD_CHECK_TRANSMISSIONS, len(rows)), replace=False)
-    held = [int(rng.choice(np.flatnonzero(strong[j]))) for j in rows]
+    held = np.array([int(rng.choice(np.flatnonzero(strong[j]))) for j in rows], np.int64)
+    measured = data.power_dbm[rows, held]
     lo, hi = SPREAD_SEARCH_DB
+    by_level: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # level → (mean [k] dBm, variance less spread² [k])
 
     from scipy.stats import norm
 
     limit = norm.ppf(0.5 + SPREAD_CHECK_COVERAGE / 2)
 
     def coverage(spread: float) -> float:
-        trial = replace(m, spread_db=np.full(m.spread_db.shape, spread, np.float32))
-        trial.share_table(m)
+        level = int(m.table.spread_index(np.array(spread)))
+        spread2 = float(np.float32(spread)) ** 2  # as the map stores it
+        if level not in by_level:
+            trial = _keeping_table(m, spread_db=np.full(m.spread_db.shape, spread, np.float32))
+            pred = np.array(
+                all_in_threads(
+                    lambda i: trial.predictive(
+                        data.snr_db[rows[i]], data.noise_dbm[rows[i]], data.present[rows[i]], int(held[i])
+                    ),
+                    len(rows),
+                    options.workers,
+                )
+            ).reshape(-1, 2)
+            by_level[level] = (pred[:, 0], pred[:, 1] - spread2)
+        mean, rest = by_level[level]
+        return float(np.mean(np.abs(measured - mean) <= limit * np.sqrt(rest + spread2)))
 
-        def z(k: int) -> float:
-            j = rows[k]
-            return trial.predictive_z(data.snr_db[j], data.noise_dbm[j], data.present[j], held[k], 0.0)
-
-        return float(np.mean(np.abs(all_in_threads(z, len(rows))) <= limit))
-
-    for _ in range(6):  # bisection on log spread
+    for i in range(SPREAD_BISECTIONS):  # on the log spread
         mid = float(np.sqrt(lo * hi))
         lo, hi = (mid, hi) if coverage(mid) < SPREAD_CHECK_COVERAGE else (lo, mid)
+        if on_progress:
+            on_progress("spread", i + 1, SPREAD_BISECTIONS)
     return float(np.sqrt(lo * hi))
 
 
+@dataclass
+class _ReceiverField:
+    """One receiver's residual field, fitted in a pass of _fit_labelled: its labels (rows bool [n]), the
+    hyper-parameters, the leave-one-out prediction at its labels (dB, dB²) and, in the final pass, the field on
+    the grid (dB, dB² [cells]) and the mean at its labels given each one's own measurement (dB); residuals and their
+    noise variances [k] at its labels."""
+
+    rows: np.ndarray
+    residual_db: np.ndarray
+    noise_var_db2: np.ndarray
+    hyper: FieldHyper
+    loo_mean_db: np.ndarray
+    loo_var_db2: np.ndarray
+    refitted: bool = True
+    grid_mean_db: np.ndarray | None = None
+    grid_var_db2: np.ndarray | None = None
+    at_labels_db: np.ndarray | None = None
+
+
 def _fit_labelled(
-    base: RadioMap, scenario: Scenario, labelled: Labelled, options: MapOptions, on_progress: Progress | None
+    base: RadioMap,
+    scenario: Scenario,
+    labelled: Labelled,
+    options: MapOptions,
+    on_progress: Progress | None,
+    deadline: Deadline,
 ) -> RadioMap:
-    """Offsets and slopes of the scenario's shape, then a kriged residual field per receiver."""
-    rng = np.random.default_rng(options.seed)
+    """Offsets and slopes of the scenario's shape, then a kriged residual field per receiver (receivers in
+    parallel on `options.workers` threads). Past the deadline the first pass stops (receivers not reached
+    correct no power) and the final pass keeps the first pass's hyper-parameters instead of refitting them (the
+    scenario's shadowing where there are none); every receiver's field is still kriged: a complete map."""
     n_rx = base.n_receivers
     fade_var = base.fading_var_db2
     y = labelled.power_dbm
@@ -376,10 +462,6 @@ def _fit_labelled(
     resid = np.where(use, y - mu_param, 0.0)
     n_use = use.sum(1)
     shrink = fade_var / 10.0**2
-    mean = _parametric(base, scenario, shape, a, c)
-    spread = base.spread_db.copy()
-    fitted_field = np.zeros_like(y)
-    fields = {}
     initial = FieldHyper.initial([(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components])
     others = n_use[:, None] - use
 
@@ -392,45 +474,81 @@ def _fit_labelled(
         nv = fade_var + fade_var / (others[:, r] + shrink) + meas_var[:, r]
         return sel, (y[:, r] - mu_param[:, r] - p_loo)[sel], nv[sel]
 
-    # a first pass: each receiver's field at its labels (left out), so the transmit powers of the final pass
-    # are read from the other receivers' powers less their fields, which then leak less into each residual
-    field_loo = np.zeros_like(y)
-    for r in range(n_rx):
-        if on_progress:
-            on_progress("field", r, 2 * n_rx)
+    def rng_of(fit_pass: int, r: int) -> np.random.Generator:
+        return np.random.default_rng([options.seed, fit_pass, r])
+
+    def first_pass(r: int, resid: np.ndarray) -> _ReceiverField | None:
+        """Receiver r's field at its labels, each left out; None when too few labels or past the deadline."""
         sel, e, nv = field_data(r, resid)
-        if sel.sum() >= MIN_FIELD_POINTS:
-            pts = labelled.position_m[sel]
-            field_loo[sel, r] = krige(pts, pts, e, nv, fit_hyper(pts, e, nv, rng, initial), exclude_self=True)[0]
-    resid = np.where(use, resid - field_loo, 0.0)
-    for r in range(n_rx):
-        if on_progress:
-            on_progress("field", n_rx + r, 2 * n_rx)
-        rid = base.receiver_ids[r]
+        if sel.sum() < MIN_FIELD_POINTS or deadline.passed():
+            return None
+        pts = labelled.position_m[sel]
+        h = fit_hyper(pts, e, nv, rng_of(0, r), initial)
+        return _ReceiverField(sel, e, nv, h, *krige(pts, pts, e, nv, h, exclude_self=True))
+
+    def final_pass(r: int, resid: np.ndarray, first: _ReceiverField | None) -> _ReceiverField | None:
+        """Receiver r's field on the grid, its leave-one-out check and its mean at the labels; the
+        hyper-parameters refitted from the first pass's (these residuals scatter less) while time is left."""
         sel, e, nv = field_data(r, resid)
         if sel.sum() < MIN_FIELD_POINTS:
-            fields[rid] = {"points": int(sel.sum()), "field": "none (too few labelled points)"}
+            return None
+        pts = labelled.position_m[sel]
+        tree = cKDTree(pts)
+        refit = not deadline.passed()
+        h = first.hyper if first is not None else initial
+        if refit:
+            h = fit_hyper(pts, e, nv, rng_of(1, r), h, restart=first is None)
+        grid_mean, grid_var = krige_on_grid(base.grid, pts, e, nv, h, tree)
+        loo_mean, loo_var = krige(pts, pts, e, nv, h, exclude_self=True, tree=tree)
+        at_labels = with_own_measurement(loo_mean, loo_var, e, nv, h)
+        return _ReceiverField(sel, e, nv, h, loo_mean, loo_var, refit, grid_mean, grid_var, at_labels)
+
+    # a first pass: each receiver's field at its labels (left out), so the transmit powers of the final pass
+    # are read from the other receivers' powers less their fields, which then leak less into each residual
+    progress = counter(on_progress, "field", 2 * n_rx)
+    first = each_on_threads(lambda r: first_pass(r, resid), n_rx, options.workers, progress)
+    field_loo = np.zeros_like(y)
+    for r, f in enumerate(first):
+        if f is not None:
+            field_loo[f.rows, r] = f.loo_mean_db
+    resid = np.where(use, resid - field_loo, 0.0)
+    final = each_on_threads(lambda r: final_pass(r, resid, first[r]), n_rx, options.workers, progress)
+
+    mean = _parametric(base, scenario, shape, a, c)
+    spread = base.spread_db.copy()
+    fitted_field = np.zeros_like(y)
+    fields = {}
+    for r, f in enumerate(final):
+        rid = base.receiver_ids[r]
+        if f is None:
+            points = int(field_data(r, resid)[0].sum())
+            fields[rid] = {"points": points, "field": "none (too few labelled points)"}
             log.warning(
                 "receiver %s: %d labelled transmissions measured by it and another receiver; at least %d are "
                 "needed for its residual field: offset, slope and physics spread only",
                 rid,
-                sel.sum(),
+                points,
                 MIN_FIELD_POINTS,
             )
             continue
-        pts = labelled.position_m[sel]
-        h = fit_hyper(pts, e, nv, rng, initial)  # again: these residuals scatter less than the first pass's
-        f_mean, f_var = krige_on_grid(base.grid, pts, e, nv, h)
-        cv_mean, cv_var = krige(pts, pts, e, nv, h, exclude_self=True)
-        inflation = float(np.clip(np.mean((e - cv_mean) ** 2 / (cv_var + h.nugget_db**2 + nv)), 1.0, 4.0))
-        fitted_field[sel, r] = krige(pts, pts, e, nv, h)[0]
-        mean[:, r] += f_mean.astype(np.float32)
-        spread[:, r] = np.sqrt(inflation * (f_var + h.nugget_db**2)).astype(np.float32)
-        fields[rid] = {
-            "points": int(sel.sum()),
-            **h.as_dict(),
-            "variance_inflation": inflation,
-        }
+        assert f.grid_mean_db is not None and f.grid_var_db2 is not None and f.at_labels_db is not None
+        h = f.hyper
+        z2 = (f.residual_db - f.loo_mean_db) ** 2 / (f.loo_var_db2 + h.nugget_db**2 + f.noise_var_db2)
+        inflation = float(np.clip(np.mean(z2), 1.0, 4.0))
+        fitted_field[f.rows, r] = f.at_labels_db
+        mean[:, r] += f.grid_mean_db.astype(np.float32)
+        spread[:, r] = np.sqrt(inflation * (f.grid_var_db2 + h.nugget_db**2)).astype(np.float32)
+        fields[rid] = {"points": int(f.rows.sum()), **h.as_dict(), "variance_inflation": inflation}
+    cut = [
+        f"receiver {rid}: first field pass skipped"
+        for rid, f0, f1 in zip(base.receiver_ids, first, final, strict=True)
+        if f0 is None and f1 is not None
+    ] + [
+        f"receiver {rid}: field hyper-parameters not refitted ({'first pass' if f0 is not None else 'scenario'}'s kept)"
+        for rid, f0, f1 in zip(base.receiver_ids, first, final, strict=True)
+        if f1 is not None and not f1.refitted
+    ]
+    deadline.warn(cut)
     start, prior = _learned_power_prior(scenario, y - mu_param - fitted_field, use)
     return replace(
         base,
@@ -447,6 +565,7 @@ def _fit_labelled(
             "offset_db": a.tolist(),
             "slope_correction": c.tolist(),
             "fields": fields,
+            **deadline.info(cut),
         },
     )
 

@@ -200,11 +200,12 @@ class RadioMap:
         kernel.log_posterior(cells, self._kernel_map, m.args(), out, mean, var)
         return out, mean, var
 
-    def predictive_z(
-        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int, extra_var_db2: float
-    ) -> float:
-        """How many predictive standard deviations receiver `held_out`'s measured power (dBm) lies from what
-        the other receivers predict for it (coarse posterior; fading variance plus extra_var_db2 added)."""
+    def predictive(
+        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int
+    ) -> tuple[float, float]:
+        """(mean dBm, variance dB²) of receiver `held_out`'s measured power as the other receivers predict it
+        (coarse posterior): the transmit power's and the place's uncertainty, the map's spread there and the
+        fading variance."""
         use = np.asarray(present, bool) & np.isfinite(snr_db)
         use[held_out] = False
         cells = self._blocks
@@ -212,10 +213,9 @@ class RadioMap:
         w = np.exp(lp - lp.max())
         w /= w.sum()
         level = p_mean + self.mean_dbm[cells, held_out]
-        var = p_var + self.spread_db[cells, held_out].astype(np.float64) ** 2 + self.fading_var_db2 + extra_var_db2
+        var = p_var + self.spread_db[cells, held_out].astype(np.float64) ** 2 + self.fading_var_db2
         mean = w @ level
-        total_var = w @ (var + level**2) - mean**2
-        return float((snr_db[held_out] + noise_dbm[held_out] - mean) / np.sqrt(total_var))
+        return float(mean), float(w @ (var + level**2) - mean**2)
 
     @property
     def fading_var_db2(self) -> float:

@@ -117,6 +117,7 @@ def synthesise(
         rows = np.flatnonzero(emission == code)
         out[rows] = SYNTHESISERS[names[code]](rng, len(rows), n_samples, sample_rate_hz)
     out /= np.sqrt(np.mean(np.abs(out) ** 2, axis=1, keepdims=True))
-    t = np.arange(n_samples) / sample_rate_hz
-    out *= _unit_phasor(2 * np.pi * np.asarray(carrier_offset_hz)[:, None] * t)
+    if np.any(carrier_offset_hz):  # (zero offsets: a phasor of ones, which changes nothing)
+        t = np.arange(n_samples) / sample_rate_hz
+        out *= _unit_phasor(2 * np.pi * np.asarray(carrier_offset_hz)[:, None] * t)
     return out
