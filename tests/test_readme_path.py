@@ -8,9 +8,12 @@ from heimdall.cli import main
 from service_process import running_service
 
 
-def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
-    ws, cwd = tmp_path / "workspace", tmp_path / "cwd"
+def test_train_then_serve_the_champion(tiny_store, held_out_store, tmp_path, monkeypatch):
+    ws, cwd, store = tmp_path / "workspace", tmp_path / "cwd", tmp_path / "store"
     cwd.mkdir()
+    store.mkdir()  # tiny_store with a test split large enough for the champion rule (at least 200 transmissions)
+    for split, source in (("train", tiny_store), ("val", tiny_store), ("test", held_out_store)):
+        (store / f"{split}.h5").symlink_to(source / f"{split}.h5")
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(ws))
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow sets them in-process: restore after
         monkeypatch.setenv(variable, "")
@@ -23,7 +26,7 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
             [
                 "train",
                 "--data_dir",
-                str(tiny_store),
+                str(store),
                 "--epochs",
                 "8",
                 "--batch_size",
