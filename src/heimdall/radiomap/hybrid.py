@@ -27,17 +27,21 @@ def gaussian_log_density(points_m: np.ndarray, mean_m: np.ndarray, cov_m2: np.nd
     return -0.5 * np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov_m2), d)
 
 
+def log_terms(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two factors of the hybrid on the posterior's cells, as logs [n]: the map's posterior (floored at
+    exp(−700)) and the network's Gaussian (mean [2] m, covariance [2, 2] m²)."""
+    with np.errstate(divide="ignore"):
+        log_map = np.log(post.weights)
+    centres = post.grid.centres(post.cells)
+    return np.maximum(log_map, -700.0), gaussian_log_density(centres, net_mean_m, net_cov_m2)
+
+
 def combine(
     post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, alpha: float, beta: float
 ) -> GridPosterior:
     """The tempered product of a map posterior and the network's Gaussian (mean [2] m, covariance [2, 2] m²)."""
-    with np.errstate(divide="ignore"):
-        log_map = np.log(post.weights)
-    log_map = np.maximum(log_map, -700.0)
-    centres = post.grid.centres(post.cells)
-    return GridPosterior(
-        post.grid, post.cells, alpha * log_map + beta * gaussian_log_density(centres, net_mean_m, net_cov_m2)
-    )
+    log_map, log_net = log_terms(post, net_mean_m, net_cov_m2)
+    return GridPosterior(post.grid, post.cells, alpha * log_map + beta * log_net)
 
 
 def hybrid_posterior(
@@ -62,20 +66,15 @@ def exponent_nlls(
     posts: list[GridPosterior], net_mean_m: np.ndarray, net_cov_m2: np.ndarray, truth_m: np.ndarray
 ) -> dict[tuple[float, float], float]:
     """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 (β = 0: the map
-    alone, tempered by α)."""
-    out = {}
-    for alpha, beta in itertools.product(EXPONENTS, EXPONENTS):
-        if alpha == 0.0:
-            continue  # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
-        out[(alpha, beta)] = float(
-            np.mean(
-                [
-                    -combine(p, net_mean_m[i], net_cov_m2[i], alpha, beta).log_density_at(truth_m[i][None])[0]
-                    for i, p in enumerate(posts)
-                ]
-            )
-        )
-    return out
+    alone, tempered by α); each posterior's two factors (log_terms) are computed once for all the pairs."""
+    # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
+    pairs = [(alpha, beta) for alpha, beta in itertools.product(EXPONENTS, EXPONENTS) if alpha > 0.0]
+    total = np.zeros(len(pairs))
+    for i, p in enumerate(posts):
+        log_map, log_net = log_terms(p, net_mean_m[i], net_cov_m2[i])
+        truth = truth_m[i][None]
+        total -= [GridPosterior(p.grid, p.cells, a * log_map + b * log_net).log_density_at(truth)[0] for a, b in pairs]
+    return {pair: float(t / len(posts)) for pair, t in zip(pairs, total, strict=True)}
 
 
 def best_exponents(
