@@ -16,14 +16,12 @@ import numpy as np
 from heimdall.budget import Progress
 from heimdall.errors import ModelLoadError
 from heimdall.evaluation.evaluate import onnx_predictions
-from heimdall.evaluation.radio_map import CarriedMap, map_usable, measured
+from heimdall.evaluation.radio_map import PROGRESS_EVERY, CarriedMap, map_usable, measured
 from heimdall.evaluation.test_set import TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.release.map_metadata import FIT_KEY, read_exponents
-
-PROGRESS_EVERY = 50  # transmissions between two progress reports
 
 
 def carries_map(onnx_bytes: bytes) -> bool:
