@@ -36,6 +36,19 @@ def tiny_store(nw_italy, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def held_out_store(nw_italy, tmp_path_factory):
+    """600 transmissions of the default scenario simulated apart from tiny_store (another seed), a test split only:
+    an evaluation set for the champion rule, which decides on at least 200 transmissions none of which were
+    trained on."""
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
+
+    out = tmp_path_factory.mktemp("held-out")
+    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=600, seed=97, fractions=(0, 0, 1), iq_per_split=0))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tiny_store, tmp_path_factory):
     """A model trained for 3 short epochs on tiny_store: (workspace, tracking URI); run folder ws/run."""
     from heimdall.cli import main

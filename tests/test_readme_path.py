@@ -12,9 +12,12 @@ from tiny import tiny_train_args
 pytestmark = pytest.mark.system
 
 
-def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
-    ws, cwd = tmp_path / "workspace", tmp_path / "cwd"
+def test_train_then_serve_the_champion(tiny_store, held_out_store, tmp_path, monkeypatch):
+    ws, cwd, store = tmp_path / "workspace", tmp_path / "cwd", tmp_path / "store"
     cwd.mkdir()
+    store.mkdir()  # tiny_store with a test split large enough for the champion rule (at least 200 transmissions)
+    for split, source in (("train", tiny_store), ("val", tiny_store), ("test", held_out_store)):
+        (store / f"{split}.h5").symlink_to(source / f"{split}.h5")
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(ws))
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow sets them in-process: restore after
         monkeypatch.setenv(variable, "")
@@ -22,7 +25,7 @@ def test_train_then_serve_the_champion(tiny_store, tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     # the smallest training whose first model is calibrated enough to become champion (after 1 epoch the
     # 1σ coverage is about 31 %, more than 5 points from ideal, and the version is only challenger)
-    assert main(tiny_train_args(tiny_store, None, None, "--batch-size", "64", epochs=8)) == 0
+    assert main(tiny_train_args(store, None, None, "--batch-size", "64", epochs=8)) == 0
     registry = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}", f"sqlite:///{ws / 'mlflow.db'}")
     assert str(registry.get_model_version_by_alias("heimdall-localizer", "champion").version) == "1"
 

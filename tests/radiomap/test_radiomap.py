@@ -329,6 +329,21 @@ def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
     assert beta > 0
 
 
+def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics):
+    from heimdall.radiomap.hybrid import combine, exponent_nlls
+
+    _, _, _, test, _ = split
+    posts = [physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i]) for i in range(12)]
+    rng = np.random.default_rng(1)
+    mean, truth = test.position_m[:12] + rng.normal(0, 20_000, (12, 2)), test.position_m[:12]
+    cov = np.broadcast_to(np.eye(2) * 4e8, (12, 2, 2))
+    nlls = exponent_nlls(posts, mean, cov, truth)
+    assert len(nlls) == 20 and all(alpha > 0 for alpha, _ in nlls)
+    for (alpha, beta), nll in nlls.items():
+        each = [combine(p, mean[i], cov[i], alpha, beta).log_density_at(truth[i][None])[0] for i, p in enumerate(posts)]
+        assert nll == pytest.approx(-np.mean(each), rel=1e-12, abs=1e-12)
+
+
 def test_within_cell_spread_follows_the_field_gradient():
     grid = MapGrid.over((0.0, 0.0, 10_000.0, 6_000.0), 500.0)
     east_m = grid.centres()[:, 0]

@@ -5,6 +5,7 @@ answers, and what the service answers with."""
 import hashlib
 import json
 import shutil
+import time
 
 import httpx
 import numpy as np
@@ -13,11 +14,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import multivariate_normal
 
+from heimdall.budget import TimeBudget
 from heimdall.cli import main
+from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import VALIDATION_SAMPLES, onnx_predictions
 from heimdall.evaluation.test_set import load_test_set
+from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR
-from heimdall.release.choice import choose
+from heimdall.release.choice import choose, choose_and_attach
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_answers import carries_map
 from heimdall.release.model_store import ModelStore
@@ -58,6 +62,11 @@ def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store
     pool = [k for k in nll if calibrated(coverage[k])] or list(nll)
     assert choice["localizer"] == min(pool, key=nll.get) and "lowest mean validation NLL" in choice["reason"]
     assert "localizer shipped" in captured.err and choice["localizer"] in captured.err
+    # the time of each phase after the training, in the order they ran, in the summary and the console's table
+    phases = json.loads(captured.out)["phases_s"]
+    assert list(phases)[:4] == ["train", "export", "map fit", "choice"] and list(phases)[-1] == "registration"
+    assert ("evaluation" in phases or choice["localizer"] == "network") and min(phases.values()) >= 0
+    assert "total" in captured.err
 
     # the network's NLL is its Gaussian density per km² at the truth, floored as the map's grid density is
     network = (ws / "run" / "model.onnx").read_bytes()
@@ -169,14 +178,14 @@ def test_a_map_model_is_judged_by_the_answers_the_service_gives(map_model_file, 
 
 
 def test_a_map_model_is_calibrated_by_its_regions_not_its_moment_ellipses():
-    from heimdall.release.registry import decide
+    from heimdall.release.registry import miscalibrated
 
     # a two-mode or heavy-tailed posterior: its moment-matched 1σ ellipse holds the truth too rarely, its regions right
     answers = {"median_error_m": 5e3, "coverage_1sigma": 0.30, "coverage_2sigma": 0.90}
     regions = {"coverage_region50": 0.52, "coverage_region95": 0.94}
-    assert not decide(answers, None)[0] and decide(answers | regions, None)[0]
-    wins, why = decide(answers | regions | {"coverage_region95": 0.85}, None)
-    assert not wins and "95 % region 85.0%" in why
+    assert miscalibrated(answers) is not None and miscalibrated(answers | regions) is None
+    why = miscalibrated(answers | regions | {"coverage_region95": 0.85})
+    assert why is not None and "95 % region 85.0%" in why
 
 
 def _fit_entry(nll: dict[str, float], coverage: dict[str, dict[str, float]]) -> dict:
@@ -215,3 +224,19 @@ def test_an_automatic_map_choice_gives_way_when_only_the_network_would_be_served
     assert not ships_network_instead("auto", over, net_off)  # neither would be served: the lowest NLL stays
     assert not ships_network_instead("hybrid", over, CALIBRATED_NET)  # forced: as asked
     assert not ships_network_instead("auto", None, CALIBRATED_NET)  # no evaluation set: nothing to judge on
+
+
+def test_an_automatic_choice_past_the_runs_deadline_ships_the_network(model_file, tiny_store, tmp_path):
+    model = tmp_path / "model.onnx"
+    shutil.copy(model_file, model)
+    grid = MapOptions(spacing_m=2000.0)
+    seen = []
+    spent = TimeBudget(deadline=time.monotonic(), show=lambda *progress: seen.append(progress))
+    choice, attached = choose_and_attach(model, tiny_store, "auto", options=grid, budget=spent)
+    assert choice.localizer == "network" and attached is None and "within the run's time budget" in choice.reason
+    assert seen and "map fit" in spent.seconds  # the fit showed its progress and was stopped at its next step
+    assert not (tmp_path / "model-map.onnx").exists()
+    # a forced map is not replaced by the network: refused, the network's model kept
+    with pytest.raises(ExportError, match="--localizer map: the map's fit and comparison did not finish"):
+        choose_and_attach(model, tiny_store, "map", options=grid, budget=TimeBudget(deadline=time.monotonic()))
+    assert model.is_file() and not (tmp_path / "model-map.onnx").exists()

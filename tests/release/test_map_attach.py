@@ -82,27 +82,44 @@ def test_map_fit_without_labels_self_calibrates_and_uses_the_map_alone(model_fil
     assert fit["how"].startswith("no labels: self-calibrated") and fit["store_files"] == ["unlabelled.h5"]
 
 
-def test_evaluate_scores_a_map_model_by_its_own_answers(map_model_file, tiny_store, tmp_path):
-    """`model` is what the model serves (its hybrid posterior), `model_network` its bare network."""
+def test_evaluate_scores_a_map_model_by_its_own_answers_with_the_map_it_carries(map_model_file, tiny_store, tmp_path):
+    """`model` is what the model serves (its hybrid posterior), `model_network` its bare network; `radio_map` and
+    `hybrid` are the map the model carries and its exponents (no map is fitted), and metrics.json says so."""
     import numpy as np
 
     from heimdall.evaluation.evaluate import onnx_predictions
+    from heimdall.evaluation.radio_map import measured
     from heimdall.evaluation.test_set import load_test_set
     from heimdall.metrics import accuracy_summary
+    from heimdall.radiomap.answers import answers_of
     from heimdall.release.model_answers import model_answers
 
     out = tmp_path / "eval"
     argv = ["evaluate", "--model", str(map_model_file), "--data-dir", str(tiny_store), "--out", str(out)]
-    assert main([*argv, "--map-spacing-m", "2000", "--no-mlflow", "--quiet"]) == 0
-    est = json.loads((out / "metrics.json").read_text())["estimators"]
+    assert main([*argv, "--map-spacing-m", "500", "--no-mlflow", "--quiet"]) == 0  # the model's 2 km map is scored
+    metrics = json.loads((out / "metrics.json").read_text())
+    est = metrics["estimators"]
     test = load_test_set(tiny_store)
-    served = model_answers(map_model_file.read_bytes(), test, "model")
-    network_mean, _ = onnx_predictions(map_model_file.read_bytes(), test)
+    data = map_model_file.read_bytes()
+    served = model_answers(data, test, "model")
+    network_mean, _ = onnx_predictions(data, test)
     assert not np.allclose(served.mean_m, network_mean)  # the map moved the answers
+    m = measured(test)
+    carried = answers_of(map_io.from_onnx(onnx.load_from_string(data)), m.snr_db, m.noise_dbm, m.present)
     asked = test.heard.sum(1) >= test.scenario.receiver_chain.min_receivers
-    for name, mean in (("model", served.mean_m), ("model_network", network_mean)):
+    for name, mean in (("model", served.mean_m), ("model_network", network_mean), ("radio_map", carried.mean_m)):
         expected = accuracy_summary(mean[asked], test.target_m[asked])["median_error_m"]
         assert est[name]["median_error_m"] == pytest.approx(expected, rel=1e-6), name
+    scored = metrics["provenance"]["radio_map"]
+    fit = json.loads({p.key: p.value for p in onnx.load_from_string(data).metadata_props}[FIT_KEY])
+    assert scored["map"] == "carried by the model (not refitted)" and scored["spacing_m"] == 2000.0
+    assert scored["store_sha256"] == fit["store_sha256"] and scored["labels_used"] == fit["labels_used"] == 1200
+    assert scored["n_labels"] > 0 and scored["fitted"] == fit["fitted"]
+    assert metrics["provenance"]["hybrid"] == {
+        "alpha": fit["alpha"],
+        "beta": fit["beta"],
+        "chosen": "the model's own exponents",
+    }
 
 
 def test_evaluate_refuses_a_file_that_is_not_an_onnx_model_naming_it(tiny_store, tmp_path, capsys):

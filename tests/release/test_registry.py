@@ -1,31 +1,92 @@
-"""MLflow registry (sqlite store): the champion moves only for a better, calibrated model."""
+"""MLflow registry (sqlite store) and the champion rule: the champion moves only for a calibrated model whose errors
+are smaller than the champion's, transmission by transmission, on the champion's own held-out evaluation set —
+never on a handful of chosen transmissions, on training data, or on a set the champion was not judged on."""
 
+import json
+
+import h5py
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
+from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.test_set import load_test_set
+from heimdall.release.evaluation_set import MIN_TRANSMISSIONS, EvaluationSet
 from heimdall.release.export import export_checkpoint
-from heimdall.release.registry import COVERAGE_TOLERANCE, decide, onnx_metrics, register
+from heimdall.release.model_answers import Answers, mahalanobis_sq
+from heimdall.release.registry import (
+    COVERAGE_TOLERANCE,
+    EVALUATION_SET_TAG,
+    SIGNIFICANCE,
+    Judged,
+    decide,
+    judge,
+    onnx_metrics,
+    register,
+    set_refusal,
+)
 from heimdall.train.checkpoint import AtomicCheckpointIO, load_checkpoint
 
+NAME = "heimdall-localizer"
 
-def test_decision_rule():
-    good = {"median_error_m": 9000.0, "coverage_1sigma": 0.40, "coverage_2sigma": 0.87}
-    worse = dict(good, median_error_m=12000.0)
-    overconfident = dict(good, median_error_m=5000.0, coverage_1sigma=0.393 - COVERAGE_TOLERANCE - 0.01)
+
+def _calibrated_answers(truth_m, error_m, rng, overconfidence=1.0):
+    """Gaussian answers [n] `error_m` metres from the truths, in random directions, whose covariances make their
+    squared Mahalanobis distances χ²₂ draws (calibrated; `overconfidence` > 1 shrinks the ellipses)."""
+    angle = rng.uniform(0, 2 * np.pi, len(truth_m))
+    mean = truth_m + error_m[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    sigma_m = error_m / np.sqrt(rng.chisquare(2, len(truth_m))) / overconfidence
+    return Answers(mean, sigma_m[:, None, None] ** 2 * np.eye(2))
+
+
+def test_decision_rule(held_out_store):
+    evalset = EvaluationSet.of(load_test_set(held_out_store).head(300))
+    truth = evalset.test.target_m
+    rng = np.random.default_rng(5)
+    error = rng.lognormal(np.log(9_000), 0.6, len(truth))
+    good = Judged(evalset, _calibrated_answers(truth, error, rng))
+    worse = Judged(evalset, _calibrated_answers(truth, error * 1.3, np.random.default_rng(6)))
     assert decide(good, None) == (True, "there was no champion")
-    assert decide(good, worse)[0] and not decide(worse, good)[0]
-    assert "does not beat the champion's 9.00 km" in decide(worse, good)[1]
-    wins, why = decide(overconfident, good)
-    assert not wins and "coverage" in why
+    wins, why = decide(good, worse)
+    assert wins and "beats the champion" in why and "Wilcoxon" in why and "300 evaluation transmissions" in why
+    wins, why = decide(worse, good)
+    assert not wins and "does not beat the champion" in why
+    # a lower median error is not enough: better on the easy 60 %, much worse on the rest
+    easy = error <= np.quantile(error, 0.6)
+    mixed = Judged(evalset, _calibrated_answers(truth, np.where(easy, 0.97, 1.5) * error, np.random.default_rng(7)))
+    assert np.median(mixed.error_m) < np.median(good.error_m)
+    wins, why = decide(mixed, good)
+    assert not wins and f"not below {SIGNIFICANCE:g}" in why
+    # an over-confident model never wins, however accurate
+    sharp = Judged(evalset, _calibrated_answers(truth, error * 0.5, rng, overconfidence=3.0))
+    wins, why = decide(sharp, good)
+    assert not wins and "coverage" in why and f"{COVERAGE_TOLERANCE:.0%}" in why
+    # too few transmissions, or transmissions trained on: no decision at all
+    assert f"fewer than the {MIN_TRANSMISSIONS}" in set_refusal(evalset.head(7), None)
+    assert set_refusal(evalset, None) is None
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_run):
-    return tiny_run
+def models(tiny_run, held_out_store, tmp_path_factory):
+    """name → (checkpoint, ONNX bytes): the tiny run's model (`good`); the same with every answer moved 60 km east
+    (`shifted`); and with every answer moved by twice the good model's median error, its covariances widened to
+    keep a mean squared Mahalanobis distance of 2 (`worse`)."""
+    ws, _ = tiny_run
+    folder = tmp_path_factory.mktemp("models")
+    best = ws / "run" / "best.ckpt"
+    out = {"good": (best, export_checkpoint(best, folder / "good.onnx").path.read_bytes())}
+    for name, shift_m, factor in (("shifted", 60_000.0, 1.0), ("worse", None, None)):
+        if shift_m is None:
+            test = load_test_set(held_out_store)
+            shift_m = 2.0 * onnx_metrics(out["good"][1], test)["median_error_m"]
+            moved = _shifted(best, folder / "moved.ckpt", shift_m)
+            factor = onnx_metrics(export_checkpoint(moved, folder / "moved.onnx").path.read_bytes(), test)
+            factor = factor["mean_mahalanobis_sq"] / 2
+        ckpt = _shifted(best, folder / f"{name}.ckpt", shift_m, factor)
+        out[name] = (ckpt, export_checkpoint(ckpt, folder / f"{name}.onnx").path.read_bytes())
+    return out
 
 
 def _shifted(ckpt_path, out, shift_m, covariance_factor=1.0):
@@ -40,47 +101,135 @@ def _shifted(ckpt_path, out, shift_m, covariance_factor=1.0):
     return out
 
 
-def test_champion_and_challenger(trained, tiny_store):
-    ws, uri = trained
-    best = ws / "run" / "best.ckpt"
-    evalset = load_test_set(tiny_store / "val.h5")  # the split the covariance was calibrated on
-    good = export_checkpoint(best, ws / "good.onnx").path.read_bytes()
-    m_good = onnx_metrics(good, evalset)
-    shift = 2.0 * m_good["median_error_m"]
-    bad = export_checkpoint(_shifted(best, ws / "bad.ckpt", shift), ws / "bad.onnx").path.read_bytes()
-    factor = onnx_metrics(bad, evalset)["mean_mahalanobis_sq"] / 2  # keep the worse model calibrated
-    bad = export_checkpoint(_shifted(best, ws / "bad.ckpt", shift, factor), ws / "bad.onnx").path.read_bytes()
-    m_bad = onnx_metrics(bad, evalset)
-    assert m_bad["median_error_m"] > m_good["median_error_m"] * 1.05
-    run_id = (ws / "run" / "config.yaml").read_text().split("mlflow_run_id: ")[1].split()[0]
+def _subset(store_file, rows, out):
+    """A store file holding the transmissions `rows` of `store_file`, in that order (a hand-picked evaluation set)."""
+    with h5py.File(store_file) as f, h5py.File(out, "w") as g:
+        n = int(f.attrs["n_samples"])
+        g.attrs.update(dict(f.attrs) | {"n_samples": len(rows)})
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.shape and obj.shape[0] == n:
+                g.create_dataset(name, data=obj[...][rows])
+            elif isinstance(obj, h5py.Dataset):
+                f.copy(obj, g.require_group(obj.parent.name), name=obj.name.rsplit("/", 1)[-1])
+
+        f.visititems(copy)
+    return out
+
+
+def _export(checkpoint, out, eval_data, uri):
+    """`heimdall export` of `checkpoint` judged on `eval_data`, registered at `uri` (no model store)."""
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(eval_data)]
+    assert main([*argv, "--tracking-uri", uri, "--no-store"]) == 0
+
+
+def _version(client, version):
+    """(alias, decision) of a registered version."""
+    aliases = client.get_registered_model(NAME).aliases
+    alias = next((a for a, v in aliases.items() if str(v) == str(version)), None)
+    return alias, client.get_model_version(NAME, str(version)).tags["decision"]
+
+
+def test_champion_and_challenger(models, held_out_store, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    evalset = EvaluationSet.of(load_test_set(held_out_store))
+    good, worse = (judge(models[k][1], evalset, k) for k in ("good", "worse"))
+    assert np.median(worse.error_m) > np.median(good.error_m) * 1.05
 
     tol = 0.2  # a model trained for seconds is only roughly calibrated; the rule itself is tested above
-    first = register(good, m_good, evalset, uri, run_id, tolerance=tol)
-    assert decide(m_good, None, tol)[0], m_good
+    first = register(models["good"][1], good, uri, None, tolerance=tol)
     assert first.alias == "champion" and first.reason == "there was no champion"
     client = MlflowClient(uri)
-    second = register(bad, m_bad, evalset, uri, run_id, tolerance=tol)
-    assert second.alias == "challenger"
-    assert str(client.get_model_version_by_alias("heimdall-localizer", "challenger").version) == second.version
-    assert "does not beat the champion" in second.reason or "coverage" in second.reason
-    assert second.champion_metrics["median_error_m"] == pytest.approx(m_good["median_error_m"])
-    assert str(client.get_model_version_by_alias("heimdall-localizer", "champion").version) == first.version
+    recorded = json.loads(client.get_model_version(NAME, first.version).tags[EVALUATION_SET_TAG])
+    assert recorded == evalset.record() and recorded["n"] == 600
+    assert recorded["source"].endswith("/test.h5") and not recorded["source"].startswith("/")  # no machine's path
+    second = register(models["worse"][1], worse, uri, None, tolerance=tol)
+    assert second.alias == "challenger" and (
+        "does not beat the champion" in second.reason or "coverage" in second.reason
+    )
+    assert second.champion_metrics["median_error_m"] == pytest.approx(good.metrics()["median_error_m"])
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == first.version
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == second.version
     # a better model takes over: the good one against the worse one as champion
-    client.set_registered_model_alias("heimdall-localizer", "champion", second.version)
-    third = register(good, m_good, evalset, uri, run_id, tolerance=tol)
-    assert third.alias == "champion" and "beats the champion" in third.reason
-    assert str(client.get_model_version_by_alias("heimdall-localizer", "champion").version) == third.version
-    mv = client.get_model_version("heimdall-localizer", second.version)
-    assert float(mv.tags["median_error_m"]) == pytest.approx(m_bad["median_error_m"], rel=1e-5)
+    client.set_registered_model_alias(NAME, "champion", second.version)
+    third = register(models["good"][1], good, uri, None, tolerance=tol)
+    assert third.alias == "champion" and "beats the champion" in third.reason and "Wilcoxon" in third.reason
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == third.version
+    mv = client.get_model_version(NAME, second.version)
+    assert float(mv.tags["median_error_m"]) == pytest.approx(worse.metrics()["median_error_m"], rel=1e-5)
     # the registered model carries its signature
     import mlflow.models
 
-    info = mlflow.models.get_model_info(f"models:/heimdall-localizer/{first.version}")
+    info = mlflow.models.get_model_info(f"models:/{NAME}/{first.version}")
     assert [i["name"] for i in info.signature.inputs.to_dict()] == ["features", "rx_position_m", "present"]
 
 
-def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
-    ws, uri = trained
+def test_a_model_shifted_60_km_does_not_win_on_7_chosen_transmissions(models, held_out_store, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _export(models["good"][0], tmp_path / "good.onnx", held_out_store, uri)
+    client = MlflowClient(uri)
+    client.set_registered_model_alias(NAME, "champion", "1")  # the champion, whatever its calibration
+    test = load_test_set(held_out_store)
+    good_mean, _ = onnx_predictions(models["good"][1], test)
+    mean, cov = onnx_predictions(models["shifted"][1], test)
+    good_error = np.linalg.norm(good_mean - test.target_m, axis=1)
+    error = np.linalg.norm(mean - test.target_m, axis=1)
+    assert np.median(error) > np.median(good_error) + 20_000  # worse on the whole held-out set
+    # the 7 transmissions where it looks best, 3 inside its 1σ ellipse, 3 more inside 2σ, one outside: calibrated
+    d2, gain = mahalanobis_sq(mean, cov, test.target_m), good_error - error
+    rows = []
+    for low, high, k in ((-1.0, 1.0, 3), (1.0, 4.0, 3), (4.0, np.inf, 1)):
+        pool = np.flatnonzero((gain > 0) & (d2 > low) & (d2 <= high))
+        assert len(pool) >= k
+        rows += pool[np.argsort(-gain[pool])][:k].tolist()
+    chosen = _subset(held_out_store / "test.h5", np.sort(rows), tmp_path / "chosen.h5")
+    on_chosen = onnx_metrics(models["shifted"][1], load_test_set(chosen))
+    assert on_chosen["median_error_m"] < np.median(good_error[rows])  # what a bare median would reward
+    assert abs(on_chosen["coverage_1sigma"] - 3 / 7) < 1e-9 and abs(on_chosen["coverage_2sigma"] - 6 / 7) < 1e-9
+
+    _export(models["shifted"][0], tmp_path / "shifted.onnx", chosen, uri)
+    alias, decision = _version(client, 2)
+    assert alias == "challenger", decision
+    assert f"judged on 7 transmissions, fewer than the {MIN_TRANSMISSIONS}" in decision
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+
+def test_an_evaluation_set_of_training_transmissions_decides_nothing(models, tiny_store, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _export(models["good"][0], tmp_path / "good.onnx", tiny_store / "train.h5", uri)  # the split it was trained on
+    alias, decision = _version(MlflowClient(uri), 1)
+    assert alias == "challenger", decision
+    assert "1200 of its 1200 evaluation transmissions" in decision and "are in its training data" in decision
+    # the same transmissions in another file, in another order, are recognised too
+    rows = np.random.default_rng(0).permutation(1200)[:250]
+    _export(models["good"][0], tmp_path / "good.onnx", _subset(tiny_store / "train.h5", rows, tmp_path / "t.h5"), uri)
+    alias, decision = _version(MlflowClient(uri), 2)
+    assert alias == "challenger" and "250 of its 250 evaluation transmissions" in decision
+
+
+def test_a_challenger_is_compared_on_the_champions_own_evaluation_set(models, held_out_store, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _subset(held_out_store / "test.h5", np.arange(300), tmp_path / "first.h5")
+    other = _subset(held_out_store / "test.h5", np.arange(300, 600), tmp_path / "other.h5")
+    _export(models["worse"][0], tmp_path / "worse.onnx", first, uri)
+    client = MlflowClient(uri)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    # a better model judged on other transmissions than the champion was: no comparison
+    _export(models["good"][0], tmp_path / "good.onnx", other, uri)
+    alias, decision = _version(client, 2)
+    assert alias == "challenger", decision
+    assert "the champion (version 1) was judged on 300 transmissions of" in decision
+    assert "first.h5" in decision and "other.h5" in decision
+    # judged on a set that begins with the champion's: both are compared on the champion's 300, and it wins
+    evalset = EvaluationSet.of(load_test_set(held_out_store))
+    registration = register(models["good"][1], judge(models["good"][1], evalset, "good"), uri, None, tolerance=0.2)
+    assert registration.alias == "champion", registration.reason
+    assert "beats the champion" in registration.reason and "on its 300 evaluation transmissions" in registration.reason
+    assert registration.metrics["n_eval"] == 300  # what it was judged on: the champion's set
+
+
+def test_export_command_publishes_to_the_store(tiny_run, tiny_store, capsys):
+    ws, uri = tiny_run
     store = ws / "store"
     assert (
         main(
@@ -137,8 +286,8 @@ def test_export_command_publishes_to_the_store(trained, tiny_store, capsys):
     assert (ws / "kept.onnx").is_file()
 
 
-def test_parity_and_tampering(trained, tmp_path):
-    ws, _ = trained
+def test_parity_and_tampering(tiny_run, tmp_path):
+    ws, _ = tiny_run
     from heimdall.errors import ExportError
     from heimdall.release.export import PARITY_TOLERANCE
 

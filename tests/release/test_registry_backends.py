@@ -51,15 +51,15 @@ def _s3_store_env(s3):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_store, proxied, s3, tmp_path_factory):
-    """A tiny training run against the proxied server, published to S3 and registered (judged on val, the split
-    its covariance was calibrated on, so that a model trained for seconds can be champion)."""
+def trained(tiny_store, held_out_store, proxied, s3, tmp_path_factory):
+    """A tiny training run against the proxied server, published to S3 and registered (judged on held-out
+    transmissions: the champion rule decides on no fewer than 200)."""
     ws = tmp_path_factory.mktemp("server-ws")
     with pytest.MonkeyPatch.context() as mp:
         _client_env(mp, {**_s3_store_env(s3), "HEIMDALL_WORKSPACE": str(ws / "workspace")})
         args = ["train", "--data-dir", str(tiny_store), "--checkpoint-dir", str(ws / "run")]
         args += ["--tracking-uri", proxied.uri, "--store", "s3://models/heimdall"]
-        args += ["--eval-data", str(tiny_store / "val.h5")]
+        args += ["--eval-data", str(held_out_store)]
         args += ["--epochs", "3", *TINY_NETWORK, "--log-level", "warning"]
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             assert main([*args, "--json"]) == 0
@@ -125,7 +125,7 @@ def test_training_logs_to_the_server_and_serve_and_predict_resolve_its_champion(
 
 
 @needs_mlflow_server
-def test_direct_s3_artifact_root(trained, s3, tiny_store, tmp_path):
+def test_direct_s3_artifact_root(trained, s3, tiny_store, held_out_store, tmp_path):
     trained, _ = trained
     """A server with `--no-serve-artifacts --default-artifact-root s3://…`: clients write the artifacts to S3
     themselves (MLFLOW_S3_ENDPOINT_URL and the AWS keys), where the server says."""
@@ -134,7 +134,7 @@ def test_direct_s3_artifact_root(trained, s3, tiny_store, tmp_path):
         with pytest.MonkeyPatch.context() as mp:
             _client_env(mp, {**s3_client_env(s3), "HEIMDALL_WORKSPACE": str(tmp_path / "ws")})
             publish = ["train", "--export-only", "--checkpoint", str(trained / "run" / "best.ckpt")]
-            publish += ["--tracking-uri", direct.uri, "--eval-data", str(tiny_store / "val.h5")]
+            publish += ["--tracking-uri", direct.uri, "--eval-data", str(held_out_store)]
             assert main([*publish, "--log-level", "warning"]) == 0
             experiment = MlflowClient(direct.uri).get_experiment_by_name("heimdall-export")
             assert experiment.artifact_location.startswith(f"{direct.artifact_root}/"), experiment.artifact_location

@@ -176,6 +176,9 @@ def test_evaluation_reports_every_estimator_metric_and_plot(evaluated):
     for name in ["radio_map", "hybrid", "oracle"]:  # grid posteriors: their own NLL and HPD regions
         m = metrics["estimators"][name]
         assert 0 < m["coverage_hpd50"] <= m["coverage_hpd95"] <= 1 and m["median_area_hpd95_km2"] > 0
+    scored = metrics["provenance"]["radio_map"]  # a checkpoint carries no map: one is fitted for the evaluation
+    assert scored["map"] == "fitted for this evaluation" and scored["fitted_on"].endswith("/train.h5")
+    assert scored["n_labels"] > 0 and scored["spacing_m"] == 500.0
     nll = {k: v["nll"] for k, v in metrics["estimators"].items() if "nll" in v}
     assert min(nll, key=nll.get) == "oracle", nll  # the oracle is a floor on simulated data
     for plot in ["error_cdf.png", "calibration.png", "map.png", "error_map.png"]:

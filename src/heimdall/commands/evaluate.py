@@ -16,7 +16,7 @@ from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.export import source_revision
-from heimdall.release.model_answers import served_predictor
+from heimdall.release.model_answers import carried_map_of_file
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.workspace import default_tracking_uri, runs_dir
 
@@ -51,9 +51,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     calibration, validation = map_splits(data)
     console.print(f"evaluating {model} on {len(test.target_m)} test transmissions …")
     map_options = None if args.map_spacing_m == 0 else MapOptions(spacing_m=args.map_spacing_m)
-    served = served_predictor(model)
-    if served is not None:
-        console.print("the model carries a radio map: `model` is its own (hybrid) answer, `model_network` its network")
+    carried = carried_map_of_file(model)
+    if carried is not None:
+        console.print(
+            "the model carries a radio map: it is scored as it is (not refitted); `model` is the model's own (hybrid) "
+            "answer, `model_network` its network"
+        )
     with staged_progress(console, args.quiet) as (_, on_progress):
         metrics = evaluate(
             model_predictor(model),
@@ -65,7 +68,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             validation=validation,
             map_options=map_options,
             on_progress=on_progress,
-            served=served,
+            carried=carried,
         )
     write_report(out, metrics, commit=source_revision())
     print_table(console, metrics)

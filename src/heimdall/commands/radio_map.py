@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from heimdall.budget import TimeBudget
 from heimdall.commands.options import s3_options
 from heimdall.commands.progress import staged_progress
 from heimdall.errors import ConfigError
@@ -53,7 +54,8 @@ def map_command(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri,
             signer=signer,
         )
-        published = publish_map_model(r, Path(args.data_store), where)
+        with staged_progress(console, args.quiet) as (_, on_progress):  # the evaluations' progress
+            published = publish_map_model(r, Path(args.data_store), where, TimeBudget(show=on_progress))
         if published.store_version is not None:
             console.print(f"model store: version {published.store_version} in {published.store}", highlight=False)
         if published.registration is not None:

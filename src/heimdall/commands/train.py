@@ -22,9 +22,11 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from heimdall.budget import TimeBudget
 from heimdall.commands.export import report
 from heimdall.commands.logs import TRACEBACKS, log_file
 from heimdall.commands.options import s3_options
+from heimdall.commands.progress import staged_progress
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.datasets.store import split_files
@@ -55,6 +57,10 @@ COMMAND_ONLY = (
     "s3_secret_key",
 )
 LOG_FILE = "train.log"
+# the steps after training (export, map fit, choice, evaluations, registration) may run this share of
+# --max-time-minutes beyond the training's budget: the default run, 12 minutes of fit, ends within 15
+PUBLISH_SHARE = 0.25
+CHOICE_PHASES = ("map fit", "choice", "evaluation")  # what the choice of localizer adds to a run
 log = logging.getLogger(__name__)
 
 
@@ -102,16 +108,20 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
         )
     run_dir = Path(cfg.checkpoint_dir or ".")
     created = not run_dir.exists()
+    budget = TimeBudget()
     try:
         with log_file(run_dir / LOG_FILE) if launch_rank() == 0 else contextlib.nullcontext():
             try:
-                cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console)))
+                cfg = dataclasses.replace(cfg, data_dir=str(ensure_dataset(cfg, console, budget)))
                 _check_localizer(cfg)
                 _warn_unused_validation_split(cfg, set(flags))
-                result = run_training(cfg, console, resume=resume)
+                started = time.monotonic()
+                with budget.phase("train"):
+                    result = run_training(cfg, console, resume=resume)
                 published = None
                 if cfg.export and result.best_checkpoint is not None and result.global_rank == 0:
-                    published = publish_best(result, publish)
+                    budget.deadline = publish_deadline(cfg, started)
+                    published = publish_best(result, publish, budget, console)
             except Exception as exc:
                 if not isinstance(exc, HeimdallError):
                     TRACEBACKS.debug("%s failed", run_dir, exc_info=True)
@@ -123,32 +133,44 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
         end_failed_run(run_dir, cfg.tracking_uri or default_tracking_uri(), created)
         raise
     if result.global_rank == 0:
-        print_result(console, result, published)
+        print_result(console, result, published, budget.seconds)
         if json_out is not None:
-            print(json.dumps(summary(result, published)), file=json_out)
+            print(json.dumps(summary(result, published, budget.seconds)), file=json_out)
     return 0
 
 
-def ensure_dataset(cfg: TrainConfig, console: Console) -> Path:
-    """The data folder; the default scenario's dataset is simulated into the workspace when missing."""
+def publish_deadline(cfg: TrainConfig, started: float) -> float | None:
+    """When the steps after training must end (time.monotonic(); None without a budget): the run's budget,
+    --max-time-minutes × (1 + PUBLISH_SHARE), counted from `started` (the training's start)."""
+    if not cfg.max_time_minutes:
+        return None
+    return started + cfg.max_time_minutes * 60 * (1 + PUBLISH_SHARE)
+
+
+def ensure_dataset(cfg: TrainConfig, console: Console, budget: TimeBudget | None = None) -> Path:
+    """The data folder; the default scenario's dataset is simulated into the workspace when missing (its time is
+    the phase "simulate" of `budget`)."""
     if cfg.data_dir:
         return Path(cfg.data_dir)
     scenario = load_scenario(cfg.scenario)
     data_dir = default_data_dir(scenario.name)
     if not split_files(data_dir, "train") or not split_files(data_dir, "val"):
         console.print(f"No dataset in {data_dir}: simulating {cfg.dataset_size} transmissions of {scenario.name}…")
-        summary = generate_dataset(
-            scenario,
-            data_dir,
-            DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
-            workers=os.cpu_count() or 1,
-        )
+        with (budget or TimeBudget()).phase("simulate"):
+            summary = generate_dataset(
+                scenario,
+                data_dir,
+                DatasetSpec(n_transmissions=cfg.dataset_size, seed=cfg.seed),
+                workers=os.cpu_count() or 1,
+            )
         console.print(f"  {summary.n_samples} transmissions in {summary.seconds:.0f} s")
     return data_dir
 
 
-def print_result(console: Console, result: TrainResult, published: PublishResult | None) -> None:
-    """The table of where everything went."""
+def print_result(
+    console: Console, result: TrainResult, published: PublishResult | None, phases_s: dict[str, float]
+) -> None:
+    """The table of where everything went, and the seconds of each phase."""
     table = Table(title=f"run {result.run_name}", show_header=False)
     table.add_row("epochs completed", str(result.epochs_completed))
     if result.best_val_median_error_m is not None:
@@ -171,10 +193,21 @@ def print_result(console: Console, result: TrainResult, published: PublishResult
             g = published.registration
             table.add_row("MLflow registry", f"{g.name} v{g.version} → {g.alias} ({g.reason})")
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
-    table.add_row("time", f"{result.seconds:.0f} s")
+    table.add_row("time", phase_line(phases_s))
     console.print(table)
     if published is not None and published.choice is not None:
         print_choice(console, published.choice)
+
+
+def phase_line(phases_s: dict[str, float]) -> str:
+    """Each phase's seconds and the total, in the order they ran; with the share of the training time that the
+    choice of localizer added (its map fit, comparison and the map model's evaluation: CHOICE_PHASES)."""
+    line = " · ".join(f"{name} {s:.0f} s" for name, s in phases_s.items())
+    line += f" · total {sum(phases_s.values()):.0f} s"
+    added = sum(phases_s.get(name, 0.0) for name in CHOICE_PHASES)
+    if added and phases_s.get("train"):
+        line += f" (the choice of localizer: {added / phases_s['train']:.0%} of the training)"
+    return line
 
 
 def print_choice(console: Console, choice: Choice) -> None:
@@ -198,16 +231,20 @@ def print_choice(console: Console, choice: Choice) -> None:
 def _export_only(
     console: Console, cfg: TrainConfig, checkpoint: str | None, options: PublishOptions, json_out: TextIO | None
 ) -> int:
-    """Publish `checkpoint` as training does: ONNX (in --checkpoint-dir, else beside it), store, registry."""
+    """Publish `checkpoint` as training does: ONNX (in --checkpoint-dir, else beside it), store, registry (within
+    PUBLISH_SHARE of --max-time-minutes)."""
     if not checkpoint:
         raise ConfigError("--export-only needs --checkpoint PATH")
     ckpt = Path(checkpoint)
     out = Path(cfg.checkpoint_dir) / "model.onnx" if cfg.checkpoint_dir else ckpt.with_name("model.onnx")
     signer = signing_key(cfg.signing_key)
-    published = export_and_publish(ckpt, out, options=dataclasses.replace(options, signer=signer, localizer="network"))
+    options = dataclasses.replace(options, signer=signer, localizer="network")
+    with staged_progress(console) as (_, on_progress):
+        budget = TimeBudget.of_seconds(cfg.max_time_minutes * 60 * PUBLISH_SHARE, on_progress)
+        published = export_and_publish(ckpt, out, options=options, budget=budget)
     report(console, published)
     if json_out is not None:
-        print(json.dumps(summary(None, published)), file=json_out)
+        print(json.dumps(summary(None, published, budget.seconds)), file=json_out)
     return 0
 
 
@@ -226,15 +263,21 @@ def _publish_options(args: argparse.Namespace, cfg: TrainConfig) -> PublishOptio
     )
 
 
-def publish_best(result: TrainResult, options: PublishOptions) -> PublishResult:
+def publish_best(result: TrainResult, options: PublishOptions, budget: TimeBudget, console: Console) -> PublishResult:
     """Export the run's best checkpoint beside it, store and register it (judged on --eval-data, else the
-    training store's test split when it has one)."""
+    training store's test split when it has one), within `budget`, its long steps' progress on `console`."""
     assert result.best_checkpoint is not None
-    return export_and_publish(
-        result.best_checkpoint,
-        result.checkpoint_dir / "model.onnx",
-        options=dataclasses.replace(options, tracking_uri=result.tracking_uri),
-    )
+    with staged_progress(console) as (_, on_progress):
+        budget.show = on_progress
+        try:
+            return export_and_publish(
+                result.best_checkpoint,
+                result.checkpoint_dir / "model.onnx",
+                options=dataclasses.replace(options, tracking_uri=result.tracking_uri),
+                budget=budget,
+            )
+        finally:
+            budget.show = None
 
 
 def _resumed_folder(cfg: TrainConfig, checkpoint: str | None) -> TrainConfig:
@@ -310,10 +353,10 @@ def _warn_unused_validation_split(cfg: TrainConfig, given: set[str]) -> None:
         )
 
 
-def summary(result: TrainResult | None, published: PublishResult | None) -> dict[str, Any]:
-    """The machine-readable result of `train --json`: the run, its files, its metrics, the store version and
-    the registry decision (None where not applicable)."""
-    out: dict[str, Any] = {}
+def summary(result: TrainResult | None, published: PublishResult | None, phases_s: dict[str, float]) -> dict[str, Any]:
+    """The machine-readable result of `train --json`: the run, its files, its metrics, the seconds of each phase,
+    the store version and the registry decision (None where not applicable)."""
+    out: dict[str, Any] = {"phases_s": {name: round(s, 3) for name, s in phases_s.items()}}
     if result is not None:
         out |= {
             "run_name": result.run_name,

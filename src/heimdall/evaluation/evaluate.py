@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from heimdall.baselines import (
     rss_ml,
     weighted_centroid,
 )
+from heimdall.budget import Progress
 from heimdall.errors import HeimdallError
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
@@ -35,6 +35,7 @@ from heimdall.radiomap.answers import MapAnswers
 from heimdall.radiomap.fit import MapOptions
 
 if TYPE_CHECKING:
+    from heimdall.evaluation.radio_map import CarriedMap
     from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
@@ -192,8 +193,8 @@ def evaluate(
     model: str | None = None,
     validation: TestSet | None = None,
     map_options: MapOptions | None = DEFAULT_MAP_OPTIONS,
-    on_progress: Callable[[str, int, int], None] | None = None,
-    served: Predict | None = None,
+    on_progress: Progress | None = None,
+    carried: CarriedMap | None = None,
 ) -> dict:
     """Run every estimator on `test`, write metrics.json and plots to out_dir, return the metrics.
 
@@ -201,10 +202,12 @@ def evaluate(
     calibration: labelled data (the training split) to calibrate the classical model's exponent, per-receiver
     offsets and σ, and to fit the radio map; without it the classical model uses the test set itself (flagged)
     and the map self-calibrates on the test recordings' measurements. validation: labelled data to choose
-    the hybrid's exponents on (no hybrid without it). map_options: the radio map's grid (None: no grid
-    estimators). The reporting rule (the scenario's min_receivers) decides which transmissions ask an answer.
-    served: the model's own answers when they are not its network's (a model carrying a radio map answers with
-    its hybrid posterior: heimdall.release.model_answers); then `model` is those and `model_network` the network.
+    the hybrid's exponents on (no hybrid without it). map_options: the grid of the map fitted for the evaluation
+    (None: no grid estimators but the model's own map). The reporting rule (the scenario's min_receivers) decides
+    which transmissions ask an answer.
+    carried: the radio map the model carries (heimdall.release.model_answers.carried_map): `radio_map` and `hybrid`
+    are that map and its exponents (nothing is fitted), `model` is the model's own answer — its hybrid posterior
+    where the map reads a receiver, as the service answers — and `model_network` its bare network.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -214,24 +217,27 @@ def evaluate(
     fit = fit_log_distance(cal.power_dbm, cal.heard, cal.target_m, cal.rx_position_m)
     bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
     grid = _grid(bounds, grid_spacing_m, "--grid-spacing-m")
+    if carried is not None:
+        carried.check_receivers(test, model or "model")
     preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     if predict is not None:
         preds["model"] = predict(test)
-        if served is not None:
-            preds["model_network"], preds["model"] = preds["model"], served(test)
         preds["model_power_only"] = predict(power_only(test))
     preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
     classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
     preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
     grids: dict[str, MapAnswers] = {}
     grid_notes: dict[str, object] = {}
-    if map_options is not None and test.scenario is not None:
+    if (map_options is not None or carried is not None) and test.scenario is not None:
         from heimdall.evaluation.radio_map import grid_estimates
 
-        estimates = grid_estimates(test, calibration, validation, predict, map_options, on_progress)
+        estimates = grid_estimates(test, calibration, validation, predict, map_options, on_progress, carried)
         grids, grid_notes = estimates.answers, estimates.notes
         for name, answers in grids.items():
             preds[name] = (answers.mean_m, answers.cov_m2)
+    if carried is not None and "model" in preds and "hybrid" in grids:
+        preds["model_network"] = preds["model"]
+        preds["model"] = served_answers(test, preds["model_network"], grids["hybrid"])
     if test.scenario is not None and test.tx_height_m is not None:
         crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
         rng = np.random.default_rng(seed)
@@ -275,6 +281,22 @@ def evaluate(
 
     write_plots(out, preds, truth, test, metrics)
     return metrics
+
+
+def served_answers(
+    test: TestSet, network: tuple[np.ndarray, np.ndarray | None], hybrid: MapAnswers
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a map-carrying model answers (mean [n, 2] m, covariance [n, 2, 2] m²): its hybrid posterior's moments
+    where the map reads a receiver (map_usable), the network's elsewhere."""
+    from heimdall.evaluation.radio_map import map_usable, measured
+
+    net_mean, net_cov = network
+    assert net_cov is not None  # a model answers with a covariance
+    usable = map_usable(measured(test), net_mean, net_cov)
+    return (
+        np.where(usable[:, None], hybrid.mean_m, net_mean),
+        np.where(usable[:, None, None], hybrid.cov_m2, net_cov),
+    )
 
 
 def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: str) -> Grid:

@@ -1,19 +1,22 @@
 """The grid-posterior estimators of an evaluation: the radio map, the map × model hybrid and the oracle.
 
-The map is fitted on the labelled calibration split (the training split), or self-calibrated on the test
-recordings' measurements when no labels are at hand (no position is read). The hybrid's exponents are
-chosen on the validation split by mean NLL. The oracle is the same posterior with the simulator's own maps
-and noise (simulated stores only): a floor in NLL.
+A model that carries a radio map is scored with that map and its own exponents (nothing is fitted). Otherwise the
+map is fitted for the evaluation on the labelled calibration split (the training split), or self-calibrated on the
+test recordings' measurements when no labels are at hand (no position is read), and the hybrid's exponents are
+chosen on the validation split by mean NLL. The oracle is the same posterior with the simulator's own maps and
+noise (simulated stores only): a floor in NLL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall.budget import Progress
+from heimdall.errors import ModelLoadError
+from heimdall.evaluation.test_set import short_source
 from heimdall.metrics import calibration_summary
 from heimdall.radiomap.answers import AnswerCollector, MapAnswers, collect
 from heimdall.radiomap.batch import Unanswered, all_in_threads
@@ -26,8 +29,9 @@ from heimdall.radiomap.posterior import GridPosterior
 if TYPE_CHECKING:
     from heimdall.evaluation.test_set import Predict, TestSet
 
-
-Progress = Callable[[str, int, int], None]
+PROGRESS_EVERY = 50  # transmissions between two progress reports
+PROVENANCE_CHARS = 300
+PROVENANCE_KEYS = ("how", "labels_used", "spacing_m", "store_sha256", "store_files", "fitted", "map_version")
 
 
 @dataclass
@@ -36,6 +40,53 @@ class GridEstimates:
 
     answers: dict[str, MapAnswers]
     notes: dict[str, object]
+
+
+@dataclass
+class CarriedMap:
+    """The radio map a model carries, the hybrid's exponents (p_map^α · N_net^β) and its FIT_KEY entry."""
+
+    radio_map: RadioMap
+    alpha: float
+    beta: float
+    fit: dict[str, Any]
+
+    def check_receivers(self, test: TestSet, where: str) -> None:
+        """ModelLoadError naming `where` when the test set's receivers are not the map's (ids, in order)."""
+        ids = [r.id for r in test.scenario.receivers] if test.scenario is not None else None
+        if ids != list(self.radio_map.receiver_ids):
+            raise ModelLoadError(
+                f"{where}: its radio map's receivers {list(self.radio_map.receiver_ids)} are not those of the "
+                f"evaluation set {test.source} ({ids if ids is not None else 'no scenario_yaml attribute'})"
+            )
+
+    def provenance(self) -> dict[str, Any]:
+        """Which map is scored: the model's own, with what its fit recorded (how, labels, the store's fingerprint and
+        files, spacing, when; plain values of at most PROVENANCE_CHARS characters: the entry is the model file's)."""
+        fit = {k: _plain(self.fit[k]) for k in PROVENANCE_KEYS if k in self.fit}
+        return {
+            "map": "carried by the model (not refitted)",
+            **fit,
+            "kind": _plain(self.radio_map.info.get("kind")),
+            "n_labels": self.radio_map.n_labels,
+            "spacing_m": self.radio_map.grid.spacing_m,
+        }
+
+
+def _plain(value: object) -> object:
+    """A number, or text of at most PROVENANCE_CHARS characters (a list: of its first 10 items)."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value[:10]]
+    return str(value)[:PROVENANCE_CHARS]
+
+
+def map_usable(m: Measured, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> np.ndarray:
+    """Bool [n]: the transmissions a map-carrying model answers with its map — some receiver measured them and the
+    network's answer is finite (elsewhere it answers with the network, as the service does)."""
+    usable = (m.present & np.isfinite(m.snr_db) & np.isfinite(m.noise_dbm)).any(axis=1)
+    return usable & np.isfinite(net_mean_m).all(axis=1) & np.isfinite(net_cov_m2).all(axis=(1, 2))
 
 
 def measured(test: TestSet) -> Measured:
@@ -59,20 +110,28 @@ def fit_map(
     )
 
 
-def hybrid_exponents(radio_map: RadioMap, validation: TestSet, predict: Predict, workers: int | None = None) -> dict:
+def hybrid_exponents(
+    radio_map: RadioMap,
+    validation: TestSet,
+    predict: Predict,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
+) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
     `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0) — with its
     calibration as the champion rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions).
-    Posteriors in `workers` threads (None: every CPU); transmissions the map cannot read are left out."""
+    Posteriors in `workers` threads (None: every CPU), on_progress("validation", done, total) as they are computed
+    (once each); transmissions the map cannot read are left out."""
     vm = measured(validation)
-    answered = [
-        (i, p)
-        for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers))
-        if not isinstance(p, Unanswered)
-    ]
-    rows = np.array([i for i, _ in answered], np.int64)
-    posts = [p for _, p in answered]
+    rows_answered, posts = [], []
+    for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers)):
+        if not isinstance(p, Unanswered):
+            rows_answered.append(i)
+            posts.append(p)
+        if on_progress and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(vm)):
+            on_progress("validation", i + 1, len(vm))
+    rows = np.array(rows_answered, np.int64)
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
@@ -116,24 +175,39 @@ def grid_estimates(
     calibration: TestSet | None,
     validation: TestSet | None,
     predict: Predict | None,
-    options: MapOptions,
+    options: MapOptions | None,
     on_progress: Progress | None = None,
+    carried: CarriedMap | None = None,
     workers: int | None = None,
 ) -> GridEstimates:
-    """Answers of radio_map, hybrid (when a model and a validation split are given) and oracle (simulated); the
-    posteriors in `workers` threads (None: every CPU)."""
-    radio_map, how = fit_map(test, calibration, options, on_progress)
-    notes: dict[str, object] = {
-        "radio_map": how,
-        "radio_map_kind": radio_map.info.get("kind"),
-        "radio_map_spacing_m": options.spacing_m,
-    }
-    exponents = None
-    if predict is not None and validation is not None:
-        chosen = hybrid_exponents(radio_map, validation, predict, workers)
-        notes["hybrid"], exponents = chosen, (chosen["alpha"], chosen["beta"])
-    elif predict is not None:
-        notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
+    """Answers of radio_map, hybrid and oracle (simulated stores). With `carried` (a model's own map): its map and
+    exponents, nothing fitted. Else a map fitted for the evaluation with `options`, and a hybrid when a model and a
+    validation split are given. options None: no oracle (and, without `carried`, nothing). The posteriors in
+    `workers` threads (None: every CPU)."""
+    if carried is not None:
+        radio_map = carried.radio_map
+        notes: dict[str, object] = {"radio_map": carried.provenance()}
+        exponents: tuple[float, float] | None = (carried.alpha, carried.beta)
+        notes["hybrid"] = {"alpha": carried.alpha, "beta": carried.beta, "chosen": "the model's own exponents"}
+    else:
+        assert options is not None  # no map to score without one
+        radio_map, how = fit_map(test, calibration, options, on_progress)
+        notes = {
+            "radio_map": {
+                "map": "fitted for this evaluation",
+                "how": how,
+                "fitted_on": short_source(calibration.source) if calibration is not None else "the test recordings",
+                "kind": radio_map.info.get("kind"),
+                "n_labels": radio_map.n_labels,
+                "spacing_m": options.spacing_m,
+            }
+        }
+        exponents = None
+        if predict is not None and validation is not None:
+            chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
+            notes["hybrid"], exponents = chosen, (chosen["alpha"], chosen["beta"])
+        elif predict is not None:
+            notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
     tm = measured(test)
     n = len(test.target_m)
     collectors = {"radio_map": AnswerCollector(n, test.target_m)}
@@ -150,17 +224,18 @@ def grid_estimates(
     progress = (lambda i, k: on_progress("radio map", i, k)) if on_progress else None
     collect(answer, n, list(collectors.values()), progress, workers)
     answers = {k: c.answers for k, c in collectors.items()}
-    if test.scenario is not None and test.tx_height_m is not None and test.gain_offset_db is not None:
-        answers["oracle"] = oracle_answers(
-            test.scenario,
-            test.gain_offset_db,
-            test.tx_height_m,
-            tm.snr_db,
-            tm.noise_dbm,
-            tm.present,
-            test.target_m,
-            options.spacing_m,
-            on_progress=(lambda i, k: on_progress("oracle", i, k)) if on_progress else None,
-            workers=workers,
-        )
+    if options is None or test.scenario is None or test.tx_height_m is None or test.gain_offset_db is None:
+        return GridEstimates(answers, notes)
+    answers["oracle"] = oracle_answers(
+        test.scenario,
+        test.gain_offset_db,
+        test.tx_height_m,
+        tm.snr_db,
+        tm.noise_dbm,
+        tm.present,
+        test.target_m,
+        radio_map.grid.spacing_m,  # the scored map's grid: densities per km² on the same cells
+        on_progress=(lambda i, k: on_progress("oracle", i, k)) if on_progress else None,
+        workers=workers,
+    )
     return GridEstimates(answers, notes)

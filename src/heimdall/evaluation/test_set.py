@@ -50,6 +50,12 @@ class TestSet:
         return self.features[..., self.params.power_index].astype(np.float64)
 
 
+def short_source(source: str) -> str:
+    """A test set's `source` (comma-separated file paths) as folder/name of each file: no absolute paths of the
+    machine that read it."""
+    return ", ".join("/".join(Path(p.strip()).parts[-2:]) for p in source.split(",") if p.strip())
+
+
 Predict = Callable[[TestSet], tuple[np.ndarray, np.ndarray]]  # a model: test set → mean [n, 2] m, cov [n, 2, 2] m²
 
 

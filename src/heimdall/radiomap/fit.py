@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
+from heimdall.budget import Progress
 from heimdall.features import FeatureParams
 from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
-from heimdall.radiomap.budget import Deadline, Progress, counter, each_on_threads
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
+from heimdall.radiomap.fit_budget import Deadline, counter, each_on_threads
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
 from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heimdall.budget import OutOfTime, TimeBudget
 from heimdall.errors import ExportError
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import AttachedMap, attach_map, fit_store_map, read_network
@@ -93,9 +94,12 @@ def choose_and_attach(
     forced: str,
     signer: SigningKey | None = None,
     options: MapOptions | None = None,
+    budget: TimeBudget | None = None,
 ) -> tuple[Choice, AttachedMap | None]:
     """Fit a map on `store` for the exported `network_model`, choose (or take the forced) localizer, and write the
-    map-carrying model (MAP_MODEL_FILE beside the network's, with its manifest) when a map is shipped."""
+    map-carrying model (MAP_MODEL_FILE beside the network's, with its manifest) when a map is shipped. `budget`:
+    the training run's deadline, progress and phase times; an automatic choice that runs past the deadline ships
+    the network, a forced map or hybrid is refused (ExportError)."""
     if forced not in LOCALIZERS:
         raise ExportError(f"--localizer {forced!r:.40}: expected one of {', '.join(LOCALIZERS)}")
     if forced == NETWORK:
@@ -105,8 +109,18 @@ def choose_and_attach(
         if forced != AUTO:
             raise ExportError(f"--localizer {forced}: {why}")
         return Choice(NETWORK, why), None
+    budget = budget or TimeBudget()
     network = read_network(network_model, network_model.with_name(MAP_MODEL_FILE))
-    radio_map, fit = fit_store_map(network, store, options or MapOptions())
+    try:
+        radio_map, fit = fit_store_map(network, store, options or MapOptions(), budget=budget)
+    except OutOfTime as exc:
+        why = f"the map's fit and comparison did not finish within the run's time budget ({exc})"
+        if forced != AUTO:
+            raise ExportError(
+                f"--localizer {forced}: {why}; the network is exported at {network_model}: attach a map with "
+                "`heimdall map fit`, or give the run more --max-time-minutes"
+            ) from None
+        return Choice(NETWORK, f"{why}: the network is shipped (attach a map later with `heimdall map fit`)"), None
     choice = choose(fit, forced)
     if choice.localizer == NETWORK:
         return choice, None
@@ -114,7 +128,9 @@ def choose_and_attach(
     fit = {**fit, "alpha": alpha, "beta": beta, "localizer": choice.localizer}
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]
-    return choice, attach_map(network, radio_map, fit, network_model.with_name(MAP_MODEL_FILE), signer)
+    with budget.phase("choice"):  # writing the map-carrying model and checking it loads
+        attached = attach_map(network, radio_map, fit, network_model.with_name(MAP_MODEL_FILE), signer)
+    return choice, attached
 
 
 def miscalibration(candidate: dict[str, Any]) -> str:

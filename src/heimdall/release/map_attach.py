@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.atomic import atomic_write_bytes
+from heimdall.budget import Progress, TimeBudget
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import map_splits, onnx_predictions
@@ -41,8 +41,6 @@ from heimdall.train.model_card import ModelCard
 RECEIVER_TOLERANCE_M = 1.0
 UNLABELLED_SPLIT = "unlabelled.h5"
 
-Progress = Callable[[str, int, int], None]
-
 
 @dataclass
 class AttachedMap:
@@ -52,6 +50,7 @@ class AttachedMap:
     sha256: str
     size_bytes: int
     fit: dict
+    labels_added: TestSet | None = None  # labelled transmissions its map was fitted on beyond the store's (map update)
 
 
 def check_receivers(recordings: TestSet, card: ModelCard, store: Path, model: str | Path) -> None:
@@ -126,33 +125,36 @@ def fit_store_map(
     options: MapOptions,
     on_progress: Progress | None = None,
     calibration: TestSet | None = None,
+    budget: TimeBudget | None = None,
 ) -> tuple[RadioMap, dict[str, Any]]:
     """The map fitted on `store` for `network` and its FIT_KEY entry: the exponents chosen on the store's validation
     split (with every candidate's validation NLL) and the map's provenance. `calibration`: the labelled set to fit
-    on instead of the store's training split (`heimdall map update`)."""
+    on instead of the store's training split (`heimdall map update`). `budget`: the deadline, the progress (else
+    `on_progress`) and the phase times ("map fit", "choice") of a training run; OutOfTime past its deadline."""
+    budget = budget or TimeBudget(show=on_progress)
     if not store.is_dir():
         raise ExportError(f"{store}: not a store folder")
-    stored, validation = map_splits(store)
-    calibration = calibration or stored
-    recordings = calibration
-    if recordings is None and (store / UNLABELLED_SPLIT).is_file():
-        recordings = load_test_set(store / UNLABELLED_SPLIT)
-    if recordings is None:
-        raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
-    check_receivers(recordings, network.card, store, network.where)
-    try:  # bound the grid before any work
-        MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
-    except ValueError as exc:
-        raise ExportError(f"--spacing-m: {exc}") from None
-    radio_map, how = fit_map(recordings, calibration, options, on_progress)
+    with budget.phase("map fit"):
+        stored, validation = map_splits(store)
+        calibration = calibration or stored
+        recordings = calibration
+        if recordings is None and (store / UNLABELLED_SPLIT).is_file():
+            recordings = load_test_set(store / UNLABELLED_SPLIT)
+        if recordings is None:
+            raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
+        check_receivers(recordings, network.card, store, network.where)
+        try:  # bound the grid before any work
+            MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
+        except ValueError as exc:
+            raise ExportError(f"--spacing-m: {exc}") from None
+        radio_map, how = fit_map(recordings, calibration, options, budget.progress)
     if calibration is None:
         how = f"no labels: self-calibrated on the {len(recordings.features)} recordings of {UNLABELLED_SPLIT}"
     if validation is not None:
-        if on_progress:
-            on_progress("hybrid", 0, 1)
-        exponents = hybrid_exponents(radio_map, validation, lambda t: onnx_predictions(network.data, t))
-        if on_progress:
-            on_progress("hybrid", 1, 1)
+        with budget.phase("choice"):
+            exponents = hybrid_exponents(
+                radio_map, validation, lambda t: onnx_predictions(network.data, t), budget.progress
+            )
     else:
         exponents = {"alpha": 1.0, "beta": 0.0}  # no validation split to choose on: the map alone
     used = [store / n for n in ("train.h5", "val.h5", UNLABELLED_SPLIT) if (store / n).is_file()]

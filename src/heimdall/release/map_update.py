@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.budget import Progress
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.datasets.importer import import_collections
 from heimdall.datasets.spec import ImportOptions
@@ -34,7 +35,6 @@ from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import (
     AttachedMap,
     NetworkModel,
-    Progress,
     attach_map,
     check_receivers,
     fit_store_map,
@@ -163,4 +163,6 @@ def update_map(
         "parent_sha256": hashlib.sha256(parent.data).hexdigest(),
         "labels_added": {"n": len(labels.target_m), "sha256": labels_sha256, "folder": labels_dir.resolve().name},
     }
-    return attach_map(parent.network, radio_map, fit, out, signer)
+    attached = attach_map(parent.network, radio_map, fit, out, signer)
+    attached.labels_added = labels
+    return attached

@@ -1,14 +1,13 @@
 """A published model's own answers on an evaluation set, as the champion rule judges them: the network's Gaussian,
 or, for a model that carries a radio map, the mean and covariance of the hybrid posterior the service answers with
 (heimdall.radiomap.hybrid; the network's answer where the map reads no receiver, as the service does) and whether
-the truth lies in its 50 % and 95 % regions — the calibration a non-Gaussian answer is judged by.
-
-The map costs a few ms per transmission, so a comparison that involves a map-carrying model is made on the first
-MAP_EVALUATION_SAMPLES transmissions of the evaluation set (for both models).
+the truth lies in its 50 % and 95 % regions — the calibration a non-Gaussian answer is judged by. The map is the
+one the model carries (`carried_map`), never a refitted one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.budget import Progress
 from heimdall.errors import ModelLoadError
 from heimdall.evaluation.evaluate import onnx_predictions
-from heimdall.evaluation.radio_map import measured
-from heimdall.evaluation.test_set import Predict, TestSet
+from heimdall.evaluation.radio_map import PROGRESS_EVERY, CarriedMap, map_usable, measured
+from heimdall.evaluation.test_set import TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import Unanswered, in_threads
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
-from heimdall.release.map_metadata import read_exponents
+from heimdall.release.map_metadata import FIT_KEY, read_exponents
 
 log = logging.getLogger(__name__)
-MAP_EVALUATION_SAMPLES = 1_000  # transmissions a map-carrying model is judged on (tens of ms of map answers each)
 
 
 def carries_map(onnx_bytes: bytes) -> bool:
@@ -49,28 +48,35 @@ class Answers:
     in_region95: np.ndarray | None = None
 
 
-def model_answers(onnx_bytes: bytes, test: TestSet, where: str, workers: int | None = None) -> Answers:
+def carried_map(onnx_bytes: bytes, where: str) -> CarriedMap | None:
+    """The map the model carries, with its exponents and FIT_KEY entry; None for a network model; ModelLoadError
+    naming `where` when the map or the entry cannot be read."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    if not map_io.has_map(proto):
+        return None
+    radio_map = read_map(proto, where)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    alpha, beta = read_exponents(meta, where, ModelLoadError)
+    return CarriedMap(radio_map, alpha, beta, json.loads(meta[FIT_KEY]))
+
+
+def model_answers(
+    onnx_bytes: bytes, test: TestSet, where: str, on_progress: Progress | None = None, workers: int | None = None
+) -> Answers:
     """What the model answers the test set with; ModelLoadError naming `where` when its map cannot be read or has
     other receivers than the test set. The regions are the hybrid posterior's HPD regions where the map is used,
     else the network's Gaussian ellipses of the same probability. The map's posteriors in `workers` threads (None:
-    every CPU)."""
-    import onnx
-
+    every CPU); on_progress("map answers", done, total)."""
     mean_m, cov_m2 = onnx_predictions(onnx_bytes, test)
-    proto = onnx.load_from_string(onnx_bytes)
-    if not map_io.has_map(proto):
+    carried = carried_map(onnx_bytes, where)
+    if carried is None:
         return Answers(mean_m, cov_m2)
-    radio_map = read_map(proto, where)
-    alpha, beta = read_exponents({p.key: p.value for p in proto.metadata_props}, where, ModelLoadError)
-    ids = [r.id for r in test.scenario.receivers] if test.scenario is not None else None
-    if ids != list(radio_map.receiver_ids):
-        raise ModelLoadError(
-            f"{where}: its radio map's receivers {list(radio_map.receiver_ids)} are not those of the evaluation set "
-            f"{test.source} ({ids if ids is not None else 'no scenario_yaml attribute'})"
-        )
+    carried.check_receivers(test, where)
+    radio_map, alpha, beta = carried.radio_map, carried.alpha, carried.beta
     m = measured(test)
-    usable = (m.present & np.isfinite(m.snr_db) & np.isfinite(m.noise_dbm)).any(axis=1)
-    usable &= np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
+    usable = map_usable(m, mean_m, cov_m2)
     truth = test.target_m
     in50, in95 = (mahalanobis_sq(mean_m, cov_m2, truth) <= -2 * np.log(1 - q) for q in (0.5, 0.95))
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
@@ -82,11 +88,14 @@ def model_answers(onnx_bytes: bytes, test: TestSet, where: str, workers: int | N
         in50[i], in95[i] = post.in_hpd(truth[i][None], 0.5)[0], post.in_hpd(truth[i][None], 0.95)[0]
         mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
 
-    for result in in_threads(answer, len(rows), workers):  # the network's answer stays where the map cannot read
+    # the network's answer stays where the map cannot read
+    for done, result in enumerate(in_threads(answer, len(rows), workers), 1):
         if isinstance(result, Unanswered):
             log.warning(
                 "%s: transmission %d answered by the network alone: %s", where, rows[result.index], result.reason
             )
+        if on_progress and (done % PROGRESS_EVERY == 0 or done == len(rows)):
+            on_progress("map answers", done, len(rows))
     return Answers(mean_m, cov_m2, in50, in95)
 
 
@@ -98,23 +107,15 @@ def read_map(proto: Any, where: str) -> RadioMap:  # noqa: ANN401  (onnx.ModelPr
         raise ModelLoadError(f"{where}: {exc}") from None
 
 
-def served_predictor(model_path: Path) -> Predict | None:
-    """What an exported model that carries a radio map serves, as a predictor (its answers' mean [n, 2] m and
-    covariance [n, 2, 2] m²), the file read once; None for a checkpoint or a network-only model."""
+def carried_map_of_file(model_path: Path) -> CarriedMap | None:
+    """The map an exported model file carries (carried_map), the file's size and self-containment checked first;
+    None for a checkpoint or a network-only model."""
     if model_path.suffix != ".onnx" or not model_path.is_file():
         return None
     check_model_size(model_path.stat().st_size, str(model_path))
     data = model_path.read_bytes()
-    proto = require_self_contained(data, str(model_path))
-    if not map_io.has_map(proto):
-        return None
-    read_map(proto, str(model_path))  # refused now, at load, rather than after the evaluation's other work
-
-    def predict(test: TestSet) -> tuple[np.ndarray, np.ndarray]:
-        answers = model_answers(data, test, str(model_path))
-        return answers.mean_m, answers.cov_m2
-
-    return predict
+    require_self_contained(data, str(model_path))
+    return carried_map(data, str(model_path))
 
 
 def mahalanobis_sq(mean_m: np.ndarray, cov_m2: np.ndarray, truth_m: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.atomic import atomic_write_bytes
+from heimdall.budget import OutOfTime, TimeBudget
 from heimdall.datasets.store import split_files
 from heimdall.errors import ExportError, ModelStoreError
 from heimdall.evaluation.evaluate import task_predictor
@@ -26,18 +27,21 @@ from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release import MODEL_NAME
 from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration
+from heimdall.release.evaluation_set import EvaluationSet, training_rows
 from heimdall.release.export import ExportResult, export_task, metadata_of
 from heimdall.release.map_attach import AttachedMap
 from heimdall.release.map_metadata import FIT_KEY
-from heimdall.release.model_answers import MAP_EVALUATION_SAMPLES
+from heimdall.release.model_answers import Answers
 from heimdall.release.model_store import ModelStore
-from heimdall.release.registry import Registration, calibrated, onnx_metrics, register, registry_client, summary_of
+from heimdall.release.registry import Judged, Registration, calibrated, judge, register, registry_client
 from heimdall.signing import SigningKey
 from heimdall.train.config import from_mapping
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_tracking_uri
 
-EVALUATION_SAMPLES = 20_000  # transmissions of the evaluation set the champion rule judges on
+# the first transmissions of an evaluation set the champion rule judges on: a paired test and coverages (standard error
+# under 0.7 points) that need no more, at a bounded cost for a map-carrying model (a posterior per transmission)
+EVALUATION_SAMPLES = 5_000
 
 
 @dataclass(frozen=True)
@@ -88,65 +92,106 @@ class PublishedMap:
     eval_metrics: dict | None
 
 
-def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> TestSet | None:
-    """The test split the model is judged on: `eval_data` (an error when unusable), else the test split of the
-    training data when this machine has it; None when neither."""
+def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> EvaluationSet | None:
+    """The test split the model is judged on (its first EVALUATION_SAMPLES transmissions): `eval_data` (an error
+    when unusable), else the test split of the training data when this machine has it; None when neither."""
     if eval_data:
-        return load_test_set(eval_data, EVALUATION_SAMPLES)
+        return EvaluationSet.of(load_test_set(eval_data, EVALUATION_SAMPLES))
     if data_dir and split_files(Path(data_dir), "test"):
-        return load_test_set(data_dir, EVALUATION_SAMPLES)
+        return EvaluationSet.of(load_test_set(data_dir, EVALUATION_SAMPLES))
     return None
 
 
 def export_and_publish(
-    checkpoint: str | Path, out: str | Path, *, options: PublishOptions = PublishOptions()
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    options: PublishOptions = PublishOptions(),
+    budget: TimeBudget | None = None,
 ) -> PublishResult:
-    """Export `checkpoint` to `out` and publish it as `options` say; returns what was done."""
+    """Export `checkpoint` to `out` and publish it as `options` say; returns what was done. `budget`: the deadline
+    and progress of the steps after training, and where their phase times go ("export", "map fit", "choice",
+    "evaluation", "champion evaluation", "registration")."""
     from heimdall.train.task import load_task
 
-    task = load_task(checkpoint)
-    where = str(checkpoint)
-    run = from_mapping(task.heimdall_meta.get("config") or {}, f"{where}: heimdall.config")
-    test = evaluation_set(run.data_dir, options.eval_data)
-    metrics = None
-    if test is not None:
-        mean, cov = task_predictor(task)(test)
-        metrics = summary_of(mean, cov, test.target_m) | {"n_eval": len(test.features), "eval_data": test.source}
-    exported = export_task(task, out, where, metrics=metrics)
-    run_id = exported.card.mlflow_run_id or None
-    data = exported.path.read_bytes()
-    manifest = new_manifest(options.name, None, data, run_id, metadata=exported.metadata)
-    signer = options.signer
-    atomic_write_bytes(sidecar_path(exported.path), encode_manifest(signer.sign(manifest) if signer else manifest))
+    budget = budget or TimeBudget()
+    with budget.phase("export"):
+        task = load_task(checkpoint)
+        where = str(checkpoint)
+        run = from_mapping(task.heimdall_meta.get("config") or {}, f"{where}: heimdall.config")
+        evalset = evaluation_set(run.data_dir, options.eval_data)
+        judged = None if evalset is None else Judged(evalset, Answers(*task_predictor(task)(evalset.test)))
+        metrics = None if judged is None else judged.metrics()
+        exported = export_task(task, out, where, metrics=metrics)
+        run_id = exported.card.mlflow_run_id or None
+        data = exported.path.read_bytes()
+        manifest = new_manifest(options.name, None, data, run_id, metadata=exported.metadata)
+        signer = options.signer
+        atomic_write_bytes(sidecar_path(exported.path), encode_manifest(signer.sign(manifest) if signer else manifest))
     metadata = exported.metadata
     uri = options.tracking_uri or run.tracking_uri or default_tracking_uri()
+    store = Path(run.data_dir) if run.data_dir else None
     choice, attached = None, None
     if options.localizer != NETWORK:
-        store = Path(run.data_dir) if run.data_dir else None
-        choice, attached = choose_and_attach(exported.path, store, options.localizer, signer, options.map_options)
+        choice, attached = choose_and_attach(
+            exported.path, store, options.localizer, signer, options.map_options, budget
+        )
         log_choice(uri, run_id, choice)
     if attached is not None:  # shipped and judged as the map-carrying model it is
         map_data = attached.path.read_bytes()
-        map_test, map_metrics = map_model_metrics(map_data, test, str(attached.path))
-        if ships_network_instead(options.localizer, map_metrics, metrics):
-            assert choice is not None and map_metrics is not None
+        assert choice is not None
+        map_judged, instead = judge_map_model(map_data, evalset, attached, options.localizer, judged, budget)
+        if instead is not None:
             choice = replace(
                 choice,
                 localizer=NETWORK,
-                reason=f"{choice.reason}; but on the evaluation set the {choice.localizer} fails the champion rule's "
-                f"calibration ({miscalibration(map_metrics)}) where the network passes: the network is shipped "
+                reason=f"{choice.reason}; but the {choice.localizer} {instead}: the network is shipped "
                 f"({attached.path.name} is kept for --model-file)",
             )
             log_choice(uri, run_id, choice)
             attached = None
         else:
-            data, test, metrics = map_data, map_test, map_metrics
+            data, judged = map_data, map_judged
             metadata = map_model_metadata(exported.metadata, data)
-    result = PublishResult(export=exported, eval_metrics=metrics, choice=choice, attached=attached)
+    result = PublishResult(
+        export=exported, eval_metrics=None if judged is None else judged.metrics(), choice=choice, attached=attached
+    )
+    training = [*split_files(store, "train")] if store is not None and store.is_dir() else []
     result.store, result.store_version, result.registration = store_and_register(
-        data, metadata, run_id, test, metrics, options, uri, result.path
+        data, metadata, run_id, judged, options, uri, result.path, training, budget
     )
     return result
+
+
+def judge_map_model(
+    data: bytes,
+    evalset: EvaluationSet | None,
+    attached: AttachedMap,
+    localizer: str,
+    network: Judged | None,
+    budget: TimeBudget,
+) -> tuple[Judged | None, str | None]:
+    """(the map-carrying model's own answers on the evaluation set, None) — or (None, why the network is shipped
+    instead): an automatic choice gives way when the champion rule finds the map model miscalibrated there and the
+    network calibrated, or when its evaluation does not finish within the time budget."""
+    if evalset is None:
+        return None, None
+    try:
+        with budget.phase("evaluation"):
+            judged = judge(data, evalset, str(attached.path), budget)
+    except OutOfTime as exc:
+        if localizer != AUTO:
+            raise ExportError(
+                f"--localizer {localizer}: {attached.path} was not judged within the run's time budget ({exc}); "
+                "publish it with `heimdall map fit … --register`, or give the run more --max-time-minutes"
+            ) from None
+        return None, f"was not judged on the evaluation set within the run's time budget ({exc})"
+    if ships_network_instead(localizer, judged.metrics(), network.metrics() if network is not None else None):
+        return None, (
+            f"fails the champion rule's calibration on the evaluation set ({miscalibration(judged.metrics())}) where "
+            "the network passes"
+        )
+    return judged, None
 
 
 def ships_network_instead(localizer: str, map_metrics: dict | None, network_metrics: dict | None) -> bool:
@@ -163,53 +208,60 @@ def map_model_metadata(network_metadata: dict[str, str], data: bytes) -> dict[st
     return {**network_metadata, FIT_KEY: metadata_of(data)[FIT_KEY]}
 
 
-def map_model_metrics(data: bytes, test: TestSet | None, where: str) -> tuple[TestSet | None, dict | None]:
-    """(the evaluation rows, the metrics) a map-carrying model is judged on: its own answers on the first
-    MAP_EVALUATION_SAMPLES transmissions of `test` (None, None without an evaluation set)."""
-    if test is None:
-        return None, None
-    test = test.head(MAP_EVALUATION_SAMPLES)
-    return test, onnx_metrics(data, test, where) | {"n_eval": len(test.target_m), "eval_data": test.source}
-
-
-def publish_map_model(attached: AttachedMap, data_store: Path, options: PublishOptions) -> PublishedMap:
+def publish_map_model(
+    attached: AttachedMap, data_store: Path, options: PublishOptions, budget: TimeBudget | None = None
+) -> PublishedMap:
     """Put a map-carrying model written by `heimdall map fit` / `map update` into the model store and the registry
-    as `options` say, judged on `options.eval_data`, else on the test split of `data_store` when it has one."""
+    as `options` say, judged on `options.eval_data`, else on the test split of `data_store` when it has one (never
+    on transmissions of the store's training split or of the labels its map was fitted on)."""
+    budget = budget or TimeBudget()
     data = attached.path.read_bytes()
     where = str(attached.path)
     card = ModelCard.from_onnx_metadata(metadata_of(data), where, ExportError)
-    test, metrics = map_model_metrics(data, evaluation_set(str(data_store), options.eval_data), where)
+    evalset = evaluation_set(str(data_store), options.eval_data)
+    judged = None
+    if evalset is not None:
+        with budget.phase("evaluation"):
+            judged = judge(data, evalset, where, budget)
     run_id = card.mlflow_run_id or None
     uri = options.tracking_uri or default_tracking_uri()
     metadata = map_model_metadata(card.to_onnx_metadata(), data)
-    return PublishedMap(
-        *store_and_register(data, metadata, run_id, test, metrics, options, uri, attached.path), metrics
-    )
+    training = split_files(data_store, "train") if data_store.is_dir() else []
+    added = (attached.labels_added,) if attached.labels_added is not None else ()
+    stored = store_and_register(data, metadata, run_id, judged, options, uri, attached.path, training, budget, added)
+    return PublishedMap(*stored, None if judged is None else judged.metrics())
 
 
 def store_and_register(
     data: bytes,
     metadata: dict[str, str],
     run_id: str | None,
-    test: TestSet | None,
-    metrics: dict | None,
+    judged: Judged | None,
     options: PublishOptions,
     tracking_uri: str,
     kept_at: Path,
+    training: list[Path],
+    budget: TimeBudget,
+    labels: tuple[TestSet, ...] = (),
 ) -> tuple[str | None, int | None, Registration | None]:
     """Put a written model (`data`, kept at `kept_at`) into the model store and the registry as `options` say:
-    (store description, store version, registration), None where not done."""
+    (store description, store version, registration), None where not done. The champion rule judges it by
+    `judged` and refuses an evaluation set that shares transmissions with the store files `training` or the sets
+    `labels` (what it was fitted on)."""
     store = version = registration = None
-    if options.store is not None:
-        model_store = ModelStore.open(options.store, **options.s3_options)
-        try:
-            version = model_store.publish(options.name, data, metadata, parent_run=run_id, signer=options.signer)
-        except ModelStoreError as exc:
-            raise ModelStoreError(f"{exc}; the exported model is kept at {kept_at}") from None
-        store = model_store.backend.description
-    if options.register:
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, float)} if metrics is not None else None
-        registration = register(data, numeric, test, tracking_uri, run_id, options.name, signer=options.signer)
+    with budget.phase("registration"):
+        if options.store is not None:
+            model_store = ModelStore.open(options.store, **options.s3_options)
+            try:
+                version = model_store.publish(options.name, data, metadata, parent_run=run_id, signer=options.signer)
+            except ModelStoreError as exc:
+                raise ModelStoreError(f"{exc}; the exported model is kept at {kept_at}") from None
+            store = model_store.backend.description
+        if options.register:
+            rows = training_rows(training, labels) if judged is not None else None
+            registration = register(
+                data, judged, tracking_uri, run_id, options.name, signer=options.signer, training=rows, budget=budget
+            )
     return store, version, registration
 
 

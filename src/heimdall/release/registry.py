@@ -2,12 +2,19 @@
 
 The ONNX model is logged as an MLflow model (with its tensor signature, as one self-contained file) in the
 training run and registered as `heimdall-localizer`; its manifest (heimdall.manifest, signed when a key is
-given) is the version's tag MANIFEST_TAG. The alias `champion` moves to the new version only when it beats
-the current champion on the same evaluation set, each judged by its own answers — a map-carrying model by its
-hybrid posterior (heimdall.release.model_answers) — with a lower median error and a calibration within
-COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions); otherwise the version
-gets the alias `challenger` and the reason is reported. A model registered without an evaluation set is always a
-challenger (NO_EVALUATION is the reason).
+given) is the version's tag MANIFEST_TAG. The champion rule (`decide`, docs/MODELS.md) moves the alias `champion`
+to the new version only when
+- it was judged on at least MIN_TRANSMISSIONS transmissions, none of them in the training data this machine knows
+  of (heimdall.release.evaluation_set);
+- a current champion was judged on the same set: the champion's recorded evaluation set (EVALUATION_SET_TAG), or
+  the first rows of the new set when they are exactly that set — both models are then judged there, each by its
+  own answers (a map-carrying model by its hybrid posterior: heimdall.release.model_answers);
+- its calibration is within COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions);
+- its errors are smaller than the champion's on those transmissions by a one-sided Wilcoxon signed-rank test at
+  SIGNIFICANCE (paired, transmission by transmission).
+Otherwise the version gets the alias `challenger` and the reason is reported. A model registered without an
+evaluation set is always a challenger (NO_EVALUATION is the reason). Every version records the evaluation set it
+was judged on.
 The registry URI is always the tracking URI, passed explicitly to every MLflow call: MLflow's own default
 would be a ./mlflow.db in the working folder.
 """
@@ -22,22 +29,34 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from heimdall.budget import OutOfTime, TimeBudget
 from heimdall.errors import ModelLoadError
-from heimdall.evaluation.test_set import TestSet
+from heimdall.evaluation.test_set import TestSet, short_source
 from heimdall.manifest import MANIFEST_TAG, new_manifest
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHALLENGER, CHAMPION, MODEL_NAME
+from heimdall.release.evaluation_set import (
+    MIN_TRANSMISSIONS,
+    EvaluationSet,
+    TrainingRows,
+    describe,
+    read_record,
+    rows_judged_with,
+)
 from heimdall.release.export import metadata_of
-from heimdall.release.model_answers import MAP_EVALUATION_SAMPLES, carries_map, model_answers
+from heimdall.release.model_answers import Answers, model_answers
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import artifact_location
 
 if TYPE_CHECKING:  # mlflow is imported where the registry is used
+    from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
 COVERAGE_TOLERANCE = 0.05
+SIGNIFICANCE = 0.01  # of the one-sided paired test a challenger must pass against the champion
+EVALUATION_SET_TAG = "evaluation_set"  # a version's tag: the record of the set it was judged on (JSON)
 ONNX_ARTIFACT = "model.onnx"  # the file of MLflow's ONNX flavour inside a logged model
 EXPORT_EXPERIMENT = "heimdall-export"  # for models registered outside a training run
 NO_EVALUATION = "no evaluation set was given (--eval-data), so it was not compared with the champion"
@@ -55,14 +74,53 @@ class Registration:
     champion_metrics: dict | None
 
 
+@dataclass
+class Judged:
+    """A model's answers on an evaluation set, as the champion rule reads them."""
+
+    evalset: EvaluationSet
+    answers: Answers
+
+    @property
+    def error_m(self) -> np.ndarray:
+        """Float [n]: distance of each answer from the truth, m (NaN where the answer is not finite)."""
+        return np.linalg.norm(self.answers.mean_m - self.evalset.test.target_m, axis=1)
+
+    def head(self, n: int) -> Judged:
+        """The answers on the first n transmissions."""
+        a = self.answers
+        cut = None if a.in_region50 is None or a.in_region95 is None else (a.in_region50[:n], a.in_region95[:n])
+        return Judged(self.evalset.head(n), Answers(a.mean_m[:n], a.cov_m2[:n], *(cut or (None, None))))
+
+    def metrics(self) -> dict:
+        """metrics_of the answers, with `n_eval` and `eval_data` (the files, folder/name)."""
+        test = self.evalset.test
+        return metrics_of(self.answers, test.target_m) | {
+            "n_eval": len(self.evalset),
+            "eval_data": short_source(test.source),
+        }
+
+
+def judge(onnx_bytes: bytes, evalset: EvaluationSet, where: str, budget: TimeBudget | None = None) -> Judged:
+    """An ONNX model's own answers on `evalset` (model_answers; progress and deadline from `budget`)."""
+    on_progress = budget.progress if budget is not None else None
+    return Judged(evalset, model_answers(onnx_bytes, evalset.test, where, on_progress))
+
+
 def onnx_metrics(onnx_bytes: bytes, test: TestSet, where: str = "model") -> dict:
-    """Median error and calibration of an ONNX model's own answers on a TestSet (a map-carrying model: its hybrid
-    posterior's, heimdall.release.model_answers, with the share of truths in its 50 % and 95 % regions,
-    `coverage_region50` and `coverage_region95`)."""
-    a = model_answers(onnx_bytes, test, where)
-    out = summary_of(a.mean_m, a.cov_m2, test.target_m)
-    if a.in_region50 is not None and a.in_region95 is not None:
-        out |= {"coverage_region50": float(a.in_region50.mean()), "coverage_region95": float(a.in_region95.mean())}
+    """Median error and calibration of an ONNX model's own answers on a TestSet (metrics_of model_answers)."""
+    return metrics_of(model_answers(onnx_bytes, test, where), test.target_m)
+
+
+def metrics_of(answers: Answers, truth_m: np.ndarray) -> dict:
+    """summary_of a model's answers; for a map-carrying model with the share of truths in its 50 % and 95 % regions,
+    `coverage_region50` and `coverage_region95`."""
+    out = summary_of(answers.mean_m, answers.cov_m2, truth_m)
+    if answers.in_region50 is not None and answers.in_region95 is not None:
+        out |= {
+            "coverage_region50": float(answers.in_region50.mean()),
+            "coverage_region95": float(answers.in_region95.mean()),
+        }
     return out
 
 
@@ -92,24 +150,63 @@ def calibrated(m: dict, tolerance: float = COVERAGE_TOLERANCE) -> bool:
     return all(abs(measured - ideal) <= tolerance for measured, ideal in coverages(m).values())
 
 
-def decide(new: dict, champion: dict | None, tolerance: float = COVERAGE_TOLERANCE) -> tuple[bool, str]:
-    """Whether the new model becomes champion, and why (in words)."""
-    if not calibrated(new, tolerance):
-        (a, (ma, ia)), (b, (mb, ib)) = coverages(new).items()
-        return False, (
-            f"its coverage {a} {ma:.1%} / {b} {mb:.1%} is more than {tolerance:.0%} from ideal ({ia:.1%} / {ib:.1%})"
-        )
+def miscalibrated(m: dict, tolerance: float = COVERAGE_TOLERANCE) -> str | None:
+    """Why a model with metrics `m` is not calibrated enough to be champion (its coverages, `coverages`, more than
+    `tolerance` from ideal), None when it is."""
+    if calibrated(m, tolerance):
+        return None
+    (a, (ma, ia)), (b, (mb, ib)) = coverages(m).items()
+    return f"its coverage {a} {ma:.1%} / {b} {mb:.1%} is more than {tolerance:.0%} from ideal ({ia:.1%} / {ib:.1%})"
+
+
+def paired_p_value(new_error_m: np.ndarray, champion_error_m: np.ndarray) -> float:
+    """One-sided p-value of the Wilcoxon signed-rank test that the new errors [n] are smaller than the champion's on
+    the same transmissions; an unanswered transmission (NaN error) counts as worse than any answer, ties drop out."""
+    from scipy.stats import wilcoxon
+
+    new = np.where(np.isfinite(new_error_m), new_error_m, np.inf)
+    old = np.where(np.isfinite(champion_error_m), champion_error_m, np.inf)
+    both_missing = np.isinf(new) & np.isinf(old)
+    d = np.where(both_missing, 0.0, old - np.where(both_missing, 0.0, new))
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    return float(wilcoxon(d, alternative="greater").pvalue)
+
+
+def decide(new: Judged, champion: Judged | None, tolerance: float = COVERAGE_TOLERANCE) -> tuple[bool, str]:
+    """Whether the new model becomes champion, and why (in words): calibrated within `tolerance`, and, against a
+    champion judged on the same transmissions, smaller errors by the paired test at SIGNIFICANCE."""
+    off = miscalibrated(new.metrics(), tolerance)
+    if off is not None:
+        return False, off
     if champion is None:
         return True, "there was no champion"
-    if new["median_error_m"] < champion["median_error_m"]:
-        return True, (
-            f"median error {new['median_error_m'] / 1e3:.2f} km beats the champion's "
-            f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set"
-        )
-    return False, (
-        f"median error {new['median_error_m'] / 1e3:.2f} km does not beat the champion's "
-        f"{champion['median_error_m'] / 1e3:.2f} km on the same evaluation set"
+    p = paired_p_value(new.error_m, champion.error_m)
+    medians = (
+        f"median error {np.nanmedian(new.error_m) / 1e3:.2f} km against the champion's "
+        f"{np.nanmedian(champion.error_m) / 1e3:.2f} km on its {len(champion.evalset)} evaluation transmissions"
     )
+    test = f"one-sided Wilcoxon signed-rank test on the paired errors: p = {p:.2g}"
+    if p < SIGNIFICANCE:
+        return True, f"beats the champion: {medians}, {test} < {SIGNIFICANCE:g}"
+    return False, f"does not beat the champion: {medians}, {test}, not below {SIGNIFICANCE:g}"
+
+
+def set_refusal(evalset: EvaluationSet, training: TrainingRows | None) -> str | None:
+    """Why the champion rule decides nothing on `evalset` (too few transmissions, or some in the training data
+    `training`), None when it may."""
+    if len(evalset) < MIN_TRANSMISSIONS:
+        return (
+            f"judged on {len(evalset)} transmissions, fewer than the {MIN_TRANSMISSIONS} the champion rule decides "
+            "on (--eval-data: a larger held-out set)"
+        )
+    if training is not None and (shared := training.shared_with(evalset)):
+        return (
+            f"{shared} of its {len(evalset)} evaluation transmissions ({evalset.describe()}) are in its training data "
+            f"({training.source}): the champion rule decides only on held-out transmissions"
+        )
+    return None
 
 
 def registry_client(uri: str) -> MlflowClient:
@@ -143,17 +240,19 @@ def download_version(uri: str, name: str, version: str, where: str) -> bytes:
 
 def register(
     onnx_bytes: bytes,
-    metrics: dict | None,
-    test: TestSet | None,
+    judged: Judged | None,
     tracking_uri: str,
     run_id: str | None,
     name: str = MODEL_NAME,
     tolerance: float = COVERAGE_TOLERANCE,
     signer: SigningKey | None = None,
+    training: TrainingRows | None = None,
+    budget: TimeBudget | None = None,
 ) -> Registration:
     """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
-    its manifest (signed by `signer` if given), and move `champion` or set `challenger` (always `challenger`
-    without an evaluation set `test` and its `metrics`)."""
+    its manifest (signed by `signer` if given), and move `champion` or set `challenger` by the champion rule on
+    `judged`, its answers on an evaluation set (always `challenger` without one). `training`: the transmissions it
+    was fitted on, as far as known here; `budget`: the deadline and progress of the champion's evaluation."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -192,46 +291,90 @@ def register(
     if signer is not None:
         manifest = signer.sign(manifest)
     client.set_model_version_tag(name, version, MANIFEST_TAG, json.dumps(manifest, separators=(",", ":")))
-    champion_metrics = None
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         current = None
-    unusable = None
-    if current is not None and current.version != version and test is not None:
-        where = f"registry {name} version {current.version} (the champion)"
-        try:
-            champion = download_version(tracking_uri, name, current.version, where)
-            require_self_contained(champion, where)
-            champion_card = ModelCard.from_onnx_metadata(metadata_of(champion), where, ModelLoadError)
-        except ModelLoadError as exc:
-            unusable = f"the champion cannot be read ({exc}); it is not replaced automatically"
-        else:
-            if champion_card.scenario_sha256 != new_card.scenario_sha256:
-                unusable = "the champion was trained on another scenario; it is not replaced automatically"
-            else:
-                if carries_map(champion) and len(test.target_m) > MAP_EVALUATION_SAMPLES:  # both on the same rows
-                    test = test.head(MAP_EVALUATION_SAMPLES)
-                    if metrics is not None:
-                        metrics = metrics | onnx_metrics(onnx_bytes, test) | {"n_eval": MAP_EVALUATION_SAMPLES}
-                try:
-                    champion_metrics = onnx_metrics(champion, test, where)
-                except ModelLoadError as exc:
-                    unusable = f"the champion cannot be judged ({exc}); it is not replaced automatically"
-    if test is None or metrics is None:
-        wins, reason = False, NO_EVALUATION
-    elif unusable:
-        wins, reason = False, unusable
+    champion = None
+    refused = NO_EVALUATION if judged is None else set_refusal(judged.evalset, training)
+    if judged is not None and refused is None and current is not None and current.version != version:
+        judged, champion, refused = _against_champion(tracking_uri, name, current, judged, new_card, budget)
+    if judged is not None and refused is None:
+        wins, reason = decide(judged, champion, tolerance)
     else:
-        wins, reason = decide(metrics, champion_metrics, tolerance)
+        wins, reason = False, refused or NO_EVALUATION
     alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
-    for key, value in (metrics or {}).items():
-        client.set_model_version_tag(name, version, key, f"{value:.6g}")
+    metrics = judged.metrics() if judged is not None else {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            client.set_model_version_tag(name, version, key, f"{value:.6g}")
+    if judged is not None:
+        client.set_model_version_tag(name, version, EVALUATION_SET_TAG, json.dumps(judged.evalset.record()))
     client.set_model_version_tag(name, version, "decision", reason)
     return Registration(
-        name=name, version=version, alias=alias, reason=reason, metrics=metrics or {}, champion_metrics=champion_metrics
+        name=name,
+        version=version,
+        alias=alias,
+        reason=reason,
+        metrics=metrics,
+        champion_metrics=champion.metrics() if champion is not None else None,
     )
+
+
+def _against_champion(
+    tracking_uri: str, name: str, current: ModelVersion, judged: Judged, new_card: ModelCard, budget: TimeBudget | None
+) -> tuple[Judged, Judged | None, str | None]:
+    """(the new model's answers on the champion's own evaluation set, the champion's there, None) — or (`judged`,
+    None, why the champion cannot be compared with) — for the champion `current`."""
+    where = f"registry {name} version {current.version} (the champion)"
+    record = read_record(current.tags.get(EVALUATION_SET_TAG, ""), where)
+    if record is None:
+        return (
+            judged,
+            None,
+            (
+                f"the champion (version {current.version}) records no evaluation set to compare on (registered before "
+                "the champion rule recorded one, or without one); it is not replaced automatically"
+            ),
+        )
+    rows = rows_judged_with(judged.evalset, record)
+    if rows is None:
+        return (
+            judged,
+            None,
+            (
+                f"judged on {judged.evalset.describe()}, but the champion (version {current.version}) was judged on "
+                f"{describe(record)}: a challenger is compared on the champion's own evaluation set (--eval-data that "
+                "set, or one that begins with it); it is not replaced automatically"
+            ),
+        )
+    if len(rows) < MIN_TRANSMISSIONS:
+        return judged, None, set_refusal(rows, None)
+    try:
+        champion = download_version(tracking_uri, name, current.version, where)
+        require_self_contained(champion, where)
+        champion_card = ModelCard.from_onnx_metadata(metadata_of(champion), where, ModelLoadError)
+    except ModelLoadError as exc:
+        return judged, None, f"the champion cannot be read ({exc}); it is not replaced automatically"
+    if champion_card.scenario_sha256 != new_card.scenario_sha256:
+        return judged, None, "the champion was trained on another scenario; it is not replaced automatically"
+    budget = budget or TimeBudget()
+    try:
+        with budget.phase("champion evaluation"):
+            champion_judged = judge(champion, rows, where, budget)
+    except ModelLoadError as exc:
+        return judged, None, f"the champion cannot be judged ({exc}); it is not replaced automatically"
+    except OutOfTime as exc:
+        return (
+            judged,
+            None,
+            (
+                f"the champion (version {current.version}) could not be judged within the time budget ({exc}); "
+                "it is not replaced automatically"
+            ),
+        )
+    return judged.head(len(rows)), champion_judged, None
 
 
 def _has_run(client: MlflowClient, run_id: str) -> bool:

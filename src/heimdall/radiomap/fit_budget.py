@@ -16,11 +16,11 @@ from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from heimdall.budget import Progress
 from heimdall.radiomap.batch import worker_count
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # on_progress(stage, done, total)
 T = TypeVar("T")
 
 
@@ -65,13 +65,12 @@ def counter(on_progress: Progress | None, stage: str, total: int, every: int = 1
 
 
 def each_on_threads(task: Callable[[int], T], n: int, workers: int | None, step: Callable[[], None]) -> list[T]:
-    """[task(i) for i in range(n)] on worker_count(workers) threads (heimdall.radiomap.batch) with one BLAS thread, set here for all of them
-    (a limit each task may enter and leave again then always restores this one); `step` is called in this thread
-    as each task finishes."""
+    """[task(i) for i in range(n)] on worker_count(workers) threads (heimdall.radiomap.batch) with one BLAS thread,
+    set here for all of them (a limit each task may enter and leave again then always restores this one); `step` is
+    called in this thread as each task finishes."""
     with threadpool_limits(1), ThreadPoolExecutor(min(worker_count(workers), max(n, 1))) as pool:
         futures = [pool.submit(task, i) for i in range(n)]
         for f in as_completed(futures):
             f.result()
             step()
         return [f.result() for f in futures]
-
