@@ -159,6 +159,13 @@ def test_a_bad_row_is_named_by_line_and_column_and_nothing_is_written(tmp_path, 
     assert not out.exists() or not any(out.iterdir()), "something was written"
 
 
+def test_a_spreadsheet_csv_with_a_byte_order_mark_imports(tmp_path):
+    table = write_table(tmp_path / "t.csv", ROWS)
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    summary, _ = import_table(table, tmp_path / "store", None)
+    assert summary.n_rows == len(ROWS) and sum(summary.splits.values()) == 2
+
+
 def test_mixed_units_within_one_receiver_are_refused(tmp_path):
     rows = [list(r) for r in ROWS]
     rows[6][COLUMNS.index("power_db")], rows[6][COLUMNS.index("power_dbm")] = "", "-40"  # c in dBm on line 8

@@ -115,7 +115,7 @@ def _parse_csv(path: Path, data: bytes) -> tuple[Any, np.ndarray]:
 
     try:
         frame = pd.read_csv(
-            io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", engine="c"
+            io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig", engine="c"
         )
     except UnicodeDecodeError as exc:
         raise RecordingError(path, "file", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
