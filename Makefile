@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_map.py
 	$(PY) bench/bench_labels.py
+	$(PY) bench/bench_import.py
 
 clean:
 	rm -rf workspace .pytest_cache

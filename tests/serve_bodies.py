@@ -45,7 +45,7 @@ def iq_body(rows, k, shift_hz=0.0):
 def sigmf_collection(folder, name, rows, k, lat_lon, datatype="ci16_le"):
     """Transmission k as a SigMF collection `name` in folder (one recording per receiver, at lat_lon [R, 2] with its
     heimdall:receiver_id, full scale −30 dBm); the collection's path."""
-    from heimdall.datasets.sigmf_files import write_collection, write_recording
+    from heimdall.datasets.sigmf_writer import write_collection, write_recording
 
     metas = [
         write_recording(

@@ -407,14 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="localize the transmissions of a store or SigMF collections (no HTTP)",
+        help="localize the transmissions of a store, SigMF collections or a power-reading table (no HTTP)",
         description="Run the service's model (file, store or registry) on every transmission of a "
         "store or of SigMF collections and write a CSV (or JSON) of positions and ellipses; a model that carries "
         "a radio map answers with the map × network posterior, its modes and regions.",
     )
     p.add_argument(
         "data",
-        help="a store .h5 file, a store folder (its --split), a .sigmf-collection, or a folder of SigMF collections",
+        help="a store .h5 file, a store folder (its --split), a .sigmf-collection, a folder of SigMF collections, "
+        "or a power-reading table (.csv, .jsonl: one answer per transmission id)",
     )
     _flag(
         p,
@@ -440,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {MATCH_TOLERANCE_M:g} m)",
     )
     _flag(
-        p, "--skip-invalid", action="store_true", help="SigMF: skip invalid collections (reported) instead of stopping"
+        p,
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid SigMF collections or table transmissions (reported) instead of stopping",
     )
     _flag(p, "--quiet", action="store_true", help="no progress bar")
     _add_model_source(p)
@@ -454,13 +458,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "import",
-        help="import a folder of SigMF collections into a training store",
+        help="import a folder of SigMF collections, or a table of power readings, into a training store",
         description="Read every *.sigmf-collection under DIR (one transmission each, one recording "
-        "per receiver), check it, and write a training store: labelled collections into "
+        "per receiver), or a power-reading table (CSV or JSON Lines, one row per transmission and receiver: "
+        "docs/DATA.md), check it, and write a training store: labelled transmissions into "
         "train/val/test (kept from train/val/test sub-folders, else a seeded split), "
         "unlabelled ones into the 'unlabelled' split for prediction.",
     )
-    p.add_argument("input", metavar="DIR", help="folder of SigMF collections (only read, never modified)")
+    p.add_argument(
+        "input",
+        metavar="DIR|TABLE",
+        help="folder of SigMF collections, or a power-reading table (.csv, .jsonl) (only read, never modified)",
+    )
+    _flag(
+        p,
+        "--format",
+        choices=("sigmf", "csv", "jsonl"),
+        help="what the input is (default: csv or jsonl by a file's suffix, sigmf for a folder)",
+    )
     _flag(p, "--out", required=True, help="store folder to write")
     _flag(
         p,

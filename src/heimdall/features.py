@@ -96,8 +96,8 @@ class FeatureParams:
         fs = number("sample_rate_hz", d["sample_rate_hz"], 1.0, 1e10)
         window = number("window_samples", d["window_samples"], 2, MAX_WINDOW_SAMPLES, integer=True)
         segment = number("segment_samples", d["segment_samples"], 2, window, integer=True)
-        bins = number("psd_bins", d["psd_bins"], 1, segment, integer=True)
-        if segment % bins:
+        bins = number("psd_bins", d["psd_bins"], 0, segment, integer=True)  # 0: power readings, no spectrum
+        if bins and segment % bins:
             raise ValueError(f"psd_bins: {bins} does not divide segment_samples {segment}")
         band = d["noise_band_hz"]
         if not isinstance(band, list) or len(band) != 2:
@@ -186,7 +186,7 @@ def extract_features(iq: np.ndarray, p: FeatureParams, full_scale_dbm: float | n
     noise_in_channel = noise * p.channel_bandwidth_hz
     signal = np.maximum(band - noise * plan.in_band.sum() * df, noise_in_channel * 10 ** (SNR_FLOOR_DB / 10))
     cal = np.asarray(full_scale_dbm, np.float64)
-    binned = psd.reshape(*psd.shape[:-1], p.psd_bins, -1).mean(axis=-1)
+    binned = psd.reshape(*psd.shape[:-1], p.psd_bins, -1).mean(axis=-1) if p.psd_bins else psd[..., :0]
     tiny = np.finfo(np.float64).tiny
     return Features(
         psd_dbm_hz=(10 * np.log10(binned + tiny) + cal[..., None]).astype(np.float32),

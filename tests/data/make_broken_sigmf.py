@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heimdall.datasets.sigmf_files import write_collection, write_recording
+from heimdall.datasets.sigmf_writer import write_collection, write_recording
 from heimdall.scenario.builtin import load_scenario
 
 SEED = 7

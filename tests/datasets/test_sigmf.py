@@ -18,7 +18,8 @@ from heimdall.cli import main
 from heimdall.datasets.conform import recording_features
 from heimdall.datasets.generate import generate_dataset
 from heimdall.datasets.importer import import_collections
-from heimdall.datasets.sigmf_files import DATATYPES, encode, read_collection, write_collection, write_recording
+from heimdall.datasets.sigmf_files import DATATYPES, read_collection
+from heimdall.datasets.sigmf_writer import encode, write_collection, write_recording
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.errors import RecordingError
 from heimdall.features import FeatureParams, extract_features, feature_matrix

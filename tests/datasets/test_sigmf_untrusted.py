@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from heimdall.cli import main
 from heimdall.datasets.importer import REPORT_NAME, import_collections
-from heimdall.datasets.sigmf_files import write_collection
+from heimdall.datasets.sigmf_writer import write_collection
 from heimdall.datasets.spec import ImportOptions
 from heimdall.errors import HeimdallError, NothingImported
 from heimdall.scenario.domain import MAX_RECEIVERS

@@ -82,11 +82,6 @@ BAD = [
         "receivers[1].antenna_height_m: expected a number",
     ),
     ("missing frequency", _set("frequency_hz", KeyError), "frequency_hz: required key is missing"),
-    (
-        "overlapping receivers",
-        _set("receivers.3", {"id": "twin", "lat": 45.0201, "lon": 7.2901, "antenna_height_m": 10}),
-        "receivers[3]: receiver 'twin' overlaps receivers[0] 'giaveno' (14 m apart",
-    ),
     ("duplicate id", _set("receivers.1.id", "giaveno"), "receivers[1].id: duplicate receiver id"),
     ("empty bbox", _set("area.bbox", [45.0, 8.0, 44.0, 9.0]), "area.bbox: empty area"),
     ("reversed range", _set("transmitter.power_dbm", [47, 30]), "transmitter.power_dbm: min 47"),
@@ -110,28 +105,19 @@ def test_invalid_scenarios_name_the_field(case, edit, message):
     assert message in str(info.value)
 
 
-def test_overlap_check_does_not_reject_the_close_real_sites(nw_italy):
-    # Coazze and Aquila di Giaveno are ~2 km apart: distinct receivers, accepted
-    assert {"coazze", "giaveno"} <= {r.id for r in nw_italy.receivers}
-    # they are the network's closest pair, so the overlap check (nearest pair against the minimum) judged them
-    en = nw_italy.receiver_positions_m()
-    dist = np.linalg.norm(en[:, None] - en[None], axis=-1) + np.diag(np.full(len(en), np.inf))
-    i, j = np.unravel_index(dist.argmin(), dist.shape)
-    assert {nw_italy.receivers[i].id, nw_italy.receivers[j].id} == {"coazze", "giaveno"}
-    assert 1_000 < dist[i, j] < 3_000
-    # and the check does fire on this pair once Coazze is moved within the minimum separation of Giaveno
+def test_receivers_may_share_a_site_but_not_an_id():
+    # two receivers on one roof: distinct ids at the same coordinates are two receivers
     d = _base()
-    k = next(n for n, r in enumerate(d["receivers"]) if r["id"] == "coazze")
     giaveno = next(r for r in d["receivers"] if r["id"] == "giaveno")
-    at = nw_italy.frame.to_local(giaveno["lat"], giaveno["lon"]).reshape(2)
-    for offset_m, refused in ((50.0, True), (150.0, False)):
-        lat, lon = nw_italy.frame.to_geodetic(at + [offset_m, 0.0])
-        d["receivers"][k].update(lat=float(lat), lon=float(lon))
-        if refused:
-            with pytest.raises(ScenarioError, match=f"receivers\\[{k}\\]: receiver 'coazze' overlaps .* 'giaveno'"):
-                scenario_from_dict(copy.deepcopy(d))
-        else:
-            assert {r.id for r in scenario_from_dict(copy.deepcopy(d)).receivers} >= {"coazze", "giaveno"}
+    d["receivers"].append({**giaveno, "id": "giaveno-uhf", "name": "giaveno-uhf"})
+    sc = scenario_from_dict(copy.deepcopy(d))
+    en = sc.receiver_positions_m()
+    ids = [r.id for r in sc.receivers]
+    assert np.linalg.norm(en[ids.index("giaveno")] - en[ids.index("giaveno-uhf")]) < 1e-6
+    # the same id twice is still refused
+    d["receivers"][-1]["id"] = "giaveno"
+    with pytest.raises(ScenarioError, match=r"receivers\[\d+\]\.id: duplicate receiver id 'giaveno'"):
+        scenario_from_dict(d)
 
 
 def test_file_errors_name_the_file(tmp_path):

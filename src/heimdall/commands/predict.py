@@ -1,5 +1,5 @@
-"""`heimdall predict`: the service's model over a store or SigMF collections, written as CSV, JSON, GeoJSON or KML
-(with a radio map: the hybrid answers, their modes and regions, as the service gives them)."""
+"""`heimdall predict`: the service's model over a store, SigMF collections or a power-reading table, written as CSV,
+JSON, GeoJSON or KML (with a radio map: the hybrid answers, their modes and regions, as the service gives them)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from heimdall.commands.options import model_source
 from heimdall.commands.predict_formats import transmission_features, write_geojson, write_kml
 from heimdall.datasets.conform import recording_features
 from heimdall.datasets.loader import StoreDataset
+from heimdall.datasets.power_import import match_receivers, readings, table_problems
+from heimdall.datasets.power_table import is_table, read_table
 from heimdall.datasets.receivers import resolve_recordings
 from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, find_collections, read_collection
 from heimdall.datasets.store import split_files
 from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
-from heimdall.features import receiver_reports
+from heimdall.features import SCALAR_FEATURES, receiver_reports
 from heimdall.radiomap.batch import worker_count
 from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
@@ -44,7 +46,9 @@ def predict_command(args: argparse.Namespace) -> int:
     console = Console()
     model = model_source(args).load()
     data = Path(args.data)
-    if data.name.endswith(COLLECTION_SUFFIX) or (
+    if data.is_file() and is_table(data):
+        names, mean, cov, truth, inputs = predict_table(data, model, args.match_tolerance_m, args.skip_invalid, console)
+    elif data.name.endswith(COLLECTION_SUFFIX) or (
         data.is_dir() and not split_files(data, args.split) and find_collections(data)
     ):
         names, mean, cov, truth, inputs = predict_collections(
@@ -170,6 +174,53 @@ def spreadsheet_text(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_LEADS) else text
 
 
+def _batched(
+    model: ServedModel, feats: np.ndarray, rx: np.ndarray, present: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's (mean [n, 2] m, cov [n, 2, 2] m²) of features [n, R, F], rx [n, R, 2], present [n, R], BATCH at a
+    time."""
+    means, covs = [], []
+    for s in range(0, len(feats), BATCH):
+        m, c = model.predict(feats[s : s + BATCH], rx[s : s + BATCH], present[s : s + BATCH])
+        means.append(m)
+        covs.append(c)
+    return np.concatenate(means), np.concatenate(covs)
+
+
+def predict_table(
+    data: Path, model: ServedModel, tolerance_m: float, skip_invalid: bool, console: Console
+) -> Predictions:
+    """The same for a power-reading table: one answer per transmission id, its rows read into features as `heimdall
+    import` reads them (heimdall.datasets.power_import.readings); receivers unknown to the model join ad hoc where
+    the rows place them. The model's spectral features (if any) are missing (NaN), as in a power-only request."""
+    p = model.params
+    if p.feature_names[p.power_index :] != list(SCALAR_FEATURES):
+        raise DatasetError(
+            f"model {model.name} {model.version}: its features end in {p.feature_names[p.power_index :]}, not "
+            f"{list(SCALAR_FEATURES)}: it needs spectral features and cannot answer power readings"
+        )
+    table = read_table(data)
+    matched = match_receivers(table, model.receiver_ids, model.rx_position_m, model.frame, tolerance_m)
+    keep = table_problems(matched.table, skip_invalid)
+    for _, exc in matched.table.problems:
+        console.print(f"skipped {exc}", highlight=False, markup=False)
+    ids = model.receiver_ids + matched.new_ids
+    got = readings(matched.table, matched.index, len(ids), keep)
+    if not len(got.names):
+        raise DatasetError(f"{data}: no transmission could be localized")
+    feats = np.full((*got.features.shape[:2], p.n_features), np.nan, np.float32)
+    feats[..., p.power_index :] = got.features
+    positions = np.concatenate([model.rx_position_m, model.frame.to_local(*matched.new_lat_lon.T).reshape(-1, 2)])
+    rx = np.broadcast_to(positions.astype(np.float32), (len(feats), *positions.shape))
+    present = got.present.astype(np.float32)
+    mean, cov = _batched(model, feats, rx, present)
+    labels = np.asarray([*model.receiver_ids, *([""] * len(matched.new_ids))], object)
+    inputs = [(feats[i][got.present[i]], list(labels[got.present[i]])) for i in range(len(feats))]
+    lat_lon = got.tx_lat_lon
+    truth = np.where(np.isfinite(lat_lon), model.frame.to_local(lat_lon[:, 0], lat_lon[:, 1]).reshape(-1, 2), np.nan)
+    return [str(n) for n in got.names], mean, cov, truth, inputs
+
+
 def predict_store(data: Path, split: str, model: ServedModel) -> Predictions:
     """(names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m or NaN, (features, receiver ids) of each) for a
     store file or a folder's split."""
@@ -181,18 +232,14 @@ def predict_store(data: Path, split: str, model: ServedModel) -> Predictions:
     arrays = ds.read_split()
     feats, present = arrays.features, arrays.present
     rx = np.broadcast_to(arrays.rx_position_m, (len(feats), *arrays.rx_position_m.shape))
-    means, covs = [], []
-    for s in range(0, len(feats), BATCH):
-        m, c = model.predict(feats[s : s + BATCH], rx[s : s + BATCH], present[s : s + BATCH])
-        means.append(m)
-        covs.append(c)
+    mean, cov = _batched(model, feats, rx, present)
     try:  # imported stores name each transmission by its collection
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in ds.read_all("meta/collection")]
     except KeyError:
         names = [str(i) for i in range(len(feats))]
     ids = np.asarray(ds.meta.receivers["id"])
     inputs = [(feats[i][present[i] > 0], list(ids[present[i] > 0])) for i in range(len(feats))]
-    return names, np.concatenate(means), np.concatenate(covs), arrays.target_m, inputs
+    return names, mean, cov, arrays.target_m, inputs
 
 
 def check_same_frame(path: Path, attrs: dict, receivers: dict[str, np.ndarray], model: ServedModel) -> None:

@@ -1,4 +1,5 @@
-"""`heimdall import`: a folder of SigMF collections → a training store.
+"""`heimdall import` of SigMF: a folder of SigMF collections → a training store, as a source of
+heimdall.datasets.source (which writes the store).
 
 Two passes. The first reads and checks every collection's metadata and matches its recordings to
 receivers (by `heimdall:receiver_id`, else by position within a tolerance; receivers not in the scenario
@@ -7,9 +8,8 @@ join the receiver table). The second reads the samples, brings each recording to
 
 Splits: a collection under a folder named ``train``, ``val`` or ``test`` (or a shard ``train-00000-of-00004``)
 keeps that split; any other labelled collection is assigned by a seeded hash of its path; unlabelled
-collections go to the ``unlabelled`` split (for prediction only). Every store file is written as
-``.partial`` and all are renamed only after the whole import succeeded; files of an older store are removed
-only after that, when no new file replaced them. The input folder is only read, and no file outside it is
+collections go to the ``unlabelled`` split (for prediction only). The store is written all or nothing
+(heimdall.datasets.source.write_store). The input folder is only read, and no file outside it is
 (links leading out are refused). Every malformed collection is one RecordingError (with --skip-invalid:
 one reported, skipped item); the receiver table is bounded (scenario.MAX_RECEIVERS).
 """
@@ -17,61 +17,26 @@ one reported, skipped item); the receiver table is bounded (scenario.MAX_RECEIVE
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from heimdall.atomic import atomic_write_text, fsync_dir
 from heimdall.datasets.conform import check_recording, recording_features
 from heimdall.datasets.receivers import GEOLOCATION_FIELD, RECEIVER_ID_FIELD, resolve_recordings
 from heimdall.datasets.sigmf_files import Collection, Recording, find_collections, read_collection
+from heimdall.datasets.source import REPORT_NAME, Block, ImportSummary, Skipped, prepare_out, write_store
 from heimdall.datasets.spec import ImportOptions
-from heimdall.datasets.splits import SPLITS, UNLABELLED, split_of_path
-from heimdall.datasets.store import StoreWriter, receiver_table, store_attrs
-from heimdall.errors import DatasetError, NothingImported, RecordingError
-from heimdall.features import MIN_HEARD_STORED, FeatureParams, heard, heard_class
-from heimdall.scenario.domain import MAX_RECEIVERS, MIN_RECEIVER_SEPARATION_M, Receiver, Scenario
+from heimdall.datasets.splits import split_of_path
+from heimdall.errors import DatasetError, RecordingError
+from heimdall.features import FeatureParams, heard
+from heimdall.scenario.domain import MAX_RECEIVERS, Receiver, Scenario
 from heimdall.scenario.schema import scenario_from_dict
 
-REPORT_NAME = "import-report.json"
+__all__ = ["REPORT_NAME", "ImportSummary", "import_collections"]
 BLOCK = 256
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A collection left out, and why (file and field as in the error)."""
-
-    collection: str
-    file: str
-    field: str
-    message: str
-
-
-@dataclass
-class ImportSummary:
-    """What an import wrote (transmissions per split) and what it skipped, and why."""
-
-    out_dir: Path
-    n_collections: int = 0
-    splits: dict[str, int] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
-    not_localisable: list[Skipped] = field(default_factory=list)
-    by_receivers_heard: dict[str, int] = field(default_factory=dict)  # stored transmissions per HEARD_CLASSES
-    new_receivers: list[str] = field(default_factory=list)
-    resampled: int = 0
-    retuned: int = 0
-    seconds: float = 0.0
-    report: Path | None = None
-
-    def to_json(self) -> str:
-        """The summary as JSON text (the import report)."""
-        d = dataclasses.asdict(self)
-        d["out_dir"], d["report"] = str(self.out_dir), str(self.report) if self.report else None
-        return json.dumps(d, indent=2)
 
 
 @dataclass(frozen=True)
@@ -122,7 +87,8 @@ class _ReceiverTable:
     def _check_room(
         rec: Recording, field: str, new_id: str, en_m: np.ndarray, receivers: list[Receiver], positions: list
     ) -> None:
-        """RecordingError unless a receiver at en_m [2] named new_id can join the table (see scenario rules)."""
+        """RecordingError unless a receiver at en_m [2] named new_id can join the table (room, an id of its own;
+        receivers may share a site)."""
         if len(receivers) >= MAX_RECEIVERS:
             raise RecordingError(
                 rec.meta_path,
@@ -133,16 +99,6 @@ class _ReceiverTable:
             raise RecordingError(
                 rec.meta_path, field, f"receiver {new_id!r} is already in the table at another position"
             )
-        d = np.linalg.norm(np.asarray(positions) - en_m, axis=1)
-        k = int(np.argmin(d))
-        if d[k] < MIN_RECEIVER_SEPARATION_M:
-            raise RecordingError(
-                rec.meta_path,
-                field,
-                f"{d[k]:.0f} m from receiver {receivers[k].id!r}: closer than "
-                f"{MIN_RECEIVER_SEPARATION_M:.0f} m but beyond the match "
-                "tolerance",
-            )
 
     def scenario(self) -> Scenario:
         """The base scenario, with the new receivers when there are any (validated)."""
@@ -150,10 +106,6 @@ class _ReceiverTable:
             return self.base
         d = dataclasses.replace(self.base, name=f"{self.base.name}-imported", receivers=tuple(self.receivers)).to_dict()
         return scenario_from_dict(d)
-
-
-def _skip(col_path: Path, exc: RecordingError) -> Skipped:
-    return Skipped(collection=str(col_path), file=exc.path, field=exc.field, message=exc.message)
 
 
 def _row(plan: _Planned, scenario: Scenario, p: FeatureParams, n_rx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,6 +121,90 @@ def _row(plan: _Planned, scenario: Scenario, p: FeatureParams, n_rx: int) -> tup
     return out, present, iq
 
 
+class SigMFSource:
+    """SigMF collections as a heimdall.datasets.source.Source: the first pass (metadata read and checked, recordings
+    matched to receivers, splits planned) on construction, the samples read and featurised block by block."""
+
+    item = "collection"
+    power_calibrated = None
+
+    def __init__(
+        self,
+        src: Path,
+        paths: list[Path],
+        scenario: Scenario,
+        options: ImportOptions,
+        summary: ImportSummary,
+        on_progress: Callable[[str, int, int], None] | None,
+    ) -> None:
+        self.description = f"sigmf import of {src.resolve()}"
+        self.params = p = FeatureParams.from_scenario(scenario)
+        self.unheard = f"heard by no receiver (SNR ≥ {p.detection_snr_db:g} dB at none)"
+        self.options = options
+        table = _ReceiverTable(scenario, options.match_tolerance_m, options.new_receiver_height_m)
+        self.plans: list[_Planned] = []
+        for i, path in enumerate(paths):
+            try:
+                col = read_collection(path, src)
+                for rec in col.recordings:
+                    check_recording(rec, p, scenario.frequency_hz)
+                index = table.match(col)
+            except RecordingError as exc:
+                if not options.skip_invalid:
+                    raise
+                summary.skipped.append(Skipped.of(path, exc))
+            else:
+                split = split_of_path(
+                    path.relative_to(src), col.transmitter_lat_lon is not None, options.seed, options.fractions
+                )
+                self.plans.append(_Planned(col, split, index))
+                summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
+                summary.retuned += sum(r.frequency_hz != scenario.frequency_hz for r in col.recordings)
+            if on_progress:
+                on_progress("check", i + 1, len(paths))
+        self.scenario = table.scenario()
+        summary.new_receivers = list(table.new_ids)
+
+    def planned(self, split: str) -> int:
+        """Collections planned for `split`."""
+        return sum(pl.split == split for pl in self.plans)
+
+    def blocks(self, split: str, summary: ImportSummary) -> Iterator[Block]:
+        """The collections of `split`, BLOCK at a time: samples read, conformed and featurised."""
+        todo = [pl for pl in self.plans if pl.split == split]
+        p, n_rx = self.params, len(self.scenario.receivers)
+        for s in range(0, len(todo), BLOCK):
+            rows = []
+            for plan in todo[s : s + BLOCK]:
+                try:
+                    rows.append((plan, *_row(plan, self.scenario, p, n_rx)))
+                except RecordingError as exc:
+                    if not self.options.skip_invalid:
+                        raise
+                    summary.skipped.append(Skipped.of(plan.collection.path, exc))
+            if rows:
+                yield _block(rows, p)
+
+
+def _block(rows: list[tuple[_Planned, np.ndarray, np.ndarray, np.ndarray]], p: FeatureParams) -> Block:
+    """The Block of featurised collections (plan, features [R, F], present [R], iq [R, window] each)."""
+    feats = np.stack([r[1] for r in rows])
+    present = np.stack([r[2] for r in rows])
+    cols = [r[0].collection for r in rows]
+    labels = [c.transmitter_lat_lon for c in cols]
+    return Block(
+        names=np.array([c.name for c in cols], object),
+        origins=np.array([str(c.path) for c in cols], object),
+        features=feats,
+        present=present,
+        heard=heard(feats[..., p.snr_index], p) & present,
+        tx_lat_lon=np.array([ll if ll is not None else (np.nan, np.nan) for ll in labels], np.float64),
+        datetime=np.array([c.recordings[0].datetime or "" for c in cols], object),
+        frequency_hz=np.array([c.recordings[0].frequency_hz for c in cols]),
+        iq=np.stack([r[3] for r in rows]),
+    )
+
+
 def import_collections(
     in_dir: str | Path,
     out_dir: str | Path,
@@ -181,150 +217,14 @@ def import_collections(
     on_progress(stage, done, total) with stage "check" (first pass) or "import" (second).
     Raises RecordingError at the first invalid collection unless options.skip_invalid.
     """
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     src, out = Path(in_dir), Path(out_dir)
     if not src.is_dir():
         raise DatasetError(f"{src}: input folder not found")
-    if not 0 <= options.match_tolerance_m <= 100_000:
-        raise DatasetError(f"match tolerance {options.match_tolerance_m} m: expected 0 to 100000 m")
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise DatasetError(f"{out}: the store must be written outside the input folder {src} (it is only read)")
-    existing = sorted(out.glob("*.h5")) if out.is_dir() else []
-    if existing and not options.overwrite:
-        raise DatasetError(f"{out}: already holds a store ({existing[0].name}); choose another folder or overwrite")
+    existing = prepare_out(src, out, options)
     paths = find_collections(src)
     if not paths:
         raise DatasetError(f"{src}: no *.sigmf-collection files found")
     summary = ImportSummary(out_dir=out, n_collections=len(paths))
-    p = FeatureParams.from_scenario(scenario)
-    table = _ReceiverTable(scenario, options.match_tolerance_m, options.new_receiver_height_m)
-
-    plans: list[_Planned] = []
-    for i, path in enumerate(paths):
-        try:
-            col = read_collection(path, src)
-            for rec in col.recordings:
-                check_recording(rec, p, scenario.frequency_hz)
-            index = table.match(col)
-        except RecordingError as exc:
-            if not options.skip_invalid:
-                raise
-            summary.skipped.append(_skip(path, exc))
-        else:
-            split = split_of_path(
-                path.relative_to(src), col.transmitter_lat_lon is not None, options.seed, options.fractions
-            )
-            plans.append(_Planned(col, split, index))
-            summary.resampled += sum(r.sample_rate_hz != p.sample_rate_hz for r in col.recordings)
-            summary.retuned += sum(r.frequency_hz != scenario.frequency_hz for r in col.recordings)
-        if on_progress:
-            on_progress("check", i + 1, len(paths))
-
-    final = table.scenario()
-    summary.new_receivers = list(table.new_ids)
-    n_rx = len(final.receivers)
-    writers: dict[str, StoreWriter] = {}
-    done = 0
-    try:
-        for split in (*SPLITS, UNLABELLED):
-            todo = [pl for pl in plans if pl.split == split]
-            if not todo:
-                continue
-            attrs = store_attrs(
-                final,
-                p,
-                split,
-                shard="0/1",
-                seed=options.seed,
-                split_mode="import",
-                source=f"sigmf import of {src.resolve()}",
-            )
-            writers[split] = w = StoreWriter(out / f"{split}.h5", attrs, receiver_table(final))
-            for s in range(0, len(todo), BLOCK):
-                rows = []
-                for plan in todo[s : s + BLOCK]:
-                    try:
-                        rows.append((plan, *_row(plan, final, p, n_rx)))
-                    except RecordingError as exc:
-                        if not options.skip_invalid:
-                            raise
-                        summary.skipped.append(_skip(plan.collection.path, exc))
-                    done += 1
-                    if on_progress:
-                        on_progress("import", done, len(plans))
-                _append(w, rows, final, p, summary, options.iq_per_split)
-            summary.splits[split] = w.n_samples
-        if not any(summary.splits.values()):
-            raise NothingImported(
-                f"{src}: no collection could be imported ({len(summary.skipped)} invalid, "
-                f"{len(summary.not_localisable)} heard by no receiver); see {out / REPORT_NAME}",
-                summary,
-            )
-    except BaseException as exc:
-        for w in writers.values():
-            w.abort()
-        if isinstance(exc, NothingImported):
-            _write_report(summary, t0)
-        raise
-    committed: set[Path] = set()
-    try:
-        for w in writers.values():
-            committed.add(w.commit())
-    except BaseException:
-        for w in writers.values():
-            if w.path not in committed:
-                w.abort()
-        raise
-    for stale in set(existing) - committed:  # an older store's files that no new file replaced
-        stale.unlink()
-    fsync_dir(out)
-    _write_report(summary, t0)
-    return summary
-
-
-def _write_report(summary: ImportSummary, t0: float) -> None:
-    summary.seconds = time.perf_counter() - t0
-    summary.report = summary.out_dir / REPORT_NAME
-    atomic_write_text(summary.report, summary.to_json())
-
-
-def _append(
-    w: StoreWriter, rows: list, scenario: Scenario, p: FeatureParams, summary: ImportSummary, iq_per_split: int
-) -> None:
-    """Append the rows of a block heard by at least MIN_HEARD_STORED receivers; note the others."""
-    keep = []
-    for plan, feats, present, iq in rows:
-        n_heard = int((heard(feats[:, p.snr_index], p) & present).sum())
-        if n_heard >= MIN_HEARD_STORED:
-            keep.append((plan, feats, present, iq))
-            cls = str(heard_class(n_heard))
-            summary.by_receivers_heard[cls] = summary.by_receivers_heard.get(cls, 0) + 1
-        else:
-            summary.not_localisable.append(
-                Skipped(
-                    collection=str(plan.collection.path),
-                    file=str(plan.collection.path),
-                    field="(signal)",
-                    message=f"heard by no receiver (SNR ≥ {p.detection_snr_db:g} dB at none)",
-                )
-            )
-    if not keep:
-        return
-    feats = np.stack([k[1] for k in keep])
-    present = np.stack([k[2] for k in keep])
-    labelled = [k[0].collection.transmitter_lat_lon for k in keep]
-    lat_lon = np.array([ll if ll is not None else (np.nan, np.nan) for ll in labelled], np.float64)
-    block = {
-        "features": feats,
-        "mask": heard(feats[..., p.snr_index], p) & present,
-        "present": present,
-        "tx_lat_lon": lat_lon,
-        "tx_position_m": np.where(np.isfinite(lat_lon), scenario.frame.to_local(lat_lon[:, 0], lat_lon[:, 1]), np.nan),
-        "meta/collection": np.array([k[0].collection.name for k in keep], object),
-        "meta/datetime": np.array([k[0].collection.recordings[0].datetime or "" for k in keep], object),
-        "meta/frequency_hz": np.array([k[0].collection.recordings[0].frequency_hz for k in keep]),
-    }
-    room = max(0, iq_per_split - w.n_iq)
-    if room:
-        block["iq"] = np.stack([k[3] for k in keep[:room]])
-    w.append(block)
+    source = SigMFSource(src, paths, scenario, options, summary, on_progress)
+    return write_store(source, summary, existing, options, src, started, on_progress)

@@ -1,5 +1,5 @@
-"""A scenario built from SigMF recordings, for `heimdall import` without --scenario: a network that is not built in
-needs no YAML written first.
+"""A scenario built from SigMF recordings or a power-reading table, for `heimdall import` without --scenario: a network
+that is not built in needs no YAML written first.
 
 From the data: the channel (the most common `core:frequency`), the sample rate (the most common), the window (the
 shortest recording, at most MAX_WINDOW_SAMPLES), and the receivers (one per receiver id, else per position, at
@@ -13,6 +13,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
+from heimdall.datasets.power_table import PowerTable
 from heimdall.datasets.sigmf_files import Recording, find_collections, read_collection
 from heimdall.errors import RecordingError, ScenarioError
 from heimdall.geo import LocalFrame
@@ -105,3 +108,38 @@ def _receivers(recordings: list, antenna_height_m: float, where: str) -> list[di
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:80] or "imported"
+
+
+def scenario_from_table(table: PowerTable, antenna_height_m: float, name: str | None = None) -> Scenario:
+    """The scenario of a power-reading table: its receivers that the rows place (receiver_lat, receiver_lon; in the
+    order first seen), the most common frequency_hz, and no spectral features (psd_bins 0). Raises ScenarioError
+    naming the table when it gives no frequency or places fewer than two receivers."""
+    import pandas as pd
+
+    ok = ~table.bad & np.isfinite(table.numbers["receiver_lat"])
+    ids, first = np.unique(table.receiver[ok].astype(str), return_index=True)
+    at = np.flatnonzero(ok)[np.sort(first)]
+    frequencies = pd.Series(table.numbers["frequency_hz"]).dropna()
+    if frequencies.empty:
+        raise ScenarioError(f"{table.path}: no frequency_hz in the table to build a scenario from; give --scenario")
+    receivers = [
+        {
+            "id": str(table.receiver[i]),
+            "lat": float(table.numbers["receiver_lat"][i]),
+            "lon": float(table.numbers["receiver_lon"][i]),
+            "antenna_height_m": antenna_height_m,
+        }
+        for i in at.tolist()
+    ]
+    if len(ids) > MAX_RECEIVERS:
+        raise ScenarioError(f"{table.path}: more than {MAX_RECEIVERS} receivers in the table")
+    return scenario_from_dict(
+        {
+            "name": name or _safe_name(table.path.stem),
+            "description": f"built by heimdall import from the power readings in {table.path.name}",
+            "frequency_hz": float(frequencies.mode().iloc[0]),
+            "receivers": receivers,
+            "receiver_chain": {"min_receivers": min(ReceiverChain().min_receivers, max(1, len(receivers)))},
+            "features": {"psd_bins": 0},
+        }
+    )

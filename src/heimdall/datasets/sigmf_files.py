@@ -1,4 +1,4 @@
-"""SigMF files as Heimdall reads and writes them (docs/DATA.md, "Recordings: SigMF").
+"""SigMF files as Heimdall reads them (docs/DATA.md, "Recordings: SigMF"); writing is heimdall.datasets.sigmf_writer.
 
 One transmission = one ``<name>.sigmf-collection`` whose ``core:streams`` name the per-receiver
 recordings (``<stream>.sigmf-meta`` + ``<stream>.sigmf-data``, single channel). Per recording:
@@ -28,12 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.atomic import atomic_write_bytes, atomic_write_text
 from heimdall.errors import RecordingError
 from heimdall.scenario.domain import MAX_NAME_CHARS, MAX_RECEIVERS
 
-SIGMF_VERSION = "1.2.0"
-HEIMDALL_EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
 COLLECTION_SUFFIX = ".sigmf-collection"
 META_SUFFIX = ".sigmf-meta"
 DATA_SUFFIX = ".sigmf-data"
@@ -144,9 +141,6 @@ class Collection:
     def name(self) -> str:
         """The collection's name: its file name without the suffix."""
         return self.path.name[: -len(COLLECTION_SUFFIX)]
-
-
-# --- reading ----------------------------------------------------------------------------------------
 
 
 def find_collections(root: str | Path) -> list[Path]:
@@ -465,93 +459,3 @@ def read_collection(path: str | Path, root: str | Path | None = None) -> Collect
             )
         recordings.append(_recording(meta, meta_bytes, root))
     return Collection(path=path, recordings=tuple(recordings), transmitter_lat_lon=tx)
-
-
-# --- writing ----------------------------------------------------------------------------------------
-
-
-def encode(iq: np.ndarray, datatype: str) -> bytes:
-    """Complex [n] full-scale samples → bytes of `datatype` (integers rounded and clipped)."""
-    kind, offset, scale = DATATYPES[datatype]
-    pairs = np.asarray(iq, np.complex64).view(np.float32)
-    if kind.kind == "f":
-        return pairs.astype(kind).tobytes()
-    info = np.iinfo(kind)
-    return np.clip(np.round(pairs / scale + offset), info.min, info.max).astype(kind).tobytes()
-
-
-def point(lat: float, lon: float, alt_m: float | None = None) -> dict:
-    """A GeoJSON point (SigMF core:geolocation) at lat/lon degrees and optional altitude (m)."""
-    return {"type": "Point", "coordinates": [float(lon), float(lat)] + ([float(alt_m)] if alt_m is not None else [])}
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe form of an identifier."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
-
-
-def write_recording(
-    folder: Path,
-    stem: str,
-    iq: np.ndarray,
-    *,
-    datatype: str,
-    sample_rate_hz: float,
-    frequency_hz: float,
-    datetime: str,
-    lat: float,
-    lon: float,
-    alt_m: float | None,
-    receiver_id: str,
-    power_calibration_dbm: float,
-    description: str = "",
-    extra_global: dict | None = None,
-) -> Path:
-    """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta``; returns the meta path."""
-    data = encode(iq, datatype)
-    meta = {
-        "global": {
-            "core:datatype": datatype,
-            "core:sample_rate": float(sample_rate_hz),
-            "core:version": SIGMF_VERSION,
-            "core:num_channels": 1,
-            "core:sha512": hashlib.sha512(data).hexdigest(),
-            "core:description": description,
-            "core:recorder": "heimdall",
-            "core:extensions": [HEIMDALL_EXTENSION],
-            "core:geolocation": point(lat, lon, alt_m),
-            "heimdall:receiver_id": receiver_id,
-            "heimdall:power_calibration_dbm": float(power_calibration_dbm),
-            **(extra_global or {}),
-        },
-        "captures": [{"core:sample_start": 0, "core:frequency": float(frequency_hz), "core:datetime": datetime}],
-        "annotations": [{"core:sample_start": 0, "core:sample_count": len(iq)}],
-    }
-    atomic_write_bytes(folder / f"{stem}{DATA_SUFFIX}", data)
-    path = folder / f"{stem}{META_SUFFIX}"
-    atomic_write_text(path, json.dumps(meta, indent=1))
-    return path
-
-
-def write_collection(
-    folder: Path,
-    name: str,
-    meta_paths: list[Path],
-    transmitter_lat_lon: tuple[float, float] | None,
-    description: str = "",
-) -> Path:
-    """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512)."""
-    col: dict[str, Any] = {
-        "core:version": SIGMF_VERSION,
-        "core:extensions": [HEIMDALL_EXTENSION],
-        "core:description": description,
-        "core:streams": [
-            {"name": p.name[: -len(META_SUFFIX)], "hash": hashlib.sha512(p.read_bytes()).hexdigest()}
-            for p in meta_paths
-        ],
-    }
-    if transmitter_lat_lon is not None:
-        col["heimdall:transmitter"] = point(*transmitter_lat_lon)
-    path = folder / f"{name}{COLLECTION_SUFFIX}"
-    atomic_write_text(path, json.dumps({"collection": col}, indent=1))
-    return path

@@ -1,4 +1,5 @@
-"""Simulated transmissions written as SigMF collections (`heimdall simulate --format sigmf`).
+"""SigMF files as Heimdall writes them: recordings and collections (the format of heimdall.datasets.sigmf_files), and
+simulated transmissions written as SigMF collections (`heimdall simulate --format sigmf`).
 
 A split goes to ``<out>/<split>/`` (``<out>/<split>-<i>-of-<N>/`` for a shard), one collection per
 transmission named ``tx-<index>``, every receiver of the scenario recorded (heard or not, as a real
@@ -8,16 +9,110 @@ network records). The folder is written as ``<split>.partial`` and renamed when 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from heimdall.datasets.sigmf_files import safe_name, write_collection, write_recording
+from heimdall.atomic import atomic_write_bytes, atomic_write_text
+from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, DATA_SUFFIX, DATATYPES, META_SUFFIX
 from heimdall.scenario.domain import Scenario
 
 SIMULATION_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SIGMF_VERSION = "1.2.0"
+HEIMDALL_EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
+
+
+def encode(iq: np.ndarray, datatype: str) -> bytes:
+    """Complex [n] full-scale samples → bytes of `datatype` (integers rounded and clipped)."""
+    kind, offset, scale = DATATYPES[datatype]
+    pairs = np.asarray(iq, np.complex64).view(np.float32)
+    if kind.kind == "f":
+        return pairs.astype(kind).tobytes()
+    info = np.iinfo(kind)
+    return np.clip(np.round(pairs / scale + offset), info.min, info.max).astype(kind).tobytes()
+
+
+def point(lat: float, lon: float, alt_m: float | None = None) -> dict:
+    """A GeoJSON point (SigMF core:geolocation) at lat/lon degrees and optional altitude (m)."""
+    return {"type": "Point", "coordinates": [float(lon), float(lat)] + ([float(alt_m)] if alt_m is not None else [])}
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of an identifier."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def write_recording(
+    folder: Path,
+    stem: str,
+    iq: np.ndarray,
+    *,
+    datatype: str,
+    sample_rate_hz: float,
+    frequency_hz: float,
+    datetime: str,
+    lat: float,
+    lon: float,
+    alt_m: float | None,
+    receiver_id: str,
+    power_calibration_dbm: float,
+    description: str = "",
+    extra_global: dict | None = None,
+) -> Path:
+    """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta``; returns the meta path."""
+    data = encode(iq, datatype)
+    meta = {
+        "global": {
+            "core:datatype": datatype,
+            "core:sample_rate": float(sample_rate_hz),
+            "core:version": SIGMF_VERSION,
+            "core:num_channels": 1,
+            "core:sha512": hashlib.sha512(data).hexdigest(),
+            "core:description": description,
+            "core:recorder": "heimdall",
+            "core:extensions": [HEIMDALL_EXTENSION],
+            "core:geolocation": point(lat, lon, alt_m),
+            "heimdall:receiver_id": receiver_id,
+            "heimdall:power_calibration_dbm": float(power_calibration_dbm),
+            **(extra_global or {}),
+        },
+        "captures": [{"core:sample_start": 0, "core:frequency": float(frequency_hz), "core:datetime": datetime}],
+        "annotations": [{"core:sample_start": 0, "core:sample_count": len(iq)}],
+    }
+    atomic_write_bytes(folder / f"{stem}{DATA_SUFFIX}", data)
+    path = folder / f"{stem}{META_SUFFIX}"
+    atomic_write_text(path, json.dumps(meta, indent=1))
+    return path
+
+
+def write_collection(
+    folder: Path,
+    name: str,
+    meta_paths: list[Path],
+    transmitter_lat_lon: tuple[float, float] | None,
+    description: str = "",
+) -> Path:
+    """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512)."""
+    col: dict[str, Any] = {
+        "core:version": SIGMF_VERSION,
+        "core:extensions": [HEIMDALL_EXTENSION],
+        "core:description": description,
+        "core:streams": [
+            {"name": p.name[: -len(META_SUFFIX)], "hash": hashlib.sha512(p.read_bytes()).hexdigest()}
+            for p in meta_paths
+        ],
+    }
+    if transmitter_lat_lon is not None:
+        col["heimdall:transmitter"] = point(*transmitter_lat_lon)
+    path = folder / f"{name}{COLLECTION_SUFFIX}"
+    atomic_write_text(path, json.dumps({"collection": col}, indent=1))
+    return path
 
 
 class SigMFSplitWriter:

@@ -40,6 +40,11 @@ def split_of_path(relative: Path, labelled: bool, seed: int, fractions: tuple[fl
     m = _SPLIT_DIR.match(relative.parts[0]) if len(relative.parts) > 1 else None
     if m:
         return m.group(1)
-    h = hashlib.sha256(f"{seed}:{relative.as_posix()}".encode()).digest()
-    u = int.from_bytes(h[:8], "little") / 2**64
-    return SPLITS[int(assign(np.array([u]), fractions)[0])]
+    return str(splits_of_names([relative.as_posix()], seed, fractions)[0])
+
+
+def splits_of_names(names: list[str] | np.ndarray, seed: int, fractions: tuple[float, float, float]) -> np.ndarray:
+    """The split (str [n]) of each labelled transmission named in `names` by a seeded hash of its name."""
+    digests = (hashlib.sha256(f"{seed}:{name}".encode()).digest() for name in names)
+    u = np.fromiter((int.from_bytes(h[:8], "little") / 2**64 for h in digests), np.float64, len(names))
+    return np.asarray(SPLITS)[assign(u, fractions)]

@@ -1,7 +1,8 @@
 """The training store: one chunked, compressed HDF5 file per split (and shard).
 
 Layout of ``<split>.h5`` (or ``<split>-<i>-of-<N>.h5`` for shard i of N):
-  features            float32 [n, R, F]  model input (heimdall.features.feature_matrix)
+  features            float32 [n, R, F]  model input (heimdall.features.feature_matrix; F = 3 with psd_bins 0 for
+                                         power readings: heimdall.datasets.power_import)
   mask                bool    [n, R]     receiver heard the transmission
   present             bool    [n, R]     receiver's recording is part of the sample (optional; absent: all)
   tx_position_m       float64 [n, 2]     label, east/north in the scenario's local frame
@@ -10,7 +11,9 @@ Layout of ``<split>.h5`` (or ``<split>-<i>-of-<N>.h5`` for shard i of N):
   oracle/gain_offset_db float64 [R]      per-receiver calibration errors (simulated stores)
   iq                  complex64 [k, R, N] raw IQ of the first k samples (optional)
   meta/<name>         per-sample provenance of imported recordings (collection, datetime, frequency_hz)
-  receivers/<column>  the receiver table (id, name, lat, lon, east_m, north_m, antenna_height_m, noise_figure_db)
+  receivers/<column>  the receiver table (id, name, lat, lon, east_m, north_m, antenna_height_m, noise_figure_db;
+                      power_calibrated bool [R] in stores of power readings: False where a receiver's power is in
+                      its own uncalibrated dB; absent: all dBm)
   attrs: format, format_version, split, shard, seed, scenario_yaml, scenario_sha256, heimdall_version,
          feature_params (JSON), feature_names (JSON), emission_names (JSON), n_samples
 
@@ -365,7 +368,7 @@ def _check_layout(p: Path, f: h5py.File, attrs: dict[str, Any]) -> tuple[int, in
     if not isinstance(f.get("receivers"), h5py.Group):
         raise DatasetError(f"{p}: group 'receivers' (the receiver table) is missing")
     for column in f["receivers"]:
-        kinds = "SOU" if column in ("id", "name") else "fiu"
+        kinds = "SOU" if column in ("id", "name") else "fiub"
         _dataset(p, f, f"receivers/{column}", kinds, (r,))
     for column in ("id", "east_m", "north_m"):
         _dataset(p, f, f"receivers/{column}", "SOU" if column == "id" else "fiu", (r,))

@@ -19,7 +19,6 @@ EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
 PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata", "log_distance")
 HATA_ENVIRONMENTS = ("urban", "suburban", "open")
-MIN_RECEIVER_SEPARATION_M = 100.0
 MAX_RECEIVERS = 256
 MAX_SCENARIO_CHARS = 256 * 1024
 MAX_NAME_CHARS = 200  # ids and names
@@ -143,7 +142,7 @@ class FeatureSettings:
     """Welch PSD settings of the feature extractor (see heimdall.features)."""
 
     segment_samples: int = 256
-    psd_bins: int = 32
+    psd_bins: int = 32  # 0: no spectral features (power readings: power, noise and SNR only)
     noise_band_hz: tuple[float, float] = (10_000.0, 22_000.0)
 
 

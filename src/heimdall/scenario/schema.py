@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from heimdall.errors import ScenarioError
-from heimdall.geo import LocalFrame
 from heimdall.plain_yaml import load_plain_yaml
 from heimdall.scenario.domain import (
     EMISSIONS,
@@ -24,7 +23,6 @@ from heimdall.scenario.domain import (
     MAX_RECEIVERS,
     MAX_SCENARIO_CHARS,
     MAX_SHADOWING_COMPONENTS,
-    MIN_RECEIVER_SEPARATION_M,
     PATH_LOSS_MODELS,
     SHADOWING_MODES,
     Area,
@@ -149,23 +147,11 @@ def _receivers(v: Any, where: str) -> tuple[Receiver, ...]:
             f"{f'{len(v)} receivers' if isinstance(v, list) else repr(v)[:80]}"
         )
     rx = tuple(_receiver(r, f"{where}[{i}]") for i, r in enumerate(v))
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # receivers may share a site (several ids at one place); an id is one receiver
     for i, r in enumerate(rx):
         if r.id in seen:
             raise ScenarioError(f"{where}[{i}].id: duplicate receiver id {r.id!r} (also {where}[{seen[r.id]}])")
         seen[r.id] = i
-    en = LocalFrame.centred_on([r.lat for r in rx], [r.lon for r in rx]).to_local(
-        [r.lat for r in rx], [r.lon for r in rx]
-    )
-    dist = np.hypot(*(en[:, None, :] - en[None, :, :]).transpose(2, 0, 1))
-    np.fill_diagonal(dist, np.inf)
-    i, j = (int(k) for k in np.unravel_index(np.argmin(dist), dist.shape))
-    if dist[i, j] < MIN_RECEIVER_SEPARATION_M:
-        a, b = sorted((i, j))
-        raise ScenarioError(
-            f"{where}[{b}]: receiver {rx[b].id!r} overlaps {where}[{a}] {rx[a].id!r} "
-            f"({dist[i, j]:.0f} m apart; expected ≥ {MIN_RECEIVER_SEPARATION_M:.0f} m)"
-        )
     return rx
 
 
@@ -350,7 +336,7 @@ def _features(v: Any, where: str) -> FeatureSettings:
         where,
         {
             "segment_samples": (lambda x, w: _integer(x, w, 16, 1 << 16), FeatureSettings.segment_samples),
-            "psd_bins": (lambda x, w: _integer(x, w, 1, 4096), FeatureSettings.psd_bins),
+            "psd_bins": (lambda x, w: _integer(x, w, 0, 4096), FeatureSettings.psd_bins),
             "noise_band_hz": (lambda x, w: _range(x, w, "Hz", 0, 50e6), FeatureSettings.noise_band_hz),
         },
     )
@@ -396,7 +382,7 @@ def _check_consistency(sc: Scenario) -> None:
             f"features.segment_samples: {ft.segment_samples} is longer than receiver_chain.window_samples "
             f"{ch.window_samples}"
         )
-    if ft.segment_samples % ft.psd_bins:
+    if ft.psd_bins and ft.segment_samples % ft.psd_bins:
         raise ScenarioError(
             f"features.psd_bins: {ft.psd_bins} must divide features.segment_samples {ft.segment_samples}"
         )
