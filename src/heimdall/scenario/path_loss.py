@@ -7,7 +7,7 @@ are PathLoss's). The schema validates a scenario's environment.path_loss from th
 (heimdall.scenario.schema) and the simulator and the radio map compute from the same ones (`median_path_loss_db`,
 imported through heimdall.sim.propagation). docs/PHYSICS.md gives the formulas and their validity.
 
-Three models are registered: ``two_ray_diffraction`` (plane-earth two-ray or free space plus smooth-earth
+Registered here: ``two_ray_diffraction`` (plane-earth two-ray or free space plus smooth-earth
 diffraction, whichever is larger), ``okumura_hata`` (Hata's empirical fit, never below free space) and
 ``log_distance`` (30 dB/decade, no absolute calibration). Every model's slope is then corrected by
 ``slope_correction_db_per_decade``, pivoting at SLOPE_REFERENCE_M.
