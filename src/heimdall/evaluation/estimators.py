@@ -1,11 +1,11 @@
 """The estimators an evaluation scores, in one table: `ESTIMATORS`.
 
 Each `Estimator` has its name (its key in metrics.json), a label and a colour for plots, a line saying what it is,
-what it needs (`NEEDS`: a model, a scenario, a radio map, labels, the simulator's truth) and how it runs. The
-evaluation (heimdall.evaluation.evaluate) runs them in the table's order; the console table of `heimdall evaluate`,
-the plots and the report read names, labels and colours from here. An estimator whose needs are not met, or that
-declines for a reason of its own (no validation split to choose the hybrid's exponents on), is not scored and the
-reason is recorded (metrics.json: provenance.not_evaluated).
+what it needs (`NEEDS`: a model, a scenario, a radio map, validation labels, the simulator's truth) and how it
+runs. The evaluation (heimdall.evaluation.evaluate) runs them in the table's order; the console table of
+`heimdall evaluate`, the plots and the report read names, labels and colours from here. An estimator whose needs
+are not met, or that declines for a reason of its own (a model's network alone, when its hybrid is not scored), is
+not scored and the reason is recorded (metrics.json: provenance.not_evaluated).
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ NEEDS: dict[str, Need] = {
         "no radio map (--map-spacing-m 0 and the model carries none)",
     ),
     "map grid": Need(lambda i: i.map_options is not None, "no map grid (--map-spacing-m 0)"),
+    "validation labels": Need(
+        lambda i: i.validation is not None or i.carried is not None,
+        "no validation split to choose its exponents on (and the model carries none)",
+    ),
     "transmitter heights": Need(lambda i: i.test.tx_height_m is not None, "not a simulated store"),
     "gain offsets": Need(lambda i: i.test.gain_offset_db is not None, "not a simulated store"),
 }
@@ -269,7 +273,7 @@ ESTIMATORS: dict[str, Estimator] = {
             "C6",
             "the radio map's posterior times the network's Gaussian, with exponents chosen on the validation split "
             "(or the model's own)",
-            ("model", "scenario", "radio map"),
+            ("model", "scenario", "radio map", "validation labels"),
             lambda i: i.grid_answers("hybrid"),
         ),
         Estimator(
