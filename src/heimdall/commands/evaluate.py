@@ -10,7 +10,8 @@ from rich.table import Table
 
 from heimdall.commands.progress import staged_progress
 from heimdall.errors import HeimdallError
-from heimdall.evaluation.evaluate import ESTIMATORS, evaluate, map_splits, model_predictor
+from heimdall.evaluation.estimators import ordered
+from heimdall.evaluation.evaluate import evaluate, map_splits, model_predictor
 from heimdall.evaluation.report import write_report
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
@@ -18,6 +19,7 @@ from heimdall.radiomap.fit import MapOptions
 from heimdall.release.export import source_revision
 from heimdall.release.model_answers import carried_map_of_file
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
+from heimdall.units import format_distance
 from heimdall.workspace import default_tracking_uri, runs_dir
 
 
@@ -80,7 +82,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def print_table(console: Console, metrics: dict) -> None:
-    """The metrics of every estimator, for a person."""
+    """The metrics of every estimator in metrics.json (in the estimator table's order), and those not evaluated with
+    the reason, for a person."""
     table = Table(
         title=f"test split: {metrics['n_test']} transmissions "
         f"({metrics['inside_hull_fraction']:.0%} inside the receivers' hull)"
@@ -88,8 +91,8 @@ def print_table(console: Console, metrics: dict) -> None:
     for col in [
         "estimator",
         "answered",
-        "median km",
-        "p90 km",
+        "median",
+        "p90",
         "in hull",
         "outside",
         "1σ",
@@ -99,18 +102,16 @@ def print_table(console: Console, metrics: dict) -> None:
         "95 % reg.",
     ]:
         table.add_column(col, justify="right" if col != "estimator" else "left")
-    for name in ESTIMATORS:
-        m = metrics["estimators"].get(name)
-        if not m:
-            continue
-        km = lambda v: f"{v / 1e3:.1f}" if v is not None else "—"  # noqa: E731
+    estimators = metrics["estimators"]
+    for name in ordered(estimators):
+        m = estimators[name]
         table.add_row(
             name,
             f"{m['answered']:.0%}",
-            km(m["median_error_m"]),
-            km(m["p90_error_m"]),
-            km(m["inside_hull"].get("median_error_m")),
-            km(m["outside_hull"].get("median_error_m")),
+            format_distance(m["median_error_m"]),
+            format_distance(m["p90_error_m"]),
+            format_distance(m["inside_hull"].get("median_error_m")),
+            format_distance(m["outside_hull"].get("median_error_m")),
             f"{m['coverage_1sigma']:.1%}" if "coverage_1sigma" in m else "—",
             f"{m['coverage_2sigma']:.1%}" if "coverage_2sigma" in m else "—",
             f"{m['mean_mahalanobis_sq']:.2f}" if "mean_mahalanobis_sq" in m else "—",
@@ -118,6 +119,8 @@ def print_table(console: Console, metrics: dict) -> None:
             f"{m['coverage_hpd95']:.1%}" if "coverage_hpd95" in m else "—",
         )
     console.print(table)
+    for name, reason in metrics["provenance"].get("not_evaluated", {}).items():
+        console.print(f"not evaluated: {name} ({reason})")
     console.print(
         f"median errors inside / outside the receivers' hull; coverage of the 1σ and 2σ ellipses "
         f"(ideal {COVERAGE_1SIGMA_IDEAL:.1%}, {COVERAGE_2SIGMA_IDEAL:.1%}); E d² = mean squared Mahalanobis "
@@ -127,15 +130,13 @@ def print_table(console: Console, metrics: dict) -> None:
     )
     by_heard = metrics.get("by_receivers_heard_fraction", {})
     if by_heard:
-        rows = Table(title="median error (km) by receivers heard")
+        rows = Table(title="median error by receivers heard")
         rows.add_column("estimator")
         for c in by_heard:
             rows.add_column(f"{c} ({by_heard[c]:.0%})", justify="right")
-        for name in ESTIMATORS:
-            m = metrics["estimators"].get(name)
-            if m:
-                cells = [m["by_receivers_heard"].get(c, {}).get("median_error_m") for c in by_heard]
-                rows.add_row(name, *[f"{v / 1e3:.1f}" if v is not None else "—" for v in cells])
+        for name in ordered(estimators):
+            cells = [estimators[name]["by_receivers_heard"].get(c, {}).get("median_error_m") for c in by_heard]
+            rows.add_row(name, *[format_distance(v) for v in cells])
         console.print(rows)
 
 

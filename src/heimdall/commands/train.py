@@ -40,6 +40,7 @@ from heimdall.signing import signing_key
 from heimdall.train.config import TrainConfig, resolve
 from heimdall.train.failed_run import end_failed_run
 from heimdall.train.run import TrainResult, launch_rank, resume_config, run_training
+from heimdall.units import format_distance
 from heimdall.workspace import default_data_dir, default_model_store, default_tracking_uri, runs_dir
 
 # What the command does and where its results go; not options of the run (not saved in config.yaml).
@@ -174,9 +175,9 @@ def print_result(
     table = Table(title=f"run {result.run_name}", show_header=False)
     table.add_row("epochs completed", str(result.epochs_completed))
     if result.best_val_median_error_m is not None:
-        table.add_row("val median error (model, best checkpoint)", f"{result.best_val_median_error_m / 1e3:.2f} km")
+        table.add_row("val median error (model, best checkpoint)", format_distance(result.best_val_median_error_m))
     if result.baseline_val_median_error_m is not None:
-        table.add_row("val median error (weighted centroid)", f"{result.baseline_val_median_error_m / 1e3:.2f} km")
+        table.add_row("val median error (weighted centroid)", format_distance(result.baseline_val_median_error_m))
     if result.val_calibration:
         c = result.val_calibration
         table.add_row(

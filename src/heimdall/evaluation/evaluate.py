@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,16 +16,9 @@ from scipy.spatial import Delaunay
 
 import heimdall
 from heimdall.atomic import atomic_write_text
-from heimdall.baselines import (
-    Grid,
-    fit_log_distance,
-    log_distance_crlb,
-    log_distance_model,
-    rss_ml,
-    weighted_centroid,
-)
 from heimdall.budget import Progress
 from heimdall.errors import HeimdallError
+from heimdall.evaluation.estimators import ESTIMATORS, Answers, Inputs
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
@@ -40,18 +32,6 @@ if TYPE_CHECKING:
 
 CALIBRATION_SAMPLES = 20_000
 DEFAULT_GRID_SPACING_M = 2_000.0
-MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
-ESTIMATORS = (
-    "model",
-    "model_network",
-    "model_power_only",
-    "weighted_centroid",
-    "classical_ml",
-    "radio_map",
-    "hybrid",
-    "oracle",
-    "crlb",
-)
 DEFAULT_MAP_OPTIONS = MapOptions()
 VALIDATION_SAMPLES = 400  # validation transmissions the hybrid's exponents are chosen on
 
@@ -65,14 +45,6 @@ def map_splits(data: Path) -> tuple[TestSet | None, TestSet | None]:
     if data.is_dir() and (data / "val.h5").is_file():
         validation = load_test_set(data / "val.h5", VALIDATION_SAMPLES)
     return calibration, validation
-
-
-def power_only(test: TestSet) -> TestSet:
-    """The test set as a power-only request sees it: every feature but the power missing (NaN)."""
-    power = test.params.power_index
-    features = np.full_like(test.features, np.nan)
-    features[..., power] = test.features[..., power]
-    return replace(test, features=features)
 
 
 def model_predictor(model_path: str | Path) -> Predict:
@@ -213,36 +185,19 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth, heard, rx = test.target_m, test.heard, test.rx_position_m
-    cal = calibration or test
-    fit = fit_log_distance(cal.power_dbm, cal.heard, cal.target_m, cal.rx_position_m)
-    bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
-    grid = _grid(bounds, grid_spacing_m, "--grid-spacing-m")
+    inputs = Inputs(test, calibration, validation, predict, grid_spacing_m, seed, map_options, on_progress, carried)
+    inputs.grid  # noqa: B018 — a search grid too fine for memory is refused before any work
     if carried is not None:
         carried.check_receivers(test, model or "model")
-    preds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    if predict is not None:
-        preds["model"] = predict(test)
-        preds["model_power_only"] = predict(power_only(test))
-    preds["weighted_centroid"] = (weighted_centroid(test.power_dbm, heard, rx), None)
-    classical = log_distance_model(rx, fit.exponent, fit.offsets_db)
-    preds["classical_ml"] = rss_ml(test.power_dbm, heard, classical, grid, fit.sigma_db)
-    grids: dict[str, MapAnswers] = {}
-    grid_notes: dict[str, object] = {}
-    if (map_options is not None or carried is not None) and test.scenario is not None:
-        from heimdall.evaluation.radio_map import grid_estimates
-
-        estimates = grid_estimates(test, calibration, validation, predict, map_options, on_progress, carried)
-        grids, grid_notes = estimates.answers, estimates.notes
-        for name, answers in grids.items():
-            preds[name] = (answers.mean_m, answers.cov_m2)
-    if carried is not None and "model" in preds and "hybrid" in grids:
-        preds["model_network"] = preds["model"]
-        preds["model"] = served_answers(test, preds["model_network"], grids["hybrid"])
-    if test.scenario is not None and test.tx_height_m is not None:
-        crlb = log_distance_crlb(truth, heard, rx, fit.exponent, fit.sigma_db)
-        rng = np.random.default_rng(seed)
-        draws = truth + np.einsum("nij,nj->ni", np.linalg.cholesky(crlb), rng.standard_normal(truth.shape))
-        preds["crlb"] = (draws, None)
+    answers: dict[str, Answers] = {}
+    not_evaluated: dict[str, str] = {}
+    for name, estimator in ESTIMATORS.items():
+        result = estimator.answer(inputs)
+        if isinstance(result, Answers):
+            answers[name] = result
+        else:
+            not_evaluated[name] = result
+    fit = inputs.fit
     inside = inside_hull(truth, rx)
     n_heard = heard.sum(1)
     min_receivers = test.scenario.receiver_chain.min_receivers if test.scenario else 1
@@ -261,59 +216,21 @@ def evaluate(
                 "sigma_db": fit.sigma_db,
                 "grid_spacing_m": grid_spacing_m,
             },
-            **grid_notes,
-            "oracle": "the radio-map posterior with the simulator's own maps (true path loss at each transmitter's "
-            "height, in 16 bins; shadowing fields; gain offsets), its fading and measurement noise, and the true "
-            "transmit power range: a floor in NLL",
-            "crlb": "errors of an efficient estimator: one draw from N(truth, CRLB) per transmission, "
-            "log-distance model with the classical fit",
+            **inputs.grid_notes,
+            "oracle": ESTIMATORS["oracle"].doc,
+            "crlb": ESTIMATORS["crlb"].doc,
             "reporting_rule": f"answer transmissions heard by at least {min_receivers} receivers",
+            "not_evaluated": not_evaluated,
         },
         "inside_hull_fraction": float(inside.mean()),
         "by_receivers_heard_fraction": {c: float(np.mean(heard_class(n_heard) == c)) for c in HEARD_CLASSES},
         "estimators": {
-            name: summarise(p, c, truth, inside, n_heard, reported, grids.get(name)) for name, (p, c) in preds.items()
+            name: summarise(a.mean_m, a.cov_m2, truth, inside, n_heard, reported, a.grid) for name, a in answers.items()
         },
     }
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     from heimdall.evaluation.plots import write_plots
 
-    write_plots(out, preds, truth, test, metrics)
+    write_plots(out, answers, test, metrics)
     return metrics
-
-
-def served_answers(
-    test: TestSet, network: tuple[np.ndarray, np.ndarray | None], hybrid: MapAnswers
-) -> tuple[np.ndarray, np.ndarray]:
-    """What a map-carrying model answers (mean [n, 2] m, covariance [n, 2, 2] m²): its hybrid posterior's moments
-    where the map reads a receiver (map_usable), the network's elsewhere."""
-    from heimdall.evaluation.radio_map import map_usable, measured
-
-    net_mean, net_cov = network
-    assert net_cov is not None  # a model answers with a covariance
-    usable = map_usable(measured(test), net_mean, net_cov)
-    return (
-        np.where(usable[:, None], hybrid.mean_m, net_mean),
-        np.where(usable[:, None, None], hybrid.cov_m2, net_cov),
-    )
-
-
-def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: str) -> Grid:
-    """A search grid, refused when it would hold more than MAX_GRID_POINTS candidates."""
-    e0, n0, e1, n1 = bounds_m
-    if not spacing_m > 0:
-        raise HeimdallError(f"{what}: grid spacing must be > 0 m, got {spacing_m:g}")
-    points = (np.floor((e1 - e0) / spacing_m) + 1) * (np.floor((n1 - n0) / spacing_m) + 1)
-    if points > MAX_GRID_POINTS:
-        raise HeimdallError(
-            f"{what}: a {spacing_m:g} m grid over the area has {points:.3g} points, more than "
-            f"{MAX_GRID_POINTS}; use a coarser spacing"
-        )
-    return Grid(bounds_m, spacing_m)
-
-
-def _bounds_around(truth: np.ndarray, rx: np.ndarray) -> tuple[float, float, float, float]:
-    pts = np.concatenate([truth, rx])
-    lo, hi = pts.min(0) - 20_000, pts.max(0) + 20_000
-    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))

@@ -1,7 +1,9 @@
 """The evaluation report: one self-contained HTML file (report.html) a person can read and share.
 
-It renders whatever metrics.json holds — every estimator, every scalar metric, every receivers-heard class —
-rather than a fixed list, and inlines the evaluation's PNG plots as base64, so the file needs nothing beside it.
+It renders whatever metrics.json holds — every estimator (in the estimator table's order, with what each one is and
+why any other was not evaluated), every scalar metric, every receivers-heard class — rather than a fixed list, and
+inlines the evaluation's PNG plots as base64, so the file needs nothing beside it. Distances are in m or km,
+whichever fits (heimdall.units.format_distance).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.atomic import atomic_write_text
+from heimdall.evaluation.estimators import ESTIMATORS, ordered
+from heimdall.units import format_distance
 
 REPORT_NAME = "report.html"
 FIGURES = {  # known plots first, with what they show; any other PNG in the folder follows under its name
@@ -40,7 +44,8 @@ def write_report(out: Path, metrics: dict, commit: str | None = None) -> Path:
     commit: the source revision of the code that evaluated (shown with the provenance).
     """
     provenance = {**metrics.get("provenance", {}), "commit": commit}
-    estimators: dict[str, dict] = metrics.get("estimators", {})
+    found: dict[str, dict] = metrics.get("estimators", {})
+    estimators = {name: found[name] for name in ordered(found)}
     title = f"Heimdall evaluation: {provenance.get('scenario') or 'test set'}"
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
@@ -49,12 +54,13 @@ def write_report(out: Path, metrics: dict, commit: str | None = None) -> Path:
         f"{_percent(metrics.get('inside_hull_fraction'))} inside the receivers' convex hull.</p>",
         "<h2>Estimators</h2>",
         _table(["estimator", *_scalar_keys(estimators)], _scalar_rows(estimators)),
-        "<p>Distances in km; coverage is the fraction of true positions inside the region of that probability.</p>",
+        "<p>Coverage is the fraction of true positions inside the region of that probability.</p>",
+        _about(estimators, provenance.get("not_evaluated") or {}),
         "<h2>Inside and outside the receivers' hull</h2>",
         _table(*_split_rows(estimators, ("inside_hull", "outside_hull"))),
         "<h2>By number of receivers that heard the transmission</h2>",
         _table(*_split_rows(estimators, _classes(estimators))),
-        "<p>Each cell: median error in km (transmissions).</p>",
+        "<p>Each cell: median error (transmissions).</p>",
         "<h2>Figures</h2>",
         *_figures(out),
         "<h2>Provenance</h2>",
@@ -74,11 +80,11 @@ def _percent(value: Any) -> str:
 
 
 def _value(key: str, value: Any) -> str:
-    """A metric for a person: metres as km, coverages and fractions as percent."""
+    """A metric for a person: distances in m or km, coverages and fractions as percent."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "—" if value is None else str(value) if not isinstance(value, list | dict) else json.dumps(value)
     if key.endswith("_m"):
-        return f"{value / 1e3:.2f}"
+        return format_distance(value)
     if key.startswith("coverage") or key.endswith("_fraction"):
         return _percent(value)
     return str(value) if isinstance(value, int) else f"{value:.4g}"
@@ -121,9 +127,20 @@ def _split_rows(estimators: dict[str, dict], splits: Any) -> tuple[list[str], li
             for key in path.split("."):
                 part = part.get(key, {}) if isinstance(part, dict) else {}
             median = part.get("median_error_m")
-            cells.append("—" if median is None else f"{median / 1e3:.2f} ({part.get('n', '?')})")
+            cells.append("—" if median is None else f"{format_distance(median)} ({part.get('n', '?')})")
         rows.append(cells)
     return ["estimator", *(p.rpartition(".")[2].replace("_", " ") for p in splits)], rows
+
+
+def _about(estimators: dict[str, dict], not_evaluated: dict[str, str]) -> str:
+    """What each scored estimator is (the estimator table's label and description), and why any other is not."""
+    items = [
+        f"<li><b>{_e(name)}</b> ({_e(ESTIMATORS[name].label)}): {_e(ESTIMATORS[name].doc)}</li>"
+        for name in estimators
+        if name in ESTIMATORS
+    ]
+    items += [f"<li><b>{_e(name)}</b>: not evaluated ({_e(why)})</li>" for name, why in not_evaluated.items()]
+    return f"<ul>{''.join(items)}</ul>" if items else ""
 
 
 def _table(columns: list[str], rows: list[list[str]], show_header: bool = True) -> str:

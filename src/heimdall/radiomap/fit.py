@@ -4,8 +4,8 @@ Mean received power of receiver r at x for a 0 dBm transmitter:
 
     μ_r(x) = a_r − L_r(x) − 10·c_r·log10(d_r(x) / SLOPE_REFERENCE_M) + f_r(x)
 
-L_r is the shape of the path loss: the scenario's median model (heimdall.sim.propagation) for a
-transmitter at the scenario's typical antenna height, or a plain log-distance law (heimdall.sim.propagation)
+L_r is the shape of the path loss: the scenario's median model (heimdall.scenario.path_loss) for a
+transmitter at the scenario's typical antenna height, or a plain log-distance law (heimdall.scenario.path_loss)
 when the recordings say the scenario's model does not fit the network. a_r (offset: calibration, antenna,
 site) and c_r (slope correction) are fitted per receiver with every transmission's power unknown
 (alternating least squares with weak priors):
@@ -44,7 +44,7 @@ from heimdall.radiomap.kernel import POWER_STEP_DB
 from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap
 from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.posterior import GridPosterior
-from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db, slope_decades
+from heimdall.scenario.path_loss import log_distance_loss_db, median_path_loss_db, slope_decades
 
 if TYPE_CHECKING:
     from heimdall.scenario.domain import Scenario

@@ -82,8 +82,8 @@ def oracle_maps(
     and the kriging variance joins the spread (an optimistic floor of a map learned from labels at those
     positions: it knows every receiver's field at every one of them)."""
     from heimdall.features import FeatureParams
+    from heimdall.scenario.path_loss import median_path_loss_db
     from heimdall.sim.generator import build_world
-    from heimdall.sim.propagation import median_path_loss_db
 
     known, hidden_sd_db = without_components(scenario, hidden)
     world = build_world(known)

@@ -17,8 +17,6 @@ from heimdall.geo import LocalFrame
 
 EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
-PATH_LOSS_MODELS = ("two_ray_diffraction", "okumura_hata", "log_distance")
-HATA_ENVIRONMENTS = ("urban", "suburban", "open")
 MAX_RECEIVERS = 256
 MAX_SCENARIO_CHARS = 256 * 1024
 MAX_NAME_CHARS = 200  # ids and names
@@ -84,7 +82,7 @@ class Shadowing:
 
 @dataclass(frozen=True)
 class PathLoss:
-    """Median path-loss model (see docs/PHYSICS.md)."""
+    """Median path-loss model: `model` names a registered one (heimdall.scenario.path_loss, docs/PHYSICS.md)."""
 
     model: str = "two_ray_diffraction"
     earth_radius_factor: float = 4.0 / 3.0

@@ -17,13 +17,11 @@ from heimdall.errors import ScenarioError
 from heimdall.plain_yaml import load_plain_yaml
 from heimdall.scenario.domain import (
     EMISSIONS,
-    HATA_ENVIRONMENTS,
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
     MAX_RECEIVERS,
     MAX_SCENARIO_CHARS,
     MAX_SHADOWING_COMPONENTS,
-    PATH_LOSS_MODELS,
     SHADOWING_MODES,
     Area,
     Environment,
@@ -38,6 +36,7 @@ from heimdall.scenario.domain import (
     Signals,
     Transmitter,
 )
+from heimdall.scenario.path_loss import MODELS, PARAMETERS, Parameter
 
 _REQUIRED = object()
 
@@ -231,35 +230,30 @@ def _choice(v: Any, where: str, options: tuple[str, ...]) -> str:
     return v
 
 
+def _path_loss(v: Any, where: str) -> PathLoss:
+    """environment.path_loss: `model` one of the registered models (heimdall.scenario.path_loss.MODELS), each other
+    field as its PARAMETERS entry describes it."""
+    spec: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
+        "model": (lambda x, w: _choice(x, w, tuple(MODELS)), PathLoss.model)
+    }
+    spec.update({p.name: (_parameter(p), p.default) for p in PARAMETERS.values()})
+    return PathLoss(**_section(v, where, spec))
+
+
+def _parameter(p: Parameter) -> Callable[[Any, str], Any]:
+    """The parser of path-loss parameter `p`: one of its choices, or a number in its unit within its bounds."""
+    if p.bounds is None:
+        return lambda x, w: _choice(x, w, p.choices)
+    lo, hi = p.bounds
+    return lambda x, w: _number(x, w, p.unit, lo, hi)
+
+
 def _environment(v: Any, where: str) -> Environment:
     f = _section(
         v,
         where,
         {
-            "path_loss": (
-                lambda x, w: PathLoss(
-                    **_section(
-                        x,
-                        w,
-                        {
-                            "model": (lambda y, ww: _choice(y, ww, PATH_LOSS_MODELS), PathLoss.model),
-                            "earth_radius_factor": (
-                                lambda y, ww: _number(y, ww, "(factor)", 0.5, 10),
-                                PathLoss.earth_radius_factor,
-                            ),
-                            "hata_environment": (
-                                lambda y, ww: _choice(y, ww, HATA_ENVIRONMENTS),
-                                PathLoss.hata_environment,
-                            ),
-                            "slope_correction_db_per_decade": (
-                                lambda y, ww: _number(y, ww, "dB/decade", -20, 20),
-                                PathLoss.slope_correction_db_per_decade,
-                            ),
-                        },
-                    )
-                ),
-                Environment.path_loss,
-            ),
+            "path_loss": (_path_loss, Environment.path_loss),
             "shadowing": (_shadowing, Environment.shadowing),
             "fading": (
                 lambda x, w: Fading(

@@ -14,9 +14,9 @@ import numpy as np
 
 from heimdall.features import MIN_HEARD_STORED, FeatureParams, extract_features, feature_matrix, heard
 from heimdall.scenario.domain import Scenario
+from heimdall.scenario.path_loss import median_path_loss_db
 from heimdall.sim.fading import rician_fading
 from heimdall.sim.noise import complex_gaussian, noise_density_dbm_hz
-from heimdall.sim.propagation import median_path_loss_db
 from heimdall.sim.shadowing import ShadowingFields, build_fields
 from heimdall.sim.signals import EMISSION_CODES, synthesise
 

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from heimdall.sim.noise import complex_gaussian, noise_floor_dbm
-from heimdall.sim.propagation import (
+from heimdall.scenario.path_loss import (
     diffraction_loss_db,
     free_space_loss_db,
     path_loss_db,
     radio_horizon_m,
     two_ray_loss_db,
 )
+from heimdall.sim.noise import complex_gaussian, noise_floor_dbm
 
 F_2M = 145e6
 TOL_DB = 0.01
@@ -79,7 +79,7 @@ def test_complex_gaussian_statistics():
 
 
 def test_okumura_hata_hand_computed_and_floored_at_free_space():
-    from heimdall.sim.propagation import okumura_hata_loss_db
+    from heimdall.scenario.path_loss import okumura_hata_loss_db
 
     # f = 433.5 MHz, h_b = 30 m, h_m = 1.5 m, d = 10 km: urban 153.36 dB, suburban 8.23 dB less
     assert okumura_hata_loss_db(10_000, 433.5e6, 1.5, 30.0, "urban") == pytest.approx(153.36, abs=0.01)
@@ -92,7 +92,7 @@ def test_okumura_hata_hand_computed_and_floored_at_free_space():
 def test_the_scenario_chooses_the_path_loss_model(nw_italy):
     import dataclasses
 
-    from heimdall.sim.propagation import median_path_loss_db, okumura_hata_loss_db
+    from heimdall.scenario.path_loss import median_path_loss_db, okumura_hata_loss_db
 
     pl = nw_italy.environment.path_loss
     assert median_path_loss_db(pl, 30_000, 145e6, 2.0, 50.0) == path_loss_db(
@@ -105,7 +105,7 @@ def test_the_scenario_chooses_the_path_loss_model(nw_italy):
 def test_log_distance_and_the_slope_correction(nw_italy):
     import dataclasses
 
-    from heimdall.sim.propagation import log_distance_loss_db, median_path_loss_db
+    from heimdall.scenario.path_loss import log_distance_loss_db, median_path_loss_db
 
     assert log_distance_loss_db(10_000) == pytest.approx(120.0)  # 30 dB/decade from 0 dB at 1 m
     assert log_distance_loss_db(10) == log_distance_loss_db(100)  # held at 100 m
