@@ -38,6 +38,7 @@ from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
 from heimdall.radiomap.likelihood import STEP_DB
 from heimdall.radiomap.model import POWER_WINDOW, PRUNE_MASS, REFINED_BLOCKS, STRONG_SNR_DB, RadioMap
+from heimdall.radiomap.posterior import HPD_PROBABILITIES
 from heimdall.scenario.builtin import load_scenario
 from heimdall.sim.generator import build_world, simulate_block
 
@@ -148,7 +149,7 @@ class BaselinePosterior:
         d = self.centres - mean
         _ = (self.weights[:, None] * d).T @ d
         _ = self.centres[int(np.argmax(self.weights))]
-        for p in (0.5, 0.95):
+        for p in HPD_PROBABILITIES:
             self.in_hpd(truth_m, p)
         self.modes(0.95)
 
@@ -196,7 +197,7 @@ class BaselinePosterior:
 def answer(post, truth_m: np.ndarray) -> None:  # noqa: ANN001 (a GridPosterior)
     """What an answer reads of a posterior besides its regions: moments, MAP, HPD levels and membership, modes."""
     _ = post.mean_m, post.cov_m2, post.map_m
-    for p in (0.5, 0.95):
+    for p in HPD_PROBABILITIES:
         post.in_hpd(truth_m[None], p)
     post.modes(0.95)
 
@@ -259,7 +260,9 @@ def posterior_row(m: RadioMap, data: Measured, truth: np.ndarray) -> None:
     )
     new_answer = per_transmission_ms(lambda i, posts: answer(posts[i], truth[i]), n, lambda: posteriors(m.localize))
     old_regions = per_transmission_ms(lambda i, posts: posts[i].regions(), n, lambda: posteriors(baseline.localize))
-    new_regions = per_transmission_ms(lambda i, posts: posts[i].regions((0.5, 0.95)), n, lambda: posteriors(m.localize))
+    new_regions = per_transmission_ms(
+        lambda i, posts: posts[i].regions(HPD_PROBABILITIES), n, lambda: posteriors(m.localize)
+    )
     cells = f"{m.grid.n_cells:8d} {r:3d} |"
     columns = ((old_post, new_post), (old_answer, new_answer), (old_regions, new_regions))
     print(cells + " |".join(f" {old:7.2f} {new:6.2f} {old / new:5.1f}×" for old, new in columns))
@@ -318,7 +321,7 @@ def batch_rows(args: argparse.Namespace) -> None:
     def one(i: int) -> None:
         post = m.localize(data.snr_db[i], data.noise_dbm[i], data.present[i])
         answer(post, truth[i])
-        post.regions((0.5, 0.95))
+        post.regions(HPD_PROBABILITIES)
 
     t0 = time.perf_counter()
     all_in_threads(one, args.batch, workers)

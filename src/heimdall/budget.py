@@ -41,10 +41,6 @@ class TimeBudget:
         """A budget ending `seconds` from now (None or 0: no limit)."""
         return cls(time.monotonic() + seconds if seconds else None, show)
 
-    def remaining_s(self) -> float | None:
-        """Seconds left before the deadline (never below 0), None without one."""
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-
     def progress(self, stage: str, done: int, total: int) -> None:
         """Show that `done` of `total` of `stage` are done; OutOfTime when the deadline has passed."""
         if self.show is not None:

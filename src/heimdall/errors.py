@@ -99,6 +99,11 @@ class ModelStoreError(HeimdallError):
     http_status = 502
 
 
+class RadioMapFormatError(ValueError):
+    """The map inside a model is missing, malformed or inconsistent; names the field. Its readers report it as the
+    error of what they were loading (ModelLoadError, ExportError) with the model named."""
+
+
 class ModelLoadError(HeimdallError):
     """A model cannot be found, verified or understood (names the source and what failed)."""
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from heimdall.errors import ModelStoreError
-from heimdall.release.model_store import ModelStore, S3Backend
+from heimdall.release.model_store import S3_ENVIRONMENT, ModelStore, S3Backend, s3_settings
 from s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3, running_s3
 
 MODEL = b"onnx-bytes-" * 1000
@@ -284,3 +284,18 @@ def test_readers_never_see_another_publishers_bytes(tmp_path):
     assert not errors, errors[:3]
     assert sorted(published) == list(range(1, 19))
     assert seen and all(published[v] == data for v, data in seen)
+
+
+def test_s3_settings_take_the_value_given_then_the_aws_variable_then_the_minio_one(monkeypatch):
+    for names in S3_ENVIRONMENT.values():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MINIO_ENDPOINT", "minio:9000")  # MinIO's host:port, read as http
+    monkeypatch.setenv("MINIO_ACCESS_KEY", "minio-key")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "aws-key")
+    assert s3_settings() == {"endpoint_url": "http://minio:9000", "access_key": "aws-key", "secret_key": None}
+    given = s3_settings("https://s3.example.org", "flag-key", "flag-secret")
+    assert given == {"endpoint_url": "https://s3.example.org", "access_key": "flag-key", "secret_key": "flag-secret"}
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://not-read:1")  # not one of Heimdall's settings
+    monkeypatch.delenv("MINIO_ENDPOINT")
+    assert s3_settings()["endpoint_url"] is None

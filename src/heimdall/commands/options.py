@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,31 +10,16 @@ if TYPE_CHECKING:
     from heimdall.serve.runtime import ModelSource
 
 
-# Each S3 setting: its flag wins, then the AWS variable (read by boto3 itself), then the MinIO variable.
-MINIO_ENV = {
-    "endpoint_url": ("AWS_ENDPOINT_URL", "MINIO_ENDPOINT"),
-    "access_key": ("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY"),
-    "secret_key": ("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY"),
-}
-
-
 def s3_options(args: argparse.Namespace) -> dict[str, str | None]:
-    """The S3 endpoint and credentials: flags, else $AWS_* (None here: boto3 reads them, or the credentials
-    file), else $MINIO_ENDPOINT / $MINIO_ACCESS_KEY / $MINIO_SECRET_KEY (an endpoint without a scheme is http)."""
+    """The S3 endpoint and credentials the flags give (the model store takes the rest from the environment:
+    heimdall.release.model_store.s3_settings)."""
     if args.s3_secret_key:
         print(
             "heimdall: warning: --s3-secret-key is visible to other users of this machine (process list, shell "
             "history); prefer $AWS_SECRET_ACCESS_KEY or the AWS credentials file",
             file=sys.stderr,
         )
-    options = {"endpoint_url": args.s3_endpoint_url, "access_key": args.s3_access_key, "secret_key": args.s3_secret_key}
-    for key, (aws, minio) in MINIO_ENV.items():
-        if options[key] is None and not os.environ.get(aws) and os.environ.get(minio):
-            options[key] = os.environ[minio]
-    endpoint = options["endpoint_url"]
-    if endpoint and "://" not in endpoint:
-        options["endpoint_url"] = f"http://{endpoint}"
-    return options
+    return {"endpoint_url": args.s3_endpoint_url, "access_key": args.s3_access_key, "secret_key": args.s3_secret_key}
 
 
 def model_source(args: argparse.Namespace) -> ModelSource:

@@ -1,6 +1,12 @@
 """`heimdall train`: simulate the default dataset if it is missing, train (or resume), then publish the best
 checkpoint (export → model store → registry); or, with --export-only, publish a given checkpoint.
 
+The run is named steps called in order, each timed as a phase of the run's TimeBudget (shown in the summary):
+the dataset (`simulate`, when it is made), the training's steps (heimdall.train.run: prepare data → build model →
+start tracking → fit → calibrate the best checkpoint → log its validation; phase `train`) and the publishing
+steps (heimdall.release.publish: export → choose the localizer → judge the shipped model → store and register;
+phases `export`, `map fit`, `choice`, `evaluation`, `champion evaluation`, `registration`).
+
 Human output goes to stdout, or to stderr with --json, which prints one JSON summary on stdout instead (whatever
 libraries print meanwhile, such as MLflow's run links, goes to stderr then). A failure
 after the MLflow run started ends that run as FAILED (heimdall.train.failed_run).
@@ -39,7 +45,17 @@ from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
 from heimdall.train.config import TrainConfig, resolve
 from heimdall.train.failed_run import end_failed_run
-from heimdall.train.run import TrainResult, launch_rank, resume_config, run_training
+from heimdall.train.run import (
+    TrainResult,
+    build_model,
+    calibrate_best,
+    fit,
+    launch_rank,
+    log_validation,
+    prepare_data,
+    resume_config,
+    start_tracking,
+)
 from heimdall.units import format_distance
 from heimdall.workspace import default_data_dir, default_model_store, default_tracking_uri, runs_dir
 
@@ -118,7 +134,7 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
                 _warn_unused_validation_split(cfg, set(flags))
                 started = time.monotonic()
                 with budget.phase("train"):
-                    result = run_training(cfg, console, resume=resume)
+                    result = train(cfg, console, resume)
                 published = None
                 if cfg.export and result.best_checkpoint is not None and result.global_rank == 0:
                     budget.deadline = publish_deadline(cfg, started)
@@ -138,6 +154,21 @@ def _train_command(args: argparse.Namespace, console: Console, json_out: TextIO 
         if json_out is not None:
             print(json.dumps(summary(result, published, budget.seconds)), file=json_out)
     return 0
+
+
+def train(cfg: TrainConfig, console: Console, resume: bool) -> TrainResult:
+    """Train on the store in cfg.data_dir (or resume the run in cfg.checkpoint_dir): the training's steps in order
+    (heimdall.train.run); where everything is. Only rank 0 calibrates, logs and has the validation figures."""
+    t0 = time.perf_counter()
+    data = prepare_data(cfg, console)
+    model = build_model(cfg, data, resume)
+    run = start_tracking(cfg, data, model, resume)
+    result = fit(run, data, model, resume)
+    if result.global_rank == 0:
+        calibrate_best(result, data)
+        log_validation(run, result)
+        result.seconds = time.perf_counter() - t0
+    return result
 
 
 def publish_deadline(cfg: TrainConfig, started: float) -> float | None:

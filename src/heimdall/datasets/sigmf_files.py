@@ -308,14 +308,6 @@ def _segments(path: Path, key: str, items: Any, n: int, data_path: Path) -> None
             )
 
 
-def read_recording(meta_path: str | Path, root: str | Path | None = None) -> Recording:
-    """Read and check one recording's metadata and the size of its data file; both must lie inside `root`
-    (default: the metadata's folder)."""
-    path = Path(meta_path)
-    root = Path(root) if root is not None else path.parent
-    return _recording(path, _read_bounded(path, root), root)
-
-
 def _recording(path: Path, meta_bytes: bytes, root: Path) -> Recording:
     doc = _parse_json(path, meta_bytes)
     g, captures = doc.get("global"), doc.get("captures")

@@ -24,7 +24,7 @@ from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
-from heimdall.radiomap.posterior import GridPosterior
+from heimdall.radiomap.posterior import HPD_PROBABILITIES, GridPosterior
 
 if TYPE_CHECKING:
     from heimdall.evaluation.test_set import Predict, TestSet
@@ -164,7 +164,7 @@ def region_coverage(
 
     def inside(i: int) -> list[bool]:
         q = combine(posts[i], net_mean_m[i], net_cov_m2[i], alpha, beta)
-        return [bool(q.in_hpd(truth_m[i][None], level)[0]) for level in (0.5, 0.95)]
+        return [bool(q.in_hpd(truth_m[i][None], level)[0]) for level in HPD_PROBABILITIES]
 
     flags = np.array(all_in_threads(inside, len(posts), workers), bool).reshape(-1, 2)
     return {"coverage_region50": float(flags[:, 0].mean()), "coverage_region95": float(flags[:, 1].mean())}

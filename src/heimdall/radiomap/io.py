@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall.errors import RadioMapFormatError
 from heimdall.features import SNR_FLOOR_DB
 from heimdall.memory import over_budget
 from heimdall.radiomap.fading import FadingKernel
@@ -40,10 +41,6 @@ MAX_EXTENT_M = 1e7  # grid origin and spacing, m
 MIN_SPACING_M = 1.0
 MAX_NOISE = 1e3  # the measurement noise constants (linear SNR units)
 MAX_LABELS = 10**9
-
-
-class RadioMapFormatError(ValueError):
-    """The map inside a model is missing, malformed or inconsistent; names the field."""
 
 
 def _arrays(m: RadioMap) -> dict[str, np.ndarray]:

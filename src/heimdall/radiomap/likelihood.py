@@ -44,11 +44,6 @@ class LikelihoodTable:
     spread_levels_db: np.ndarray  # [n_spreads]
 
     @property
-    def u_rows_db(self) -> np.ndarray:
-        """float64 [n_rows]: the measured SNR (dB) of each row, from the floor up."""
-        return self.floor_snr_db + STEP_DB * np.arange(self.values.shape[2])
-
-    @property
     def delta_start_db(self) -> float:
         """Δ (dB) of the first column."""
         return DELTA_RANGE_DB[0]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.budget import Progress
-from heimdall.errors import ModelLoadError
+from heimdall.errors import ModelLoadError, RadioMapFormatError
 from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.radio_map import PROGRESS_EVERY, CarriedMap, map_usable, measured
 from heimdall.evaluation.test_set import TestSet
@@ -25,6 +25,7 @@ from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import Unanswered, in_threads
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.posterior import HPD_PROBABILITIES
 from heimdall.release.map_metadata import FIT_KEY, read_exponents
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,14 @@ def model_answers(
     m = measured(test)
     usable = map_usable(m, mean_m, cov_m2)
     truth = test.target_m
-    in50, in95 = (mahalanobis_sq(mean_m, cov_m2, truth) <= -2 * np.log(1 - q) for q in (0.5, 0.95))
+    in50, in95 = (mahalanobis_sq(mean_m, cov_m2, truth) <= -2 * np.log(1 - q) for q in HPD_PROBABILITIES)
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
     rows = np.flatnonzero(usable)
 
     def answer(k: int) -> None:
         i = rows[k]
         post = hybrid_posterior(radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], alpha, beta)
-        in50[i], in95[i] = post.in_hpd(truth[i][None], 0.5)[0], post.in_hpd(truth[i][None], 0.95)[0]
+        in50[i], in95[i] = (post.in_hpd(truth[i][None], q)[0] for q in HPD_PROBABILITIES)
         mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
 
     # the network's answer stays where the map cannot read
@@ -103,7 +104,7 @@ def read_map(proto: Any, where: str) -> RadioMap:  # noqa: ANN401  (onnx.ModelPr
     """The radio map of a model that carries one, checked and its tables built (ModelLoadError naming the field)."""
     try:
         return map_io.from_onnx(proto)
-    except map_io.RadioMapFormatError as exc:
+    except RadioMapFormatError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
 
 

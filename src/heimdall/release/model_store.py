@@ -11,7 +11,7 @@ version, and a reader only ever sees a complete manifest naming bytes that match
 ignores ``If-None-Match`` is detected and versions are claimed with marker objects instead (see
 S3Backend.create). Versions written before blobs existed keep their bytes at ``<name>/<version>/model.onnx``.
 Locations: a folder path (default ``<workspace>/models``) or ``s3://bucket/prefix`` with the endpoint and
-credentials from arguments, the usual AWS environment variables or the AWS credentials file (path-style
+credentials from arguments, else the environment (`s3_settings`), else the AWS credentials file (path-style
 addressing; checksums only when required, which MinIO and SeaweedFS accept).
 """
 
@@ -127,6 +127,30 @@ class LocalBackend(_Backend):
         )
 
 
+# Each S3 setting: the value given (a flag) wins, then the AWS variable, then the MinIO variable (docs/DEPLOY.md).
+S3_ENVIRONMENT = {
+    "endpoint_url": ("AWS_ENDPOINT_URL", "MINIO_ENDPOINT"),
+    "access_key": ("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY"),
+    "secret_key": ("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY"),
+}
+
+
+def s3_settings(
+    endpoint_url: str | None = None, access_key: str | None = None, secret_key: str | None = None
+) -> dict[str, str | None]:
+    """The S3 endpoint and credentials: each value given, else its S3_ENVIRONMENT variables in order (None: boto3
+    reads the AWS credentials file). An endpoint without a scheme (MinIO's `host:port`) is http."""
+    given = {"endpoint_url": endpoint_url, "access_key": access_key, "secret_key": secret_key}
+    out = {
+        key: given[key] or next((os.environ[v] for v in names if os.environ.get(v)), None)
+        for key, names in S3_ENVIRONMENT.items()
+    }
+    endpoint = out["endpoint_url"]
+    if endpoint and "://" not in endpoint:
+        out["endpoint_url"] = f"http://{endpoint}"
+    return out
+
+
 class S3Backend(_Backend):
     """Objects in an S3 bucket under a prefix (s3://bucket/prefix)."""
 
@@ -147,11 +171,12 @@ class S3Backend(_Backend):
             raise ModelStoreError(f"{url}: expected s3://bucket[/prefix]")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.description = url
+        settings = s3_settings(endpoint_url, access_key, secret_key)
         self.client = boto3.client(
             "s3",
-            endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL"),
-            aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            endpoint_url=settings["endpoint_url"],
+            aws_access_key_id=settings["access_key"],
+            aws_secret_access_key=settings["secret_key"],
             region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             config=Config(
                 s3={"addressing_style": "path"},

@@ -35,7 +35,7 @@ from heimdall.release.model_answers import Answers
 from heimdall.release.model_store import ModelStore
 from heimdall.release.registry import Judged, Registration, calibrated, judge, register, registry_client
 from heimdall.signing import SigningKey
-from heimdall.train.config import from_mapping
+from heimdall.train.config import TrainConfig, from_mapping
 from heimdall.train.model_card import ModelCard
 from heimdall.workspace import default_tracking_uri
 
@@ -102,6 +102,31 @@ def evaluation_set(data_dir: str | None, eval_data: str | Path | None) -> Evalua
     return None
 
 
+@dataclass
+class Exported:
+    """The network exported by `export_network`: the export, its model bytes and metadata, the run's configuration
+    and MLflow run, and the evaluation set with the network judged on it (None without one)."""
+
+    export: ExportResult
+    data: bytes
+    run: TrainConfig
+    run_id: str | None
+    evalset: EvaluationSet | None
+    judged: Judged | None
+
+
+@dataclass
+class Shipped:
+    """What goes to the store and the registry (`ship`): the model bytes, their manifests' metadata, how they were
+    judged, the choice of localizer and the map-carrying model when one is shipped."""
+
+    data: bytes
+    metadata: dict[str, str]
+    judged: Judged | None
+    choice: Choice | None = None
+    attached: AttachedMap | None = None
+
+
 def export_and_publish(
     checkpoint: str | Path,
     out: str | Path,
@@ -109,12 +134,35 @@ def export_and_publish(
     options: PublishOptions = PublishOptions(),
     budget: TimeBudget | None = None,
 ) -> PublishResult:
-    """Export `checkpoint` to `out` and publish it as `options` say; returns what was done. `budget`: the deadline
-    and progress of the steps after training, and where their phase times go ("export", "map fit", "choice",
-    "evaluation", "champion evaluation", "registration")."""
+    """Export `checkpoint` to `out` and publish it as `options` say; returns what was done. The steps in order:
+    export_network → choose_localizer → ship → store_and_register. `budget`: the deadline and progress of the steps
+    after training, and where their phase times go ("export", "map fit", "choice", "evaluation", "champion
+    evaluation", "registration")."""
+    budget = budget or TimeBudget()
+    network = export_network(checkpoint, out, options, budget)
+    uri = options.tracking_uri or network.run.tracking_uri or default_tracking_uri()
+    choice, attached = choose_localizer(network, options, uri, budget)
+    shipped = ship(network, choice, attached, options.localizer, uri, budget)
+    result = PublishResult(
+        export=network.export,
+        eval_metrics=None if shipped.judged is None else shipped.judged.metrics(),
+        choice=shipped.choice,
+        attached=shipped.attached,
+    )
+    store = Path(network.run.data_dir) if network.run.data_dir else None
+    training = [*split_files(store, "train")] if store is not None and store.is_dir() else []
+    result.store, result.store_version, result.registration = store_and_register(
+        shipped.data, shipped.metadata, network.run_id, shipped.judged, options, uri, result.path, training, budget
+    )
+    return result
+
+
+def export_network(checkpoint: str | Path, out: str | Path, options: PublishOptions, budget: TimeBudget) -> Exported:
+    """Read `checkpoint` (once), judge its network on the evaluation set (`options.eval_data`, else the training
+    store's test split when present), write the validated ONNX file `out` with its manifest (signed given a
+    signer); phase "export"."""
     from heimdall.train.task import load_task
 
-    budget = budget or TimeBudget()
     with budget.phase("export"):
         task = load_task(checkpoint)
         where = str(checkpoint)
@@ -128,39 +176,53 @@ def export_and_publish(
         manifest = new_manifest(options.name, None, data, run_id, metadata=exported.metadata)
         signer = options.signer
         atomic_write_bytes(sidecar_path(exported.path), encode_manifest(signer.sign(manifest) if signer else manifest))
-    metadata = exported.metadata
-    uri = options.tracking_uri or run.tracking_uri or default_tracking_uri()
-    store = Path(run.data_dir) if run.data_dir else None
-    choice, attached = None, None
-    if options.localizer != NETWORK:
-        choice, attached = choose_and_attach(
-            exported.path, store, options.localizer, signer, options.map_options, budget
-        )
-        log_choice(uri, run_id, choice)
-    if attached is not None:  # shipped and judged as the map-carrying model it is
-        map_data = attached.path.read_bytes()
-        assert choice is not None
-        map_judged, instead = judge_map_model(map_data, evalset, attached, options.localizer, judged, budget)
-        if instead is not None:
-            choice = replace(
-                choice,
-                localizer=NETWORK,
-                reason=f"{choice.reason}; but the {choice.localizer} {instead}: the network is shipped "
-                f"({attached.path.name} is kept for --model-file)",
-            )
-            log_choice(uri, run_id, choice)
-            attached = None
-        else:
-            data, judged = map_data, map_judged
-            metadata = map_model_metadata(exported.metadata, data)
-    result = PublishResult(
-        export=exported, eval_metrics=None if judged is None else judged.metrics(), choice=choice, attached=attached
+    return Exported(exported, data, run, run_id, evalset, judged)
+
+
+def choose_localizer(
+    network: Exported, options: PublishOptions, tracking_uri: str, budget: TimeBudget
+) -> tuple[Choice | None, AttachedMap | None]:
+    """With a localizer other than the network: fit the map on the training store, compare network, map and hybrid
+    on its validation split (heimdall.release.choice), write the map-carrying model when a map wins and log the
+    choice to the training run; (None, None) for the network alone. Phases "map fit" and "choice"."""
+    if options.localizer == NETWORK:
+        return None, None
+    store = Path(network.run.data_dir) if network.run.data_dir else None
+    choice, attached = choose_and_attach(
+        network.export.path, store, options.localizer, options.signer, options.map_options, budget
     )
-    training = [*split_files(store, "train")] if store is not None and store.is_dir() else []
-    result.store, result.store_version, result.registration = store_and_register(
-        data, metadata, run_id, judged, options, uri, result.path, training, budget
+    log_choice(tracking_uri, network.run_id, choice)
+    return choice, attached
+
+
+def ship(
+    network: Exported,
+    choice: Choice | None,
+    attached: AttachedMap | None,
+    localizer: str,
+    tracking_uri: str,
+    budget: TimeBudget,
+) -> Shipped:
+    """What is shipped: the map-carrying model, judged by its own answers on the evaluation set (phase
+    "evaluation"), unless the champion rule or the time budget makes an automatic choice give way to the network
+    (the choice's reason says so, and is logged again); else the network as exported."""
+    net = Shipped(network.data, network.export.metadata, network.judged, choice)
+    if attached is None:
+        return net
+    assert choice is not None
+    map_data = attached.path.read_bytes()
+    map_judged, instead = judge_map_model(map_data, network.evalset, attached, localizer, network.judged, budget)
+    if instead is None:
+        metadata = map_model_metadata(network.export.metadata, map_data)
+        return Shipped(map_data, metadata, map_judged, choice, attached)
+    net.choice = replace(
+        choice,
+        localizer=NETWORK,
+        reason=f"{choice.reason}; but the {choice.localizer} {instead}: the network is shipped "
+        f"({attached.path.name} is kept for --model-file)",
     )
-    return result
+    log_choice(tracking_uri, network.run_id, net.choice)
+    return net
 
 
 def judge_map_model(

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.errors import ModelLoadError
+from heimdall.errors import ModelLoadError, RadioMapFormatError
 from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
 from heimdall.radiomap.hybrid import hybrid_posterior
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.posterior import Mode
+from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
 from heimdall.release.map_metadata import read_exponents
 
-REGION_PROBABILITIES = ("0.5", "0.95")  # the keys of `regions`, as the answer spells them
+REGION_PROBABILITIES = tuple(str(p) for p in HPD_PROBABILITIES)  # the keys of `regions`: "0.5", "0.95"
 MODE_PROBABILITY = 0.95  # modes are the connected parts of this HPD region
 COORDINATE_DECIMALS = 6  # degrees: about 0.1 m
 NOT_USED = "not used: no receiver of the model's table with an SNR (power-only or ad-hoc receivers only)"
@@ -77,7 +77,7 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
         return None
     try:
         radio_map = map_io.from_onnx(proto)
-    except map_io.RadioMapFormatError as exc:
+    except RadioMapFormatError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
     if list(radio_map.receiver_ids) != receiver_ids:
         raise ModelLoadError(

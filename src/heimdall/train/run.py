@@ -1,7 +1,9 @@
-"""One training run: a store → fit → checkpoints → MLflow → a calibrated best checkpoint.
+"""One training run as named steps, called in order by the `train` command (heimdall.commands.train):
+prepare_data (the store) → build_model (the task, the run's folder) → start_tracking (MLflow, config.yaml) → fit
+(checkpoints) → calibrate_best (validation figures) → log_validation (MLflow).
 
 Training ends at the checkpoint: where the data comes from (simulated when missing) and what happens to the
-model afterwards (export, store, registry) are the `train` command's orchestration (heimdall.commands.train).
+model afterwards (export, store, registry) are the `train` command's orchestration.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from heimdall.datasets.loader import StoreDataset, StoreMeta
+    from heimdall.train.datamodule import StoreDataModule
+    from heimdall.train.task import LocalizationTask
 
 from heimdall.baselines import weighted_centroid
 from heimdall.datasets.generate import dataset_fingerprint
@@ -106,20 +113,48 @@ def launch_rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0))
 
 
-def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool = False) -> TrainResult:
-    """Train on the store in cfg.data_dir (or resume the run in cfg.checkpoint_dir); returns where everything is.
+@dataclass
+class TrainingData:
+    """The store a run trains on: its data module, its train and validation splits and the model card it gives."""
 
-    Raises HeimdallError on bad input."""
+    data_dir: Path
+    module: StoreDataModule
+    train_set: StoreDataset
+    val_set: StoreDataset
+    card: ModelCard
+
+    @property
+    def meta(self) -> StoreMeta:
+        """The store's metadata (receivers, scenario, feature layout)."""
+        return self.train_set.meta
+
+
+@dataclass
+class RunModel:
+    """What a run fits and where it goes: the task (new, fine-tuned or resumed), the run's name and folder."""
+
+    task: LocalizationTask
+    run_name: str
+    checkpoint_dir: Path
+
+
+@dataclass
+class Tracking:
+    """A run's MLflow run (new or continued), its tracking URI and the run's configuration as saved."""
+
+    cfg: TrainConfig
+    logger: MLFlowLogger
+    tracking_uri: str
+
+
+def prepare_data(cfg: TrainConfig, console: Console) -> TrainingData:
+    """Read the store in cfg.data_dir (seeding every generator, setting torch's threads): its data module, splits and
+    model card; warns on `console` when store files do not fit --loader-memory-mb."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import MLFlowLogger
 
     from heimdall.train.datamodule import StoreDataModule
-    from heimdall.train.task import LocalizationTask, load_task, predict_numpy
 
-    console = console or Console()
-    t0 = time.perf_counter()
     if not cfg.data_dir:
         raise ConfigError("no data: give --data-dir (a store folder made by `heimdall simulate` or `heimdall import`)")
     data_dir = Path(cfg.data_dir)
@@ -140,67 +175,91 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
                 highlight=False,
                 soft_wrap=True,
             )
-    meta = train_set.meta
+    return TrainingData(data_dir, dm, train_set, val_set, ModelCard.from_store(train_set.meta, str(data_dir)))
 
-    card = ModelCard.from_store(meta, str(data_dir))
-    writer = launch_rank() == 0
+
+def build_model(cfg: TrainConfig, data: TrainingData, resume: bool) -> RunModel:
+    """The task to fit and the run's name and folder: the resumed run's last.ckpt (its store's scenario checked), or
+    a new network from the configuration, normalised on the store (or initialised from cfg.init_from). A new run's
+    folder is created (by rank 0) and must not hold a run already."""
+    from heimdall.train.task import LocalizationTask, load_task
+
     if resume:
         if cfg.checkpoint_dir is None or cfg.run_name is None:
             raise ConfigError("resuming needs the run's checkpoint_dir and run_name (as its config.yaml holds them)")
         ckpt_dir = Path(cfg.checkpoint_dir)
         task = load_task(ckpt_dir / "last.ckpt")
-        if (
-            ModelCard.from_checkpoint(task.heimdall_meta, str(ckpt_dir / "last.ckpt"), HeimdallError).scenario_sha256
-            != card.scenario_sha256
-        ):
-            raise HeimdallError(f"{data_dir}: store from another scenario than the run in {ckpt_dir}")
+        saved = ModelCard.from_checkpoint(task.heimdall_meta, str(ckpt_dir / "last.ckpt"), HeimdallError)
+        if saved.scenario_sha256 != data.card.scenario_sha256:
+            raise HeimdallError(f"{data.data_dir}: store from another scenario than the run in {ckpt_dir}")
         remove_stale_temporaries(ckpt_dir)
-        run_name = cfg.run_name
+        return RunModel(task, cfg.run_name, ckpt_dir)
+    run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
+    if (ckpt_dir / "last.ckpt").exists():
+        raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume-training to continue it")
+    if launch_rank() == 0:  # the other ranks take rank 0's checkpoint folder from the Trainer (ModelCheckpoint)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    mean, std, scale = data.module.normalisation()
+    task = LocalizationTask(
+        cfg.network(data.card.feature_params).to_dict(),
+        cfg.learning_rate,
+        cfg.weight_decay,
+        cfg.receiver_dropout,
+        cfg.feature_dropout,
+    )
+    if cfg.init_from:
+        initialise_from(task, cfg.init_from, (mean, std, scale), cfg.keep_normalisation)
     else:
-        run_name = cfg.run_name or f"{cfg.run_name_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else runs_dir() / run_name
-        if (ckpt_dir / "last.ckpt").exists():
-            raise ConfigError(f"{ckpt_dir}: already holds a run; use --resume-training to continue it")
-        if writer:  # the other ranks take rank 0's checkpoint folder from the Trainer (ModelCheckpoint broadcasts it)
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-        mean, std, scale = dm.normalisation()
-        task = LocalizationTask(
-            cfg.network(card.feature_params).to_dict(),
-            cfg.learning_rate,
-            cfg.weight_decay,
-            cfg.receiver_dropout,
-            cfg.feature_dropout,
-        )
-        if cfg.init_from:
-            initialise_from(task, cfg.init_from, (mean, std, scale), cfg.keep_normalisation)
-        else:
-            task.net.set_normalisation(mean, std, scale)
+        task.net.set_normalisation(mean, std, scale)
+    return RunModel(task, run_name, ckpt_dir)
+
+
+def start_tracking(cfg: TrainConfig, data: TrainingData, model: RunModel, resume: bool) -> Tracking:
+    """Start the run's MLflow run (continue it when resuming) tagged with the store's fingerprints; save the completed
+    configuration as the run folder's config.yaml (rank 0), put the model card and configuration into the task's
+    checkpoint metadata, and log the configuration as the new run's parameters."""
+    from lightning.pytorch.loggers import MLFlowLogger
 
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     workspace().mkdir(parents=True, exist_ok=True)  # the default tracking store lives there
-    dataset_sha = dataset_fingerprint(sorted({i.path for i in train_set.infos + val_set.infos}))
+    dataset_sha = dataset_fingerprint(sorted({i.path for i in data.train_set.infos + data.val_set.infos}))
     logger = MLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=run_name,
+        run_name=model.run_name,
         tracking_uri=tracking_uri,
         artifact_location=artifact_location(tracking_uri),
         run_id=cfg.mlflow_run_id if resume else None,
         tags={
-            "scenario_sha256": meta.scenario_sha256,
+            "scenario_sha256": data.meta.scenario_sha256,
             "dataset_sha256": dataset_sha,
-            "data_dir": str(Path(data_dir).resolve()),
+            "data_dir": str(data.data_dir.resolve()),
         },
     )
     cfg = dataclasses.replace(
-        cfg, run_name=run_name, checkpoint_dir=str(ckpt_dir), mlflow_run_id=logger.run_id, data_dir=str(data_dir)
+        cfg,
+        run_name=model.run_name,
+        checkpoint_dir=str(model.checkpoint_dir),
+        mlflow_run_id=logger.run_id,
+        data_dir=str(data.data_dir),
     )
-    if writer:
-        cfg.save(ckpt_dir / CONFIG_FILE)
-    card = dataclasses.replace(card, dataset_sha256=dataset_sha, mlflow_run_id=logger.run_id or "")
-    task.heimdall_meta = card.to_checkpoint() | {"config": cfg.to_dict()}
+    if launch_rank() == 0:
+        cfg.save(model.checkpoint_dir / CONFIG_FILE)
+    card = dataclasses.replace(data.card, dataset_sha256=dataset_sha, mlflow_run_id=logger.run_id or "")
+    model.task.heimdall_meta = card.to_checkpoint() | {"config": cfg.to_dict()}
     if not resume:
         logger.log_hyperparams({f"cfg.{k}": v for k, v in cfg.to_dict().items() if k not in ("mlflow_run_id",)})
+    return Tracking(cfg, logger, tracking_uri)
 
+
+def fit(run: Tracking, data: TrainingData, model: RunModel, resume: bool) -> TrainResult:
+    """Fit the task on the data module (from last.ckpt when resuming) with checkpoints (best and last, written
+    atomically), early stopping, the learning rate logged and --max-time-minutes; the TrainResult of the run's
+    checkpoints and epochs (its validation fields are filled by `calibrate_best`)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+    cfg, ckpt_dir = run.cfg, model.checkpoint_dir
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -226,52 +285,60 @@ def run_training(cfg: TrainConfig, console: Console | None = None, resume: bool 
         strategy=cfg.strategy,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=logger,
+        logger=run.logger,
         log_every_n_steps=50,
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir),
     )
-    trainer.fit(task, dm, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None, weights_only=True)
-
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    result = TrainResult(
-        run_name=run_name,
+    trainer.fit(model.task, data.module, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None, weights_only=True)
+    return TrainResult(
+        run_name=model.run_name,
         checkpoint_dir=ckpt_dir,
-        best_checkpoint=best,
+        best_checkpoint=Path(checkpoint.best_model_path) if checkpoint.best_model_path else None,
         last_checkpoint=ckpt_dir / "last.ckpt" if (ckpt_dir / "last.ckpt").exists() else None,
-        mlflow_run_id=logger.run_id,
-        tracking_uri=tracking_uri,
+        mlflow_run_id=run.logger.run_id,
+        tracking_uri=run.tracking_uri,
         epochs_completed=trainer.current_epoch,
         global_rank=trainer.global_rank,
     )
-    if trainer.global_rank != 0:
-        return result
-    val = val_set.read_split()
-    val_feats, heard, truth, present = val.features, val.heard, val.target_m, val.present
+
+
+def calibrate_best(result: TrainResult, data: TrainingData) -> None:
+    """Calibrate the best checkpoint's covariance on the validation split (the scale written into the checkpoint)
+    and fill the result's validation figures: the best checkpoint's median error and calibration after it, and the
+    weighted centroid's median error."""
+    from heimdall.train.task import load_task, predict_numpy
+
+    val, meta = data.val_set.read_split(), data.meta
+    truth = val.target_m
     rx = np.broadcast_to(meta.rx_position_m, (len(truth), *meta.rx_position_m.shape)).copy()
-    if best is not None:
-        best_task = load_task(best)
-        pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
+    if result.best_checkpoint is not None:
+        best_task = load_task(result.best_checkpoint)
+        pred, cov = predict_numpy(best_task.net, val.features, rx, val.present)
         scale = best_task.net.calibrate_covariance(covariance_scale_for(mahalanobis_sq(pred, cov, truth)))
-        _store_covariance_scale(best, scale)
-        pred, cov = predict_numpy(best_task.net, val_feats, rx, present)
+        _store_covariance_scale(result.best_checkpoint, scale)
+        pred, cov = predict_numpy(best_task.net, val.features, rx, val.present)
         result.best_val_median_error_m = float(np.median(error_m(pred, truth)))
         result.val_calibration = calibration_summary(pred, cov, truth)
         result.covariance_scale = scale
-    centroid = weighted_centroid(val_feats[..., card.feature_params.power_index], heard, meta.rx_position_m)
+    power = val.features[..., data.card.feature_params.power_index]
+    centroid = weighted_centroid(power, val.heard, meta.rx_position_m)
     result.baseline_val_median_error_m = float(np.median(error_m(centroid, truth)))
-    client = logger.experiment
-    client.log_metric(logger.run_id, "best_val_median_error_m", result.best_val_median_error_m or float("nan"))
-    client.log_metric(logger.run_id, "val_weighted_centroid_median_error_m", result.baseline_val_median_error_m)
+
+
+def log_validation(run: Tracking, result: TrainResult) -> None:
+    """Log the result's validation figures to the MLflow run (metrics; the best checkpoint's path as a tag) and the
+    run folder's config.yaml as an artifact."""
+    client, run_id = run.logger.experiment, run.logger.run_id
+    client.log_metric(run_id, "best_val_median_error_m", result.best_val_median_error_m or float("nan"))
+    client.log_metric(run_id, "val_weighted_centroid_median_error_m", result.baseline_val_median_error_m)
     for key, value in (result.val_calibration or {}).items():
-        client.log_metric(logger.run_id, f"best_val_{key}", value)
+        client.log_metric(run_id, f"best_val_{key}", value)
     if result.covariance_scale is not None:
-        client.log_metric(logger.run_id, "covariance_scale", result.covariance_scale)
-    if best is not None:
-        client.set_tag(logger.run_id, "best_checkpoint", str(best.resolve()))
-    client.log_artifact(logger.run_id, str(ckpt_dir / CONFIG_FILE))
-    result.seconds = time.perf_counter() - t0
-    return result
+        client.log_metric(run_id, "covariance_scale", result.covariance_scale)
+    if result.best_checkpoint is not None:
+        client.set_tag(run_id, "best_checkpoint", str(result.best_checkpoint.resolve()))
+    client.log_artifact(run_id, str(result.checkpoint_dir / CONFIG_FILE))
 
 
 def fresh_budget_timer(minutes: float) -> Callback:
