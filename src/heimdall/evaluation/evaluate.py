@@ -33,13 +33,13 @@ from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap.answers import MapAnswers
 from heimdall.radiomap.fit import MapOptions
+from heimdall.scale import network_scale
 
 if TYPE_CHECKING:
     from heimdall.evaluation.radio_map import CarriedMap
     from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
-DEFAULT_GRID_SPACING_M = 2_000.0
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 ESTIMATORS = (
     "model",
@@ -188,7 +188,7 @@ def evaluate(
     test: TestSet,
     calibration: TestSet | None,
     out_dir: str | Path,
-    grid_spacing_m: float = DEFAULT_GRID_SPACING_M,
+    grid_spacing_m: float | None = None,
     seed: int = 0,
     model: str | None = None,
     validation: TestSet | None = None,
@@ -216,6 +216,8 @@ def evaluate(
     cal = calibration or test
     fit = fit_log_distance(cal.power_dbm, cal.heard, cal.target_m, cal.rx_position_m)
     bounds = test.scenario.area_bounds_m() if test.scenario else _bounds_around(truth, rx)
+    if grid_spacing_m is None:  # from the network's geometry
+        grid_spacing_m = network_scale(rx, bounds).search_spacing_m
     grid = _grid(bounds, grid_spacing_m, "--grid-spacing-m")
     if carried is not None:
         carried.check_receivers(test, model or "model")
@@ -315,5 +317,6 @@ def _grid(bounds_m: tuple[float, float, float, float], spacing_m: float, what: s
 
 def _bounds_around(truth: np.ndarray, rx: np.ndarray) -> tuple[float, float, float, float]:
     pts = np.concatenate([truth, rx])
-    lo, hi = pts.min(0) - 20_000, pts.max(0) + 20_000
+    margin = network_scale(rx).margin_m
+    lo, hi = pts.min(0) - margin, pts.max(0) + margin
     return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))

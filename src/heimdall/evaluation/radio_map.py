@@ -200,7 +200,7 @@ def grid_estimates(
                 "fitted_on": short_source(calibration.source) if calibration is not None else "the test recordings",
                 "kind": radio_map.info.get("kind"),
                 "n_labels": radio_map.n_labels,
-                "spacing_m": options.spacing_m,
+                "spacing_m": radio_map.grid.spacing_m,
             }
         }
         exponents = None

@@ -34,7 +34,6 @@ from scipy.spatial import cKDTree
 
 from heimdall.budget import Progress
 from heimdall.features import FeatureParams
-from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
@@ -77,15 +76,19 @@ SPREAD_BISECTIONS = 6
 
 @dataclass(frozen=True)
 class MapOptions:
-    """How a map is built: its grid's cell side (m) and coarse factor (MapGrid), the seed of its draws, the fit's
-    time budget (s; None: no limit — see fit_radio_map for what a budget cuts) and the threads it fits receivers'
-    fields on (None: every core the process may use)."""
+    """How a map is built: its grid's cell side (m; None: from the network's geometry, Scenario.scale) and coarse
+    factor (MapGrid), the seed of its draws, the fit's time budget (s; None: no limit — see fit_radio_map for what a
+    budget cuts) and the threads it fits receivers' fields on (None: every core the process may use)."""
 
-    spacing_m: float = DEFAULT_SPACING_M
+    spacing_m: float | None = None
     coarse_factor: int = 4
     seed: int = 0
     time_budget_s: float | None = None
     workers: int | None = None
+
+    def spacing_for(self, scenario: Scenario) -> float:
+        """The grid cell side (m) of a map of `scenario`: spacing_m, else the scenario's network scale's."""
+        return scenario.scale.map_spacing_m if self.spacing_m is None else self.spacing_m
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ def _flat_power_prior(scenario: Scenario) -> tuple[float, np.ndarray]:
 
 def physics_map(scenario: Scenario, options: MapOptions = MapOptions()) -> RadioMap:
     """The zero-label map: the scenario's path loss, its shadowing σ as the map's spread, a flat power prior."""
-    grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_m, options.coarse_factor)
+    grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_for(scenario), options.coarse_factor)
     with ThreadPoolExecutor(2) as pool:  # two independent simulations, each with its own generator
         noise = pool.submit(power_noise_for, FeatureParams.from_scenario(scenario), seed=options.seed)
         kernels, weights = scenario_fading(scenario, seed=options.seed)
@@ -584,7 +587,10 @@ def _fit_labelled(
     resid = np.where(use, y - mu_param, 0.0)
     n_use = use.sum(1)
     shrink = fade_var / 10.0**2
-    initial = FieldHyper.initial([(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components])
+    correlation_bounds = scenario.scale.correlation_bounds_m
+    initial = FieldHyper.initial(
+        [(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components]
+    ).within(correlation_bounds)
     others = n_use[:, None] - use
 
     def field_data(r: int, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -605,7 +611,7 @@ def _fit_labelled(
         if sel.sum() < MIN_FIELD_POINTS or deadline.passed():
             return None
         pts = labelled.position_m[sel]
-        h = fit_hyper(pts, e, nv, rng_of(0, r), initial)
+        h = fit_hyper(pts, e, nv, rng_of(0, r), initial, correlation_bounds_m=correlation_bounds)
         return _ReceiverField(sel, e, nv, h, *krige(pts, pts, e, nv, h, exclude_self=True))
 
     def final_pass(r: int, resid: np.ndarray, first: _ReceiverField | None) -> _ReceiverField | None:
@@ -619,7 +625,7 @@ def _fit_labelled(
         refit = not deadline.passed()
         h = first.hyper if first is not None else initial
         if refit:
-            h = fit_hyper(pts, e, nv, rng_of(1, r), h, restart=first is None)
+            h = fit_hyper(pts, e, nv, rng_of(1, r), h, restart=first is None, correlation_bounds_m=correlation_bounds)
         grid_mean, grid_var = krige_on_grid(base.grid, pts, e, nv, h, tree)
         loo_mean, loo_var = krige(pts, pts, e, nv, h, exclude_self=True, tree=tree)
         at_labels = with_own_measurement(loo_mean, loo_var, e, nv, h)
