@@ -178,3 +178,23 @@ def test_censored_readings_carry_most_of_what_the_values_did(split, physics):
         )
     }
     assert nll["values"] <= nll["censored"] < nll["out"] - 0.3
+
+
+def test_self_calibration_learns_an_uncalibrated_receivers_offset(split):
+    """No labels: self-calibration on the recordings places the shifted receiver's readings within a few dB where
+    it hears (its mean power near it, against the map fitted with the receiver calibrated) and locates about as
+    well."""
+    scenario, train, test = split
+    r = 2
+    plain = fit_radio_map(scenario, None, train.unlabelled(), COARSE)
+    shifted = fit_radio_map(scenario, None, _shifted(train, r).unlabelled(), COARSE)
+    assert shifted.info["kind"] == "self-calibrated" and "left_out" not in shifted.info
+    near = np.linalg.norm(plain.grid.centres() - plain.rx_position_m[r], axis=1) < 50e3
+    learned = float(np.median(shifted.mean_dbm[near, r] - plain.mean_dbm[near, r]))
+    assert learned == pytest.approx(SHIFT_DB, abs=5.0)
+    t = _shifted(test, r)
+    err = {}
+    for name, m, data in (("plain", plain, test), ("shifted", shifted, t)):
+        a = answers_of(m, data.snr_db, data.noise_dbm, data.present, test.position_m)
+        err[name] = float(np.median(np.linalg.norm(a.mean_m - test.position_m, axis=1)))
+    assert err["shifted"] <= 1.15 * err["plain"] + 1_000.0
