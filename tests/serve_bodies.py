@@ -1,4 +1,4 @@
-"""Request bodies for the HTTP service tests, made from `store_rows` (conftest.py)."""
+"""Request bodies for the HTTP service tests, made from `store_rows` (conftest.py), and checks of the answers."""
 
 import base64
 
@@ -65,3 +65,19 @@ def sigmf_collection(folder, name, rows, k, lat_lon, datatype="ci16_le"):
         for i, rid in enumerate(rows["ids"])
     ]
     return write_collection(folder, name, metas, None)
+
+
+def in_ring(lon, lat, ring):
+    """Ray casting: (lon, lat) inside the closed ring [[lon, lat], ...]."""
+    x, y = np.asarray(ring, float).T
+    crosses = (y[:-1] > lat) != (y[1:] > lat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x[:-1] + (lat - y[:-1]) * (x[1:] - x[:-1]) / (y[1:] - y[:-1])
+    return bool(np.sum(crosses & (lon < at)) % 2)
+
+
+def in_geometry(lon, lat, geometry):
+    """Point in a GeoJSON Polygon or MultiPolygon (outer ring, then holes)."""
+    assert geometry["type"] in ("Polygon", "MultiPolygon")
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    return any(in_ring(lon, lat, rings[0]) and not any(in_ring(lon, lat, h) for h in rings[1:]) for rings in polygons)

@@ -19,7 +19,6 @@ from typing import Any
 from heimdall.commands.logs import configure_logging
 from heimdall.datasets.spec import MATCH_TOLERANCE_M, DatasetSpec, ImportOptions
 from heimdall.errors import HeimdallError
-from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.release import CHAMPION, MODEL_NAME
 from heimdall.scenario import DEFAULT_SCENARIO
 from heimdall.serve.settings import ServeSettings
@@ -213,16 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "--grid-spacing-m",
         type=float,
-        default=2000.0,
-        help="grid of the classical search in metres (default 2000)",
+        help="grid of the classical search in metres (default: from the network's geometry, 4 map cells; 2000 for "
+        "nw-italy)",
     )
     _flag(
         p,
         "--map-spacing-m",
         type=float,
-        default=DEFAULT_SPACING_M,
-        help=f"grid of the radio-map, hybrid and oracle posteriors in metres (default {DEFAULT_SPACING_M:g}; "
-        "0: leave them out)",
+        help="grid of the radio-map, hybrid and oracle posteriors in metres (default: from the network's geometry, "
+        "500 for nw-italy; 0: leave them out)",
     )
     _flag(p, "--max-samples", type=_positive_int, help="evaluate only the first N test transmissions")
     _flag(p, "--tracking-uri", help="MLflow tracking URI (default: the run's)")
@@ -553,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "--spacing-m",
         type=float,
-        help=f"grid cell side of the map in metres (default: fit {DEFAULT_SPACING_M:g}, update the model's own)",
+        help="grid cell side of the map in metres (default: fit from the network's geometry, update the model's own)",
     )
     _flag(
         p,
@@ -772,7 +770,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         p,
         "--map-spacing-m",
         type=float,
-        help=f"grid cell side of that radio map in metres (default {d.map_spacing_m:g})",
+        help="grid cell side of that radio map in metres (default: from the network's geometry)",
     )
     _flag(
         p,

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_bodies import features_body, power_body
+from serve_bodies import features_body, in_geometry, power_body
 from service_process import running_service
 
 N_TRANSMISSIONS = 30
@@ -29,22 +29,6 @@ def test_rows(tiny_store):
         }
 
 
-def _in_ring(lon, lat, ring):
-    """Ray casting: (lon, lat) inside the closed ring [[lon, lat], ...]."""
-    x, y = np.asarray(ring, float).T
-    crosses = (y[:-1] > lat) != (y[1:] > lat)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        at = x[:-1] + (lat - y[:-1]) * (x[1:] - x[:-1]) / (y[1:] - y[:-1])
-    return bool(np.sum(crosses & (lon < at)) % 2)
-
-
-def _in_geometry(lon, lat, geometry):
-    """Point in a GeoJSON Polygon or MultiPolygon (outer ring, then holes)."""
-    assert geometry["type"] in ("Polygon", "MultiPolygon")
-    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
-    return any(_in_ring(lon, lat, rings[0]) and not any(_in_ring(lon, lat, h) for h in rings[1:]) for rings in polygons)
-
-
 @pytest.mark.system
 def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server, test_rows):
     body = {"transmissions": [features_body(test_rows, k) for k in range(N_TRANSMISSIONS)]}
@@ -59,8 +43,8 @@ def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server
         assert modes and all(set(m) == {"probability", "lat", "lon"} for m in modes)
         probabilities = [m["probability"] for m in modes]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0 + 1e-6
-        assert _in_geometry(modes[0]["lon"], modes[0]["lat"], a["regions"]["0.95"])
-        covered += _in_geometry(lon, lat, a["regions"]["0.95"])
+        assert in_geometry(modes[0]["lon"], modes[0]["lat"], a["regions"]["0.95"])
+        covered += in_geometry(lon, lat, a["regions"]["0.95"])
         # position, covariance and ellipses come from the hybrid posterior, as for a network
         assert a["geojson"]["geometry"]["type"] == "Polygon" and len(a["ellipses"]) == 3
     assert covered >= 0.8 * N_TRANSMISSIONS, covered
@@ -73,12 +57,12 @@ def test_the_model_endpoint_describes_the_map(map_server):
 
 
 @pytest.mark.system
-def test_power_only_request_to_a_map_model_is_answered_by_the_network_with_a_note(map_server, test_rows):
+def test_power_only_request_to_a_map_model_is_answered_by_the_map_alone(map_server, test_rows):
     r = httpx.post(f"{map_server}/v1/localize", json=power_body(test_rows, 0), timeout=30)
     assert r.status_code == 200, r.text
     a = r.json()
-    assert a["map"].startswith("not used:") and "power-only" in a["map"]
-    assert "modes" not in a and "regions" not in a and np.isfinite(a["lat"])
+    assert a["map"].startswith("used alone: power readings only")
+    assert a["modes"] and set(a["regions"]) == {"0.5", "0.95"} and np.isfinite(a["lat"])
 
 
 @pytest.mark.system

@@ -34,7 +34,10 @@ from heimdall.serve.runtime import ServedModel
 
 BATCH = 4096
 # names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m (NaN: unknown), per transmission (features, receiver ids)
-Predictions = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, list[str]]]]
+# (names, mean, cov, truth, per transmission: features [R', F], receiver labels, heard bool [R'] or None: all)
+Predictions = tuple[
+    list[str], np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, list[str], np.ndarray | None]]
+]
 FRAME_ORIGIN_TOLERANCE_DEG = 1e-6  # about 0.1 m
 RECEIVER_TOLERANCE_M = 1.0
 # a CSV cell starting with one of these is a formula to a spreadsheet (OWASP's list): such a name is sent as text
@@ -59,7 +62,9 @@ def predict_command(args: argparse.Namespace) -> int:
     fields: list[dict[str, Any]] = [{} for _ in names]
     parts: list[MapPart | None] = [None] * len(names)
     if model.radio_map is not None:
-        read = [map_input(model.params, model.receiver_ids, feats, labels) for feats, labels in inputs]
+        read = [
+            map_input(model.params, model.receiver_ids, feats, labels, heard=heard) for feats, labels, heard in inputs
+        ]
         with ThreadPoolExecutor(worker_count(args.threads), thread_name_prefix="heimdall-map") as pool:
 
             def each(f: Callable[[Any], MapPart | str], jobs: list) -> Iterable[MapPart | str]:
@@ -77,7 +82,7 @@ def predict_command(args: argparse.Namespace) -> int:
             snr = model.params.snr_index
             fields = [
                 {**extra, "receivers": receiver_reports(labels, feats[:, snr], model.params)}
-                for extra, (feats, labels) in zip(fields, inputs, strict=True)
+                for extra, (feats, labels, _) in zip(fields, inputs, strict=True)
             ]
         write_table(out, fmt, names, mean, cov, model.frame.to_geodetic(mean), fields, parts)
     used = sum(part is not None for part in parts)
@@ -215,7 +220,10 @@ def predict_table(
     present = got.present.astype(np.float32)
     mean, cov = _batched(model, feats, rx, present)
     labels = np.asarray([*model.receiver_ids, *([""] * len(matched.new_ids))], object)
-    inputs = [(feats[i][got.present[i]], list(labels[got.present[i]])) for i in range(len(feats))]
+    inputs = [
+        (feats[i][got.present[i]], list(labels[got.present[i]]), got.heard[i][got.present[i]])
+        for i in range(len(feats))
+    ]
     lat_lon = got.tx_lat_lon
     truth = np.where(np.isfinite(lat_lon), model.frame.to_local(lat_lon[:, 0], lat_lon[:, 1]).reshape(-1, 2), np.nan)
     return [str(n) for n in got.names], mean, cov, truth, inputs
@@ -238,7 +246,12 @@ def predict_store(data: Path, split: str, model: ServedModel) -> Predictions:
     except KeyError:
         names = [str(i) for i in range(len(feats))]
     ids = np.asarray(ds.meta.receivers["id"])
-    inputs = [(feats[i][present[i] > 0], list(ids[present[i] > 0])) for i in range(len(feats))]
+    # power readings (psd_bins 0): a present receiver not in the mask is censored, at or below its floor
+    mask = arrays.heard if ds.meta.params.psd_bins == 0 else None
+    inputs = [
+        (feats[i][present[i] > 0], list(ids[present[i] > 0]), None if mask is None else mask[i][present[i] > 0])
+        for i in range(len(feats))
+    ]
     return names, mean, cov, arrays.target_m, inputs
 
 
@@ -276,7 +289,8 @@ def predict_collections(
     root = data.parent if data.is_file() else data
     if not paths:
         raise DatasetError(f"{data}: no *.sigmf-collection files found")
-    names, means, covs, truth, inputs = [], [], [], [], []
+    names, means, covs, truth = [], [], [], []
+    inputs: list[tuple[np.ndarray, list[str], np.ndarray | None]] = []
     for path in track(paths, description="predict", console=console, disable=quiet or len(paths) < 2):
         try:
             col = read_collection(path, root)
@@ -298,7 +312,7 @@ def predict_collections(
             continue
         m, c = model.predict(feats[None], np.asarray(positions, np.float32)[None], np.ones((1, len(positions))))
         names.append(col.name)
-        inputs.append((feats, [model.receiver_ids[k] if k >= 0 else "" for k in rows]))
+        inputs.append((feats, [model.receiver_ids[k] if k >= 0 else "" for k in rows], None))
         means.append(m[0])
         covs.append(c[0])
         tx = col.transmitter_lat_lon

@@ -13,7 +13,6 @@ from heimdall.budget import TimeBudget
 from heimdall.commands.options import s3_options
 from heimdall.commands.progress import staged_progress
 from heimdall.errors import ConfigError
-from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.map_attach import fit_and_attach
 from heimdall.release.map_update import MapModel, fetched_map_model, read_map_model, update_map
@@ -32,7 +31,7 @@ def map_command(args: argparse.Namespace) -> int:
     spacing_m = args.spacing_m
     with staged_progress(console, args.quiet) as (_, on_progress):
         if args.action == "fit":
-            grid = MapOptions(spacing_m=DEFAULT_SPACING_M if spacing_m is None else spacing_m)
+            grid = MapOptions(spacing_m=spacing_m)
             r = fit_and_attach(Path(args.model), Path(args.data_store), Path(args.out), grid, signer, on_progress)
         else:
             own = None if spacing_m is None else MapOptions(spacing_m=spacing_m)

@@ -369,9 +369,9 @@ def _check_localizer(cfg: TrainConfig) -> None:
 
     text = StoreDataset(train).meta.scenario_yaml
     if text:
-        bounds = scenario_from_text(text, f"{train[0]}: attribute scenario_yaml").area_bounds_m()
+        scenario = scenario_from_text(text, f"{train[0]}: attribute scenario_yaml")
         try:
-            MapGrid.over(bounds, cfg.map_spacing_m)
+            MapGrid.over(scenario.area_bounds_m(), MapOptions(spacing_m=cfg.map_spacing_m).spacing_for(scenario))
         except ValueError as exc:
             raise ConfigError(f"--map-spacing-m: {exc} (or --localizer network)") from None
 

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from heimdall.evaluation.radio_map import CarriedMap, GridEstimates
     from heimdall.evaluation.test_set import Predict, TestSet
     from heimdall.radiomap.answers import MapAnswers
-    from heimdall.radiomap.fit import MapOptions
+    from heimdall.scale import network_scale
+from heimdall.radiomap.fit import MapOptions
 
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 
@@ -57,7 +58,7 @@ class Inputs:
     calibration: TestSet | None  # labelled (the training split); None: the classical fit uses the test set
     validation: TestSet | None  # labelled, for the hybrid's exponents
     predict: Predict | None  # the model; None: classical estimators only
-    grid_spacing_m: float  # the classical ML's search grid
+    grid_spacing_m: float | None  # the classical ML's search grid; None: from the network's geometry
     seed: int  # the CRLB draws
     map_options: MapOptions | None  # the map fitted for the evaluation; None: none (but a carried one)
     on_progress: Progress | None
@@ -74,7 +75,10 @@ class Inputs:
     def grid(self) -> Grid:
         """The classical ML's search grid over the area (refused above MAX_GRID_POINTS candidates)."""
         bounds = self.test.scenario.area_bounds_m() if self.test.scenario else _bounds_around(self.test)
-        return search_grid(bounds, self.grid_spacing_m, "--grid-spacing-m")
+        spacing_m = self.grid_spacing_m
+        if spacing_m is None:
+            spacing_m = network_scale(self.test.rx_position_m, bounds).search_spacing_m
+        return search_grid(bounds, spacing_m, "--grid-spacing-m")
 
     @cached_property
     def network(self) -> Answers:
@@ -320,5 +324,6 @@ def search_grid(bounds_m: tuple[float, float, float, float], spacing_m: float, w
 
 def _bounds_around(test: TestSet) -> tuple[float, float, float, float]:
     pts = np.concatenate([test.target_m, test.rx_position_m])
-    lo, hi = pts.min(0) - 20_000, pts.max(0) + 20_000
+    margin = network_scale(test.rx_position_m).margin_m
+    lo, hi = pts.min(0) - margin, pts.max(0) + margin
     return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))

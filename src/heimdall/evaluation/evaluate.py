@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
-DEFAULT_GRID_SPACING_M = 2_000.0
 DEFAULT_MAP_OPTIONS = MapOptions()
 VALIDATION_SAMPLES = 400  # validation transmissions the hybrid's exponents are chosen on
 
@@ -160,7 +159,7 @@ def evaluate(
     test: TestSet,
     calibration: TestSet | None,
     out_dir: str | Path,
-    grid_spacing_m: float = DEFAULT_GRID_SPACING_M,
+    grid_spacing_m: float | None = None,
     seed: int = 0,
     model: str | None = None,
     validation: TestSet | None = None,

@@ -20,7 +20,7 @@ from heimdall.evaluation.test_set import short_source
 from heimdall.metrics import calibration_summary
 from heimdall.radiomap.answers import AnswerCollector, MapAnswers, collect
 from heimdall.radiomap.batch import Unanswered, all_in_threads
-from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
+from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
@@ -85,13 +85,14 @@ def _plain(value: object) -> object:
 def map_usable(m: Measured, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> np.ndarray:
     """Bool [n]: the transmissions a map-carrying model answers with its map — some receiver measured them and the
     network's answer is finite (elsewhere it answers with the network, as the service does)."""
-    usable = (m.present & np.isfinite(m.snr_db) & np.isfinite(m.noise_dbm)).any(axis=1)
+    usable = (m.present & np.isfinite(m.noise_dbm) & (np.isfinite(m.snr_db) | ~m.heard)).any(axis=1)
     return usable & np.isfinite(net_mean_m).all(axis=1) & np.isfinite(net_cov_m2).all(axis=(1, 2))
 
 
 def measured(test: TestSet) -> Measured:
-    """The test set's measurements as the map reads them (SNR, noise power, which receivers recorded)."""
-    return Measured.from_features(test.features, test.present > 0, test.params)
+    """The test set's measurements as the map reads them (SNR, noise power, which receivers recorded and, for power
+    readings, which heard and which were censored; which are in an uncalibrated scale)."""
+    return Measured.from_features(test.features, test.present > 0, test.params, test.heard, test.power_calibrated)
 
 
 def fit_map(
@@ -101,7 +102,7 @@ def fit_map(
     assert test.scenario is not None  # callers fit a map only for a store with a scenario
     if calibration is not None:
         m = measured(calibration)
-        labelled = Labelled(m.snr_db, m.noise_dbm, m.present, calibration.target_m)
+        labelled = m.labelled(calibration.target_m)
         return fit_radio_map(test.scenario, labelled, options=options, on_progress=on_progress), (
             f"fitted on {len(labelled)} labelled training transmissions"
         )
@@ -125,7 +126,7 @@ def hybrid_exponents(
     (once each); transmissions the map cannot read are left out."""
     vm = measured(validation)
     rows_answered, posts = [], []
-    for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers)):
+    for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
         if not isinstance(p, Unanswered):
             rows_answered.append(i)
             posts.append(p)
@@ -199,7 +200,7 @@ def grid_estimates(
                 "fitted_on": short_source(calibration.source) if calibration is not None else "the test recordings",
                 "kind": radio_map.info.get("kind"),
                 "n_labels": radio_map.n_labels,
-                "spacing_m": options.spacing_m,
+                "spacing_m": radio_map.grid.spacing_m,
             }
         }
         exponents = None
@@ -216,7 +217,7 @@ def grid_estimates(
         net_mean, net_cov = predict(test)
 
     def answer(i: int) -> None:
-        post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i])
+        post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i], tm.heard[i])
         collectors["radio_map"].add(i, post)
         if exponents is not None:
             collectors["hybrid"].add(i, combine(post, net_mean[i], net_cov[i], *exponents))

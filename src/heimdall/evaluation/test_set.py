@@ -31,6 +31,7 @@ class TestSet:
     gain_offset_db: np.ndarray | None  # oracle, simulated stores only
     tx_height_m: np.ndarray | None  # oracle, simulated stores only
     source: str
+    power_calibrated: np.ndarray | None = None  # bool [R], stores of power readings: False for uncalibrated dB
 
     def head(self, n: int) -> TestSet:
         """The first n transmissions (all when there are fewer)."""
@@ -78,6 +79,7 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
     with h5py.File(files[0], "r") as f:
         gains = f["oracle/gain_offset_db"][...] if "oracle/gain_offset_db" in f else None
         simulated = "oracle/tx_height_m" in f
+        calibrated = f["receivers/power_calibrated"][...].astype(bool) if "receivers/power_calibrated" in f else None
     arrays = ds.read_split()
     return TestSet(
         features=arrays.features,
@@ -90,4 +92,5 @@ def load_test_set(path: str | Path, max_samples: int | None = None) -> TestSet:
         gain_offset_db=gains,
         tx_height_m=ds.read_all("oracle/tx_height_m") if simulated else None,
         source=", ".join(str(f) for f in files),
+        power_calibrated=calibrated,
     )

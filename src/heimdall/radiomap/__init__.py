@@ -1,4 +1,2 @@
 """The radio-map localizer: per-receiver mean-power maps (physics + learned residual fields) and a grid
 posterior over the transmitter position with the transmit power marginalised (docs/RADIOMAP.md)."""
-
-DEFAULT_SPACING_M = 500.0  # grid cell side of maps and posteriors

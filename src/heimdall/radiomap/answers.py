@@ -111,9 +111,14 @@ def answers_of(
     truth_m: np.ndarray | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    heard: np.ndarray | None = None,
 ) -> MapAnswers:
-    """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order), computed by
-    `workers` threads (None: every CPU)."""
+    """The map's answers for transmissions given as arrays [n, R] (its own receivers, in its order; heard as
+    RadioMap.localize reads it, None: every present receiver), computed by `workers` threads (None: every CPU)."""
     return localize_all(
-        lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i]), len(snr_db), truth_m, on_progress, workers
+        lambda i: radio_map.localize(snr_db[i], noise_dbm[i], present[i], None if heard is None else heard[i]),
+        len(snr_db),
+        truth_m,
+        on_progress,
+        workers,
     )

@@ -58,6 +58,15 @@ class FieldHyper:
         share = total / float(np.hypot(by_scale[0][0], by_scale[-1][0]))
         return cls((by_scale[0][0] * share, by_scale[-1][0] * share), (coarse, fine), 1.0)
 
+    def within(self, correlation_bounds_m: tuple[float, float]) -> FieldHyper:
+        """These hyper-parameters for a network whose field correlation lengths lie within correlation_bounds_m
+        (shortest, longest; heimdall.scale): lengths beyond half the longest scaled down together (their ratios
+        kept), then clipped to the bounds."""
+        lo, hi = correlation_bounds_m
+        factor = min(1.0, hi / 2 / max(self.correlation_m))
+        lengths = tuple(float(np.clip(c * factor, lo, hi)) for c in self.correlation_m)
+        return FieldHyper(self.sigma_db, lengths, self.nugget_db)
+
     @property
     def variance_db2(self) -> float:
         """The field's variance Σσ_k² (dB²), nugget excluded."""
@@ -171,14 +180,16 @@ def fit_hyper(
     rng: np.random.Generator,
     initial: FieldHyper,
     restart: bool = True,
+    correlation_bounds_m: tuple[float, float] = CORRELATION_BOUNDS_M,
 ) -> FieldHyper:
     """Maximum-likelihood hyper-parameters of a zero-mean field. points_m [n, 2], residual_db [n], noise [n].
 
     Started from `initial` and, with `restart`, again from FINER_RESTART times finer lengths (the likelihood has
-    local optima), the better kept; without it from `initial` alone (a refit near a known optimum)."""
+    local optima), the better kept; without it from `initial` alone (a refit near a known optimum). Correlation
+    lengths within correlation_bounds_m (m; the network's, heimdall.scale)."""
     blocks = _hyper_blocks(points_m, residual_db, noise_var_db2, rng)
     k_comp = len(initial.sigma_db)
-    bounds = [tuple(np.log(SIGMA_BOUNDS_DB))] * k_comp + [tuple(np.log(CORRELATION_BOUNDS_M))] * k_comp
+    bounds = [tuple(np.log(SIGMA_BOUNDS_DB))] * k_comp + [tuple(np.log(correlation_bounds_m))] * k_comp
     bounds.append(tuple(np.log(NUGGET_BOUNDS_DB)))
     lower, upper = [b[0] for b in bounds], [b[1] for b in bounds]
     best = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +34,6 @@ from scipy.spatial import cKDTree
 
 from heimdall.budget import Progress
 from heimdall.features import FeatureParams
-from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
 from heimdall.radiomap.fading import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
@@ -58,6 +57,7 @@ POWER_PRIOR_MARGIN_DB = 30.0  # the transmit power prior spans the scenario's ra
 POWER_KDE_SD_DB = 3.0
 POWER_PRIOR_FLAT_SHARE = 0.1
 OFFSET_PRIOR_SD_DB = 10.0
+UNCALIBRATED_OFFSET_PRIOR_SD_DB = 60.0  # a receiver read in its own dB scale: its offset is anyone's guess
 SLOPE_PRIOR_SD = 1.0
 MIN_FIELD_POINTS = 30
 ALTERNATING_ROUNDS = 8
@@ -76,30 +76,65 @@ SPREAD_BISECTIONS = 6
 
 @dataclass(frozen=True)
 class MapOptions:
-    """How a map is built: its grid's cell side (m) and coarse factor (MapGrid), the seed of its draws, the fit's
-    time budget (s; None: no limit — see fit_radio_map for what a budget cuts) and the threads it fits receivers'
-    fields on (None: every core the process may use)."""
+    """How a map is built: its grid's cell side (m; None: from the network's geometry, Scenario.scale) and coarse
+    factor (MapGrid), the seed of its draws, the fit's time budget (s; None: no limit — see fit_radio_map for what a
+    budget cuts) and the threads it fits receivers' fields on (None: every core the process may use)."""
 
-    spacing_m: float = DEFAULT_SPACING_M
+    spacing_m: float | None = None
     coarse_factor: int = 4
     seed: int = 0
     time_budget_s: float | None = None
     workers: int | None = None
 
+    def spacing_for(self, scenario: Scenario) -> float:
+        """The grid cell side (m) of a map of `scenario`: spacing_m, else the scenario's network scale's."""
+        return scenario.scale.map_spacing_m if self.spacing_m is None else self.spacing_m
+
 
 @dataclass(frozen=True)
 class Measured:
-    """Transmissions as the receivers measured them: SNR and noise power per receiver, which recorded."""
+    """Transmissions as the receivers measured them: SNR and noise power per receiver, which recorded, which heard.
+
+    heard: bool [n, R] (None: every present receiver with a finite reading); a present receiver not heard is a
+    censored reading (its power at or below its floor, given as its noise power): the posterior reads it as such
+    and the fit never as a value. power_calibrated: bool [R] (None: all), False for receivers whose powers are in
+    their own uncalibrated dB scale (an unknown offset the fit learns)."""
 
     snr_db: np.ndarray  # float [n, R]
     noise_dbm: np.ndarray  # float [n, R]
     present: np.ndarray  # bool [n, R]
+    heard: np.ndarray = field(default=None, kw_only=True)  # type: ignore[arg-type]  # None: filled in __post_init__
+    power_calibrated: np.ndarray | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.heard is None:
+            finite = np.isfinite(self.snr_db) & np.isfinite(self.noise_dbm)
+            object.__setattr__(self, "heard", np.asarray(self.present, bool) & finite)
+        else:
+            object.__setattr__(self, "heard", np.asarray(self.heard, bool) & np.asarray(self.present, bool))
 
     @classmethod
-    def from_features(cls, features: np.ndarray, present: np.ndarray, params: FeatureParams) -> Measured:
-        """From features [n, R, F] (heimdall.features, laid out by `params`) and present [n, R]."""
+    def from_features(
+        cls,
+        features: np.ndarray,
+        present: np.ndarray,
+        params: FeatureParams,
+        mask: np.ndarray | None = None,
+        power_calibrated: np.ndarray | None = None,
+    ) -> Measured:
+        """From features [n, R, F] (heimdall.features, laid out by `params`), present [n, R] and the store's mask
+        [n, R] and receivers/power_calibrated [R] where it has them. The mask tells heard from censored for power
+        readings only (psd_bins 0: a present reading not in the mask is at or below the receiver's floor); features
+        extracted from IQ carry the extractor's own floor and every present one is read as measured."""
         snr = features[..., params.snr_index].astype(np.float64)
-        return cls(snr, features[..., params.power_index].astype(np.float64) - snr, np.asarray(present, bool))
+        heard = None if mask is None or params.psd_bins else np.asarray(mask, bool)
+        return cls(
+            snr,
+            features[..., params.power_index].astype(np.float64) - snr,
+            np.asarray(present, bool),
+            heard=heard,  # type: ignore[arg-type]  # None: every present one
+            power_calibrated=power_calibrated,
+        )
 
     def __len__(self) -> int:
         return len(self.snr_db)
@@ -109,13 +144,42 @@ class Measured:
         """Float [n, R]: the measured in-band power, dBm."""
         return self.snr_db + self.noise_dbm
 
+    @property
+    def calibrated(self) -> np.ndarray:
+        """Bool [R]: the receivers whose powers are in dBm."""
+        n_rx = self.snr_db.shape[1]
+        return np.ones(n_rx, bool) if self.power_calibrated is None else np.asarray(self.power_calibrated, bool)
+
     def usable(self) -> np.ndarray:
-        """Bool [n, R]: measurements precise enough to fit on (present, finite, SNR ≥ FIT_MIN_SNR_DB)."""
-        return self.present & np.isfinite(self.snr_db) & (self.snr_db >= FIT_MIN_SNR_DB)
+        """Bool [n, R]: measurements precise enough to fit on (heard, finite, SNR ≥ FIT_MIN_SNR_DB)."""
+        return self.heard & np.isfinite(self.snr_db) & (self.snr_db >= FIT_MIN_SNR_DB)
 
     def subset(self, rows: np.ndarray) -> Measured:
         """The transmissions `rows` (indices or bool [n])."""
-        return Measured(self.snr_db[rows], self.noise_dbm[rows], self.present[rows])
+        return Measured(
+            self.snr_db[rows],
+            self.noise_dbm[rows],
+            self.present[rows],
+            heard=self.heard[rows],
+            power_calibrated=self.power_calibrated,
+        )
+
+    def unlabelled(self) -> Measured:
+        """The same transmissions as a plain Measured (positions, if any, dropped)."""
+        return Measured(
+            self.snr_db, self.noise_dbm, self.present, heard=self.heard, power_calibrated=self.power_calibrated
+        )
+
+    def labelled(self, position_m: np.ndarray) -> Labelled:
+        """The same transmissions labelled with their transmitters' positions [n, 2] m."""
+        return Labelled(
+            self.snr_db,
+            self.noise_dbm,
+            self.present,
+            np.asarray(position_m, np.float64),
+            heard=self.heard,
+            power_calibrated=self.power_calibrated,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,16 +189,19 @@ class Labelled(Measured):
     position_m: np.ndarray  # float [n, 2]
 
     @classmethod
-    def from_features(
+    def from_features(  # type: ignore[override]
         cls,
         features: np.ndarray,
         present: np.ndarray,
         params: FeatureParams,
         position_m: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        power_calibrated: np.ndarray | None = None,
     ) -> Labelled:
-        """From features [n, R, F], present [n, R] (as Measured.from_features) and position_m [n, 2]."""
-        m = Measured.from_features(features, present, params)
-        return cls(m.snr_db, m.noise_dbm, m.present, np.asarray(position_m, np.float64))
+        """From features [n, R, F], present [n, R], mask, power_calibrated (as Measured.from_features) and
+        position_m [n, 2]."""
+        m = Measured.from_features(features, present, params, mask, power_calibrated)
+        return m.labelled(np.asarray(position_m, np.float64))
 
 
 def nominal_tx_height_m(scenario: Scenario) -> float:
@@ -168,7 +235,7 @@ def _flat_power_prior(scenario: Scenario) -> tuple[float, np.ndarray]:
 
 def physics_map(scenario: Scenario, options: MapOptions = MapOptions()) -> RadioMap:
     """The zero-label map: the scenario's path loss, its shadowing σ as the map's spread, a flat power prior."""
-    grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_m, options.coarse_factor)
+    grid = MapGrid.over(scenario.area_bounds_m(), options.spacing_for(scenario), options.coarse_factor)
     with ThreadPoolExecutor(2) as pool:  # two independent simulations, each with its own generator
         noise = pool.submit(power_noise_for, FeatureParams.from_scenario(scenario), seed=options.seed)
         kernels, weights = scenario_fading(scenario, seed=options.seed)
@@ -225,6 +292,22 @@ def fit_radio_map(
     """
     deadline = Deadline.after(options.time_budget_s)
     base = physics_map(scenario, options)
+    calibrated = next((d.calibrated for d in (labelled, unlabelled) if d is not None), np.ones(base.n_receivers, bool))
+    return _uncalibrated_left_out(
+        _fit(base, scenario, labelled, unlabelled, options, on_progress, deadline), calibrated
+    )
+
+
+def _fit(
+    base: RadioMap,
+    scenario: Scenario,
+    labelled: Labelled | None,
+    unlabelled: Measured | None,
+    options: MapOptions,
+    on_progress: Progress | None,
+    deadline: Deadline,
+) -> RadioMap:
+    """fit_radio_map's choice of fit."""
     if labelled is not None and len(labelled) >= MIN_LABELLED:
         return _fit_labelled(base, scenario, labelled, options, on_progress, deadline)
     if labelled is not None and len(labelled):
@@ -233,7 +316,7 @@ def fit_radio_map(
             len(labelled),
             MIN_LABELLED,
         )
-        plain = Measured(labelled.snr_db, labelled.noise_dbm, labelled.present)
+        plain = labelled.unlabelled()
         unlabelled = plain if unlabelled is None else _concat(unlabelled, plain)
     if unlabelled is not None and len(unlabelled) >= MIN_UNLABELLED:
         return self_calibrate(base, scenario, unlabelled, options, on_progress, deadline)
@@ -246,9 +329,37 @@ def fit_radio_map(
     return base
 
 
+def _uncalibrated_left_out(m: RadioMap, calibrated: np.ndarray) -> RadioMap:
+    """`m`, leaving out of its posterior (info["left_out"]) the receivers in an uncalibrated scale when no offset
+    was learned for them (a physics map: the scenario cannot place their readings), with a warning naming them."""
+    ids = _uncalibrated_ids(m, calibrated)
+    if not ids or "offset_db" in m.info:
+        return m
+    log.warning(
+        "receivers %s read power in an uncalibrated scale and the map learned no offset for them (no labels, no "
+        "self-calibration): left out of its posterior",
+        ", ".join(ids),
+    )
+    return _leaving_out(m, ids)
+
+
+def _uncalibrated_ids(m: RadioMap, calibrated: np.ndarray) -> list[str]:
+    return [rid for rid, ok in zip(m.receiver_ids, calibrated, strict=True) if not ok]
+
+
+def _leaving_out(m: RadioMap, ids: list[str]) -> RadioMap:
+    """`m` with the receivers `ids` left out of its posterior (info["left_out"])."""
+    return _keeping_table(m, info={**m.info, "left_out": ids}) if ids else m
+
+
 def _concat(a: Measured, b: Measured) -> Measured:
     return Measured(
-        *(np.concatenate([x, y]) for x, y in ((a.snr_db, b.snr_db), (a.noise_dbm, b.noise_dbm), (a.present, b.present)))
+        *(
+            np.concatenate([x, y])
+            for x, y in ((a.snr_db, b.snr_db), (a.noise_dbm, b.noise_dbm), (a.present, b.present))
+        ),
+        heard=np.concatenate([a.heard, b.heard]),
+        power_calibrated=a.power_calibrated,
     )
 
 
@@ -263,8 +374,11 @@ def self_calibrate(
     """Offsets, slopes, shape and spread from unlabelled recordings (see the module docstring).
 
     Monte Carlo EM on EM_TRANSMISSIONS of them: up to EM_ROUNDS refits per shape, a shape's rounds ending when
-    one raises the mean log evidence by less than EM_TOLERANCE. Past the deadline no further round starts (the
-    best map evaluated so far is kept) and the spread is still calibrated: a complete map."""
+    one raises the mean log evidence by less than EM_TOLERANCE. Receivers in an uncalibrated scale are left out of
+    each shape's first posteriors (the physics cannot place their readings) and start at the offset the others'
+    positions imply (the first refit, its offset prior UNCALIBRATED_OFFSET_PRIOR_SD_DB wide); that first round is
+    not compared on evidence with the later ones, which read every receiver. Past the deadline no further round
+    starts (the best map evaluated so far is kept) and the spread is still calibrated: a complete map."""
     deadline = deadline or Deadline.after(options.time_budget_s)
     rng = np.random.default_rng(options.seed)
     informative = np.flatnonzero((unlabelled.usable() & (unlabelled.snr_db >= STRONG_SNR_DB)).sum(1) >= 2)
@@ -281,9 +395,12 @@ def self_calibrate(
     residual_var = base.fading_var_db2 + float(base.spread_db.mean()) ** 2
     total = len(SHAPES) * (EM_ROUNDS + 1) * len(data)
     progress = counter(on_progress, "calibrate", total, every=WORK_CHUNK)
-    best_map, best_evidence, history, cut = base, -np.inf, [], []
+    uncalibrated = _uncalibrated_ids(base, unlabelled.calibrated)
+    best_map, best_evidence, history, cut = _leaving_out(base, uncalibrated), -np.inf, [], []
     for shape in SHAPES:
-        current = _keeping_table(base, mean_dbm=_parametric(base, scenario, shape, 0.0, 0.0))
+        current = _leaving_out(
+            _keeping_table(base, mean_dbm=_parametric(base, scenario, shape, 0.0, 0.0)), uncalibrated
+        )
         previous = -np.inf
         for r in range(EM_ROUNDS + 1):
             if deadline.passed():
@@ -291,7 +408,9 @@ def self_calibrate(
                 break
             points, evidence = _posterior_samples(current, data, rng, options, progress)
             history.append({"shape": shape, "round": r, "mean_log_evidence": evidence})
-            if evidence > best_evidence:
+            if uncalibrated and r == 0:
+                evidence = -np.inf  # fewer receivers read: not comparable; the first refit always follows
+            elif evidence > best_evidence:
                 best_map, best_evidence = current, evidence
             if r == EM_ROUNDS or evidence - previous < EM_TOLERANCE:
                 break
@@ -305,6 +424,7 @@ def self_calibrate(
                 _slope_regressor(d),
                 residual_var,
                 prior_power_dbm=float(np.mean(scenario.transmitter.power_dbm)),
+                calibrated=unlabelled.calibrated,
             )
             current = _keeping_table(
                 current,
@@ -362,7 +482,7 @@ def _posterior_samples(
 def _posteriors(m: RadioMap, data: Measured, workers: int | None) -> Iterator[GridPosterior]:
     """The posteriors of transmissions chosen as heard by receivers, in order (computed by `workers` threads, None:
     one per CPU); each must be answered (MapInputError naming the one that is not)."""
-    for post in m.posteriors(data.snr_db, data.noise_dbm, data.present, workers):
+    for post in m.posteriors(data.snr_db, data.noise_dbm, data.present, workers, data.heard):
         if isinstance(post, Unanswered):
             raise MapInputError(f"transmission {post.index}: {post.reason}")
         yield post
@@ -402,7 +522,11 @@ def calibrate_spread(
             pred = np.array(
                 all_in_threads(
                     lambda i: trial.predictive(
-                        data.snr_db[rows[i]], data.noise_dbm[rows[i]], data.present[rows[i]], int(held[i])
+                        data.snr_db[rows[i]],
+                        data.noise_dbm[rows[i]],
+                        data.present[rows[i]],
+                        int(held[i]),
+                        data.heard[rows[i]],
                     ),
                     len(rows),
                     options.workers,
@@ -463,7 +587,10 @@ def _fit_labelled(
     resid = np.where(use, y - mu_param, 0.0)
     n_use = use.sum(1)
     shrink = fade_var / 10.0**2
-    initial = FieldHyper.initial([(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components])
+    correlation_bounds = scenario.scale.correlation_bounds_m
+    initial = FieldHyper.initial(
+        [(cp.sigma_db, cp.correlation_m) for cp in scenario.environment.shadowing.components]
+    ).within(correlation_bounds)
     others = n_use[:, None] - use
 
     def field_data(r: int, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -484,7 +611,7 @@ def _fit_labelled(
         if sel.sum() < MIN_FIELD_POINTS or deadline.passed():
             return None
         pts = labelled.position_m[sel]
-        h = fit_hyper(pts, e, nv, rng_of(0, r), initial)
+        h = fit_hyper(pts, e, nv, rng_of(0, r), initial, correlation_bounds_m=correlation_bounds)
         return _ReceiverField(sel, e, nv, h, *krige(pts, pts, e, nv, h, exclude_self=True))
 
     def final_pass(r: int, resid: np.ndarray, first: _ReceiverField | None) -> _ReceiverField | None:
@@ -498,7 +625,7 @@ def _fit_labelled(
         refit = not deadline.passed()
         h = first.hyper if first is not None else initial
         if refit:
-            h = fit_hyper(pts, e, nv, rng_of(1, r), h, restart=first is None)
+            h = fit_hyper(pts, e, nv, rng_of(1, r), h, restart=first is None, correlation_bounds_m=correlation_bounds)
         grid_mean, grid_var = krige_on_grid(base.grid, pts, e, nv, h, tree)
         loo_mean, loo_var = krige(pts, pts, e, nv, h, exclude_self=True, tree=tree)
         at_labels = with_own_measurement(loo_mean, loo_var, e, nv, h)
@@ -599,12 +726,12 @@ def _shape_fits(
     for shape in shapes:
         loss, d = shape_loss_db(scenario, labelled.position_m, shape)
         reg = _slope_regressor(d)
-        a, c, power, _ = _fit_offsets(y, use, -loss, reg, residual_var, prior_power_dbm=(lo + hi) / 2)
+        a, c, power, _ = _fit_offsets(y, use, -loss, reg, residual_var, (lo + hi) / 2, labelled.calibrated)
         if common_slope:
             c = np.full_like(c, np.average(c, weights=np.maximum(use.sum(0), 1e-9)))
             # a zero regressor keeps the slope where it is: only the offsets and powers are refitted
             a, _, power, _ = _fit_offsets(
-                y, use, -loss + c * reg, np.zeros_like(reg), residual_var, prior_power_dbm=(lo + hi) / 2
+                y, use, -loss + c * reg, np.zeros_like(reg), residual_var, (lo + hi) / 2, labelled.calibrated
             )
         mu = -loss + a + c * reg
         rms = float(np.sqrt(np.mean((y - mu - power[:, None])[use] ** 2)))
@@ -624,25 +751,36 @@ def fit_propagation(
 
 
 def _fit_offsets(
-    y: np.ndarray, use: np.ndarray, base: np.ndarray, reg: np.ndarray, residual_var: float, prior_power_dbm: float
+    y: np.ndarray,
+    use: np.ndarray,
+    base: np.ndarray,
+    reg: np.ndarray,
+    residual_var: float,
+    prior_power_dbm: float,
+    calibrated: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-receiver offset a [R] and slope correction c [R], each transmission's power [n] and its variance [n].
 
     y = P_t + base + a_r + c_r·reg + noise(residual_var) over the used measurements; P_t unknown (a weak prior
-    around prior_power_dbm keeps a transmission heard by one receiver from fixing its receiver's offset).
+    around prior_power_dbm keeps a transmission heard by one receiver from fixing its receiver's offset). The
+    offsets' prior is OFFSET_PRIOR_SD_DB wide, UNCALIBRATED_OFFSET_PRIOR_SD_DB for receivers not `calibrated` (bool
+    [R], None: all), whose readings do not count towards the powers until their offsets are first fitted.
     """
     n_rx = y.shape[1]
     a, c = np.zeros(n_rx), np.zeros(n_rx)
+    known = np.ones(n_rx, bool) if calibrated is None else np.asarray(calibrated, bool)
     shrink_p = residual_var / 20.0**2
-    ridge = np.diag([residual_var / OFFSET_PRIOR_SD_DB**2, residual_var / SLOPE_PRIOR_SD**2])
     power = np.full(len(y), prior_power_dbm)
-    for _ in range(ALTERNATING_ROUNDS):
-        r = np.where(use, y - base - a - c * reg, 0.0)
-        power = (r.sum(1) + shrink_p * prior_power_dbm) / (use.sum(1) + shrink_p)
+    for round_ in range(ALTERNATING_ROUNDS):
+        counted = use & known if round_ == 0 else use
+        r = np.where(counted, y - base - a - c * reg, 0.0)
+        power = (r.sum(1) + shrink_p * prior_power_dbm) / (counted.sum(1) + shrink_p)
         for k in range(n_rx):
             s = use[:, k]
             if not s.any():
                 continue
+            offset_sd = OFFSET_PRIOR_SD_DB if known[k] else UNCALIBRATED_OFFSET_PRIOR_SD_DB
+            ridge = np.diag([residual_var / offset_sd**2, residual_var / SLOPE_PRIOR_SD**2])
             design = np.stack([np.ones(s.sum()), reg[s, k]], axis=1)
             a[k], c[k] = np.linalg.solve(design.T @ design + ridge, design.T @ (y[s, k] - power[s] - base[s, k]))
     return a, c, power, residual_var / (use.sum(1) + shrink_p)

@@ -43,10 +43,11 @@ def hybrid_posterior(
     net_cov_m2: np.ndarray,
     alpha: float,
     beta: float,
+    heard: np.ndarray | None = None,
 ) -> GridPosterior:
     """The posterior a map-carrying model answers one transmission with (the map's inputs [R] as
     RadioMap.localize reads them, the network's mean [2] m and covariance [2, 2] m²); α = 1, β = 0: the map's own."""
-    post = radio_map.localize(snr_db, noise_dbm, present)
+    post = radio_map.localize(snr_db, noise_dbm, present, heard)
     if (alpha, beta) != (1.0, 0.0):
         post = combine(post, net_mean_m, net_cov_m2, alpha, beta)
     return post

@@ -12,7 +12,9 @@ own uncertainty s: heimdall.radiomap.fading). Near and below the noise it is sof
 probability keeps one contradicting receiver (interference, a wrong calibration) from vetoing a place.
 
 The table is indexed by (fading component, spread level, measured-SNR row, Δ = z − u); measurements above
-`U_MAX_DB` are shift-invariant in Δ and share the last row.
+`U_MAX_DB` are shift-invariant in Δ and share the last measured row. One more row, the last, is a censored
+reading (a receiver that recorded but did not hear: its power at or below its floor, reported as the noise
+power): P(u ≤ 0 dB | z), the cumulative probability of every measured SNR up to the noise, with Δ = z − 0 dB.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from heimdall.radiomap.noise import PowerNoise
 
 STEP_DB = 0.25  # of the measured-SNR rows, of Δ, and of every kernel
 U_MAX_DB = 30.0
+CENSORED_SNR_DB = 0.0  # a censored reading: the signal at most the noise power (the receiver's floor)
 DELTA_RANGE_DB = (-60.0, 60.0)
 OUTLIER_PROBABILITY = 1e-3
 OUTLIER_SPAN_DB = 100.0  # an outlier measurement is uniform over this many dB
@@ -37,11 +40,17 @@ _LN10_10 = np.log(10.0) / 10.0
 
 @dataclass(frozen=True)
 class LikelihoodTable:
-    """log p(u | z) as float32 [n_components, n_spreads, n_rows, n_delta]; row 0 is the censored floor."""
+    """log p(u | z) as float32 [n_components, n_spreads, n_rows, n_delta]; row 0 is the extractor's censored floor,
+    the last row (`censored_row`) a reading at or below the receiver's floor (Δ relative to CENSORED_SNR_DB)."""
 
     values: np.ndarray
     floor_snr_db: float
     spread_levels_db: np.ndarray  # [n_spreads]
+
+    @property
+    def censored_row(self) -> int:
+        """The row of a reading at or below the receiver's floor (the last)."""
+        return self.values.shape[2] - 1
 
     @property
     def delta_start_db(self) -> float:
@@ -51,7 +60,7 @@ class LikelihoodTable:
     def rows(self, snr_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row index [R], reference SNR dB [R]) of measured SNRs: Δ is taken relative to the reference."""
         s = np.asarray(snr_db, float)
-        n = self.values.shape[2]
+        n = self.censored_row
         r = np.clip(np.round((s - self.floor_snr_db) / STEP_DB).astype(np.int64), 0, n - 1)
         r[s <= self.floor_snr_db + 1e-3] = 0
         ref = np.where(r == n - 1, s, self.floor_snr_db + STEP_DB * r)
@@ -66,8 +75,9 @@ class LikelihoodTable:
 def table_shape(
     floor_snr_db: float, n_components: int, spread_levels_db: tuple[float, ...] = SPREAD_LEVELS_DB
 ) -> tuple[int, int, int, int]:
-    """The shape of the table build_table makes (components, spreads, measured-SNR rows, Δ), without making it."""
-    n_rows = int(round((U_MAX_DB - floor_snr_db) / STEP_DB)) + 1
+    """The shape of the table build_table makes (components, spreads, rows, Δ), without making it: the measured-SNR
+    rows and the censored row."""
+    n_rows = int(round((U_MAX_DB - floor_snr_db) / STEP_DB)) + 2
     n_delta = len(np.arange(DELTA_RANGE_DB[0], DELTA_RANGE_DB[1] + STEP_DB / 2, STEP_DB))
     return n_components, len(spread_levels_db), n_rows, n_delta
 
@@ -77,7 +87,7 @@ def build_table(
 ) -> LikelihoodTable:
     """The table for fading components `kernels` (each widened by every spread level)."""
     shape = table_shape(noise.floor_snr_db, len(kernels), spread_levels_db)
-    u_rows = noise.floor_snr_db + STEP_DB * np.arange(shape[2])
+    u_rows = noise.floor_snr_db + STEP_DB * np.arange(shape[2] - 1)
     delta = DELTA_RANGE_DB[0] + STEP_DB * np.arange(shape[3])
     log_outlier = np.log(OUTLIER_PROBABILITY / OUTLIER_SPAN_DB)
     out = np.empty(shape, np.float32)
@@ -87,7 +97,12 @@ def build_table(
             g = k.g_db
             # z' = u + Δ + g over every Δ and g: evaluate the measurement density once, then correlate with k
             zp = delta[0] + g[0] + STEP_DB * np.arange(len(delta) + len(g) - 1)
-            log_h = _log_measurement(noise, u_rows[:, None], u_rows[:, None] + zp[None, :])
+            log_h = np.concatenate(
+                [
+                    _log_measurement(noise, u_rows[:, None], u_rows[:, None] + zp[None, :]),
+                    _log_censored(noise, CENSORED_SNR_DB, CENSORED_SNR_DB + zp[None, :]),
+                ]
+            )
             top = log_h.max(axis=1, keepdims=True)
             h = np.exp(log_h - top)
             w = np.exp(k.log_weight)
@@ -103,5 +118,10 @@ def _log_measurement(noise: PowerNoise, u_db: np.ndarray, z_db: np.ndarray) -> n
     sd = noise.sd(t)
     u = 10 ** (u_db / 10)
     density = -0.5 * ((u - t) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi) + np.log(u * _LN10_10)
-    censored = log_ndtr((noise.floor_linear - t) / sd)
-    return np.where(u_db <= noise.floor_snr_db + 1e-3, censored, density)
+    return np.where(u_db <= noise.floor_snr_db + 1e-3, _log_censored(noise, noise.floor_snr_db, z_db), density)
+
+
+def _log_censored(noise: PowerNoise, below_db: float, z_db: np.ndarray) -> np.ndarray:
+    """Log P(measured SNR ≤ below_db | true SNR z_db)."""
+    t = 10 ** (z_db / 10)
+    return log_ndtr((10 ** (below_db / 10) - t) / noise.sd(t))

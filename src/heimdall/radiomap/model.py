@@ -28,7 +28,7 @@ from heimdall.radiomap.batch import MapInputError, Unanswered, in_threads
 from heimdall.radiomap.fading import FadingKernel
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import STRIDE
-from heimdall.radiomap.likelihood import LikelihoodTable, build_table, table_shape
+from heimdall.radiomap.likelihood import CENSORED_SNR_DB, LikelihoodTable, build_table, table_shape
 from heimdall.radiomap.noise import PowerNoise
 from heimdall.radiomap.posterior import GridPosterior
 
@@ -149,29 +149,52 @@ class RadioMap:
         post.region(0.5)
         return self
 
-    def _measured(self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None) -> _Measured:
+    @cached_property
+    def _used_receivers(self) -> np.ndarray:
+        """Bool [R]: the receivers the posterior reads (all but those info["left_out"] names: receivers in an
+        uncalibrated scale that nothing calibrated)."""
+        left_out = set(self.info.get("left_out", ()))
+        return np.array([rid not in left_out for rid in self.receiver_ids], bool)
+
+    def _measured(
+        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None, heard: np.ndarray | None = None
+    ) -> _Measured:
         """One transmission's inputs checked (MapInputError naming what is wrong) and laid out for the kernels."""
         r = self.n_receivers
         snr, noise = np.asarray(snr_db, np.float64), np.asarray(noise_dbm, np.float64)
         use = np.ones(r, bool) if present is None else np.asarray(present, bool)
         shapes = {"snr_db": snr.shape, "noise_dbm": noise.shape, "present": use.shape}
+        if heard is not None:
+            shapes["heard"] = np.shape(heard)
         if any(shape != (r,) for shape in shapes.values()):
-            raise MapInputError(f"snr_db, noise_dbm, present: expected [{r}] each (the map's receivers), got {shapes}")
-        use = use & np.isfinite(snr) & np.isfinite(noise)
+            raise MapInputError(f"{', '.join(shapes)}: expected [{r}] each (the map's receivers), got {shapes}")
+        censored = use & np.isfinite(noise) & (np.zeros(r, bool) if heard is None else ~np.asarray(heard, bool))
+        use = (use & np.isfinite(snr) & np.isfinite(noise) | censored) & self._used_receivers
         if not use.any():
             raise MapInputError("no receiver present with a finite snr_db and noise_dbm")
         rx = np.flatnonzero(use)
-        rows, ref = self.table.rows(snr[rx])
-        strong = snr[rx] >= STRONG_SNR_DB
+        rows, ref = self.table.rows(np.where(censored[rx], 0.0, snr[rx]))
+        cut = censored[rx]
+        rows[cut], ref[cut] = self.table.censored_row, CENSORED_SNR_DB
+        level = np.where(cut, CENSORED_SNR_DB, snr[rx]) + noise[rx]
+        strong = ~cut & (snr[rx] >= STRONG_SNR_DB)
         k_all = len(self.power_log_prior)
         width = min(POWER_WINDOW, k_all) if strong.any() else k_all
-        return _Measured(rx, rows, ref, snr[rx] + noise[rx], noise[rx], strong, width)
+        return _Measured(rx, rows, ref, level, noise[rx], strong, width)
 
-    def localize(self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None = None) -> GridPosterior:
+    def localize(
+        self,
+        snr_db: np.ndarray,
+        noise_dbm: np.ndarray,
+        present: np.ndarray | None = None,
+        heard: np.ndarray | None = None,
+    ) -> GridPosterior:
         """The posterior of one transmission. snr_db, noise_dbm: float [R] measured per receiver (features
-        snr_db and power_dbm − snr_db); present: bool [R], receivers whose recording is part of it.
-        MapInputError when the arrays are not [R] or no receiver present has a finite SNR and noise."""
-        m = self._measured(snr_db, noise_dbm, present)
+        snr_db and power_dbm − snr_db); present: bool [R], receivers whose recording is part of it; heard: bool [R]
+        (None: every present receiver), a present receiver not heard is a censored reading — its power at or below
+        its floor, given as noise_dbm (its snr_db is not read). MapInputError when the arrays are not [R] or no
+        receiver present has a finite SNR and noise."""
+        m = self._measured(snr_db, noise_dbm, present, heard)
         g = self.grid
         box, j0, i0, log_evidence = kernel.localize(
             g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()
@@ -179,37 +202,58 @@ class RadioMap:
         return GridPosterior.on_box(g, box, j0, i0, log_evidence)
 
     def posteriors(
-        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, workers: int | None = None
+        self,
+        snr_db: np.ndarray,
+        noise_dbm: np.ndarray,
+        present: np.ndarray,
+        workers: int | None = None,
+        heard: np.ndarray | None = None,
     ) -> Iterator[GridPosterior | Unanswered]:
-        """The posteriors of n transmissions (snr_db, noise_dbm float [n, R], present bool [n, R], as `localize`
-        reads each row), in order, computed by `workers` threads (None: every CPU this process may use); a row
-        `localize` refuses yields Unanswered naming it, the others are answered."""
+        """The posteriors of n transmissions (snr_db, noise_dbm float [n, R], present and heard bool [n, R], as
+        `localize` reads each row), in order, computed by `workers` threads (None: every CPU this process may use);
+        a row `localize` refuses yields Unanswered naming it, the others are answered."""
         n = len(snr_db)
-        if not len(noise_dbm) == len(present) == n:
-            raise ValueError(f"snr_db, noise_dbm, present: {n}, {len(noise_dbm)}, {len(present)} rows, expected equal")
-        return in_threads(lambda i: self.localize(snr_db[i], noise_dbm[i], present[i]), n, workers)
+        if not len(noise_dbm) == len(present) == n or (heard is not None and len(heard) != n):
+            raise ValueError(
+                f"snr_db, noise_dbm, present, heard: {n}, {len(noise_dbm)}, {len(present)} rows, expected equal"
+            )
+        return in_threads(
+            lambda i: self.localize(snr_db[i], noise_dbm[i], present[i], None if heard is None else heard[i]),
+            n,
+            workers,
+        )
 
     def log_posterior_at(
-        self, cells: np.ndarray, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray | None = None
+        self,
+        cells: np.ndarray,
+        snr_db: np.ndarray,
+        noise_dbm: np.ndarray,
+        present: np.ndarray | None = None,
+        heard: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The unnormalised log posterior [n] of the given cells (int [n], all scored cell by cell), and the
-        transmit power's posterior mean (dBm) and variance (dB²) [n] in each."""
-        m = self._measured(snr_db, noise_dbm, present)
+        transmit power's posterior mean (dBm) and variance (dB²) [n] in each (the transmission as `localize`)."""
+        m = self._measured(snr_db, noise_dbm, present, heard)
         cells = np.ascontiguousarray(cells, np.int64)
         out, mean, var = np.empty(len(cells)), np.empty(len(cells)), np.empty(len(cells))
         kernel.log_posterior(cells, self._kernel_map, m.args(), out, mean, var)
         return out, mean, var
 
     def predictive(
-        self, snr_db: np.ndarray, noise_dbm: np.ndarray, present: np.ndarray, held_out: int
+        self,
+        snr_db: np.ndarray,
+        noise_dbm: np.ndarray,
+        present: np.ndarray,
+        held_out: int,
+        heard: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """(mean dBm, variance dB²) of receiver `held_out`'s measured power as the other receivers predict it
-        (coarse posterior): the transmit power's and the place's uncertainty, the map's spread there and the
-        fading variance."""
-        use = np.asarray(present, bool) & np.isfinite(snr_db)
+        (coarse posterior; their censored readings count as such): the transmit power's and the place's uncertainty,
+        the map's spread there and the fading variance."""
+        use = np.asarray(present, bool).copy()
         use[held_out] = False
         cells = self._blocks
-        lp, p_mean, p_var = self.log_posterior_at(cells, snr_db, noise_dbm, use)
+        lp, p_mean, p_var = self.log_posterior_at(cells, snr_db, noise_dbm, use, heard)
         w = np.exp(lp - lp.max())
         w /= w.sum()
         level = p_mean + self.mean_dbm[cells, held_out]

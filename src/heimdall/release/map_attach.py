@@ -144,7 +144,9 @@ def fit_store_map(
             raise ExportError(f"{store}: no train.h5 nor {UNLABELLED_SPLIT} to fit the map on")
         check_receivers(recordings, network.card, store, network.where)
         try:  # bound the grid before any work
-            MapGrid.over(recordings.scenario.area_bounds_m(), options.spacing_m)  # type: ignore[union-attr]
+            scenario = recordings.scenario
+            assert scenario is not None  # check_receivers: the store has a scenario
+            MapGrid.over(scenario.area_bounds_m(), options.spacing_for(scenario))
         except ValueError as exc:
             raise ExportError(f"--spacing-m: {exc}") from None
         radio_map, how = fit_map(recordings, calibration, options, budget.progress)
@@ -163,7 +165,7 @@ def fit_store_map(
         "how": how,
         "labels_used": 0 if calibration is None else len(calibration.target_m),
         "map_version": 1,  # heimdall.release.map_update counts on from here
-        "spacing_m": options.spacing_m,
+        "spacing_m": radio_map.grid.spacing_m,
         "store": store.resolve().name,  # its name, not where it lay on the machine that fitted
         "store_sha256": dataset_fingerprint(used),
         "store_files": [p.name for p in used],

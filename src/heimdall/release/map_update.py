@@ -146,7 +146,8 @@ def update_map(
     (on the parent's grid unless `options` say otherwise), and write the new version to `out` (atomically, after it
     loads) with its manifest; nothing is written on failure."""
     if options is None:
-        options = MapOptions(spacing_m=float(parent.fit.get("spacing_m", MapOptions().spacing_m)))
+        spacing = parent.fit.get("spacing_m")
+        options = MapOptions(spacing_m=None if spacing is None else float(spacing))
     if not labels_dir.is_dir():
         raise DatasetError(f"--labels {labels_dir}: not a folder of SigMF collections")
     stored, _ = map_splits(store)

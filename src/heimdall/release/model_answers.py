@@ -85,7 +85,9 @@ def model_answers(
 
     def answer(k: int) -> None:
         i = rows[k]
-        post = hybrid_posterior(radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], alpha, beta)
+        post = hybrid_posterior(
+            radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], alpha, beta, m.heard[i]
+        )
         in50[i], in95[i] = (post.in_hpd(truth[i][None], q)[0] for q in HPD_PROBABILITIES)
         mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2
 

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from heimdall.geo import LocalFrame
+from heimdall.scale import NetworkScale, network_scale
 
 EMISSIONS = ("nbfm", "cw", "afsk", "fsk4")
 SHADOWING_MODES = ("fixed", "iid")
@@ -39,9 +40,10 @@ class Receiver:
 
 @dataclass(frozen=True)
 class Area:
-    """Where transmitters may be: the receivers' bounding box grown by margin_m, or an explicit bbox."""
+    """Where transmitters may be: the receivers' bounding box grown by margin_m (None: from the network's geometry,
+    heimdall.scale), or an explicit bbox."""
 
-    margin_m: float = 20_000.0
+    margin_m: float | None = None
     bbox: tuple[float, float, float, float] | None = None  # lat_min, lon_min, lat_max, lon_max
 
 
@@ -173,6 +175,11 @@ class Scenario:
         """float64 [n_rx, 2] receiver east/north in the local frame."""
         return self.frame.to_local([r.lat for r in self.receivers], [r.lon for r in self.receivers])
 
+    @functools.cached_property
+    def scale(self) -> NetworkScale:
+        """The lengths that follow the receivers' geometry over the area (heimdall.scale.network_scale)."""
+        return network_scale(self.receiver_positions_m(), self.area_bounds_m())
+
     def area_bounds_m(self) -> tuple[float, float, float, float]:
         """(east_min, north_min, east_max, north_max) of the transmitter area in the local frame."""
         if self.area.bbox is not None:
@@ -183,7 +190,7 @@ class Scenario:
             m = 0.0
         else:
             en = self.receiver_positions_m()
-            m = self.area.margin_m
+            m = network_scale(en).margin_m if self.area.margin_m is None else self.area.margin_m
         return (
             float(en[:, 0].min() - m),
             float(en[:, 1].min() - m),

@@ -1,15 +1,19 @@
 """Answers of a model that carries a radio map: the hybrid posterior of map and network per transmission.
 
 The map reads each receiver's SNR and noise power from the feature vector the network reads
-(FeatureParams.snr_index, power_index; noise = power − SNR), for the receivers of the model's table. A
-power-only receiver has no SNR and an ad-hoc one no map: the map leaves them out, and a transmission left with
-none is answered by the network alone, with a note. The posterior (a few ms in compiled kernels that release the
-GIL) runs in a pool of threads; the conversion to lat/lon, one PROJ call per batch, in the caller's thread.
+(FeatureParams.snr_index, power_index; noise = power − SNR), for the receivers of the model's table. A power
+reading (power_dbm only) is read with its noise_dbm where given, else as well above its noise (UNKNOWN_NOISE_SNR_DB:
+a precise power); one with status not_heard is a censored reading at its floor. An ad-hoc receiver has no map: the
+map leaves it out, and a transmission left with none is answered by the network alone, with a note. A transmission
+of power readings only, sent to a model whose network reads spectral features (psd_bins > 0), is answered by the
+map alone; so is one the network gives no finite answer for. The posterior (a few ms in compiled kernels that
+release the GIL) runs in a pool of threads; the conversion to lat/lon, one PROJ call per batch, in the caller's
+thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +25,19 @@ from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
 from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.radiomap.likelihood import U_MAX_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
 from heimdall.release.map_metadata import read_exponents
+from heimdall.serve.schemas import FeatureVector
 
 REGION_PROBABILITIES = tuple(str(p) for p in HPD_PROBABILITIES)  # the keys of `regions`: "0.5", "0.95"
 MODE_PROBABILITY = 0.95  # modes are the connected parts of this HPD region
 COORDINATE_DECIMALS = 6  # degrees: about 0.1 m
-NOT_USED = "not used: no receiver of the model's table with an SNR (power-only or ad-hoc receivers only)"
+NOT_USED = "not used: no receiver of the model's table (ad-hoc receivers only)"
+UNKNOWN_NOISE_SNR_DB = U_MAX_DB  # a power reading without its noise: read as this far above it
+MAP_ALONE = "used alone: power readings only, and this model's network reads spectral features"
+NO_NETWORK_ANSWER = "used alone: the network gave no finite answer"
 
 
 @dataclass(frozen=True)
@@ -48,11 +57,14 @@ class ServedMap:
 @dataclass(frozen=True)
 class MapInput:
     """One transmission as the map reads it, over the map's receivers R: snr_db, noise_dbm float64 [R]
-    (NaN where not measured), present bool [R]."""
+    (NaN where not measured), present and heard bool [R] (present, not heard: a censored reading at noise_dbm);
+    `alone`: answered by the map alone (why), not the hybrid."""
 
     snr_db: np.ndarray
     noise_dbm: np.ndarray
     present: np.ndarray
+    heard: np.ndarray
+    alone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,26 +101,53 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
 
 
 def map_input(
-    params: FeatureParams, receiver_ids: list[str], features: np.ndarray, labels: list[str]
+    params: FeatureParams,
+    receiver_ids: list[str],
+    features: np.ndarray,
+    labels: list[str],
+    readings: Sequence[FeatureVector] | None = None,
+    heard: np.ndarray | None = None,
 ) -> MapInput | str:
-    """What the map reads of one transmission (features [R', F] of the receivers `labels`), or why it cannot."""
+    """What the map reads of one transmission (features [R', F] of the receivers `labels`), or why it cannot.
+    `readings`, the request's feature items in the same order, tell a power reading's noise and status; `heard`
+    (bool [R'], None: all) marks the others' censored readings (their power at or below the floor, noise = floor)."""
     row_of = {rid: k for k, rid in enumerate(receiver_ids)}
     r = len(receiver_ids)
-    snr, noise, present = np.full(r, np.nan), np.full(r, np.nan), np.zeros(r, bool)
-    for values, label in zip(features, labels, strict=True):
+    snr, noise, present, hears = np.full(r, np.nan), np.full(r, np.nan), np.zeros(r, bool), np.zeros(r, bool)
+    power_only = 0
+    for i, (values, label) in enumerate(zip(features, labels, strict=True)):
         k = row_of.get(label)
         s, p = float(values[params.snr_index]), float(values[params.power_index])
-        if k is not None and np.isfinite(s) and np.isfinite(p):
-            snr[k], noise[k], present[k] = s, p - s, True
-    return MapInput(snr, noise, present) if present.any() else NOT_USED
+        if k is None or not np.isfinite(p):
+            continue
+        if heard is not None and not heard[i]:  # censored: at or below its floor p − s
+            snr[k], noise[k], present[k] = 0.0, p - s if np.isfinite(s) else p, True
+            continue
+        if np.isfinite(s):
+            snr[k], noise[k], present[k], hears[k] = s, p - s, True, True
+            continue
+        item = readings[i] if readings is not None else None
+        power_only += 1
+        if item is not None and item.status == "not_heard":  # censored: at or below its floor p
+            snr[k], noise[k], present[k] = 0.0, p, True
+        else:
+            n = item.noise_dbm if item is not None and item.noise_dbm is not None else p - UNKNOWN_NOISE_SNR_DB
+            snr[k], noise[k], present[k], hears[k] = p - n, n, True, True
+    if not present.any():
+        return NOT_USED
+    alone = MAP_ALONE if power_only == len(labels) and params.psd_bins > 0 else None
+    return MapInput(snr, noise, present, hears, alone)
 
 
-def map_part(served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> MapPart | str:
-    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²), in metres, or why the map
-    does not answer it."""
+def map_part(
+    served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, alone: bool = False
+) -> MapPart | str:
+    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²; `alone`: the map's own
+    posterior), in metres, or why the map does not answer it."""
+    alpha, beta = (1.0, 0.0) if alone else (served.alpha, served.beta)
     try:
         post = hybrid_posterior(
-            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, served.alpha, served.beta
+            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, alpha, beta, inp.heard
         )
     except MapInputError as exc:
         return f"not used: {exc}"
@@ -126,12 +165,20 @@ def hybrid_answers(
     map_over: MapOver = map,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[MapPart | None]]:
     """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the
-    map reads of each: (mean, covariance) with the hybrid's where the map is used, the fields each answer adds
-    (`map`; `modes` and `regions` where used) and the parts (None where not used). `map_over(f, jobs)` applies f
-    to every job (a thread pool's map)."""
+    map reads of each: (mean, covariance) with the hybrid's where the map is used (the map's alone where the input
+    says so or the network's answer is not finite), the fields each answer adds (`map`; `modes` and `regions` where
+    used) and the parts (None where not used). `map_over(f, jobs)` applies f to every job (a thread pool's map)."""
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
-    jobs = [(i, inp) for i, inp in enumerate(inputs) if finite[i] and isinstance(inp, MapInput)]
-    results = list(map_over(lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]]), jobs))
+    why_alone = [
+        None if not isinstance(inp, MapInput) else inp.alone or (None if finite[i] else NO_NETWORK_ANSWER)
+        for i, inp in enumerate(inputs)
+    ]
+    jobs = [(i, inp) for i, inp in enumerate(inputs) if isinstance(inp, MapInput)]
+    results = list(
+        map_over(
+            lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]], why_alone[job[0]] is not None), jobs
+        )
+    )
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
     fields: list[dict[str, Any]] = [{"map": inp} if isinstance(inp, str) else {} for inp in inputs]
     for (i, _), result in zip(jobs, results, strict=True):
@@ -141,7 +188,7 @@ def hybrid_answers(
     by_row: list[MapPart | None] = [None] * len(inputs)
     for (i, part), more in zip(used, map_fields([part for _, part in used], frame), strict=True):
         mean_m[i], cov_m2[i], by_row[i] = part.mean_m, part.cov_m2, part
-        fields[i] = {"map": "used", **more}
+        fields[i] = {"map": why_alone[i] or "used", **more}
     return mean_m, cov_m2, fields, by_row
 
 

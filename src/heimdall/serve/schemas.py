@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -69,7 +69,7 @@ class IQRecording(ReceiverRef):
 
 class FeatureVector(ReceiverRef):
     """One receiver's features: the full vector of heimdall.features.feature_matrix (dBm, dB), or only the
-    measured in-band power."""
+    measured in-band power (a power reading: optionally its noise power, and whether the receiver heard)."""
 
     features: list[float] | None = Field(
         None,
@@ -77,11 +77,29 @@ class FeatureVector(ReceiverRef):
         max_length=MAX_FEATURES,
         description="the model's feature vector (GET /v1/model: feature_names)",
     )
-    power_dbm: float | None = Field(None, ge=-250, le=100, description="measured in-band power only, dBm")
+    power_dbm: float | None = Field(
+        None,
+        ge=-250,
+        le=100,
+        description="measured in-band power only, dBm (in the receiver's own dB where the model's map learned its "
+        "offset); with status not_heard the receiver's floor: its power was at or below it",
+    )
+    noise_dbm: float | None = Field(
+        None,
+        ge=-250,
+        le=100,
+        description="power readings only: the noise power of the reading (same unit as power_dbm)",
+    )
+    status: Literal["heard", "not_heard"] = Field(
+        "heard", description="power readings only: not_heard, the receiver recorded but its power was at its floor"
+    )
 
     @model_validator(mode="after")
     def _features_or_power(self) -> FeatureVector:
-        return _exactly_one(self, "features", "power_dbm")
+        _exactly_one(self, "features", "power_dbm")
+        if self.features is not None and (self.noise_dbm is not None or self.status != "heard"):
+            raise ValueError("noise_dbm and status go with power_dbm (a power reading), not with features")
+        return self
 
 
 class LocalizeRequest(_Strict):
@@ -148,7 +166,11 @@ class LocalizeResponse(BaseModel):
     model: dict
     cached: bool
     latency_ms: float
-    map: str | None = Field(None, description="radio map only: 'used', or 'not used: ' and why")
+    map: str | None = Field(
+        None,
+        description="radio map only: 'used' (the hybrid of map and network), 'used alone: ' and why (power readings "
+        "a network that reads spectral features does not answer), or 'not used: ' and why",
+    )
     modes: list[Mode] | None = Field(None, description="radio map only: the 95 % region's parts, most probable first")
     regions: dict[str, dict] | None = Field(
         None, description="radio map only: {'0.5': …, '0.95': …}, GeoJSON Polygon or MultiPolygon (lon/lat)"

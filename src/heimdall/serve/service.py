@@ -235,7 +235,7 @@ class LocalizationService:
             snr_db = feats[:, model.params.snr_index].astype(np.float64)
             if model.radio_map is None:
                 return feats, positions, Transmission(labels, snr_db)
-            read = map_input(model.params, model.receiver_ids, feats, labels)
+            read = map_input(model.params, model.receiver_ids, feats, labels, reqs[i].features)
             return feats, positions, Transmission(labels, snr_db, read)
 
         async with self.turns.hold() as slices:

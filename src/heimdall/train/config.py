@@ -21,7 +21,6 @@ from heimdall.atomic import atomic_write_text
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.errors import ConfigError
 from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
-from heimdall.radiomap import DEFAULT_SPACING_M
 from heimdall.scenario import DEFAULT_SCENARIO
 
 if TYPE_CHECKING:  # the CLI reads the defaults here: nothing heavy at import
@@ -134,7 +133,7 @@ class TrainConfig:
     export: bool = True  # export ONNX after training
     signing_key: str | None = None  # key file signing the model's manifests (default $HEIMDALL_SIGNING_KEY_FILE)
     localizer: str = "auto"  # what is shipped: the lowest validation NLL of network, map, hybrid; or one of them
-    map_spacing_m: float = DEFAULT_SPACING_M  # grid cell side of the radio map fitted for the choice
+    map_spacing_m: float | None = None  # grid cell side of the radio map fitted for the choice (None: geometry's)
     # written by the run itself
     run_name: str | None = None
     mlflow_run_id: str | None = None
@@ -186,6 +185,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if "None" in str(kind):
             return None
         raise ConfigError(f"{origin}: {key} must not be empty")
+    if isinstance(kind, str):  # an optional option given: its type
+        kind = kind.removesuffix(" | None")
     try:
         if isinstance(value, (dict, list, tuple, set, bytes)):  # options are scalars
             raise TypeError
@@ -238,7 +239,7 @@ def _validate(cfg: TrainConfig, origin: str) -> None:
         (cfg.accelerator in ("cpu", "gpu", "cuda", "auto", "mps"), "accelerator must be cpu, gpu or auto"),
         (cfg.init_from or not cfg.keep_normalisation, "keep_normalisation needs init_from"),
         (cfg.localizer in LOCALIZERS, f"localizer must be one of {', '.join(LOCALIZERS)}"),
-        (cfg.map_spacing_m > 0, "map_spacing_m must be > 0"),
+        (cfg.map_spacing_m is None or cfg.map_spacing_m > 0, "map_spacing_m must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
