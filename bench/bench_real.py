@@ -189,9 +189,9 @@ def map_answers(radio_map, net: Network, noise_db: np.ndarray, alpha: float) -> 
 def recalibrated_alpha(radio_map, val: Network, noise_db: np.ndarray) -> tuple[float, float, float]:  # noqa: ANN001
     """(α tempered, temperature, untempered 95 % coverage) of the map on validation, as the choice picks them."""
     m = measured(val, noise_db)
-    posts = [p for p in radio_map.posteriors(m.snr_db, m.noise_dbm, m.present) if hasattr(p, "mean_m")]
-    rows = [i for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present)) if hasattr(p, "mean_m")]
-    truth = val.position_m[rows]
+    answered = [(i, p) for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present))]
+    posts = [p for _, p in answered if hasattr(p, "mean_m")]
+    truth = val.position_m[[i for i, p in answered if hasattr(p, "mean_m")]]
     zero, eye = np.zeros((len(posts), 2)), np.tile(np.eye(2), (len(posts), 1, 1))
     alpha, _, _ = best_exponents(exponent_nlls(posts, zero, eye, truth), beta_positive=False)
     scores = temperature_scores(posts, zero, eye, truth, alpha, 0.0)

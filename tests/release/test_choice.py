@@ -318,3 +318,23 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     # the exported model's own answers (as the service and predict give them) hold the truth as often
     judged = onnx_metrics(attached.path.read_bytes(), val)
     assert judged["coverage_region95"] == pytest.approx(chosen["coverage_region95"], abs=0.02)
+
+
+@pytest.mark.system
+def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_centroid(nw_italy, ws, capsys):
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
+
+    store = ws / "spatial"
+    spec = DatasetSpec(n_transmissions=1500, seed=5, split_mode="spatial", spatial_block_m=30_000, iq_per_split=8)
+    generate_dataset(nw_italy, store, spec)
+    rc, _ = _train(store, ws, "--epochs", "1")
+    assert rc == 0
+    captured = capsys.readouterr()
+    choice = json.loads(captured.out)["model"]["localizer"]
+    centroid, medians = choice["centroid_validation_median_m"], choice["validation_median_m"]
+    assert worse_than(medians["network"], centroid)  # one epoch of the tiny network: worse than the centroid
+    assert not worse_than(medians["map"], centroid)
+    assert choice["localizer"] in ("map", "hybrid") and not choice["worse_than_centroid"]
+    assert "worse than the weighted centroid on validation: network" in choice["reason"]
+    assert "weighted centroid" in captured.err  # the printed table's centroid row
