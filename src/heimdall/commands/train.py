@@ -223,7 +223,7 @@ def print_choice(console: Console, choice: Choice) -> None:
             f"{name} ←" if name == choice.localizer else name,
             f"{nll:.3f}",
             f"{exponents[0]:.3g}, {exponents[1]:.3g}" + (f" (T {t:g})" if t != 1 else "") if exponents else "",
-            describe_medians(choice.medians[name]) if name in choice.medians else "",
+            describe_medians(choice.medians[name]) if choice.medians.get(name) else "",
         )
     if choice.centroid:
         table.add_row("weighted centroid", "", "", describe_medians(choice.centroid))
