@@ -156,11 +156,16 @@ def judged_median(medians: dict[str, float]) -> float:
 
 def describe_medians(medians: dict[str, float]) -> str:
     """`median 120 m, 250 m away from the training labels (n 40)` from `median_error_m`, `median_error_far_m`,
-    `n_far`."""
-    text = f"median {medians['median_error_m']:.0f} m"
+    `n_far` (km from 10 km up)."""
+    text = f"median {_distance(medians['median_error_m'])}"
     if "median_error_far_m" in medians:
-        text += f", {medians['median_error_far_m']:.0f} m away from the training labels (n {medians['n_far']:.0f})"
+        text += f", {_distance(medians['median_error_far_m'])} away from the training labels (n {medians['n_far']:.0f})"
     return text
+
+
+def _distance(metres: float) -> str:
+    """`850 m` below 10 km, `31.9 km` above."""
+    return f"{metres:.0f} m" if metres < 10_000 else f"{metres / 1e3:.1f} km"
 
 
 def choose_and_attach(
