@@ -21,7 +21,7 @@ from heimdall.evaluation.evaluate import VALIDATION_SAMPLES, onnx_predictions
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR
-from heimdall.release.choice import choose, choose_and_attach
+from heimdall.release.choice import choose, choose_and_attach, worse_than
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_answers import carries_map
 from heimdall.release.model_store import ModelStore
@@ -57,9 +57,14 @@ def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store
     choice = model["localizer"]
     nll = choice["validation_nll"]
     assert set(nll) == {"network", "map", "hybrid"} and choice["validation_n"] == 150
-    # the lowest NLL among the candidates the champion rule would find calibrated on validation (all when none is)
+    # of those not worse than the weighted centroid on validation, the lowest NLL among the candidates the champion
+    # rule would find calibrated there (all when none is)
+    centroid, medians = choice["centroid_validation_median_m"], choice["validation_median_m"]
+    assert centroid["median_error_m"] > 0 and set(medians) == set(nll)
+    beat = [k for k in nll if not worse_than(medians[k], centroid)]
+    assert beat and choice["worse_than_centroid"] is False and "weighted centroid on validation" in choice["reason"]
     coverage = choice["validation_coverage"]
-    pool = [k for k in nll if calibrated(coverage[k])] or list(nll)
+    pool = [k for k in beat if calibrated(coverage[k])] or beat
     assert choice["localizer"] == min(pool, key=nll.get) and "lowest mean validation NLL" in choice["reason"]
     assert "localizer shipped" in captured.err and choice["localizer"] in captured.err
     # the time of each phase after the training, in the order they ran, in the summary and the console's table
@@ -240,3 +245,96 @@ def test_an_automatic_choice_past_the_runs_deadline_ships_the_network(model_file
     with pytest.raises(ExportError, match="--localizer map: the map's fit and comparison did not finish"):
         choose_and_attach(model, tiny_store, "map", options=grid, budget=TimeBudget(deadline=time.monotonic()))
     assert model.is_file() and not (tmp_path / "model-map.onnx").exists()
+
+
+BEATS_CENTROID = {"median_error_m": 800.0}
+CENTROID = {"median_error_m": 1000.0, "median_error_far_m": 1500.0, "n_far": 40}
+
+
+def _with_medians(fit: dict, medians: dict[str, dict[str, float]]) -> dict:
+    for name, m in medians.items():
+        fit["candidates"][name] |= m
+    return fit | {"centroid": CENTROID}
+
+
+def test_a_localizer_worse_than_the_weighted_centroid_away_from_the_labels_is_passed_over():
+    # the network has the lowest NLL and beats the centroid over all of validation, but not far from its labels
+    nll = {"network": 6.0, "map": 6.5, "hybrid": 6.8}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    network = {"median_error_m": 700.0, "median_error_far_m": 2900.0, "n_far": 40}
+    fit = _with_medians(fit, {"network": network, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID})
+    choice = choose(fit, "auto")
+    assert choice.localizer == "map" and not choice.worse_than_centroid
+    assert "worse than the weighted centroid on validation: network (median 700 m, 2900 m away" in choice.reason
+    assert (
+        "weighted centroid on validation: median 1000 m, 1500 m away from the training labels (n 40)" in choice.reason
+    )
+    summary = choice.summary()
+    assert summary["centroid_validation_median_m"] == CENTROID and summary["worse_than_centroid"] is False
+    assert summary["validation_median_m"]["network"] == network
+
+
+def test_when_every_localizer_is_worse_than_the_centroid_the_closest_is_shipped_and_flagged():
+    nll = {"network": 6.0, "map": 6.5, "hybrid": 6.8}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    far = {k: {"median_error_m": 1200.0, "median_error_far_m": v, "n_far": 40} for k, v in
+           {"network": 2900.0, "map": 1700.0, "hybrid": 1800.0}.items()}  # fmt: skip
+    choice = choose(_with_medians(fit, far), "auto")
+    assert choice.localizer == "map" and choice.worse_than_centroid and choice.summary()["worse_than_centroid"]
+    assert choice.reason.startswith("WORSE THAN THE WEIGHTED CENTROID") and "median 1000 m" in choice.reason
+    # forced: as asked, and said so
+    forced = choose(_with_medians(fit, far), "hybrid")
+    assert forced.localizer == "hybrid" and forced.worse_than_centroid and "WORSE than the weighted" in forced.reason
+
+
+def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_model_answers_with_it(
+    model_file, tiny_store, tmp_path
+):
+    import dataclasses
+
+    from heimdall.evaluation.radio_map import fit_map, hybrid_exponents
+    from heimdall.release.choice import ship
+    from heimdall.release.map_attach import read_network
+
+    train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
+    fitted, _ = fit_map(train, train, MapOptions(spacing_m=2000.0))
+    # receivers whose gains are 12 dB off the map's, and no spread for it: a map too sure of itself, as on real data
+    bias_db = 12.0 * (-1.0) ** np.arange(fitted.n_receivers)
+    over = dataclasses.replace(
+        fitted, mean_dbm=(fitted.mean_dbm + bias_db).astype(np.float32), spread_db=np.zeros_like(fitted.spread_db)
+    )
+    model = tmp_path / "model.onnx"
+    shutil.copy(model_file, model)
+    network = read_network(model, tmp_path / "model-map.onnx")
+    fit = hybrid_exponents(over, val, lambda t: onnx_predictions(network.data, t), labels_m=train.target_m)
+    chosen = fit["candidates"]["map"]
+    assert chosen["coverage_region95_untempered"] < 0.90 and chosen["temperature"] > 1
+    assert 0.90 <= chosen["coverage_region95"] <= 0.97
+
+    choice = choose(fit, "map")
+    assert choice.summary()["temperature"] == chosen["temperature"] and choice.exponents["map"][0] < 0.25
+    attached = ship(choice, network, over, fit, tmp_path / "model-map.onnx")
+    assert attached is not None and attached.fit["temperature"] == chosen["temperature"]
+    # the exported model's own answers (as the service and predict give them) hold the truth as often
+    judged = onnx_metrics(attached.path.read_bytes(), val)
+    assert judged["coverage_region95"] == pytest.approx(chosen["coverage_region95"], abs=0.02)
+
+
+@pytest.mark.system
+def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_centroid(nw_italy, ws, capsys):
+    from heimdall.datasets.generate import generate_dataset
+    from heimdall.datasets.spec import DatasetSpec
+
+    store = ws / "spatial"
+    spec = DatasetSpec(n_transmissions=1500, seed=5, split_mode="spatial", spatial_block_m=30_000, iq_per_split=8)
+    generate_dataset(nw_italy, store, spec)
+    rc, _ = _train(store, ws, "--epochs", "1")
+    assert rc == 0
+    captured = capsys.readouterr()
+    choice = json.loads(captured.out)["model"]["localizer"]
+    centroid, medians = choice["centroid_validation_median_m"], choice["validation_median_m"]
+    assert worse_than(medians["network"], centroid)  # one epoch of the tiny network: worse than the centroid
+    assert not worse_than(medians["map"], centroid)
+    assert choice["localizer"] in ("map", "hybrid") and not choice["worse_than_centroid"]
+    assert "worse than the weighted centroid on validation: network" in choice["reason"]
+    assert "weighted centroid" in captured.err  # the printed table's centroid row

@@ -39,7 +39,8 @@ def map_command(args: argparse.Namespace) -> int:
             r = update_map(parent, Path(args.data_store), Path(args.labels), Path(args.out), own, signer, on_progress)
     f = r.fit
     console.print(
-        f"{f['how']}; map version {f['map_version']}; hybrid α {f['alpha']:g}, β {f['beta']:g}"
+        f"{f['how']}; map version {f['map_version']}; hybrid α {f['alpha']:.3g}, β {f['beta']:.3g}"
+        + (f" (temperature {f['temperature']:g})" if f.get("temperature", 1.0) != 1.0 else "")
         + (f" (validation NLL {f['validation_nll']:.2f} on {f['validation_n']})" if "validation_nll" in f else "")
         + f"\nwrote {r.path} ({r.size_bytes / 1e6:.1f} MB) with its manifest\nsha256 {r.sha256}",
         highlight=False,

@@ -39,7 +39,7 @@ from heimdall.datasets.store import split_files
 from heimdall.errors import ConfigError, HeimdallError
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
 from heimdall.radiomap.fit import MapOptions
-from heimdall.release.choice import Choice
+from heimdall.release.choice import Choice, describe_medians
 from heimdall.release.publish import PublishOptions, PublishResult, export_and_publish
 from heimdall.scenario.builtin import load_scenario
 from heimdall.signing import signing_key
@@ -247,17 +247,25 @@ def print_choice(console: Console, choice: Choice) -> None:
     table = Table(title=f"localizer shipped: {choice.localizer}", caption=choice.reason)
     table.add_column("localizer")
     table.add_column("val NLL (nats per km², lower is better)", justify="right")
-    table.add_column("α, β", justify="right")
+    table.add_column("α, β (T)", justify="right")
+    table.add_column("val median error", justify="right")
     for name, nll in choice.nll.items():
-        exponents = choice.exponents.get(name)
+        exponents, t = choice.exponents.get(name), choice.temperature.get(name, 1.0)
         table.add_row(
             f"{name} ←" if name == choice.localizer else name,
             f"{nll:.3f}",
-            f"{exponents[0]:g}, {exponents[1]:g}" if exponents else "",
+            f"{exponents[0]:.3g}, {exponents[1]:.3g}" + (f" (T {t:g})" if t != 1 else "") if exponents else "",
+            describe_medians(choice.medians[name]) if choice.medians.get(name) else "",
         )
+    if choice.centroid:
+        table.add_row("weighted centroid", "", "", describe_medians(choice.centroid))
     if not choice.nll:
-        table.add_row(choice.localizer, "not compared", "")
+        table.add_row(choice.localizer, "not compared", "", "")
     console.print(table)
+    if choice.worse_than_centroid:
+        console.print(
+            f"[bold red]warning: the {choice.localizer} shipped is worse than the weighted centroid on validation[/]"
+        )
 
 
 def _export_only(

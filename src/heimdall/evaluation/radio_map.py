@@ -14,17 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heimdall.baselines import weighted_centroid
 from heimdall.budget import Progress
+from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m
 from heimdall.errors import ModelLoadError
 from heimdall.evaluation.test_set import short_source
-from heimdall.metrics import calibration_summary
+from heimdall.metrics import calibration_summary, error_m
 from heimdall.radiomap.answers import AnswerCollector, MapAnswers, collect
-from heimdall.radiomap.batch import Unanswered, all_in_threads
+from heimdall.radiomap.batch import Unanswered
 from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
-from heimdall.radiomap.hybrid import best_exponents, combine, exponent_nlls, network_nll
+from heimdall.radiomap.hybrid import (
+    TEMPERATURES,
+    best_exponents,
+    calibrating_temperature,
+    combine,
+    exponent_nlls,
+    network_nll,
+    temperature_scores,
+)
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
-from heimdall.radiomap.posterior import HPD_PROBABILITIES, GridPosterior
 
 if TYPE_CHECKING:
     from heimdall.evaluation.test_set import Predict, TestSet
@@ -117,13 +126,18 @@ def hybrid_exponents(
     predict: Predict,
     on_progress: Progress | None = None,
     workers: int | None = None,
+    labels_m: np.ndarray | None = None,
 ) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
-    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0) — with its
-    calibration as the champion rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions).
-    Posteriors in `workers` threads (None: every CPU), on_progress("validation", done, total) as they are computed
-    (once each); transmissions the map cannot read are left out."""
+    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0), the map and the
+    hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
+    .calibrating_temperature; `temperature`, exponents already divided by it) — with its calibration as the champion
+    rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m), and
+    `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the
+    validation transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there
+    are at least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done,
+    total) as they are computed (once each); transmissions the map cannot read are left out."""
     vm = measured(validation)
     rows_answered, posts = [], []
     for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
@@ -136,39 +150,63 @@ def hybrid_exponents(
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
-    alpha, beta, nll = best_exponents(nlls)
     cal = calibration_summary(net_mean, net_cov, truth)
+    far = _far_rows(truth, labels_m, validation.rx_position_m)
+    centroid = weighted_centroid(validation.power_dbm[rows], validation.heard[rows], validation.rx_position_m)
     candidates: dict[str, dict] = {
         "network": {
             "nll": network_nll(net_mean, net_cov, truth),
             "coverage_1sigma": cal["coverage_1sigma"],
             "coverage_2sigma": cal["coverage_2sigma"],
+            **_medians(error_m(net_mean, truth), far),
         }
     }
     for name, beta_positive in (("map", False), ("hybrid", True)):
-        c = dict(zip(("alpha", "beta", "nll"), best_exponents(nlls, beta_positive), strict=True))
-        candidates[name] = c | region_coverage(posts, net_mean, net_cov, truth, c["alpha"], c["beta"], workers)
-    return {"alpha": alpha, "beta": beta, "validation_nll": nll, "validation_n": len(posts), "candidates": candidates}
+        alpha, beta, _ = best_exponents(nlls, beta_positive)
+        scores = temperature_scores(posts, net_mean, net_cov, truth, alpha, beta, workers)
+        k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
+        t = TEMPERATURES[k]
+        nll, coverage50, coverage95 = scores[:, k, :3].mean(axis=0)
+        candidates[name] = {
+            "alpha": alpha / t,
+            "beta": beta / t,
+            "nll": float(nll),
+            "temperature": t,
+            "coverage_region50": float(coverage50),
+            "coverage_region95": float(coverage95),
+            "coverage_region95_untempered": float(scores[:, 0, 2].mean()),
+            **_medians(scores[:, k, 3], far),
+        }
+    shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
+    return {
+        "alpha": candidates[shipped]["alpha"],
+        "beta": candidates[shipped]["beta"],
+        "temperature": candidates[shipped]["temperature"],
+        "validation_nll": candidates[shipped]["nll"],
+        "validation_n": len(posts),
+        "candidates": candidates,
+        "centroid": _medians(error_m(centroid, truth), far),
+    }
 
 
-def region_coverage(
-    posts: list[GridPosterior],
-    net_mean_m: np.ndarray,
-    net_cov_m2: np.ndarray,
-    truth_m: np.ndarray,
-    alpha: float,
-    beta: float,
-    workers: int | None = None,
-) -> dict[str, float]:
-    """Share of truths [n, 2] inside the 50 % and 95 % regions of the hybrid with exponents α, β (β = 0: the map
-    tempered by α): `coverage_region50`, `coverage_region95` (in `workers` threads, None: every CPU)."""
+MIN_FAR = 20  # validation transmissions far from the training labels needed to judge on them
 
-    def inside(i: int) -> list[bool]:
-        q = combine(posts[i], net_mean_m[i], net_cov_m2[i], alpha, beta)
-        return [bool(q.in_hpd(truth_m[i][None], level)[0]) for level in HPD_PROBABILITIES]
 
-    flags = np.array(all_in_threads(inside, len(posts), workers), bool).reshape(-1, 2)
-    return {"coverage_region50": float(flags[:, 0].mean()), "coverage_region95": float(flags[:, 1].mean())}
+def _far_rows(truth_m: np.ndarray, labels_m: np.ndarray | None, rx_position_m: np.ndarray) -> np.ndarray | None:
+    """Bool [n]: the validation truths at least the network's gap (place_scales_m) from every training label;
+    None without labels or with fewer than MIN_FAR such."""
+    if labels_m is None:
+        return None
+    far = distance_to_nearest_m(truth_m, labels_m) >= place_scales_m(rx_position_m)[1]
+    return far if far.sum() >= MIN_FAR else None
+
+
+def _medians(errors_m: np.ndarray, far: np.ndarray | None) -> dict[str, float]:
+    """`median_error_m` of the errors [n] (m) and, with `far` (bool [n]), `median_error_far_m` and `n_far`."""
+    out = {"median_error_m": float(np.median(errors_m))}
+    if far is not None:
+        out |= {"median_error_far_m": float(np.median(errors_m[far])), "n_far": int(far.sum())}
+    return out
 
 
 def grid_estimates(

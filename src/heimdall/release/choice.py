@@ -3,9 +3,14 @@
 After the network is exported, a map is fitted on the training store (heimdall.release.map_attach.fit_store_map,
 as `heimdall map fit` does) and the three are compared on the store's validation split by mean negative
 log-likelihood of the true positions (nats per km², the same transmissions, each density floored alike:
-heimdall.evaluation.radio_map.hybrid_exponents). The lowest among those whose validation coverage the champion
-rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. A map or hybrid
-is shipped as the network model with the map attached (one new ONNX file with its own manifest); the network as
+heimdall.evaluation.radio_map.hybrid_exponents); the map's and the hybrid's regions are first recalibrated there
+(a temperature on the log posterior when their 95 % regions hold the truth too rarely). A candidate whose median
+error on validation — over all of it, or over the transmissions far from every training label — is larger than the
+weighted centroid's is passed over; among the others, the lowest NLL among those whose validation coverage the
+champion rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. When
+every candidate is worse than the centroid, the closest to it is shipped, flagged `worse_than_centroid` and said
+so loudly (a model cannot carry the centroid's answer). A map or hybrid is shipped as the network model with the
+map attached (one new ONNX file with its own manifest, its exponents and temperature in FIT_KEY); the network as
 the exported model itself.
 """
 
@@ -18,7 +23,8 @@ from typing import Any
 from heimdall.budget import OutOfTime, TimeBudget
 from heimdall.errors import ExportError
 from heimdall.radiomap.fit import MapOptions
-from heimdall.release.map_attach import AttachedMap, attach_map, fit_store_map, read_network
+from heimdall.radiomap.model import RadioMap
+from heimdall.release.map_attach import AttachedMap, NetworkModel, attach_map, fit_store_map, read_network
 from heimdall.release.registry import COVERAGE_TOLERANCE, calibrated, coverages
 from heimdall.signing import SigningKey
 from heimdall.train.config import LOCALIZERS
@@ -30,7 +36,10 @@ MAP_MODEL_FILE = "model-map.onnx"  # beside the network's model.onnx
 @dataclass(frozen=True)
 class Choice:
     """The localizer shipped and why; `nll`: each candidate's mean validation NLL (empty when not compared);
-    `exponents`: (α, β) of the map and the hybrid candidates, or of the map shipped without comparison."""
+    `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without comparison;
+    `temperature`: theirs; `medians`: each candidate's validation median errors (`median_error_m`, and
+    `median_error_far_m` away from the training labels), `centroid` the weighted centroid's; `worse_than_centroid`:
+    the localizer shipped is worse than the centroid on validation (every candidate was)."""
 
     localizer: str
     reason: str
@@ -38,10 +47,15 @@ class Choice:
     exponents: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_validation: int = 0
     coverage: dict[str, dict[str, float]] = field(default_factory=dict)  # each candidate's validation coverages
+    temperature: dict[str, float] = field(default_factory=dict)
+    medians: dict[str, dict[str, float]] = field(default_factory=dict)
+    centroid: dict[str, float] = field(default_factory=dict)
+    worse_than_centroid: bool = False
 
     def summary(self) -> dict[str, Any]:
-        """Plain data for `train --json`: localizer, reason, validation_nll and validation_coverage (by localizer),
-        validation_n, alpha and beta (of the map shipped, else null)."""
+        """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
+        validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta and temperature
+        (of the map shipped, else null), centroid_validation_median_m (and its far median) and worse_than_centroid."""
         alpha, beta = self.exponents.get(self.localizer, (None, None))
         return {
             "localizer": self.localizer,
@@ -49,13 +63,18 @@ class Choice:
             "validation_nll": self.nll or None,
             "validation_n": self.n_validation or None,
             "validation_coverage": self.coverage or None,
+            "validation_median_m": self.medians or None,
             "alpha": alpha,
             "beta": beta,
+            "temperature": self.temperature.get(self.localizer),
+            "centroid_validation_median_m": self.centroid or None,
+            "worse_than_centroid": self.worse_than_centroid,
         }
 
 
 def choose(fit: dict[str, Any], forced: str) -> Choice:
-    """The choice given a map's FIT_KEY entry (with `candidates` when the store had a validation split)."""
+    """The choice given a map's FIT_KEY entry (with `candidates` when the store had a validation split, and
+    `centroid` when it was compared with the weighted centroid)."""
     candidates = fit.get("candidates")
     if not candidates:
         if forced == HYBRID:
@@ -66,26 +85,87 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
             why = "forced by --localizer map (no validation split: not compared)"
             return Choice(MAP, why, exponents={MAP: (1.0, 0.0)})
         return Choice(NETWORK, "the store has no validation split (val.h5) to compare the localizers on")
-    nll = {name: float(candidates[name]["nll"]) for name in (NETWORK, MAP, HYBRID)}
+    names = (NETWORK, MAP, HYBRID)
+    nll = {name: float(candidates[name]["nll"]) for name in names}
     exponents = {name: (float(candidates[name]["alpha"]), float(candidates[name]["beta"])) for name in (MAP, HYBRID)}
+    temperature = {name: float(candidates[name].get("temperature", 1.0)) for name in (MAP, HYBRID)}
     n = int(fit["validation_n"])
     coverage = {k: {c: float(v) for c, v in candidates[k].items() if c.startswith("coverage_")} for k in nll}
-    winner = min(nll, key=nll.__getitem__)
-    if forced == AUTO:
-        # a champion must be calibrated (heimdall.release.registry): the lowest NLL among the calibrated ones
-        off = {k: miscalibration(candidates[k]) for k in nll if not calibrated(candidates[k])}
-        pool = sorted((k for k in nll if k not in off), key=nll.__getitem__) or sorted(nll, key=nll.__getitem__)
-        winner = pool[0]
-        reason = "lowest mean validation NLL" + (" of the calibrated" if len(pool) < len(nll) else "")
-        reason += f": {nll[winner]:.3f}"
-        if len(pool) > 1:
-            reason += f" against {nll[pool[1]]:.3f} ({pool[1]})"
-        reason += f" on {n} transmissions"
-        if off:
-            reason += "; not calibrated there: " + "; ".join(f"{k} ({why})" for k, why in off.items())
-        return Choice(winner, reason, nll, exponents, n, coverage)
-    reason = f"forced by --localizer {forced} (the lowest validation NLL is the {winner}'s, {nll[winner]:.3f})"
-    return Choice(forced, reason, nll, exponents, n, coverage)
+    coverage = {k: {c: v for c, v in cov.items() if not c.endswith("_untempered")} for k, cov in coverage.items()}
+    medians = {k: _medians(candidates[k]) for k in names}
+    centroid = _medians(fit.get("centroid", {}))
+    worse = {k for k in names if centroid and worse_than(medians[k], centroid)}
+
+    def made(localizer: str, reason: str, flagged: bool = False) -> Choice:
+        return Choice(localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged)
+
+    beside = f"; weighted centroid on validation: {describe_medians(centroid)}" if centroid else ""
+    if forced != AUTO:
+        winner = min(nll, key=nll.__getitem__)
+        reason = f"forced by --localizer {forced} (the lowest validation NLL is the {winner}'s, {nll[winner]:.3f})"
+        if forced in worse:
+            reason += f"; WORSE than the weighted centroid on validation ({describe_medians(medians[forced])})"
+        return made(forced, reason + beside, forced in worse)
+    if len(worse) == len(names):
+        # nothing beats the centroid: the closest to it, flagged (a model cannot carry the centroid's answer)
+        winner = min(names, key=lambda k: judged_median(medians[k]))
+        reason = (
+            "WORSE THAN THE WEIGHTED CENTROID: every localizer has a larger validation median error than the "
+            f"weighted centroid; the {winner} is shipped as the closest ({describe_medians(medians[winner])})"
+        )
+        return made(winner, reason + beside, True)
+    # a champion must be calibrated (heimdall.release.registry): the lowest NLL among the calibrated ones of those
+    # that beat the weighted centroid
+    beat = [k for k in names if k not in worse]
+    off = {k: miscalibration(candidates[k]) for k in beat if not calibrated(candidates[k])}
+    pool = sorted((k for k in beat if k not in off), key=nll.__getitem__) or sorted(beat, key=nll.__getitem__)
+    winner = pool[0]
+    reason = "lowest mean validation NLL" + (" of the calibrated" if len(pool) < len(beat) else "")
+    reason += f": {nll[winner]:.3f}"
+    if len(pool) > 1:
+        reason += f" against {nll[pool[1]]:.3f} ({pool[1]})"
+    reason += f" on {n} transmissions"
+    if off:
+        reason += "; not calibrated there: " + "; ".join(f"{k} ({why})" for k, why in off.items())
+    if worse:
+        reason += "; worse than the weighted centroid on validation: " + ", ".join(
+            f"{k} ({describe_medians(medians[k])})" for k in names if k in worse
+        )
+    if winner in temperature and temperature[winner] > 1:
+        reason += f"; its regions recalibrated on validation (temperature {temperature[winner]:g})"
+    return made(winner, reason + beside)
+
+
+def _medians(entry: dict[str, Any]) -> dict[str, float]:
+    """The median errors of a candidate's (or the centroid's) entry: median_error_m, median_error_far_m, n_far."""
+    return {k: float(v) for k, v in entry.items() if k.startswith("median_") or k == "n_far"}
+
+
+def worse_than(medians: dict[str, float], centroid: dict[str, float]) -> bool:
+    """Whether a localizer's validation median errors (`median_error_m`, `median_error_far_m` away from the training
+    labels) exceed the weighted centroid's on either."""
+    return any(
+        k in medians and k in centroid and medians[k] > centroid[k] for k in ("median_error_m", "median_error_far_m")
+    )
+
+
+def judged_median(medians: dict[str, float]) -> float:
+    """The median a localizer is ranked by when nothing beats the centroid: away from the labels where measured."""
+    return medians.get("median_error_far_m", medians["median_error_m"])
+
+
+def describe_medians(medians: dict[str, float]) -> str:
+    """`median 120 m, 250 m away from the training labels (n 40)` from `median_error_m`, `median_error_far_m`,
+    `n_far` (km from 10 km up)."""
+    text = f"median {_distance(medians['median_error_m'])}"
+    if "median_error_far_m" in medians:
+        text += f", {_distance(medians['median_error_far_m'])} away from the training labels (n {medians['n_far']:.0f})"
+    return text
+
+
+def _distance(metres: float) -> str:
+    """`850 m` below 10 km, `31.9 km` above."""
+    return f"{metres:.0f} m" if metres < 10_000 else f"{metres / 1e3:.1f} km"
 
 
 def choose_and_attach(
@@ -122,15 +202,31 @@ def choose_and_attach(
             ) from None
         return Choice(NETWORK, f"{why}: the network is shipped (attach a map later with `heimdall map fit`)"), None
     choice = choose(fit, forced)
+    return choice, ship(choice, network, radio_map, fit, network_model.with_name(MAP_MODEL_FILE), signer, budget)
+
+
+def ship(
+    choice: Choice,
+    network: NetworkModel,
+    radio_map: RadioMap,
+    fit: dict[str, Any],
+    out: Path,
+    signer: SigningKey | None = None,
+    budget: TimeBudget | None = None,
+) -> AttachedMap | None:
+    """The map-carrying model of a map or hybrid `choice` written to `out` (its exponents, temperature and
+    centroid flag in FIT_KEY), or None when the network is chosen."""
     if choice.localizer == NETWORK:
-        return choice, None
+        return None
+    budget = budget or TimeBudget()
     alpha, beta = choice.exponents[choice.localizer]
-    fit = {**fit, "alpha": alpha, "beta": beta, "localizer": choice.localizer}
+    temperature = choice.temperature.get(choice.localizer, 1.0)
+    fit = {**fit, "alpha": alpha, "beta": beta, "temperature": temperature, "localizer": choice.localizer}
+    fit["worse_than_centroid"] = choice.worse_than_centroid
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]
     with budget.phase("choice"):  # writing the map-carrying model and checking it loads
-        attached = attach_map(network, radio_map, fit, network_model.with_name(MAP_MODEL_FILE), signer)
-    return choice, attached
+        return attach_map(network, radio_map, fit, out, signer)
 
 
 def miscalibration(candidate: dict[str, Any]) -> str:

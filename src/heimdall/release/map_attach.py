@@ -154,8 +154,9 @@ def fit_store_map(
         how = f"no labels: self-calibrated on the {len(recordings.features)} recordings of {UNLABELLED_SPLIT}"
     if validation is not None:
         with budget.phase("choice"):
+            labels_m = None if calibration is None else calibration.target_m
             exponents = hybrid_exponents(
-                radio_map, validation, lambda t: onnx_predictions(network.data, t), budget.progress
+                radio_map, validation, lambda t: onnx_predictions(network.data, t), budget.progress, labels_m=labels_m
             )
     else:
         exponents = {"alpha": 1.0, "beta": 0.0}  # no validation split to choose on: the map alone

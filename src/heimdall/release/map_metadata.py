@@ -1,7 +1,10 @@
 """The metadata entry of a map-carrying model that says how its map was fitted and how the hybrid weighs it.
 
 FIT_KEY holds a JSON object: `alpha`, `beta` (the exponents of p_map^α · N_net^β, heimdall.radiomap.hybrid;
-α = 1, β = 0: the map alone), and the map's provenance (`how`, `labels_used`, `store`, `store_sha256`,
+α = 1, β = 0: the map alone), `temperature` (T ≥ 1 chosen on validation so that the regions cover what they claim;
+already applied: alpha and beta are the chosen exponents divided by T, so whoever answers reads only α and β),
+`worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation), and the map's
+provenance (`how`, `labels_used`, `store`, `store_sha256`,
 `fitted`, …), written by heimdall.release.map_attach and read by whoever answers with the map.
 """
 

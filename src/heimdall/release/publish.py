@@ -328,8 +328,8 @@ def store_and_register(
 
 
 def log_choice(tracking_uri: str, run_id: str | None, choice: Choice) -> None:
-    """Record the choice in the training run (when this tracking store has it): metrics `val_nll_<localizer>`, tag
-    `localizer`."""
+    """Record the choice in the training run (when this tracking store has it): metrics `val_nll_<localizer>` and
+    `val_temperature` (of a map shipped), tags `localizer`, `localizer_reason` and `worse_than_centroid`."""
     if run_id is None:
         return
     from mlflow.exceptions import MlflowException
@@ -343,3 +343,6 @@ def log_choice(tracking_uri: str, run_id: str | None, choice: Choice) -> None:
         client.log_metric(run_id, f"val_nll_{name}", nll)
     client.set_tag(run_id, "localizer", choice.localizer)
     client.set_tag(run_id, "localizer_reason", choice.reason)
+    client.set_tag(run_id, "worse_than_centroid", str(choice.worse_than_centroid).lower())
+    if choice.localizer in choice.temperature:
+        client.log_metric(run_id, "val_temperature", choice.temperature[choice.localizer])
