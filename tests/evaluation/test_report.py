@@ -59,7 +59,7 @@ def test_report_renders_whatever_estimators_and_keys_metrics_hold(tmp_path):
     page = path.read_text()
     assert path.name == "report.html"
     rows = re.findall(r"<tr>(.*?)</tr>", page)
-    hybrid = next(r for r in rows if r.startswith("<td>hybrid</td>") and "<td>3.9 km</td>" in r)
+    hybrid = next(r for r in rows if r.startswith("<td>hybrid</td>") and "<td>3900 m</td>" in r)
     assert "<td>95.1%</td><td>0.975</td>" in hybrid  # its own keys, in their columns
     header = next(r for r in rows if "<th>estimator</th><th>n</th>" in r)
     assert header.index("coverage_1sigma") < header.index("coverage_hpd95") < header.index("answered")
@@ -70,7 +70,7 @@ def test_report_renders_whatever_estimators_and_keys_metrics_hold(tmp_path):
         < classes.index("<th>4+</th>")
         < classes.index("<th>10</th>")
     )
-    assert "<td>3.5 km (30)</td>" in page and "<td>3 km (25)</td>" in page
+    assert "<td>3500 m (30)</td>" in page and "<td>3000 m (25)</td>" in page
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert [base64.b64decode(i) for i in images] == [cdf, extra]  # known plots first, then the others
     assert "0123abc&lt;script&gt;" in page and "<script>" not in page

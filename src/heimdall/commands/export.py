@@ -10,6 +10,7 @@ from rich.console import Console
 from heimdall.commands.options import s3_options
 from heimdall.release.publish import PublishOptions, PublishResult, export_and_publish
 from heimdall.signing import signing_key
+from heimdall.units import format_distance
 from heimdall.workspace import default_model_store
 
 
@@ -40,7 +41,7 @@ def report(console: Console, r: PublishResult) -> None:
     if r.eval_metrics:
         m = r.eval_metrics
         console.print(
-            f"evaluation set ({m['n_eval']} transmissions): median {m['median_error_m'] / 1e3:.2f} km, "
+            f"evaluation set ({m['n_eval']} transmissions): median {format_distance(m['median_error_m'])}, "
             f"coverage 1σ {m['coverage_1sigma']:.1%} / 2σ {m['coverage_2sigma']:.1%}"
         )
     if r.store_version is not None:

@@ -31,6 +31,7 @@ from heimdall.features import SCALAR_FEATURES, receiver_reports
 from heimdall.radiomap.batch import worker_count
 from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
+from heimdall.units import format_distance
 
 BATCH = 4096
 # names, mean [n, 2] m, cov [n, 2, 2] m², truth [n, 2] m (NaN: unknown), per transmission (features, receiver ids)
@@ -94,8 +95,8 @@ def predict_command(args: argparse.Namespace) -> int:
     if labelled.any():
         err = np.linalg.norm(mean[labelled] - truth[labelled], axis=1)
         console.print(
-            f"{labelled.sum()} labelled: median error {np.median(err) / 1e3:.2f} km, "
-            f"p90 {np.percentile(err, 90) / 1e3:.2f} km"
+            f"{labelled.sum()} labelled: median error {format_distance(np.median(err))}, "
+            f"p90 {format_distance(np.percentile(err, 90))}"
         )
     return 0
 

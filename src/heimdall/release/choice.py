@@ -28,6 +28,7 @@ from heimdall.release.map_attach import AttachedMap, NetworkModel, attach_map, f
 from heimdall.release.registry import COVERAGE_TOLERANCE, calibrated, coverages
 from heimdall.signing import SigningKey
 from heimdall.train.config import LOCALIZERS
+from heimdall.units import format_distance
 
 AUTO, NETWORK, MAP, HYBRID = LOCALIZERS
 MAP_MODEL_FILE = "model-map.onnx"  # beside the network's model.onnx
@@ -156,16 +157,12 @@ def judged_median(medians: dict[str, float]) -> float:
 
 def describe_medians(medians: dict[str, float]) -> str:
     """`median 120 m, 250 m away from the training labels (n 40)` from `median_error_m`, `median_error_far_m`,
-    `n_far` (km from 10 km up)."""
-    text = f"median {_distance(medians['median_error_m'])}"
+    `n_far` (heimdall.units.format_distance)."""
+    text = f"median {format_distance(medians['median_error_m'])}"
     if "median_error_far_m" in medians:
-        text += f", {_distance(medians['median_error_far_m'])} away from the training labels (n {medians['n_far']:.0f})"
+        far = format_distance(medians["median_error_far_m"])
+        text += f", {far} away from the training labels (n {medians['n_far']:.0f})"
     return text
-
-
-def _distance(metres: float) -> str:
-    """`850 m` below 10 km, `31.9 km` above."""
-    return f"{metres:.0f} m" if metres < 10_000 else f"{metres / 1e3:.1f} km"
 
 
 def choose_and_attach(

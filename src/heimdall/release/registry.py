@@ -48,6 +48,7 @@ from heimdall.release.export import metadata_of
 from heimdall.release.model_answers import Answers, model_answers
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
+from heimdall.units import format_distance
 from heimdall.workspace import artifact_location
 
 if TYPE_CHECKING:  # mlflow is imported where the registry is used
@@ -184,8 +185,8 @@ def decide(new: Judged, champion: Judged | None, tolerance: float = COVERAGE_TOL
         return True, "there was no champion"
     p = paired_p_value(new.error_m, champion.error_m)
     medians = (
-        f"median error {np.nanmedian(new.error_m) / 1e3:.2f} km against the champion's "
-        f"{np.nanmedian(champion.error_m) / 1e3:.2f} km on its {len(champion.evalset)} evaluation transmissions"
+        f"median error {format_distance(np.nanmedian(new.error_m))} against the champion's "
+        f"{format_distance(np.nanmedian(champion.error_m))} on its {len(champion.evalset)} evaluation transmissions"
     )
     test = f"one-sided Wilcoxon signed-rank test on the paired errors: p = {p:.2g}"
     if p < SIGNIFICANCE:
