@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from heimdall.atomic import atomic_write_text
+from heimdall.commands.flags import from_args
 from heimdall.commands.progress import staged_progress
 from heimdall.datasets.importer import ImportSummary, import_collections
 from heimdall.datasets.scenario_from_recordings import scenario_from_recordings
@@ -34,15 +35,7 @@ def import_command(args: argparse.Namespace) -> int:
             f"{len(scenario.receivers)} receivers); written to {Path(args.out) / SCENARIO_FILE}",
             markup=False,
         )
-    options = ImportOptions(
-        seed=args.seed,
-        fractions=args.splits,
-        match_tolerance_m=args.match_tolerance_m,
-        new_receiver_height_m=args.new_receiver_height_m,
-        skip_invalid=args.skip_invalid,
-        iq_per_split=max(0, args.iq_samples),
-        overwrite=args.overwrite,
-    )
+    options = from_args(ImportOptions, args, iq_per_split=max(0, args.iq_per_split))
     with staged_progress(console, args.quiet) as (progress, on_progress):
         try:
             summary = import_collections(args.input, args.out, scenario, options, on_progress)

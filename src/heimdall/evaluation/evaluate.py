@@ -27,6 +27,7 @@ from heimdall.baselines import (
 )
 from heimdall.budget import Progress
 from heimdall.errors import HeimdallError
+from heimdall.evaluation import DEFAULT_GRID_SPACING_M
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
-DEFAULT_GRID_SPACING_M = 2_000.0
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 ESTIMATORS = (
     "model",
