@@ -71,6 +71,7 @@ def from_args(cls: type, args: argparse.Namespace, **changes: Any) -> Any:
     """An instance of dataclass `cls` from the flags `add_fields` added (fields without a flag keep their default),
     with `changes` applied."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}  # nargs gives lists
     return cls(**(given | changes))
 
 
