@@ -57,7 +57,7 @@ def positive_float(text: str) -> float:
     return v
 
 
-def fractions(text: str) -> tuple[float, float, float]:
+def parse_fractions(text: str) -> tuple[float, float, float]:
     """Three non-negative fractions train,val,test (not all zero), e.g. 0.8,0.1,0.1."""
     try:
         parts = tuple(float(x) for x in text.split(","))
@@ -68,7 +68,7 @@ def fractions(text: str) -> tuple[float, float, float]:
     return parts
 
 
-def shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> tuple[int, int]:
     """Shard i of N, written i/N with 0 ≤ i < N."""
     try:
         i, n = (int(x) for x in text.split("/"))
@@ -79,7 +79,7 @@ def shard(text: str) -> tuple[int, int]:
     return (i, n)
 
 
-def sha256(text: str) -> str:
+def parse_sha256(text: str) -> str:
     """64 hex digits, lower-cased."""
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text.lower()):
         raise argparse.ArgumentTypeError(f"expected 64 hex digits (a sha256), got {text[:80]!r}")

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from heimdall.commands.flags import add_flag
-from heimdall.option_field import sha256
+from heimdall.option_field import parse_sha256
 from heimdall.release import CHAMPION, MODEL_NAME
 
 if TYPE_CHECKING:
@@ -73,7 +73,11 @@ def add_model_source_flags(p: argparse.ArgumentParser) -> None:
         "file (default $HEIMDALL_VERIFY_KEY_FILE)",
     )
     add_flag(
-        p, "--model-sha256", type=sha256, metavar="HEX", help="refuse any model whose bytes do not have this sha256"
+        p,
+        "--model-sha256",
+        type=parse_sha256,
+        metavar="HEX",
+        help="refuse any model whose bytes do not have this sha256",
     )
 
 

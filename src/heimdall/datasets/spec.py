@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from heimdall.option_field import fractions, option, positive_int, shard
+from heimdall.option_field import option, parse_fractions, parse_shard, positive_int
 
 SPLITS = ("train", "val", "test")
 MATCH_TOLERANCE_M = 100.0  # default: a receiver given by position within this distance of a known one is that one
@@ -28,10 +28,10 @@ class DatasetSpec:
     )
     seed: int = option(0, "dataset seed")
     fractions: tuple[float, float, float] = option(
-        (0.8, 0.1, 0.1), "train,val,test fractions", flag="--splits", parse=fractions
+        (0.8, 0.1, 0.1), "train,val,test fractions", flag="--splits", parse=parse_fractions
     )
     shard: tuple[int, int] = option(
-        (0, 1), "make shard i of N (i/N) for cluster generation", parse=shard, default_text=""
+        (0, 1), "make shard i of N (i/N) for cluster generation", parse=parse_shard, default_text=""
     )
     split_mode: SplitMode = option("random", "random, or spatial blocks (tests generalisation to unseen places)")
     spatial_block_m: float = option(20_000.0, "block size of the spatial split in metres")
@@ -57,7 +57,7 @@ class ImportOptions:
         (0.8, 0.1, 0.1),
         "train,val,test fractions for collections outside split folders",
         flag="--splits",
-        parse=fractions,
+        parse=parse_fractions,
     )
     match_tolerance_m: float = option(
         MATCH_TOLERANCE_M, "a recording within this distance of a known receiver is that receiver (m)"
