@@ -119,7 +119,7 @@ def _subset(store_file, rows, out):
 
 def _export(checkpoint, out, eval_data, uri):
     """`heimdall export` of `checkpoint` judged on `eval_data`, registered at `uri` (no model store)."""
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(eval_data)]
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--eval-data", str(eval_data)]
     assert main([*argv, "--tracking-uri", uri, "--no-store"]) == 0
 
 

@@ -22,7 +22,7 @@ def export_command(args: argparse.Namespace) -> int:
         store=None if args.no_store else (args.store or default_model_store()),
         s3_options=s3_options(args),
         register=not args.no_register,
-        eval_data=args.data_dir,
+        eval_data=args.eval_data,
         tracking_uri=args.tracking_uri,
         name=args.name,
         signer=signing_key(args.signing_key),

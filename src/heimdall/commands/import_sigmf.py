@@ -14,6 +14,7 @@ from rich.text import Text
 
 from heimdall.atomic import atomic_write_text
 from heimdall.budget import Progress as OnProgress
+from heimdall.commands.flags import from_args
 from heimdall.commands.progress import staged_progress
 from heimdall.datasets.importer import ImportSummary, import_collections
 from heimdall.datasets.power_import import import_table
@@ -67,15 +68,7 @@ def _with_progress(console: Console, quiet: bool, run: Callable[[OnProgress], T]
 
 
 def _options(args: argparse.Namespace) -> ImportOptions:
-    return ImportOptions(
-        seed=args.seed,
-        fractions=args.splits,
-        match_tolerance_m=args.match_tolerance_m,
-        new_receiver_height_m=args.new_receiver_height_m,
-        skip_invalid=args.skip_invalid,
-        iq_per_split=max(0, args.iq_samples),
-        overwrite=args.overwrite,
-    )
+    return from_args(ImportOptions, args, iq_per_split=max(0, args.iq_per_split))
 
 
 def _import_table(args: argparse.Namespace, console: Console, fmt: str | None) -> int:

@@ -18,6 +18,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """`heimdall serve`: serve a model over HTTP until interrupted; exit code."""
     import uvicorn
 
+    from heimdall.commands.flags import from_args
     from heimdall.commands.options import model_source
     from heimdall.serve.app import create_app
     from heimdall.serve.connections import uvicorn_options
@@ -32,30 +33,13 @@ def serve_command(args: argparse.Namespace) -> int:
             writers,
         )
     source.load()  # fail now, with a clear message, rather than inside the server
-    settings = ServeSettings(
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_inflight=args.max_inflight,
-        max_requests=args.max_requests,
-        cache_size=args.cache_size,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        match_tolerance_m=args.match_tolerance_m,
-        tile_url=args.tile_url,
-        live_view=args.live_view,
-        events_size=args.events_size,
-        max_event_streams=args.max_event_streams,
-        max_event_streams_per_client=args.max_event_streams_per_client,
-        event_idle_s=args.event_idle_s,
-        map_threads=args.map_threads,
-        limit_concurrency=args.limit_concurrency,
-        keep_alive_s=args.keep_alive_s,
-        header_timeout_s=args.header_timeout_s,
-        body_timeout_s=args.body_timeout_s,
-    )
+    settings = from_args(ServeSettings, args)
     app = create_app(source, settings)
     # what exists now (modules, the app) lives as long as the process: out of every collection from now on
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_options(settings))
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, **uvicorn_options(settings)
+    )
     return 0

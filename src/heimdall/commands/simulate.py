@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heimdall.atomic import atomic_write_bytes
+from heimdall.commands.flags import from_args
 from heimdall.commands.progress import staged_progress
 from heimdall.datasets.generate import DatasetSummary, generate_dataset
 from heimdall.datasets.spec import DatasetSpec
@@ -44,15 +45,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         out = default_data_dir(scenario.name) if args.format == "store" else default_sigmf_dir(scenario.name)
     if twin is not None and out.resolve() == Path(args.like).resolve():
         raise DatasetError(f"--out {out}: is the store the twin is taken from; write the twin elsewhere")
-    spec = DatasetSpec(
-        n_transmissions=args.n_transmissions,
-        seed=args.seed,
-        fractions=args.splits,
-        shard=args.shard,
-        split_mode=args.split_mode,
-        spatial_block_m=args.spatial_block_m,
-        iq_per_split=max(0, args.iq_samples),
-    )
+    spec = from_args(DatasetSpec, args, iq_per_split=max(0, args.iq_per_split))
     with staged_progress(console, args.quiet) as (_, on_progress):
         summary = generate_dataset(
             scenario,

@@ -13,13 +13,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
 from heimdall.atomic import atomic_write_text
 from heimdall.datasets.spec import DatasetSpec
 from heimdall.errors import ConfigError
+from heimdall.option_field import option
 from heimdall.plain_yaml import load_plain_yaml, read_bounded_text
 from heimdall.scenario import DEFAULT_SCENARIO
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:  # the CLI reads the defaults here: nothing heavy at import
 
 MAX_CONFIG_CHARS = 64 * 1024
 MAX_TEXT_CHARS = 4096  # paths, names, URIs
-LOCALIZERS = ("auto", "network", "map", "hybrid")  # heimdall.release.choice: auto picks by validation NLL
+Localizer = Literal["auto", "network", "map", "hybrid"]  # heimdall.release.choice: auto picks by validation NLL
+LOCALIZERS: tuple[str, ...] = get_args(Localizer)
 MODE_KEYS = ("checkpoint", "export_only", "resume_training")  # saved by older runs; modes of `train`, not options
 # Far above any useful network, low enough that a configuration from a file cannot ask for absurd memory or time.
 SIZE_LIMITS = {
@@ -95,48 +97,78 @@ class TrainConfig:
     """Options of a training run: defaults ← YAML (--config) ← flags; saved as the run's config.yaml."""
 
     # data
-    data_dir: str | None = None  # default: the default scenario's dataset in the workspace (simulated if missing)
-    scenario: str = DEFAULT_SCENARIO  # used only to simulate the default dataset
-    dataset_size: int = DatasetSpec.n_transmissions  # when simulating the default dataset
-    validation_split: float = 0.1  # used when the store has no val split
-    batch_size: int = 256
-    num_workers: int = 0
-    loader_memory_mb: float = 1024.0  # store data each reading process keeps in memory; the rest is read from disk
-    seed: int = 0
+    data_dir: str | None = option(None, "store folder with train.h5/val.h5 (default: simulate --scenario's dataset)")
+    scenario: str = option(
+        DEFAULT_SCENARIO, "built-in scenario name or YAML file simulated when --data-dir is not given"
+    )
+    dataset_size: int = option(DatasetSpec.n_transmissions, "transmissions when simulating the default dataset")
+    validation_split: float = option(
+        0.1,
+        "fraction of train used for validation when the store has no val split",
+        aliases=("--val_split", "--val-split"),
+    )
+    batch_size: int = option(256, "batch size")
+    num_workers: int = option(0, "DataLoader worker processes")
+    loader_memory_mb: float = option(
+        1024.0, "store data each reading process keeps in memory, MB (the rest is read from disk)"
+    )
+    seed: int = option(0, "seed of data order, initialisation and dropout")
     # model
-    d_model: int = NetConfig.d_model
-    n_heads: int = NetConfig.n_heads
-    n_layers: int = NetConfig.n_layers
-    n_components: int = NetConfig.n_components
-    dropout: float = NetConfig.dropout
-    receiver_dropout: float = 0.1  # training-time probability of hiding each receiver
-    feature_dropout: float = 0.2  # training-time probability of a transmission with power only (no spectrum)
-    init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning)
-    keep_normalisation: bool = False  # with init_from: keep its input normalisation instead of the new data's
+    d_model: int = option(NetConfig.d_model, "width of the network")
+    n_heads: int = option(NetConfig.n_heads, "attention heads (d_model must be a multiple)")
+    n_layers: int = option(NetConfig.n_layers, "attention blocks")
+    n_components: int = option(NetConfig.n_components, "Gaussian mixture components of the head")
+    dropout: float = option(NetConfig.dropout, "dropout of the network's layers")
+    receiver_dropout: float = option(
+        0.1, "training-time probability of hiding each receiver (the model learns to work on any subset)"
+    )
+    feature_dropout: float = option(0.2, "share of training transmissions seen with power only, no spectrum")
+    init_from: str | None = option(
+        None,
+        "start a new run from this checkpoint's weights (fine-tuning, e.g. simulation → a real network); its "
+        "architecture must fit the run's",
+        metavar="CKPT",
+    )
+    keep_normalisation: bool = option(
+        False, "with --init-from: keep the checkpoint's input normalisation (default: recomputed on the new data)"
+    )
     # optimisation
-    epochs: int = 60
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 10  # early stopping on val_loss
-    max_time_minutes: float = 12.0  # wall-clock budget of one fit (0: none)
+    epochs: int = option(60, "maximum epochs (early stopping usually ends sooner)")
+    learning_rate: float = option(2e-3, "peak learning rate", aliases=("--lr",))
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    patience: int = option(10, "early-stopping patience in epochs (on val_loss)")
+    max_time_minutes: float = option(12.0, "wall-clock budget of the fit (0: none)")
     # hardware
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    threads: int = 0  # torch intra-op threads (0: all cores)
+    accelerator: str = option("auto", "cpu, gpu or auto", choices=("cpu", "gpu", "auto"))
+    devices: str = option("auto", "devices per node: a count, a list of GPU indices (0,1) or auto")
+    num_nodes: int = option(1, "nodes for multi-node DDP")
+    strategy: str = option("auto", "Lightning strategy, e.g. ddp")
+    threads: int = option(0, "torch intra-op threads (0: all cores)", default_text="")
     # outputs and tracking
-    checkpoint_dir: str | None = None  # default: <workspace>/runs/<run name>
-    experiment_name: str = "heimdall"
-    run_name_prefix: str = "heimdall"
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in the workspace
-    export: bool = True  # export ONNX after training
-    signing_key: str | None = None  # key file signing the model's manifests (default $HEIMDALL_SIGNING_KEY_FILE)
-    localizer: str = "auto"  # what is shipped: the lowest validation NLL of network, map, hybrid; or one of them
-    map_spacing_m: float | None = None  # grid cell side of the radio map fitted for the choice (None: geometry's)
+    checkpoint_dir: str | None = option(None, "run folder for checkpoints (default workspace/runs/<run name>)")
+    experiment_name: str = option("heimdall", "MLflow experiment")
+    run_name_prefix: str = option("heimdall", "prefix of the run name")
+    tracking_uri: str | None = option(
+        None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite in the workspace)"
+    )
+    export: bool = option(True, "export ONNX after training, store and register it (--no-export: do not)")
+    signing_key: str | None = option(
+        None,
+        "sign the exported model's manifests with this ed25519 private key (PEM) or HMAC key file "
+        "(default $HEIMDALL_SIGNING_KEY_FILE)",
+        metavar="FILE",
+    )
+    localizer: Localizer = option(
+        "auto",
+        "what is shipped (auto: the lowest validation NLL of the network, the radio map fitted on the store and their "
+        "hybrid); network skips the map",
+    )
+    map_spacing_m: float | None = option(
+        None, "grid cell side of that radio map in metres (default: from the network's geometry)"
+    )
     # written by the run itself
-    run_name: str | None = None
-    mlflow_run_id: str | None = None
+    run_name: str | None = option(None, "name of the run (default --run-name-prefix and the start time)")
+    mlflow_run_id: str | None = None  # the run's MLflow run; no flag
 
     def network(self, params: FeatureParams) -> NetConfig:
         """The network this configuration trains on features laid out by `params`."""
