@@ -96,7 +96,7 @@ def fit_once(work: Path, n_data: int, n: int, labelled: bool, seed: int, fit_see
     unlabelled recordings) of the n_data-transmission store and answer the test transmissions: wall and CPU
     seconds of the fit, median error (km) and mean NLL of the answers, the fitted parameters. Whatever
     `heimdall` is importable is the one measured."""
-    from heimdall.radiomap.answers import answers_of
+    from heimdall.radiomap.answer_arrays import answers_of
     from heimdall.radiomap.fit import MapOptions, fit_radio_map
 
     train, test = simulated(work, n_data, seed)

@@ -46,7 +46,7 @@ from heimdall.baselines import weighted_centroid
 from heimdall.cli import main as heimdall
 from heimdall.features import FeatureParams
 from heimdall.metrics import mahalanobis_sq
-from heimdall.radiomap.answers import MapAnswers, answers_of
+from heimdall.radiomap.answer_arrays import MapAnswers, answers_of
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.oracle import oracle_answers
 from heimdall.scenario.builtin import load_scenario

@@ -12,7 +12,7 @@ posterior  Per transmission on one core (the process pinned to one CPU, BLAS to 
            500 m grid). Each row against the numpy baseline measured in the same run (NumpyBaseline below: the
            numpy code the kernels replaced, kept in this file only) and its ratio to the target, 10 × faster.
 batch      Transmissions per second on every CPU (the posterior, answer and regions of each in threads, as
-           heimdall.radiomap.answers and the service do), against the baseline's one-by-one loop in the same run;
+           heimdall.radiomap.answer_arrays and the service do), against the baseline's one-by-one loop in the same run;
            target 10 × the baseline.
 
 Timings depend on the machine's load: rerun the baseline in the same run (it always is) and read the ratios.

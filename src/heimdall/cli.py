@@ -20,14 +20,16 @@ from heimdall.commands.logs import configure_logging
 from heimdall.commands.parsers import (
     evaluate,
     export,
-    import_sigmf,
+    importing,
     inspect,
     predict,
-    radio_map,
     scenario,
     serve,
     simulate,
     train,
+)
+from heimdall.commands.parsers import (
+    map as map_parser,
 )
 from heimdall.errors import HeimdallError
 
@@ -40,8 +42,8 @@ COMMANDS = {
     "export": (export, "export_command"),
     "serve": (serve, "serve_command"),
     "predict": (predict, "predict_command"),
-    "import": (import_sigmf, "import_command"),
-    "map": (radio_map, "map_command"),
+    "import": (importing, "import_command"),
+    "map": (map_parser, "map_command"),
     "inspect": (inspect, "inspect_command"),
     "scenario": (scenario, "scenario_command"),
 }

@@ -63,7 +63,7 @@ COMMAND_OPTIONS = {
         "threads",
         *MODEL_SOURCE,
     },
-    "import": {"input", "out", "scenario", "quiet"},
+    "import": {"input", "format", "out", "scenario", "quiet"},
     "map": {
         "action",
         "data_store",

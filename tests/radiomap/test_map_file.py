@@ -9,10 +9,10 @@ from onnx import numpy_helper
 
 from heimdall.memory import MEMORY_BUDGET_ENV
 from heimdall.radiomap import io as map_io
-from heimdall.radiomap.fading import FadingKernel
+from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MapGrid
+from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.noise import PowerNoise
 
 
 def small_map() -> RadioMap:

@@ -9,8 +9,8 @@ import yaml
 
 from heimdall.baselines import weighted_centroid
 from heimdall.features import FeatureParams, extract_features
-from heimdall.radiomap.answers import answers_of
-from heimdall.radiomap.fading import FadingKernel
+from heimdall.radiomap.answer_arrays import answers_of
+from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.fit import (
     PHYSICS_MODEL_SD_DB,
     SPREAD_BISECTIONS,
@@ -22,7 +22,7 @@ from heimdall.radiomap.fit import (
 )
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.likelihood import build_table
-from heimdall.radiomap.noise import power_noise_for
+from heimdall.radiomap.measurement_noise import power_noise_for
 from heimdall.scenario.schema import scenario_from_dict
 from heimdall.sim.noise import complex_gaussian
 

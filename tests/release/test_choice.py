@@ -22,8 +22,8 @@ from heimdall.evaluation.test_set import load_test_set
 from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR
 from heimdall.release.choice import choose, choose_and_attach, worse_than
+from heimdall.release.judged_answers import carries_map
 from heimdall.release.map_metadata import FIT_KEY
-from heimdall.release.model_answers import carries_map
 from heimdall.release.model_store import ModelStore
 from heimdall.release.publish import ships_network_instead
 from heimdall.release.registry import calibrated, onnx_metrics
@@ -163,7 +163,7 @@ def _rows(store, n):
 def test_a_map_model_is_judged_by_the_answers_the_service_gives(map_model_file, model_file, tiny_store):
     from heimdall.errors import ModelLoadError
     from heimdall.release.registry import summary_of
-    from heimdall.serve.map_answers import hybrid_answers, load_map, map_input
+    from heimdall.serve.hybrid_answers import hybrid_answers, load_map, map_input
     from heimdall.train.model_card import ModelCard
 
     data = map_model_file.read_bytes()
@@ -292,7 +292,7 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
 ):
     import dataclasses
 
-    from heimdall.evaluation.radio_map import fit_map, hybrid_exponents
+    from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
     from heimdall.release.choice import ship
     from heimdall.release.map_attach import read_network
 

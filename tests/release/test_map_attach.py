@@ -88,11 +88,11 @@ def test_evaluate_scores_a_map_model_by_its_own_answers_with_the_map_it_carries(
     import numpy as np
 
     from heimdall.evaluation.evaluate import onnx_predictions
-    from heimdall.evaluation.radio_map import measured
+    from heimdall.evaluation.grid_estimators import measured
     from heimdall.evaluation.test_set import load_test_set
     from heimdall.metrics import accuracy_summary
-    from heimdall.radiomap.answers import answers_of
-    from heimdall.release.model_answers import model_answers
+    from heimdall.radiomap.answer_arrays import answers_of
+    from heimdall.release.judged_answers import model_answers
 
     out = tmp_path / "eval"
     argv = ["evaluate", "--model", str(map_model_file), "--data-dir", str(tiny_store), "--out", str(out)]
@@ -144,7 +144,7 @@ def test_a_tampered_map_is_refused_at_load_by_serve_predict_evaluate_and_update(
             entry.value = json.dumps(d)
     bad = tmp_path / "tampered.onnx"
     bad.write_bytes(proto.SerializeToString())
-    field = "radiomap.noise.floor_snr_db"
+    field = "radiomap.measurement_noise.floor_snr_db"
     with pytest.raises(ModelLoadError, match=field):  # serve: at start and at each reload, /readyz never ready
         ModelSource(file=str(bad)).load()
     for argv in (

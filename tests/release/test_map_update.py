@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from heimdall.cli import main
-from heimdall.evaluation.radio_map import measured
+from heimdall.evaluation.grid_estimators import measured
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.manifest import decode_manifest, sidecar_path
 from heimdall.radiomap import io as map_io

@@ -15,7 +15,7 @@ from heimdall.evaluation.evaluate import onnx_predictions
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.release.evaluation_set import MIN_TRANSMISSIONS, EvaluationSet
 from heimdall.release.export import export_checkpoint
-from heimdall.release.model_answers import Answers, mahalanobis_sq
+from heimdall.release.judged_answers import Answers, mahalanobis_sq
 from heimdall.release.registry import (
     COVERAGE_TOLERANCE,
     EVALUATION_SET_TAG,

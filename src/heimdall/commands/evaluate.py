@@ -17,7 +17,7 @@ from heimdall.evaluation.test_set import load_test_set
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL, MAHALANOBIS_SQ_IDEAL
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release.export import source_revision
-from heimdall.release.model_answers import carried_map_of_file
+from heimdall.release.judged_answers import carried_map_of_file
 from heimdall.train.config import TrainConfig, from_mapping, load_yaml
 from heimdall.units import format_distance
 from heimdall.workspace import default_tracking_uri, runs_dir

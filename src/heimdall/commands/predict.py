@@ -29,7 +29,7 @@ from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
 from heimdall.features import SCALAR_FEATURES, receiver_reports
 from heimdall.radiomap.batch import worker_count
-from heimdall.serve.map_answers import MapPart, hybrid_answers, map_input
+from heimdall.serve.hybrid_answers import MapPart, hybrid_answers, map_input
 from heimdall.serve.runtime import ServedModel
 from heimdall.units import format_distance
 

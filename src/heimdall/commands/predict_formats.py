@@ -24,7 +24,7 @@ import numpy as np
 from heimdall.atomic import atomic_write_text
 from heimdall.ellipse import outline
 from heimdall.geo import LocalFrame
-from heimdall.serve.map_answers import REGION_PROBABILITIES
+from heimdall.serve.hybrid_answers import REGION_PROBABILITIES
 
 ELLIPSE_POINTS = 72
 DECIMALS = 7  # degrees: about 1 cm
@@ -36,7 +36,7 @@ def transmission_features(
     names: list[str], mean_m: np.ndarray, cov_m2: np.ndarray, frame: LocalFrame, fields: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """GeoJSON Features of n transmissions: mean_m [n, 2] m, cov_m2 [n, 2, 2] m² and each answer's map fields
-    (`regions` and `modes` where the radio map was used, heimdall.serve.map_answers)."""
+    (`regions` and `modes` where the radio map was used, heimdall.serve.hybrid_answers)."""
     lat_lon = frame.to_geodetic(mean_m)
     plain = [i for i, more in enumerate(fields) if "regions" not in more]
     ellipses = {

@@ -66,8 +66,8 @@ class ImportOptions:
         10.0, "antenna height above terrain given to receivers not in the scenario (m)"
     )
     skip_invalid: bool = option(
-        False, "import the valid collections or table transmissions and report each invalid one (default: stop at the "
-        "first)"
+        False,
+        "import the valid collections or table transmissions and report each invalid one (default: stop at the first)",
     )
     iq_per_split: int = option(
         64, "keep the conformed IQ of the first K transmissions of each split", flag="--iq-samples"

@@ -30,9 +30,9 @@ from heimdall.budget import Progress
 from heimdall.errors import HeimdallError
 
 if TYPE_CHECKING:
-    from heimdall.evaluation.radio_map import CarriedMap, GridEstimates
+    from heimdall.evaluation.grid_estimators import CarriedMap, GridEstimates
     from heimdall.evaluation.test_set import Predict, TestSet
-    from heimdall.radiomap.answers import MapAnswers
+    from heimdall.radiomap.answer_arrays import MapAnswers
     from heimdall.scale import network_scale
 from heimdall.radiomap.fit import MapOptions
 
@@ -87,10 +87,10 @@ class Inputs:
         return Answers(*self.predict(self.test))
 
     def grid_estimates(self) -> GridEstimates:
-        """The grid posteriors (radio map, hybrid, oracle) of heimdall.evaluation.radio_map, computed together the
+        """The grid posteriors (radio map, hybrid, oracle) of heimdall.evaluation.grid_estimators, computed together the
         first time a grid estimator asks."""
         if self._grid_estimates is None:
-            from heimdall.evaluation.radio_map import grid_estimates
+            from heimdall.evaluation.grid_estimators import grid_estimates
 
             self._grid_estimates = grid_estimates(
                 self.test,
@@ -174,7 +174,7 @@ def power_only(test: TestSet) -> TestSet:
 def served_answers(test: TestSet, network: Answers, hybrid: Answers) -> Answers:
     """What a map-carrying model answers: its hybrid posterior's moments where the map reads a receiver
     (map_usable), the network's elsewhere."""
-    from heimdall.evaluation.radio_map import map_usable, measured
+    from heimdall.evaluation.grid_estimators import map_usable, measured
 
     assert network.cov_m2 is not None and hybrid.cov_m2 is not None  # both answer with a covariance
     usable = map_usable(measured(test), network.mean_m, network.cov_m2)

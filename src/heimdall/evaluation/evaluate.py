@@ -23,11 +23,11 @@ from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.features import HEARD_CLASSES, heard_class
 from heimdall.metrics import accuracy_summary, calibration_summary
 from heimdall.onnx_guard import check_model_size, require_self_contained
-from heimdall.radiomap.answers import MapAnswers
+from heimdall.radiomap.answer_arrays import MapAnswers
 from heimdall.radiomap.fit import MapOptions
 
 if TYPE_CHECKING:
-    from heimdall.evaluation.radio_map import CarriedMap
+    from heimdall.evaluation.grid_estimators import CarriedMap
     from heimdall.train.task import LocalizationTask
 
 CALIBRATION_SAMPLES = 20_000
@@ -176,7 +176,7 @@ def evaluate(
     the hybrid's exponents on (no hybrid without it). map_options: the grid of the map fitted for the evaluation
     (None: no grid estimators but the model's own map). The reporting rule (the scenario's min_receivers) decides
     which transmissions ask an answer.
-    carried: the radio map the model carries (heimdall.release.model_answers.carried_map): `radio_map` and `hybrid`
+    carried: the radio map the model carries (heimdall.release.judged_answers.carried_map): `radio_map` and `hybrid`
     are that map and its exponents (nothing is fitted), `model` is the model's own answer — its hybrid posterior
     where the map reads a receiver, as the service answers — and `model_network` its bare network.
     """

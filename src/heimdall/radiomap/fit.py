@@ -35,13 +35,13 @@ from scipy.spatial import cKDTree
 from heimdall.budget import Progress
 from heimdall.features import FeatureParams
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
-from heimdall.radiomap.fading import scenario_fading
+from heimdall.radiomap.fading_kernel import scenario_fading
 from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
 from heimdall.radiomap.fit_budget import Deadline, counter, each_on_threads
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
+from heimdall.radiomap.measurement_noise import power_noise_for
 from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap
-from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.posterior import GridPosterior
 from heimdall.scenario.path_loss import log_distance_loss_db, median_path_loss_db, slope_decades
 

@@ -17,11 +17,11 @@ import numpy as np
 from heimdall.errors import RadioMapFormatError
 from heimdall.features import SNR_FLOOR_DB
 from heimdall.memory import over_budget
-from heimdall.radiomap.fading import FadingKernel
+from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MAX_CELLS, MapGrid
 from heimdall.radiomap.likelihood import STEP_DB
+from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.noise import PowerNoise
 
 if TYPE_CHECKING:  # onnx is imported where a map is written or read
     import onnx

@@ -5,9 +5,9 @@ transmit power plus the map's mean power at a place, minus the measured noise po
 
     p(u | z) = Σ_g k_s(g) · p_noise(u | t = 10^((z + g)/10))
 
-mixes the measurement noise of the power estimate (heimdall.radiomap.noise: Gaussian in linear power, a
+mixes the measurement noise of the power estimate (heimdall.radiomap.measurement_noise: Gaussian in linear power, a
 censored probability at the extractor's floor) with the window gain g (fast fading widened by the map's
-own uncertainty s: heimdall.radiomap.fading). Near and below the noise it is soft: a power measured at
+own uncertainty s: heimdall.radiomap.fading_kernel). Near and below the noise it is soft: a power measured at
 2 dB SNR still counts, and a silent receiver says "weak here" without a hard threshold. A small outlier
 probability keeps one contradicting receiver (interference, a wrong calibration) from vetoing a place.
 
@@ -25,8 +25,8 @@ import numpy as np
 from scipy.signal import fftconvolve
 from scipy.special import log_ndtr
 
-from heimdall.radiomap.fading import FadingKernel
-from heimdall.radiomap.noise import PowerNoise
+from heimdall.radiomap.fading_kernel import FadingKernel
+from heimdall.radiomap.measurement_noise import PowerNoise
 
 STEP_DB = 0.25  # of the measured-SNR rows, of Δ, and of every kernel
 U_MAX_DB = 30.0

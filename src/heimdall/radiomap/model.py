@@ -25,11 +25,11 @@ import numpy as np
 
 from heimdall.radiomap import kernel
 from heimdall.radiomap.batch import MapInputError, Unanswered, in_threads
-from heimdall.radiomap.fading import FadingKernel
+from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import STRIDE
 from heimdall.radiomap.likelihood import CENSORED_SNR_DB, LikelihoodTable, build_table, table_shape
-from heimdall.radiomap.noise import PowerNoise
+from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.posterior import GridPosterior
 
 POWER_WINDOW = 32

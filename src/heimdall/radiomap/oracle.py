@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from heimdall.radiomap.answers import MapAnswers, localize_all
-from heimdall.radiomap.fading import scenario_fading
+from heimdall.radiomap.answer_arrays import MapAnswers, localize_all
+from heimdall.radiomap.fading_kernel import scenario_fading
 from heimdall.radiomap.field import FieldHyper, krige_on_grid
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
+from heimdall.radiomap.measurement_noise import power_noise_for
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.noise import power_noise_for
 from heimdall.radiomap.posterior import mixture
 
 if TYPE_CHECKING:

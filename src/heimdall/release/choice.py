@@ -3,7 +3,7 @@
 After the network is exported, a map is fitted on the training store (heimdall.release.map_attach.fit_store_map,
 as `heimdall map fit` does) and the three are compared on the store's validation split by mean negative
 log-likelihood of the true positions (nats per km², the same transmissions, each density floored alike:
-heimdall.evaluation.radio_map.hybrid_exponents); the map's and the hybrid's regions are first recalibrated there
+heimdall.evaluation.grid_estimators.hybrid_exponents); the map's and the hybrid's regions are first recalibrated there
 (a temperature on the log posterior when their 95 % regions hold the truth too rarely). A candidate whose median
 error on validation — over all of it, or over the transmissions far from every training label — is larger than the
 weighted centroid's is passed over; among the others, the lowest NLL among those whose validation coverage the

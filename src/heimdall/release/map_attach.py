@@ -2,7 +2,7 @@
 
 The map is fitted on a store's labelled training split (self-calibrated on its recordings when it has no
 labels: the `unlabelled` split), the hybrid's exponents are chosen on the validation split with the given
-network (heimdall.evaluation.radio_map), and the map's tensors and description (heimdall.radiomap.io) plus one
+network (heimdall.evaluation.grid_estimators), and the map's tensors and description (heimdall.radiomap.io) plus one
 metadata entry, FIT_KEY (heimdall.release.map_metadata: the exponents and the map's provenance), are added to a
 copy of the network model.
 The result is a new model (new bytes, new sha256): it gets its own manifest beside it, signed when a key is
@@ -25,7 +25,7 @@ from heimdall.budget import Progress, TimeBudget
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import map_splits, onnx_predictions
-from heimdall.evaluation.radio_map import fit_map, hybrid_exponents
+from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
 from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.onnx_guard import check_model_size, require_self_contained

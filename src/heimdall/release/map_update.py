@@ -32,6 +32,7 @@ from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.fit import MapOptions
+from heimdall.release.judged_answers import read_map
 from heimdall.release.map_attach import (
     AttachedMap,
     NetworkModel,
@@ -41,7 +42,6 @@ from heimdall.release.map_attach import (
     read_model_file,
 )
 from heimdall.release.map_metadata import FIT_KEY
-from heimdall.release.model_answers import read_map
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 

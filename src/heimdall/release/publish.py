@@ -29,9 +29,9 @@ from heimdall.release import MODEL_NAME
 from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration
 from heimdall.release.evaluation_set import EvaluationSet, training_rows
 from heimdall.release.export import ExportResult, export_task, metadata_of
+from heimdall.release.judged_answers import Answers
 from heimdall.release.map_attach import AttachedMap
 from heimdall.release.map_metadata import FIT_KEY
-from heimdall.release.model_answers import Answers
 from heimdall.release.model_store import ModelStore
 from heimdall.release.registry import Judged, Registration, calibrated, judge, register, registry_client
 from heimdall.signing import SigningKey

@@ -8,7 +8,7 @@ to the new version only when
   of (heimdall.release.evaluation_set);
 - a current champion was judged on the same set: the champion's recorded evaluation set (EVALUATION_SET_TAG), or
   the first rows of the new set when they are exactly that set — both models are then judged there, each by its
-  own answers (a map-carrying model by its hybrid posterior: heimdall.release.model_answers);
+  own answers (a map-carrying model by its hybrid posterior: heimdall.release.judged_answers);
 - its calibration is within COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions);
 - its errors are smaller than the champion's on those transmissions by a one-sided Wilcoxon signed-rank test at
   SIGNIFICANCE (paired, transmission by transmission).
@@ -45,7 +45,7 @@ from heimdall.release.evaluation_set import (
     rows_judged_with,
 )
 from heimdall.release.export import metadata_of
-from heimdall.release.model_answers import Answers, model_answers
+from heimdall.release.judged_answers import Answers, model_answers
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 from heimdall.units import format_distance

@@ -26,7 +26,7 @@ from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
 from heimdall.metrics import COVERAGE_1SIGMA_IDEAL, COVERAGE_2SIGMA_IDEAL
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.release import CHAMPION, MODEL_NAME
-from heimdall.serve.map_answers import ServedMap, load_map
+from heimdall.serve.hybrid_answers import ServedMap, load_map
 from heimdall.train.model_card import ModelCard
 
 INPUTS = ("features", "rx_position_m", "present")

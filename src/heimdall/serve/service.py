@@ -34,9 +34,9 @@ from heimdall.serve.batcher import MicroBatcher
 from heimdall.serve.bodies import parse, transmissions, validate
 from heimdall.serve.events import EventRing
 from heimdall.serve.geometry import response_geometry
+from heimdall.serve.hybrid_answers import NOT_USED, MapInput, hybrid_answers, map_input
 from heimdall.serve.inputs import to_model_inputs
 from heimdall.serve.limits import Admission
-from heimdall.serve.map_answers import NOT_USED, MapInput, hybrid_answers, map_input
 from heimdall.serve.runtime import ModelSource, ServedModel
 from heimdall.serve.settings import ServeSettings
 from heimdall.serve.slices import Turns

@@ -18,7 +18,7 @@ import numpy as np
 from heimdall.budget import Progress
 from heimdall.errors import ModelLoadError, RadioMapFormatError
 from heimdall.evaluation.evaluate import onnx_predictions
-from heimdall.evaluation.radio_map import PROGRESS_EVERY, CarriedMap, map_usable, measured
+from heimdall.evaluation.grid_estimators import PROGRESS_EVERY, CarriedMap, map_usable, measured
 from heimdall.evaluation.test_set import TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io

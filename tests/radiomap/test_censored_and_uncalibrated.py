@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from heimdall.features import FeatureParams
-from heimdall.radiomap.answers import answers_of
+from heimdall.radiomap.answer_arrays import answers_of
 from heimdall.radiomap.fit import Labelled, MapOptions, fit_radio_map, physics_map
 from heimdall.scenario.schema import scenario_from_dict
 

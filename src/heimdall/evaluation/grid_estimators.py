@@ -20,7 +20,7 @@ from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m
 from heimdall.errors import ModelLoadError
 from heimdall.evaluation.test_set import short_source
 from heimdall.metrics import calibration_summary, error_m
-from heimdall.radiomap.answers import AnswerCollector, MapAnswers, collect
+from heimdall.radiomap.answer_arrays import AnswerCollector, MapAnswers, collect
 from heimdall.radiomap.batch import Unanswered
 from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import (
