@@ -36,7 +36,8 @@ test-system: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
-## bench: install, then the benchmarks (each prints its figures and the ratio to its target)
+## bench: install, then seven benchmarks (each prints its figures and the ratio to its target); bench_fit,
+## bench_choice and bench_real are run by hand (README.md, Benchmarks)
 bench: $(STAMP)
 	$(PY) bench/bench_simulate.py
 	$(PY) bench/bench_train.py
