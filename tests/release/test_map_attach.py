@@ -144,7 +144,7 @@ def test_a_tampered_map_is_refused_at_load_by_serve_predict_evaluate_and_update(
             entry.value = json.dumps(d)
     bad = tmp_path / "tampered.onnx"
     bad.write_bytes(proto.SerializeToString())
-    field = "radiomap.measurement_noise.floor_snr_db"
+    field = "radiomap.noise.floor_snr_db"
     with pytest.raises(ModelLoadError, match=field):  # serve: at start and at each reload, /readyz never ready
         ModelSource(file=str(bad)).load()
     for argv in (
