@@ -134,7 +134,7 @@ def test_batched_posteriors_equal_one_by_one_and_a_malformed_row_is_named(radio_
         alone = radio_map.localize(snr[i], noise[i], present[i])
         np.testing.assert_array_equal(post.box, alone.box)
         assert (post.j0, post.i0, post.log_evidence) == (alone.j0, alone.i0, alone.log_evidence)
-        np.testing.assert_array_equal(post.mean_m, alone.mean_m)
+        np.testing.assert_allclose(post.mean_m, alone.mean_m, rtol=1e-12)  # BLAS may sum in another order on a thread
         assert post.modes() == alone.modes()
 
 

@@ -28,13 +28,13 @@ from heimdall.baselines import (
 )
 from heimdall.budget import Progress
 from heimdall.errors import HeimdallError
+from heimdall.scale import network_scale
 
 if TYPE_CHECKING:
     from heimdall.evaluation.grid_estimators import CarriedMap, GridEstimates
     from heimdall.evaluation.test_set import Predict, TestSet
     from heimdall.radiomap.answer_arrays import MapAnswers
-    from heimdall.scale import network_scale
-from heimdall.radiomap.fit import MapOptions
+    from heimdall.radiomap.fit import MapOptions
 
 MAX_GRID_POINTS = 1_000_000  # candidate positions of one grid search (memory grows with them)
 
