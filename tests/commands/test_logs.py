@@ -2,6 +2,8 @@
 not the libraries' INFO chatter (the ONNX optimizer, Lightning, MLflow's database set-up); `--log-level debug` shows
 that chatter too. Real runs in process, their real output."""
 
+import pytest
+
 from heimdall.cli import main
 from heimdall.commands.logs import configure_logging
 from tiny import tiny_train_args
@@ -9,6 +11,7 @@ from tiny import tiny_train_args
 CHATTER = ("Replaced initializer", "Skipping constant folding", "GPU available", "Creating initial MLflow database")
 
 
+@pytest.mark.system  # two training runs: the second tier
 def test_the_default_level_keeps_library_chatter_out_and_debug_shows_it(tiny_store, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HEIMDALL_WORKSPACE", str(tmp_path / "ws"))
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -49,6 +49,7 @@ def ws(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_train_compares_the_three_localizers_and_ships_the_lowest_nll(tiny_store, ws, capsys):
     rc, uri = _train(tiny_store, ws)
     assert rc == 0

@@ -79,6 +79,7 @@ def updated(map_model_file, tiny_store, new_labels, tmp_path_factory):
     return out, ws
 
 
+@pytest.mark.system  # map updates of a trained, published model: the second tier
 def test_update_refits_the_map_on_more_labels_and_keeps_the_network(updated, map_model_file, model_file, new_labels):
     out, _ = updated
     parent, child = _fit(map_model_file), _fit(out)
@@ -111,6 +112,7 @@ def test_update_refits_the_map_on_more_labels_and_keeps_the_network(updated, map
     assert _map_nll(out, imported) < _map_nll(map_model_file, imported) - 0.1
 
 
+@pytest.mark.system  # map updates of a trained, published model: the second tier
 def test_update_goes_to_the_model_store_and_the_registry_judged_by_its_answers(updated, tiny_store):
     out, ws = updated
     stored = ModelStore.open(str(ws / "models")).fetch("heimdall-localizer")
@@ -124,6 +126,7 @@ def test_update_goes_to_the_model_store_and_the_registry_judged_by_its_answers(u
     assert float(version.tags["median_error_m"]) == pytest.approx(judged["median_error_m"], rel=1e-5)
 
 
+@pytest.mark.system  # map updates of a trained, published model: the second tier
 def test_update_takes_the_model_from_the_store_or_the_registry_and_publishes_the_next_version(
     updated, tiny_store, new_labels
 ):

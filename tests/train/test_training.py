@@ -88,6 +88,7 @@ def evaluated(resumed):
     return {**resumed, "table": table, "metrics": json.loads((ws / "eval" / "metrics.json").read_text())}
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_training_writes_the_run_folder_and_its_mlflow_run(trained):
     run_dir, run_id, client = trained["run_dir"], trained["run_id"], trained["client"]
     out = trained["out"]
@@ -111,6 +112,7 @@ def test_training_writes_the_run_folder_and_its_mlflow_run(trained):
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 1  # 0-based: the 2nd epoch
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_resumed_run_goes_on_in_the_same_mlflow_run(resumed):
     run_dir, run_id, client = resumed["run_dir"], resumed["run_id"], resumed["client"]
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["epoch"] == 2  # the 3rd epoch
@@ -120,6 +122,7 @@ def test_resumed_run_goes_on_in_the_same_mlflow_run(resumed):
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_export_only_writes_a_model_onnx_runtime_runs(exported):
     # export-only loads the checkpoint and writes a model ONNX Runtime can run
     session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
@@ -140,6 +143,7 @@ def test_export_only_writes_a_model_onnx_runtime_runs(exported):
     assert "weights_sha256" in out
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_evaluation_reports_every_estimator_metric_and_plot(evaluated):
     # evaluation: every estimator, every metric, the plots, and the numbers in the training run
     table, metrics, ws = evaluated["table"], evaluated["metrics"], evaluated["ws"]
@@ -186,6 +190,7 @@ def test_evaluation_reports_every_estimator_metric_and_plot(evaluated):
     assert "test_model_median_error_m" in evaluated["client"].get_run(evaluated["run_id"]).data.metrics
 
 
+@pytest.mark.system  # a training run and what follows it: the second tier
 def test_the_exported_model_evaluates_as_its_checkpoint(evaluated, exported):
     # the same evaluation from the exported model gives the same model numbers
     ws = exported["ws"]
