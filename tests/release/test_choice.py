@@ -275,6 +275,22 @@ def test_a_localizer_worse_than_the_weighted_centroid_away_from_the_labels_is_pa
     assert summary["validation_median_m"]["network"] == network
 
 
+def test_the_map_does_not_give_way_on_calibration_to_a_network_worse_than_the_centroid():
+    from heimdall.release.publish import network_worse_than_centroid
+
+    nll = {"network": 6.0, "map": 6.5, "hybrid": 6.8}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    network = {"median_error_m": 700.0, "median_error_far_m": 2900.0, "n_far": 40}
+    passed_over = choose(
+        _with_medians(fit, {"network": network, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID}), "auto"
+    )
+    assert passed_over.localizer == "map" and network_worse_than_centroid(passed_over)
+    good = {"median_error_m": 600.0, "median_error_far_m": 900.0, "n_far": 40}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    beaten = choose(_with_medians(fit, {"network": good, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID}), "auto")
+    assert not network_worse_than_centroid(beaten)
+
+
 def test_when_every_localizer_is_worse_than_the_centroid_the_closest_is_shipped_and_flagged():
     nll = {"network": 6.0, "map": 6.5, "hybrid": 6.8}
     fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})

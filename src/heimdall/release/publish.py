@@ -26,7 +26,7 @@ from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release import MODEL_NAME
-from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration
+from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration, worse_than
 from heimdall.release.evaluation_set import EvaluationSet, training_rows
 from heimdall.release.export import ExportResult, export_task, metadata_of
 from heimdall.release.judged_answers import Answers
@@ -212,6 +212,15 @@ def ship(
     assert choice is not None
     map_data = attached.path.read_bytes()
     map_judged, instead = judge_map_model(map_data, network.evalset, attached, localizer, network.judged, budget)
+    if map_judged is not None and instead is not None and network_worse_than_centroid(choice):
+        # never give way on calibration to a network the choice found worse than the weighted centroid: the map
+        # model is shipped (the champion rule may keep it a challenger)
+        choice = replace(
+            choice,
+            reason=f"{choice.reason}; the {choice.localizer} {instead}, but the network is worse than the weighted "
+            "centroid on validation: the map model is shipped all the same",
+        )
+        instead = None
     if instead is None:
         metadata = map_model_metadata(network.export.metadata, map_data)
         return Shipped(map_data, metadata, map_judged, choice, attached)
@@ -233,9 +242,10 @@ def judge_map_model(
     network: Judged | None,
     budget: TimeBudget,
 ) -> tuple[Judged | None, str | None]:
-    """(the map-carrying model's own answers on the evaluation set, None) — or (None, why the network is shipped
-    instead): an automatic choice gives way when the champion rule finds the map model miscalibrated there and the
-    network calibrated, or when its evaluation does not finish within the time budget."""
+    """(the map-carrying model's own answers on the evaluation set, None) — or (those answers, or None when they were
+    not computed, and why the network is shipped instead): an automatic choice gives way when the champion rule finds
+    the map model miscalibrated there and the network calibrated, or when its evaluation does not finish within the
+    time budget."""
     if evalset is None:
         return None, None
     try:
@@ -249,11 +259,16 @@ def judge_map_model(
             ) from None
         return None, f"was not judged on the evaluation set within the run's time budget ({exc})"
     if ships_network_instead(localizer, judged.metrics(), network.metrics() if network is not None else None):
-        return None, (
+        return judged, (
             f"fails the champion rule's calibration on the evaluation set ({miscalibration(judged.metrics())}) where "
             "the network passes"
         )
     return judged, None
+
+
+def network_worse_than_centroid(choice: Choice) -> bool:
+    """Whether the choice found the network's validation median error larger than the weighted centroid's."""
+    return bool(choice.centroid) and worse_than(choice.medians.get(NETWORK, {}), choice.centroid)
 
 
 def ships_network_instead(localizer: str, map_metrics: dict | None, network_metrics: dict | None) -> bool:
