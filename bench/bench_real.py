@@ -40,6 +40,7 @@ from heimdall.metrics import error_m
 from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import (
     TEMPERATURES,
+    UNTEMPERED,
     best_exponents,
     calibrating_temperature,
     exponent_nlls,
@@ -196,7 +197,7 @@ def recalibrated_alpha(radio_map, val: Network, noise_db: np.ndarray) -> tuple[f
     alpha, _, _ = best_exponents(exponent_nlls(posts, zero, eye, truth), beta_positive=False)
     scores = temperature_scores(posts, zero, eye, truth, alpha, 0.0)
     k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
-    return alpha / TEMPERATURES[k], TEMPERATURES[k], float(scores[:, 0, 2].mean())
+    return alpha / TEMPERATURES[k], TEMPERATURES[k], float(scores[:, UNTEMPERED, 2].mean())
 
 
 def summary(pred_m: np.ndarray, truth_m: np.ndarray, extra: dict | None = None) -> dict:

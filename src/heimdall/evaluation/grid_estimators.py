@@ -25,6 +25,7 @@ from heimdall.radiomap.batch import Unanswered
 from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import (
     TEMPERATURES,
+    UNTEMPERED,
     best_exponents,
     calibrating_temperature,
     combine,
@@ -174,7 +175,7 @@ def hybrid_exponents(
             "temperature": t,
             "coverage_region50": float(coverage50),
             "coverage_region95": float(coverage95),
-            "coverage_region95_untempered": float(scores[:, 0, 2].mean()),
+            "coverage_region95_untempered": float(scores[:, UNTEMPERED, 2].mean()),
             **_medians(scores[:, k, 3], far),
         }
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])

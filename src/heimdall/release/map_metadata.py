@@ -1,7 +1,7 @@
 """The metadata entry of a map-carrying model that says how its map was fitted and how the hybrid weighs it.
 
 FIT_KEY holds a JSON object: `alpha`, `beta` (the exponents of p_map^α · N_net^β, heimdall.radiomap.hybrid;
-α = 1, β = 0: the map alone), `temperature` (T ≥ 1 chosen on validation so that the regions cover what they claim;
+α = 1, β = 0: the map alone), `temperature` (T chosen on validation so that the regions cover what they claim;
 already applied: alpha and beta are the chosen exponents divided by T, so whoever answers reads only α and β),
 `worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation), and the map's
 provenance (`how`, `labels_used`, `store`, `store_sha256`,
@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 
 from heimdall.errors import HeimdallError
+from heimdall.radiomap.hybrid import TEMPERATURES
 
 FIT_KEY = "radiomap_fit"
+MAX_EXPONENT = 1.0 / min(TEMPERATURES)  # the largest tempered exponent the choice can ship (α, β ≤ 1, T ≥ 0.5)
 
 
 def read_exponents(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> tuple[float, float]:
@@ -26,8 +28,9 @@ def read_exponents(metadata: dict[str, str], where: str, error: type[HeimdallErr
         raise error(
             f"{where}: metadata {FIT_KEY}: missing or without alpha and beta (attach maps with `heimdall map fit`)"
         ) from None
-    if not (0 < alpha <= 1 and 0 <= beta <= 1):
+    if not (0 < alpha <= MAX_EXPONENT and 0 <= beta <= MAX_EXPONENT):
         raise error(
-            f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ 1, 0 ≤ beta ≤ 1"
+            f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ {MAX_EXPONENT:g}, "
+            f"0 ≤ beta ≤ {MAX_EXPONENT:g}"
         )
     return alpha, beta
