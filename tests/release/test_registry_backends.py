@@ -141,7 +141,10 @@ def test_direct_s3_artifact_root(trained, s3, tiny_store, held_out_store, tmp_pa
             assert any(k.endswith("/model.onnx") for k in _objects(s3, direct.bucket))
             assert not (tmp_path / "ws" / "mlartifacts").exists()
             out = tmp_path / "p.csv"
-            assert main(["predict", str(tiny_store), "--quiet", "--tracking-uri", direct.uri, "--out", str(out)]) == 0
+            # the alias the champion rule gave it (champion, or challenger when its calibration was off)
+            alias = MlflowClient(direct.uri).get_model_version(MODEL_NAME, "1").aliases[0]
+            predict = ["predict", str(tiny_store), "--quiet", "--tracking-uri", direct.uri, "--alias", alias]
+            assert main([*predict, "--out", str(out)]) == 0
             assert len(list(csv.DictReader(out.open()))) == 150
     finally:
         direct.stop()
