@@ -273,7 +273,7 @@ def test_team_local_script_trains_signs_publishes_and_serves_behind_authenticati
         # a registry writer without the private key registers another model and points the alias at it: refused
         model = onnx.load(train["model"]["onnx"])
         model.metadata_props.add(key="note", value="registered by someone without the key")
-        forged = register(model.SerializeToString(), None, None, tracking_uri=mlflow_uri, run_id=None)
+        forged = register(model.SerializeToString(), None, tracking_uri=mlflow_uri, run_id=None)
         client.set_registered_model_alias(name, alias, forged.version)
         reload = httpx.post(
             f"{service}/v1/admin/reload", headers={"Authorization": f"Bearer {admin_token}"}, timeout=120

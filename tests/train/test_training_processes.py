@@ -89,7 +89,8 @@ def test_sigkill_mid_epoch_then_resume(store, tmp_path, monkeypatch):
 def test_ddp_two_cpu_processes_then_resume(store, tmp_path):
     run_dir = tmp_path / "ddp"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--threads", "1"]
+    # --log-level debug: Lightning's line naming each rank that joined is library INFO, off the console otherwise
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--threads", "1", "--log-level", "debug"]
     done = subprocess.run(
         _cmd(store, run_dir, uri, *ddp, epochs=1),
         env=_env(tmp_path),
