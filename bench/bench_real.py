@@ -220,7 +220,8 @@ def trained_network(store: Path, work: Path, minutes: float) -> Predict:
                "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--max-time-minutes", f"{minutes:g}",
                *NETWORK_FLAGS]  # fmt: skip
     print(f"  training the network ({minutes:g} min): heimdall {' '.join(command[3:])}", file=sys.stderr)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "HEIMDALL_WORKSPACE": str(work / "workspace")}  # nothing left behind
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return task_predictor(load_task(run / "best.ckpt"))
 
 
