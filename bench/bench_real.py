@@ -1,296 +1,336 @@
 """Localizers on a real, measured network: the POWDER FRS campus data (bench/data/powder_frs, converted from the
 public data set by bench/convert_powder.py; nothing is downloaded).
 
-    python bench/bench_real.py [--labels 100 400 all 0] [--splits random spatial] [--spacing-m 20]
-                               [--time-budget-s 1200] [--max-test 400] [--json OUT]
+    python bench/bench_real.py [--labels all 400 100 0] [--splits spatial random] [--time-budget-s 1800]
+                               [--max-test 400] [--with-network [--network-budget-min 4]] [--json OUT]
 
-For a random and a spatial split (test places at least a gap — heimdall.datasets.place_split, a few hundred metres
-here — from every label) and each number of labels (drawn from the training places; 0: no positions at all), it
-reports the weighted centroid, kNN fingerprinting (k tuned on a validation split), log-distance maximum likelihood,
-the radio map (fitted on the labels, self-calibrated on the recordings without them) and the shipped choice (the
-map with its regions recalibrated on validation — heimdall.radiomap.hybrid.calibrating_temperature — unless it is
-worse than the weighted centroid there, as heimdall.release.choice rules): median and mean error (m), 95 % region
-coverage and mean area, and the ratios to the targets of the shipped localizer (≤ 0.6 × centroid and ≤ 0.9 × the
-best of kNN / log-distance on the spatial split with all labels and with 400; ≤ 1.0 × centroid with none; 95 %
-regions holding the truth 90–97 %). The network (and with it the hybrid) is not trained here.
+The table is imported as a user would (`heimdall import`: heimdall.datasets.power_import.import_table, every
+receiver, co-sited ones included, each reading heard or censored at its receiver's floor, every receiver in its own
+uncalibrated dB); the map's grid, the search grid, the area margin and the field's correlation prior follow the
+network's geometry (heimdall.scale; nothing is set by hand). For a random and a spatial split (test places at least
+a gap — heimdall.datasets.place_split, a few hundred metres here — from every label) and each number of labels (drawn
+from the training places; 0: no positions at all), it reports the weighted centroid, kNN fingerprinting (k tuned on
+a validation split), log-distance maximum likelihood, the radio map (fitted on the labels, self-calibrated on the
+recordings without them) and the shipped localizer: median and mean error (m), 95 % region coverage and mean area,
+and the ratios to the targets (≤ 0.6 × centroid and ≤ 0.9 × the best of kNN / log-distance on the spatial split with
+all labels and with 400; ≤ 1.0 × centroid with none; 95 % regions holding the truth 90–97 %).
 
-The table is read by `read_table`, a small reader of the power-table columns this data set uses; the map's grid
-spacing is given explicitly (--spacing-m) until the grid follows the network's geometry. Receivers at one site
-are kept when the scenario accepts them, else the one with fewer readings is left out (printed).
+The shipped localizer is what `heimdall train` would ship (heimdall.evaluation.grid_estimators.hybrid_exponents on
+the validation split, then heimdall.release.choice.choose, its weighted-centroid check included): with
+--with-network among the network, the map and the hybrid, the network trained here (`heimdall train` on a store
+imported from the case's labels and validation rows, --network-budget-min, a small network) and its and the
+hybrid's rows added; without it the map as `--localizer map` ships it (its regions recalibrated on validation,
+flagged when worse than the centroid there). With no labels there is no validation split: the self-calibrated map
+as fitted.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import gzip
-import io
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_ml, weighted_centroid
 from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m, split_by_place
-from heimdall.geo import LocalFrame
+from heimdall.datasets.power_import import import_table
+from heimdall.datasets.spec import ImportOptions
+from heimdall.evaluation.grid_estimators import hybrid_exponents, measured
+from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.metrics import error_m
-from heimdall.radiomap.fit import Labelled, MapOptions, Measured, fit_radio_map
-from heimdall.radiomap.hybrid import (
-    TEMPERATURES,
-    UNTEMPERED,
-    best_exponents,
-    calibrating_temperature,
-    exponent_nlls,
-    temperature_scores,
-)
-from heimdall.release.choice import worse_than
-from heimdall.scenario.schema import scenario_from_dict
+from heimdall.radiomap.batch import Unanswered
+from heimdall.radiomap.fit import MapOptions, fit_radio_map
+from heimdall.radiomap.hybrid import combine
+from heimdall.release.choice import AUTO, HYBRID, MAP, NETWORK, choose
+from heimdall.scenario.domain import Scenario
 
 DATA = Path(__file__).parent / "data/powder_frs/single_tx.csv.gz"
 TARGET_CENTROID, TARGET_CLASSICAL, TARGET_UNLABELLED = 0.6, 0.9, 1.0
 COVERAGE_BAND = (0.90, 0.97)
 K_CHOICES = (1, 2, 3, 5, 8, 12, 20, 30)
-SIGMA_SPREAD_DB = 8.0  # the scenario's shadowing prior for a campus (until it follows the geometry)
+CHI2_95_2D = 5.991  # the 95 % quantile of χ² with 2 degrees of freedom: the network's 95 % ellipse
+NETWORK_FLAGS = ("--d-model", "64", "--n-layers", "2", "--threads", "2", "--batch-size", "128", "--no-export")
 
 
-@dataclass
-class Network:
-    """The table as arrays: power [n, R] dB (NaN: not recording), labels [n, 2] m, receivers [R, 2] m."""
+def imported(data: Path, work: Path) -> tuple[TestSet, np.ndarray, Path]:
+    """The table imported into one store (every transmission in train.h5): its transmissions as a TestSet, their
+    ids [n] and the decompressed table (for the network's stores)."""
+    table = work / "single_tx.csv"
+    with gzip.open(data, "rb") if data.suffix == ".gz" else open(data, "rb") as f:
+        table.write_bytes(f.read())
+    store = work / "store"
+    t0 = time.monotonic()
+    summary, _ = import_table(table, store, None, ImportOptions(fractions=(1.0, 0.0, 0.0)))
+    print(f"imported {summary.n_rows} rows, {summary.splits['train']} transmissions in {time.monotonic() - t0:.1f} s",
+          file=sys.stderr)  # fmt: skip
+    import h5py
 
-    power_db: np.ndarray
-    position_m: np.ndarray
-    rx_position_m: np.ndarray
-    rx_ids: list[str]
-    rx_lat_lon: np.ndarray
-    frame: LocalFrame
-
-    @property
-    def heard(self) -> np.ndarray:
-        return np.isfinite(self.power_db)
-
-    def rows(self, idx: np.ndarray) -> Network:
-        return Network(
-            self.power_db[idx], self.position_m[idx], self.rx_position_m, self.rx_ids, self.rx_lat_lon, self.frame
-        )
+    with h5py.File(store / "train.h5", "r") as f:
+        ids = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in f["meta/collection"][:]])
+    return load_test_set(store / "train.h5"), ids, table
 
 
-def read_table(path: Path) -> Network:
-    """The power table (transmission, receiver, receiver_lat/lon, power_db, lat, lon) as arrays; swapped for
-    `heimdall import` once the importer reads power tables."""
-    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
-        rows = list(csv.DictReader(io.StringIO(f.read())))
-    tx_ids = list(dict.fromkeys(r["transmission"] for r in rows))
-    rx_ids = list(dict.fromkeys(r["receiver"] for r in rows))
-    t_index, r_index = {t: i for i, t in enumerate(tx_ids)}, {r: i for i, r in enumerate(rx_ids)}
-    power = np.full((len(tx_ids), len(rx_ids)), np.nan)
-    label = np.zeros((len(tx_ids), 2))
-    rx_ll = np.zeros((len(rx_ids), 2))
-    for r in rows:
-        t, k = t_index[r["transmission"]], r_index[r["receiver"]]
-        power[t, k] = float(r["power_db"])
-        label[t] = float(r["lat"]), float(r["lon"])
-        rx_ll[k] = float(r["receiver_lat"]), float(r["receiver_lon"])
-    frame = LocalFrame(float(rx_ll[:, 0].mean()), float(rx_ll[:, 1].mean()))
-    return Network(
-        power, frame.to_local(label[:, 0], label[:, 1]), frame.to_local(rx_ll[:, 0], rx_ll[:, 1]), rx_ids, rx_ll, frame
+def rows(t: TestSet, idx: np.ndarray) -> TestSet:
+    """The transmissions idx of t."""
+    return dataclasses.replace(
+        t,
+        features=t.features[idx],
+        heard=t.heard[idx],
+        present=t.present[idx],
+        target_m=t.target_m[idx],
+        tx_height_m=None if t.tx_height_m is None else t.tx_height_m[idx],
     )
 
 
-def one_per_site(net: Network, min_apart_m: float = 100.0) -> Network:
-    """Receivers closer than min_apart_m to one with more readings left out (the scenario refuses them today)."""
-    order = np.argsort(-net.heard.sum(axis=0))
-    kept: list[int] = []
-    for k in order:
-        if all(np.hypot(*(net.rx_position_m[k] - net.rx_position_m[j])) >= min_apart_m for j in kept):
-            kept.append(int(k))
-    kept.sort()
-    dropped = [net.rx_ids[k] for k in range(len(net.rx_ids)) if k not in kept]
-    if dropped:
-        print(f"left out (same site as a receiver with more readings): {', '.join(dropped)}", file=sys.stderr)
-    return Network(
-        net.power_db[:, kept],
-        net.position_m,
-        net.rx_position_m[kept],
-        [net.rx_ids[k] for k in kept],
-        net.rx_lat_lon[kept],
-        net.frame,
-    )
+def scenario_of(t: TestSet) -> Scenario:
+    assert t.scenario is not None  # an imported store has its scenario
+    return t.scenario
 
 
-def scenario_of(net: Network, margin_m: float):  # noqa: ANN201  (heimdall.scenario.domain.Scenario)
-    """A campus scenario: the receivers (no calibration known), a margin around them, campus-scale shadowing."""
-    receivers = [
-        {"id": rid, "lat": float(ll[0]), "lon": float(ll[1]), "antenna_height_m": 15, "noise_figure_db": 6}
-        for rid, ll in zip(net.rx_ids, net.rx_lat_lon, strict=True)
-    ]
-    return scenario_from_dict(
-        {
-            "name": "powder-frs",
-            "description": "POWDER FRS campus network (University of Utah), fixed receivers",
-            "frequency_hz": 462.7e6,
-            "receivers": receivers,
-            "area": {"margin_m": margin_m},
-            "transmitter": {"power_dbm": [20, 33], "antenna_height_m": [1, 3], "mobile_fraction": 1.0},
-            "environment": {
-                "shadowing": {
-                    "mode": "fixed",
-                    "components": [
-                        {"sigma_db": SIGMA_SPREAD_DB, "correlation_m": 300},
-                        {"sigma_db": 4.0, "correlation_m": 60},
-                    ],
-                }
-            },
-            "receiver_chain": {"min_receivers": 1},
-        }
-    )
+def fingerprints(t: TestSet, floor_db: np.ndarray) -> np.ndarray:
+    """Float [n, R]: the powers, the receiver's lowest stored power where it was not recording."""
+    return np.where(t.present > 0, t.power_dbm, floor_db)
 
 
-def measured(net: Network, noise_db: np.ndarray) -> Measured:
-    """The map's inputs: each receiver's lowest reading stands for its noise (the data give no floor)."""
-    present = net.heard
-    power = np.where(present, net.power_db, noise_db)
-    noise = np.broadcast_to(noise_db, power.shape).copy()
-    return Measured(power - noise, noise, present)
-
-
-def knn(train: Network, query: Network, k: int, floor_db: np.ndarray) -> np.ndarray:
-    """kNN fingerprinting: the mean label of the k training fingerprints nearest in dB (unrecorded → floor)."""
+def knn(train: TestSet, query: TestSet, k: int, floor_db: np.ndarray) -> np.ndarray:
+    """kNN fingerprinting: the mean label of the k training fingerprints nearest in dB."""
     from scipy.spatial import cKDTree
 
-    a = np.where(train.heard, train.power_db, floor_db)
-    b = np.where(query.heard, query.power_db, floor_db)
+    a, b = fingerprints(train, floor_db), fingerprints(query, floor_db)
     _, idx = cKDTree(a).query(b, k=min(k, len(a)))
-    idx = idx.reshape(len(b), -1)
-    return train.position_m[idx].mean(axis=1)
+    return train.target_m[idx.reshape(len(b), -1)].mean(axis=1)
 
 
-def tuned_knn(train: Network, val: Network, floor_db: np.ndarray) -> int:
+def tuned_knn(train: TestSet, val: TestSet, floor_db: np.ndarray) -> int:
     """The k of K_CHOICES with the lowest median validation error."""
-    return min(K_CHOICES, key=lambda k: float(np.median(error_m(knn(train, val, k, floor_db), val.position_m))))
+    return min(K_CHOICES, key=lambda k: float(np.median(error_m(knn(train, val, k, floor_db), val.target_m))))
 
 
-def map_answers(radio_map, net: Network, noise_db: np.ndarray, alpha: float) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Mean [n, 2], whether the truth is in the 95 % region [n], its area km² [n], of the map tempered by α."""
-    from heimdall.radiomap.hybrid import combine
-
-    m = measured(net, noise_db)
+def grid_answers(
+    radio_map, t: TestSet, net_mean: np.ndarray, net_cov: np.ndarray, alpha: float, beta: float
+) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Mean [n, 2], truth in the 95 % region [n], its area km² [n], of p_map^α · N_net^β (NaN: unanswered)."""
+    m = measured(t)
     mean, inside, area = np.full((len(m), 2), np.nan), np.zeros(len(m), bool), np.full(len(m), np.nan)
-    zero, eye = np.zeros(2), np.eye(2)
-    for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present)):
-        if not hasattr(p, "mean_m"):
+    for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present, None, m.heard)):
+        if isinstance(p, Unanswered):
             continue
-        q = combine(p, zero, eye, alpha, 0.0) if alpha != 1.0 else p
-        mean[i], inside[i], area[i] = q.mean_m, q.in_hpd(net.position_m[i][None], 0.95)[0], q.hpd_area_km2(0.95)
+        q = p if (alpha, beta) == (1.0, 0.0) else combine(p, net_mean[i], net_cov[i], alpha, beta)
+        mean[i], inside[i], area[i] = q.mean_m, q.in_hpd(t.target_m[i][None], 0.95)[0], q.hpd_area_km2(0.95)
     return {"mean": mean, "inside": inside, "area": area}
 
 
-def recalibrated_alpha(radio_map, val: Network, noise_db: np.ndarray) -> tuple[float, float, float]:  # noqa: ANN001
-    """(α tempered, temperature, untempered 95 % coverage) of the map on validation, as the choice picks them."""
-    m = measured(val, noise_db)
-    answered = [(i, p) for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present))]
-    posts = [p for _, p in answered if hasattr(p, "mean_m")]
-    truth = val.position_m[[i for i, p in answered if hasattr(p, "mean_m")]]
-    zero, eye = np.zeros((len(posts), 2)), np.tile(np.eye(2), (len(posts), 1, 1))
-    alpha, _, _ = best_exponents(exponent_nlls(posts, zero, eye, truth), beta_positive=False)
-    scores = temperature_scores(posts, zero, eye, truth, alpha, 0.0)
-    k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
-    return alpha / TEMPERATURES[k], TEMPERATURES[k], float(scores[:, UNTEMPERED, 2].mean())
+def gaussian_answers(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """The network's answers as grid_answers gives them: its 95 % ellipse's coverage and area."""
+    d = truth - mean
+    maha = np.einsum("ni,nij,nj->n", d, np.linalg.inv(cov), d)
+    area = np.pi * CHI2_95_2D * np.sqrt(np.linalg.det(cov)) / 1e6
+    return {"mean": mean, "inside": maha <= CHI2_95_2D, "area": area}
 
 
 def summary(pred_m: np.ndarray, truth_m: np.ndarray, extra: dict | None = None) -> dict:
+    """Median and mean error (m) of the answered transmissions (`answered`: their share, when not all)."""
     err = error_m(pred_m, truth_m)
-    err = err[np.isfinite(err)]
-    return {"median_m": float(np.median(err)), "mean_m": float(np.mean(err)), **(extra or {})}
+    answered = np.isfinite(err)
+    if not answered.any():
+        return {"median_m": float("nan"), "mean_m": float("nan"), "answered": 0.0, **(extra or {})}
+    share = {} if answered.all() else {"answered": float(answered.mean())}
+    return {
+        "median_m": float(np.median(err[answered])),
+        "mean_m": float(np.mean(err[answered])),
+        **share,
+        **(extra or {}),
+    }
+
+
+def region_summary(answers: dict[str, np.ndarray], truth_m: np.ndarray, extra: dict | None = None) -> dict:
+    return summary(
+        answers["mean"],
+        truth_m,
+        {
+            "coverage95": float(answers["inside"].mean()),
+            "area95_km2": float(np.nanmean(answers["area"])) if np.isfinite(answers["area"]).any() else float("nan"),
+            **(extra or {}),
+        },
+    )
+
+
+def progress(what: str, start: float):  # noqa: ANN201  (heimdall.budget.Progress)
+    """A Progress printing `what`'s stages to stderr, at most every 10 s."""
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 10 or done == total:
+            last[0] = now
+            print(f"[{now - start:6.0f} s]   {what} {stage} {done}/{total}", file=sys.stderr)
+
+    return report
+
+
+def flat_network(scenario: Scenario) -> Predict:
+    """Without a network: a Gaussian at the area's centre as wide as the area (the map's candidates, β = 0, do not
+    read it; it only fills hybrid_exponents' network slot)."""
+    e0, n0, e1, n1 = scenario.area_bounds_m()
+    centre, side = np.array([(e0 + e1) / 2, (n0 + n1) / 2]), max(e1 - e0, n1 - n0)
+
+    def predict(t: TestSet) -> tuple[np.ndarray, np.ndarray]:
+        return np.tile(centre, (len(t.target_m), 1)), np.tile(np.eye(2) * side**2, (len(t.target_m), 1, 1))
+
+    return predict
+
+
+def case_store(
+    table: Path, ids: np.ndarray, labels: np.ndarray, val: np.ndarray, scenario: Scenario, work: Path
+) -> Path:
+    """A store imported (`heimdall import`, the network's scenario) from the table's rows of the transmissions
+    `labels` (train.h5) and `val` (val.h5)."""
+    import pandas as pd
+
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    store = work / "network-store"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir()
+    for split, idx, fractions in (("train", labels, (1.0, 0.0, 0.0)), ("val", val, (0.0, 1.0, 0.0))):
+        part = work / f"{split}.csv"
+        frame[frame["transmission"].isin(set(ids[idx]))].to_csv(part, index=False)
+        import_table(part, work / f"import-{split}", scenario, ImportOptions(fractions=fractions, overwrite=True))
+        shutil.move(work / f"import-{split}" / f"{split}.h5", store / f"{split}.h5")
+    return store
+
+
+def trained_network(store: Path, work: Path, minutes: float) -> Predict:
+    """`heimdall train` of a small network (`minutes` of budget, no export) on the store; its best checkpoint's
+    predictions."""
+    from heimdall.evaluation.evaluate import task_predictor
+    from heimdall.train.task import load_task
+
+    run = work / "network-run"
+    shutil.rmtree(run, ignore_errors=True)
+    command = [sys.executable, "-m", "heimdall", "train", "--data-dir", str(store), "--checkpoint-dir", str(run),
+               "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--max-time-minutes", f"{minutes:g}",
+               *NETWORK_FLAGS]  # fmt: skip
+    print(f"  training the network ({minutes:g} min): heimdall {' '.join(command[3:])}", file=sys.stderr)
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "HEIMDALL_WORKSPACE": str(work / "workspace")}  # nothing left behind
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    return task_predictor(load_task(run / "best.ckpt"))
 
 
 def run_case(
-    net: Network, split: str, n_labels: int | None, args: argparse.Namespace, deadline: float, rng: np.random.Generator
+    net: TestSet,
+    ids: np.ndarray,
+    table: Path,
+    split: str,
+    n_labels: int | None,
+    args: argparse.Namespace,
+    deadline: float,
+    start: float,
+    work: Path,
 ) -> dict:
     """Every localizer on one split and number of labels (None: all)."""
+    rng = np.random.default_rng(args.seed)
     block, gap = place_scales_m(net.rx_position_m)
     if split == "spatial":
-        outer = split_by_place(net.position_m, 0.15, block, gap, seed=args.seed)
+        outer = split_by_place(net.target_m, 0.15, block, gap, seed=args.seed)
         pool, test = outer.train, outer.val
     else:
-        perm = rng.permutation(len(net.position_m))
+        perm = rng.permutation(len(net.target_m))
         test, pool = perm[: len(perm) // 4], perm[len(perm) // 4 :]
     test = rng.permutation(test)[: args.max_test]
-    # validation for k and the temperature: split the training places the same way
+    # validation for k, the exponents and the temperature: split the training places the same way
     if split == "spatial":
-        inner = split_by_place(net.position_m[pool], 0.15, block, gap, seed=args.seed + 1)
+        inner = split_by_place(net.target_m[pool], 0.15, block, gap, seed=args.seed + 1)
         train_pool, val = pool[inner.train], pool[inner.val]
     else:
         perm = rng.permutation(pool)
         val, train_pool = perm[: len(perm) // 6], perm[len(perm) // 6 :]
     val = val[: args.max_test]
     labels = train_pool if n_labels is None else rng.permutation(train_pool)[:n_labels]
-    tr, va, te = net.rows(labels), net.rows(val), net.rows(test)
-    floor_db = np.nanmin(net.power_db, axis=0)
+    tr, va, te = rows(net, labels), rows(net, val), rows(net, test)
+    scenario = scenario_of(net)
+    floor_db = np.where(net.present > 0, net.power_dbm, np.inf).min(axis=0)
+    e0, n0, e1, n1 = scenario.area_bounds_m()
+    east, north = te.target_m.T
     case = {
         "split": split,
         "labels": len(labels) if n_labels != 0 else 0,
         "n_test": len(test),
-        "test_gap_m": float(distance_to_nearest_m(te.position_m, tr.position_m).min()) if n_labels != 0 else None,
+        "test_outside_area": int(((east < e0) | (east > e1) | (north < n0) | (north > n1)).sum()),
+        "test_gap_m": float(distance_to_nearest_m(te.target_m, tr.target_m).min()) if n_labels != 0 else None,
     }
     out: dict[str, dict] = {}
-    out["weighted_centroid"] = summary(weighted_centroid(te.power_db, te.heard, net.rx_position_m), te.position_m)
-    centroid_val = summary(weighted_centroid(va.power_db, va.heard, net.rx_position_m), va.position_m)
-    bounds = scenario_of(net, args.margin_m).area_bounds_m()
-    grid = Grid(bounds, args.spacing_m * 2)
+    out["weighted_centroid"] = summary(weighted_centroid(te.power_dbm, te.heard, net.rx_position_m), te.target_m)
+    grid = Grid(scenario.area_bounds_m(), scenario.scale.search_spacing_m)
     if n_labels != 0:
         k = tuned_knn(tr, va, floor_db)
-        out["knn"] = summary(knn(tr, te, k, floor_db), te.position_m, {"k": k})
-        fit = fit_log_distance(tr.power_db, tr.heard, tr.position_m, net.rx_position_m)
+        out["knn"] = summary(knn(tr, te, k, floor_db), te.target_m, {"k": k})
+        fit = fit_log_distance(tr.power_dbm, tr.heard, tr.target_m, net.rx_position_m)
         model = log_distance_model(net.rx_position_m, fit.exponent, fit.offsets_db)
     else:
         fit, model = None, log_distance_model(net.rx_position_m, 3.0)
-    pos, _ = rss_ml(np.nan_to_num(te.power_db), te.heard, model, grid, fit.sigma_db if fit else 8.0)
-    out["log_distance_ml"] = summary(pos, te.position_m, {"exponent": fit.exponent if fit else 3.0})
+    pos, _ = rss_ml(te.power_dbm, te.heard, model, grid, fit.sigma_db if fit else 8.0)
+    out["log_distance_ml"] = summary(pos, te.target_m, {"exponent": fit.exponent if fit else 3.0})
     if time.monotonic() > deadline:
         return case | {"results": out, "cut": "time budget spent before the map"}
-    scenario = scenario_of(net, args.margin_m)
     budget = max(deadline - time.monotonic(), 30.0)
-    options = MapOptions(spacing_m=args.spacing_m, time_budget_s=min(budget * 0.6, args.fit_budget_s))
+    options = MapOptions(time_budget_s=min(budget * 0.5, args.fit_budget_s))
     t0 = time.monotonic()
-    noise_db = floor_db
+    on_progress = progress("map fit", start)
     if n_labels != 0:
-        m = measured(tr, noise_db)
-        radio_map = fit_radio_map(scenario, Labelled(m.snr_db, m.noise_dbm, m.present, tr.position_m), options=options)
+        radio_map = fit_radio_map(scenario, measured(tr).labelled(tr.target_m), None, options, on_progress)
     else:  # self-calibrated on the recordings (test and validation), positions unused
-        radio_map = fit_radio_map(scenario, None, measured(net.rows(np.concatenate([val, test])), noise_db), options)
+        radio_map = fit_radio_map(
+            scenario, None, measured(rows(net, np.concatenate([val, test]))), options, on_progress
+        )
     fit_s = time.monotonic() - t0
-    answers = map_answers(radio_map, te, noise_db, 1.0)
-    out["radio_map"] = summary(
-        answers["mean"],
-        te.position_m,
+    no_net = np.zeros((len(test), 2)), np.tile(np.eye(2), (len(test), 1, 1))
+    answers = grid_answers(radio_map, te, *no_net, 1.0, 0.0)
+    out["radio_map"] = region_summary(answers, te.target_m, {"fit_s": fit_s, "spacing_m": radio_map.grid.spacing_m})
+    if n_labels == 0:  # no validation split: the self-calibrated map as fitted is what ships
+        out["shipped"] = out["radio_map"] | {"localizer": "map (no labels: not compared)"}
+        return case | {"results": out, "ratios": ratios(out, n_labels)}
+    predict, forced = flat_network(scenario), MAP
+    if args.with_network and deadline - time.monotonic() > args.network_budget_min * 60 + 120:
+        predict = trained_network(case_store(table, ids, labels, val, scenario, work), work, args.network_budget_min)
+        forced = AUTO
+    elif args.with_network:
+        print("  time budget too short to train the network: not trained", file=sys.stderr)
+    fit_entry = hybrid_exponents(radio_map, va, predict, progress("validation", start), None, tr.target_m)
+    choice = choose(fit_entry, forced)
+    net_mean, net_cov = predict(te)
+    if forced == AUTO:
+        out["network"] = region_summary(gaussian_answers(net_mean, net_cov, te.target_m), te.target_m)
+        cand = fit_entry["candidates"][HYBRID]
+        out["hybrid"] = region_summary(
+            grid_answers(radio_map, te, net_mean, net_cov, cand["alpha"], cand["beta"]), te.target_m,
+            {"alpha": cand["alpha"], "beta": cand["beta"], "temperature": cand["temperature"]},
+        )  # fmt: skip
+    if choice.localizer == NETWORK:
+        shipped = gaussian_answers(net_mean, net_cov, te.target_m)
+    else:
+        alpha, beta = choice.exponents[choice.localizer]
+        shipped = grid_answers(radio_map, te, net_mean, net_cov, alpha, beta)
+    out["shipped"] = region_summary(
+        shipped,
+        te.target_m,
         {
-            "coverage95": float(answers["inside"].mean()),
-            "area95_km2": float(np.nanmean(answers["area"])),
-            "fit_s": fit_s,
+            "localizer": choice.localizer + (" (worse than the centroid on validation: flagged)"
+                                             if choice.worse_than_centroid else ""),
+            "temperature": choice.temperature.get(choice.localizer),
+            "val_medians_m": choice.medians.get(choice.localizer),
+            "centroid_val_medians_m": choice.centroid,
+            "reason": choice.reason,
         },
-    )
-    alpha, temperature, untempered = recalibrated_alpha(radio_map, va, noise_db)
-    shipped = map_answers(radio_map, te, noise_db, alpha)
-    val_map = map_answers(radio_map, va, noise_db, alpha)
-    val_medians = {"median_error_m": float(np.nanmedian(error_m(val_map["mean"], va.position_m)))}
-    flagged = worse_than(val_medians, {"median_error_m": centroid_val["median_m"]})
-    out["shipped"] = summary(
-        shipped["mean"],
-        te.position_m,
-        {
-            "localizer": "map (worse than the centroid on validation: flagged)" if flagged else "map",
-            "val_median_m": val_medians["median_error_m"],
-            "centroid_val_median_m": centroid_val["median_m"],
-            "alpha": alpha,
-            "temperature": temperature,
-            "val_coverage95_untempered": untempered,
-            "coverage95": float(shipped["inside"].mean()),
-            "area95_km2": float(np.nanmean(shipped["area"])),
-        },
-    )
+    )  # fmt: skip
     return case | {"results": out, "ratios": ratios(out, n_labels)}
 
 
@@ -299,25 +339,27 @@ def ratios(out: dict, n_labels: int | None) -> dict:
     r = {"shipped/centroid": shipped / out["weighted_centroid"]["median_m"]}
     best = min(out[k]["median_m"] for k in ("knn", "log_distance_ml") if k in out)
     r["shipped/best classical"] = shipped / best
-    target = TARGET_UNLABELLED if n_labels == 0 else TARGET_CENTROID
-    r["centroid target"] = target
+    r["centroid target"] = TARGET_UNLABELLED if n_labels == 0 else TARGET_CENTROID
     r["coverage95 in band"] = COVERAGE_BAND[0] <= out["shipped"]["coverage95"] <= COVERAGE_BAND[1]
     return r
 
 
 def print_case(case: dict) -> None:
     gap = "no labels" if case["test_gap_m"] is None else f"closest test place to a label: {case['test_gap_m']:.0f} m"
-    print(f"\n{case['split']} split, {case['labels']} labels, {case['n_test']} test ({gap})")
+    outside = f"{case['test_outside_area']} outside the map's area"
+    print(f"\n{case['split']} split, {case['labels']} labels, {case['n_test']} test ({gap}; {outside})")
     print(f"  {'localizer':20s} {'median m':>9s} {'mean m':>9s} {'cover95':>8s} {'area95 km²':>11s}")
     for name, s in case["results"].items():
         cov = f"{s['coverage95']:.0%}" if "coverage95" in s else ""
         area = f"{s['area95_km2']:.3f}" if "area95_km2" in s else ""
         note = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k not in
-                ("median_m", "mean_m", "coverage95", "area95_km2")}  # fmt: skip
+                ("median_m", "mean_m", "coverage95", "area95_km2", "reason")}  # fmt: skip
         print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s} {area:>11s}  {note or ''}")
     if "ratios" in case:
         print("  ratios: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in case["ratios"].items()))  # fmt: skip
+    if "reason" in case["results"].get("shipped", {}):
+        print(f"  choice: {case['results']['shipped']['reason']}")
 
 
 def main() -> None:
@@ -325,33 +367,38 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--labels", nargs="+", default=["all", "400", "100", "0"])
     parser.add_argument("--splits", nargs="+", default=["spatial", "random"])
-    parser.add_argument("--spacing-m", type=float, default=20.0)
-    parser.add_argument("--margin-m", type=float, default=600.0)
     parser.add_argument("--max-test", type=int, default=400, help="test (and validation) transmissions at most")
-    parser.add_argument("--time-budget-s", type=float, default=1200.0)
+    parser.add_argument("--time-budget-s", type=float, default=1800.0)
     parser.add_argument("--fit-budget-s", type=float, default=240.0, help="each map fit's time budget at most")
+    parser.add_argument("--with-network", action="store_true", help="train the network and weigh the hybrid")
+    parser.add_argument("--network-budget-min", type=float, default=4.0, help="each network's training budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     start = time.monotonic()
     deadline = start + args.time_budget_s
-    net = one_per_site(read_table(args.data))
-    block, gap = place_scales_m(net.rx_position_m)
-    print(f"{len(net.position_m)} transmissions, {len(net.rx_ids)} receivers; spatial blocks {block:.0f} m, "
-          f"gap {gap:.0f} m; map grid {args.spacing_m:g} m", file=sys.stderr)  # fmt: skip
-    cases = []
-    for split in args.splits:
-        for labels in args.labels:
-            if time.monotonic() > deadline:
-                print(f"time budget spent: {split} with {labels} labels not run", file=sys.stderr)
-                continue
-            n = None if labels == "all" else int(labels)
-            print(f"[{time.monotonic() - start:6.0f} s] {split} split, {labels} labels …", file=sys.stderr)
-            case = run_case(net, split, n, args, deadline, np.random.default_rng(args.seed))
-            print_case(case)
-            cases.append(case)
+    with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
+        work = Path(tmp)
+        net, ids, table = imported(args.data, work)
+        scale = scenario_of(net).scale
+        block, gap = place_scales_m(net.rx_position_m)
+        print(f"{len(net.target_m)} transmissions, {net.rx_position_m.shape[0]} receivers; receiver spacing "
+              f"{scale.spacing_m:.0f} m, margin {scale.margin_m:.0f} m, map grid {scale.map_spacing_m:g} m, search "
+              f"grid {scale.search_spacing_m:g} m; spatial blocks {block:.0f} m, gap {gap:.0f} m",
+              file=sys.stderr)  # fmt: skip
+        cases = []
+        for split in args.splits:
+            for labels in args.labels:
+                if time.monotonic() > deadline:
+                    print(f"time budget spent: {split} with {labels} labels not run", file=sys.stderr)
+                    continue
+                n = None if labels == "all" else int(labels)
+                print(f"[{time.monotonic() - start:6.0f} s] {split} split, {labels} labels …", file=sys.stderr)
+                case = run_case(net, ids, table, split, n, args, deadline, start, work)
+                print_case(case)
+                cases.append(case)
     if args.json:
-        args.json.write_text(json.dumps(cases, indent=1))
+        args.json.write_text(json.dumps(cases, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@
 UPSTREAM: a checkout of https://github.com/mhrafi66/wireless_localization_frs_uofu, or a bare clone of it (read
 with `git show HEAD:…`). Reads Separated_Dataset_CSV/single_tx.csv (one transmitter per row: the RSS each receiver
 measured, −101 where the receiver was not recording, the transmitter's GPS position in tx_x_coord = latitude and
-tx_y_coord = longitude) and Separated_Dataset_CSV/location_coordinates.json (the fixed receivers' latitude and
-longitude; None for the receivers on campus shuttles). Writes one row per (transmission, fixed receiver that was
-recording) with the power table's columns `transmission, time, receiver, receiver_lat, receiver_lon, power_db, lat,
-lon, frequency_hz` — no status column: every row is a power, heard by default; readings near a receiver's own noise
-floor are kept as values (the data set gives no floor). The powers are in each receiver's own uncalibrated dB
-scale (power_db), rounded to 0.01 dB; receivers not recording are left out of that transmission's rows; the
-shuttles' receivers (bus-*, moving, their position per row) are left out. Times are the data set's timestamps as
-given (no offset in the source).
+tx_y_coord = longitude), Separated_Dataset_CSV/location_coordinates.json (the fixed receivers' latitude and
+longitude; None for the receivers on campus shuttles) and Separated_Dataset_JSON/all_data/no_tx.json (what the
+receivers read with no transmitter on air). Writes one row per (transmission, fixed receiver that was recording)
+with the power table's columns `transmission, time, receiver, receiver_lat, receiver_lon, power_db, floor_db, lat,
+lon, frequency_hz` — no status column: every row is a power; a receiver's floor_db is the highest power it read with
+no transmitter on air (a reading at or below it cannot be told from noise: the importer reads it as not heard),
+empty for the receivers the no-transmitter file does not hold (the importer then takes their lowest reading). The
+powers are in each receiver's own uncalibrated dB scale (power_db), rounded to 0.01 dB; receivers not recording are
+left out of that transmission's rows; the shuttles' receivers (bus-*, moving, their position per row) are left out.
+Times are the data set's timestamps as given (no offset in the source).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ast
 import csv
 import gzip
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -29,7 +32,11 @@ NOT_RECORDING = -101.0  # the data set's value for a receiver that was not recor
 FREQUENCY_HZ = 462.7e6
 SOURCE_CSV = "Separated_Dataset_CSV/single_tx.csv"
 SOURCE_RECEIVERS = "Separated_Dataset_CSV/location_coordinates.json"
-COLUMNS = ("transmission", "time", "receiver", "receiver_lat", "receiver_lon", "power_db", "lat", "lon", "frequency_hz")
+SOURCE_NO_TX = "Separated_Dataset_JSON/all_data/no_tx.json"
+COLUMNS = (
+    "transmission", "time", "receiver", "receiver_lat", "receiver_lon", "power_db", "floor_db", "lat", "lon",
+    "frequency_hz",
+)  # fmt: skip
 MAX_SOURCE_BYTES = 64 * 2**20
 
 
@@ -55,8 +62,24 @@ def fixed_receivers(text: str) -> dict[str, tuple[float, float]]:
     return {str(k): (float(v[0]), float(v[1])) for k, v in table.items() if v is not None}
 
 
-def convert(measurements: str, receivers: dict[str, tuple[float, float]]) -> tuple[list[list[str]], int]:
-    """The table's rows (without header) and the number of transmissions."""
+def noise_ceilings(text: str) -> dict[str, float]:
+    """Receiver id → the highest power (dB) it read with no transmitter on air (no_tx.json: timestamp →
+    {"rx_data": [[power, lat, lon, receiver], …]}; −101, not recording, left out)."""
+    table = json.loads(text)
+    if not isinstance(table, dict):
+        raise SystemExit(f"{SOURCE_NO_TX}: expected an object of timestamp → readings")
+    ceilings: dict[str, float] = {}
+    for record in table.values():
+        for power, _lat, _lon, rx in record["rx_data"]:
+            if float(power) != NOT_RECORDING:
+                ceilings[str(rx)] = max(ceilings.get(str(rx), float("-inf")), float(power))
+    return ceilings
+
+
+def convert(
+    measurements: str, receivers: dict[str, tuple[float, float]], floors: dict[str, float]
+) -> tuple[list[list[str]], int]:
+    """The table's rows (without header) and the number of transmissions; floors: receiver id → floor (dB)."""
     rows, n = [], 0
     for k, record in enumerate(csv.DictReader(io.StringIO(measurements))):
         lat, lon = float(record["tx_x_coord"]), float(record["tx_y_coord"])  # named x, y; latitude, longitude
@@ -68,7 +91,8 @@ def convert(measurements: str, receivers: dict[str, tuple[float, float]]) -> tup
         n += 1
         for rx, power in heard:
             rx_lat, rx_lon = receivers[rx]
-            rows.append([f"tx{k:05d}", time, rx, f"{rx_lat:.8f}", f"{rx_lon:.8f}", f"{power:.2f}",
+            floor = f"{floors[rx]:.2f}" if rx in floors else ""
+            rows.append([f"tx{k:05d}", time, rx, f"{rx_lat:.8f}", f"{rx_lon:.8f}", f"{power:.2f}", floor,
                          f"{lat:.8f}", f"{lon:.8f}", f"{FREQUENCY_HZ:.0f}"])  # fmt: skip
     return rows, n
 
@@ -79,7 +103,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data/powder_frs/single_tx.csv.gz")
     args = parser.parse_args()
     receivers = fixed_receivers(read_upstream(args.upstream, SOURCE_RECEIVERS))
-    rows, n = convert(read_upstream(args.upstream, SOURCE_CSV), receivers)
+    floors = noise_ceilings(read_upstream(args.upstream, SOURCE_NO_TX))
+    rows, n = convert(read_upstream(args.upstream, SOURCE_CSV), receivers, floors)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(COLUMNS)

@@ -198,3 +198,23 @@ def test_self_calibration_learns_an_uncalibrated_receivers_offset(split):
         a = answers_of(m, data.snr_db, data.noise_dbm, data.present, test.position_m)
         err[name] = float(np.median(np.linalg.norm(a.mean_m - test.position_m, axis=1)))
     assert err["shifted"] <= 1.15 * err["plain"] + 1_000.0
+
+
+def test_self_calibration_with_every_receiver_uncalibrated(split):
+    """No labels and no receiver in dBm (every one in its own scale, one of them 37 dB off): self-calibration still
+    calibrates (the first posteriors read the receivers as dBm) and locates about as well as with all calibrated."""
+    scenario, train, test = split
+    r = 2
+
+    def all_uncalibrated(data: Labelled) -> Labelled:
+        return dataclasses.replace(_shifted(data, r), power_calibrated=np.zeros(data.snr_db.shape[1], bool))
+
+    plain = fit_radio_map(scenario, None, train.unlabelled(), COARSE)
+    shifted = fit_radio_map(scenario, None, all_uncalibrated(train).unlabelled(), COARSE)
+    assert shifted.info["kind"] == "self-calibrated" and "left_out" not in shifted.info
+    t = all_uncalibrated(test)
+    err = {}
+    for name, m, data in (("plain", plain, test), ("shifted", shifted, t)):
+        a = answers_of(m, data.snr_db, data.noise_dbm, data.present, test.position_m)
+        err[name] = float(np.median(np.linalg.norm(a.mean_m - test.position_m, axis=1)))
+    assert err["shifted"] <= 1.15 * err["plain"] + 1_000.0

@@ -377,8 +377,10 @@ def self_calibrate(
     one raises the mean log evidence by less than EM_TOLERANCE. Receivers in an uncalibrated scale are left out of
     each shape's first posteriors (the physics cannot place their readings) and start at the offset the others'
     positions imply (the first refit, its offset prior UNCALIBRATED_OFFSET_PRIOR_SD_DB wide); that first round is
-    not compared on evidence with the later ones, which read every receiver. Past the deadline no further round
-    starts (the best map evaluated so far is kept) and the spread is still calibrated: a complete map."""
+    not compared on evidence with the later ones, which read every receiver. When every receiver is uncalibrated
+    the first posteriors read them all as dBm (there are no others), and the refits learn each one's offset. Past
+    the deadline no further round starts (the best map evaluated so far is kept) and the spread is still
+    calibrated: a complete map."""
     deadline = deadline or Deadline.after(options.time_budget_s)
     rng = np.random.default_rng(options.seed)
     informative = np.flatnonzero((unlabelled.usable() & (unlabelled.snr_db >= STRONG_SNR_DB)).sum(1) >= 2)
@@ -396,6 +398,11 @@ def self_calibrate(
     total = len(SHAPES) * (EM_ROUNDS + 1) * len(data)
     progress = counter(on_progress, "calibrate", total, every=WORK_CHUNK)
     uncalibrated = _uncalibrated_ids(base, unlabelled.calibrated)
+    if len(uncalibrated) == base.n_receivers:
+        # none in dBm to place the first posteriors: every receiver read at the physics' levels (a common offset
+        # is the unknown transmit power's), the first refit learns their own
+        log.warning("every receiver reads power in an uncalibrated scale: the first posteriors read them as dBm")
+        uncalibrated = []
     best_map, best_evidence, history, cut = _leaving_out(base, uncalibrated), -np.inf, [], []
     for shape in SHAPES:
         current = _leaving_out(
