@@ -125,6 +125,7 @@ def _shifted(data: Labelled, r: int) -> Labelled:
     return dataclasses.replace(data, noise_dbm=noise, power_calibrated=calibrated)
 
 
+@pytest.mark.system  # a long map fit: the second tier
 def test_an_uncalibrated_receivers_offset_is_learned_from_labels(split):
     """One receiver's readings 37 dB off in its own scale, flagged uncalibrated: the labelled fit recovers the
     shift within a few dB and the map locates as well as with the receiver calibrated."""
@@ -180,6 +181,7 @@ def test_censored_readings_carry_most_of_what_the_values_did(split, physics):
     assert nll["values"] <= nll["censored"] < nll["out"] - 0.3
 
 
+@pytest.mark.system  # a long map fit: the second tier
 def test_self_calibration_learns_an_uncalibrated_receivers_offset(split):
     """No labels: self-calibration on the recordings places the shifted receiver's readings within a few dB where
     it hears (its mean power near it, against the map fitted with the receiver calibrated) and locates about as
@@ -200,6 +202,7 @@ def test_self_calibration_learns_an_uncalibrated_receivers_offset(split):
     assert err["shifted"] <= 1.15 * err["plain"] + 1_000.0
 
 
+@pytest.mark.system  # a long map fit: the second tier
 def test_self_calibration_with_every_receiver_uncalibrated(split):
     """No labels and no receiver in dBm (every one in its own scale, one of them 37 dB off): self-calibration still
     calibrates (the first posteriors read the receivers as dBm) and locates about as well as with all calibrated."""

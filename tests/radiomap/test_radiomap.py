@@ -212,6 +212,7 @@ def test_self_calibration_past_its_budget_keeps_the_physics_and_calibrates_its_s
     assert m.info["spread_db"] != np.hypot(nw_italy.environment.shadowing.sigma_db, PHYSICS_MODEL_SD_DB)
 
 
+@pytest.mark.system  # the oracle on 16 height bins, long: the second tier
 def test_oracle_is_a_floor(split, physics, tiny_store):
     from heimdall.radiomap.oracle import oracle_answers
 
@@ -248,6 +249,7 @@ def test_oracle_is_a_floor(split, physics, tiny_store):
         )  # fmt: skip
 
 
+@pytest.mark.system  # the oracle on 16 height bins, long: the second tier
 def test_oracle_with_fields_known_only_at_labels(split, tiny_store):
     """The fields kriged from their exact values: at every cell they are the true maps; from the training labels
     a floor between the oracle and three labels' worth of knowledge, its kriging variance in the spread, that the
