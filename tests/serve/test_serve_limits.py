@@ -111,6 +111,25 @@ def _open(url: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=0.5)
 
 
+def _read_response(s: socket.socket) -> bytes:
+    """One whole HTTP response from `s`: the head, then as many body bytes as its Content-Length says (the head
+    and the body may come in separate packets)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, data
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def _seconds_until_closed(s: socket.socket, limit_s: float, trickle: bytes = b"") -> float | None:
     """Seconds until the server closes the connection (None if it is still open after limit_s), sending `trickle`
     every second meanwhile, as a slow client keeping its request head unfinished."""
@@ -160,7 +179,7 @@ def test_connections_at_once_keep_alive_and_slow_bodies_are_bounded(model_file, 
             b"POST /v1/localize HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body[:50])
         )
         stalled.settimeout(10)
-        answer = stalled.recv(65536)
+        answer = _read_response(stalled)
         assert answer.startswith(b"HTTP/1.1 408") and b'"field":"body"' in answer, answer
         kept.close()
         stalled.close()

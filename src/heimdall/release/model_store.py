@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from heimdall.signing import SigningKey
 LEGACY_MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 MAX_PUBLISH_ATTEMPTS = 32
+MAX_BACKOFF_S = 0.5  # the longest random wait between two tries of a version claim
 CONDITIONAL_WRITE_PROBE = ".heimdall-conditional-write-probe"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BLOB = re.compile(r"blobs/sha256-[0-9a-f]{64}\.onnx")
@@ -383,16 +385,19 @@ class ModelStore:
         """Store a model as the next free version (signed by `signer` if given) and return the version.
 
         The bytes go first, under their sha256; the manifest naming them then claims a version number,
-        the next one up after each conflict with a concurrent publisher."""
+        the next one up after each conflict with a concurrent publisher. After a conflict the publisher waits a
+        random time (growing with each try, at most MAX_BACKOFF_S) so that publishers claiming by marker objects,
+        who may all lose the same version at once, fall out of step."""
         version = self._next_version(name)  # first: a listing fails clearly on a missing bucket, a PUT may create it
         blob = f"blobs/sha256-{hashlib.sha256(model_bytes).hexdigest()}.onnx"
         self.backend.put(f"{name}/{blob}", model_bytes)
-        for _ in range(MAX_PUBLISH_ATTEMPTS):
+        for attempt in range(MAX_PUBLISH_ATTEMPTS):
             manifest = new_manifest(name, version, model_bytes, parent_run, metadata=metadata, model=blob)
             if signer is not None:
                 manifest = signer.sign(manifest)
             if self.backend.create(f"{name}/{version}/{MANIFEST_FILE}", encode_manifest(manifest)):
                 return version
+            time.sleep(secrets.randbelow(1000) / 1000 * min(MAX_BACKOFF_S, 0.01 * 2**attempt))
             version = max(version + 1, self._next_version(name))
         raise ModelStoreError(
             f"{self.backend.description}: no free version of {name} after {MAX_PUBLISH_ATTEMPTS} "
