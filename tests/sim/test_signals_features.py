@@ -3,7 +3,7 @@ import pytest
 
 from heimdall.errors import FeatureError
 from heimdall.features import FeatureParams, extract_features, feature_matrix, welch_psd
-from heimdall.sim.signals import EMISSION_CODES, synthesise
+from heimdall.sim.signals import CONSTANT_ENVELOPE, EMISSION_CODES, envelope_power, synthesise
 
 
 @pytest.mark.parametrize("emission", list(EMISSION_CODES))
@@ -23,6 +23,27 @@ def test_emissions_have_unit_power_and_stay_in_the_channel(emission, world):
     freqs = np.fft.fftshift(np.fft.fftfreq(p.segment_samples, 1 / p.sample_rate_hz))
     in_channel = psd[:, np.abs(freqs) <= p.channel_bandwidth_hz / 2].sum(1) / psd.sum(1)
     assert in_channel.min() > 0.98
+
+
+def test_envelope_power_is_the_waveforms_own(world):
+    """|s|² without synthesising: 1 at every sample for the angle-modulated emissions, which are so, and the
+    keyed carrier's own envelope (the same draws) for the others."""
+    p = world.params
+    emission = np.array([EMISSION_CODES[name] for name in EMISSION_CODES] * 8, np.uint8)
+    power = envelope_power(np.random.default_rng(2), emission, p.window_samples, p.sample_rate_hz)
+    assert power.dtype == np.float32 and power.shape == (len(emission), p.window_samples)
+    for name, code in EMISSION_CODES.items():
+        rows = emission == code
+        s = synthesise(np.random.default_rng(3), emission[rows], p.window_samples, p.sample_rate_hz, np.zeros(8))
+        if name in CONSTANT_ENVELOPE:
+            np.testing.assert_allclose(np.abs(s) ** 2, 1.0, atol=1e-4)
+            assert np.all(power[rows] == 1.0)
+        else:
+            np.testing.assert_allclose(power[rows].mean(axis=1), 1.0, rtol=1e-4)
+    cw_only = np.full(8, EMISSION_CODES["cw"], np.uint8)
+    s = synthesise(np.random.default_rng(4), cw_only, p.window_samples, p.sample_rate_hz, np.zeros(8))
+    power = envelope_power(np.random.default_rng(4), cw_only, p.window_samples, p.sample_rate_hz)
+    np.testing.assert_allclose(power, np.abs(s) ** 2, rtol=1e-6)
 
 
 def test_emissions_differ_in_spectrum(world):

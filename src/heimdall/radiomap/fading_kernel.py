@@ -84,10 +84,10 @@ def scenario_fading(
 ) -> tuple[list[FadingKernel], np.ndarray]:
     """Kernels of the window gain for mobile and fixed transmitters, and their log-weights [2].
 
-    Drawn with the simulator's own fading (heimdall.sim.fading) and emissions (heimdall.sim.signals).
+    Drawn with the simulator's own fading (heimdall.sim.fading) and emissions' envelopes (heimdall.sim.signals).
     """
     from heimdall.sim.fading import rician_fading
-    from heimdall.sim.signals import EMISSION_CODES, synthesise
+    from heimdall.sim.signals import EMISSION_CODES, envelope_power
 
     rng = np.random.default_rng(seed)
     ch, fad, tx = scenario.receiver_chain, scenario.environment.fading, scenario.transmitter
@@ -97,13 +97,13 @@ def scenario_fading(
         emission = np.array([EMISSION_CODES[e] for e in names], np.uint8)[
             rng.choice(len(names), n, p=np.array(weights) / sum(weights))
         ]
-        s = synthesise(rng, emission, ch.window_samples, ch.sample_rate_hz, np.zeros(n))
+        envelope = envelope_power(rng, emission, ch.window_samples, ch.sample_rate_hz)
         if mobile:
             k_db, doppler = np.full(n, fad.rician_k_db_mobile), rng.uniform(*tx.speed_mps, n) / scenario.wavelength_m
         else:
             k_db, doppler = np.full(n, fad.rician_k_db_fixed), np.full(n, fad.fixed_doppler_hz)
         h = rician_fading(rng, 1, ch.window_samples, ch.sample_rate_hz, k_db, doppler, fad.n_paths)[:, 0]
-        power = np.mean(np.abs(h * s) ** 2, axis=-1, dtype=np.float64)
+        power = np.mean(np.abs(h) ** 2 * envelope, axis=-1, dtype=np.float64)
         kernels.append(FadingKernel.from_samples(10 * np.log10(np.maximum(power, 1e-12))))
     frac = float(np.clip(tx.mobile_fraction, 1e-3, 1 - 1e-3))
     return kernels, np.log([frac, 1 - frac])

@@ -36,7 +36,14 @@ from heimdall.budget import Progress
 from heimdall.features import FeatureParams
 from heimdall.radiomap.batch import MapInputError, Unanswered, all_in_threads
 from heimdall.radiomap.fading_kernel import scenario_fading
-from heimdall.radiomap.field import FieldHyper, fit_hyper, krige, krige_on_grid, with_own_measurement
+from heimdall.radiomap.field import (
+    ROUGH_HYPER_FTOL,
+    FieldHyper,
+    fit_hyper,
+    krige,
+    krige_on_grid,
+    with_own_measurement,
+)
 from heimdall.radiomap.fit_budget import Deadline, counter, each_on_threads
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
@@ -618,7 +625,7 @@ def _fit_labelled(
         if sel.sum() < MIN_FIELD_POINTS or deadline.passed():
             return None
         pts = labelled.position_m[sel]
-        h = fit_hyper(pts, e, nv, rng_of(0, r), initial, correlation_bounds_m=correlation_bounds)
+        h = fit_hyper(pts, e, nv, rng_of(0, r), initial, correlation_bounds_m=correlation_bounds, ftol=ROUGH_HYPER_FTOL)
         return _ReceiverField(sel, e, nv, h, *krige(pts, pts, e, nv, h, exclude_self=True))
 
     def final_pass(r: int, resid: np.ndarray, first: _ReceiverField | None) -> _ReceiverField | None:

@@ -90,6 +90,7 @@ def fsk4(rng: np.random.Generator, n: int, n_samples: int, sample_rate_hz: float
 
 SYNTHESISERS: dict[str, Synth] = {"nbfm": nbfm, "cw": cw, "afsk": afsk, "fsk4": fsk4}
 EMISSION_CODES = {name: i for i, name in enumerate(SYNTHESISERS)}
+CONSTANT_ENVELOPE = frozenset({"nbfm", "afsk", "fsk4"})  # angle-modulated: |s| = 1 at every sample
 
 
 def synthesise(
@@ -121,3 +122,14 @@ def synthesise(
         t = np.arange(n_samples) / sample_rate_hz
         out *= _unit_phasor(2 * np.pi * np.asarray(carrier_offset_hz)[:, None] * t)
     return out
+
+
+def envelope_power(rng: np.random.Generator, emission: np.ndarray, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+    """|s|² of a batch of waveforms (mean 1 per row): float32 [n, n_samples]. Only the emissions whose envelope
+    varies are synthesised; an angle-modulated one is 1 at every sample."""
+    power = np.ones((len(emission), n_samples), np.float32)
+    varying = np.flatnonzero(~np.isin(emission, [EMISSION_CODES[name] for name in CONSTANT_ENVELOPE]))
+    if len(varying):
+        s = synthesise(rng, emission[varying], n_samples, sample_rate_hz, np.zeros(len(varying)))
+        power[varying] = np.abs(s) ** 2
+    return power
