@@ -164,6 +164,22 @@ def test_champion_and_challenger(models, held_out_store, tmp_path):
     assert [i["name"] for i in info.signature.inputs.to_dict()] == ["features", "rx_position_m", "present"]
 
 
+def test_registrations_into_two_stores_in_one_process_each_land_in_their_runs_experiment(models, tmp_path):
+    """A run-less registration (its own export experiment) in one store, then one into a training run of another
+    store: no experiment is left active process-wide for the second to trip over (MLflow refuses a run whose
+    experiment is not the active one)."""
+    first_uri, second_uri = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    client = MlflowClient(second_uri, second_uri)  # (without a registry URI MLflow takes the process-wide one)
+    for i in range(2):  # the second store's experiments get other ids than the first's
+        client.create_experiment(f"other-{i}")
+    register(models["good"][1], None, first_uri, None)
+    experiment = client.create_experiment("training", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    registered = register(models["good"][1], None, second_uri, run.info.run_id)
+    assert client.get_model_version(NAME, registered.version).run_id == run.info.run_id
+    assert registered.alias == "challenger"  # nothing to judge on: never champion
+
+
 def test_a_model_shifted_60_km_does_not_win_on_7_chosen_transmissions(models, held_out_store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _export(models["good"][0], tmp_path / "good.onnx", held_out_store, uri)

@@ -278,11 +278,18 @@ def register(
     model = onnx.load_from_string(onnx_bytes)
     if run_id is not None and not _has_run(client, run_id):  # trained against another tracking server
         run_id = None
-    if run_id is None and client.get_experiment_by_name(EXPORT_EXPERIMENT) is None:
-        client.create_experiment(EXPORT_EXPERIMENT, artifact_location=artifact_location(tracking_uri))
-    if run_id is None:
-        mlflow.set_experiment(EXPORT_EXPERIMENT)
-    with mlflow.start_run(run_id=run_id) as run:
+    # the run's experiment named explicitly, never set process-wide: a process that registers into several
+    # stores (tests, a notebook) would otherwise start a run against another store's active experiment
+    if run_id is not None:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    else:
+        found = client.get_experiment_by_name(EXPORT_EXPERIMENT)
+        experiment_id = (
+            found.experiment_id
+            if found is not None
+            else client.create_experiment(EXPORT_EXPERIMENT, artifact_location=artifact_location(tracking_uri))
+        )
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
         # one self-contained file: what the service downloads must be the whole model
         info = mlflow.onnx.log_model(
             model, name="onnx-model", signature=signature, registered_model_name=name, save_as_external_data=False
