@@ -24,7 +24,8 @@ with random weights is exported (speed does not depend on the weights). Every li
    sent by 32 connections to the plain model and to the same model carrying the scenario's physics map on the
    default 500 m grid (α = 1, β = 0.5), both in the same run: req/s and p99 of both, the map model's req/s as a
    share of the plain model's (target ≥ 50 %) and its p99 (target ≤ 50 ms); meanwhile a /healthz probe every
-   20 ms (target p99 ≤ 50 ms).
+   20 ms (target p99 ≤ 50 ms). The server's CPU time (all its threads) per request and the cores it used say what
+   the rate costs, apart from what else runs on the machine.
 
 On a 2-core machine every client shares the cores with the server.
 """
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import re
 import shutil
@@ -329,6 +331,12 @@ def simulated_bodies(path: Path, n: int) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
     """wrk on the same simulated transmissions (no cache), the plain model against the same model carrying a map."""
     print(f"== client: wrk (1 thread, {MAP_CONNECTIONS} connections, {MAP_BODIES} simulated transmissions, no cache)")
@@ -341,13 +349,19 @@ def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
             cmd = wrk_command(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds + 2)
             loader = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             time.sleep(1.0)  # the load first
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
             probe = wrk(url, "probe.lua", [], 1, seconds)
+            cpu, wall = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
             f = figures[kind] = wrk_figures_of(loader.communicate()[0])
             print(
                 f"wrk     {kind:5s} model  connections {MAP_CONNECTIONS}  n={f['requests']:6d}  "
                 f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']};  "
                 f"/healthz meanwhile p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms "
                 f"{ratio(probe['p99'], TARGET_HEALTHZ_P99_MS, False)}"
+            )
+            print(
+                f"server  {kind:5s} model  CPU {cpu / wall:.2f} cores while measured, "
+                f"{cpu / (f['rate'] * wall) * 1e3:.2f} ms CPU per request"
             )
         finally:
             stop(proc)
