@@ -92,9 +92,9 @@ def answers(
     model: ServedModel, mean: np.ndarray, cov: np.ndarray, items: list[Transmission], pool: Executor
 ) -> list[bytes | None]:
     """The answers (JSON bytes, without `cached` and `latency_ms`) of a model call; None where not finite. With a
-    map, the hybrid posteriors (computed in `pool`) replace the network's mean and covariance where the map reads
-    the transmission, and add `map`, `modes` and `regions`."""
-    extra: list[dict] = [{} for _ in items]
+    map, the hybrid posteriors (computed in `pool`, with the fields they add) replace the network's mean and
+    covariance where the map reads the transmission, and add `map`, `modes` and `regions`."""
+    extra = [b""] * len(items)
     if model.radio_map is not None:
         inputs = [it.map_input if it.map_input is not None else NOT_USED for it in items]
         mean, cov, extra, _ = hybrid_answers(model.radio_map, model.frame, mean, cov, inputs, pool.map)
@@ -102,19 +102,26 @@ def answers(
     geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
     return [
-        pydantic_core.to_json(
-            {
-                **next(geometry),
-                "receivers_used": it.labels,
-                "receivers": receiver_reports(it.labels, it.snr_db, model.params),
-                "model": about,
-                **more,
-            }
+        with_members(
+            pydantic_core.to_json(
+                {
+                    **next(geometry),
+                    "receivers_used": it.labels,
+                    "receivers": receiver_reports(it.labels, it.snr_db, model.params),
+                    "model": about,
+                }
+            ),
+            more,
         )
         if ok
         else None
         for ok, it, more in zip(finite, items, extra, strict=True)
     ]
+
+
+def with_members(answer: bytes, members: bytes) -> bytes:
+    """The JSON object `answer` with the object members `members` (`"key":value,…`; none when empty) added."""
+    return answer[:-1] + b"," + members + b"}" if members else answer
 
 
 def for_live_view(answer: bytes, labels: list[str], table: frozenset[str]) -> bytes:
