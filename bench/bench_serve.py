@@ -24,7 +24,9 @@ with random weights is exported (speed does not depend on the weights). Every li
    sent by 32 connections to the plain model and to the same model carrying the scenario's physics map on the
    default 500 m grid (α = 1, β = 0.5), both in the same run: req/s and p99 of both, the map model's req/s as a
    share of the plain model's (target ≥ 50 %) and its p99 (target ≤ 50 ms); meanwhile a /healthz probe every
-   20 ms (target p99 ≤ 50 ms).
+   20 ms (target p99 ≤ 50 ms). The server's CPU time (all its threads) per request and the cores it used say what
+   the rate costs, apart from what else runs on the machine. Then one map answer's CPU, stage by stage, in this
+   process.
 
 On a 2-core machine every client shares the cores with the server.
 """
@@ -35,6 +37,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import re
 import shutil
@@ -43,7 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -329,25 +334,95 @@ def simulated_bodies(path: Path, n: int) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def answer_stages(map_file: Path, bodies: Path) -> None:
+    """CPU (thread time, one thread, in this process) per map answer, stage by stage, as the service computes it:
+    what each millisecond of the map's part of an answer is spent on (the network's part is the plain model's)."""
+    import gc
+
+    from heimdall.radiomap.hybrid import combine
+    from heimdall.serve.hybrid_answers import MODE_PROBABILITY, REGION_PROBABILITIES, MapPart, map_input, map_members
+    from heimdall.serve.inputs import to_model_inputs
+    from heimdall.serve.runtime import from_bytes
+    from heimdall.serve.schemas import LocalizeRequest
+
+    model = from_bytes(map_file.read_bytes(), "bench", "1")
+    served, frame = model.radio_map, model.frame
+    rows = []
+    for line in bodies.read_text().splitlines():
+        req = LocalizeRequest.model_validate_json(line)
+        feats, pos, labels = to_model_inputs(req, model, 2**20, 100.0)
+        rows.append((feats, pos, map_input(model.params, model.receiver_ids, feats, labels, req.features)))
+    feats = np.stack([r[0] for r in rows])
+    mean, cov = model.predict(feats, np.stack([r[1] for r in rows]), np.ones(feats.shape[:2], np.float32))
+    gc.collect()
+    gc.freeze()  # as the service does once its model is loaded
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.thread_time()
+        out = fn()
+        spent[stage] = spent.get(stage, 0.0) + time.thread_time() - t0
+        return out
+
+    radio_map, points = served.radio_map, [0]
+    for i, (_, _, inp) in enumerate(rows):
+        post = timed(
+            "posterior (kernel.localize)",
+            lambda inp=inp: radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present, inp.heard),
+        )
+        post = timed(
+            "hybrid product (combine)", lambda p=post, i=i: combine(p, mean[i], cov[i], served.alpha, served.beta)
+        )
+        timed("moments, MAP, HPD levels (box_summary)", lambda p=post: p.cov_m2)
+        modes = timed("modes (hpd_parts)", lambda p=post: p.modes(MODE_PROBABILITY))
+        drawn = timed("50 %/95 % regions (contourpy)", lambda p=post: p.regions((0.5, 0.95)))
+        area = timed("95 % area", lambda p=post: p.hpd_area_km2(0.95))
+        regions = {key: drawn[float(key)] for key in REGION_PROBABILITIES}
+        part = MapPart(post.mean_m, post.cov_m2, modes, regions, area)
+        timed("modes, regions: lat/lon, JSON (map_members)", lambda p=part: map_members(p, frame))
+        rings = [ring for polygons in regions.values() for polygon in polygons for ring in polygon]
+        points[0] += sum(len(ring) for ring in rings)
+        timed("  of which lat/lon of the regions' points (PROJ)", lambda r=rings: frame.to_geodetic(np.concatenate(r)))
+    n = len(rows)
+    print(f"== one map answer, stage by stage (CPU, one thread, mean of {n} transmissions)")
+    for stage, seconds in spent.items():
+        print(f"answer  {stage:46s} {seconds / n * 1e3:6.3f} ms")
+    total = sum(v for k, v in spent.items() if not k.startswith(" "))
+    print(f"answer  {'all':46s} {total / n * 1e3:6.3f} ms  ({points[0] / n:.0f} region points per answer)")
+
+
 def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
     """wrk on the same simulated transmissions (no cache), the plain model against the same model carrying a map."""
     print(f"== client: wrk (1 thread, {MAP_CONNECTIONS} connections, {MAP_BODIES} simulated transmissions, no cache)")
     bodies = simulated_bodies(tmp / "bodies.jsonl", MAP_BODIES)
+    map_file = map_model(model_file, tmp / "model-map.onnx")
     figures = {}
-    for kind, path in (("plain", model_file), ("map", map_model(model_file, tmp / "model-map.onnx"))):
+    for kind, path in (("plain", model_file), ("map", map_file)):
         proc, url = start(path, "--cache-size", "0")
         try:
             wrk(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, 5)  # warm-up, not measured
             cmd = wrk_command(url, "bodies.lua", [str(bodies)], MAP_CONNECTIONS, seconds + 2)
             loader = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             time.sleep(1.0)  # the load first
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
             probe = wrk(url, "probe.lua", [], 1, seconds)
+            cpu, wall = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
             f = figures[kind] = wrk_figures_of(loader.communicate()[0])
             print(
                 f"wrk     {kind:5s} model  connections {MAP_CONNECTIONS}  n={f['requests']:6d}  "
                 f"p50 {f['p50']:7.2f} ms  p99 {f['p99']:7.2f} ms  {f['rate']:7.0f} req/s  non-2xx {f['non_2xx']};  "
                 f"/healthz meanwhile p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms "
                 f"{ratio(probe['p99'], TARGET_HEALTHZ_P99_MS, False)}"
+            )
+            print(
+                f"server  {kind:5s} model  CPU {cpu / wall:.2f} cores while measured, "
+                f"{cpu / (f['rate'] * wall) * 1e3:.2f} ms CPU per request"
             )
         finally:
             stop(proc)
@@ -358,6 +433,7 @@ def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:
         f"p99 {with_map['p99']:.1f} ms {ratio(with_map['p99'], TARGET_WRK_P99_MS, False)} "
         f"({with_map['p99'] / plain['p99']:.1f}× the plain model's)"
     )
+    answer_stages(map_file, bodies)
 
 
 def _batch_template(ids: list[str], n_features: int, n_tx: int) -> bytes:

@@ -29,7 +29,7 @@ from heimdall.ellipse import ellipse
 from heimdall.errors import DatasetError, RecordingError
 from heimdall.features import SCALAR_FEATURES, receiver_reports
 from heimdall.radiomap.batch import worker_count
-from heimdall.serve.hybrid_answers import MapPart, hybrid_answers, map_input
+from heimdall.serve.hybrid_answers import Answered, MapPart, hybrid_answers, map_input, members_dict
 from heimdall.serve.runtime import ServedModel
 from heimdall.units import format_distance
 
@@ -68,11 +68,12 @@ def predict_command(args: argparse.Namespace) -> int:
         ]
         with ThreadPoolExecutor(worker_count(args.threads), thread_name_prefix="heimdall-map") as pool:
 
-            def each(f: Callable[[Any], MapPart | str], jobs: list) -> Iterable[MapPart | str]:
+            def each(f: Callable[[Any], Answered], jobs: list) -> Iterable[Answered]:
                 done = pool.map(f, jobs)
                 return track(done, total=len(jobs), description="radio map", console=console, disable=args.quiet)
 
-            mean, cov, fields, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
+            mean, cov, members, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
+            fields = [members_dict(m) for m in members]
     fmt = output_format(args.format, args.out)
     out = Path(args.out or f"predictions.{fmt}")
     if fmt in ("geojson", "kml"):

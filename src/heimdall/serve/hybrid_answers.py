@@ -7,17 +7,20 @@ a precise power); one with status not_heard is a censored reading at its floor. 
 map leaves it out, and a transmission left with none is answered by the network alone, with a note. A transmission
 of power readings only, sent to a model whose network reads spectral features (psd_bins > 0), is answered by the
 map alone; so is one the network gives no finite answer for. The posterior (a few ms in compiled kernels that
-release the GIL) runs in a pool of threads; the conversion to lat/lon, one PROJ call per batch, in the caller's
-thread.
+release the GIL) runs in a pool of threads, and so does what an answer adds from it (`map`, `modes`, `regions`),
+written there as JSON members: the lat/lon conversion (one PROJ call per transmission) and the regions' coordinate
+text (heimdall.serve.coordinates_json) release the GIL too, and few Python objects are made.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from heimdall.errors import ModelLoadError, RadioMapFormatError
 from heimdall.features import FeatureParams
@@ -29,6 +32,7 @@ from heimdall.radiomap.likelihood import U_MAX_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
 from heimdall.release.map_metadata import read_exponents
+from heimdall.serve.coordinates_json import rings_json
 from heimdall.serve.schemas import FeatureVector
 
 REGION_PROBABILITIES = tuple(str(p) for p in HPD_PROBABILITIES)  # the keys of `regions`: "0.5", "0.95"
@@ -80,7 +84,8 @@ class MapPart:
 
 
 Jobs = list[tuple[int, MapInput]]
-MapOver = Callable[[Callable[[tuple[int, MapInput]], MapPart | str], Jobs], Iterable[MapPart | str]]
+Answered = tuple[MapPart | None, bytes]  # a transmission's part (None: the map not used) and its JSON members
+MapOver = Callable[[Callable[[tuple[int, MapInput]], Answered], Jobs], Iterable[Answered]]
 
 
 def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: str) -> ServedMap | None:  # noqa: ANN001
@@ -163,70 +168,61 @@ def hybrid_answers(
     cov_m2: np.ndarray,
     inputs: list[MapInput | str],
     map_over: MapOver = map,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[MapPart | None]]:
+) -> tuple[np.ndarray, np.ndarray, list[bytes], list[MapPart | None]]:
     """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the
     map reads of each: (mean, covariance) with the hybrid's where the map is used (the map's alone where the input
-    says so or the network's answer is not finite), the fields each answer adds (`map`; `modes` and `regions` where
-    used) and the parts (None where not used). `map_over(f, jobs)` applies f to every job (a thread pool's map)."""
+    says so or the network's answer is not finite), the fields each answer adds as JSON object members (`map`;
+    `modes` and `regions` where used: map_members) and the parts (None where not used). `map_over(f, jobs)` applies
+    f to every job (a thread pool's map)."""
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
-    why_alone = [
-        None if not isinstance(inp, MapInput) else inp.alone or (None if finite[i] else NO_NETWORK_ANSWER)
-        for i, inp in enumerate(inputs)
-    ]
+
+    def answer(job: tuple[int, MapInput]) -> Answered:
+        i, inp = job
+        why_alone = inp.alone or (None if finite[i] else NO_NETWORK_ANSWER)
+        part = map_part(served, inp, mean_m[i], cov_m2[i], why_alone is not None)
+        if isinstance(part, str):
+            return None, _map_note(part)
+        return part, _map_note(why_alone or "used") + b"," + map_members(part, frame)
+
     jobs = [(i, inp) for i, inp in enumerate(inputs) if isinstance(inp, MapInput)]
-    results = list(
-        map_over(
-            lambda job: map_part(served, job[1], mean_m[job[0]], cov_m2[job[0]], why_alone[job[0]] is not None), jobs
-        )
-    )
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
-    fields: list[dict[str, Any]] = [{"map": inp} if isinstance(inp, str) else {} for inp in inputs]
-    for (i, _), result in zip(jobs, results, strict=True):
-        if isinstance(result, str):
-            fields[i] = {"map": result}
-    used = [(i, part) for (i, _), part in zip(jobs, results, strict=True) if isinstance(part, MapPart)]
+    fields = [_map_note(inp) if isinstance(inp, str) else b"" for inp in inputs]
     by_row: list[MapPart | None] = [None] * len(inputs)
-    for (i, part), more in zip(used, map_fields([part for _, part in used], frame), strict=True):
-        mean_m[i], cov_m2[i], by_row[i] = part.mean_m, part.cov_m2, part
-        fields[i] = {"map": why_alone[i] or "used", **more}
+    for (i, _), (part, members) in zip(jobs, map_over(answer, jobs), strict=True):
+        fields[i] = members
+        if part is not None:
+            mean_m[i], cov_m2[i], by_row[i] = part.mean_m, part.cov_m2, part
     return mean_m, cov_m2, fields, by_row
 
 
-def map_fields(parts: list[MapPart], frame: LocalFrame) -> list[dict]:
-    """`modes` (probability, lat, lon; most probable first) and `regions` (GeoJSON geometries in lon/lat) of each
-    part; one PROJ call for all of them."""
-    points = [np.array([[m.east_m, m.north_m] for m in part.modes]).reshape(-1, 2) for part in parts]
-    points += [ring for part in parts for key in REGION_PROBABILITIES for poly in part.regions[key] for ring in poly]
-    if not points:
-        return []
-    lat_lon = frame.to_geodetic(np.concatenate(points)).round(COORDINATE_DECIMALS)
-    lon_lat = lat_lon[:, ::-1].tolist()  # one conversion to Python floats, then slices of it
-    at = 0
+def _map_note(note: str) -> bytes:
+    return b'"map":' + pydantic_core.to_json(note)
 
-    def take(n: int) -> list[list[float]]:
-        nonlocal at
-        at += n
-        return lon_lat[at - n : at]
 
-    out: list[dict[str, Any]] = []
-    for part in parts:
-        modes = take(len(part.modes))
-        out.append(
-            {
-                "modes": [
-                    {"probability": round(m.mass, 4), "lat": ll[1], "lon": ll[0]}
-                    for m, ll in zip(part.modes, modes, strict=True)
-                ]
-            }
+def map_members(part: MapPart, frame: LocalFrame) -> bytes:
+    """`modes` (probability, lat, lon; most probable first) and `regions` (GeoJSON geometries in lon/lat) of a part,
+    as JSON object members (`"modes":[…],"regions":{…}`); one PROJ call."""
+    rings = [ring for key in REGION_PROBABILITIES for poly in part.regions[key] for ring in poly]
+    modes_m = np.array([[m.east_m, m.north_m] for m in part.modes]).reshape(-1, 2)
+    lat_lon = frame.to_geodetic(np.concatenate([modes_m, *rings]))
+    n_modes = len(part.modes)
+    modes = [
+        {"probability": round(m.mass, 4), "lat": lat, "lon": lon}
+        for m, (lat, lon) in zip(part.modes, lat_lon[:n_modes].round(COORDINATE_DECIMALS).tolist(), strict=True)
+    ]
+    text = iter(rings_json(lat_lon[n_modes:], np.cumsum([len(ring) for ring in rings]), COORDINATE_DECIMALS))
+    regions = []
+    for key in REGION_PROBABILITIES:
+        polygons = [b"[" + b",".join(next(text) for _ in poly) + b"]" for poly in part.regions[key]]
+        geometry = (
+            b'{"type":"Polygon","coordinates":' + polygons[0]
+            if len(polygons) == 1
+            else b'{"type":"MultiPolygon","coordinates":[' + b",".join(polygons) + b"]"
         )
-    for i, part in enumerate(parts):
-        regions = {}
-        for key in REGION_PROBABILITIES:
-            polygons = [[take(len(ring)) for ring in poly] for poly in part.regions[key]]
-            regions[key] = (
-                {"type": "Polygon", "coordinates": polygons[0]}
-                if len(polygons) == 1
-                else {"type": "MultiPolygon", "coordinates": polygons}
-            )
-        out[i]["regions"] = regions
-    return out
+        regions.append(b'"%s":%s}' % (key.encode(), geometry))
+    return b'"modes":' + pydantic_core.to_json(modes) + b',"regions":{' + b",".join(regions) + b"}"
+
+
+def members_dict(members: bytes) -> dict[str, Any]:
+    """The fields of JSON object members (hybrid_answers' `fields`) as a dict."""
+    return json.loads(b"{" + members + b"}")

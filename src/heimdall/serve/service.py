@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import hashlib
 import json
 import time
@@ -91,9 +92,9 @@ def answers(
     model: ServedModel, mean: np.ndarray, cov: np.ndarray, items: list[Transmission], pool: Executor
 ) -> list[bytes | None]:
     """The answers (JSON bytes, without `cached` and `latency_ms`) of a model call; None where not finite. With a
-    map, the hybrid posteriors (computed in `pool`) replace the network's mean and covariance where the map reads
-    the transmission, and add `map`, `modes` and `regions`."""
-    extra: list[dict] = [{} for _ in items]
+    map, the hybrid posteriors (computed in `pool`, with the fields they add) replace the network's mean and
+    covariance where the map reads the transmission, and add `map`, `modes` and `regions`."""
+    extra = [b""] * len(items)
     if model.radio_map is not None:
         inputs = [it.map_input if it.map_input is not None else NOT_USED for it in items]
         mean, cov, extra, _ = hybrid_answers(model.radio_map, model.frame, mean, cov, inputs, pool.map)
@@ -101,19 +102,26 @@ def answers(
     geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
     return [
-        pydantic_core.to_json(
-            {
-                **next(geometry),
-                "receivers_used": it.labels,
-                "receivers": receiver_reports(it.labels, it.snr_db, model.params),
-                "model": about,
-                **more,
-            }
+        with_members(
+            pydantic_core.to_json(
+                {
+                    **next(geometry),
+                    "receivers_used": it.labels,
+                    "receivers": receiver_reports(it.labels, it.snr_db, model.params),
+                    "model": about,
+                }
+            ),
+            more,
         )
         if ok
         else None
         for ok, it, more in zip(finite, items, extra, strict=True)
     ]
+
+
+def with_members(answer: bytes, members: bytes) -> bytes:
+    """The JSON object `answer` with the object members `members` (`"key":value,…`; none when empty) added."""
+    return answer[:-1] + b"," + members + b"}" if members else answer
 
 
 def for_live_view(answer: bytes, labels: list[str], table: frozenset[str]) -> bytes:
@@ -133,6 +141,14 @@ def with_timing(answer: bytes, cached: bool, t0: float) -> bytes:
     """The answer with `cached` and `latency_ms` (since `t0`, time.perf_counter()) added."""
     latency_ms = (time.perf_counter() - t0) * 1e3
     return answer[:-1] + b',"cached":%s,"latency_ms":%.3f}' % (b"true" if cached else b"false", latency_ms)
+
+
+def settle_heap() -> None:
+    """Collect, then move every object alive now (the model, its map, the libraries: about 200,000) out of the
+    garbage collector's sight (gc.freeze): its full collections, triggered by the lists and dicts each answer makes,
+    otherwise walk them all, under the GIL, again and again."""
+    gc.collect()
+    gc.freeze()
 
 
 class ServiceMetrics:
@@ -191,6 +207,7 @@ class LocalizationService:
     async def start(self) -> None:
         """Load the model (off the event loop) and start the batcher."""
         self.model = await asyncio.get_running_loop().run_in_executor(None, self.source.load)
+        settle_heap()
         self.batcher.start()
 
     async def stop(self) -> None:
@@ -283,15 +300,18 @@ class LocalizationService:
         (Unavailable, with why). Returns the previous and current versions and the new sha256."""
         async with self._reload_lock:
             old = self.served()
+            gc.unfreeze()  # the previous model's objects may be collected once it is swapped out
             try:
                 new = await asyncio.get_running_loop().run_in_executor(None, self.source.load)
             except Exception as exc:  # whatever the source raised, the service goes on with the old model
                 why = str(exc) if isinstance(exc, HeimdallError) else f"{type(exc).__name__}: {exc}"
+                settle_heap()
                 raise Unavailable(
                     "model",
                     f"reload failed, still serving {old.name} {old.version} (sha256 {old.sha256[:12]}…): {why}",
                 ) from None
             self.model = new
             self.cache.clear()
+            settle_heap()
             self.metrics.reloads.inc()
         return {"previous": old.version, "current": new.version, "sha256": new.sha256}

@@ -1,0 +1,70 @@
+"""A map answer's `modes` and `regions` as the service writes them (JSON text made without Python lists): the same
+values as the posterior's modes and regions converted to lat/lon and rounded to COORDINATE_DECIMALS."""
+
+import json
+
+import numpy as np
+import pytest
+
+from heimdall.radiomap.fit import MapOptions, physics_map
+from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.serve.coordinates_json import rings_json
+from heimdall.serve.hybrid_answers import (
+    COORDINATE_DECIMALS,
+    MODE_PROBABILITY,
+    REGION_PROBABILITIES,
+    MapPart,
+    map_members,
+    members_dict,
+)
+
+
+def _rounded(lat_lon: np.ndarray, decimals: int) -> list:
+    """[[lon, lat], …] as json.dumps(np.round(·).tolist()) reads back: None where not finite or beyond 1e9."""
+    r = np.round(lat_lon, decimals)[:, ::-1]
+    return [[float(v) if np.isfinite(v) and abs(v) <= 1e9 else None for v in point] for point in r.tolist()]
+
+
+@pytest.mark.parametrize("decimals", [0, 3, 6, 9])
+def test_rings_are_written_as_the_values_numpy_rounds_them_to(decimals):
+    rng = np.random.default_rng(decimals)
+    edge = [[0.0, -0.0], [1e-9, -1e-9], [45.1, 8.0], [-5e-7, 5e-7], [1.5e-6, 2.5e-6], [np.nan, np.inf]]
+    edge += [[179.9999995, -179.9999995], [1e10, 12.0], [-90.0, 1e-5], [0.5, -2.5]]
+    points = np.concatenate([rng.uniform(-180, 180, (3000, 2)), rng.uniform(-1e-4, 1e-4, (300, 2)), edge])
+    ends = np.array([1, 2000, 2000, len(points)])  # an empty ring among them
+    text = rings_json(points, ends, decimals)
+    assert [json.loads(t) for t in text] == [
+        _rounded(points[a:b], decimals) for a, b in zip([0, 1, 2000, 2000], ends, strict=True)
+    ]
+
+
+def test_decimals_beyond_what_the_writer_holds_are_refused():
+    with pytest.raises(ValueError, match="decimals"):
+        rings_json(np.zeros((1, 2)), np.array([1]), 12)
+
+
+def test_modes_and_regions_hold_the_posteriors_values_in_lat_lon(nw_italy):
+    radio_map = physics_map(nw_italy, MapOptions(spacing_m=2000.0, coarse_factor=2))
+    frame = nw_italy.frame
+    n = radio_map.n_receivers
+    snr, noise = np.linspace(3.0, 25.0, n), np.full(n, -110.0)
+    post = hybrid_posterior(radio_map, snr, noise, np.ones(n, bool), np.zeros(2), np.eye(2) * 4e8, 1.0, 0.5)
+    drawn = post.regions(tuple(float(key) for key in REGION_PROBABILITIES))
+    part = MapPart(
+        post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), {k: drawn[float(k)] for k in REGION_PROBABILITIES}, 0.0
+    )
+    got = members_dict(map_members(part, frame))
+    for mode, m in zip(got["modes"], part.modes, strict=True):
+        lat, lon = np.round(frame.to_geodetic([m.east_m, m.north_m]), COORDINATE_DECIMALS).tolist()
+        assert mode == {"probability": round(m.mass, 4), "lat": lat, "lon": lon}
+    for key in REGION_PROBABILITIES:
+        polygons = [
+            [_rounded(frame.to_geodetic(ring), COORDINATE_DECIMALS) for ring in poly] for poly in part.regions[key]
+        ]
+        expected = (
+            {"type": "Polygon", "coordinates": polygons[0]}
+            if len(polygons) == 1
+            else {"type": "MultiPolygon", "coordinates": polygons}
+        )
+        assert got["regions"][key] == expected
+    assert sum(len(ring) for poly in part.regions["0.95"] for ring in poly) > 10
