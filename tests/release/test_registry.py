@@ -180,6 +180,7 @@ def test_registrations_into_two_stores_in_one_process_each_land_in_their_runs_ex
     assert registered.alias == "challenger"  # nothing to judge on: never champion
 
 
+@pytest.mark.system  # a champion evaluation of its own: the first tier keeps test_champion_and_challenger
 def test_a_model_shifted_60_km_does_not_win_on_7_chosen_transmissions(models, held_out_store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _export(models["good"][0], tmp_path / "good.onnx", held_out_store, uri)
@@ -210,6 +211,7 @@ def test_a_model_shifted_60_km_does_not_win_on_7_chosen_transmissions(models, he
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
 
+@pytest.mark.system  # a champion evaluation of its own: the first tier keeps test_champion_and_challenger
 def test_an_evaluation_set_of_training_transmissions_decides_nothing(models, tiny_store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _export(models["good"][0], tmp_path / "good.onnx", tiny_store / "train.h5", uri)  # the split it was trained on
@@ -223,6 +225,7 @@ def test_an_evaluation_set_of_training_transmissions_decides_nothing(models, tin
     assert alias == "challenger" and "250 of its 250 evaluation transmissions" in decision
 
 
+@pytest.mark.system  # a champion evaluation of its own: the first tier keeps test_champion_and_challenger
 def test_a_challenger_is_compared_on_the_champions_own_evaluation_set(models, held_out_store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _subset(held_out_store / "test.h5", np.arange(300), tmp_path / "first.h5")
