@@ -68,8 +68,14 @@ def answer(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, 
     """The answer to one transmission from its map posterior and the network's mean [2] m and covariance [2, 2] m²:
     its point from p_map · N_net^(β/α), its spread from that raised to α (heimdall.radiomap.posterior
     .TemperedPosterior)."""
-    point = post if weights.beta == 0.0 else combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
-    return TemperedPosterior(point, weights.alpha)
+    return TemperedPosterior(point_posterior(post, net_mean_m, net_cov_m2, weights), weights.alpha)
+
+
+def point_posterior(
+    post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, weights: Weights
+) -> GridPosterior:
+    """p_map · N_net^(β/α): the posterior an answer reads its point from (the map's own when β = 0)."""
+    return post if weights.beta == 0.0 else combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
 
 
 def combine(
@@ -167,7 +173,7 @@ def temperature_scores(
 
     def scores(i: int) -> list[float]:
         truth = truth_m[i][None]
-        point = answer(posts[i], net_mean_m[i], net_cov_m2[i], Weights(alpha, beta)).point
+        point = point_posterior(posts[i], net_mean_m[i], net_cov_m2[i], Weights(alpha, beta))
         out = [float(np.hypot(*(point.mean_m - truth_m[i])))]
         for t in TEMPERATURES:
             q = TemperedPosterior(point, alpha / t)
