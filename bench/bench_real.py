@@ -49,7 +49,7 @@ from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.metrics import error_m
 from heimdall.radiomap.batch import Unanswered
 from heimdall.radiomap.fit import MapOptions, fit_radio_map
-from heimdall.radiomap.hybrid import combine
+from heimdall.radiomap.hybrid import AS_FITTED, Weights, answer
 from heimdall.release.choice import AUTO, HYBRID, MAP, NETWORK, choose
 from heimdall.scenario.domain import Scenario
 
@@ -116,15 +116,16 @@ def tuned_knn(train: TestSet, val: TestSet, floor_db: np.ndarray) -> int:
 
 
 def grid_answers(
-    radio_map, t: TestSet, net_mean: np.ndarray, net_cov: np.ndarray, alpha: float, beta: float
+    radio_map, t: TestSet, net_mean: np.ndarray, net_cov: np.ndarray, weights: Weights
 ) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Mean [n, 2], truth in the 95 % region [n], its area km² [n], of p_map^α · N_net^β (NaN: unanswered)."""
+    """Point [n, 2], truth in the 95 % region [n], its area km² [n] of the answers with `weights` (heimdall.radiomap
+    .hybrid.answer: the point from p_map · N_net^(β/α), the regions from p_map^α · N_net^β; NaN: unanswered)."""
     m = measured(t)
     mean, inside, area = np.full((len(m), 2), np.nan), np.zeros(len(m), bool), np.full(len(m), np.nan)
     for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present, None, m.heard)):
         if isinstance(p, Unanswered):
             continue
-        q = p if (alpha, beta) == (1.0, 0.0) else combine(p, net_mean[i], net_cov[i], alpha, beta)
+        q = answer(p, net_mean[i], net_cov[i], weights)
         mean[i], inside[i], area[i] = q.mean_m, q.in_hpd(t.target_m[i][None], 0.95)[0], q.hpd_area_km2(0.95)
     return {"mean": mean, "inside": inside, "area": area}
 
@@ -293,7 +294,7 @@ def run_case(
         )
     fit_s = time.monotonic() - t0
     no_net = np.zeros((len(test), 2)), np.tile(np.eye(2), (len(test), 1, 1))
-    answers = grid_answers(radio_map, te, *no_net, 1.0, 0.0)
+    answers = grid_answers(radio_map, te, *no_net, AS_FITTED)
     out["radio_map"] = region_summary(answers, te.target_m, {"fit_s": fit_s, "spacing_m": radio_map.grid.spacing_m})
     if n_labels == 0:  # no validation split: the self-calibrated map as fitted is what ships
         out["shipped"] = out["radio_map"] | {"localizer": "map (no labels: not compared)"}
@@ -311,14 +312,13 @@ def run_case(
         out["network"] = region_summary(gaussian_answers(net_mean, net_cov, te.target_m), te.target_m)
         cand = fit_entry["candidates"][HYBRID]
         out["hybrid"] = region_summary(
-            grid_answers(radio_map, te, net_mean, net_cov, cand["alpha"], cand["beta"]), te.target_m,
+            grid_answers(radio_map, te, net_mean, net_cov, Weights(cand["alpha"], cand["beta"])), te.target_m,
             {"alpha": cand["alpha"], "beta": cand["beta"], "temperature": cand["temperature"]},
         )  # fmt: skip
     if choice.localizer == NETWORK:
         shipped = gaussian_answers(net_mean, net_cov, te.target_m)
     else:
-        alpha, beta = choice.exponents[choice.localizer]
-        shipped = grid_answers(radio_map, te, net_mean, net_cov, alpha, beta)
+        shipped = grid_answers(radio_map, te, net_mean, net_cov, Weights(*choice.exponents[choice.localizer]))
     out["shipped"] = region_summary(
         shipped,
         te.target_m,

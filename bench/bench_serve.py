@@ -345,7 +345,7 @@ def answer_stages(map_file: Path, bodies: Path) -> None:
     what each millisecond of the map's part of an answer is spent on (the network's part is the plain model's)."""
     import gc
 
-    from heimdall.radiomap.hybrid import combine
+    from heimdall.radiomap.hybrid import answer
     from heimdall.serve.hybrid_answers import MODE_PROBABILITY, REGION_PROBABILITIES, MapPart, map_input, map_members
     from heimdall.serve.inputs import to_model_inputs
     from heimdall.serve.runtime import from_bytes
@@ -376,9 +376,7 @@ def answer_stages(map_file: Path, bodies: Path) -> None:
             "posterior (kernel.localize)",
             lambda inp=inp: radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present, inp.heard),
         )
-        post = timed(
-            "hybrid product (combine)", lambda p=post, i=i: combine(p, mean[i], cov[i], served.alpha, served.beta)
-        )
+        post = timed("hybrid product (hybrid.answer)", lambda p=post, i=i: answer(p, mean[i], cov[i], served.weights))
         timed("moments, MAP, HPD levels (box_summary)", lambda p=post: p.cov_m2)
         modes = timed("modes (hpd_parts)", lambda p=post: p.modes(MODE_PROBABILITY))
         drawn = timed("50 %/95 % regions (contourpy)", lambda p=post: p.regions((0.5, 0.95)))

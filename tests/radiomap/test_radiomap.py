@@ -346,6 +346,34 @@ def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics)
         assert nll == pytest.approx(-np.mean(each), rel=1e-12, abs=1e-12)
 
 
+def test_a_tempered_answer_keeps_the_untempered_point_and_widens_its_regions(split, physics):
+    """A map (or hybrid) shipped with temperature T > 1 (exponents α/T, β/T) answers with the point of T = 1 — the map
+    as fitted, or p_map · N^(β/α) — and with regions, covariance and densities of the tempered posterior."""
+    from heimdall.radiomap.hybrid import AS_FITTED, Weights, answer, combine
+
+    _, _, _, test, _ = split
+    rng = np.random.default_rng(3)
+    mean, cov = test.position_m[:8] + rng.normal(0, 20_000, (8, 2)), np.broadcast_to(np.eye(2) * 4e8, (8, 2, 2))
+    truth = test.position_m[:8]
+    for i in range(8):
+        post = physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i])
+        for chosen in (AS_FITTED, Weights(0.5, 0.25)):
+            t1 = answer(post, mean[i], cov[i], chosen)
+            hot = answer(post, mean[i], cov[i], Weights(chosen.alpha / 4, chosen.beta / 4))
+            untempered = combine(post, mean[i], cov[i], 1.0, chosen.beta / chosen.alpha)
+            np.testing.assert_allclose(hot.mean_m, untempered.mean_m, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(hot.mean_m, t1.mean_m, rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(hot.map_m, t1.map_m)
+            # the regions and the density are the tempered posterior's, p_map^(α/T) · N^(β/T)
+            tempered = combine(post, mean[i], cov[i], chosen.alpha / 4, chosen.beta / 4)
+            assert hot.hpd_area_km2(0.95) == tempered.hpd_area_km2(0.95) > t1.hpd_area_km2(0.95)
+            np.testing.assert_allclose(
+                hot.log_density_at(truth[i]), tempered.log_density_at(truth[i]), rtol=1e-9, atol=1e-9
+            )
+            assert np.trace(hot.cov_m2) > np.trace(t1.cov_m2) and np.trace(hot.cov_m2) >= np.trace(tempered.cov_m2)
+        assert np.array_equal(answer(post, mean[i], cov[i], AS_FITTED).mean_m, post.mean_m)
+
+
 def test_within_cell_spread_follows_the_field_gradient():
     grid = MapGrid.over((0.0, 0.0, 10_000.0, 6_000.0), 500.0)
     east_m = grid.centres()[:, 0]

@@ -309,8 +309,10 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
 ):
     import dataclasses
 
-    from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
+    from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents, measured
+    from heimdall.radiomap.answer_arrays import answers_of
     from heimdall.release.choice import ship
+    from heimdall.release.judged_answers import model_answers
     from heimdall.release.map_attach import read_network
 
     train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
@@ -335,6 +337,14 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     # the exported model's own answers (as the service and predict give them) hold the truth as often
     judged = onnx_metrics(attached.path.read_bytes(), val)
     assert judged["coverage_region95"] == pytest.approx(chosen["coverage_region95"], abs=0.02)
+    # and with the point of the map as fitted: the temperature widens the regions, it does not move the answer
+    m = measured(val)
+    as_fitted = answers_of(over, m.snr_db, m.noise_dbm, m.present, val.target_m, heard=m.heard)
+    shipped = model_answers(attached.path.read_bytes(), val, "shipped")
+    np.testing.assert_allclose(shipped.mean_m, as_fitted.mean_m, rtol=0, atol=1e-6)
+    assert shipped.in_region95 is not None and shipped.in_region95.mean() > as_fitted.in_hpd95.mean()
+    median_m = np.median(np.linalg.norm(as_fitted.mean_m - val.target_m, axis=1))
+    assert choice.medians["map"]["median_error_m"] == pytest.approx(median_m, rel=1e-9)
 
 
 @pytest.mark.system

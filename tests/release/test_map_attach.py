@@ -8,10 +8,12 @@ import onnx
 import pytest
 
 from heimdall.cli import main
+from heimdall.errors import ModelLoadError
 from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
 from heimdall.onnx_guard import require_self_contained
 from heimdall.radiomap import io as map_io
-from heimdall.release.map_metadata import FIT_KEY
+from heimdall.radiomap.hybrid import Weights
+from heimdall.release.map_metadata import FIT_KEY, read_weights
 from heimdall.serve.runtime import ModelSource
 
 
@@ -176,3 +178,15 @@ def test_a_tampered_map_is_refused_at_load_by_serve_predict_evaluate_and_update(
         err = capsys.readouterr().err
         assert field in err and "unexpected" not in err, (argv, err)
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_a_map_entry_is_read_as_weights_and_bounded():
+    """Entries with and without a temperature read alike (the exponents are the shipped ones); a network weighed
+    more against the map than the choice ever ships (β/α > 4) or exponents out of range are refused, naming the
+    entry."""
+    for entry in ({"alpha": 0.125, "beta": 0.0625, "temperature": 8.0}, {"alpha": 0.5, "beta": 0.25}):
+        weights = read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError)
+        assert weights == Weights(entry["alpha"], entry["beta"]) and weights.network_weight == 0.5
+    for entry in ({"alpha": 0.01, "beta": 1.0}, {"alpha": 0.0, "beta": 0.0}, {"alpha": 3.0, "beta": 0.0}, {}):
+        with pytest.raises(ModelLoadError, match=f"m.onnx: metadata {FIT_KEY}"):
+            read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError)

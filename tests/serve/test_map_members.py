@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from heimdall.radiomap.fit import MapOptions, physics_map
-from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.radiomap.hybrid import Weights, hybrid_answer
 from heimdall.serve.coordinates_json import rings_json
 from heimdall.serve.hybrid_answers import (
     COORDINATE_DECIMALS,
@@ -48,7 +48,7 @@ def test_modes_and_regions_hold_the_posteriors_values_in_lat_lon(nw_italy):
     frame = nw_italy.frame
     n = radio_map.n_receivers
     snr, noise = np.linspace(3.0, 25.0, n), np.full(n, -110.0)
-    post = hybrid_posterior(radio_map, snr, noise, np.ones(n, bool), np.zeros(2), np.eye(2) * 4e8, 1.0, 0.5)
+    post = hybrid_answer(radio_map, snr, noise, np.ones(n, bool), np.zeros(2), np.eye(2) * 4e8, Weights(1.0, 0.5))
     drawn = post.regions(tuple(float(key) for key in REGION_PROBABILITIES))
     part = MapPart(
         post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), {k: drawn[float(k)] for k in REGION_PROBABILITIES}, 0.0

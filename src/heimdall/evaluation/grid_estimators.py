@@ -26,9 +26,10 @@ from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import (
     TEMPERATURES,
     UNTEMPERED,
+    Weights,
+    answer,
     best_exponents,
     calibrating_temperature,
-    combine,
     exponent_nlls,
     network_nll,
     temperature_scores,
@@ -54,11 +55,10 @@ class GridEstimates:
 
 @dataclass
 class CarriedMap:
-    """The radio map a model carries, the hybrid's exponents (p_map^α · N_net^β) and its FIT_KEY entry."""
+    """The radio map a model carries, how its answers weigh map and network and its FIT_KEY entry."""
 
     radio_map: RadioMap
-    alpha: float
-    beta: float
+    weights: Weights
     fit: dict[str, Any]
 
     def check_receivers(self, test: TestSet, where: str) -> None:
@@ -134,7 +134,8 @@ def hybrid_exponents(
     `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0), the map and the
     hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
     .calibrating_temperature; `temperature`, exponents already divided by it) — with its calibration as the champion
-    rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m), and
+    rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's
+    and the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), and
     `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the
     validation transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there
     are at least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done,
@@ -164,7 +165,7 @@ def hybrid_exponents(
     }
     for name, beta_positive in (("map", False), ("hybrid", True)):
         alpha, beta, _ = best_exponents(nlls, beta_positive)
-        scores = temperature_scores(posts, net_mean, net_cov, truth, alpha, beta, workers)
+        scores, point_error_m = temperature_scores(posts, net_mean, net_cov, truth, alpha, beta, workers)
         k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
         t = TEMPERATURES[k]
         nll, coverage50, coverage95 = scores[:, k, :3].mean(axis=0)
@@ -176,7 +177,7 @@ def hybrid_exponents(
             "coverage_region50": float(coverage50),
             "coverage_region95": float(coverage95),
             "coverage_region95_untempered": float(scores[:, UNTEMPERED, 2].mean()),
-            **_medians(scores[:, k, 3], far),
+            **_medians(point_error_m, far),
         }
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
     return {
@@ -227,8 +228,12 @@ def grid_estimates(
     if carried is not None:
         radio_map = carried.radio_map
         notes: dict[str, object] = {"radio_map": carried.provenance()}
-        exponents: tuple[float, float] | None = (carried.alpha, carried.beta)
-        notes["hybrid"] = {"alpha": carried.alpha, "beta": carried.beta, "chosen": "the model's own exponents"}
+        weights: Weights | None = carried.weights
+        notes["hybrid"] = {
+            "alpha": carried.weights.alpha,
+            "beta": carried.weights.beta,
+            "chosen": "the model's own exponents",
+        }
     else:
         assert options is not None  # no map to score without one
         radio_map, how = fit_map(test, calibration, options, on_progress)
@@ -242,27 +247,27 @@ def grid_estimates(
                 "spacing_m": radio_map.grid.spacing_m,
             }
         }
-        exponents = None
+        weights = None
         if predict is not None and validation is not None:
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
-            notes["hybrid"], exponents = chosen, (chosen["alpha"], chosen["beta"])
+            notes["hybrid"], weights = chosen, Weights(chosen["alpha"], chosen["beta"])
         elif predict is not None:
             notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
     tm = measured(test)
     n = len(test.target_m)
     collectors = {"radio_map": AnswerCollector(n, test.target_m)}
-    if exponents is not None and predict is not None:
+    if weights is not None and predict is not None:
         collectors["hybrid"] = AnswerCollector(n, test.target_m)
         net_mean, net_cov = predict(test)
 
-    def answer(i: int) -> None:
+    def answer_one(i: int) -> None:
         post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i], tm.heard[i])
         collectors["radio_map"].add(i, post)
-        if exponents is not None:
-            collectors["hybrid"].add(i, combine(post, net_mean[i], net_cov[i], *exponents))
+        if weights is not None:
+            collectors["hybrid"].add(i, answer(post, net_mean[i], net_cov[i], weights))
 
     progress = (lambda i, k: on_progress("radio map", i, k)) if on_progress else None
-    collect(answer, n, list(collectors.values()), progress, workers)
+    collect(answer_one, n, list(collectors.values()), progress, workers)
     answers = {k: c.answers for k, c in collectors.items()}
     if options is None or test.scenario is None or test.tx_height_m is None or test.gain_offset_db is None:
         return GridEstimates(answers, notes)

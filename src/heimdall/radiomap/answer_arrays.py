@@ -10,7 +10,7 @@ import numpy as np
 
 from heimdall.radiomap.batch import Unanswered, in_threads
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.posterior import GridPosterior
+from heimdall.radiomap.posterior import GridPosterior, TemperedPosterior
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class AnswerCollector:
             self.answers.log_density_at_truth = np.empty(n)
             self.answers.in_hpd50, self.answers.in_hpd95 = np.empty(n, bool), np.empty(n, bool)
 
-    def add(self, i: int, post: GridPosterior) -> None:
+    def add(self, i: int, post: GridPosterior | TemperedPosterior) -> None:
         """Record the answer of transmission i (threads may add different transmissions at once)."""
         a = self.answers
         a.mean_m[i], a.cov_m2[i], a.map_m[i] = post.mean_m, post.cov_m2, post.map_m

@@ -12,24 +12,70 @@ On measured data the map's noise is not the model's and its regions may be too s
 T on the log posterior (p^(1/T), i.e. both exponents divided by T; T > 1 widens, T < 1 sharpens) is then chosen on
 validation so that the 95 % regions hold the truth as often as they claim (`calibrating_temperature`); the
 exponents shipped are the tempered ones.
+
+Flattening moves the posterior's mean, so an answer reads its point elsewhere (`Weights`, `answer`): from the map at
+its own sharpness with the network weighed against it as chosen, p_map · N_net^(β/α) — the map alone: the map as
+fitted — and its spread (covariance about the point, regions, modes, densities) from that posterior raised to α, which
+is p_map^α · N_net^β. α's part below 1 (its own flattening chosen by NLL, then the temperature) only widens the
+regions; it does not move the point.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
 from heimdall.radiomap import kernel
 from heimdall.radiomap.batch import all_in_threads
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR, GridPosterior
+from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR, GridPosterior, TemperedPosterior
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0)  # T tried, coolest first
 UNTEMPERED = TEMPERATURES.index(1.0)  # the posterior as it is
 REGION95_TARGET = 0.93  # the validation coverage a widened 95 % region reaches (inside the 90–97 % band)
 SHARPENED95_TARGET = 0.95  # a sharpened one (T < 1) still holds at least what it claims
+
+MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # the largest β/α the choice can ship
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How an answer weighs the map and the network: the exponents α > 0, β ≥ 0 of p_map^α · N_net^β as shipped
+    (tempered; α = 1, β = 0: the map alone as fitted). The point is read from p_map · N_net^(β/α), the spread from
+    it raised to α."""
+
+    alpha: float
+    beta: float
+
+    @property
+    def network_weight(self) -> float:
+        """β/α: the network's exponent against the map's own (1) in the posterior the point is read from."""
+        return self.beta / self.alpha
+
+    def without_network(self) -> Weights:
+        """The weights of an answer by the map alone: these for a map-only model (β = 0), else the map as fitted
+        (a hybrid's calibration is the hybrid's, not its map's)."""
+        return self if self.beta == 0.0 else AS_FITTED
+
+
+AS_FITTED = Weights(1.0, 0.0)
+
+
+def answer(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, weights: Weights) -> TemperedPosterior:
+    """The answer to one transmission from its map posterior and the network's mean [2] m and covariance [2, 2] m²:
+    its point from p_map · N_net^(β/α), its spread from that raised to α (heimdall.radiomap.posterior
+    .TemperedPosterior)."""
+    return TemperedPosterior(point_posterior(post, net_mean_m, net_cov_m2, weights), weights.alpha)
+
+
+def point_posterior(
+    post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, weights: Weights
+) -> GridPosterior:
+    """p_map · N_net^(β/α): the posterior an answer reads its point from (the map's own when β = 0)."""
+    return post if weights.beta == 0.0 else combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
 
 
 def combine(
@@ -43,23 +89,19 @@ def combine(
     return GridPosterior.from_log_box(post.grid, log_box, post.j0, post.i0, top)
 
 
-def hybrid_posterior(
+def hybrid_answer(
     radio_map: RadioMap,
     snr_db: np.ndarray,
     noise_dbm: np.ndarray,
     present: np.ndarray,
     net_mean_m: np.ndarray,
     net_cov_m2: np.ndarray,
-    alpha: float,
-    beta: float,
+    weights: Weights,
     heard: np.ndarray | None = None,
-) -> GridPosterior:
-    """The posterior a map-carrying model answers one transmission with (the map's inputs [R] as
-    RadioMap.localize reads them, the network's mean [2] m and covariance [2, 2] m²); α = 1, β = 0: the map's own."""
-    post = radio_map.localize(snr_db, noise_dbm, present, heard)
-    if (alpha, beta) != (1.0, 0.0):
-        post = combine(post, net_mean_m, net_cov_m2, alpha, beta)
-    return post
+) -> TemperedPosterior:
+    """The answer of a map-carrying model to one transmission (the map's inputs [R] as RadioMap.localize reads them,
+    the network's mean [2] m and covariance [2, 2] m²; `answer`)."""
+    return answer(radio_map.localize(snr_db, noise_dbm, present, heard), net_mean_m, net_cov_m2, weights)
 
 
 def exponent_nlls(
@@ -123,22 +165,23 @@ def temperature_scores(
     alpha: float,
     beta: float,
     workers: int | None = None,
-) -> np.ndarray:
-    """float64 [n, len(TEMPERATURES), 4]: for each truth [n, 2] and temperature T, under the hybrid with exponents
-    α/T, β/T (β = 0: the map alone): its NLL (per km²), whether it lies inside the 50 % and the 95 % region (0 or 1)
-    and the distance (m) from the posterior mean; the transmissions in `workers` threads (None: every CPU)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 [n, len(TEMPERATURES), 3], float64 [n]): for each truth [n, 2] and temperature T, under the answer
+    with exponents α/T, β/T (β = 0: the map alone; `answer`), its NLL (per km²) and whether it lies inside the 50 %
+    and the 95 % region (0 or 1); and the distance (m) of each truth from the answer's point, which the temperature
+    does not move. The transmissions in `workers` threads (None: every CPU)."""
 
     def scores(i: int) -> list[float]:
         truth = truth_m[i][None]
-        out = []
+        point = point_posterior(posts[i], net_mean_m[i], net_cov_m2[i], Weights(alpha, beta))
+        out = [float(np.hypot(*(point.mean_m - truth_m[i])))]
         for t in TEMPERATURES:
-            q = combine(posts[i], net_mean_m[i], net_cov_m2[i], alpha / t, beta / t)
-            inside = [float(q.in_hpd(truth, level)[0]) for level in (0.5, 0.95)]
-            out += [-q.log_density_at(truth)[0], *inside, float(np.hypot(*(q.mean_m - truth_m[i])))]
+            q = TemperedPosterior(point, alpha / t)
+            out += [-q.log_density_at(truth)[0], *(float(q.in_hpd(truth, level)[0]) for level in (0.5, 0.95))]
         return out
 
     per_transmission = np.array(all_in_threads(scores, len(posts), workers), np.float64)
-    return per_transmission.reshape(len(posts), len(TEMPERATURES), 4)
+    return per_transmission[:, 1:].reshape(len(posts), len(TEMPERATURES), 3), per_transmission[:, 0]
 
 
 def calibrating_temperature(coverage95: np.ndarray) -> int:

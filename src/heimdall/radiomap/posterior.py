@@ -121,6 +121,15 @@ class GridPosterior:
         g = self.grid
         return np.array([g.east0_m + (self.i0 + i) * g.spacing_m, g.north0_m + (self.j0 + j) * g.spacing_m])
 
+    def tempered(self, exponent: float) -> GridPosterior:
+        """The posterior raised to `exponent` and renormalised (p^exponent: < 1 widens, > 1 sharpens; 1: itself),
+        on the same cells (those with no mass keep none)."""
+        if exponent == 1.0:
+            return self
+        with np.errstate(divide="ignore"):
+            log_box = np.log(self.box) * exponent
+        return GridPosterior.from_log_box(self.grid, log_box, self.j0, self.i0)
+
     def log_density_at(self, points_m: np.ndarray) -> np.ndarray:
         """float64 [n] log posterior density (per km²) at points [n, 2]; LOG_DENSITY_FLOOR where pruned."""
         cell = self.grid.cell_of(np.atleast_2d(points_m))
@@ -197,6 +206,56 @@ class GridPosterior:
                 polygons.append([np.vstack([r, r[:1]]) if not np.array_equal(r[0], r[-1]) else r for r in rings])
             out[p] = polygons
         return out
+
+
+class TemperedPosterior:
+    """An answer read from two posteriors: its point (mean, most probable cell) from `point` as it is, its spread
+    (covariance about that point, HPD regions and their modes, densities) from `point` raised to `exponent` — a
+    calibration (exponent < 1 widens the regions, > 1 narrows them) that leaves the point where it is. Read like a
+    GridPosterior."""
+
+    def __init__(self, point: GridPosterior, exponent: float = 1.0) -> None:
+        self.point = point
+        self.spread = point.tempered(exponent)
+        self.grid = point.grid
+
+    @property
+    def mean_m(self) -> np.ndarray:
+        """float64 [2] the point's posterior mean east/north."""
+        return self.point.mean_m
+
+    @property
+    def map_m(self) -> np.ndarray:
+        """float64 [2] centre of the most probable cell (the same in both posteriors)."""
+        return self.point.map_m
+
+    @cached_property
+    def cov_m2(self) -> np.ndarray:
+        """float64 [2, 2] the spread's second moment about the point's mean (its covariance, plus the cell's extent,
+        plus the outer product of the two means' difference)."""
+        d = self.spread.mean_m - self.point.mean_m
+        return self.spread.cov_m2 + np.outer(d, d)
+
+    def log_density_at(self, points_m: np.ndarray) -> np.ndarray:
+        """GridPosterior.log_density_at of the spread."""
+        return self.spread.log_density_at(points_m)
+
+    def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
+        """GridPosterior.in_hpd of the spread."""
+        return self.spread.in_hpd(points_m, probability)
+
+    def hpd_area_km2(self, probability: float) -> float:
+        """GridPosterior.hpd_area_km2 of the spread."""
+        return self.spread.hpd_area_km2(probability)
+
+    def modes(self, probability: float = 0.95, max_modes: int = MAX_MODES) -> list[Mode]:
+        """GridPosterior.modes of the spread: the parts of its HPD region (each part's most probable cell is a peak
+        of the point's posterior too, tempering keeps the cells' order)."""
+        return self.spread.modes(probability, max_modes)
+
+    def regions(self, probabilities: tuple[float, ...]) -> dict[float, list[list[np.ndarray]]]:
+        """GridPosterior.regions of the spread."""
+        return self.spread.regions(probabilities)
 
 
 def mixture(posteriors: list[GridPosterior], log_prior: np.ndarray) -> GridPosterior:

@@ -4,7 +4,8 @@ After the network is exported, a map is fitted on the training store (heimdall.r
 as `heimdall map fit` does) and the three are compared on the store's validation split by mean negative
 log-likelihood of the true positions (nats per km², the same transmissions, each density floored alike:
 heimdall.evaluation.grid_estimators.hybrid_exponents); the map's and the hybrid's regions are first recalibrated there
-(a temperature on the log posterior when their 95 % regions hold the truth too rarely). A candidate whose median
+(a temperature on the log posterior when their 95 % regions hold the truth too rarely; it widens the regions and
+leaves the answer's point, heimdall.radiomap.hybrid.answer). A candidate whose median
 error on validation — over all of it, or over the transmissions far from every training label — is larger than the
 weighted centroid's is passed over; among the others, the lowest NLL among those whose validation coverage the
 champion rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. When

@@ -1,5 +1,5 @@
 """A published model's own answers on an evaluation set, as the champion rule judges them: the network's Gaussian,
-or, for a model that carries a radio map, the mean and covariance of the hybrid posterior the service answers with
+or, for a model that carries a radio map, the mean and covariance of the hybrid answer the service gives
 (heimdall.radiomap.hybrid; the network's answer where the map reads no receiver, as the service does) and whether
 the truth lies in its 50 % and 95 % regions — the calibration a non-Gaussian answer is judged by. The map is the
 one the model carries (`carried_map`), never a refitted one.
@@ -23,10 +23,10 @@ from heimdall.evaluation.test_set import TestSet
 from heimdall.onnx_guard import check_model_size, require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import Unanswered, in_threads
-from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.radiomap.hybrid import hybrid_answer
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES
-from heimdall.release.map_metadata import FIT_KEY, read_exponents
+from heimdall.release.map_metadata import FIT_KEY, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def carried_map(onnx_bytes: bytes, where: str) -> CarriedMap | None:
         return None
     radio_map = read_map(proto, where)
     meta = {p.key: p.value for p in proto.metadata_props}
-    alpha, beta = read_exponents(meta, where, ModelLoadError)
-    return CarriedMap(radio_map, alpha, beta, json.loads(meta[FIT_KEY]))
+    return CarriedMap(radio_map, read_weights(meta, where, ModelLoadError), json.loads(meta[FIT_KEY]))
 
 
 def model_answers(
@@ -75,7 +74,7 @@ def model_answers(
     if carried is None:
         return Answers(mean_m, cov_m2)
     carried.check_receivers(test, where)
-    radio_map, alpha, beta = carried.radio_map, carried.alpha, carried.beta
+    radio_map, weights = carried.radio_map, carried.weights
     m = measured(test)
     usable = map_usable(m, mean_m, cov_m2)
     truth = test.target_m
@@ -85,8 +84,8 @@ def model_answers(
 
     def answer(k: int) -> None:
         i = rows[k]
-        post = hybrid_posterior(
-            radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], alpha, beta, m.heard[i]
+        post = hybrid_answer(
+            radio_map, m.snr_db[i], m.noise_dbm[i], m.present[i], mean_m[i], cov_m2[i], weights, m.heard[i]
         )
         in50[i], in95[i] = (post.in_hpd(truth[i][None], q)[0] for q in HPD_PROBABILITIES)
         mean_m[i], cov_m2[i] = post.mean_m, post.cov_m2

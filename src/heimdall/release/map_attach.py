@@ -34,7 +34,7 @@ from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.model import RadioMap
 from heimdall.release import MODEL_NAME
-from heimdall.release.map_metadata import FIT_KEY, read_exponents
+from heimdall.release.map_metadata import FIT_KEY, read_weights
 from heimdall.signing import SigningKey
 from heimdall.train.model_card import ModelCard
 
@@ -212,4 +212,4 @@ def _check_loads(data: bytes, where: str, ort) -> None:  # noqa: ANN001  (onnxru
         ) from None
     meta = {p.key: p.value for p in proto.metadata_props}
     ModelCard.from_onnx_metadata(meta, where, ExportError)
-    read_exponents(meta, where, ExportError)
+    read_weights(meta, where, ExportError)

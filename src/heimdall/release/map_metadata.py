@@ -2,7 +2,8 @@
 
 FIT_KEY holds a JSON object: `alpha`, `beta` (the exponents of p_map^α · N_net^β, heimdall.radiomap.hybrid;
 α = 1, β = 0: the map alone), `temperature` (T chosen on validation so that the regions cover what they claim;
-already applied: alpha and beta are the chosen exponents divided by T, so whoever answers reads only α and β),
+already applied: alpha and beta are the chosen exponents divided by T, so whoever answers reads only α and β —
+the answer's point from p_map · N_net^(β/α), its spread from that raised to α: heimdall.radiomap.hybrid.Weights),
 `worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation), and the map's
 provenance (`how`, `labels_used`, `store`, `store_sha256`,
 `fitted`, …), written by heimdall.release.map_attach and read by whoever answers with the map.
@@ -13,14 +14,15 @@ from __future__ import annotations
 import json
 
 from heimdall.errors import HeimdallError
-from heimdall.radiomap.hybrid import TEMPERATURES
+from heimdall.radiomap.hybrid import MAX_RATIO, TEMPERATURES, Weights
 
 FIT_KEY = "radiomap_fit"
 MAX_EXPONENT = 1.0 / min(TEMPERATURES)  # the largest tempered exponent the choice can ship (α, β ≤ 1, T ≥ 0.5)
 
 
-def read_exponents(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> tuple[float, float]:
-    """(α, β) of a map-carrying model's FIT_KEY entry; `error` naming the field when missing or out of range."""
+def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> Weights:
+    """The weights (α, β) of a map-carrying model's FIT_KEY entry; `error` naming the field when missing or out of
+    range (β/α at most MAX_RATIO, as the choice ships)."""
     try:
         fit = json.loads(metadata[FIT_KEY])
         alpha, beta = float(fit["alpha"]), float(fit["beta"])
@@ -28,9 +30,9 @@ def read_exponents(metadata: dict[str, str], where: str, error: type[HeimdallErr
         raise error(
             f"{where}: metadata {FIT_KEY}: missing or without alpha and beta (attach maps with `heimdall map fit`)"
         ) from None
-    if not (0 < alpha <= MAX_EXPONENT and 0 <= beta <= MAX_EXPONENT):
+    if not (0 < alpha <= MAX_EXPONENT and 0 <= beta <= MAX_EXPONENT and beta <= MAX_RATIO * alpha):
         raise error(
             f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ {MAX_EXPONENT:g}, "
-            f"0 ≤ beta ≤ {MAX_EXPONENT:g}"
+            f"0 ≤ beta ≤ {MAX_EXPONENT:g} and beta ≤ {MAX_RATIO:g} × alpha"
         )
-    return alpha, beta
+    return Weights(alpha, beta)

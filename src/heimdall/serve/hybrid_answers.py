@@ -27,11 +27,11 @@ from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
-from heimdall.radiomap.hybrid import hybrid_posterior
+from heimdall.radiomap.hybrid import Weights, hybrid_answer
 from heimdall.radiomap.likelihood import U_MAX_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
-from heimdall.release.map_metadata import read_exponents
+from heimdall.release.map_metadata import read_weights
 from heimdall.serve.coordinates_json import rings_json
 from heimdall.serve.schemas import FeatureVector
 
@@ -46,16 +46,15 @@ NO_NETWORK_ANSWER = "used alone: the network gave no finite answer"
 
 @dataclass(frozen=True)
 class ServedMap:
-    """A model's radio map and the hybrid's exponents (α = 1, β = 0: the map alone)."""
+    """A model's radio map and how its answers weigh map and network (heimdall.radiomap.hybrid.Weights)."""
 
     radio_map: RadioMap
-    alpha: float
-    beta: float
+    weights: Weights
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/model says of the map."""
-        m = self.radio_map
-        return {"alpha": self.alpha, "beta": self.beta, "spacing_m": m.grid.spacing_m, "n_labels": m.n_labels}
+        m, w = self.radio_map, self.weights
+        return {"alpha": w.alpha, "beta": w.beta, "spacing_m": m.grid.spacing_m, "n_labels": m.n_labels}
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
             f"model's receivers {receiver_ids}"
         )
     # the table built and the kernels compiled (or loaded from numba's cache) now, not at the first request
-    return ServedMap(radio_map.prepare(), *read_exponents(metadata, where, ModelLoadError))
+    return ServedMap(radio_map.prepare(), read_weights(metadata, where, ModelLoadError))
 
 
 def map_input(
@@ -147,12 +146,13 @@ def map_input(
 def map_part(
     served: ServedMap, inp: MapInput, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, alone: bool = False
 ) -> MapPart | str:
-    """The hybrid posterior of one transmission (network mean [2] m, covariance [2, 2] m²; `alone`: the map's own
-    posterior), in metres, or why the map does not answer it."""
-    alpha, beta = (1.0, 0.0) if alone else (served.alpha, served.beta)
+    """The answer of one transmission (network mean [2] m, covariance [2, 2] m²; `alone`: the map's own, Weights
+    .without_network) in metres — its point from the untempered posterior, its covariance, modes and regions from the
+    calibrated one (heimdall.radiomap.hybrid.answer) — or why the map does not answer it."""
+    weights = served.weights.without_network() if alone else served.weights
     try:
-        post = hybrid_posterior(
-            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, alpha, beta, inp.heard
+        post = hybrid_answer(
+            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, weights, inp.heard
         )
     except MapInputError as exc:
         return f"not used: {exc}"
