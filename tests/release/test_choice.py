@@ -232,6 +232,7 @@ def test_an_automatic_map_choice_gives_way_when_only_the_network_would_be_served
     assert not ships_network_instead("auto", None, CALIBRATED_NET)  # no evaluation set: nothing to judge on
 
 
+@pytest.mark.system  # a whole map fit run out of time: the second tier
 def test_an_automatic_choice_past_the_runs_deadline_ships_the_network(model_file, tiny_store, tmp_path):
     model = tmp_path / "model.onnx"
     shutil.copy(model_file, model)
