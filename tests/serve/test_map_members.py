@@ -12,8 +12,12 @@ from heimdall.serve.coordinates_json import rings_json
 from heimdall.serve.hybrid_answers import (
     COORDINATE_DECIMALS,
     MODE_PROBABILITY,
+    NO_NETWORK_ANSWER,
     REGION_PROBABILITIES,
+    MapInput,
     MapPart,
+    ServedMap,
+    hybrid_answers,
     map_members,
     members_dict,
 )
@@ -68,3 +72,20 @@ def test_modes_and_regions_hold_the_posteriors_values_in_lat_lon(nw_italy):
         )
         assert got["regions"][key] == expected
     assert sum(len(ring) for poly in part.regions["0.95"] for ring in poly) > 10
+
+
+def test_a_network_answer_without_a_proper_gaussian_leaves_the_map_to_answer_alone(nw_italy):
+    """A singular or non-finite covariance from the network cannot weigh the map: the map answers alone (as for a
+    power-only request), the hybrid only where the network's Gaussian is proper."""
+    radio_map = physics_map(nw_italy, MapOptions(spacing_m=2000.0, coarse_factor=2))
+    served = ServedMap(radio_map.prepare(), Weights(1.0, 0.5))
+    n = radio_map.n_receivers
+    inp = MapInput(np.linspace(3.0, 25.0, n), np.full(n, -110.0), np.ones(n, bool), np.ones(n, bool))
+    mean_m = np.zeros((3, 2))
+    cov_m2 = np.stack([np.eye(2) * 4e8, np.zeros((2, 2)), np.full((2, 2), np.nan)])
+    answered_mean, _, fields, parts = hybrid_answers(served, nw_italy.frame, mean_m, cov_m2, [inp] * 3)
+    notes = [json.loads(b"{" + f + b"}")["map"] for f in fields]
+    assert notes == ["used", NO_NETWORK_ANSWER, NO_NETWORK_ANSWER]
+    alone = hybrid_answer(radio_map, inp.snr_db, inp.noise_dbm, inp.present, mean_m[0], cov_m2[0], Weights(1.0, 0.0))
+    np.testing.assert_allclose(answered_mean[1:], [alone.mean_m] * 2)
+    assert all(p is not None for p in parts) and np.isfinite(answered_mean).all()

@@ -50,6 +50,10 @@ class Weights:
     alpha: float
     beta: float
 
+    def __post_init__(self) -> None:
+        if not (self.alpha > 0.0 and self.beta >= 0.0):
+            raise ValueError(f"exponents α = {self.alpha}, β = {self.beta}: expected α > 0 and β ≥ 0")
+
     @property
     def network_weight(self) -> float:
         """β/α: the network's exponent against the map's own (1) in the posterior the point is read from."""

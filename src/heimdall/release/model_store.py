@@ -397,8 +397,9 @@ class ModelStore:
                 manifest = signer.sign(manifest)
             if self.backend.create(f"{name}/{version}/{MANIFEST_FILE}", encode_manifest(manifest)):
                 return version
-            time.sleep(secrets.randbelow(1000) / 1000 * min(MAX_BACKOFF_S, 0.01 * 2**attempt))
-            version = max(version + 1, self._next_version(name))
+            if attempt + 1 < MAX_PUBLISH_ATTEMPTS:
+                time.sleep(secrets.randbelow(1000) / 1000 * min(MAX_BACKOFF_S, 0.01 * 2**attempt))
+                version = max(version + 1, self._next_version(name))
         raise ModelStoreError(
             f"{self.backend.description}: no free version of {name} after {MAX_PUBLISH_ATTEMPTS} "
             "tries (too many concurrent publishers); the bytes are stored, publish again"

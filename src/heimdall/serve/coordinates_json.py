@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+import heimdall.radiomap.kernel  # noqa: F401  (first: where numba cannot cache, its kernels fall back uncached)
+
 MAX_DECIMALS = 9
 MAX_ABS = 1e9  # larger values (not coordinates in degrees) are written null
 _POINT_BYTES = 2 * (1 + 10 + 1 + MAX_DECIMALS) + 4  # two numbers, brackets and commas: an upper bound

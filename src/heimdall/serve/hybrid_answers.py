@@ -41,7 +41,7 @@ COORDINATE_DECIMALS = 6  # degrees: about 0.1 m
 NOT_USED = "not used: no receiver of the model's table (ad-hoc receivers only)"
 UNKNOWN_NOISE_SNR_DB = U_MAX_DB  # a power reading without its noise: read as this far above it
 MAP_ALONE = "used alone: power readings only, and this model's network reads spectral features"
-NO_NETWORK_ANSWER = "used alone: the network gave no finite answer"
+NO_NETWORK_ANSWER = "used alone: the network gave no finite answer (or a singular covariance)"
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,9 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
             f"model's receivers {receiver_ids}"
         )
     # the table built and the kernels compiled (or loaded from numba's cache) now, not at the first request
-    return ServedMap(radio_map.prepare(), read_weights(metadata, where, ModelLoadError))
+    served = ServedMap(radio_map.prepare(), read_weights(metadata, where, ModelLoadError))
+    rings_json(np.zeros((1, 2)), np.array([1]), COORDINATE_DECIMALS)  # the regions' writer too
+    return served
 
 
 def map_input(
@@ -175,6 +177,7 @@ def hybrid_answers(
     `modes` and `regions` where used: map_members) and the parts (None where not used). `map_over(f, jobs)` applies
     f to every job (a thread pool's map)."""
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
+    finite[finite] &= np.linalg.det(cov_m2[finite]) > 0  # a singular Gaussian cannot weigh the map: none
 
     def answer(job: tuple[int, MapInput]) -> Answered:
         i, inp = job

@@ -300,18 +300,18 @@ class LocalizationService:
         (Unavailable, with why). Returns the previous and current versions and the new sha256."""
         async with self._reload_lock:
             old = self.served()
-            gc.unfreeze()  # the previous model's objects may be collected once it is swapped out
+            previous, described = old.version, f"{old.name} {old.version} (sha256 {old.sha256[:12]}…)"
+            del old  # the previous model's objects may be collected once it is swapped out: no reference kept here
+            gc.unfreeze()
             try:
                 new = await asyncio.get_running_loop().run_in_executor(None, self.source.load)
             except Exception as exc:  # whatever the source raised, the service goes on with the old model
                 why = str(exc) if isinstance(exc, HeimdallError) else f"{type(exc).__name__}: {exc}"
+                raise Unavailable("model", f"reload failed, still serving {described}: {why}") from None
+            else:
+                self.model = new
+                self.cache.clear()
+                self.metrics.reloads.inc()
+            finally:  # also when the reload is cancelled
                 settle_heap()
-                raise Unavailable(
-                    "model",
-                    f"reload failed, still serving {old.name} {old.version} (sha256 {old.sha256[:12]}…): {why}",
-                ) from None
-            self.model = new
-            self.cache.clear()
-            settle_heap()
-            self.metrics.reloads.inc()
-        return {"previous": old.version, "current": new.version, "sha256": new.sha256}
+        return {"previous": previous, "current": new.version, "sha256": new.sha256}
