@@ -278,11 +278,10 @@ def register(
     model = onnx.load_from_string(onnx_bytes)
     if run_id is not None and not _has_run(client, run_id):  # trained against another tracking server
         run_id = None
-    # the run's experiment named explicitly, never set process-wide: a process that registers into several
-    # stores (tests, a notebook) would otherwise start a run against another store's active experiment
-    if run_id is not None:
-        experiment_id = client.get_run(run_id).info.experiment_id
-    else:
+    # a new run's experiment named explicitly, never set process-wide: a process that registers into several
+    # stores (tests, a notebook) would otherwise resume a run against another store's active experiment
+    experiment_id = None
+    if run_id is None:
         found = client.get_experiment_by_name(EXPORT_EXPERIMENT)
         experiment_id = (
             found.experiment_id

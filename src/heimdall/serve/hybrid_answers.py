@@ -173,16 +173,17 @@ def hybrid_answers(
 ) -> tuple[np.ndarray, np.ndarray, list[bytes], list[MapPart | None]]:
     """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the
     map reads of each: (mean, covariance) with the hybrid's where the map is used (the map's alone where the input
-    says so or the network's answer is not finite), the fields each answer adds as JSON object members (`map`;
-    `modes` and `regions` where used: map_members) and the parts (None where not used). `map_over(f, jobs)` applies
-    f to every job (a thread pool's map)."""
+    says so or the network's answer is not finite or its covariance singular), the fields each answer adds as JSON
+    object members (`map`; `modes` and `regions` where used: map_members) and the parts (None where not used).
+    `map_over(f, jobs)` applies f to every job (a thread pool's map)."""
+    net_mean_m, net_cov_m2 = mean_m, cov_m2  # the network's answers, read by the jobs; the copies below are written
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
     finite[finite] &= np.linalg.det(cov_m2[finite]) > 0  # a singular Gaussian cannot weigh the map: none
 
     def answer(job: tuple[int, MapInput]) -> Answered:
         i, inp = job
         why_alone = inp.alone or (None if finite[i] else NO_NETWORK_ANSWER)
-        part = map_part(served, inp, mean_m[i], cov_m2[i], why_alone is not None)
+        part = map_part(served, inp, net_mean_m[i], net_cov_m2[i], why_alone is not None)
         if isinstance(part, str):
             return None, _map_note(part)
         return part, _map_note(why_alone or "used") + b"," + map_members(part, frame)
