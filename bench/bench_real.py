@@ -143,13 +143,20 @@ def summary(pred_m: np.ndarray, truth_m: np.ndarray, extra: dict | None = None) 
     err = error_m(pred_m, truth_m)
     answered = np.isfinite(err)
     if not answered.any():
-        return {"median_m": float("nan"), "mean_m": float("nan"), "answered": 0.0, **(extra or {})}
+        return {
+            "median_m": float("nan"),
+            "mean_m": float("nan"),
+            "answered": 0.0,
+            **(extra or {}),
+            "errors_m": err.tolist(),
+        }
     share = {} if answered.all() else {"answered": float(answered.mean())}
     return {
         "median_m": float(np.median(err[answered])),
         "mean_m": float(np.mean(err[answered])),
         **share,
         **(extra or {}),
+        "errors_m": err.tolist(),  # per transmission (NaN: unanswered), for the figures pooled over seeds
     }
 
 
@@ -159,6 +166,7 @@ def region_summary(answers: dict[str, np.ndarray], truth_m: np.ndarray, extra: d
         truth_m,
         {
             "coverage95": float(answers["inside"].mean()),
+            "inside95": answers["inside"].tolist(),
             "area95_km2": float(np.nanmean(answers["area"])) if np.isfinite(answers["area"]).any() else float("nan"),
             **(extra or {}),
         },
@@ -232,16 +240,17 @@ def run_case(
     table: Path,
     split: str,
     n_labels: int | None,
+    seed: int,
     args: argparse.Namespace,
     deadline: float,
     start: float,
     work: Path,
 ) -> dict:
-    """Every localizer on one split and number of labels (None: all)."""
-    rng = np.random.default_rng(args.seed)
+    """Every localizer on one split (its places drawn with `seed`) and number of labels (None: all)."""
+    rng = np.random.default_rng(seed)
     block, gap = place_scales_m(net.rx_position_m)
     if split == "spatial":
-        outer = split_by_place(net.target_m, 0.15, block, gap, seed=args.seed)
+        outer = split_by_place(net.target_m, 0.15, block, gap, seed=seed)
         pool, test = outer.train, outer.val
     else:
         perm = rng.permutation(len(net.target_m))
@@ -249,7 +258,7 @@ def run_case(
     test = rng.permutation(test)[: args.max_test]
     # validation for k, the exponents and the temperature: split the training places the same way
     if split == "spatial":
-        inner = split_by_place(net.target_m[pool], 0.15, block, gap, seed=args.seed + 1)
+        inner = split_by_place(net.target_m[pool], 0.15, block, gap, seed=seed + 1)
         train_pool, val = pool[inner.train], pool[inner.val]
     else:
         perm = rng.permutation(pool)
@@ -263,6 +272,8 @@ def run_case(
     east, north = te.target_m.T
     case = {
         "split": split,
+        "seed": seed,
+        "asked": "all" if n_labels is None else n_labels,
         "labels": len(labels) if n_labels != 0 else 0,
         "n_test": len(test),
         "test_outside_area": int(((east < e0) | (east > e1) | (north < n0) | (north > n1)).sum()),
@@ -347,19 +358,65 @@ def ratios(out: dict, n_labels: int | None) -> dict:
 def print_case(case: dict) -> None:
     gap = "no labels" if case["test_gap_m"] is None else f"closest test place to a label: {case['test_gap_m']:.0f} m"
     outside = f"{case['test_outside_area']} outside the map's area"
-    print(f"\n{case['split']} split, {case['labels']} labels, {case['n_test']} test ({gap}; {outside})")
+    print(f"\n{case['split']} split (seed {case['seed']}), {case['labels']} labels, {case['n_test']} test ({gap}; "
+          f"{outside})")  # fmt: skip
     print(f"  {'localizer':20s} {'median m':>9s} {'mean m':>9s} {'cover95':>8s} {'area95 km²':>11s}")
     for name, s in case["results"].items():
         cov = f"{s['coverage95']:.0%}" if "coverage95" in s else ""
         area = f"{s['area95_km2']:.3f}" if "area95_km2" in s else ""
         note = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k not in
-                ("median_m", "mean_m", "coverage95", "area95_km2", "reason")}  # fmt: skip
+                ("median_m", "mean_m", "coverage95", "area95_km2", "reason", "errors_m", "inside95")}  # fmt: skip
         print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s} {area:>11s}  {note or ''}")
     if "ratios" in case:
         print("  ratios: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in case["ratios"].items()))  # fmt: skip
     if "reason" in case["results"].get("shipped", {}):
         print(f"  choice: {case['results']['shipped']['reason']}")
+
+
+def pooled(cases: list[dict]) -> list[dict]:
+    """Per split and number of labels asked for, the cases of every seed pooled: each localizer's median and mean
+    error over all their test transmissions and its 95 % region's coverage (localizers present in every seed), the
+    ratios of the pooled medians, and each seed's shipped ÷ centroid."""
+    groups: dict[tuple[str, str | int], list[dict]] = {}
+    for case in cases:
+        groups.setdefault((case["split"], case["asked"]), []).append(case)
+    out = []
+    for (split, asked), all_cases in groups.items():
+        group = [c for c in all_cases if "ratios" in c]  # those the time budget cut have no shipped localizer
+        if not group:
+            continue
+        names = [k for k in group[0]["results"] if all(k in c["results"] for c in group)]
+        results = {}
+        for name in names:
+            err = np.concatenate([np.asarray(c["results"][name]["errors_m"], float) for c in group])
+            entry = {"median_m": float(np.nanmedian(err)), "mean_m": float(np.nanmean(err))}
+            if all("inside95" in c["results"][name] for c in group):
+                inside = np.concatenate([c["results"][name]["inside95"] for c in group])
+                entry["coverage95"] = float(np.mean(inside))
+            results[name] = entry
+        shipped = results["shipped"]["median_m"]
+        classical = [results[k]["median_m"] for k in ("knn", "log_distance_ml") if k in results]
+        out.append({
+            "split": split, "labels": asked, "seeds": [c["seed"] for c in group],
+            "n_test": sum(c["n_test"] for c in group), "results": results,
+            "ratios": {"shipped/centroid": shipped / results["weighted_centroid"]["median_m"],
+                       "shipped/best classical": shipped / min(classical)},
+            "shipped/centroid by seed": [c["ratios"]["shipped/centroid"] for c in group],
+        })  # fmt: skip
+    return out
+
+
+def print_pooled(cases: list[dict]) -> None:
+    """The pooled figures (`pooled`) as a table per split and number of labels."""
+    for p in pooled(cases):
+        print(f"\npooled: {p['split']} split, {p['labels']} labels, seeds {p['seeds']}, {p['n_test']} test")
+        for name, s in p["results"].items():
+            cov = f"{s['coverage95']:.0%}" if "coverage95" in s else ""
+            print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s}")
+        by_seed = " ".join(f"{r:.2f}" for r in p["shipped/centroid by seed"])
+        ratio_text = ", ".join(f"{k} {v:.2f}" for k, v in p["ratios"].items())
+        print(f"  ratios: {ratio_text}; shipped/centroid by seed {by_seed}")
 
 
 def main() -> None:
@@ -372,7 +429,7 @@ def main() -> None:
     parser.add_argument("--fit-budget-s", type=float, default=240.0, help="each map fit's time budget at most")
     parser.add_argument("--with-network", action="store_true", help="train the network and weigh the hybrid")
     parser.add_argument("--network-budget-min", type=float, default=4.0, help="each network's training budget")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], help="draws of the split's places")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     start = time.monotonic()
@@ -387,16 +444,20 @@ def main() -> None:
               f"grid {scale.search_spacing_m:g} m; spatial blocks {block:.0f} m, gap {gap:.0f} m",
               file=sys.stderr)  # fmt: skip
         cases = []
-        for split in args.splits:
-            for labels in args.labels:
-                if time.monotonic() > deadline:
-                    print(f"time budget spent: {split} with {labels} labels not run", file=sys.stderr)
-                    continue
-                n = None if labels == "all" else int(labels)
-                print(f"[{time.monotonic() - start:6.0f} s] {split} split, {labels} labels …", file=sys.stderr)
-                case = run_case(net, ids, table, split, n, args, deadline, start, work)
-                print_case(case)
-                cases.append(case)
+        for seed in args.seeds:
+            for split in args.splits:
+                for labels in args.labels:
+                    if time.monotonic() > deadline:
+                        print(f"time budget spent: {split} (seed {seed}) with {labels} labels not run", file=sys.stderr)
+                        continue
+                    n = None if labels == "all" else int(labels)
+                    print(f"[{time.monotonic() - start:6.0f} s] {split} split (seed {seed}), {labels} labels …",
+                          file=sys.stderr)  # fmt: skip
+                    case = run_case(net, ids, table, split, n, seed, args, deadline, start, work)
+                    print_case(case)
+                    cases.append(case)
+        if len(args.seeds) > 1:
+            print_pooled(cases)
     if args.json:
         args.json.write_text(json.dumps(cases, indent=1, default=float))
 

@@ -218,5 +218,5 @@ def untrained_checkpoint(scenario: Scenario, path: str | Path) -> Path:
         max_epochs=0,
     )
     trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=True)  # no optimizer to save
     return Path(path)
