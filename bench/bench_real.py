@@ -2,7 +2,8 @@
 public data set by bench/convert_powder.py; nothing is downloaded).
 
     python bench/bench_real.py [--labels all 400 100 0] [--splits spatial random] [--time-budget-s 1800]
-                               [--max-test 400] [--with-network [--network-budget-min 4]] [--json OUT]
+                               [--max-test 400] [--with-network [--network-budget-min 4]] [--seeds 0 1 …]
+                               [--json OUT]
 
 The table is imported as a user would (`heimdall import`: heimdall.datasets.power_import.import_table, every
 receiver, co-sited ones included, each reading heard or censored at its receiver's floor, every receiver in its own
@@ -13,7 +14,9 @@ from the training places; 0: no positions at all), it reports the weighted centr
 a validation split), log-distance maximum likelihood, the radio map (fitted on the labels, self-calibrated on the
 recordings without them) and the shipped localizer: median and mean error (m), 95 % region coverage and mean area,
 and the ratios to the targets (≤ 0.6 × centroid and ≤ 0.9 × the best of kNN / log-distance on the spatial split with
-all labels and with 400; ≤ 1.0 × centroid with none; 95 % regions holding the truth 90–97 %).
+all labels and with 400; ≤ 1.0 × centroid with none; 95 % regions holding the truth 90–97 %). With several --seeds
+each split is drawn once per seed and the figures are also pooled over the draws' test transmissions (one draw of
+test blocks is a rough figure: the blocks differ a lot).
 
 The shipped localizer is what `heimdall train` would ship (heimdall.evaluation.grid_estimators.hybrid_exponents on
 the validation split, then heimdall.release.choice.choose, its weighted-centroid check included): with
