@@ -25,7 +25,7 @@ from heimdall.release.choice import choose, choose_and_attach, worse_than
 from heimdall.release.judged_answers import carries_map
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_store import ModelStore
-from heimdall.release.publish import ships_network_instead
+from heimdall.release.publish import centroid_refusal, ships_network_instead
 from heimdall.release.registry import calibrated, onnx_metrics
 from serve_bodies import features_body
 from service_process import running_service
@@ -303,6 +303,15 @@ def test_when_every_localizer_is_worse_than_the_centroid_the_closest_is_shipped_
     # forced: as asked, and said so
     forced = choose(_with_medians(fit, far), "hybrid")
     assert forced.localizer == "hybrid" and forced.worse_than_centroid and "WORSE than the weighted" in forced.reason
+    # either way the registry is told it may not be champion, and why
+    refusal = centroid_refusal(choice)
+    assert refusal is not None and refusal.startswith("the map is worse than the weighted centroid on validation")
+    assert "median 1200 m, 1700 m away from the training labels" in refusal and "never champion" in refusal
+    assert "the hybrid is worse" in (centroid_refusal(forced) or "")
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    beats = {k: BEATS_CENTROID for k in ("network", "map", "hybrid")}
+    assert centroid_refusal(choose(_with_medians(fit, beats), "auto")) is None
+    assert centroid_refusal(None) is None
 
 
 def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_model_answers_with_it(

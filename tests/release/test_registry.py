@@ -164,6 +164,20 @@ def test_champion_and_challenger(models, held_out_store, tmp_path):
     assert [i["name"] for i in info.signature.inputs.to_dict()] == ["features", "rx_position_m", "present"]
 
 
+def test_a_model_refused_by_whoever_registers_it_is_a_challenger_whatever_its_answers(models, held_out_store, tmp_path):
+    """A training run whose choice found every localizer worse than the weighted centroid registers its model with a
+    refusal: a challenger with that reason although it is calibrated and there is no champion; its answers are kept."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    good = judge(models["good"][1], EvaluationSet.of(load_test_set(held_out_store)), "good")
+    why = "the map is worse than the weighted centroid on validation (median 1.2 km): never champion"
+    refused = register(models["good"][1], good, uri, None, tolerance=0.2, refusal=why)
+    assert refused.alias == "challenger" and refused.reason == why
+    assert refused.metrics["median_error_m"] == pytest.approx(good.metrics()["median_error_m"])
+    assert _version(MlflowClient(uri, uri), refused.version) == ("challenger", why)
+    # the same model and answers without the refusal: champion (the rule itself would have taken it)
+    assert register(models["good"][1], good, uri, None, tolerance=0.2).alias == "champion"
+
+
 def test_registrations_into_two_stores_in_one_process_each_land_in_their_runs_experiment(models, tmp_path):
     """A run-less registration (its own export experiment) in one store, then one into a training run of another
     store: no experiment is left active process-wide for the second to trip over (MLflow refuses a run whose

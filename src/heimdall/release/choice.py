@@ -10,7 +10,8 @@ error on validation — over all of it, or over the transmissions far from every
 weighted centroid's is passed over; among the others, the lowest NLL among those whose validation coverage the
 champion rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. When
 every candidate is worse than the centroid, the closest to it is shipped, flagged `worse_than_centroid` and said
-so loudly (a model cannot carry the centroid's answer). A map or hybrid is shipped as the network model with the
+so loudly (a model cannot carry the centroid's answer), and the registry never makes it champion
+(heimdall.release.publish.centroid_refusal). A map or hybrid is shipped as the network model with the
 map attached (one new ONNX file with its own manifest, its exponents and temperature in FIT_KEY); the network as
 the exported model itself.
 """

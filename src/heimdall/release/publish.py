@@ -26,7 +26,15 @@ from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.radiomap.fit import MapOptions
 from heimdall.release import MODEL_NAME
-from heimdall.release.choice import AUTO, NETWORK, Choice, choose_and_attach, miscalibration, worse_than
+from heimdall.release.choice import (
+    AUTO,
+    NETWORK,
+    Choice,
+    choose_and_attach,
+    describe_medians,
+    miscalibration,
+    worse_than,
+)
 from heimdall.release.evaluation_set import EvaluationSet, training_rows
 from heimdall.release.export import ExportResult, export_task, metadata_of
 from heimdall.release.judged_answers import Answers
@@ -152,9 +160,30 @@ def export_and_publish(
     store = Path(network.run.data_dir) if network.run.data_dir else None
     training = [*split_files(store, "train")] if store is not None and store.is_dir() else []
     result.store, result.store_version, result.registration = store_and_register(
-        shipped.data, shipped.metadata, network.run_id, shipped.judged, options, uri, result.path, training, budget
+        shipped.data,
+        shipped.metadata,
+        network.run_id,
+        shipped.judged,
+        options,
+        uri,
+        result.path,
+        training,
+        budget,
+        refusal=centroid_refusal(shipped.choice),
     )
     return result
+
+
+def centroid_refusal(choice: Choice | None) -> str | None:
+    """Why a shipped model may not become champion (heimdall.release.registry): the choice found it worse than the
+    weighted centroid on validation, the closest of localizers that all were (or forced); None otherwise."""
+    if choice is None or not choice.worse_than_centroid:
+        return None
+    return (
+        f"the {choice.localizer} is worse than the weighted centroid on validation "
+        f"({describe_medians(choice.medians[choice.localizer])}; the centroid's {describe_medians(choice.centroid)}): "
+        "never champion"
+    )
 
 
 def export_network(checkpoint: str | Path, out: str | Path, options: PublishOptions, budget: TimeBudget) -> Exported:
@@ -320,11 +349,12 @@ def store_and_register(
     training: list[Path],
     budget: TimeBudget,
     labels: tuple[TestSet, ...] = (),
+    refusal: str | None = None,
 ) -> tuple[str | None, int | None, Registration | None]:
     """Put a written model (`data`, kept at `kept_at`) into the model store and the registry as `options` say:
     (store description, store version, registration), None where not done. The champion rule judges it by
     `judged` and refuses an evaluation set that shares transmissions with the store files `training` or the sets
-    `labels` (what it was fitted on)."""
+    `labels` (what it was fitted on); `refusal`: why it may not be champion at all (registry.register)."""
     store = version = registration = None
     with budget.phase("registration"):
         if options.store is not None:
@@ -337,7 +367,15 @@ def store_and_register(
         if options.register:
             rows = training_rows(training, labels) if judged is not None else None
             registration = register(
-                data, judged, tracking_uri, run_id, options.name, signer=options.signer, training=rows, budget=budget
+                data,
+                judged,
+                tracking_uri,
+                run_id,
+                options.name,
+                signer=options.signer,
+                training=rows,
+                budget=budget,
+                refusal=refusal,
             )
     return store, version, registration
 

@@ -11,7 +11,9 @@ to the new version only when
   own answers (a map-carrying model by its hybrid posterior: heimdall.release.judged_answers);
 - its calibration is within COVERAGE_TOLERANCE of ideal (1σ/2σ ellipses; a map-carrying model's 50 %/95 % regions);
 - its errors are smaller than the champion's on those transmissions by a one-sided Wilcoxon signed-rank test at
-  SIGNIFICANCE (paired, transmission by transmission).
+  SIGNIFICANCE (paired, transmission by transmission);
+- whoever registers it gives no reason it may not be champion (a training run whose choice of localizer found every
+  candidate worse than the weighted centroid on validation: heimdall.release.publish.centroid_refusal).
 Otherwise the version gets the alias `challenger` and the reason is reported. A model registered without an
 evaluation set is always a challenger (NO_EVALUATION is the reason). Every version records the evaluation set it
 was judged on.
@@ -249,11 +251,14 @@ def register(
     signer: SigningKey | None = None,
     training: TrainingRows | None = None,
     budget: TimeBudget | None = None,
+    refusal: str | None = None,
 ) -> Registration:
     """Log the model in `run_id` (or a new run when there is none in this tracking store), register it with
     its manifest (signed by `signer` if given), and move `champion` or set `challenger` by the champion rule on
     `judged`, its answers on an evaluation set (always `challenger` without one). `training`: the transmissions it
-    was fitted on, as far as known here; `budget`: the deadline and progress of the champion's evaluation."""
+    was fitted on, as far as known here; `budget`: the deadline and progress of the champion's evaluation;
+    `refusal`: why it may not be champion whatever its answers (then `challenger`, this the reason; its answers are
+    still recorded)."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -303,7 +308,7 @@ def register(
     except MlflowException:
         current = None
     champion = None
-    refused = NO_EVALUATION if judged is None else set_refusal(judged.evalset, training)
+    refused = NO_EVALUATION if judged is None else refusal or set_refusal(judged.evalset, training)
     if judged is not None and refused is None and current is not None and current.version != version:
         judged, champion, refused = _against_champion(tracking_uri, name, current, judged, new_card, budget)
     if judged is not None and refused is None:
