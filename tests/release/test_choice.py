@@ -25,7 +25,7 @@ from heimdall.release.choice import choose, choose_and_attach, worse_than
 from heimdall.release.judged_answers import carries_map
 from heimdall.release.map_metadata import FIT_KEY
 from heimdall.release.model_store import ModelStore
-from heimdall.release.publish import centroid_refusal, ships_network_instead
+from heimdall.release.publish import centroid_refusal, giving_way, ships_network_instead
 from heimdall.release.registry import calibrated, onnx_metrics
 from serve_bodies import features_body
 from service_process import running_service
@@ -290,6 +290,26 @@ def test_the_map_does_not_give_way_on_calibration_to_a_network_worse_than_the_ce
     fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
     beaten = choose(_with_medians(fit, {"network": good, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID}), "auto")
     assert not network_worse_than_centroid(beaten)
+
+
+def test_a_map_giving_way_to_a_network_worse_than_the_centroid_ships_it_flagged_and_never_champion():
+    """A map not judged within the time budget gives way even to a network the choice found worse than the weighted
+    centroid: that network is shipped flagged, and the registry is told it may not be champion."""
+    nll = {"network": 6.0, "map": 6.5, "hybrid": 6.8}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    network = {"median_error_m": 700.0, "median_error_far_m": 2900.0, "n_far": 40}
+    choice = choose(_with_medians(fit, {"network": network, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID}), "auto")
+    assert choice.localizer == "map" and centroid_refusal(choice) is None
+    shipped = giving_way(choice, "was not judged on the evaluation set within the run's time budget", "model-map.onnx")
+    assert shipped.localizer == "network" and shipped.worse_than_centroid and shipped.summary()["worse_than_centroid"]
+    assert "the network is WORSE than the weighted centroid on validation" in shipped.reason
+    refusal = centroid_refusal(shipped)
+    assert refusal is not None and refusal.startswith("the network is worse than the weighted centroid")
+    # a network that beats the centroid is shipped unflagged
+    good = {"median_error_m": 600.0, "median_error_far_m": 900.0, "n_far": 40}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    beaten = choose(_with_medians(fit, {"network": good, "map": BEATS_CENTROID, "hybrid": BEATS_CENTROID}), "auto")
+    assert centroid_refusal(giving_way(beaten, "fails the champion rule's calibration", "model-map.onnx")) is None
 
 
 def test_when_every_localizer_is_worse_than_the_centroid_the_closest_is_shipped_and_flagged():

@@ -174,6 +174,8 @@ def test_a_model_refused_by_whoever_registers_it_is_a_challenger_whatever_its_an
     assert refused.alias == "challenger" and refused.reason == why
     assert refused.metrics["median_error_m"] == pytest.approx(good.metrics()["median_error_m"])
     assert _version(MlflowClient(uri, uri), refused.version) == ("challenger", why)
+    # without answers to judge, the refusal is still the reason given
+    assert register(models["good"][1], None, uri, None, refusal=why).reason == why
     # the same model and answers without the refusal: champion (the rule itself would have taken it)
     assert register(models["good"][1], good, uri, None, tolerance=0.2).alias == "champion"
 

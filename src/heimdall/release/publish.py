@@ -253,14 +253,19 @@ def ship(
     if instead is None:
         metadata = map_model_metadata(network.export.metadata, map_data)
         return Shipped(map_data, metadata, map_judged, choice, attached)
-    net.choice = replace(
-        choice,
-        localizer=NETWORK,
-        reason=f"{choice.reason}; but the {choice.localizer} {instead}: the network is shipped "
-        f"({attached.path.name} is kept for --model-file)",
-    )
+    net.choice = giving_way(choice, instead, attached.path.name)
     log_choice(tracking_uri, network.run_id, net.choice)
     return net
+
+
+def giving_way(choice: Choice, instead: str, kept: str) -> Choice:
+    """The choice once its map or hybrid gives way to the network (`instead`: why; `kept`: the map model's file name,
+    kept for --model-file): the network shipped, flagged `worse_than_centroid` when the choice found it so (a map
+    not judged within the time budget gives way even to such a network)."""
+    worse = network_worse_than_centroid(choice)
+    reason = f"{choice.reason}; but the {choice.localizer} {instead}: the network is shipped ({kept} is kept for "
+    reason += "--model-file)" + ("; the network is WORSE than the weighted centroid on validation" if worse else "")
+    return replace(choice, localizer=NETWORK, reason=reason, worse_than_centroid=worse)
 
 
 def judge_map_model(

@@ -308,7 +308,7 @@ def register(
     except MlflowException:
         current = None
     champion = None
-    refused = NO_EVALUATION if judged is None else refusal or set_refusal(judged.evalset, training)
+    refused = refusal or (NO_EVALUATION if judged is None else set_refusal(judged.evalset, training))
     if judged is not None and refused is None and current is not None and current.version != version:
         judged, champion, refused = _against_champion(tracking_uri, name, current, judged, new_card, budget)
     if judged is not None and refused is None:
