@@ -447,7 +447,7 @@ def main() -> None:
               f"grid {scale.search_spacing_m:g} m; spatial blocks {block:.0f} m, gap {gap:.0f} m",
               file=sys.stderr)  # fmt: skip
         cases = []
-        for seed in args.seeds:
+        for seed in dict.fromkeys(args.seeds):  # a seed given twice would pool its transmissions twice
             for split in args.splits:
                 for labels in args.labels:
                     if time.monotonic() > deadline:
@@ -459,7 +459,7 @@ def main() -> None:
                     case = run_case(net, ids, table, split, n, seed, args, deadline, start, work)
                     print_case(case)
                     cases.append(case)
-        if len(args.seeds) > 1:
+        if len(set(args.seeds)) > 1:
             print_pooled(cases)
     if args.json:
         args.json.write_text(json.dumps(cases, indent=1, default=float))
