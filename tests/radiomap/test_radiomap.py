@@ -332,18 +332,57 @@ def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
 
 
 def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics):
-    from heimdall.radiomap.hybrid import combine, exponent_nlls
+    """Each (α, β) is scored as p_map^α · N^β, and as p_map^α where the network is set aside (here a third of the
+    network's answers, moved far beyond both spreads)."""
+    from heimdall.radiomap.hybrid import combine, exponent_nlls, network_set_aside
 
     _, _, _, test, _ = split
     posts = [physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i]) for i in range(12)]
     rng = np.random.default_rng(1)
     mean, truth = test.position_m[:12] + rng.normal(0, 20_000, (12, 2)), test.position_m[:12]
+    mean[::3] += 400_000.0
     cov = np.broadcast_to(np.eye(2) * 4e8, (12, 2, 2))
+    aside = [network_set_aside(p, mean[i], cov[i]) for i, p in enumerate(posts)]
+    assert aside == [i % 3 == 0 for i in range(12)]
     nlls = exponent_nlls(posts, mean, cov, truth)
     assert len(nlls) == 20 and all(alpha > 0 for alpha, _ in nlls)
     for (alpha, beta), nll in nlls.items():
-        each = [combine(p, mean[i], cov[i], alpha, beta).log_density_at(truth[i][None])[0] for i, p in enumerate(posts)]
+        each = [
+            combine(p, mean[i], cov[i], alpha, 0.0 if aside[i] else beta).log_density_at(truth[i][None])[0]
+            for i, p in enumerate(posts)
+        ]
         assert nll == pytest.approx(-np.mean(each), rel=1e-12, abs=1e-12)
+
+
+def test_a_network_set_aside_leaves_the_maps_answer_at_the_shipped_alpha(split, physics):
+    """Where map and network disagree beyond both their spreads (d² > DISAGREEMENT_D2 under Σ_map + Σ_net), the
+    answer and the choice's temperature scores are the map's tempered by α, whatever β; within them, the hybrid's."""
+    from heimdall.radiomap.hybrid import (
+        DISAGREEMENT_D2,
+        UNTEMPERED,
+        Weights,
+        answer,
+        disagreement_d2,
+        temperature_scores,
+    )
+
+    _, _, _, test, _ = split
+    post = physics.localize(test.snr_db[0], test.noise_dbm[0], test.present[0])
+    sigma_m = np.sqrt(np.linalg.eigvalsh(post.cov_m2).max())
+    cov = np.eye(2) * sigma_m**2
+    near, far = post.mean_m + [sigma_m, 0.0], post.mean_m + [10 * sigma_m, 0.0]
+    assert disagreement_d2(post, near, cov) < DISAGREEMENT_D2 < disagreement_d2(post, far, cov)
+    weights, map_only = Weights(0.5, 0.5), Weights(0.5, 0.0)
+    set_aside, alone = answer(post, far, cov, weights), answer(post, far, cov, map_only)
+    np.testing.assert_array_equal(set_aside.mean_m, post.mean_m)
+    assert set_aside.hpd_area_km2(0.95) == alone.hpd_area_km2(0.95) > post.hpd_area_km2(0.95)
+    assert np.hypot(*(answer(post, near, cov, weights).mean_m - post.mean_m)) > 0.1 * sigma_m
+    truth = test.position_m[:1]
+    for mean in (near, far):
+        scores, error = temperature_scores([post], mean[None], cov[None], truth, 0.5, 0.5)
+        hybrid = answer(post, mean, cov, weights)
+        assert error[0] == pytest.approx(np.hypot(*(hybrid.mean_m - truth[0])), rel=1e-12)
+        assert scores[0, UNTEMPERED, 0] == pytest.approx(-hybrid.log_density_at(truth)[0], rel=1e-9)
 
 
 def test_a_tempered_answer_keeps_the_untempered_point_and_widens_its_regions(split, physics):

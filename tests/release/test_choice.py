@@ -223,6 +223,17 @@ def test_the_choice_passes_over_a_candidate_the_champion_rule_would_refuse():
     assert all(f"{k} (" in choice.reason for k in nll)
 
 
+def test_a_shipped_hybrid_says_on_how_many_validation_transmissions_its_network_was_set_aside():
+    calibrated = {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS}
+    fit = _fit_entry({"network": 8.3, "map": 6.5, "hybrid": 6.1}, calibrated)
+    fit["candidates"]["hybrid"]["network_set_aside"] = 12
+    choice = choose(fit, "auto")
+    assert choice.localizer == "hybrid"
+    assert "the network set aside on 12 of 150 transmissions (its answer and the map's disagree" in choice.reason
+    fit["candidates"]["hybrid"]["nll"] = 6.9  # the map ships: nothing of the hybrid's network to tell
+    assert choose(fit, "auto").localizer == "map" and "set aside" not in choose(fit, "auto").reason
+
+
 def test_an_automatic_map_choice_gives_way_when_only_the_network_would_be_served():
     over, fine, net_off = OVER_CONFIDENT_REGIONS, CALIBRATED_REGIONS, {"coverage_1sigma": 0.2, "coverage_2sigma": 0.6}
     assert ships_network_instead("auto", over, CALIBRATED_NET)

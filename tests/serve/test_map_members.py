@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from heimdall.radiomap.fit import MapOptions, physics_map
-from heimdall.radiomap.hybrid import Weights, hybrid_answer
+from heimdall.radiomap.hybrid import AS_FITTED, DISAGREEMENT_D2, Weights, hybrid_answer
 from heimdall.serve.coordinates_json import rings_json
 from heimdall.serve.hybrid_answers import (
     COORDINATE_DECIMALS,
@@ -89,3 +89,23 @@ def test_a_network_answer_without_a_proper_gaussian_leaves_the_map_to_answer_alo
     alone = hybrid_answer(radio_map, inp.snr_db, inp.noise_dbm, inp.present, mean_m[0], cov_m2[0], Weights(1.0, 0.0))
     np.testing.assert_allclose(answered_mean[1:], [alone.mean_m] * 2)
     assert all(p is not None for p in parts) and np.isfinite(answered_mean).all()
+
+
+def test_a_network_answer_that_disagrees_with_the_maps_beyond_both_spreads_is_set_aside(nw_italy):
+    """Where the network's answer lies far beyond both spreads from the map's, the service answers with the map alone
+    and says so with the distance; a network answer within them is weighed in (the hybrid)."""
+    radio_map = physics_map(nw_italy, MapOptions(spacing_m=2000.0, coarse_factor=2))
+    served = ServedMap(radio_map.prepare(), Weights(1.0, 0.5))
+    n = radio_map.n_receivers
+    inp = MapInput(np.linspace(3.0, 25.0, n), np.full(n, -110.0), np.ones(n, bool), np.ones(n, bool))
+    map_alone = hybrid_answer(radio_map, inp.snr_db, inp.noise_dbm, inp.present, np.zeros(2), np.eye(2), AS_FITTED)
+    spread_m = np.sqrt(np.trace(map_alone.cov_m2))
+    mean_m = map_alone.mean_m + np.array([[spread_m, 0.0], [8 * spread_m, 0.0]])
+    cov_m2 = np.broadcast_to(np.eye(2) * (0.5 * spread_m) ** 2, (2, 2, 2))
+    answered_mean, _, fields, parts = hybrid_answers(served, nw_italy.frame, mean_m, cov_m2, [inp] * 2)
+    notes = [members_dict(f)["map"] for f in fields]
+    assert notes[0] == "used" and parts[0].set_aside is None
+    assert notes[1].startswith("used alone: the network's answer and the map's disagree beyond both their spreads")
+    assert f"> {DISAGREEMENT_D2:g}" in notes[1] and parts[1].set_aside == notes[1]
+    np.testing.assert_allclose(answered_mean[1], map_alone.mean_m)
+    assert np.hypot(*(answered_mean[0] - map_alone.mean_m)) > 0.01 * spread_m  # the near network moves the point

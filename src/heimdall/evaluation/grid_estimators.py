@@ -32,6 +32,7 @@ from heimdall.radiomap.hybrid import (
     calibrating_temperature,
     exponent_nlls,
     network_nll,
+    network_set_aside,
     temperature_scores,
 )
 from heimdall.radiomap.model import RadioMap
@@ -135,7 +136,8 @@ def hybrid_exponents(
     hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
     .calibrating_temperature; `temperature`, exponents already divided by it) — with its calibration as the champion
     rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's
-    and the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), and
+    and the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with
+    `network_set_aside`, the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside), and
     `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the
     validation transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there
     are at least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done,
@@ -179,6 +181,9 @@ def hybrid_exponents(
             "coverage_region95_untempered": float(scores[:, UNTEMPERED, 2].mean()),
             **_medians(point_error_m, far),
         }
+    candidates["hybrid"]["network_set_aside"] = sum(
+        network_set_aside(p, net_mean[i], net_cov[i]) for i, p in enumerate(posts)
+    )
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
     return {
         "alpha": candidates[shipped]["alpha"],

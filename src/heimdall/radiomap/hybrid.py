@@ -18,6 +18,11 @@ its own sharpness with the network weighed against it as chosen, p_map · N_net^
 fitted — and its spread (covariance about the point, regions, modes, densities) from that posterior raised to α, which
 is p_map^α · N_net^β. α's part below 1 (its own flattening chosen by NLL, then the temperature) only widens the
 regions; it does not move the point.
+
+Away from its training labels a network can be confidently wrong where the map, which reads the physics and the
+fields, is not. Where the two answers disagree beyond both their spreads (`network_set_aside`: the squared
+Mahalanobis distance of their means under Σ_map + Σ_net above DISAGREEMENT_D2), the network is set aside and the
+answer is the map's alone at the shipped α — in the answers, in the choice's NLLs and in its temperature alike.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ UNTEMPERED = TEMPERATURES.index(1.0)  # the posterior as it is
 REGION95_TARGET = 0.93  # the validation coverage a widened 95 % region reaches (inside the 90–97 % band)
 SHARPENED95_TARGET = 0.95  # a sharpened one (T < 1) still holds at least what it claims
 
+DISAGREEMENT_D2 = 13.8  # χ² (2 degrees of freedom) 99.9 % point: map and network apart beyond both their spreads
 MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # the largest β/α the choice can ship
 
 
@@ -78,8 +84,24 @@ def answer(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, 
 def point_posterior(
     post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, weights: Weights
 ) -> GridPosterior:
-    """p_map · N_net^(β/α): the posterior an answer reads its point from (the map's own when β = 0)."""
-    return post if weights.beta == 0.0 else combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
+    """p_map · N_net^(β/α): the posterior an answer reads its point from (the map's own when β = 0 or the network
+    is set aside)."""
+    if weights.beta == 0.0 or network_set_aside(post, net_mean_m, net_cov_m2):
+        return post
+    return combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
+
+
+def disagreement_d2(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> float:
+    """How far apart the map's answer (its posterior's mean and covariance) and the network's (mean [2] m, covariance
+    [2, 2] m²) are: the squared Mahalanobis distance of the means under the sum of the covariances — χ² with 2
+    degrees of freedom where both are right and Gaussian."""
+    d = post.mean_m - net_mean_m
+    return float(d @ np.linalg.solve(post.cov_m2 + net_cov_m2, d))
+
+
+def network_set_aside(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> bool:
+    """Whether the network's answer is set aside: it disagrees with the map's beyond DISAGREEMENT_D2."""
+    return disagreement_d2(post, net_mean_m, net_cov_m2) > DISAGREEMENT_D2
 
 
 def combine(
@@ -116,13 +138,15 @@ def exponent_nlls(
     workers: int | None = None,
 ) -> dict[tuple[float, float], float]:
     """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 (β = 0: the map
-    alone, tempered by α), the transmissions in `workers` threads (None: every CPU)."""
+    alone, tempered by α; so is a transmission whose network is set aside, network_set_aside), the transmissions in
+    `workers` threads (None: every CPU)."""
     # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
     pairs = [(alpha, beta) for alpha, beta in itertools.product(EXPONENTS, EXPONENTS) if alpha > 0.0]
 
     def nlls(i: int) -> list[float]:
-        truth = truth_m[i][None]
-        return [-combine(posts[i], net_mean_m[i], net_cov_m2[i], a, b).log_density_at(truth)[0] for a, b in pairs]
+        truth, post, mean, cov = truth_m[i][None], posts[i], net_mean_m[i], net_cov_m2[i]
+        kept = 0.0 if network_set_aside(post, mean, cov) else 1.0
+        return [-combine(post, mean, cov, a, b * kept).log_density_at(truth)[0] for a, b in pairs]
 
     per_transmission = np.array(all_in_threads(nlls, len(posts), workers), np.float64).reshape(-1, len(pairs))
     return {pair: float(np.mean(per_transmission[:, k])) for k, pair in enumerate(pairs)}

@@ -134,6 +134,12 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
         reason += "; worse than the weighted centroid on validation: " + ", ".join(
             f"{k} ({describe_medians(medians[k])})" for k in names if k in worse
         )
+    aside = int(candidates[HYBRID].get("network_set_aside", 0))
+    if winner == HYBRID and aside:
+        reason += (
+            f"; the network set aside on {aside} of {n} transmissions (its answer and the map's disagree beyond both "
+            "their spreads)"
+        )
     if winner in temperature and temperature[winner] > 1:
         reason += f"; its regions recalibrated on validation (temperature {temperature[winner]:g})"
     return made(winner, reason + beside)

@@ -1,15 +1,16 @@
 """Answers of a model that carries a radio map: the hybrid posterior of map and network per transmission.
 
-The map reads each receiver's SNR and noise power from the feature vector the network reads
-(FeatureParams.snr_index, power_index; noise = power − SNR), for the receivers of the model's table. A power
-reading (power_dbm only) is read with its noise_dbm where given, else as well above its noise (UNKNOWN_NOISE_SNR_DB:
-a precise power); one with status not_heard is a censored reading at its floor. An ad-hoc receiver has no map: the
-map leaves it out, and a transmission left with none is answered by the network alone, with a note. A transmission
-of power readings only, sent to a model whose network reads spectral features (psd_bins > 0), is answered by the
-map alone; so is one the network gives no finite answer for. The posterior (a few ms in compiled kernels that
-release the GIL) runs in a pool of threads, and so does what an answer adds from it (`map`, `modes`, `regions`),
-written there as JSON members: the lat/lon conversion (one PROJ call per transmission) and the regions' coordinate
-text (heimdall.serve.coordinates_json) release the GIL too, and few Python objects are made.
+The map reads each receiver's SNR and noise power from the feature vector the network reads (FeatureParams.snr_index,
+power_index; noise = power − SNR), for the receivers of the model's table. A power reading (power_dbm only) is read
+with its noise_dbm where given, else as well above its noise (UNKNOWN_NOISE_SNR_DB: a precise power); one with status
+not_heard is a censored reading at its floor. An ad-hoc receiver has no map: the map leaves it out, and a
+transmission left with none is answered by the network alone, with a note. A transmission of power readings only,
+sent to a model whose network reads spectral features (psd_bins > 0), is answered by the map alone; so is one the
+network gives no finite answer for, and one whose network answer disagrees with the map's beyond both their spreads
+(heimdall.radiomap.hybrid.network_set_aside). The posterior (a few ms in compiled kernels that release the GIL) runs
+in a pool of threads, and so does what an answer adds from it (`map`, `modes`, `regions`), written there as JSON
+members: the lat/lon conversion (one PROJ call per transmission) and the regions' coordinate text
+(heimdall.serve.coordinates_json) release the GIL too, and few Python objects are made.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
-from heimdall.radiomap.hybrid import Weights, hybrid_answer
+from heimdall.radiomap.hybrid import DISAGREEMENT_D2, Weights, answer, disagreement_d2
 from heimdall.radiomap.likelihood import U_MAX_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
@@ -42,6 +43,9 @@ NOT_USED = "not used: no receiver of the model's table (ad-hoc receivers only)"
 UNKNOWN_NOISE_SNR_DB = U_MAX_DB  # a power reading without its noise: read as this far above it
 MAP_ALONE = "used alone: power readings only, and this model's network reads spectral features"
 NO_NETWORK_ANSWER = "used alone: the network gave no finite answer (or a singular covariance)"
+SET_ASIDE = (  # heimdall.radiomap.hybrid.network_set_aside
+    "used alone: the network's answer and the map's disagree beyond both their spreads (d² {d2:.1f} > {limit:g})"
+)
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,15 @@ class MapInput:
 @dataclass(frozen=True)
 class MapPart:
     """The hybrid posterior's answer in metres: mean [2], covariance [2, 2], modes, the HPD regions (key →
-    polygons, each a list of closed rings float64 [n, 2] east/north) and the 95 % region's area (its cells, km²)."""
+    polygons, each a list of closed rings float64 [n, 2] east/north) and the 95 % region's area (its cells, km²);
+    `set_aside`: why the network did not weigh in (its answer disagrees with the map's), None where it did."""
 
     mean_m: np.ndarray
     cov_m2: np.ndarray
     modes: list[Mode]
     regions: dict[str, list[list[np.ndarray]]]
     hpd95_area_km2: float
+    set_aside: str | None = None
 
 
 Jobs = list[tuple[int, MapInput]]
@@ -153,14 +159,18 @@ def map_part(
     calibrated one (heimdall.radiomap.hybrid.answer) — or why the map does not answer it."""
     weights = served.weights.without_network() if alone else served.weights
     try:
-        post = hybrid_answer(
-            served.radio_map, inp.snr_db, inp.noise_dbm, inp.present, net_mean_m, net_cov_m2, weights, inp.heard
-        )
+        map_post = served.radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present, inp.heard)
     except MapInputError as exc:
         return f"not used: {exc}"
+    set_aside = None
+    if weights.beta > 0:
+        d2 = disagreement_d2(map_post, net_mean_m, net_cov_m2)
+        set_aside = SET_ASIDE.format(d2=d2, limit=DISAGREEMENT_D2) if d2 > DISAGREEMENT_D2 else None
+    post = answer(map_post, net_mean_m, net_cov_m2, weights)
     drawn = post.regions(tuple(float(key) for key in REGION_PROBABILITIES))
     regions = {key: drawn[float(key)] for key in REGION_PROBABILITIES}
-    return MapPart(post.mean_m, post.cov_m2, post.modes(MODE_PROBABILITY), regions, post.hpd_area_km2(0.95))
+    modes = post.modes(MODE_PROBABILITY)
+    return MapPart(post.mean_m, post.cov_m2, modes, regions, post.hpd_area_km2(0.95), set_aside)
 
 
 def hybrid_answers(
@@ -171,11 +181,11 @@ def hybrid_answers(
     inputs: list[MapInput | str],
     map_over: MapOver = map,
 ) -> tuple[np.ndarray, np.ndarray, list[bytes], list[MapPart | None]]:
-    """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the
-    map reads of each: (mean, covariance) with the hybrid's where the map is used (the map's alone where the input
-    says so or the network's answer is not finite or its covariance singular), the fields each answer adds as JSON
-    object members (`map`; `modes` and `regions` where used: map_members) and the parts (None where not used).
-    `map_over(f, jobs)` applies f to every job (a thread pool's map)."""
+    """The answers of n transmissions given the network's mean [n, 2] m and covariance [n, 2, 2] m² and what the map
+    reads of each: (mean, covariance) with the hybrid's where the map is used (the map's alone where the input
+    says so, the network's answer is not finite or its covariance singular, or the two disagree: SET_ASIDE), the
+    fields each answer adds as JSON object members (`map`; `modes` and `regions` where used: map_members) and
+    the parts (None where not used). `map_over(f, jobs)` applies f to every job (a thread pool's map)."""
     net_mean_m, net_cov_m2 = mean_m, cov_m2  # the network's answers, read by the jobs; the copies below are written
     finite = np.isfinite(mean_m).all(axis=1) & np.isfinite(cov_m2).all(axis=(1, 2))
     finite[finite] &= np.linalg.det(cov_m2[finite]) > 0  # a singular Gaussian cannot weigh the map: none
@@ -186,7 +196,7 @@ def hybrid_answers(
         part = map_part(served, inp, net_mean_m[i], net_cov_m2[i], why_alone is not None)
         if isinstance(part, str):
             return None, _map_note(part)
-        return part, _map_note(why_alone or "used") + b"," + map_members(part, frame)
+        return part, _map_note(why_alone or part.set_aside or "used") + b"," + map_members(part, frame)
 
     jobs = [(i, inp) for i, inp in enumerate(inputs) if isinstance(inp, MapInput)]
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()

@@ -169,7 +169,8 @@ class LocalizeResponse(BaseModel):
     map: str | None = Field(
         None,
         description="radio map only: 'used' (the hybrid of map and network), 'used alone: ' and why (power readings "
-        "a network that reads spectral features does not answer), or 'not used: ' and why",
+        "a network that reads spectral features does not answer, no proper answer from the network, or the "
+        "network's answer and the map's disagree beyond both their spreads), or 'not used: ' and why",
     )
     modes: list[Mode] | None = Field(None, description="radio map only: the 95 % region's parts, most probable first")
     regions: dict[str, dict] | None = Field(
