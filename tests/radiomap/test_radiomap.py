@@ -345,7 +345,7 @@ def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics)
     aside = [network_set_aside(p, mean[i], cov[i]) for i, p in enumerate(posts)]
     assert aside == [i % 3 == 0 for i in range(12)]
     nlls = exponent_nlls(posts, mean, cov, truth)
-    assert len(nlls) == 20 and all(alpha > 0 for alpha, _ in nlls)
+    assert len(nlls) == 14 and all(0 < alpha and beta <= alpha for alpha, beta in nlls)  # β ≤ α, never sharper
     for (alpha, beta), nll in nlls.items():
         each = [
             combine(p, mean[i], cov[i], alpha, 0.0 if aside[i] else beta).log_density_at(truth[i][None])[0]

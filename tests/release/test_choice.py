@@ -287,6 +287,32 @@ def test_a_localizer_worse_than_the_weighted_centroid_away_from_the_labels_is_pa
     assert summary["validation_median_m"]["network"] == network
 
 
+def test_when_none_is_calibrated_the_lowest_validation_median_wins_whatever_its_nll():
+    """The real network's random split: the network's NLL the lowest (its Gaussian's gentle tail against the grid
+    posteriors' floored misses), its median three times the hybrid's, and none calibrated there."""
+    nll = {"network": 0.37, "map": 0.52, "hybrid": 0.47}
+    off_net = {"coverage_1sigma": 0.51, "coverage_2sigma": 0.84}
+    fit = _fit_entry(nll, {"network": off_net, "map": OVER_CONFIDENT_REGIONS, "hybrid": OVER_CONFIDENT_REGIONS})
+    medians = {
+        "network": {"median_error_m": 270.0, "median_error_far_m": 400.0, "n_far": 40},
+        "map": {"median_error_m": 95.0, "median_error_far_m": 150.0, "n_far": 40},
+        "hybrid": {"median_error_m": 90.0, "median_error_far_m": 140.0, "n_far": 40},
+    }
+    choice = choose(_with_medians(fit, medians), "auto")
+    assert choice.localizer == "hybrid" and not choice.worse_than_centroid
+    assert choice.reason.startswith(
+        "none calibrated on validation: the lowest validation median error, median 90 m, 140 m away from the "
+        "training labels (n 40), against median 95 m, 150 m away from the training labels (n 40) (map) on 150 "
+        "transmissions (validation NLL 0.470)"
+    )
+    # judged away from the labels: the map's far median the lower wins, though its overall median is not
+    medians["map"] = {"median_error_m": 99.0, "median_error_far_m": 120.0, "n_far": 40}
+    assert choose(_with_medians(fit, medians), "auto").localizer == "map"
+    # one calibrated: the lowest NLL among the calibrated, as before
+    fit["candidates"]["network"] |= CALIBRATED_NET
+    assert choose(_with_medians(fit, medians), "auto").localizer == "network"
+
+
 def test_the_map_does_not_give_way_on_calibration_to_a_network_worse_than_the_centroid():
     from heimdall.release.publish import network_worse_than_centroid
 

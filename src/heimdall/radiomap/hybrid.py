@@ -6,7 +6,9 @@ The network (LocalizationNet, trained on the network's own labels or on a simula
 reads what the map does not model — the spectrum, the emission, sub-threshold detail — while the map knows
 the site-specific shadowing and keeps the posterior's modes. Both read the same recordings, so their
 evidence overlaps: α and β (each in EXPONENTS) are chosen on validation data by mean negative
-log-likelihood, and α = 1, β = 0 (the map alone) is one of the choices.
+log-likelihood, and α = 1, β = 0 (the map alone) is one of the choices. β ≤ α (MAX_NETWORK_WEIGHT): the network's
+Gaussian is never sharpened beyond what it claims; a network whose ellipses are too wide on the validation blocks
+need not be right beyond them elsewhere.
 
 On measured data the map's noise is not the model's and its regions may be too small (or too large): a temperature
 T on the log posterior (p^(1/T), i.e. both exponents divided by T; T > 1 widens, T < 1 sharpens) is then chosen on
@@ -44,7 +46,8 @@ REGION95_TARGET = 0.93  # the validation coverage a widened 95 % region reaches 
 SHARPENED95_TARGET = 0.95  # a sharpened one (T < 1) still holds at least what it claims
 
 DISAGREEMENT_D2 = 13.8  # χ² (2 degrees of freedom) 99.9 % point: map and network apart beyond both their spreads
-MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # the largest β/α the choice can ship
+MAX_NETWORK_WEIGHT = 1.0  # β/α at most, as the choice ships: the network never weighs more than its own claim
+MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # β/α a model may carry (read; the exponents' grid)
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,11 @@ def exponent_nlls(
     truth_m: np.ndarray,
     workers: int | None = None,
 ) -> dict[tuple[float, float], float]:
-    """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 (β = 0: the map
-    alone, tempered by α; so is a transmission whose network is set aside, network_set_aside), the transmissions in
-    `workers` threads (None: every CPU)."""
+    """Mean negative log-likelihood (per km²) of the truths [n, 2] for every (α, β) with α > 0 and β/α at most
+    MAX_NETWORK_WEIGHT (β = 0: the map alone, tempered by α; so is a transmission whose network is set aside,
+    network_set_aside), the transmissions in `workers` threads (None: every CPU)."""
     # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
-    pairs = [(alpha, beta) for alpha, beta in itertools.product(EXPONENTS, EXPONENTS) if alpha > 0.0]
+    pairs = [(a, b) for a, b in itertools.product(EXPONENTS, EXPONENTS) if 0.0 < a and b <= MAX_NETWORK_WEIGHT * a]
 
     def nlls(i: int) -> list[float]:
         truth, post, mean, cov = truth_m[i][None], posts[i], net_mean_m[i], net_cov_m2[i]

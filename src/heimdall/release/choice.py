@@ -8,7 +8,9 @@ heimdall.evaluation.grid_estimators.hybrid_exponents); the map's and the hybrid'
 leaves the answer's point, heimdall.radiomap.hybrid.answer). A candidate whose median
 error on validation — over all of it, or over the transmissions far from every training label — is larger than the
 weighted centroid's is passed over; among the others, the lowest NLL among those whose validation coverage the
-champion rule would accept wins (the lowest of all when none is calibrated), unless `--localizer` forces one. When
+champion rule would accept wins — when none is calibrated, the lowest median error on validation (away from the
+labels where measured): the NLL's reward for calibration is then moot, and its floor lets a grid posterior's rare
+misses outweigh a far better point — unless `--localizer` forces one. When
 every candidate is worse than the centroid, the closest to it is shipped, flagged `worse_than_centroid` and said
 so loudly (a model cannot carry the centroid's answer), and the registry never makes it champion
 (heimdall.release.publish.centroid_refusal). A map or hybrid is shipped as the network model with the
@@ -117,17 +119,30 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
             f"weighted centroid; the {winner} is shipped as the closest ({describe_medians(medians[winner])})"
         )
         return made(winner, reason + beside, True)
-    # a champion must be calibrated (heimdall.release.registry): the lowest NLL among the calibrated ones of those
-    # that beat the weighted centroid
+    # a champion must be calibrated (heimdall.release.registry): of those that beat the weighted centroid, the lowest
+    # NLL among the calibrated ones
     beat = [k for k in names if k not in worse]
     off = {k: miscalibration(candidates[k]) for k in beat if not calibrated(candidates[k])}
-    pool = sorted((k for k in beat if k not in off), key=nll.__getitem__) or sorted(beat, key=nll.__getitem__)
-    winner = pool[0]
-    reason = "lowest mean validation NLL" + (" of the calibrated" if len(pool) < len(beat) else "")
-    reason += f": {nll[winner]:.3f}"
-    if len(pool) > 1:
-        reason += f" against {nll[pool[1]]:.3f} ({pool[1]})"
-    reason += f" on {n} transmissions"
+    pool = sorted((k for k in beat if k not in off), key=nll.__getitem__)
+    if not pool and all("median_error_m" in medians[k] for k in beat):
+        # none calibrated: the NLL's reward for calibration is moot, and its floor lets a grid posterior's rare misses
+        # outweigh a far better point; ranked by the error a user sees, away from the labels where measured
+        ranked = sorted(beat, key=lambda k: judged_median(medians[k]))
+        winner = ranked[0]
+        reason = (
+            f"none calibrated on validation: the lowest validation median error, {describe_medians(medians[winner])}"
+        )
+        if len(ranked) > 1:
+            reason += f", against {describe_medians(medians[ranked[1]])} ({ranked[1]})"
+        reason += f" on {n} transmissions (validation NLL {nll[winner]:.3f})"
+    else:
+        pool = pool or sorted(beat, key=nll.__getitem__)
+        winner = pool[0]
+        reason = "lowest mean validation NLL" + (" of the calibrated" if len(pool) < len(beat) else "")
+        reason += f": {nll[winner]:.3f}"
+        if len(pool) > 1:
+            reason += f" against {nll[pool[1]]:.3f} ({pool[1]})"
+        reason += f" on {n} transmissions"
     if off:
         reason += "; not calibrated there: " + "; ".join(f"{k} ({why})" for k, why in off.items())
     if worse:

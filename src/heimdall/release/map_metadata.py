@@ -22,7 +22,7 @@ MAX_EXPONENT = 1.0 / min(TEMPERATURES)  # the largest tempered exponent the choi
 
 def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> Weights:
     """The weights (α, β) of a map-carrying model's FIT_KEY entry; `error` naming the field when missing or out of
-    range (β/α at most MAX_RATIO, as the choice ships)."""
+    range (β/α at most MAX_RATIO, the exponents' grid; the choice ships at most MAX_NETWORK_WEIGHT)."""
     try:
         fit = json.loads(metadata[FIT_KEY])
         alpha, beta = float(fit["alpha"]), float(fit["beta"])
