@@ -53,6 +53,7 @@ from heimdall.metrics import error_m
 from heimdall.radiomap.batch import Unanswered
 from heimdall.radiomap.fit import MapOptions, fit_radio_map
 from heimdall.radiomap.hybrid import AS_FITTED, Weights, answer
+from heimdall.radiomap.posterior import HPD_PROBABILITIES
 from heimdall.release.choice import AUTO, HYBRID, MAP, NETWORK, choose
 from heimdall.scenario.domain import Scenario
 
@@ -61,6 +62,7 @@ TARGET_CENTROID, TARGET_CLASSICAL, TARGET_UNLABELLED = 0.6, 0.9, 1.0
 COVERAGE_BAND = (0.90, 0.97)
 K_CHOICES = (1, 2, 3, 5, 8, 12, 20, 30)
 CHI2_95_2D = 5.991  # the 95 % quantile of χ² with 2 degrees of freedom: the network's 95 % ellipse
+CHI2_50_2D = 1.386  # its 50 % quantile (−2 ln 0.5): the network's 50 % ellipse
 NETWORK_FLAGS = ("--d-model", "64", "--n-layers", "2", "--threads", "2", "--batch-size", "128", "--no-export")
 
 
@@ -121,24 +123,27 @@ def tuned_knn(train: TestSet, val: TestSet, floor_db: np.ndarray) -> int:
 def grid_answers(
     radio_map, t: TestSet, net_mean: np.ndarray, net_cov: np.ndarray, weights: Weights
 ) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Point [n, 2], truth in the 95 % region [n], its area km² [n] of the answers with `weights` (heimdall.radiomap
-    .hybrid.answer: the point from p_map · N_net^(β/α), the regions from p_map^α · N_net^β; NaN: unanswered)."""
+    """Point [n, 2], truth in the 95 % and in the 50 % region [n], the 95 %'s area km² [n] of the answers with
+    `weights` (heimdall.radiomap.hybrid.answer: the point from p_map · N_net^(β/α), the regions from
+    p_map^α · N_net^β; NaN: unanswered)."""
     m = measured(t)
     mean, inside, area = np.full((len(m), 2), np.nan), np.zeros(len(m), bool), np.full(len(m), np.nan)
+    inside50 = np.zeros(len(m), bool)
     for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present, None, m.heard)):
         if isinstance(p, Unanswered):
             continue
         q = answer(p, net_mean[i], net_cov[i], weights)
         mean[i], inside[i], area[i] = q.mean_m, q.in_hpd(t.target_m[i][None], 0.95)[0], q.hpd_area_km2(0.95)
-    return {"mean": mean, "inside": inside, "area": area}
+        inside50[i] = q.in_hpd(t.target_m[i][None], 0.5)[0]
+    return {"mean": mean, "inside": inside, "inside50": inside50, "area": area}
 
 
 def gaussian_answers(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """The network's answers as grid_answers gives them: its 95 % ellipse's coverage and area."""
+    """The network's answers as grid_answers gives them: its 50 % and 95 % ellipses' coverage, the 95 %'s area."""
     d = truth - mean
     maha = np.einsum("ni,nij,nj->n", d, np.linalg.inv(cov), d)
     area = np.pi * CHI2_95_2D * np.sqrt(np.linalg.det(cov)) / 1e6
-    return {"mean": mean, "inside": maha <= CHI2_95_2D, "area": area}
+    return {"mean": mean, "inside": maha <= CHI2_95_2D, "inside50": maha <= CHI2_50_2D, "area": area}
 
 
 def summary(pred_m: np.ndarray, truth_m: np.ndarray, extra: dict | None = None) -> dict:
@@ -169,7 +174,9 @@ def region_summary(answers: dict[str, np.ndarray], truth_m: np.ndarray, extra: d
         truth_m,
         {
             "coverage95": float(answers["inside"].mean()),
+            "coverage50": float(answers["inside50"].mean()),
             "inside95": answers["inside"].tolist(),
+            "inside50": answers["inside50"].tolist(),
             "area95_km2": float(np.nanmean(answers["area"])) if np.isfinite(answers["area"]).any() else float("nan"),
             **(extra or {}),
         },
@@ -326,13 +333,17 @@ def run_case(
         out["network"] = region_summary(gaussian_answers(net_mean, net_cov, te.target_m), te.target_m)
         cand = fit_entry["candidates"][HYBRID]
         out["hybrid"] = region_summary(
-            grid_answers(radio_map, te, net_mean, net_cov, Weights(cand["alpha"], cand["beta"])), te.target_m,
+            grid_answers(radio_map, te, net_mean, net_cov,
+                         Weights(cand["alpha"], cand["beta"], tuple(cand["region_masses"]))), te.target_m,
             {"alpha": cand["alpha"], "beta": cand["beta"], "temperature": cand["temperature"]},
         )  # fmt: skip
     if choice.localizer == NETWORK:
         shipped = gaussian_answers(net_mean, net_cov, te.target_m)
     else:
-        shipped = grid_answers(radio_map, te, net_mean, net_cov, Weights(*choice.exponents[choice.localizer]))
+        weights = Weights(
+            *choice.exponents[choice.localizer], choice.region_masses.get(choice.localizer, HPD_PROBABILITIES)
+        )
+        shipped = grid_answers(radio_map, te, net_mean, net_cov, weights)
     out["shipped"] = region_summary(
         shipped,
         te.target_m,
@@ -363,13 +374,15 @@ def print_case(case: dict) -> None:
     outside = f"{case['test_outside_area']} outside the map's area"
     print(f"\n{case['split']} split (seed {case['seed']}), {case['labels']} labels, {case['n_test']} test ({gap}; "
           f"{outside})")  # fmt: skip
-    print(f"  {'localizer':20s} {'median m':>9s} {'mean m':>9s} {'cover95':>8s} {'area95 km²':>11s}")
+    print(f"  {'localizer':20s} {'median m':>9s} {'mean m':>9s} {'cover95':>8s} {'cover50':>8s} {'area95 km²':>11s}")
     for name, s in case["results"].items():
         cov = f"{s['coverage95']:.0%}" if "coverage95" in s else ""
+        cov50 = f"{s['coverage50']:.0%}" if "coverage50" in s else ""
         area = f"{s['area95_km2']:.3f}" if "area95_km2" in s else ""
         note = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k not in
-                ("median_m", "mean_m", "coverage95", "area95_km2", "reason", "errors_m", "inside95")}  # fmt: skip
-        print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s} {area:>11s}  {note or ''}")
+                ("median_m", "mean_m", "coverage95", "coverage50", "area95_km2", "reason", "errors_m", "inside95",
+                 "inside50")}  # fmt: skip
+        print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s} {cov50:>8s} {area:>11s}  {note or ''}")
     if "ratios" in case:
         print("  ratios: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in case["ratios"].items()))  # fmt: skip
@@ -394,9 +407,10 @@ def pooled(cases: list[dict]) -> list[dict]:
         for name in names:
             err = np.concatenate([np.asarray(c["results"][name]["errors_m"], float) for c in group])
             entry = {"median_m": float(np.nanmedian(err)), "mean_m": float(np.nanmean(err))}
-            if all("inside95" in c["results"][name] for c in group):
-                inside = np.concatenate([c["results"][name]["inside95"] for c in group])
-                entry["coverage95"] = float(np.mean(inside))
+            for level in ("95", "50"):
+                if all(f"inside{level}" in c["results"][name] for c in group):
+                    inside = np.concatenate([c["results"][name][f"inside{level}"] for c in group])
+                    entry[f"coverage{level}"] = float(np.mean(inside))
             results[name] = entry
         shipped = results["shipped"]["median_m"]
         classical = [results[k]["median_m"] for k in ("knn", "log_distance_ml") if k in results]
@@ -415,8 +429,8 @@ def print_pooled(cases: list[dict]) -> None:
     for p in pooled(cases):
         print(f"\npooled: {p['split']} split, {p['labels']} labels, seeds {p['seeds']}, {p['n_test']} test")
         for name, s in p["results"].items():
-            cov = f"{s['coverage95']:.0%}" if "coverage95" in s else ""
-            print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov:>8s}")
+            cov = " ".join(f"{s[k]:7.0%}" if k in s else " " * 7 for k in ("coverage95", "coverage50"))
+            print(f"  {name:20s} {s['median_m']:9.0f} {s['mean_m']:9.0f} {cov}")
         by_seed = " ".join(f"{r:.2f}" for r in p["shipped/centroid by seed"])
         ratio_text = ", ".join(f"{k} {v:.2f}" for k, v in p["ratios"].items())
         print(f"  ratios: {ratio_text}; shipped/centroid by seed {by_seed}")

@@ -101,6 +101,63 @@ def test_posterior_summaries_are_consistent(split, physics):
     assert not post.in_hpd(far[None], 0.95)[0]
 
 
+def test_the_mass_held_at_a_point_is_the_smallest_hpd_region_holding_it(split, physics):
+    _, _, _, test, _ = split
+    post = physics.localize(test.snr_db[0], test.noise_dbm[0], test.present[0])
+    rng = np.random.default_rng(4)
+    spread_m = np.sqrt(np.trace(post.cov_m2))
+    points = post.mean_m + rng.normal(0.0, spread_m, (60, 2))
+    held = post.hpd_mass_at(points)
+    finite = np.isfinite(held)
+    assert finite.sum() > 30 and (held[finite] > 0).all() and (held[finite] <= 1.0 + 1e-12).all()
+    assert post.hpd_mass_at(post.map_m[None])[0] == pytest.approx(post.weights.max())
+    for i in np.flatnonzero(finite):
+        assert post.in_hpd(points[i][None], float(held[i]))[0]  # the region of its own mass holds it
+    # a denser point needs a smaller region: the masses order as the densities do, reversed
+    density = post.log_density_at(points[finite])
+    order = np.argsort(-density, kind="stable")
+    assert (np.diff(held[finite][order]) >= -1e-12).all()
+    # and the mass is that of every cell at least as heavy as the point's
+    i = np.flatnonzero(finite)[0]
+    weight = np.exp(density[0]) * post.grid.cell_area_km2
+    assert held[i] == pytest.approx(post.weights[post.weights >= weight * (1 - 1e-9)].sum(), rel=1e-9)
+    far = post.mean_m + 1000 * spread_m
+    assert post.hpd_mass_at(far[None])[0] == np.inf  # no region holds a point where the posterior holds nothing
+
+
+def test_regions_drawn_at_recalibrated_masses_hold_their_share_of_the_truths():
+    """A posterior whose 50 % regions hold the truth 80 % of the time: its 50 % region is drawn at the smaller mass
+    that holds half of the validation truths; the widest keeps its own (the temperature calibrates it)."""
+    from heimdall.radiomap.hybrid import Weights, recalibrated_masses
+
+    rng = np.random.default_rng(5)
+    held = np.concatenate([rng.uniform(0, 1, 400) ** 2.3, [np.inf] * 10])  # P(held ≤ 0.5) = 0.5^(1/2.3) ≈ 0.74
+    masses, (coverage50,) = recalibrated_masses(held)
+    assert masses[1] == 0.95 and 0.15 < masses[0] < 0.35
+    assert np.mean(held <= masses[0]) >= 0.5 and abs(coverage50 - 0.5) < 0.06  # out of sample, by halves
+    assert Weights(1.0, 0.0, masses).masses() == {0.5: masses[0], 0.95: 0.95}
+    for wrong in ((0.6, 0.5), (0.5,), (0.0, 0.95), (0.5, 1.2)):
+        with pytest.raises(ValueError, match="region masses"):
+            Weights(1.0, 0.0, wrong)
+
+
+def test_a_tempered_answer_draws_its_regions_at_the_masses_it_is_given(split, physics):
+    from heimdall.radiomap.posterior import TemperedPosterior
+
+    _, _, _, test, _ = split
+    post = physics.localize(test.snr_db[1], test.noise_dbm[1], test.present[1])
+    answer = TemperedPosterior(post, 0.5, {0.5: 0.2, 0.95: 0.95})
+    plain = TemperedPosterior(post, 0.5)
+    assert answer.hpd_area_km2(0.5) == plain.spread.hpd_area_km2(0.2) < plain.hpd_area_km2(0.5)
+    assert answer.hpd_area_km2(0.95) == plain.hpd_area_km2(0.95)
+    drawn = answer.regions((0.5, 0.95))
+    assert set(drawn) == {0.5, 0.95}
+    assert [len(p) for p in drawn[0.5]] == [len(p) for p in plain.spread.region(0.2)]
+    points = post.mean_m + np.random.default_rng(6).normal(0, np.sqrt(np.trace(post.cov_m2)), (40, 2))
+    np.testing.assert_array_equal(answer.in_hpd(points, 0.5), plain.spread.in_hpd(points, 0.2))
+    assert answer.modes(0.95) == plain.modes(0.95) and answer.mean_m is plain.mean_m
+
+
 def test_physics_map_beats_the_centroid_and_its_regions_hold_the_truth(split, physics):
     scenario, params, _, test, mask = split
     a = answers_of(physics, test.snr_db, test.noise_dbm, test.present, test.position_m)

@@ -404,6 +404,9 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     # the exported model's own answers (as the service and predict give them) hold the truth as often
     judged = onnx_metrics(attached.path.read_bytes(), val)
     assert judged["coverage_region95"] == pytest.approx(chosen["coverage_region95"], abs=0.02)
+    # its 50 % regions drawn at the mass recalibrated on validation: they hold half of the truths there
+    assert attached.fit["region_masses"] == chosen["region_masses"] and chosen["region_masses"][1] == 0.95
+    assert 0.5 <= judged["coverage_region50"] <= 0.56 and abs(chosen["coverage_region50"] - 0.5) <= 0.08
     # and with the point of the map as fitted: the temperature widens the regions, it does not move the answer
     m = measured(val)
     as_fitted = answers_of(over, m.snr_db, m.noise_dbm, m.present, val.target_m, heard=m.heard)

@@ -31,8 +31,10 @@ from heimdall.radiomap.hybrid import (
     best_exponents,
     calibrating_temperature,
     exponent_nlls,
+    held_masses,
     network_nll,
     network_set_aside,
+    recalibrated_masses,
     temperature_scores,
 )
 from heimdall.radiomap.model import RadioMap
@@ -132,16 +134,18 @@ def hybrid_exponents(
 ) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
-    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0), the map and the
-    hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
-    .calibrating_temperature; `temperature`, exponents already divided by it) — with its calibration as the champion
-    rule reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's
-    and the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with
-    `network_set_aside`, the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside), and
-    `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the
-    validation transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there
-    are at least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done,
-    total) as they are computed (once each); transmissions the map cannot read are left out."""
+    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0), the map and
+    the hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
+    .calibrating_temperature; `temperature`, exponents already divided by it; `region_masses`, the 50 % region's
+    mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its coverage out of sample and
+    `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule reads it (the network's
+    1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and the hybrid's from their
+    answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`, the transmissions
+    whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside), and `centroid`: the weighted
+    centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the validation
+    transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there are at
+    least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done, total) as
+    they are computed (once each); transmissions the map cannot read are left out."""
     vm = measured(validation)
     rows_answered, posts = [], []
     for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
@@ -170,14 +174,17 @@ def hybrid_exponents(
         scores, point_error_m = temperature_scores(posts, net_mean, net_cov, truth, alpha, beta, workers)
         k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
         t = TEMPERATURES[k]
-        nll, coverage50, coverage95 = scores[:, k, :3].mean(axis=0)
+        held = held_masses(posts, net_mean, net_cov, truth, Weights(alpha / t, beta / t), workers)
+        masses, (coverage50,) = recalibrated_masses(held)
         candidates[name] = {
             "alpha": alpha / t,
             "beta": beta / t,
-            "nll": float(nll),
+            "nll": float(scores[:, k, 0].mean()),
             "temperature": t,
+            "region_masses": list(masses),
             "coverage_region50": float(coverage50),
-            "coverage_region95": float(coverage95),
+            "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
+            "coverage_region95": float(scores[:, k, 2].mean()),
             "coverage_region95_untempered": float(scores[:, UNTEMPERED, 2].mean()),
             **_medians(point_error_m, far),
         }
@@ -189,6 +196,7 @@ def hybrid_exponents(
         "alpha": candidates[shipped]["alpha"],
         "beta": candidates[shipped]["beta"],
         "temperature": candidates[shipped]["temperature"],
+        "region_masses": candidates[shipped]["region_masses"],
         "validation_nll": candidates[shipped]["nll"],
         "validation_n": len(posts),
         "candidates": candidates,
@@ -255,7 +263,8 @@ def grid_estimates(
         weights = None
         if predict is not None and validation is not None:
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
-            notes["hybrid"], weights = chosen, Weights(chosen["alpha"], chosen["beta"])
+            weights = Weights(chosen["alpha"], chosen["beta"], tuple(chosen["region_masses"]))
+            notes["hybrid"] = chosen
         elif predict is not None:
             notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
     tm = measured(test)

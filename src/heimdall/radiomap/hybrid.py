@@ -37,7 +37,7 @@ import numpy as np
 from heimdall.radiomap import kernel
 from heimdall.radiomap.batch import all_in_threads
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.posterior import LOG_DENSITY_FLOOR, GridPosterior, TemperedPosterior
+from heimdall.radiomap.posterior import HPD_PROBABILITIES, LOG_DENSITY_FLOOR, GridPosterior, TemperedPosterior
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0)  # T tried, coolest first
@@ -54,14 +54,24 @@ MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # β/α a model
 class Weights:
     """How an answer weighs the map and the network: the exponents α > 0, β ≥ 0 of p_map^α · N_net^β as shipped
     (tempered; α = 1, β = 0: the map alone as fitted). The point is read from p_map · N_net^(β/α), the spread from
-    it raised to α."""
+    it raised to α; `region_masses`: the spread's mass each HPD region of HPD_PROBABILITIES is drawn at, as
+    recalibrated on validation (`recalibrated_masses`; as claimed by default)."""
 
     alpha: float
     beta: float
+    region_masses: tuple[float, ...] = HPD_PROBABILITIES
 
     def __post_init__(self) -> None:
         if not (self.alpha > 0.0 and self.beta >= 0.0):
             raise ValueError(f"exponents α = {self.alpha}, β = {self.beta}: expected α > 0 and β ≥ 0")
+        m = self.region_masses
+        increasing = all(0.0 < a <= b <= 1.0 for a, b in zip(m, (*m[1:], 1.0), strict=True))
+        if len(m) != len(HPD_PROBABILITIES) or not increasing:
+            raise ValueError(f"region masses {m}: expected {len(HPD_PROBABILITIES)}, increasing, in (0, 1]")
+
+    def masses(self) -> dict[float, float]:
+        """Claimed probability → the mass its HPD region is drawn at (TemperedPosterior's `masses`)."""
+        return dict(zip(HPD_PROBABILITIES, self.region_masses, strict=True))
 
     @property
     def network_weight(self) -> float:
@@ -81,7 +91,7 @@ def answer(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, 
     """The answer to one transmission from its map posterior and the network's mean [2] m and covariance [2, 2] m²:
     its point from p_map · N_net^(β/α), its spread from that raised to α (heimdall.radiomap.posterior
     .TemperedPosterior)."""
-    return TemperedPosterior(point_posterior(post, net_mean_m, net_cov_m2, weights), weights.alpha)
+    return TemperedPosterior(point_posterior(post, net_mean_m, net_cov_m2, weights), weights.alpha, weights.masses())
 
 
 def point_posterior(
@@ -213,6 +223,45 @@ def temperature_scores(
 
     per_transmission = np.array(all_in_threads(scores, len(posts), workers), np.float64)
     return per_transmission[:, 1:].reshape(len(posts), len(TEMPERATURES), 3), per_transmission[:, 0]
+
+
+def held_masses(
+    posts: list[GridPosterior],
+    net_mean_m: np.ndarray,
+    net_cov_m2: np.ndarray,
+    truth_m: np.ndarray,
+    weights: Weights,
+    workers: int | None = None,
+) -> np.ndarray:
+    """float64 [n]: for each truth [n, 2], the mass of the smallest HPD region of its answer (`answer` with
+    `weights`, regions as claimed) that holds it (inf where the answer holds no mass there). The transmissions in
+    `workers` threads (None: every CPU)."""
+    as_claimed = Weights(weights.alpha, weights.beta)
+
+    def held(i: int) -> float:
+        q = answer(posts[i], net_mean_m[i], net_cov_m2[i], as_claimed)
+        return float(q.spread.hpd_mass_at(truth_m[i][None])[0])
+
+    return np.array(all_in_threads(held, len(posts), workers), np.float64)
+
+
+def recalibrated_masses(held: np.ndarray) -> tuple[tuple[float, ...], np.ndarray]:
+    """The mass each HPD region but the widest is to be drawn at so that it holds its share of the validation truths
+    — the smallest at which at least that share of `held` (held_masses [n]) lies, at most the widest's — and the
+    coverage those masses reach out of sample (each half of the truths, alternate ones, judged with the masses of
+    the other). The widest (95 %) keeps its own mass: the temperature calibrates it (calibrating_temperature), and a
+    mass above it would draw a region of nearly every cell the posterior holds."""
+    claimed = np.asarray(HPD_PROBABILITIES[:-1])
+    widest = HPD_PROBABILITIES[-1]
+
+    def masses_of(values: np.ndarray) -> np.ndarray:
+        return np.minimum(np.maximum.accumulate(np.quantile(values, claimed, method="higher")), widest)
+
+    if len(held) < 4:
+        return HPD_PROBABILITIES, np.array([np.mean(held <= q) for q in claimed])
+    halves = (held[0::2], held[1::2])
+    crossed = [np.sum(halves[k][:, None] <= masses_of(halves[1 - k])[None], axis=0) for k in (0, 1)]
+    return (*(float(m) for m in masses_of(held)), widest), (crossed[0] + crossed[1]) / len(held)
 
 
 def calibrating_temperature(coverage95: np.ndarray) -> int:

@@ -153,6 +153,21 @@ class GridPosterior:
         """Area (km²) of the cells of the `probability` HPD region."""
         return float(np.count_nonzero(self.box >= self.hpd_level(probability))) * self.grid.cell_area_km2
 
+    def hpd_mass_at(self, points_m: np.ndarray) -> np.ndarray:
+        """float64 [n]: the mass of the smallest HPD region holding each point [n, 2] — of the cells whose weight is
+        at least its cell's (inf where the posterior holds no mass: no region holds it)."""
+        log_density = self.log_density_at(points_m)
+        weight = np.exp(log_density) * self.grid.cell_area_km2 * (1 - 1e-12)
+        held = [float(self.box[self.box >= w].sum()) for w in weight]
+        return np.where(log_density > LOG_DENSITY_FLOOR, np.minimum(held, 1.0), np.inf)
+
+    def find_hpd_levels(self, probabilities: tuple[float, ...]) -> None:
+        """hpd_level of each probability found now, those not yet known in one pass over the weights."""
+        missing = [p for p in probabilities if p not in HPD_PROBABILITIES and p not in self._levels]
+        if missing:
+            levels = kernel.hpd_levels(self.box.ravel(), np.array(missing))
+            self._levels.update(zip(missing, levels.tolist(), strict=True))
+
     def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
         """Bool [n]: each point lies in the `probability` HPD region."""
         log_level = np.log(self.hpd_level(probability) / self.grid.cell_area_km2)
@@ -212,12 +227,18 @@ class TemperedPosterior:
     """An answer read from two posteriors: its point (mean, most probable cell) from `point` as it is, its spread
     (covariance about that point, HPD regions and their modes, densities) from `point` raised to `exponent` — a
     calibration (exponent < 1 widens the regions, > 1 narrows them) that leaves the point where it is. Read like a
-    GridPosterior."""
+    GridPosterior. `masses` (claimed probability → the spread's mass its HPD region is drawn at, as recalibrated on
+    validation; None: each its own) applies to every HPD read: in_hpd, hpd_area_km2, modes, regions."""
 
-    def __init__(self, point: GridPosterior, exponent: float = 1.0) -> None:
+    def __init__(self, point: GridPosterior, exponent: float = 1.0, masses: dict[float, float] | None = None) -> None:
         self.point = point
         self.spread = point.tempered(exponent)
         self.grid = point.grid
+        self.masses = masses or {}
+        self.spread.find_hpd_levels(tuple(self.masses.values()))
+
+    def _mass(self, probability: float) -> float:
+        return self.masses.get(probability, probability)
 
     @property
     def mean_m(self) -> np.ndarray:
@@ -242,20 +263,21 @@ class TemperedPosterior:
 
     def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
         """GridPosterior.in_hpd of the spread."""
-        return self.spread.in_hpd(points_m, probability)
+        return self.spread.in_hpd(points_m, self._mass(probability))
 
     def hpd_area_km2(self, probability: float) -> float:
         """GridPosterior.hpd_area_km2 of the spread."""
-        return self.spread.hpd_area_km2(probability)
+        return self.spread.hpd_area_km2(self._mass(probability))
 
     def modes(self, probability: float = 0.95, max_modes: int = MAX_MODES) -> list[Mode]:
         """GridPosterior.modes of the spread: the parts of its HPD region (each part's most probable cell is a peak
         of the point's posterior too, tempering keeps the cells' order)."""
-        return self.spread.modes(probability, max_modes)
+        return self.spread.modes(self._mass(probability), max_modes)
 
     def regions(self, probabilities: tuple[float, ...]) -> dict[float, list[list[np.ndarray]]]:
-        """GridPosterior.regions of the spread."""
-        return self.spread.regions(probabilities)
+        """GridPosterior.regions of the spread, keyed by the claimed probabilities."""
+        drawn = self.spread.regions(tuple(self._mass(p) for p in probabilities))
+        return {p: drawn[self._mass(p)] for p in probabilities}
 
 
 def mixture(posteriors: list[GridPosterior], log_prior: np.ndarray) -> GridPosterior:

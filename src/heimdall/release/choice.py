@@ -28,6 +28,7 @@ from heimdall.budget import OutOfTime, TimeBudget
 from heimdall.errors import ExportError
 from heimdall.radiomap.fit import MapOptions
 from heimdall.radiomap.model import RadioMap
+from heimdall.radiomap.posterior import HPD_PROBABILITIES
 from heimdall.release.map_attach import AttachedMap, NetworkModel, attach_map, fit_store_map, read_network
 from heimdall.release.registry import COVERAGE_TOLERANCE, calibrated, coverages
 from heimdall.signing import SigningKey
@@ -36,15 +37,17 @@ from heimdall.units import format_distance
 
 AUTO, NETWORK, MAP, HYBRID = LOCALIZERS
 MAP_MODEL_FILE = "model-map.onnx"  # beside the network's model.onnx
+COVERAGE_KEYS = ("coverage_1sigma", "coverage_2sigma", "coverage_region50", "coverage_region95")  # as judged
 
 
 @dataclass(frozen=True)
 class Choice:
     """The localizer shipped and why; `nll`: each candidate's mean validation NLL (empty when not compared);
-    `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without comparison;
-    `temperature`: theirs; `medians`: each candidate's validation median errors (`median_error_m`, and
-    `median_error_far_m` away from the training labels), `centroid` the weighted centroid's; `worse_than_centroid`:
-    the localizer shipped is worse than the centroid on validation (every candidate was)."""
+    `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without
+    comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights): theirs; `medians`: each
+    candidate's validation median errors (`median_error_m`, and `median_error_far_m` away from the training
+    labels), `centroid` the weighted centroid's; `worse_than_centroid`: the localizer shipped is worse than the
+    centroid on validation (every candidate was)."""
 
     localizer: str
     reason: str
@@ -56,6 +59,7 @@ class Choice:
     medians: dict[str, dict[str, float]] = field(default_factory=dict)
     centroid: dict[str, float] = field(default_factory=dict)
     worse_than_centroid: bool = False
+    region_masses: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
@@ -94,15 +98,16 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
     nll = {name: float(candidates[name]["nll"]) for name in names}
     exponents = {name: (float(candidates[name]["alpha"]), float(candidates[name]["beta"])) for name in (MAP, HYBRID)}
     temperature = {name: float(candidates[name].get("temperature", 1.0)) for name in (MAP, HYBRID)}
+    masses = {name: tuple(candidates[name].get("region_masses", HPD_PROBABILITIES)) for name in (MAP, HYBRID)}
     n = int(fit["validation_n"])
     coverage = {k: {c: float(v) for c, v in candidates[k].items() if c.startswith("coverage_")} for k in nll}
-    coverage = {k: {c: v for c, v in cov.items() if not c.endswith("_untempered")} for k, cov in coverage.items()}
+    coverage = {k: {c: v for c, v in cov.items() if c in COVERAGE_KEYS} for k, cov in coverage.items()}
     medians = {k: _medians(candidates[k]) for k in names}
     centroid = _medians(fit.get("centroid", {}))
     worse = {k for k in names if centroid and worse_than(medians[k], centroid)}
 
     def made(localizer: str, reason: str, flagged: bool = False) -> Choice:
-        return Choice(localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged)
+        return Choice(localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses)
 
     beside = f"; weighted centroid on validation: {describe_medians(centroid)}" if centroid else ""
     if forced != AUTO:
@@ -242,6 +247,7 @@ def ship(
     alpha, beta = choice.exponents[choice.localizer]
     temperature = choice.temperature.get(choice.localizer, 1.0)
     fit = {**fit, "alpha": alpha, "beta": beta, "temperature": temperature, "localizer": choice.localizer}
+    fit["region_masses"] = list(choice.region_masses.get(choice.localizer, HPD_PROBABILITIES))
     fit["worse_than_centroid"] = choice.worse_than_centroid
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]

@@ -15,14 +15,16 @@ import json
 
 from heimdall.errors import HeimdallError
 from heimdall.radiomap.hybrid import MAX_RATIO, TEMPERATURES, Weights
+from heimdall.radiomap.posterior import HPD_PROBABILITIES
 
 FIT_KEY = "radiomap_fit"
 MAX_EXPONENT = 1.0 / min(TEMPERATURES)  # the largest tempered exponent the choice can ship (α, β ≤ 1, T ≥ 0.5)
 
 
 def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError]) -> Weights:
-    """The weights (α, β) of a map-carrying model's FIT_KEY entry; `error` naming the field when missing or out of
-    range (β/α at most MAX_RATIO, the exponents' grid; the choice ships at most MAX_NETWORK_WEIGHT)."""
+    """The weights (α, β, region masses) of a map-carrying model's FIT_KEY entry; `error` naming the field when
+    missing or out of range (β/α at most MAX_RATIO, the exponents' grid; the choice ships at most
+    MAX_NETWORK_WEIGHT)."""
     try:
         fit = json.loads(metadata[FIT_KEY])
         alpha, beta = float(fit["alpha"]), float(fit["beta"])
@@ -35,4 +37,12 @@ def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError
             f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ {MAX_EXPONENT:g}, "
             f"0 ≤ beta ≤ {MAX_EXPONENT:g} and beta ≤ {MAX_RATIO:g} × alpha"
         )
-    return Weights(alpha, beta)
+    masses = fit.get("region_masses", HPD_PROBABILITIES)  # absent: the regions as claimed
+    try:
+        return Weights(alpha, beta, tuple(float(m) for m in masses))
+    except (TypeError, ValueError):
+        raise error(
+            f"{where}: metadata {FIT_KEY}.region_masses {str(masses)[:80]}: expected {len(HPD_PROBABILITIES)} "
+            "increasing masses in (0, 1], one per HPD region "
+            f"({', '.join(f'{p:g}' for p in HPD_PROBABILITIES)})"
+        ) from None
