@@ -187,13 +187,16 @@ def test_a_map_entry_is_read_as_weights_and_bounded():
     for entry in ({"alpha": 0.125, "beta": 0.0625, "temperature": 8.0}, {"alpha": 0.5, "beta": 0.25}):
         weights = read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError)
         assert weights == Weights(entry["alpha"], entry["beta"]) and weights.network_weight == 0.5
-    for entry in ({"alpha": 0.01, "beta": 1.0}, {"alpha": 0.0, "beta": 0.0}, {"alpha": 3.0, "beta": 0.0}, {}):
+    for entry in ({"alpha": 0.01, "beta": 1.0}, {"alpha": 0.0, "beta": 0.0}, {"alpha": 3.0, "beta": 0.0}, {},
+                  {"alpha": 10**400, "beta": 0.0}):  # fmt: skip
         with pytest.raises(ModelLoadError, match=f"m.onnx: metadata {FIT_KEY}"):
             read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError)
     # the regions' masses recalibrated on validation: read as given; refused unless one per region, increasing
     entry = {"alpha": 0.5, "beta": 0.25, "region_masses": [0.31, 0.95]}
     assert read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError).masses() == {0.5: 0.31, 0.95: 0.95}
-    for masses in ([0.6, 0.5], [0.3], [0.0, 0.95], [0.3, 1.5], "0.3", [None, 0.95], {"a": 1}):
+    huge = 10**400  # json reads it as an int no float holds
+    for masses in ([0.6, 0.5], [0.3], [0.0, 0.95], [0.3, 1.5], "0.3", "11", [None, 0.95], [True, True],
+                   {"0.5": 0.3, "0.95": 0.95}, [huge, 0.95], [float("nan"), 0.95]):  # fmt: skip
         entry["region_masses"] = masses
         with pytest.raises(ModelLoadError, match=f"m.onnx: metadata {FIT_KEY}.region_masses .*increasing masses"):
             read_weights({FIT_KEY: json.dumps(entry)}, "m.onnx", ModelLoadError)

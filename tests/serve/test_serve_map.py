@@ -55,6 +55,7 @@ def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server
 def test_the_model_endpoint_describes_the_map(map_server):
     info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
     assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= MAX_EXPONENT and info["n_labels"] > 0
+    assert set(info["region_masses"]) == {"0.5", "0.95"} and 0 < info["region_masses"]["0.5"] <= 0.95
 
 
 @pytest.mark.system

@@ -189,7 +189,7 @@ def hybrid_exponents(
             **_medians(point_error_m, far),
         }
     candidates["hybrid"]["network_set_aside"] = sum(
-        network_set_aside(p, net_mean[i], net_cov[i]) for i, p in enumerate(posts)
+        network_set_aside(p, net_mean[i], net_cov[i]) is not None for i, p in enumerate(posts)
     )
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
     return {
@@ -245,6 +245,7 @@ def grid_estimates(
         notes["hybrid"] = {
             "alpha": carried.weights.alpha,
             "beta": carried.weights.beta,
+            "region_masses": list(carried.weights.region_masses),
             "chosen": "the model's own exponents",
         }
     else:

@@ -99,22 +99,23 @@ def point_posterior(
 ) -> GridPosterior:
     """p_map · N_net^(β/α): the posterior an answer reads its point from (the map's own when β = 0 or the network
     is set aside)."""
-    if weights.beta == 0.0 or network_set_aside(post, net_mean_m, net_cov_m2):
+    if weights.beta == 0.0 or network_set_aside(post, net_mean_m, net_cov_m2) is not None:
         return post
     return combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
 
 
 def disagreement_d2(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> float:
-    """How far apart the map's answer (its posterior's mean and covariance) and the network's (mean [2] m, covariance
-    [2, 2] m²) are: the squared Mahalanobis distance of the means under the sum of the covariances — χ² with 2
-    degrees of freedom where both are right and Gaussian."""
+    """How far apart the map's answer (its posterior's mean and covariance, as fitted) and the network's (mean [2] m,
+    covariance [2, 2] m²) are: the squared Mahalanobis distance of the means under the sum of the covariances — χ²
+    with 2 degrees of freedom where both are right and Gaussian."""
     d = post.mean_m - net_mean_m
     return float(d @ np.linalg.solve(post.cov_m2 + net_cov_m2, d))
 
 
-def network_set_aside(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> bool:
-    """Whether the network's answer is set aside: it disagrees with the map's beyond DISAGREEMENT_D2."""
-    return disagreement_d2(post, net_mean_m, net_cov_m2) > DISAGREEMENT_D2
+def network_set_aside(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> float | None:
+    """disagreement_d2 where the network's answer is set aside (beyond DISAGREEMENT_D2), None where it is not."""
+    d2 = disagreement_d2(post, net_mean_m, net_cov_m2)
+    return d2 if d2 > DISAGREEMENT_D2 else None
 
 
 def combine(
@@ -158,7 +159,7 @@ def exponent_nlls(
 
     def nlls(i: int) -> list[float]:
         truth, post, mean, cov = truth_m[i][None], posts[i], net_mean_m[i], net_cov_m2[i]
-        kept = 0.0 if network_set_aside(post, mean, cov) else 1.0
+        kept = 0.0 if network_set_aside(post, mean, cov) is not None else 1.0
         return [-combine(post, mean, cov, a, b * kept).log_density_at(truth)[0] for a, b in pairs]
 
     per_transmission = np.array(all_in_threads(nlls, len(posts), workers), np.float64).reshape(-1, len(pairs))
@@ -233,8 +234,8 @@ def held_masses(
     weights: Weights,
     workers: int | None = None,
 ) -> np.ndarray:
-    """float64 [n]: for each truth [n, 2], the mass of the smallest HPD region of its answer (`answer` with
-    `weights`, regions as claimed) that holds it (inf where the answer holds no mass there). The transmissions in
+    """float64 [n]: for each truth [n, 2], the mass above which the HPD regions of its answer (`answer` with
+    `weights`, regions as claimed) hold it (GridPosterior.hpd_mass_at; inf where none does). The transmissions in
     `workers` threads (None: every CPU)."""
     as_claimed = Weights(weights.alpha, weights.beta)
 
@@ -247,21 +248,31 @@ def held_masses(
 
 def recalibrated_masses(held: np.ndarray) -> tuple[tuple[float, ...], np.ndarray]:
     """The mass each HPD region but the widest is to be drawn at so that it holds its share of the validation truths
-    — the smallest at which at least that share of `held` (held_masses [n]) lies, at most the widest's — and the
-    coverage those masses reach out of sample (each half of the truths, alternate ones, judged with the masses of
-    the other). The widest (95 %) keeps its own mass: the temperature calibrates it (calibrating_temperature), and a
-    mass above it would draw a region of nearly every cell the posterior holds."""
-    claimed = np.asarray(HPD_PROBABILITIES[:-1])
+    — the smallest mass whose regions hold at least that share of them (`held`: held_masses [n]), at most the
+    widest's — and the coverage those masses reach out of sample (each half of the truths, alternate ones, judged
+    with the masses of the other). The widest (95 %) keeps its own mass: the temperature calibrates it
+    (calibrating_temperature), and a mass above it would draw a region of nearly every cell the posterior holds."""
+    shares = HPD_PROBABILITIES[:-1]
     widest = HPD_PROBABILITIES[-1]
 
     def masses_of(values: np.ndarray) -> np.ndarray:
-        return np.minimum(np.maximum.accumulate(np.quantile(values, claimed, method="higher")), widest)
+        # a region of mass m holds the truths whose held mass is below m: half-way between the k-th smallest and the
+        # next larger one holds k (clear of both, whatever the rounding of the sums)
+        ranked = np.sort(values)
+        out = []
+        for k in np.ceil(np.asarray(shares) * len(values)).astype(int):
+            larger = ranked[ranked > ranked[k - 1]]
+            out.append((ranked[k - 1] + min(larger[0], 1.0)) / 2 if len(larger) else 1.0)
+        return np.minimum(np.maximum.accumulate(out), widest)
+
+    def coverage(values: np.ndarray, masses: np.ndarray) -> np.ndarray:
+        return np.sum(values[:, None] < masses[None], axis=0)
 
     if len(held) < 4:
-        return HPD_PROBABILITIES, np.array([np.mean(held <= q) for q in claimed])
+        return HPD_PROBABILITIES, np.array([np.mean(held < q) for q in shares])
     halves = (held[0::2], held[1::2])
-    crossed = [np.sum(halves[k][:, None] <= masses_of(halves[1 - k])[None], axis=0) for k in (0, 1)]
-    return (*(float(m) for m in masses_of(held)), widest), (crossed[0] + crossed[1]) / len(held)
+    crossed = coverage(halves[0], masses_of(halves[1])) + coverage(halves[1], masses_of(halves[0]))
+    return (*(float(m) for m in masses_of(held)), widest), crossed / len(held)
 
 
 def calibrating_temperature(coverage95: np.ndarray) -> int:

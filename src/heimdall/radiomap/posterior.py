@@ -154,12 +154,13 @@ class GridPosterior:
         return float(np.count_nonzero(self.box >= self.hpd_level(probability))) * self.grid.cell_area_km2
 
     def hpd_mass_at(self, points_m: np.ndarray) -> np.ndarray:
-        """float64 [n]: the mass of the smallest HPD region holding each point [n, 2] — of the cells whose weight is
-        at least its cell's (inf where the posterior holds no mass: no region holds it)."""
+        """float64 [n]: for each point [n, 2], the mass of the cells heavier than its cell — it lies in the HPD region
+        of every probability above this, and of none at or below it (in_hpd); inf where its density is at the
+        floor (LOG_DENSITY_FLOOR: no region holds it)."""
         log_density = self.log_density_at(points_m)
-        weight = np.exp(log_density) * self.grid.cell_area_km2 * (1 - 1e-12)
-        held = [float(self.box[self.box >= w].sum()) for w in weight]
-        return np.where(log_density > LOG_DENSITY_FLOOR, np.minimum(held, 1.0), np.inf)
+        weight = np.exp(log_density) * self.grid.cell_area_km2 * (1 + 1e-12)
+        heavier = [float(self.box[self.box > w].sum()) for w in weight]
+        return np.where(log_density > LOG_DENSITY_FLOOR, np.minimum(heavier, 1.0), np.inf)
 
     def find_hpd_levels(self, probabilities: tuple[float, ...]) -> None:
         """hpd_level of each probability found now, those not yet known in one pass over the weights."""

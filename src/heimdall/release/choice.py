@@ -63,8 +63,9 @@ class Choice:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
-        validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta and temperature
-        (of the map shipped, else null), centroid_validation_median_m (and its far median) and worse_than_centroid."""
+        validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta, temperature and
+        region_masses (of the map shipped, else null), centroid_validation_median_m (and its far median) and
+        worse_than_centroid."""
         alpha, beta = self.exponents.get(self.localizer, (None, None))
         return {
             "localizer": self.localizer,
@@ -76,6 +77,7 @@ class Choice:
             "alpha": alpha,
             "beta": beta,
             "temperature": self.temperature.get(self.localizer),
+            "region_masses": list(self.region_masses[self.localizer]) if self.localizer in self.region_masses else None,
             "centroid_validation_median_m": self.centroid or None,
             "worse_than_centroid": self.worse_than_centroid,
         }
@@ -179,7 +181,8 @@ def worse_than(medians: dict[str, float], centroid: dict[str, float]) -> bool:
 
 
 def judged_median(medians: dict[str, float]) -> float:
-    """The median a localizer is ranked by when nothing beats the centroid: away from the labels where measured."""
+    """The median a localizer is ranked by when nothing beats the centroid or none is calibrated: away from the
+    labels where measured."""
     return medians.get("median_error_far_m", medians["median_error_m"])
 
 

@@ -28,7 +28,7 @@ def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError
     try:
         fit = json.loads(metadata[FIT_KEY])
         alpha, beta = float(fit["alpha"]), float(fit["beta"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise error(
             f"{where}: metadata {FIT_KEY}: missing or without alpha and beta (attach maps with `heimdall map fit`)"
         ) from None
@@ -37,10 +37,12 @@ def read_weights(metadata: dict[str, str], where: str, error: type[HeimdallError
             f"{where}: metadata {FIT_KEY}: alpha {alpha:g} and beta {beta:g}; expected 0 < alpha ≤ {MAX_EXPONENT:g}, "
             f"0 ≤ beta ≤ {MAX_EXPONENT:g} and beta ≤ {MAX_RATIO:g} × alpha"
         )
-    masses = fit.get("region_masses", HPD_PROBABILITIES)  # absent: the regions as claimed
+    masses = fit.get("region_masses", list(HPD_PROBABILITIES))  # absent: the regions as claimed
     try:
+        if not (isinstance(masses, list) and all(type(m) in (int, float) for m in masses)):
+            raise TypeError("not a list of numbers")
         return Weights(alpha, beta, tuple(float(m) for m in masses))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise error(
             f"{where}: metadata {FIT_KEY}.region_masses {str(masses)[:80]}: expected {len(HPD_PROBABILITIES)} "
             "increasing masses in (0, 1], one per HPD region "

@@ -28,7 +28,7 @@ from heimdall.features import FeatureParams
 from heimdall.geo import LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
-from heimdall.radiomap.hybrid import DISAGREEMENT_D2, Weights, answer, disagreement_d2
+from heimdall.radiomap.hybrid import DISAGREEMENT_D2, Weights, answer, network_set_aside
 from heimdall.radiomap.likelihood import U_MAX_DB
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.posterior import HPD_PROBABILITIES, Mode
@@ -58,7 +58,9 @@ class ServedMap:
     def describe(self) -> dict[str, Any]:
         """What GET /v1/model says of the map."""
         m, w = self.radio_map, self.weights
-        return {"alpha": w.alpha, "beta": w.beta, "spacing_m": m.grid.spacing_m, "n_labels": m.n_labels}
+        masses = dict(zip(REGION_PROBABILITIES, w.region_masses, strict=True))
+        return {"alpha": w.alpha, "beta": w.beta, "region_masses": masses, "spacing_m": m.grid.spacing_m,
+                "n_labels": m.n_labels}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,10 +164,8 @@ def map_part(
         map_post = served.radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present, inp.heard)
     except MapInputError as exc:
         return f"not used: {exc}"
-    set_aside = None
-    if weights.beta > 0:
-        d2 = disagreement_d2(map_post, net_mean_m, net_cov_m2)
-        set_aside = SET_ASIDE.format(d2=d2, limit=DISAGREEMENT_D2) if d2 > DISAGREEMENT_D2 else None
+    d2 = network_set_aside(map_post, net_mean_m, net_cov_m2) if weights.beta > 0 else None
+    set_aside = None if d2 is None else SET_ASIDE.format(d2=d2, limit=DISAGREEMENT_D2)
     post = answer(map_post, net_mean_m, net_cov_m2, weights)
     drawn = post.regions(tuple(float(key) for key in REGION_PROBABILITIES))
     regions = {key: drawn[float(key)] for key in REGION_PROBABILITIES}
