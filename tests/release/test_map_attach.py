@@ -121,6 +121,7 @@ def test_evaluate_scores_a_map_model_by_its_own_answers_with_the_map_it_carries(
     assert metrics["provenance"]["hybrid"] == {
         "alpha": fit["alpha"],
         "beta": fit["beta"],
+        "region_masses": fit["region_masses"],
         "chosen": "the model's own exponents",
     }
 
