@@ -128,14 +128,15 @@ def grid_answers(
     p_map^α · N_net^β; NaN: unanswered)."""
     m = measured(t)
     mean, inside, area = np.full((len(m), 2), np.nan), np.zeros(len(m), bool), np.full(len(m), np.nan)
-    inside50 = np.zeros(len(m), bool)
+    inside50, claimed50 = np.zeros(len(m), bool), np.zeros(len(m), bool)
     for i, p in enumerate(radio_map.posteriors(m.snr_db, m.noise_dbm, m.present, None, m.heard)):
         if isinstance(p, Unanswered):
             continue
         q = answer(p, net_mean[i], net_cov[i], weights)
         mean[i], inside[i], area[i] = q.mean_m, q.in_hpd(t.target_m[i][None], 0.95)[0], q.hpd_area_km2(0.95)
         inside50[i] = q.in_hpd(t.target_m[i][None], 0.5)[0]
-    return {"mean": mean, "inside": inside, "inside50": inside50, "area": area}
+        claimed50[i] = q.spread.in_hpd(t.target_m[i][None], 0.5)[0]  # its mass not recalibrated
+    return {"mean": mean, "inside": inside, "inside50": inside50, "claimed50": claimed50, "area": area}
 
 
 def gaussian_answers(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
@@ -177,6 +178,7 @@ def region_summary(answers: dict[str, np.ndarray], truth_m: np.ndarray, extra: d
             "coverage50": float(answers["inside50"].mean()),
             "inside95": answers["inside"].tolist(),
             "inside50": answers["inside50"].tolist(),
+            **({"cover50_as_claimed": float(answers["claimed50"].mean())} if "claimed50" in answers else {}),
             "area95_km2": float(np.nanmean(answers["area"])) if np.isfinite(answers["area"]).any() else float("nan"),
             **(extra or {}),
         },
