@@ -435,11 +435,14 @@ def test_a_network_set_aside_leaves_the_maps_answer_at_the_shipped_alpha(split, 
     assert set_aside.hpd_area_km2(0.95) == alone.hpd_area_km2(0.95) > post.hpd_area_km2(0.95)
     assert np.hypot(*(answer(post, near, cov, weights).mean_m - post.mean_m)) > 0.1 * sigma_m
     truth = test.position_m[:1]
-    for mean in (near, far):
+    # the choice scores each as it answers: the near one as the hybrid, the far one as the map alone at α
+    for mean, expected in ((near, answer(post, near, cov, weights)), (far, answer(post, far, cov, map_only))):
         scores, error = temperature_scores([post], mean[None], cov[None], truth, 0.5, 0.5)
-        hybrid = answer(post, mean, cov, weights)
-        assert error[0] == pytest.approx(np.hypot(*(hybrid.mean_m - truth[0])), rel=1e-12)
-        assert scores[0, UNTEMPERED, 0] == pytest.approx(-hybrid.log_density_at(truth)[0], rel=1e-9)
+        assert error[0] == pytest.approx(np.hypot(*(expected.mean_m - truth[0])), rel=1e-12)
+        assert scores[0, UNTEMPERED, 0] == pytest.approx(-expected.log_density_at(truth)[0], rel=1e-9)
+    near_scores, _ = temperature_scores([post], near[None], cov[None], truth, 0.5, 0.5)
+    alone_scores, _ = temperature_scores([post], near[None], cov[None], truth, 0.5, 0.0)
+    assert near_scores[0, UNTEMPERED, 0] != pytest.approx(alone_scores[0, UNTEMPERED, 0], rel=1e-6)
 
 
 def test_a_tempered_answer_keeps_the_untempered_point_and_widens_its_regions(split, physics):
