@@ -19,7 +19,8 @@ each split is drawn once per seed and the figures are also pooled over the draws
 test blocks is a rough figure: the blocks differ a lot).
 
 The shipped localizer is what `heimdall train` would ship (heimdall.evaluation.grid_estimators.hybrid_exponents on
-the validation split, then heimdall.release.choice.choose, its weighted-centroid check included): with
+the validation split, then heimdall.release.choice.choose, its weighted-centroid check included; the map's spreads floored first at the level
+chosen on validation, heimdall.evaluation.grid_estimators.spread_floor_chosen): with
 --with-network among the network, the map and the hybrid, the network trained here (`heimdall train` on a store
 imported from the case's labels and validation rows, --network-budget-min, a small network) and its and the
 hybrid's rows added; without it the map as `--localizer map` ships it (its regions recalibrated on validation,
@@ -47,7 +48,7 @@ from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_m
 from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m, split_by_place
 from heimdall.datasets.power_import import import_table
 from heimdall.datasets.spec import ImportOptions
-from heimdall.evaluation.grid_estimators import hybrid_exponents, measured
+from heimdall.evaluation.grid_estimators import hybrid_exponents, measured, spread_floor_chosen
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.metrics import error_m
 from heimdall.radiomap.batch import Unanswered
@@ -328,6 +329,7 @@ def run_case(
         forced = AUTO
     elif args.with_network:
         print("  time budget too short to train the network: not trained", file=sys.stderr)
+    radio_map, floor = spread_floor_chosen(radio_map, va, progress("spread floor", start))
     fit_entry = hybrid_exponents(radio_map, va, predict, progress("validation", start), None, tr.target_m)
     choice = choose(fit_entry, forced)
     net_mean, net_cov = predict(te)
@@ -353,6 +355,7 @@ def run_case(
             "localizer": choice.localizer + (" (worse than the centroid on validation: flagged)"
                                              if choice.worse_than_centroid else ""),
             "temperature": choice.temperature.get(choice.localizer),
+            "spread_floor_db": floor["spread_floor_db"],
             "val_medians_m": choice.medians.get(choice.localizer),
             "centroid_val_medians_m": choice.centroid,
             "reason": choice.reason,

@@ -417,6 +417,35 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     assert choice.medians["map"]["median_error_m"] == pytest.approx(median_m, rel=1e-9)
 
 
+def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation(tiny_store):
+    import dataclasses
+
+    from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB, fit_map, spread_floor_chosen
+
+    train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
+    fitted, _ = fit_map(train, train, MapOptions(spacing_m=2000.0))
+    # two receivers 15 dB off and sure of it, the others right and honest about their spread: as a map whose labels
+    # lie elsewhere than the places it is asked about
+    wrong = np.arange(fitted.n_receivers) < 2
+    sure = dataclasses.replace(
+        fitted,
+        mean_dbm=(fitted.mean_dbm + np.where(wrong, 15.0, 0.0)).astype(np.float32),
+        spread_db=np.where(wrong, 0.0, 8.0).astype(np.float32) + np.zeros_like(fitted.spread_db),
+    )
+    floored, report = spread_floor_chosen(sure, val)
+    medians = report["median_error_m"]
+    floor = report["spread_floor_db"]
+    assert floor in SPREAD_FLOORS_DB and floor > 0 and medians[f"{floor:g}"] <= 0.98 * medians["0"]
+    assert medians[f"{floor:g}"] == min(medians.values())
+    assert floored.spread_db.min() == floor and floored.info["spread_floor_db"] == floor
+    np.testing.assert_array_equal(floored.mean_dbm, sure.mean_dbm)
+    np.testing.assert_array_equal(floored.spread_db[:, ~wrong], 8.0)  # spreads above the floor are kept
+    # a map whose spreads are all above every floor: the floors change nothing, none is kept
+    even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
+    unchanged, report = spread_floor_chosen(even, val)
+    assert unchanged is even and report["spread_floor_db"] == 0.0 and len(set(report["median_error_m"].values())) == 1
+
+
 @pytest.mark.system
 def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_centroid(nw_italy, ws, capsys):
     from heimdall.datasets.generate import generate_dataset

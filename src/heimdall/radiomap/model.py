@@ -18,7 +18,7 @@ dropped, the REFINED_BLOCKS most probable of the others are scored cell by cell,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -76,6 +76,20 @@ class RadioMap:
     def n_receivers(self) -> int:
         """R, the map's receivers."""
         return len(self.receiver_ids)
+
+    def with_spread_floor(self, floor_db: float) -> RadioMap:
+        """This map with every spread at least floor_db (dB; 0: unchanged), info["spread_floor_db"] saying so; the
+        likelihood table shared (it does not depend on the spreads)."""
+        if floor_db <= 0:
+            return self
+        floored = replace(
+            self,
+            spread_db=np.maximum(self.spread_db, np.float32(floor_db)),
+            info={**self.info, "spread_floor_db": float(floor_db)},
+        )
+        if "table" in self.__dict__:
+            floored.__dict__["table"] = self.table
+        return floored
 
     @cached_property
     def table(self) -> LikelihoodTable:

@@ -25,7 +25,7 @@ from heimdall.budget import Progress, TimeBudget
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import map_splits, onnx_predictions
-from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
+from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents, spread_floor_chosen
 from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.onnx_guard import check_model_size, require_self_contained
@@ -155,9 +155,11 @@ def fit_store_map(
     if validation is not None:
         with budget.phase("choice"):
             labels_m = None if calibration is None else calibration.target_m
+            radio_map, floor = spread_floor_chosen(radio_map, validation, budget.progress)
             exponents = hybrid_exponents(
                 radio_map, validation, lambda t: onnx_predictions(network.data, t), budget.progress, labels_m=labels_m
             )
+            exponents["spread_floor"] = floor
     else:
         exponents = {"alpha": 1.0, "beta": 0.0}  # no validation split to choose on: the map alone
     used = [store / n for n in ("train.h5", "val.h5", UNLABELLED_SPLIT) if (store / n).is_file()]
