@@ -20,11 +20,11 @@ test blocks is a rough figure: the blocks differ a lot).
 
 The shipped localizer is what `heimdall train` would ship (the map's spreads floored at the level chosen on the
 validation split, heimdall.evaluation.grid_estimators.spread_floor_chosen; then hybrid_exponents there and
-heimdall.release.choice.choose, its weighted-centroid check included): with --with-network among the network, the map and the hybrid, the network trained here (`heimdall train` on a store
-imported from the case's labels and validation rows, --network-budget-min, a small network) and its and the
-hybrid's rows added; without it the map as `--localizer map` ships it (its regions recalibrated on validation,
-flagged when worse than the centroid there). With no labels there is no validation split: the self-calibrated map
-as fitted.
+heimdall.release.choice.choose, its weighted-centroid check included): with --with-network among the network, the map
+and the hybrid, the network trained here (`heimdall train` on a store imported from the case's labels and validation
+rows, --network-budget-min, a small network) and its and the hybrid's rows added; without it the map as `--localizer
+map` ships it (its regions recalibrated on validation, flagged when worse than the centroid there). With no labels there
+is no validation split: the self-calibrated map as fitted.
 """
 
 from __future__ import annotations

@@ -313,6 +313,20 @@ def test_when_none_is_calibrated_the_lowest_validation_median_wins_whatever_its_
     assert choose(_with_medians(fit, medians), "auto").localizer == "network"
 
 
+def test_the_choice_names_the_maps_spread_floor_and_train_json_gives_it_for_a_map_shipped():
+    nll = {"network": 6.0, "map": 5.5, "hybrid": 5.8}
+    fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
+    fit["spread_floor"] = {"spread_floor_db": 8.0, "median_error_m": {"0": 190.0, "4": 186.0, "6": 181.0, "8": 176.0}}
+    choice = choose(fit, "auto")
+    assert choice.localizer == "map" and choice.summary()["spread_floor_db"] == 8.0
+    assert "the map's spreads floored at 8 dB (validation median 176 m against 190 m unfloored)" in choice.reason
+    # no floor kept: nothing said of it; a network shipped: no floor reported
+    fit["spread_floor"] = {"spread_floor_db": 0.0, "median_error_m": {"0": 190.0, "4": 189.0, "6": 191.0, "8": 195.0}}
+    unfloored = choose(fit, "auto")
+    assert "floored" not in unfloored.reason and unfloored.summary()["spread_floor_db"] == 0.0
+    assert choose(fit, "network").summary()["spread_floor_db"] is None
+
+
 def test_the_map_does_not_give_way_on_calibration_to_a_network_worse_than_the_centroid():
     from heimdall.release.publish import network_worse_than_centroid
 

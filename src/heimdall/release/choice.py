@@ -60,12 +60,13 @@ class Choice:
     centroid: dict[str, float] = field(default_factory=dict)
     worse_than_centroid: bool = False
     region_masses: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    spread_floor_db: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
-        validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta, temperature and
-        region_masses (of the map shipped, else null), centroid_validation_median_m (and its far median) and
-        worse_than_centroid."""
+        validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta, temperature,
+        region_masses and spread_floor_db (of the map shipped, else null), centroid_validation_median_m (and its far
+        median) and worse_than_centroid."""
         alpha, beta = self.exponents.get(self.localizer, (None, None))
         return {
             "localizer": self.localizer,
@@ -78,6 +79,7 @@ class Choice:
             "beta": beta,
             "temperature": self.temperature.get(self.localizer),
             "region_masses": list(self.region_masses[self.localizer]) if self.localizer in self.region_masses else None,
+            "spread_floor_db": None if self.localizer == NETWORK else self.spread_floor_db,
             "centroid_validation_median_m": self.centroid or None,
             "worse_than_centroid": self.worse_than_centroid,
         }
@@ -108,10 +110,21 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
     centroid = _medians(fit.get("centroid", {}))
     worse = {k for k in names if centroid and worse_than(medians[k], centroid)}
 
+    floor = fit.get("spread_floor")
+
     def made(localizer: str, reason: str, flagged: bool = False) -> Choice:
-        return Choice(localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses)
+        floor_db = None if floor is None else float(floor["spread_floor_db"])
+        return Choice(
+            localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses, floor_db
+        )
 
     beside = f"; weighted centroid on validation: {describe_medians(centroid)}" if centroid else ""
+    if floor is not None and floor["spread_floor_db"] > 0:
+        level, tried = f"{floor['spread_floor_db']:g}", floor["median_error_m"]
+        beside += (
+            f"; the map's spreads floored at {level} dB (validation median {format_distance(tried[level])} "
+            f"against {format_distance(tried['0'])} unfloored)"
+        )
     if forced != AUTO:
         winner = min(nll, key=nll.__getitem__)
         reason = f"forced by --localizer {forced} (the lowest validation NLL is the {winner}'s, {nll[winner]:.3f})"
