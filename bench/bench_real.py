@@ -18,8 +18,8 @@ all labels and with 400; ≤ 1.0 × centroid with none; 95 % regions holding the
 each split is drawn once per seed and the figures are also pooled over the draws' test transmissions (one draw of
 test blocks is a rough figure: the blocks differ a lot).
 
-The shipped localizer is what `heimdall train` would ship (the map's spreads floored at the level chosen on the
-validation split, heimdall.evaluation.grid_estimators.spread_floor_chosen; then hybrid_exponents there and
+The shipped localizer is what `heimdall train` would ship (heimdall.evaluation.grid_estimators.hybrid_exponents on
+the validation split — the map candidate's spreads floored at the level chosen there — then
 heimdall.release.choice.choose, its weighted-centroid check included): with --with-network among the network, the map
 and the hybrid, the network trained here (`heimdall train` on a store imported from the case's labels and validation
 rows, --network-budget-min, a small network) and its and the hybrid's rows added; without it the map as `--localizer
@@ -47,7 +47,7 @@ from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_m
 from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m, split_by_place
 from heimdall.datasets.power_import import import_table
 from heimdall.datasets.spec import ImportOptions
-from heimdall.evaluation.grid_estimators import hybrid_exponents, measured, spread_floor_chosen
+from heimdall.evaluation.grid_estimators import hybrid_exponents, measured
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.metrics import error_m
 from heimdall.radiomap.batch import Unanswered
@@ -328,7 +328,6 @@ def run_case(
         forced = AUTO
     elif args.with_network:
         print("  time budget too short to train the network: not trained", file=sys.stderr)
-    radio_map, floor = spread_floor_chosen(radio_map, va, progress("spread floor", start))
     fit_entry = hybrid_exponents(radio_map, va, predict, progress("validation", start), None, tr.target_m)
     choice = choose(fit_entry, forced)
     net_mean, net_cov = predict(te)
@@ -346,7 +345,8 @@ def run_case(
         weights = Weights(
             *choice.exponents[choice.localizer], choice.region_masses.get(choice.localizer, HPD_PROBABILITIES)
         )
-        shipped = grid_answers(radio_map, te, net_mean, net_cov, weights)
+        floored = radio_map.with_spread_floor(choice.spread_floor_db.get(choice.localizer, 0.0))
+        shipped = grid_answers(floored, te, net_mean, net_cov, weights)
     out["shipped"] = region_summary(
         shipped,
         te.target_m,
@@ -354,7 +354,7 @@ def run_case(
             "localizer": choice.localizer + (" (worse than the centroid on validation: flagged)"
                                              if choice.worse_than_centroid else ""),
             "temperature": choice.temperature.get(choice.localizer),
-            "spread_floor_db": floor["spread_floor_db"],
+            "spread_floor_db": choice.spread_floor_db.get(choice.localizer),
             "val_medians_m": choice.medians.get(choice.localizer),
             "centroid_val_medians_m": choice.centroid,
             "reason": choice.reason,

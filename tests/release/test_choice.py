@@ -317,13 +317,13 @@ def test_the_choice_names_the_maps_spread_floor_and_train_json_gives_it_for_a_ma
     nll = {"network": 6.0, "map": 5.5, "hybrid": 5.8}
     fit = _fit_entry(nll, {"network": CALIBRATED_NET, "map": CALIBRATED_REGIONS, "hybrid": CALIBRATED_REGIONS})
     fit["spread_floor"] = {"spread_floor_db": 8.0, "median_error_m": {"0": 190.0, "4": 186.0, "6": 181.0, "8": 176.0}}
+    fit["candidates"]["map"]["spread_floor_db"], fit["candidates"]["hybrid"]["spread_floor_db"] = 8.0, 0.0
     choice = choose(fit, "auto")
     assert choice.localizer == "map" and choice.summary()["spread_floor_db"] == 8.0
     assert "the map's spreads floored at 8 dB (validation median 176 m against 190 m unfloored)" in choice.reason
-    # no floor kept: nothing said of it; a network shipped: no floor reported
-    fit["spread_floor"] = {"spread_floor_db": 0.0, "median_error_m": {"0": 190.0, "4": 189.0, "6": 191.0, "8": 195.0}}
-    unfloored = choose(fit, "auto")
-    assert "floored" not in unfloored.reason and unfloored.summary()["spread_floor_db"] == 0.0
+    # the hybrid reads the map as fitted; a network shipped: no floor reported
+    hybrid = choose(fit, "hybrid")
+    assert "floored" not in hybrid.reason and hybrid.summary()["spread_floor_db"] == 0.0
     assert choose(fit, "network").summary()["spread_floor_db"] is None
 
 
@@ -406,8 +406,11 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     model = tmp_path / "model.onnx"
     shutil.copy(model_file, model)
     network = read_network(model, tmp_path / "model-map.onnx")
-    fit = hybrid_exponents(over, val, lambda t: onnx_predictions(network.data, t), labels_m=train.target_m)
+    # no floor offered: the temperature alone recalibrates (a floor is chosen in the test below)
+    predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
+    fit = hybrid_exponents(over, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,))
     chosen = fit["candidates"]["map"]
+    assert chosen["spread_floor_db"] == 0.0
     assert chosen["coverage_region95_untempered"] < 0.90 and chosen["temperature"] > 1
     assert 0.90 <= chosen["coverage_region95"] <= 0.97
 
@@ -446,9 +449,9 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation(tiny_s
         mean_dbm=(fitted.mean_dbm + np.where(wrong, 15.0, 0.0)).astype(np.float32),
         spread_db=np.where(wrong, 0.0, 8.0).astype(np.float32) + np.zeros_like(fitted.spread_db),
     )
-    floored, report = spread_floor_chosen(sure, val)
-    medians = report["median_error_m"]
-    floor = report["spread_floor_db"]
+    report = spread_floor_chosen(sure, val)
+    medians, floor = report["median_error_m"], report["spread_floor_db"]
+    floored = sure.with_spread_floor(floor)
     assert floor in SPREAD_FLOORS_DB and floor > 0 and medians[f"{floor:g}"] <= 0.98 * medians["0"]
     assert medians[f"{floor:g}"] == min(medians.values())
     assert floored.spread_db.min() == floor and floored.info["spread_floor_db"] == floor
@@ -456,8 +459,9 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation(tiny_s
     np.testing.assert_array_equal(floored.spread_db[:, ~wrong], 8.0)  # spreads above the floor are kept
     # a map whose spreads are all above every floor: the floors change nothing, none is kept
     even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
-    unchanged, report = spread_floor_chosen(even, val)
-    assert unchanged is even and report["spread_floor_db"] == 0.0 and len(set(report["median_error_m"].values())) == 1
+    report = spread_floor_chosen(even, val)
+    assert report["spread_floor_db"] == 0.0 and len(set(report["median_error_m"].values())) == 1
+    assert even.with_spread_floor(0.0) is even
 
 
 @pytest.mark.system

@@ -42,6 +42,7 @@ from heimdall.radiomap.oracle import oracle_answers
 
 if TYPE_CHECKING:
     from heimdall.evaluation.test_set import Predict, TestSet
+    from heimdall.radiomap.posterior import GridPosterior
 
 PROGRESS_EVERY = 50  # transmissions between two progress reports
 SPREAD_FLOORS_DB = (0.0, 4.0, 6.0, 8.0)  # the map's spread floors spread_floor_chosen tries, none first
@@ -127,20 +128,24 @@ def fit_map(
 
 
 def spread_floor_chosen(
-    radio_map: RadioMap, validation: TestSet, on_progress: Progress | None = None, workers: int | None = None
-) -> tuple[RadioMap, dict]:
-    """The map with its spreads floored at the SPREAD_FLOORS_DB level whose point (the posterior mean) has the
-    lowest median error on the validation split — a floor above 0 only when it lowers the unfloored map's by
-    FLOOR_GAIN at least — and what was measured: `spread_floor_db`, `median_error_m` of each floor.
+    radio_map: RadioMap,
+    validation: TestSet,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
+    floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
+) -> dict:
+    """The floor (dB) of `floors_db` (0 first) to raise the map's spreads to (RadioMap.with_spread_floor) when it
+    answers alone, and what was measured: `spread_floor_db`, the level whose point (the posterior mean) has the lowest
+    median error on the validation split — above 0 only when it lowers the unfloored map's by FLOOR_GAIN at least —
+    and `median_error_m`, each level's.
 
-    A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial
-    validation split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold
-    there. Floors are tried on the same posteriors' inputs, so the choice costs len(SPREAD_FLOORS_DB) passes over
-    the validation split; on_progress("spread floor", done, total)."""
+    A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
+    split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there. One pass
+    over the validation split per level; on_progress("spread floor", done, total)."""
     vm = measured(validation)
-    total = len(SPREAD_FLOORS_DB) * len(vm)
+    total = len(floors_db) * len(vm)
     medians: dict[float, float] = {}
-    for k, floor in enumerate(SPREAD_FLOORS_DB):
+    for k, floor in enumerate(floors_db):
         floored = radio_map.with_spread_floor(floor)
         point = np.full((len(vm), 2), np.nan)
         for i, p in enumerate(floored.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
@@ -152,11 +157,24 @@ def spread_floor_chosen(
         answered = np.isfinite(point).all(axis=1)
         errors = error_m(point[answered], validation.target_m[answered])
         medians[floor] = float(np.median(errors)) if len(errors) else float("inf")
-    best = min(SPREAD_FLOORS_DB, key=lambda f: (medians[f], f))
-    if medians[best] > (1 - FLOOR_GAIN) * medians[SPREAD_FLOORS_DB[0]]:
-        best = SPREAD_FLOORS_DB[0]
-    report = {"spread_floor_db": best, "median_error_m": {f"{f:g}": m for f, m in medians.items()}}
-    return radio_map.with_spread_floor(best), report
+    best = min(floors_db, key=lambda f: (medians[f], f))
+    if medians[best] > (1 - FLOOR_GAIN) * medians[floors_db[0]]:
+        best = floors_db[0]
+    return {"spread_floor_db": best, "median_error_m": {f"{f:g}": m for f, m in medians.items()}}
+
+
+def _answered(
+    radio_map: RadioMap, vm: Measured, workers: int | None, on_progress: Progress | None, stage: str
+) -> tuple[np.ndarray, list[GridPosterior]]:
+    """(rows int [k], posteriors [k]) of the transmissions of `vm` the map can read; on_progress(stage, …)."""
+    rows, posts = [], []
+    for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
+        if not isinstance(p, Unanswered):
+            rows.append(i)
+            posts.append(p)
+        if on_progress and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(vm)):
+            on_progress(stage, i + 1, len(vm))
+    return np.array(rows, np.int64), posts
 
 
 def hybrid_exponents(
@@ -166,33 +184,32 @@ def hybrid_exponents(
     on_progress: Progress | None = None,
     workers: int | None = None,
     labels_m: np.ndarray | None = None,
+    spread_floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
 ) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
-    validation_n, and `candidates`: the mean NLL of each localizer on the same transmissions and footing —
-    `network` (its Gaussian), `map` (the best α with β = 0) and `hybrid` (the best α, β with β > 0), the map and
-    the hybrid at the temperature that brings their 95 % regions to their coverage (heimdall.radiomap.hybrid
-    .calibrating_temperature; `temperature`, exponents already divided by it; `region_masses`, the 50 % region's
-    mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its coverage out of sample and
-    `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule reads it (the network's
-    1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and the hybrid's from their
-    answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`, the transmissions
-    whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside), and `centroid`: the weighted
-    centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the validation
-    transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there are at
-    least MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done, total) as
-    they are computed (once each); transmissions the map cannot read are left out."""
+    validation_n, spread_floor_db (of the one with the lower NLL), `candidates`: the mean NLL of each localizer on
+    the same transmissions and footing — `network` (its Gaussian), `map` (the best α with β = 0, the map's spreads
+    floored at `spread_floor_db`, spread_floor_chosen among `spread_floors_db`) and `hybrid` (the best α, β with β >
+    0, the map as fitted: a wider map would hand more of each answer to a network that validation may judge well
+    where it extrapolates badly), the map and the hybrid at the temperature that brings their 95 % regions to their
+    coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents already divided by it;
+    `region_masses`, the 50 % region's mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its
+    coverage out of sample and `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule
+    reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and
+    the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`,
+    the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside) — `spread_floor`,
+    what spread_floor_chosen measured, and `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training
+    labels; the medians are also given on the validation transmissions far from all of them (`median_error_far_m`,
+    heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers` threads (None: every
+    CPU), on_progress("validation", done, total) as they are computed; transmissions the map cannot read are left
+    out."""
     vm = measured(validation)
-    rows_answered, posts = [], []
-    for i, p in enumerate(radio_map.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
-        if not isinstance(p, Unanswered):
-            rows_answered.append(i)
-            posts.append(p)
-        if on_progress and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(vm)):
-            on_progress("validation", i + 1, len(vm))
-    rows = np.array(rows_answered, np.int64)
+    floor = spread_floor_chosen(radio_map, validation, on_progress, workers, spread_floors_db)
+    rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
+    floored = radio_map.with_spread_floor(floor["spread_floor_db"])
+    map_posts = posts if floored is radio_map else _answered(floored, vm, workers, on_progress, "validation")[1]
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
-    nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
     cal = calibration_summary(net_mean, net_cov, truth)
     far = _far_rows(truth, labels_m, validation.rx_position_m)
     centroid = weighted_centroid(validation.power_dbm[rows], validation.heard[rows], validation.rx_position_m)
@@ -204,12 +221,14 @@ def hybrid_exponents(
             **_medians(error_m(net_mean, truth), far),
         }
     }
-    for name, beta_positive in (("map", False), ("hybrid", True)):
-        alpha, beta, _ = best_exponents(nlls, beta_positive)
-        scores, point_error_m = temperature_scores(posts, net_mean, net_cov, truth, alpha, beta, workers)
+    nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
+    map_nlls = nlls if map_posts is posts else exponent_nlls(map_posts, net_mean, net_cov, truth, workers)
+    for name, beta_positive, these, these_nlls in (("map", False, map_posts, map_nlls), ("hybrid", True, posts, nlls)):
+        alpha, beta, _ = best_exponents(these_nlls, beta_positive)
+        scores, point_error_m = temperature_scores(these, net_mean, net_cov, truth, alpha, beta, workers)
         k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
         t = TEMPERATURES[k]
-        held = held_masses(posts, net_mean, net_cov, truth, Weights(alpha / t, beta / t), workers)
+        held = held_masses(these, net_mean, net_cov, truth, Weights(alpha / t, beta / t), workers)
         masses, (coverage50,) = recalibrated_masses(held)
         candidates[name] = {
             "alpha": alpha / t,
@@ -217,6 +236,7 @@ def hybrid_exponents(
             "nll": float(scores[:, k, 0].mean()),
             "temperature": t,
             "region_masses": list(masses),
+            "spread_floor_db": floor["spread_floor_db"] if name == "map" else 0.0,
             "coverage_region50": float(coverage50),
             "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
             "coverage_region95": float(scores[:, k, 2].mean()),
@@ -228,13 +248,12 @@ def hybrid_exponents(
     )
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
     return {
-        "alpha": candidates[shipped]["alpha"],
-        "beta": candidates[shipped]["beta"],
-        "temperature": candidates[shipped]["temperature"],
-        "region_masses": candidates[shipped]["region_masses"],
+        **{key: candidates[shipped][key] for key in ("alpha", "beta", "temperature", "region_masses")},
+        "spread_floor_db": candidates[shipped]["spread_floor_db"],
         "validation_nll": candidates[shipped]["nll"],
         "validation_n": len(posts),
         "candidates": candidates,
+        "spread_floor": floor,
         "centroid": _medians(error_m(centroid, truth), far),
     }
 
@@ -298,9 +317,6 @@ def grid_estimates(
         }
         weights = None
         if predict is not None and validation is not None:
-            radio_map, notes["radio_map"]["spread_floor"] = spread_floor_chosen(
-                radio_map, validation, on_progress, workers
-            )
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
             weights = Weights(chosen["alpha"], chosen["beta"], tuple(chosen["region_masses"]))
             notes["hybrid"] = chosen

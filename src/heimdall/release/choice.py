@@ -44,10 +44,11 @@ COVERAGE_KEYS = ("coverage_1sigma", "coverage_2sigma", "coverage_region50", "cov
 class Choice:
     """The localizer shipped and why; `nll`: each candidate's mean validation NLL (empty when not compared);
     `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without
-    comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights): theirs; `medians`: each
-    candidate's validation median errors (`median_error_m`, and `median_error_far_m` away from the training
-    labels), `centroid` the weighted centroid's; `worse_than_centroid`: the localizer shipped is worse than the
-    centroid on validation (every candidate was)."""
+    comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights) and `spread_floor_db` (the
+    floor its map's spreads are raised to, heimdall.evaluation.grid_estimators.spread_floor_chosen): theirs;
+    `medians`: each candidate's validation median errors (`median_error_m`, and `median_error_far_m` away from the
+    training labels), `centroid` the weighted centroid's; `worse_than_centroid`: the localizer shipped is worse
+    than the centroid on validation (every candidate was)."""
 
     localizer: str
     reason: str
@@ -60,7 +61,7 @@ class Choice:
     centroid: dict[str, float] = field(default_factory=dict)
     worse_than_centroid: bool = False
     region_masses: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    spread_floor_db: float | None = None
+    spread_floor_db: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
@@ -79,7 +80,7 @@ class Choice:
             "beta": beta,
             "temperature": self.temperature.get(self.localizer),
             "region_masses": list(self.region_masses[self.localizer]) if self.localizer in self.region_masses else None,
-            "spread_floor_db": None if self.localizer == NETWORK else self.spread_floor_db,
+            "spread_floor_db": self.spread_floor_db.get(self.localizer),
             "centroid_validation_median_m": self.centroid or None,
             "worse_than_centroid": self.worse_than_centroid,
         }
@@ -110,21 +111,20 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
     centroid = _medians(fit.get("centroid", {}))
     worse = {k for k in names if centroid and worse_than(medians[k], centroid)}
 
-    floor = fit.get("spread_floor")
+    floors = {name: float(candidates[name].get("spread_floor_db", 0.0)) for name in (MAP, HYBRID)}
 
     def made(localizer: str, reason: str, flagged: bool = False) -> Choice:
-        floor_db = None if floor is None else float(floor["spread_floor_db"])
+        if localizer == MAP and floors[MAP] > 0:
+            level, tried = f"{floors[MAP]:g}", fit["spread_floor"]["median_error_m"]
+            reason += (
+                f"; the map's spreads floored at {level} dB (validation median {format_distance(tried[level])} "
+                f"against {format_distance(tried['0'])} unfloored)"
+            )
         return Choice(
-            localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses, floor_db
+            localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses, floors
         )
 
     beside = f"; weighted centroid on validation: {describe_medians(centroid)}" if centroid else ""
-    if floor is not None and floor["spread_floor_db"] > 0:
-        level, tried = f"{floor['spread_floor_db']:g}", floor["median_error_m"]
-        beside += (
-            f"; the map's spreads floored at {level} dB (validation median {format_distance(tried[level])} "
-            f"against {format_distance(tried['0'])} unfloored)"
-        )
     if forced != AUTO:
         winner = min(nll, key=nll.__getitem__)
         reason = f"forced by --localizer {forced} (the lowest validation NLL is the {winner}'s, {nll[winner]:.3f})"
@@ -264,6 +264,7 @@ def ship(
     temperature = choice.temperature.get(choice.localizer, 1.0)
     fit = {**fit, "alpha": alpha, "beta": beta, "temperature": temperature, "localizer": choice.localizer}
     fit["region_masses"] = list(choice.region_masses.get(choice.localizer, HPD_PROBABILITIES))
+    fit["spread_floor_db"] = choice.spread_floor_db.get(choice.localizer, 0.0)  # heimdall.release.map_attach
     fit["worse_than_centroid"] = choice.worse_than_centroid
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]

@@ -25,7 +25,7 @@ from heimdall.budget import Progress, TimeBudget
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import map_splits, onnx_predictions
-from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents, spread_floor_chosen
+from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
 from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.onnx_guard import check_model_size, require_self_contained
@@ -155,11 +155,9 @@ def fit_store_map(
     if validation is not None:
         with budget.phase("choice"):
             labels_m = None if calibration is None else calibration.target_m
-            radio_map, floor = spread_floor_chosen(radio_map, validation, budget.progress)
             exponents = hybrid_exponents(
                 radio_map, validation, lambda t: onnx_predictions(network.data, t), budget.progress, labels_m=labels_m
             )
-            exponents["spread_floor"] = floor
     else:
         exponents = {"alpha": 1.0, "beta": 0.0}  # no validation split to choose on: the map alone
     used = [store / n for n in ("train.h5", "val.h5", UNLABELLED_SPLIT) if (store / n).is_file()]
@@ -180,11 +178,14 @@ def fit_store_map(
 def attach_map(
     network: NetworkModel, radio_map: RadioMap, fit: dict[str, Any], out: Path, signer: SigningKey | None = None
 ) -> AttachedMap:
-    """Write `network` with `radio_map` and the FIT_KEY entry `fit` (alpha, beta, provenance; the network's sha256
-    added) to `out` once it loads, then its manifest beside it (signed by `signer` when given)."""
+    """Write `network` with `radio_map` — its spreads floored at fit["spread_floor_db"] when the map alone is shipped
+    (heimdall.evaluation.grid_estimators.hybrid_exponents) — and the FIT_KEY entry `fit` (alpha, beta, provenance;
+    the network's sha256 added) to `out` once it loads, then its manifest beside it (signed by `signer` when
+    given)."""
     import onnxruntime as ort
 
     fit = {**fit, "network_sha256": hashlib.sha256(network.data).hexdigest()}
+    radio_map = radio_map.with_spread_floor(float(fit.get("spread_floor_db", 0.0)))
     proto = network.proto
     map_io.attach(proto, radio_map)
     entry = proto.metadata_props.add()
