@@ -125,6 +125,7 @@ def test_evaluate_scores_a_map_model_by_its_own_answers_with_the_map_it_carries(
     assert scored["map"] == "carried by the model (not refitted)" and scored["spacing_m"] == 2000.0
     assert scored["store_sha256"] == fit["store_sha256"] and scored["labels_used"] == fit["labels_used"] == 1200
     assert scored["n_labels"] > 0 and scored["fitted"] == fit["fitted"]
+    assert scored["spread_floor_db"] == fit["spread_floor_db"]
     assert metrics["provenance"]["hybrid"] == {
         "alpha": fit["alpha"],
         "beta": fit["beta"],

@@ -78,7 +78,8 @@ class CarriedMap:
 
     def provenance(self) -> dict[str, Any]:
         """Which map is scored: the model's own, with what its fit recorded (how, labels, the store's fingerprint and
-        files, spacing, when; plain values of at most PROVENANCE_CHARS characters: the entry is the model file's)."""
+        files, spacing, when; plain values of at most PROVENANCE_CHARS characters: the entry is the model file's) and
+        the floor its spreads were raised to."""
         fit = {k: _plain(self.fit[k]) for k in PROVENANCE_KEYS if k in self.fit}
         return {
             "map": "carried by the model (not refitted)",
@@ -86,6 +87,7 @@ class CarriedMap:
             "kind": _plain(self.radio_map.info.get("kind")),
             "n_labels": self.radio_map.n_labels,
             "spacing_m": self.radio_map.grid.spacing_m,
+            "spread_floor_db": _plain(self.radio_map.info.get("spread_floor_db", 0.0)),
         }
 
 
