@@ -59,6 +59,20 @@ def test_a_whole_map_loads_with_its_likelihood_table_built():
     assert np.isclose(post.weights.sum(), 1.0) and np.isfinite(post.log_evidence)
 
 
+def test_a_map_with_its_spreads_floored_reads_back_floored_and_answers_as_such():
+    m = small_map()
+    m.spread_db[:, 0] = 1.0  # receiver a sure of itself
+    floored = m.with_spread_floor(6.0)
+    assert m.with_spread_floor(0.0) is m and m.spread_db.min() == 1.0  # the map as fitted is left as it is
+    back = map_io.from_onnx(map_io.to_onnx(floored, {}))
+    assert back.info["spread_floor_db"] == 6.0
+    np.testing.assert_array_equal(back.spread_db, np.maximum(m.spread_db, 6.0))
+    np.testing.assert_array_equal(back.mean_dbm, m.mean_dbm)
+    snr_db, noise_dbm = np.array([20.0, 5.0]), np.array([-120.0, -120.0])
+    wide, sure = back.localize(snr_db, noise_dbm), m.localize(snr_db, noise_dbm)
+    assert wide.hpd_area_km2(0.95) > sure.hpd_area_km2(0.95)  # wider spreads: a wider posterior
+
+
 def _set(path, value):
     def change(d):
         *parents, last = path
@@ -91,6 +105,9 @@ def _set(path, value):
         (None, {"kernel_1": np.zeros((3, 3))}, "kernel_1"),
         (None, {"mean_dbm": np.full((30, 2), 1e30, np.float32)}, "mean_dbm"),
         (None, {"spread_db": np.full((30, 2), -1.0, np.float32)}, "spread_db"),
+        (_set(["info"], {"spread_floor_db": "8"}), None, "info.spread_floor_db"),  # GET /v1/model reads it
+        (_set(["info"], {"spread_floor_db": float("nan")}), None, "info.spread_floor_db"),
+        (_set(["info"], {"spread_floor_db": [8.0]}), None, "info.spread_floor_db"),
     ],
 )
 def test_a_value_out_of_what_map_fit_makes_is_refused_naming_the_field(description, tensors, field):

@@ -434,10 +434,15 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     assert choice.medians["map"]["median_error_m"] == pytest.approx(median_m, rel=1e-9)
 
 
-def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation(tiny_store):
+def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_shipped_so_alone(
+    model_file, tiny_store, tmp_path
+):
     import dataclasses
 
-    from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB, fit_map, spread_floor_chosen
+    from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB, fit_map, hybrid_exponents, spread_floor_chosen
+    from heimdall.radiomap import io as map_io
+    from heimdall.release.choice import ship
+    from heimdall.release.map_attach import read_network
 
     train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
     fitted, _ = fit_map(train, train, MapOptions(spacing_m=2000.0))
@@ -459,9 +464,26 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation(tiny_s
     np.testing.assert_array_equal(floored.spread_db[:, ~wrong], 8.0)  # spreads above the floor are kept
     # a map whose spreads are all above every floor: the floors change nothing, none is kept
     even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
-    report = spread_floor_chosen(even, val)
-    assert report["spread_floor_db"] == 0.0 and len(set(report["median_error_m"].values())) == 1
+    unchanged = spread_floor_chosen(even, val)
+    assert unchanged["spread_floor_db"] == 0.0 and len(set(unchanged["median_error_m"].values())) == 1
     assert even.with_spread_floor(0.0) is even
+
+    # in the choice the map candidate reads the floored map and the hybrid the map as fitted
+    shutil.copy(model_file, tmp_path / "model.onnx")
+    network = read_network(tmp_path / "model.onnx", tmp_path / "model-map.onnx")
+    predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
+    fit = hybrid_exponents(sure, val, predict, labels_m=train.target_m)
+    unfloored = hybrid_exponents(sure, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,))
+    assert fit["spread_floor"] == report and fit["candidates"]["map"]["spread_floor_db"] == floor
+    assert fit["candidates"]["hybrid"] == unfloored["candidates"]["hybrid"]
+    assert fit["candidates"]["map"]["median_error_m"] < unfloored["candidates"]["map"]["median_error_m"]
+    # shipped: the map alone carries its floor, the hybrid the map as fitted
+    for localizer, expected in (("map", floor), ("hybrid", 0.0)):
+        attached = ship(choose(fit, localizer), network, sure, fit, tmp_path / f"{localizer}.onnx")
+        assert attached is not None and attached.fit["spread_floor_db"] == expected
+        carried = map_io.from_onnx(onnx.load(str(attached.path)))
+        assert carried.info.get("spread_floor_db", 0.0) == expected
+        np.testing.assert_array_equal(carried.spread_db, np.maximum(sure.spread_db, expected))
 
 
 @pytest.mark.system

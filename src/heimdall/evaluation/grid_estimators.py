@@ -135,6 +135,7 @@ def spread_floor_chosen(
     on_progress: Progress | None = None,
     workers: int | None = None,
     floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
+    known_points_m: dict[float, np.ndarray] | None = None,
 ) -> dict:
     """The floor (dB) of `floors_db` (0 first) to raise the map's spreads to (RadioMap.with_spread_floor) when it
     answers alone, and what was measured: `spread_floor_db`, the level whose point (the posterior mean) has the lowest
@@ -143,19 +144,24 @@ def spread_floor_chosen(
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
     split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there. One pass
-    over the validation split per level; on_progress("spread floor", done, total)."""
+    over the validation split per level not in `known_points_m` (level → the points [n, 2] m already computed, NaN
+    where unanswered); on_progress("spread floor", done, total)."""
     vm = measured(validation)
-    total = len(floors_db) * len(vm)
-    medians: dict[float, float] = {}
-    for k, floor in enumerate(floors_db):
+    points = dict(known_points_m or {})
+    todo = [floor for floor in floors_db if floor not in points]
+    total = len(todo) * len(vm)
+    for k, floor in enumerate(todo):
         floored = radio_map.with_spread_floor(floor)
-        point = np.full((len(vm), 2), np.nan)
+        points[floor] = np.full((len(vm), 2), np.nan)
         for i, p in enumerate(floored.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
             if not isinstance(p, Unanswered):
-                point[i] = p.mean_m
+                points[floor][i] = p.mean_m
             done = k * len(vm) + i + 1
             if on_progress and (done % PROGRESS_EVERY == 0 or done == total):
                 on_progress("spread floor", done, total)
+    medians: dict[float, float] = {}
+    for floor in floors_db:
+        point = points[floor]
         answered = np.isfinite(point).all(axis=1)
         errors = error_m(point[answered], validation.target_m[answered])
         medians[floor] = float(np.median(errors)) if len(errors) else float("inf")
@@ -206,10 +212,13 @@ def hybrid_exponents(
     CPU), on_progress("validation", done, total) as they are computed; transmissions the map cannot read are left
     out."""
     vm = measured(validation)
-    floor = spread_floor_chosen(radio_map, validation, on_progress, workers, spread_floors_db)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
+    as_fitted = np.full((len(vm), 2), np.nan)
+    as_fitted[rows] = np.reshape([p.mean_m for p in posts], (-1, 2))
+    floor = spread_floor_chosen(radio_map, validation, on_progress, workers, spread_floors_db, {0.0: as_fitted})
     floored = radio_map.with_spread_floor(floor["spread_floor_db"])
     map_posts = posts if floored is radio_map else _answered(floored, vm, workers, on_progress, "validation")[1]
+    assert len(map_posts) == len(posts)  # which transmissions a map can read does not depend on its spreads
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     cal = calibration_summary(net_mean, net_cov, truth)
@@ -291,13 +300,15 @@ def grid_estimates(
     workers: int | None = None,
 ) -> GridEstimates:
     """Answers of radio_map, hybrid and oracle (simulated stores). With `carried` (a model's own map): its map and
-    exponents, nothing fitted. Else a map fitted for the evaluation with `options`, and a hybrid when a model and a
-    validation split are given. options None: no oracle (and, without `carried`, nothing). The posteriors in
-    `workers` threads (None: every CPU)."""
+    exponents, nothing fitted. Else a map fitted for the evaluation with `options` (`radio_map`: as fitted), and a
+    hybrid when a model and a validation split are given (the exponents hybrid_exponents ships, on the map as
+    `heimdall map fit` would attach it: floored when they are the map's alone). options None: no oracle (and,
+    without `carried`, nothing). The posteriors in `workers` threads (None: every CPU)."""
     if carried is not None:
         radio_map = carried.radio_map
         notes: dict[str, object] = {"radio_map": carried.provenance()}
         weights: Weights | None = carried.weights
+        weighed = radio_map  # the map the model carries: floored already when the map alone is shipped
         notes["hybrid"] = {
             "alpha": carried.weights.alpha,
             "beta": carried.weights.beta,
@@ -317,10 +328,11 @@ def grid_estimates(
                 "spacing_m": radio_map.grid.spacing_m,
             }
         }
-        weights = None
+        weights, weighed = None, radio_map
         if predict is not None and validation is not None:
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
             weights = Weights(chosen["alpha"], chosen["beta"], tuple(chosen["region_masses"]))
+            weighed = radio_map.with_spread_floor(chosen["spread_floor_db"])  # as `map fit` would attach it
             notes["hybrid"] = chosen
         elif predict is not None:
             notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"
@@ -335,6 +347,8 @@ def grid_estimates(
         post = radio_map.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i], tm.heard[i])
         collectors["radio_map"].add(i, post)
         if weights is not None:
+            if weighed is not radio_map:
+                post = weighed.localize(tm.snr_db[i], tm.noise_dbm[i], tm.present[i], tm.heard[i])
             collectors["hybrid"].add(i, answer(post, net_mean[i], net_cov[i], weights))
 
     progress = (lambda i, k: on_progress("radio map", i, k)) if on_progress else None

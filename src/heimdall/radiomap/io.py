@@ -228,6 +228,8 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
         n_labels=_int(d, "n_labels", 0, MAX_LABELS, default=0),
         info=_field(d, "info", dict, default={}),
     )
+    if "spread_floor_db" in m.info:  # read back by the service (GET /v1/model): a number or refused here
+        m.info["spread_floor_db"] = _number(m.info, "info.spread_floor_db", 0.0, MAX_LEVEL_DB)
     # what answering takes besides the file's arrays: their float32 copies, the spread index, the tables
     need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes
     why = over_budget(need)

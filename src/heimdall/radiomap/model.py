@@ -79,7 +79,7 @@ class RadioMap:
 
     def with_spread_floor(self, floor_db: float) -> RadioMap:
         """This map with every spread at least floor_db (dB; 0: unchanged), info["spread_floor_db"] saying so; the
-        likelihood table shared (it does not depend on the spreads)."""
+        likelihood table and what the kernels read of it shared (neither depends on the spreads)."""
         if floor_db <= 0:
             return self
         floored = replace(
@@ -87,8 +87,7 @@ class RadioMap:
             spread_db=np.maximum(self.spread_db, np.float32(floor_db)),
             info={**self.info, "spread_floor_db": float(floor_db)},
         )
-        if "table" in self.__dict__:
-            floored.__dict__["table"] = self.table
+        floored.share_table(self)
         return floored
 
     @cached_property

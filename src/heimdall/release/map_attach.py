@@ -186,7 +186,8 @@ def attach_map(
 
     fit = {**fit, "network_sha256": hashlib.sha256(network.data).hexdigest()}
     radio_map = radio_map.with_spread_floor(float(fit.get("spread_floor_db", 0.0)))
-    proto = network.proto
+    proto = type(network.proto)()
+    proto.CopyFrom(network.proto)  # the network's own stays as read: it can carry another map
     map_io.attach(proto, radio_map)
     entry = proto.metadata_props.add()
     entry.key, entry.value = FIT_KEY, json.dumps(fit)

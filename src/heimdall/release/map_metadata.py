@@ -4,9 +4,11 @@ FIT_KEY holds a JSON object: `alpha`, `beta` (the exponents of p_map^α · N_net
 α = 1, β = 0: the map alone), `temperature` (T chosen on validation so that the regions cover what they claim;
 already applied: alpha and beta are the chosen exponents divided by T, so whoever answers reads only α and β —
 the answer's point from p_map · N_net^(β/α), its spread from that raised to α: heimdall.radiomap.hybrid.Weights),
-`worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation), and the map's
-provenance (`how`, `labels_used`, `store`, `store_sha256`,
-`fitted`, …), written by heimdall.release.map_attach and read by whoever answers with the map.
+`worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation),
+`spread_floor_db` (the floor the carried map's spreads were raised to: the map candidate's when the map alone is
+shipped, else 0; `spread_floor` what each floor gave on validation, heimdall.evaluation.grid_estimators
+.spread_floor_chosen), and the map's provenance (`how`, `labels_used`, `store`, `store_sha256`, `fitted`, …),
+written by heimdall.release.map_attach and read by whoever answers with the map.
 """
 
 from __future__ import annotations
