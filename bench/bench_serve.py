@@ -370,29 +370,36 @@ def answer_stages(map_file: Path, bodies: Path) -> None:
         spent[stage] = spent.get(stage, 0.0) + time.thread_time() - t0
         return out
 
-    radio_map, points = served.radio_map, [0]
+    radio_map, points, worst_m = served.radio_map, [0], [0.0, 0.0]
     for i, (_, _, inp) in enumerate(rows):
         post = timed(
             "posterior (kernel.localize)",
             lambda inp=inp: radio_map.localize(inp.snr_db, inp.noise_dbm, inp.present, inp.heard),
         )
         post = timed("hybrid product (hybrid.answer)", lambda p=post, i=i: answer(p, mean[i], cov[i], served.weights))
-        timed("moments, MAP, HPD levels (box_summary)", lambda p=post: p.cov_m2)
-        modes = timed("modes (hpd_parts)", lambda p=post: p.modes(MODE_PROBABILITY))
+        timed("moments, MAP (box_summary)", lambda p=post: p.cov_m2)
+        modes = timed("HPD levels, modes (hpd_levels, hpd_parts)", lambda p=post: p.modes(MODE_PROBABILITY))
         drawn = timed("50 %/95 % regions (contourpy)", lambda p=post: p.regions((0.5, 0.95)))
         area = timed("95 % area", lambda p=post: p.hpd_area_km2(0.95))
         regions = {key: drawn[float(key)] for key in REGION_PROBABILITIES}
         part = MapPart(post.mean_m, post.cov_m2, modes, regions, area)
-        timed("modes, regions: lat/lon, JSON (map_members)", lambda p=part: map_members(p, frame))
-        rings = [ring for polygons in regions.values() for polygon in polygons for ring in polygon]
-        points[0] += sum(len(ring) for ring in rings)
-        timed("  of which lat/lon of the regions' points (PROJ)", lambda r=rings: frame.to_geodetic(np.concatenate(r)))
+        timed("modes, regions: lat/lon, JSON (map_members)", lambda p=part: map_members(p, served.lattice))
+        rings = np.concatenate([ring for polygons in regions.values() for polygon in polygons for ring in polygon])
+        points[0] += len(rings)
+        lat_lon = timed("  of which lat/lon of the regions' points", lambda r=rings: served.lattice.to_geodetic(r))
+        exact = timed("  (PROJ's exact conversion instead)", lambda r=rings: frame.to_geodetic(r))
+        worst_m[0] = max(worst_m[0], float(np.abs(frame.to_local(*lat_lon.T) - rings).max()))
+        worst_m[1] = max(worst_m[1], float(np.abs(lat_lon - exact).max()))
     n = len(rows)
     print(f"== one map answer, stage by stage (CPU, one thread, mean of {n} transmissions)")
     for stage, seconds in spent.items():
         print(f"answer  {stage:46s} {seconds / n * 1e3:6.3f} ms")
     total = sum(v for k, v in spent.items() if not k.startswith(" "))
     print(f"answer  {'all':46s} {total / n * 1e3:6.3f} ms  ({points[0] / n:.0f} region points per answer)")
+    print(
+        f"answer  the regions' points interpolated on the lattice of the map's cells: at most "
+        f"{worst_m[0] * 1e3:.1f} mm east or north from where they were drawn, {worst_m[1]:.1e}° from PROJ's lat/lon"
+    )
 
 
 def map_figures(model_file: Path, seconds: float, tmp: Path) -> None:

@@ -172,10 +172,10 @@ def test_a_map_model_is_judged_by_the_answers_the_service_gives(map_model_file, 
     proto = onnx.load_from_string(data)
     meta = {p.key: p.value for p in proto.metadata_props}
     card = ModelCard.from_onnx_metadata(meta, "map model", ModelLoadError)
-    served = load_map(proto, meta, card.receiver_ids, "map model")
+    served = load_map(proto, meta, card.receiver_ids, card.frame, "map model")
     mean_m, cov_m2 = onnx_predictions(data, test)
     inputs = [map_input(card.feature_params, card.receiver_ids, f, card.receiver_ids) for f in test.features]
-    mean_m, cov_m2, _, _ = hybrid_answers(served, card.frame, mean_m, cov_m2, inputs)
+    mean_m, cov_m2, _, _ = hybrid_answers(served, mean_m, cov_m2, inputs)
     expected = summary_of(mean_m, cov_m2, test.target_m)
     judged = onnx_metrics(data, test)
     assert {k: judged[k] for k in expected} == pytest.approx(expected)

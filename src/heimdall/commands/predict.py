@@ -72,7 +72,7 @@ def predict_command(args: argparse.Namespace) -> int:
                 done = pool.map(f, jobs)
                 return track(done, total=len(jobs), description="radio map", console=console, disable=args.quiet)
 
-            mean, cov, members, parts = hybrid_answers(model.radio_map, model.frame, mean, cov, read, each)
+            mean, cov, members, parts = hybrid_answers(model.radio_map, mean, cov, read, each)
             fields = [members_dict(m) for m in members]
     fmt = output_format(args.format, args.out)
     out = Path(args.out or f"predictions.{fmt}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from heimdall.errors import RadioMapFormatError
 from heimdall.features import SNR_FLOOR_DB
+from heimdall.geo import LatLonLattice
 from heimdall.memory import over_budget
 from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MAX_CELLS, MapGrid
@@ -230,8 +231,10 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
     )
     if "spread_floor_db" in m.info:  # read back by the service (GET /v1/model): a number or refused here
         m.info["spread_floor_db"] = _number(m.info, "info.spread_floor_db", 0.0, MAX_LEVEL_DB)
-    # what answering takes besides the file's arrays: their float32 copies, the spread index, the tables
-    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes
+    # what answering takes besides the file's arrays: their float32 copies, the spread index, the tables, the lat/lon
+    # of the cells the service draws regions on (heimdall.geo.LatLonLattice, a border of one cell)
+    lattice = LatLonLattice.BYTES_PER_NODE * (m.grid.nx + 2) * (m.grid.ny + 2)
+    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice
     why = over_budget(need)
     if why is not None:
         raise RadioMapFormatError(f"metadata {METADATA_KEY}: a map too large for the memory budget: it needs {why}")

@@ -439,10 +439,10 @@ def scatter(cells: np.ndarray, values: np.ndarray, nx: int, fill: float) -> tupl
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def box_summary(box: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """What an answer reads first of the weights `box` (float64 [h, w], summing to 1), in one call: the moments
-    (mean column, mean row, var column, cov, var row) in cells of the box, the flat index of the largest weight
-    (the first of equal ones in raster order), and hpd_levels of `probabilities`."""
+def box_summary(box: np.ndarray) -> tuple[np.ndarray, int]:
+    """What an answer reads first of the weights `box` (float64 [h, w], summing to 1), in one pass: the moments
+    (mean column, mean row, var column, cov, var row) in cells of the box and the flat index of the largest weight
+    (the first of equal ones in raster order)."""
     h, wd = box.shape
     column = np.arange(wd).astype(np.float64)
     s_i, s_j, s_ii, s_ij, s_jj = 0.0, 0.0, 0.0, 0.0, 0.0
@@ -466,7 +466,7 @@ def box_summary(box: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray,
     while flat[best] != top:
         best += 1
     moments = np.array([s_i, s_j, s_ii - s_i * s_i, s_ij - s_i * s_j, s_jj - s_j * s_j])
-    return moments, best, hpd_levels(flat, probabilities)
+    return moments, best
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})

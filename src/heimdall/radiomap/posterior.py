@@ -96,28 +96,34 @@ class GridPosterior:
         return g.east0_m + (self.i0 + np.arange(w)) * g.spacing_m, g.north0_m + (self.j0 + np.arange(h)) * g.spacing_m
 
     @cached_property
-    def _summary(self) -> tuple[np.ndarray, int, dict[float, float]]:
+    def _moments(self) -> tuple[np.ndarray, int]:
         """(moments: mean column, mean row, var column, cov, var row in cells of the box; the flat index of the
-        largest weight; the levels of HPD_PROBABILITIES), one kernel call."""
-        moments, best, levels = kernel.box_summary(self.box, np.array(HPD_PROBABILITIES))
-        return moments, best, dict(zip(HPD_PROBABILITIES, levels.tolist(), strict=True))
+        largest weight), one pass over the weights."""
+        return kernel.box_summary(self.box)
+
+    @cached_property
+    def _hpd_levels(self) -> dict[float, float]:
+        """The levels of HPD_PROBABILITIES, one pass over the weights (apart from the moments: a posterior read only
+        for its mean and covariance, as the map's in a hybrid answer, does not pay for them)."""
+        levels = kernel.hpd_levels(self.box.reshape(-1), np.array(HPD_PROBABILITIES))
+        return dict(zip(HPD_PROBABILITIES, levels.tolist(), strict=True))
 
     @cached_property
     def mean_m(self) -> np.ndarray:
         """float64 [2] posterior mean east/north."""
-        g, (mean_i, mean_j, _, _, _) = self.grid, self._summary[0]
+        g, (mean_i, mean_j, _, _, _) = self.grid, self._moments[0]
         return np.array([g.east0_m + (self.i0 + mean_i) * g.spacing_m, g.north0_m + (self.j0 + mean_j) * g.spacing_m])
 
     @cached_property
     def cov_m2(self) -> np.ndarray:
         """float64 [2, 2] posterior covariance, plus the cell's own extent (spacing²/12 per axis)."""
-        _, _, var_i, cov_ij, var_j = self._summary[0]
+        _, _, var_i, cov_ij, var_j = self._moments[0]
         return (np.array([[var_i, cov_ij], [cov_ij, var_j]]) + np.eye(2) / 12) * self.grid.spacing_m**2
 
     @cached_property
     def map_m(self) -> np.ndarray:
         """float64 [2] centre of the most probable cell (the first in raster order of equal ones)."""
-        j, i = divmod(self._summary[1], self.box.shape[1])
+        j, i = divmod(self._moments[1], self.box.shape[1])
         g = self.grid
         return np.array([g.east0_m + (self.i0 + i) * g.spacing_m, g.north0_m + (self.j0 + j) * g.spacing_m])
 
@@ -144,7 +150,7 @@ class GridPosterior:
         """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass (those of
         HPD_PROBABILITIES are found with the moments: one pass over the weights)."""
         if probability in HPD_PROBABILITIES:
-            return self._summary[2][probability]
+            return self._hpd_levels[probability]
         if probability not in self._levels:
             self._levels[probability] = float(kernel.hpd_levels(self.box.ravel(), np.array([probability]))[0])
         return self._levels[probability]

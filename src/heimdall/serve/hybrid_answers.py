@@ -9,8 +9,9 @@ sent to a model whose network reads spectral features (psd_bins > 0), is answere
 network gives no finite answer for, and one whose network answer disagrees with the map's beyond both their spreads
 (heimdall.radiomap.hybrid.network_set_aside). The posterior (a few ms in compiled kernels that release the GIL) runs
 in a pool of threads, and so does what an answer adds from it (`map`, `modes`, `regions`), written there as JSON
-members: the lat/lon conversion (one PROJ call per transmission) and the regions' coordinate text
-(heimdall.serve.coordinates_json) release the GIL too, and few Python objects are made.
+members: the regions' lat/lon (interpolated from those of the map's cells, heimdall.geo.LatLonLattice, computed when
+the model is loaded) and their coordinate text (heimdall.serve.coordinates_json) take little time under the GIL, and
+few Python objects are made.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pydantic_core
 
 from heimdall.errors import ModelLoadError, RadioMapFormatError
 from heimdall.features import FeatureParams
-from heimdall.geo import LocalFrame
+from heimdall.geo import LatLonLattice, LocalFrame
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.batch import MapInputError
 from heimdall.radiomap.hybrid import DISAGREEMENT_D2, Weights, answer, network_set_aside
@@ -50,10 +51,22 @@ SET_ASIDE = (  # heimdall.radiomap.hybrid.network_set_aside
 
 @dataclass(frozen=True)
 class ServedMap:
-    """A model's radio map and how its answers weigh map and network (heimdall.radiomap.hybrid.Weights)."""
+    """A model's radio map, how its answers weigh map and network (heimdall.radiomap.hybrid.Weights), and the lat/lon
+    of its grid's cell centres with a border of one cell (what regions are drawn on)."""
 
     radio_map: RadioMap
     weights: Weights
+    lattice: LatLonLattice
+
+    @classmethod
+    def ready(cls, radio_map: RadioMap, weights: Weights, frame: LocalFrame) -> ServedMap:
+        """The map made ready to answer: its likelihood table built, its kernels compiled (or loaded from numba's
+        cache) and its cells' lat/lon computed now, not at the first request."""
+        g = radio_map.grid
+        border_m = (g.east0_m - g.spacing_m, g.north0_m - g.spacing_m)
+        lattice = LatLonLattice.over(frame, *border_m, g.spacing_m, g.nx + 2, g.ny + 2)
+        rings_json(np.zeros((1, 2)), np.array([1]), COORDINATE_DECIMALS)  # the regions' writer compiled too
+        return cls(radio_map.prepare(), weights, lattice)
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/model says of the map."""
@@ -95,7 +108,13 @@ Answered = tuple[MapPart | None, bytes]  # a transmission's part (None: the map 
 MapOver = Callable[[Callable[[tuple[int, MapInput]], Answered], Jobs], Iterable[Answered]]
 
 
-def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: str) -> ServedMap | None:  # noqa: ANN001
+def load_map(
+    proto,  # noqa: ANN001
+    metadata: dict[str, str],
+    receiver_ids: list[str],
+    frame: LocalFrame,
+    where: str,
+) -> ServedMap | None:
     """The map inside an onnx.ModelProto, or None when it carries none; ModelLoadError naming what is wrong."""
     if not map_io.has_map(proto):
         return None
@@ -108,10 +127,7 @@ def load_map(proto, metadata: dict[str, str], receiver_ids: list[str], where: st
             f"{where}: metadata {map_io.METADATA_KEY}.receiver_ids {list(radio_map.receiver_ids)} are not the "
             f"model's receivers {receiver_ids}"
         )
-    # the table built and the kernels compiled (or loaded from numba's cache) now, not at the first request
-    served = ServedMap(radio_map.prepare(), read_weights(metadata, where, ModelLoadError))
-    rings_json(np.zeros((1, 2)), np.array([1]), COORDINATE_DECIMALS)  # the regions' writer too
-    return served
+    return ServedMap.ready(radio_map, read_weights(metadata, where, ModelLoadError), frame)
 
 
 def map_input(
@@ -175,7 +191,6 @@ def map_part(
 
 def hybrid_answers(
     served: ServedMap,
-    frame: LocalFrame,
     mean_m: np.ndarray,
     cov_m2: np.ndarray,
     inputs: list[MapInput | str],
@@ -196,7 +211,7 @@ def hybrid_answers(
         part = map_part(served, inp, net_mean_m[i], net_cov_m2[i], why_alone is not None)
         if isinstance(part, str):
             return None, _map_note(part)
-        return part, _map_note(why_alone or part.set_aside or "used") + b"," + map_members(part, frame)
+        return part, _map_note(why_alone or part.set_aside or "used") + b"," + map_members(part, served.lattice)
 
     jobs = [(i, inp) for i, inp in enumerate(inputs) if isinstance(inp, MapInput)]
     mean_m, cov_m2 = mean_m.copy(), cov_m2.copy()
@@ -213,12 +228,12 @@ def _map_note(note: str) -> bytes:
     return b'"map":' + pydantic_core.to_json(note)
 
 
-def map_members(part: MapPart, frame: LocalFrame) -> bytes:
+def map_members(part: MapPart, lattice: LatLonLattice) -> bytes:
     """`modes` (probability, lat, lon; most probable first) and `regions` (GeoJSON geometries in lon/lat) of a part,
-    as JSON object members (`"modes":[…],"regions":{…}`); one PROJ call."""
+    as JSON object members (`"modes":[…],"regions":{…}`), their lat/lon read from the lattice of the map's cells."""
     rings = [ring for key in REGION_PROBABILITIES for poly in part.regions[key] for ring in poly]
     modes_m = np.array([[m.east_m, m.north_m] for m in part.modes]).reshape(-1, 2)
-    lat_lon = frame.to_geodetic(np.concatenate([modes_m, *rings]))
+    lat_lon = lattice.to_geodetic(np.concatenate([modes_m, *rings]))
     n_modes = len(part.modes)
     modes = [
         {"probability": round(m.mass, 4), "lat": lat, "lon": lon}

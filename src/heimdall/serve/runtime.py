@@ -168,7 +168,7 @@ def from_bytes(data: bytes, name: str, version: str, threads: int = 1) -> Served
         session=session,
         card=card,
         rx_position_m=card.rx_position_m.astype(np.float32),
-        radio_map=load_map(proto, metadata, card.receiver_ids, where),
+        radio_map=load_map(proto, metadata, card.receiver_ids, card.frame, where),
     )
 
 

@@ -97,7 +97,7 @@ def answers(
     extra = [b""] * len(items)
     if model.radio_map is not None:
         inputs = [it.map_input if it.map_input is not None else NOT_USED for it in items]
-        mean, cov, extra, _ = hybrid_answers(model.radio_map, model.frame, mean, cov, inputs, pool.map)
+        mean, cov, extra, _ = hybrid_answers(model.radio_map, mean, cov, inputs, pool.map)
     finite = np.isfinite(mean).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
     geometry = iter(response_geometry(mean[finite], cov[finite], model.frame) if finite.any() else ())
     about = {"name": model.name, "version": model.version, "sha256": model.sha256}
