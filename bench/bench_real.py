@@ -345,7 +345,9 @@ def run_case(
         weights = Weights(
             *choice.exponents[choice.localizer], choice.region_masses.get(choice.localizer, HPD_PROBABILITIES)
         )
-        floored = radio_map.with_spread_floor(choice.spread_floor_db.get(choice.localizer, 0.0))
+        floored = radio_map.with_spread_floor(
+            choice.spread_floor_db.get(choice.localizer, 0.0)
+        ).with_log_distance_weight(choice.log_distance_weight.get(choice.localizer, 0.0))
         shipped = grid_answers(floored, te, net_mean, net_cov, weights)
     out["shipped"] = region_summary(
         shipped,
@@ -355,6 +357,7 @@ def run_case(
                                              if choice.worse_than_centroid else ""),
             "temperature": choice.temperature.get(choice.localizer),
             "spread_floor_db": choice.spread_floor_db.get(choice.localizer),
+            "log_distance_weight": choice.log_distance_weight.get(choice.localizer),
             "val_medians_m": choice.medians.get(choice.localizer),
             "centroid_val_medians_m": choice.centroid,
             "reason": choice.reason,

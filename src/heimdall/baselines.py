@@ -88,16 +88,23 @@ def _grid_cost(power: np.ndarray, w: np.ndarray, m_grid: np.ndarray) -> np.ndarr
 
 
 def rss_ml(
-    power_dbm: np.ndarray, heard: np.ndarray, mean_model: MeanModel, grid: Grid, sigma_db: float, chunk: int = 512
+    power_dbm: np.ndarray,
+    heard: np.ndarray,
+    mean_model: MeanModel,
+    grid: Grid,
+    sigma_db: float,
+    chunk: int = 512,
+    grid_means: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood positions [n, 2] and covariances [n, 2, 2] from received powers.
 
-    The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out.
+    The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out. grid_means: mean_model
+    at grid.points() [P, R], when already computed (one transmission at a time: computed once for all).
     """
     power = np.where(heard, power_dbm, 0.0).astype(np.float64)
     w = heard.astype(np.float64)
     pts = grid.points()
-    m_grid = mean_model(pts)
+    m_grid = mean_model(pts) if grid_means is None else grid_means
     out_pos = np.empty((len(power), 2))
     for s in range(0, len(power), chunk):
         sl = slice(s, s + chunk)

@@ -391,7 +391,7 @@ def test_hybrid_keeps_the_map_when_the_network_knows_nothing(split, physics):
 def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics):
     """Each (α, β) is scored as p_map^α · N^β, and as p_map^α where the network is set aside (here a third of the
     network's answers, moved far beyond both spreads)."""
-    from heimdall.radiomap.hybrid import combine, exponent_nlls, network_set_aside
+    from heimdall.radiomap.hybrid import exponent_nlls, network_set_aside
 
     _, _, _, test, _ = split
     posts = [physics.localize(test.snr_db[i], test.noise_dbm[i], test.present[i]) for i in range(12)]
@@ -405,7 +405,7 @@ def test_exponent_nlls_score_each_pair_as_its_combined_posterior(split, physics)
     assert len(nlls) == 14 and all(0 < alpha and beta <= alpha for alpha, beta in nlls)  # β ≤ α, never sharper
     for (alpha, beta), nll in nlls.items():
         each = [
-            combine(p, mean[i], cov[i], alpha, 0.0 if aside[i] else beta).log_density_at(truth[i][None])[0]
+            p.times_gaussian(mean[i], cov[i], alpha, 0.0 if aside[i] else beta).log_density_at(truth[i][None])[0]
             for i, p in enumerate(posts)
         ]
         assert nll == pytest.approx(-np.mean(each), rel=1e-12, abs=1e-12)
@@ -419,7 +419,6 @@ def test_a_network_set_aside_leaves_the_maps_answer_at_the_shipped_alpha(split, 
         UNTEMPERED,
         Weights,
         answer,
-        disagreement_d2,
         temperature_scores,
     )
 
@@ -428,7 +427,7 @@ def test_a_network_set_aside_leaves_the_maps_answer_at_the_shipped_alpha(split, 
     sigma_m = np.sqrt(np.linalg.eigvalsh(post.cov_m2).max())
     cov = np.eye(2) * sigma_m**2
     near, far = post.mean_m + [sigma_m, 0.0], post.mean_m + [10 * sigma_m, 0.0]
-    assert disagreement_d2(post, near, cov) < DISAGREEMENT_D2 < disagreement_d2(post, far, cov)
+    assert post.disagreement_d2(near, cov) < DISAGREEMENT_D2 < post.disagreement_d2(far, cov)
     weights, map_only = Weights(0.5, 0.5), Weights(0.5, 0.0)
     set_aside, alone = answer(post, far, cov, weights), answer(post, far, cov, map_only)
     np.testing.assert_array_equal(set_aside.mean_m, post.mean_m)
@@ -448,7 +447,7 @@ def test_a_network_set_aside_leaves_the_maps_answer_at_the_shipped_alpha(split, 
 def test_a_tempered_answer_keeps_the_untempered_point_and_widens_its_regions(split, physics):
     """A map (or hybrid) shipped with temperature T > 1 (exponents α/T, β/T) answers with the point of T = 1 — the map
     as fitted, or p_map · N^(β/α) — and with regions, covariance and densities of the tempered posterior."""
-    from heimdall.radiomap.hybrid import AS_FITTED, Weights, answer, combine
+    from heimdall.radiomap.hybrid import AS_FITTED, Weights, answer
 
     _, _, _, test, _ = split
     rng = np.random.default_rng(3)
@@ -459,12 +458,12 @@ def test_a_tempered_answer_keeps_the_untempered_point_and_widens_its_regions(spl
         for chosen in (AS_FITTED, Weights(0.5, 0.25)):
             t1 = answer(post, mean[i], cov[i], chosen)
             hot = answer(post, mean[i], cov[i], Weights(chosen.alpha / 4, chosen.beta / 4))
-            untempered = combine(post, mean[i], cov[i], 1.0, chosen.beta / chosen.alpha)
+            untempered = post.times_gaussian(mean[i], cov[i], 1.0, chosen.beta / chosen.alpha)
             np.testing.assert_allclose(hot.mean_m, untempered.mean_m, rtol=0, atol=1e-6)
             np.testing.assert_allclose(hot.mean_m, t1.mean_m, rtol=0, atol=1e-6)
             np.testing.assert_array_equal(hot.map_m, t1.map_m)
             # the regions and the density are the tempered posterior's, p_map^(α/T) · N^(β/T)
-            tempered = combine(post, mean[i], cov[i], chosen.alpha / 4, chosen.beta / 4)
+            tempered = post.times_gaussian(mean[i], cov[i], chosen.alpha / 4, chosen.beta / 4)
             assert hot.hpd_area_km2(0.95) == tempered.hpd_area_km2(0.95) > t1.hpd_area_km2(0.95)
             np.testing.assert_allclose(
                 hot.log_density_at(truth[i]), tempered.log_density_at(truth[i]), rtol=1e-9, atol=1e-9

@@ -406,9 +406,12 @@ def test_an_over_confident_map_is_recalibrated_on_validation_and_the_exported_mo
     model = tmp_path / "model.onnx"
     shutil.copy(model_file, model)
     network = read_network(model, tmp_path / "model-map.onnx")
-    # no floor offered: the temperature alone recalibrates (a floor is chosen in the test below)
+    # no floor and no log-distance partner offered: the temperature alone recalibrates (both are chosen in the tests
+    # below)
     predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
-    fit = hybrid_exponents(over, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,))
+    fit = hybrid_exponents(
+        over, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,), log_distance_weights=(0.0,)
+    )
     chosen = fit["candidates"]["map"]
     assert chosen["spread_floor_db"] == 0.0
     assert chosen["coverage_region95_untempered"] < 0.90 and chosen["temperature"] > 1
@@ -472,8 +475,11 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
     shutil.copy(model_file, tmp_path / "model.onnx")
     network = read_network(tmp_path / "model.onnx", tmp_path / "model-map.onnx")
     predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
-    fit = hybrid_exponents(sure, val, predict, labels_m=train.target_m)
-    unfloored = hybrid_exponents(sure, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,))
+    no_partner = (0.0,)  # the log-distance partner is chosen in the next test
+    fit = hybrid_exponents(sure, val, predict, labels_m=train.target_m, log_distance_weights=no_partner)
+    unfloored = hybrid_exponents(
+        sure, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,), log_distance_weights=no_partner
+    )
     assert fit["spread_floor"] == report and fit["candidates"]["map"]["spread_floor_db"] == floor
     assert fit["candidates"]["hybrid"] == unfloored["candidates"]["hybrid"]
     assert fit["candidates"]["map"]["median_error_m"] < unfloored["candidates"]["map"]["median_error_m"]
@@ -504,3 +510,52 @@ def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_
     assert choice["localizer"] in ("map", "hybrid") and not choice["worse_than_centroid"]
     assert "worse than the weighted centroid on validation: network" in choice["reason"]
     assert "weighted centroid" in captured.err  # the printed table's centroid row
+
+
+def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_and_shipped_so_alone(
+    model_file, tiny_store, tmp_path
+):
+    import dataclasses
+
+    from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents, measured
+    from heimdall.radiomap import io as map_io
+    from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
+    from heimdall.release.choice import ship
+    from heimdall.release.map_attach import read_network
+
+    train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
+    fitted, _ = fit_map(train, train, MapOptions(spacing_m=2000.0))
+    assert fitted.log_distance is not None and fitted.log_distance.weight == 0.0
+    # each receiver's map off by a smooth field of ±20 dB (as fields kriged from labels elsewhere), its spread 10 dB:
+    # the log-distance model fitted on the same labels errs differently (on the map as fitted it does not help)
+    east, north = fitted.grid.centres(np.arange(fitted.grid.n_cells)).T
+    phase = np.arange(fitted.n_receivers)[None, :]
+    field_db = 20.0 * np.sin(east[:, None] / 23e3 + phase) * np.cos(north[:, None] / 31e3 + 2 * phase)
+    misled = dataclasses.replace(
+        fitted,
+        mean_dbm=(fitted.mean_dbm + field_db).astype(np.float32),
+        spread_db=np.full_like(fitted.spread_db, 10.0),
+    )
+    shutil.copy(model_file, tmp_path / "model.onnx")
+    network = read_network(tmp_path / "model.onnx", tmp_path / "model-map.onnx")
+    predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
+    fit = hybrid_exponents(misled, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,))
+    alone = hybrid_exponents(misled, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,),
+                             log_distance_weights=(0.0,))  # fmt: skip
+    weight, medians = fit["log_distance"]["log_distance_weight"], fit["log_distance"]["median_error_m"]
+    assert weight in LOG_DISTANCE_WEIGHTS and weight > 0 and medians[f"{weight:g}"] <= 0.98 * medians["0"]
+    assert fit["candidates"]["map"]["log_distance_weight"] == weight
+    assert fit["candidates"]["map"]["median_error_m"] < alone["candidates"]["map"]["median_error_m"]
+    assert fit["candidates"]["hybrid"] == alone["candidates"]["hybrid"]  # the hybrid reads the map as fitted
+    assert "the log-distance model fitted on its labels weighed in at" in choose(fit, "map").reason
+    # shipped: the map alone carries the weight (its answers are the weighed map's), the hybrid the map as fitted
+    for localizer, expected in (("map", weight), ("hybrid", 0.0)):
+        attached = ship(choose(fit, localizer), network, misled, fit, tmp_path / f"{localizer}.onnx")
+        assert attached is not None and attached.fit["log_distance_weight"] == expected
+        carried = map_io.from_onnx(onnx.load(str(attached.path)))
+        assert carried.log_distance.weight == expected
+        i = int(np.flatnonzero(val.heard.sum(axis=1) >= 3)[0])
+        m = measured(val)
+        got = carried.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i]).mean_m
+        want = misled.with_log_distance_weight(expected).localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i])
+        np.testing.assert_allclose(got, want.mean_m, rtol=1e-6)

@@ -14,6 +14,7 @@ from heimdall.manifest import TrustPolicy, decode_manifest, sidecar_path
 from heimdall.onnx_guard import require_self_contained
 from heimdall.radiomap import io as map_io
 from heimdall.radiomap.hybrid import Weights
+from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
 from heimdall.release.map_metadata import FIT_KEY, read_weights
 from heimdall.serve.runtime import ModelSource
 
@@ -36,6 +37,11 @@ def test_map_fit_writes_a_new_model_carrying_the_map(map_model_file, model_file,
     assert fit["spread_floor_db"] == (floor if fit["beta"] == 0 else 0.0)
     assert radio_map.spread_db.min() >= fit["spread_floor_db"]
     assert radio_map.info.get("spread_floor_db", 0.0) == fit["spread_floor_db"]
+    # so is its log-distance partner's weight; the partner itself is carried either way
+    weight, tried = fit["log_distance"]["log_distance_weight"], fit["log_distance"]["median_error_m"]
+    assert set(tried) == {f"{w:g}" for w in LOG_DISTANCE_WEIGHTS}
+    assert fit["log_distance_weight"] == (weight if fit["beta"] == 0 else 0.0)
+    assert radio_map.log_distance is not None and radio_map.log_distance.weight == fit["log_distance_weight"]
     # the shipped model names the store and hashes it; no path of the machine that fitted it is in it
     assert not [k for k, v in meta.items() if str(tiny_store.resolve().parent) in v]
     assert len(fit["store_sha256"]) == 64 and fit["fitted"]
@@ -126,6 +132,7 @@ def test_evaluate_scores_a_map_model_by_its_own_answers_with_the_map_it_carries(
     assert scored["store_sha256"] == fit["store_sha256"] and scored["labels_used"] == fit["labels_used"] == 1200
     assert scored["n_labels"] > 0 and scored["fitted"] == fit["fitted"]
     assert scored["spread_floor_db"] == fit["spread_floor_db"]
+    assert scored["log_distance_weight"] == fit["log_distance_weight"]
     assert metrics["provenance"]["hybrid"] == {
         "alpha": fit["alpha"],
         "beta": fit["beta"],

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB
+from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
 from heimdall.release.map_metadata import MAX_EXPONENT
 from serve_bodies import features_body, in_geometry, power_body
 from service_process import running_service
@@ -57,7 +58,7 @@ def test_the_model_endpoint_describes_the_map(map_server):
     info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
     assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= MAX_EXPONENT and info["n_labels"] > 0
     assert set(info["region_masses"]) == {"0.5", "0.95"} and 0 < info["region_masses"]["0.5"] <= 0.95
-    assert info["spread_floor_db"] in SPREAD_FLOORS_DB
+    assert info["spread_floor_db"] in SPREAD_FLOORS_DB and info["log_distance_weight"] in LOG_DISTANCE_WEIGHTS
 
 
 @pytest.mark.system

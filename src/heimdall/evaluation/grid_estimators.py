@@ -37,6 +37,7 @@ from heimdall.radiomap.hybrid import (
     recalibrated_masses,
     temperature_scores,
 )
+from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
 from heimdall.radiomap.model import RadioMap
 from heimdall.radiomap.oracle import oracle_answers
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY = 50  # transmissions between two progress reports
 SPREAD_FLOORS_DB = (0.0, 4.0, 6.0, 8.0)  # the map's spread floors spread_floor_chosen tries, none first
-FLOOR_GAIN = 0.02  # the share of the validation median error a floor must save to be kept
+VARIANT_GAIN = 0.02  # the share of the validation median error a spread floor or a partner's weight must save
 PROVENANCE_CHARS = 300
 PROVENANCE_KEYS = ("how", "labels_used", "spacing_m", "store_sha256", "store_files", "fitted", "map_version")
 
@@ -88,6 +89,7 @@ class CarriedMap:
             "n_labels": self.radio_map.n_labels,
             "spacing_m": self.radio_map.grid.spacing_m,
             "spread_floor_db": _plain(self.radio_map.info.get("spread_floor_db", 0.0)),
+            "log_distance_weight": self.radio_map.log_distance.weight if self.radio_map.log_distance else 0.0,
         }
 
 
@@ -139,36 +141,58 @@ def spread_floor_chosen(
 ) -> dict:
     """The floor (dB) of `floors_db` (0 first) to raise the map's spreads to (RadioMap.with_spread_floor) when it
     answers alone, and what was measured: `spread_floor_db`, the level whose point (the posterior mean) has the lowest
-    median error on the validation split — above 0 only when it lowers the unfloored map's by FLOOR_GAIN at least —
+    median error on the validation split — above 0 only when it lowers the unfloored map's by VARIANT_GAIN at least —
     and `median_error_m`, each level's.
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
     split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there. One pass
     over the validation split per level not in `known_points_m` (level → the points [n, 2] m already computed, NaN
     where unanswered); on_progress("spread floor", done, total)."""
+    maps = {floor: radio_map.with_spread_floor(floor) for floor in floors_db}
+    best, medians, _ = variant_chosen(maps, validation, on_progress, workers, "spread floor", known_points_m)
+    return _report("spread_floor_db", best, medians)
+
+
+def _report(key: str, best: float, medians: dict[float, float]) -> dict:
+    """What a choice among a map's variants measured: {key: the level kept, "median_error_m": level → median}."""
+    return {key: best, "median_error_m": {f"{level:g}": m for level, m in medians.items()}}
+
+
+def variant_chosen(
+    maps: dict[float, RadioMap],
+    validation: TestSet,
+    on_progress: Progress | None,
+    workers: int | None,
+    stage: str,
+    known_points_m: dict[float, np.ndarray] | None = None,
+) -> tuple[float, dict[float, float], dict[float, np.ndarray]]:
+    """Of variants of one map answering alone (level → map; the first level the map as it is), the level whose point
+    (the posterior mean) has the lowest median error on the validation split, the first level unless another lowers
+    its median by VARIANT_GAIN at least; with each level's median (m) and points ([n, 2] m, NaN where unanswered).
+    One pass over the validation split per level not in `known_points_m`; on_progress(stage, done, total)."""
     vm = measured(validation)
     points = dict(known_points_m or {})
-    todo = [floor for floor in floors_db if floor not in points]
+    todo = [level for level in maps if level not in points]
     total = len(todo) * len(vm)
-    for k, floor in enumerate(todo):
-        floored = radio_map.with_spread_floor(floor)
-        points[floor] = np.full((len(vm), 2), np.nan)
-        for i, p in enumerate(floored.posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
+    for k, level in enumerate(todo):
+        points[level] = np.full((len(vm), 2), np.nan)
+        for i, p in enumerate(maps[level].posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
             if not isinstance(p, Unanswered):
-                points[floor][i] = p.mean_m
+                points[level][i] = p.mean_m
             done = k * len(vm) + i + 1
             if on_progress and (done % PROGRESS_EVERY == 0 or done == total):
-                on_progress("spread floor", done, total)
+                on_progress(stage, done, total)
     medians: dict[float, float] = {}
-    for floor in floors_db:
-        point = points[floor]
+    for level in maps:
+        point = points[level]
         answered = np.isfinite(point).all(axis=1)
         errors = error_m(point[answered], validation.target_m[answered])
-        medians[floor] = float(np.median(errors)) if len(errors) else float("inf")
-    best = min(floors_db, key=lambda f: (medians[f], f))
-    if medians[best] > (1 - FLOOR_GAIN) * medians[floors_db[0]]:
-        best = floors_db[0]
-    return {"spread_floor_db": best, "median_error_m": {f"{f:g}": m for f, m in medians.items()}}
+        medians[level] = float(np.median(errors)) if len(errors) else float("inf")
+    first = next(iter(maps))
+    best = min(maps, key=lambda level: (medians[level], level))
+    if medians[best] > (1 - VARIANT_GAIN) * medians[first]:
+        best = first
+    return best, medians, points
 
 
 def _answered(
@@ -193,11 +217,14 @@ def hybrid_exponents(
     workers: int | None = None,
     labels_m: np.ndarray | None = None,
     spread_floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
+    log_distance_weights: tuple[float, ...] = LOG_DISTANCE_WEIGHTS,
 ) -> dict:
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
-    validation_n, spread_floor_db (of the one with the lower NLL), `candidates`: the mean NLL of each localizer on
-    the same transmissions and footing — `network` (its Gaussian), `map` (the best α with β = 0, the map's spreads
-    floored at `spread_floor_db`, spread_floor_chosen among `spread_floors_db`) and `hybrid` (the best α, β with β >
+    validation_n, spread_floor_db and log_distance_weight (of the one with the lower NLL), `candidates`: the mean NLL
+    of each localizer on the same transmissions and footing — `network` (its Gaussian), `map` (the best α with β = 0,
+    the map's spreads floored at `spread_floor_db`, spread_floor_chosen among `spread_floors_db`, then its
+    log-distance partner weighed in at `log_distance_weight` among `log_distance_weights`, chosen the same way on the
+    floored map: heimdall.radiomap.log_distance) and `hybrid` (the best α, β with β >
     0, the map as fitted: a wider map would hand more of each answer to a network that validation may judge well
     where it extrapolates badly), the map and the hybrid at the temperature that brings their 95 % regions to their
     coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents already divided by it;
@@ -205,20 +232,31 @@ def hybrid_exponents(
     coverage out of sample and `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule
     reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and
     the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`,
-    the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside) — `spread_floor`,
-    what spread_floor_chosen measured, and `centroid`: the weighted centroid's. `labels_m` [k, 2]: the training
-    labels; the medians are also given on the validation transmissions far from all of them (`median_error_far_m`,
-    heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers` threads (None: every
-    CPU), on_progress("validation", done, total) as they are computed; transmissions the map cannot read are left
-    out."""
+    the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside) — `spread_floor`
+    and `log_distance`, what the two choices measured, and `centroid`: the weighted centroid's. `labels_m` [k, 2]:
+    the training labels; the medians are also given on the validation transmissions far from all of them
+    (`median_error_far_m`, heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers`
+    threads (None: every CPU), on_progress("validation", done, total) as they are computed; transmissions the map
+    cannot read are left out."""
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
     as_fitted = np.full((len(vm), 2), np.nan)
     as_fitted[rows] = np.reshape([p.mean_m for p in posts], (-1, 2))
-    floor = spread_floor_chosen(radio_map, validation, on_progress, workers, spread_floors_db, {0.0: as_fitted})
-    floored = radio_map.with_spread_floor(floor["spread_floor_db"])
-    map_posts = posts if floored is radio_map else _answered(floored, vm, workers, on_progress, "validation")[1]
-    assert len(map_posts) == len(posts)  # which transmissions a map can read does not depend on its spreads
+    floors = {level: radio_map.with_spread_floor(level) for level in spread_floors_db}
+    floor_db, floor_medians, floor_points = variant_chosen(
+        floors, validation, on_progress, workers, "spread floor", {spread_floors_db[0]: as_fitted}
+    )
+    floor = _report("spread_floor_db", floor_db, floor_medians)
+    floored = floors[floor_db]
+    tried = log_distance_weights if floored.log_distance is not None else log_distance_weights[:1]
+    partnered = {level: floored.with_log_distance_weight(level) for level in tried}
+    weight, weight_medians, _ = variant_chosen(
+        partnered, validation, on_progress, workers, "log-distance weight", {tried[0]: floor_points[floor_db]}
+    )
+    partner = _report("log_distance_weight", weight, weight_medians)
+    alone = partnered[weight]
+    map_posts = posts if alone is radio_map else _answered(alone, vm, workers, on_progress, "validation")[1]
+    assert len(map_posts) == len(posts)  # which transmissions a map can read depends on neither
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     cal = calibration_summary(net_mean, net_cov, truth)
@@ -247,7 +285,8 @@ def hybrid_exponents(
             "nll": float(scores[:, k, 0].mean()),
             "temperature": t,
             "region_masses": list(masses),
-            "spread_floor_db": floor["spread_floor_db"] if name == "map" else 0.0,
+            "spread_floor_db": floor_db if name == "map" else 0.0,
+            "log_distance_weight": weight if name == "map" else 0.0,
             "coverage_region50": float(coverage50),
             "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
             "coverage_region95": float(scores[:, k, 2].mean()),
@@ -261,10 +300,12 @@ def hybrid_exponents(
     return {
         **{key: candidates[shipped][key] for key in ("alpha", "beta", "temperature", "region_masses")},
         "spread_floor_db": candidates[shipped]["spread_floor_db"],
+        "log_distance_weight": candidates[shipped]["log_distance_weight"],
         "validation_nll": candidates[shipped]["nll"],
         "validation_n": len(posts),
         "candidates": candidates,
         "spread_floor": floor,
+        "log_distance": partner,
         "centroid": _medians(error_m(centroid, truth), far),
     }
 
@@ -332,7 +373,9 @@ def grid_estimates(
         if predict is not None and validation is not None:
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
             weights = Weights(chosen["alpha"], chosen["beta"], tuple(chosen["region_masses"]))
-            weighed = radio_map.with_spread_floor(chosen["spread_floor_db"])  # as `map fit` would attach it
+            weighed = radio_map.with_spread_floor(chosen["spread_floor_db"]).with_log_distance_weight(
+                chosen["log_distance_weight"]
+            )  # as `map fit` would attach it
             notes["hybrid"] = chosen
         elif predict is not None:
             notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"

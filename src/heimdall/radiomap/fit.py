@@ -47,6 +47,7 @@ from heimdall.radiomap.field import (
 from heimdall.radiomap.fit_budget import Deadline, counter, each_on_threads
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import POWER_STEP_DB
+from heimdall.radiomap.log_distance import LogDistancePartner
 from heimdall.radiomap.measurement_noise import power_noise_for
 from heimdall.radiomap.model import STRONG_SNR_DB, RadioMap
 from heimdall.radiomap.posterior import GridPosterior
@@ -316,7 +317,10 @@ def _fit(
 ) -> RadioMap:
     """fit_radio_map's choice of fit."""
     if labelled is not None and len(labelled) >= MIN_LABELLED:
-        return _fit_labelled(base, scenario, labelled, options, on_progress, deadline)
+        fitted = _fit_labelled(base, scenario, labelled, options, on_progress, deadline)
+        power_dbm = np.where(labelled.heard, labelled.snr_db + labelled.noise_dbm, 0.0)
+        partner = LogDistancePartner.fitted(power_dbm, labelled.heard, labelled.position_m, fitted.rx_position_m)
+        return _keeping_table(fitted, log_distance=partner)  # weight 0: chosen on validation, if at all
     if labelled is not None and len(labelled):
         log.warning(
             "%d labelled transmissions are too few to fit the map on (at least %d): their positions are not used",

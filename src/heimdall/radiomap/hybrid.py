@@ -34,10 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heimdall.radiomap import kernel
 from heimdall.radiomap.batch import all_in_threads
 from heimdall.radiomap.model import RadioMap
-from heimdall.radiomap.posterior import HPD_PROBABILITIES, LOG_DENSITY_FLOOR, GridPosterior, TemperedPosterior
+from heimdall.radiomap.posterior import (
+    DISAGREEMENT_D2,
+    HPD_PROBABILITIES,
+    LOG_DENSITY_FLOOR,
+    GridPosterior,
+    TemperedPosterior,
+)
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0)  # T tried, coolest first
@@ -45,7 +50,6 @@ UNTEMPERED = TEMPERATURES.index(1.0)  # the posterior as it is
 REGION95_TARGET = 0.93  # the validation coverage a widened 95 % region reaches (inside the 90–97 % band)
 SHARPENED95_TARGET = 0.95  # a sharpened one (T < 1) still holds at least what it claims
 
-DISAGREEMENT_D2 = 13.8  # χ² (2 degrees of freedom) 99.9 % point: map and network apart beyond both their spreads
 MAX_NETWORK_WEIGHT = 1.0  # β/α at most, as the choice ships: the network never weighs more than its own claim
 MAX_RATIO = max(EXPONENTS) / min(e for e in EXPONENTS if e > 0)  # β/α a model may carry (read; the exponents' grid)
 
@@ -101,32 +105,14 @@ def point_posterior(
     is set aside)."""
     if weights.beta == 0.0 or network_set_aside(post, net_mean_m, net_cov_m2) is not None:
         return post
-    return combine(post, net_mean_m, net_cov_m2, 1.0, weights.network_weight)
-
-
-def disagreement_d2(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> float:
-    """How far apart the map's answer (its posterior's mean and covariance, as fitted) and the network's (mean [2] m,
-    covariance [2, 2] m²) are: the squared Mahalanobis distance of the means under the sum of the covariances — χ²
-    with 2 degrees of freedom where both are right and Gaussian."""
-    d = post.mean_m - net_mean_m
-    return float(d @ np.linalg.solve(post.cov_m2 + net_cov_m2, d))
+    return post.times_gaussian(net_mean_m, net_cov_m2, 1.0, weights.network_weight)
 
 
 def network_set_aside(post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray) -> float | None:
-    """disagreement_d2 where the network's answer is set aside (beyond DISAGREEMENT_D2), None where it is not."""
-    d2 = disagreement_d2(post, net_mean_m, net_cov_m2)
+    """GridPosterior.disagreement_d2 of the map's posterior and the network's answer (mean [2] m, covariance [2, 2]
+    m²) where the network is set aside (beyond DISAGREEMENT_D2), None where it is not."""
+    d2 = post.disagreement_d2(net_mean_m, net_cov_m2)
     return d2 if d2 > DISAGREEMENT_D2 else None
-
-
-def combine(
-    post: GridPosterior, net_mean_m: np.ndarray, net_cov_m2: np.ndarray, alpha: float, beta: float
-) -> GridPosterior:
-    """The tempered product of a map posterior and the network's Gaussian (mean [2] m, covariance [2, 2] m²)."""
-    with np.errstate(divide="ignore"):
-        log_box = np.log(post.box)
-    east, north = post.box_centres()
-    top = kernel.tempered(log_box, east, north, net_mean_m, np.linalg.inv(net_cov_m2), alpha, beta)
-    return GridPosterior.from_log_box(post.grid, log_box, post.j0, post.i0, top)
 
 
 def hybrid_answer(
@@ -160,7 +146,7 @@ def exponent_nlls(
     def nlls(i: int) -> list[float]:
         truth, post, mean, cov = truth_m[i][None], posts[i], net_mean_m[i], net_cov_m2[i]
         kept = 0.0 if network_set_aside(post, mean, cov) is not None else 1.0
-        return [-combine(post, mean, cov, a, b * kept).log_density_at(truth)[0] for a, b in pairs]
+        return [-post.times_gaussian(mean, cov, a, b * kept).log_density_at(truth)[0] for a, b in pairs]
 
     per_transmission = np.array(all_in_threads(nlls, len(posts), workers), np.float64).reshape(-1, len(pairs))
     return {pair: float(np.mean(per_transmission[:, k])) for k, pair in enumerate(pairs)}

@@ -21,8 +21,10 @@ from heimdall.memory import over_budget
 from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MAX_CELLS, MapGrid
 from heimdall.radiomap.likelihood import STEP_DB
+from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS, LogDistancePartner
 from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.model import RadioMap
+from heimdall.scale import SEARCH_PER_MAP_SPACING
 
 if TYPE_CHECKING:  # onnx is imported where a map is written or read
     import onnx
@@ -42,6 +44,7 @@ MAX_EXTENT_M = 1e7  # grid origin and spacing, m
 MIN_SPACING_M = 1.0
 MAX_NOISE = 1e3  # the measurement noise constants (linear SNR units)
 MAX_LABELS = 10**9
+MAX_EXPONENT = 100.0  # |path-loss exponent| of a log-distance partner
 
 
 def _arrays(m: RadioMap) -> dict[str, np.ndarray]:
@@ -75,7 +78,37 @@ def _description(m: RadioMap) -> dict:
         "power_start_dbm": m.power_start_dbm,
         "n_labels": m.n_labels,
         "info": m.info,
+        **({} if m.log_distance is None else {"log_distance": _partner_description(m.log_distance)}),
     }
+
+
+def _partner_description(partner: LogDistancePartner) -> dict:
+    return {
+        "exponent": partner.exponent,
+        "offsets_db": [float(v) for v in partner.offsets_db],
+        "sigma_db": partner.sigma_db,
+        "weight": partner.weight,
+    }
+
+
+def _partner(d: dict, n_receivers: int) -> LogDistancePartner | None:
+    """The map's log-distance partner as described (absent: None); RadioMapFormatError naming the field."""
+    if "log_distance" not in d:
+        return None
+    p = _field(d, "log_distance", dict)
+    offsets = _field(p, "log_distance.offsets_db", list)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offsets)
+    if len(offsets) != n_receivers or not numbers or not all(abs(v) <= MAX_LEVEL_DB for v in offsets):
+        raise RadioMapFormatError(
+            f"metadata {METADATA_KEY}.log_distance.offsets_db: expected {n_receivers} numbers within "
+            f"±{MAX_LEVEL_DB:g} dB, got {offsets!r:.60}"
+        )
+    return LogDistancePartner(
+        _number(p, "log_distance.exponent", -MAX_EXPONENT, MAX_EXPONENT),
+        np.array(offsets, np.float64),
+        _number(p, "log_distance.sigma_db", 1e-6, MAX_LEVEL_DB),
+        _number(p, "log_distance.weight", 0.0, max(LOG_DISTANCE_WEIGHTS)),
+    )
 
 
 def attach(model: onnx.ModelProto, m: RadioMap) -> None:
@@ -228,13 +261,17 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
         power_log_prior=prior,
         n_labels=_int(d, "n_labels", 0, MAX_LABELS, default=0),
         info=_field(d, "info", dict, default={}),
+        log_distance=_partner(d, len(ids)),
     )
     if "spread_floor_db" in m.info:  # read back by the service (GET /v1/model): a number or refused here
         m.info["spread_floor_db"] = _number(m.info, "info.spread_floor_db", 0.0, MAX_LEVEL_DB)
     # what answering takes besides the file's arrays: their float32 copies, the spread index, the tables, the lat/lon
     # of the cells the service draws regions on (heimdall.geo.LatLonLattice, a border of one cell)
     lattice = LatLonLattice.BYTES_PER_NODE * (m.grid.nx + 2) * (m.grid.ny + 2)
-    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice
+    # and where a log-distance partner is weighed in, its model's means at its search points (float64)
+    search = 8 * m.n_receivers * (m.grid.n_cells / SEARCH_PER_MAP_SPACING**2 + m.grid.nx + m.grid.ny + 1)
+    partner = search if m.log_distance is not None and m.log_distance.weight > 0 else 0
+    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice + int(partner)
     why = over_budget(need)
     if why is not None:
         raise RadioMapFormatError(f"metadata {METADATA_KEY}: a map too large for the memory budget: it needs {why}")

@@ -29,8 +29,9 @@ from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import STRIDE
 from heimdall.radiomap.likelihood import CENSORED_SNR_DB, LikelihoodTable, build_table, table_shape
+from heimdall.radiomap.log_distance import LogDistancePartner, LogDistanceSearch
 from heimdall.radiomap.measurement_noise import PowerNoise
-from heimdall.radiomap.posterior import GridPosterior
+from heimdall.radiomap.posterior import DISAGREEMENT_D2, GridPosterior
 
 POWER_WINDOW = 32
 STRONG_SNR_DB = 10.0
@@ -49,6 +50,7 @@ class _Measured:
     noise_dbm: np.ndarray  # float64 [r]
     strong: np.ndarray  # bool [r]
     width: int  # powers per cell
+    censored: np.ndarray  # bool [r], read at or below the floor (level_dbm is not a measured power)
 
     def args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         """The transmission as kernel.log_posterior reads it."""
@@ -71,6 +73,7 @@ class RadioMap:
     power_log_prior: np.ndarray  # float64 [K] on POWER_STEP_DB steps from power_start_dbm
     n_labels: int = 0
     info: dict = field(default_factory=dict)
+    log_distance: LogDistancePartner | None = None  # fitted with labels; weighed in when its weight is > 0
 
     @property
     def n_receivers(self) -> int:
@@ -89,6 +92,29 @@ class RadioMap:
         )
         floored.share_table(self)
         return floored
+
+    def with_log_distance_weight(self, weight: float) -> RadioMap:
+        """This map with its log-distance partner weighed in at γ = `weight` (heimdall.radiomap.log_distance; 0: the
+        map alone), info["log_distance_weight"] saying so; itself when it has no partner or the weight is its own.
+        Everything the kernels read is shared."""
+        partner = self.log_distance
+        if partner is None or weight == partner.weight:
+            return self
+        weighed = replace(
+            self, log_distance=partner.weighted(weight), info={**self.info, "log_distance_weight": float(weight)}
+        )
+        for name in ("table", "_kernel_table", "_kernel_map"):
+            if name in self.__dict__:
+                weighed.__dict__[name] = self.__dict__[name]
+        return weighed
+
+    @cached_property
+    def _log_distance_search(self) -> LogDistanceSearch | None:
+        """The partner's answers over this map's grid (None without a partner weighed in)."""
+        partner = self.log_distance
+        if partner is None or partner.weight == 0:
+            return None
+        return LogDistanceSearch(partner, self.grid, self.rx_position_m)
 
     @cached_property
     def table(self) -> LikelihoodTable:
@@ -193,7 +219,7 @@ class RadioMap:
         strong = ~cut & (snr[rx] >= STRONG_SNR_DB)
         k_all = len(self.power_log_prior)
         width = min(POWER_WINDOW, k_all) if strong.any() else k_all
-        return _Measured(rx, rows, ref, level, noise[rx], strong, width)
+        return _Measured(rx, rows, ref, level, noise[rx], strong, width, cut)
 
     def localize(
         self,
@@ -206,13 +232,25 @@ class RadioMap:
         snr_db and power_dbm − snr_db); present: bool [R], receivers whose recording is part of it; heard: bool [R]
         (None: every present receiver), a present receiver not heard is a censored reading — its power at or below
         its floor, given as noise_dbm (its snr_db is not read). MapInputError when the arrays are not [R] or no
-        receiver present has a finite SNR and noise."""
+        receiver present has a finite SNR and noise. With its log-distance partner weighed in
+        (with_log_distance_weight), the product with the partner's answer (heimdall.radiomap.log_distance)."""
         m = self._measured(snr_db, noise_dbm, present, heard)
         g = self.grid
         box, j0, i0, log_evidence = kernel.localize(
             g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()
         )
-        return GridPosterior.on_box(g, box, j0, i0, log_evidence)
+        post = GridPosterior.on_box(g, box, j0, i0, log_evidence)
+        search = self._log_distance_search
+        if search is None:
+            return post
+        heard = np.zeros(self.n_receivers, bool)
+        heard[m.rx[~m.censored]] = True
+        power = np.zeros(self.n_receivers)
+        power[m.rx] = m.level_dbm
+        partner = search.answer(power, heard)
+        if partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
+            return post
+        return post.times_gaussian(*partner, 1.0, search.partner.weight)
 
     def posteriors(
         self,

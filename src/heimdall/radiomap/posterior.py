@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 LOG_DENSITY_FLOOR = np.log(1e-12)  # per km², for points in cells the posterior pruned
 MAX_MODES = 5
+DISAGREEMENT_D2 = 13.8  # χ² (2 degrees of freedom) 99.9 % point: two answers apart beyond both their spreads
 HPD_PROBABILITIES = (0.5, 0.95)  # the HPD regions an answer reads (their levels are found together)
 
 
@@ -135,6 +136,21 @@ class GridPosterior:
         with np.errstate(divide="ignore"):
             log_box = np.log(self.box) * exponent
         return GridPosterior.from_log_box(self.grid, log_box, self.j0, self.i0)
+
+    def times_gaussian(self, mean_m: np.ndarray, cov_m2: np.ndarray, alpha: float, beta: float) -> GridPosterior:
+        """The tempered product p^alpha · N(x; mean [2] m, cov [2, 2] m²)^beta, renormalised, on the same cells."""
+        with np.errstate(divide="ignore"):
+            log_box = np.log(self.box)
+        east, north = self.box_centres()
+        top = kernel.tempered(log_box, east, north, mean_m, np.linalg.inv(cov_m2), alpha, beta)
+        return GridPosterior.from_log_box(self.grid, log_box, self.j0, self.i0, top)
+
+    def disagreement_d2(self, mean_m: np.ndarray, cov_m2: np.ndarray) -> float:
+        """How far apart this posterior's answer (its mean and covariance) and a Gaussian one (mean [2] m, covariance
+        [2, 2] m²) are: the squared Mahalanobis distance of the means under the sum of the covariances — χ² with 2
+        degrees of freedom where both are right and Gaussian (DISAGREEMENT_D2: apart beyond both their spreads)."""
+        d = self.mean_m - mean_m
+        return float(d @ np.linalg.solve(self.cov_m2 + cov_m2, d))
 
     def log_density_at(self, points_m: np.ndarray) -> np.ndarray:
         """float64 [n] log posterior density (per km²) at points [n, 2]; LOG_DENSITY_FLOOR where pruned."""

@@ -44,8 +44,9 @@ COVERAGE_KEYS = ("coverage_1sigma", "coverage_2sigma", "coverage_region50", "cov
 class Choice:
     """The localizer shipped and why; `nll`: each candidate's mean validation NLL (empty when not compared);
     `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without
-    comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights) and `spread_floor_db` (the
-    floor its map's spreads are raised to, heimdall.evaluation.grid_estimators.spread_floor_chosen): theirs;
+    comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights), `spread_floor_db` (the
+    floor its map's spreads are raised to, heimdall.evaluation.grid_estimators.spread_floor_chosen) and
+    `log_distance_weight` (its map's log-distance partner's, heimdall.radiomap.log_distance): theirs;
     `medians`: each candidate's validation median errors (`median_error_m`, and `median_error_far_m` away from the
     training labels), `centroid` the weighted centroid's; `worse_than_centroid`: the localizer shipped is worse
     than the centroid on validation (every candidate was)."""
@@ -62,12 +63,13 @@ class Choice:
     worse_than_centroid: bool = False
     region_masses: dict[str, tuple[float, ...]] = field(default_factory=dict)
     spread_floor_db: dict[str, float] = field(default_factory=dict)
+    log_distance_weight: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Plain data for `train --json`: localizer, reason, validation_nll, validation_coverage and
         validation_median_m (by localizer, the last with the far median), validation_n, alpha, beta, temperature,
-        region_masses and spread_floor_db (of the map shipped, else null), centroid_validation_median_m (and its far
-        median) and worse_than_centroid."""
+        region_masses, spread_floor_db and log_distance_weight (of the map shipped, else null),
+        centroid_validation_median_m (and its far median) and worse_than_centroid."""
         alpha, beta = self.exponents.get(self.localizer, (None, None))
         return {
             "localizer": self.localizer,
@@ -81,6 +83,7 @@ class Choice:
             "temperature": self.temperature.get(self.localizer),
             "region_masses": list(self.region_masses[self.localizer]) if self.localizer in self.region_masses else None,
             "spread_floor_db": self.spread_floor_db.get(self.localizer),
+            "log_distance_weight": self.log_distance_weight.get(self.localizer),
             "centroid_validation_median_m": self.centroid or None,
             "worse_than_centroid": self.worse_than_centroid,
         }
@@ -112,6 +115,7 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
     worse = {k for k in names if centroid and worse_than(medians[k], centroid)}
 
     floors = {name: float(candidates[name].get("spread_floor_db", 0.0)) for name in (MAP, HYBRID)}
+    partner = {name: float(candidates[name].get("log_distance_weight", 0.0)) for name in (MAP, HYBRID)}
 
     def made(localizer: str, reason: str, flagged: bool = False) -> Choice:
         if localizer == MAP and floors[MAP] > 0:
@@ -120,9 +124,16 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
                 f"; the map's spreads floored at {level} dB (validation median {format_distance(tried[level])} "
                 f"against {format_distance(tried['0'])} unfloored)"
             )
+        if localizer == MAP and partner[MAP] > 0:
+            level, tried = f"{partner[MAP]:g}", fit["log_distance"]["median_error_m"]
+            reason += (
+                f"; the log-distance model fitted on its labels weighed in at {level} (validation median "
+                f"{format_distance(tried[level])} against {format_distance(tried['0'])} without)"
+            )
         return Choice(
-            localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses, floors
-        )
+            localizer, reason, nll, exponents, n, coverage, temperature, medians, centroid, flagged, masses, floors,
+            partner,
+        )  # fmt: skip
 
     beside = f"; weighted centroid on validation: {describe_medians(centroid)}" if centroid else ""
     if forced != AUTO:
@@ -265,6 +276,7 @@ def ship(
     fit = {**fit, "alpha": alpha, "beta": beta, "temperature": temperature, "localizer": choice.localizer}
     fit["region_masses"] = list(choice.region_masses.get(choice.localizer, HPD_PROBABILITIES))
     fit["spread_floor_db"] = choice.spread_floor_db.get(choice.localizer, 0.0)  # heimdall.release.map_attach
+    fit["log_distance_weight"] = choice.log_distance_weight.get(choice.localizer, 0.0)
     fit["worse_than_centroid"] = choice.worse_than_centroid
     if choice.localizer in choice.nll:
         fit["validation_nll"] = choice.nll[choice.localizer]

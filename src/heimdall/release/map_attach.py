@@ -178,14 +178,17 @@ def fit_store_map(
 def attach_map(
     network: NetworkModel, radio_map: RadioMap, fit: dict[str, Any], out: Path, signer: SigningKey | None = None
 ) -> AttachedMap:
-    """Write `network` with `radio_map` — its spreads floored at fit["spread_floor_db"] when the map alone is shipped
+    """Write `network` with `radio_map` — its spreads floored at fit["spread_floor_db"] and its log-distance partner
+    weighed in at fit["log_distance_weight"] when the map alone is shipped
     (heimdall.evaluation.grid_estimators.hybrid_exponents) — and the FIT_KEY entry `fit` (alpha, beta, provenance;
     the network's sha256 added) to `out` once it loads, then its manifest beside it (signed by `signer` when
     given)."""
     import onnxruntime as ort
 
     fit = {**fit, "network_sha256": hashlib.sha256(network.data).hexdigest()}
-    radio_map = radio_map.with_spread_floor(float(fit.get("spread_floor_db", 0.0)))
+    radio_map = radio_map.with_spread_floor(float(fit.get("spread_floor_db", 0.0))).with_log_distance_weight(
+        float(fit.get("log_distance_weight", 0.0))
+    )
     proto = type(network.proto)()
     proto.CopyFrom(network.proto)  # the network's own stays as read: it can carry another map
     map_io.attach(proto, radio_map)

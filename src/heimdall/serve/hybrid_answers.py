@@ -73,7 +73,8 @@ class ServedMap:
         m, w = self.radio_map, self.weights
         masses = dict(zip(REGION_PROBABILITIES, w.region_masses, strict=True))
         return {"alpha": w.alpha, "beta": w.beta, "region_masses": masses, "spacing_m": m.grid.spacing_m,
-                "n_labels": m.n_labels, "spread_floor_db": float(m.info.get("spread_floor_db", 0.0))}  # fmt: skip
+                "n_labels": m.n_labels, "spread_floor_db": float(m.info.get("spread_floor_db", 0.0)),
+                "log_distance_weight": m.log_distance.weight if m.log_distance else 0.0}  # fmt: skip
 
 
 @dataclass(frozen=True)

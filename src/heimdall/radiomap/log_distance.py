@@ -1,0 +1,87 @@
+"""A map's log-distance partner: the classical model fitted on the map's labels, a second opinion weighed into the
+map's posterior.
+
+    p(x) ∝ p_map(x) · N(x; μ_ld, Σ_ld)^γ
+
+μ_ld is the maximum-likelihood position of the log-distance model fitted on the same labels (heimdall.baselines:
+μ_r(x) = K_r − 10·n·log10 |x − x_r|, the transmit power profiled out, Gaussian residuals of σ dB; heard receivers
+only), Σ_ld the curvature covariance there. Where the two answers disagree beyond both their spreads (the squared
+Mahalanobis distance of their means under Σ_map + Σ_ld above DISAGREEMENT_D2, the rule the network answers to) or
+fewer than MIN_HEARD receivers hear, the map's posterior stands alone. γ = 0: the map alone.
+
+Why: away from its labels a map's residual fields hold little, and its mean is the scenario's physics; the
+log-distance model's few parameters, fitted to the same labels, err differently there. On the real network's spatial
+draws (docs/RADIOMAP.md) their product was better than either. γ is chosen on validation like the spread floor
+(heimdall.evaluation.grid_estimators.log_distance_weight_chosen) and carried by a model whose map answers alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_ml
+from heimdall.radiomap.grid import MapGrid
+from heimdall.scale import SEARCH_PER_MAP_SPACING
+
+MIN_HEARD = 3  # receivers hearing a transmission for the partner to place it (the transmit power is one unknown)
+MAX_FIT_LABELS = 20_000  # labels the partner is fitted on at most (a random subset: it has R + 2 parameters)
+MIN_FIT_LABELS = 20  # labelled transmissions heard by MIN_HEARD receivers or more needed to fit it
+LOG_DISTANCE_WEIGHTS = (0.0, 0.5, 1.0)  # γ tried on validation, none first
+
+
+@dataclass(frozen=True)
+class LogDistancePartner:
+    """The log-distance model's parameters (exponent n, per-receiver offsets float64 [R] dB of mean zero, residual
+    σ dB) and its weight γ ≥ 0 in the map's posterior."""
+
+    exponent: float
+    offsets_db: np.ndarray
+    sigma_db: float
+    weight: float = 0.0
+
+    @classmethod
+    def fitted(
+        cls, power_dbm: np.ndarray, heard: np.ndarray, position_m: np.ndarray, rx_position_m: np.ndarray
+    ) -> LogDistancePartner | None:
+        """Fitted on labelled transmissions (power_dbm float [n, R], heard bool [n, R], position_m [n, 2]; at most
+        MAX_FIT_LABELS of them, drawn at random with a fixed seed), weight 0; None with fewer than MIN_FIT_LABELS
+        heard by MIN_HEARD receivers or more."""
+        rows = np.flatnonzero(np.asarray(heard, bool).sum(axis=1) >= MIN_HEARD)
+        if len(rows) < MIN_FIT_LABELS:
+            return None
+        if len(rows) > MAX_FIT_LABELS:
+            rows = np.sort(np.random.default_rng(0).choice(rows, MAX_FIT_LABELS, replace=False))
+        fit = fit_log_distance(power_dbm[rows], heard[rows], position_m[rows], rx_position_m)
+        return cls(fit.exponent, np.asarray(fit.offsets_db, np.float64), fit.sigma_db)
+
+    def weighted(self, weight: float) -> LogDistancePartner:
+        """This partner with weight γ = `weight`."""
+        return replace(self, weight=float(weight))
+
+
+class LogDistanceSearch:
+    """A partner's answers over one map's grid: its model's mean at the search points (MapGrid spacing ×
+    SEARCH_PER_MAP_SPACING over the grid's area) computed once, then one grid search per transmission."""
+
+    def __init__(self, partner: LogDistancePartner, grid: MapGrid, rx_position_m: np.ndarray) -> None:
+        self.partner = partner
+        half = grid.spacing_m / 2
+        east1, north1 = grid.east0_m + (grid.nx - 1) * grid.spacing_m, grid.north0_m + (grid.ny - 1) * grid.spacing_m
+        self.grid = Grid(
+            (grid.east0_m - half, grid.north0_m - half, east1 + half, north1 + half),
+            grid.spacing_m * SEARCH_PER_MAP_SPACING,
+        )
+        self.model = log_distance_model(rx_position_m, partner.exponent, partner.offsets_db)
+        self.grid_means = self.model(self.grid.points())
+
+    def answer(self, power_dbm: np.ndarray, heard: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean [2] m, covariance [2, 2] m²) of one transmission (power_dbm float [R], heard bool [R]), or None when
+        fewer than MIN_HEARD receivers hear it."""
+        if np.count_nonzero(heard) < MIN_HEARD:
+            return None
+        mean, cov = rss_ml(
+            power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, grid_means=self.grid_means
+        )
+        return mean[0], cov[0]
