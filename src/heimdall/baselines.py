@@ -78,13 +78,15 @@ def _profiled_cost(power: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarr
     return (r * r).sum(-1) - r.sum(-1) ** 2 / n_h
 
 
-def _grid_cost(power: np.ndarray, w: np.ndarray, m_grid: np.ndarray) -> np.ndarray:
-    """_profiled_cost against one shared set of candidates, as matrix products. m_grid: [P, R] → [n, P]."""
+def _grid_cost(power: np.ndarray, w: np.ndarray, m_grid: np.ndarray, m_grid_sq: np.ndarray | None = None) -> np.ndarray:
+    """_profiled_cost against one shared set of candidates, as matrix products. m_grid: [P, R] (m_grid_sq: its square,
+    when computed already) → [n, P]."""
     a = power * w
     n_h = np.maximum(w.sum(-1), 1.0)[:, None]
     s_a = a.sum(-1)[:, None]
     s_m = w @ m_grid.T
-    return (a * a).sum(-1)[:, None] - 2 * a @ m_grid.T + w @ (m_grid**2).T - (s_a - s_m) ** 2 / n_h
+    squares = m_grid**2 if m_grid_sq is None else m_grid_sq
+    return (a * a).sum(-1)[:, None] - 2 * a @ m_grid.T + w @ squares.T - (s_a - s_m) ** 2 / n_h
 
 
 def rss_ml(
@@ -94,21 +96,22 @@ def rss_ml(
     grid: Grid,
     sigma_db: float,
     chunk: int = 512,
-    grid_means: np.ndarray | None = None,
+    grid_means: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood positions [n, 2] and covariances [n, 2, 2] from received powers.
 
     The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out. grid_means: mean_model
-    at grid.points() [P, R], when already computed (one transmission at a time: computed once for all).
+    at grid.points() [P, R] and its square, when already computed (one transmission at a time: once for all).
     """
     power = np.where(heard, power_dbm, 0.0).astype(np.float64)
     w = heard.astype(np.float64)
     pts = grid.points()
-    m_grid = mean_model(pts) if grid_means is None else grid_means
+    m_grid = mean_model(pts) if grid_means is None else grid_means[0]
+    m_grid_sq = m_grid**2 if grid_means is None else grid_means[1]
     out_pos = np.empty((len(power), 2))
     for s in range(0, len(power), chunk):
         sl = slice(s, s + chunk)
-        best = pts[np.argmin(_grid_cost(power[sl], w[sl], m_grid), axis=1)]
+        best = pts[np.argmin(_grid_cost(power[sl], w[sl], m_grid, m_grid_sq), axis=1)]
         step = grid.spacing_m
         for _ in range(3):  # local refinement: 9×9 candidates around the best, spacing shrinking 4× a round
             step /= 4.0

@@ -42,7 +42,7 @@ def test_a_map_fitted_on_labels_carries_the_log_distance_model_of_those_labels_u
     unweighed = radio_map.localize(m.snr_db[0], m.noise_dbm[0], m.present[0], m.heard[0])
     assert radio_map.with_log_distance_weight(0.0) is radio_map
     weighed = radio_map.with_log_distance_weight(0.5)
-    assert weighed.log_distance.weight == 0.5 and weighed.info["log_distance_weight"] == 0.5
+    assert weighed.log_distance.weight == weighed.log_distance_weight == 0.5
     assert radio_map.log_distance.weight == 0.0  # the map itself is left as it was
     np.testing.assert_array_equal(radio_map.localize(m.snr_db[0], m.noise_dbm[0], m.present[0], m.heard[0]).box,
                                   unweighed.box)  # fmt: skip

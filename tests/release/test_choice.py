@@ -457,17 +457,20 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
         mean_dbm=(fitted.mean_dbm + np.where(wrong, 15.0, 0.0)).astype(np.float32),
         spread_db=np.where(wrong, 0.0, 8.0).astype(np.float32) + np.zeros_like(fitted.spread_db),
     )
-    report = spread_floor_chosen(sure, val)
+    report, floored_points = spread_floor_chosen(sure, val)
     medians, floor = report["median_error_m"], report["spread_floor_db"]
     floored = sure.with_spread_floor(floor)
     assert floor in SPREAD_FLOORS_DB and floor > 0 and medians[f"{floor:g}"] <= 0.98 * medians["0"]
     assert medians[f"{floor:g}"] == min(medians.values())
+    answered = np.isfinite(floored_points).all(axis=1)  # the points returned are the floored map's
+    floored_errors_m = np.hypot(*(floored_points[answered] - val.target_m[answered]).T)
+    assert np.median(floored_errors_m) == pytest.approx(medians[f"{floor:g}"])
     assert floored.spread_db.min() == floor and floored.info["spread_floor_db"] == floor
     np.testing.assert_array_equal(floored.mean_dbm, sure.mean_dbm)
     np.testing.assert_array_equal(floored.spread_db[:, ~wrong], 8.0)  # spreads above the floor are kept
     # a map whose spreads are all above every floor: the floors change nothing, none is kept
     even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
-    unchanged = spread_floor_chosen(even, val)
+    unchanged, _ = spread_floor_chosen(even, val)
     assert unchanged["spread_floor_db"] == 0.0 and len(set(unchanged["median_error_m"].values())) == 1
     assert even.with_spread_floor(0.0) is even
 

@@ -1,14 +1,17 @@
 """A model that carries a radio map (`heimdall map fit`), served by a real uvicorn process: hybrid answers with
 modes and HPD regions; a model without a map answers as before."""
 
+import json
+
 import h5py
 import httpx
 import numpy as np
+import onnx
 import pytest
 
 from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB
 from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
-from heimdall.release.map_metadata import MAX_EXPONENT
+from heimdall.release.map_metadata import FIT_KEY, MAX_EXPONENT
 from serve_bodies import features_body, in_geometry, power_body
 from service_process import running_service
 
@@ -54,11 +57,14 @@ def test_map_model_answers_with_modes_and_regions_that_hold_the_truth(map_server
 
 
 @pytest.mark.system
-def test_the_model_endpoint_describes_the_map(map_server):
+def test_the_model_endpoint_describes_the_map(map_server, map_model_file):
     info = httpx.get(f"{map_server}/v1/model", timeout=30).json()["radio_map"]
+    fit = json.loads({p.key: p.value for p in onnx.load(str(map_model_file)).metadata_props}[FIT_KEY])
     assert info["spacing_m"] == 2000.0 and 0 < info["alpha"] <= MAX_EXPONENT and info["n_labels"] > 0
     assert set(info["region_masses"]) == {"0.5", "0.95"} and 0 < info["region_masses"]["0.5"] <= 0.95
-    assert info["spread_floor_db"] in SPREAD_FLOORS_DB and info["log_distance_weight"] in LOG_DISTANCE_WEIGHTS
+    assert info["spread_floor_db"] in SPREAD_FLOORS_DB and info["spread_floor_db"] == fit["spread_floor_db"]
+    assert info["log_distance_weight"] in LOG_DISTANCE_WEIGHTS
+    assert info["log_distance_weight"] == fit["log_distance_weight"]
 
 
 @pytest.mark.system

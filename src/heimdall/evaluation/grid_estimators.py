@@ -89,7 +89,7 @@ class CarriedMap:
             "n_labels": self.radio_map.n_labels,
             "spacing_m": self.radio_map.grid.spacing_m,
             "spread_floor_db": _plain(self.radio_map.info.get("spread_floor_db", 0.0)),
-            "log_distance_weight": self.radio_map.log_distance.weight if self.radio_map.log_distance else 0.0,
+            "log_distance_weight": self.radio_map.log_distance_weight,
         }
 
 
@@ -138,19 +138,37 @@ def spread_floor_chosen(
     workers: int | None = None,
     floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
     known_points_m: dict[float, np.ndarray] | None = None,
-) -> dict:
+) -> tuple[dict, np.ndarray]:
     """The floor (dB) of `floors_db` (0 first) to raise the map's spreads to (RadioMap.with_spread_floor) when it
-    answers alone, and what was measured: `spread_floor_db`, the level whose point (the posterior mean) has the lowest
-    median error on the validation split — above 0 only when it lowers the unfloored map's by VARIANT_GAIN at least —
-    and `median_error_m`, each level's.
+    answers alone, what was measured — `spread_floor_db`, the level whose point (the posterior mean) has the lowest
+    median error on the validation split, above 0 only when it lowers the unfloored map's by VARIANT_GAIN at least,
+    and `median_error_m`, each level's — and the floored map's points [n, 2] m (NaN where unanswered).
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
     split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there. One pass
-    over the validation split per level not in `known_points_m` (level → the points [n, 2] m already computed, NaN
-    where unanswered); on_progress("spread floor", done, total)."""
+    over the validation split per level not in `known_points_m` (level → the points already computed);
+    on_progress("spread floor", done, total)."""
     maps = {floor: radio_map.with_spread_floor(floor) for floor in floors_db}
-    best, medians, _ = variant_chosen(maps, validation, on_progress, workers, "spread floor", known_points_m)
-    return _report("spread_floor_db", best, medians)
+    best, medians, points = variant_chosen(maps, validation, on_progress, workers, "spread floor", known_points_m)
+    return _report("spread_floor_db", best, medians), points[best]
+
+
+def log_distance_weight_chosen(
+    radio_map: RadioMap,
+    validation: TestSet,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
+    weights: tuple[float, ...] = LOG_DISTANCE_WEIGHTS,
+    known_points_m: dict[float, np.ndarray] | None = None,
+) -> dict:
+    """The weight of `weights` (0 first) to weigh the map's log-distance partner in at
+    (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance) when it answers alone, chosen as
+    spread_floor_chosen chooses a floor, and what was measured: `log_distance_weight`, `median_error_m`. A map
+    without a partner keeps 0 and is not scored again."""
+    tried = weights if radio_map.log_distance is not None else weights[:1]
+    maps = {weight: radio_map.with_log_distance_weight(weight) for weight in tried}
+    best, medians, _ = variant_chosen(maps, validation, on_progress, workers, "log-distance weight", known_points_m)
+    return _report("log_distance_weight", best, medians)
 
 
 def _report(key: str, best: float, medians: dict[float, float]) -> dict:
@@ -238,23 +256,19 @@ def hybrid_exponents(
     (`median_error_far_m`, heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers`
     threads (None: every CPU), on_progress("validation", done, total) as they are computed; transmissions the map
     cannot read are left out."""
+    radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted: the hybrid's, where both choices start
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
     as_fitted = np.full((len(vm), 2), np.nan)
     as_fitted[rows] = np.reshape([p.mean_m for p in posts], (-1, 2))
-    floors = {level: radio_map.with_spread_floor(level) for level in spread_floors_db}
-    floor_db, floor_medians, floor_points = variant_chosen(
-        floors, validation, on_progress, workers, "spread floor", {spread_floors_db[0]: as_fitted}
+    floor, floor_points = spread_floor_chosen(
+        radio_map, validation, on_progress, workers, spread_floors_db, {spread_floors_db[0]: as_fitted}
     )
-    floor = _report("spread_floor_db", floor_db, floor_medians)
-    floored = floors[floor_db]
-    tried = log_distance_weights if floored.log_distance is not None else log_distance_weights[:1]
-    partnered = {level: floored.with_log_distance_weight(level) for level in tried}
-    weight, weight_medians, _ = variant_chosen(
-        partnered, validation, on_progress, workers, "log-distance weight", {tried[0]: floor_points[floor_db]}
+    floored = radio_map.with_spread_floor(floor["spread_floor_db"])
+    partner = log_distance_weight_chosen(
+        floored, validation, on_progress, workers, log_distance_weights, {log_distance_weights[0]: floor_points}
     )
-    partner = _report("log_distance_weight", weight, weight_medians)
-    alone = partnered[weight]
+    alone = floored.with_log_distance_weight(partner["log_distance_weight"])
     map_posts = posts if alone is radio_map else _answered(alone, vm, workers, on_progress, "validation")[1]
     assert len(map_posts) == len(posts)  # which transmissions a map can read depends on neither
     net_mean, net_cov = predict(validation)
@@ -285,8 +299,8 @@ def hybrid_exponents(
             "nll": float(scores[:, k, 0].mean()),
             "temperature": t,
             "region_masses": list(masses),
-            "spread_floor_db": floor_db if name == "map" else 0.0,
-            "log_distance_weight": weight if name == "map" else 0.0,
+            "spread_floor_db": floor["spread_floor_db"] if name == "map" else 0.0,
+            "log_distance_weight": partner["log_distance_weight"] if name == "map" else 0.0,
             "coverage_region50": float(coverage50),
             "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
             "coverage_region95": float(scores[:, k, 2].mean()),

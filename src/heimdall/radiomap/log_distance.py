@@ -26,7 +26,8 @@ from heimdall.radiomap.grid import MapGrid
 from heimdall.scale import SEARCH_PER_MAP_SPACING
 
 MIN_HEARD = 3  # receivers hearing a transmission for the partner to place it (the transmit power is one unknown)
-MAX_FIT_LABELS = 20_000  # labels the partner is fitted on at most (a random subset: it has R + 2 parameters)
+MAX_FIT_LABELS = 20_000  # labels the partner is fitted on at most (a random subset: it has R + 2 parameters) ...
+MAX_FIT_BYTES = 256 * 2**20  # ... and fewer where its least squares' design ([n, R, R + 1] float64, 3 copies) is larger
 MIN_FIT_LABELS = 20  # labelled transmissions heard by MIN_HEARD receivers or more needed to fit it
 LOG_DISTANCE_WEIGHTS = (0.0, 0.5, 1.0)  # γ tried on validation, none first
 
@@ -46,13 +47,15 @@ class LogDistancePartner:
         cls, power_dbm: np.ndarray, heard: np.ndarray, position_m: np.ndarray, rx_position_m: np.ndarray
     ) -> LogDistancePartner | None:
         """Fitted on labelled transmissions (power_dbm float [n, R], heard bool [n, R], position_m [n, 2]; at most
-        MAX_FIT_LABELS of them, drawn at random with a fixed seed), weight 0; None with fewer than MIN_FIT_LABELS
-        heard by MIN_HEARD receivers or more."""
+        MAX_FIT_LABELS of them and what MAX_FIT_BYTES allows, drawn at random with a fixed seed), weight 0; None with
+        fewer than MIN_FIT_LABELS heard by MIN_HEARD receivers or more."""
         rows = np.flatnonzero(np.asarray(heard, bool).sum(axis=1) >= MIN_HEARD)
+        n_rx = np.shape(heard)[1]
+        most = max(MIN_FIT_LABELS, min(MAX_FIT_LABELS, MAX_FIT_BYTES // (3 * 8 * n_rx * (n_rx + 1))))
         if len(rows) < MIN_FIT_LABELS:
             return None
-        if len(rows) > MAX_FIT_LABELS:
-            rows = np.sort(np.random.default_rng(0).choice(rows, MAX_FIT_LABELS, replace=False))
+        if len(rows) > most:
+            rows = np.sort(np.random.default_rng(0).choice(rows, most, replace=False))
         fit = fit_log_distance(power_dbm[rows], heard[rows], position_m[rows], rx_position_m)
         return cls(fit.exponent, np.asarray(fit.offsets_db, np.float64), fit.sigma_db)
 
@@ -63,7 +66,10 @@ class LogDistancePartner:
 
 class LogDistanceSearch:
     """A partner's answers over one map's grid: its model's mean at the search points (MapGrid spacing ×
-    SEARCH_PER_MAP_SPACING over the grid's area) computed once, then one grid search per transmission."""
+    SEARCH_PER_MAP_SPACING over the grid's area) and its square computed once, then one grid search per
+    transmission."""
+
+    BYTES_PER_VALUE = 48  # per search point and receiver while built (distances, their offsets, log) and kept (16)
 
     def __init__(self, partner: LogDistancePartner, grid: MapGrid, rx_position_m: np.ndarray) -> None:
         self.partner = partner
@@ -74,7 +80,8 @@ class LogDistanceSearch:
             grid.spacing_m * SEARCH_PER_MAP_SPACING,
         )
         self.model = log_distance_model(rx_position_m, partner.exponent, partner.offsets_db)
-        self.grid_means = self.model(self.grid.points())
+        means = self.model(self.grid.points())
+        self.grid_means = means, means**2
 
     def answer(self, power_dbm: np.ndarray, heard: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(mean [2] m, covariance [2, 2] m²) of one transmission (power_dbm float [R], heard bool [R]), or None when

@@ -95,18 +95,20 @@ class RadioMap:
 
     def with_log_distance_weight(self, weight: float) -> RadioMap:
         """This map with its log-distance partner weighed in at γ = `weight` (heimdall.radiomap.log_distance; 0: the
-        map alone), info["log_distance_weight"] saying so; itself when it has no partner or the weight is its own.
-        Everything the kernels read is shared."""
+        map alone); itself when it has no partner or the weight is its own. The likelihood table and what the kernels
+        read are shared."""
         partner = self.log_distance
         if partner is None or weight == partner.weight:
             return self
-        weighed = replace(
-            self, log_distance=partner.weighted(weight), info={**self.info, "log_distance_weight": float(weight)}
-        )
-        for name in ("table", "_kernel_table", "_kernel_map"):
-            if name in self.__dict__:
-                weighed.__dict__[name] = self.__dict__[name]
+        weighed = replace(self, log_distance=partner.weighted(weight))
+        weighed.share_table(self)
+        weighed.__dict__["_kernel_map"] = self._kernel_map  # nor do the means or spreads change
         return weighed
+
+    @property
+    def log_distance_weight(self) -> float:
+        """The weight γ its log-distance partner is weighed in at (0 without one)."""
+        return 0.0 if self.log_distance is None else self.log_distance.weight
 
     @cached_property
     def _log_distance_search(self) -> LogDistanceSearch | None:

@@ -3,9 +3,9 @@ masses, and highest-posterior-density (HPD) regions as polygons (metres in the l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import numpy as np
 
@@ -28,6 +28,32 @@ class Mode:
     mass: float
     east_m: float
     north_m: float
+
+
+_T = TypeVar("_T")
+
+
+class _cached(Generic[_T]):  # noqa: N801  (a decorator, named as functools.cached_property)
+    """functools.cached_property without its lock: before Python 3.12 it holds one lock per property for all
+    instances, so threads answering different transmissions would wait on each other's moments and levels. Two
+    threads reading one posterior at once may both compute a value; either is the same."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _cached[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _cached[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)  # the instance's dict answers the next reads
+        return value
 
 
 class GridPosterior:
@@ -75,7 +101,7 @@ class GridPosterior:
         self.log_evidence = float(log_evidence)
         self._levels: dict[float, float] = {}
 
-    @cached_property
+    @_cached
     def _held(self) -> tuple[np.ndarray, np.ndarray]:
         jj, ii = np.nonzero(self.box)
         return (jj + self.j0) * self.grid.nx + ii + self.i0, self.box[jj, ii]
@@ -96,32 +122,32 @@ class GridPosterior:
         h, w = self.box.shape
         return g.east0_m + (self.i0 + np.arange(w)) * g.spacing_m, g.north0_m + (self.j0 + np.arange(h)) * g.spacing_m
 
-    @cached_property
+    @_cached
     def _moments(self) -> tuple[np.ndarray, int]:
         """(moments: mean column, mean row, var column, cov, var row in cells of the box; the flat index of the
         largest weight), one pass over the weights."""
         return kernel.box_summary(self.box)
 
-    @cached_property
+    @_cached
     def _hpd_levels(self) -> dict[float, float]:
         """The levels of HPD_PROBABILITIES, one pass over the weights (apart from the moments: a posterior read only
         for its mean and covariance, as the map's in a hybrid answer, does not pay for them)."""
         levels = kernel.hpd_levels(self.box.reshape(-1), np.array(HPD_PROBABILITIES))
         return dict(zip(HPD_PROBABILITIES, levels.tolist(), strict=True))
 
-    @cached_property
+    @_cached
     def mean_m(self) -> np.ndarray:
         """float64 [2] posterior mean east/north."""
         g, (mean_i, mean_j, _, _, _) = self.grid, self._moments[0]
         return np.array([g.east0_m + (self.i0 + mean_i) * g.spacing_m, g.north0_m + (self.j0 + mean_j) * g.spacing_m])
 
-    @cached_property
+    @_cached
     def cov_m2(self) -> np.ndarray:
         """float64 [2, 2] posterior covariance, plus the cell's own extent (spacing²/12 per axis)."""
         _, _, var_i, cov_ij, var_j = self._moments[0]
         return (np.array([[var_i, cov_ij], [cov_ij, var_j]]) + np.eye(2) / 12) * self.grid.spacing_m**2
 
-    @cached_property
+    @_cached
     def map_m(self) -> np.ndarray:
         """float64 [2] centre of the most probable cell (the first in raster order of equal ones)."""
         j, i = divmod(self._moments[1], self.box.shape[1])
@@ -164,7 +190,7 @@ class GridPosterior:
 
     def hpd_level(self, probability: float) -> float:
         """The weight w* such that cells with weight ≥ w* hold at least `probability` of the mass (those of
-        HPD_PROBABILITIES are found with the moments: one pass over the weights)."""
+        HPD_PROBABILITIES are found together: one pass over the weights)."""
         if probability in HPD_PROBABILITIES:
             return self._hpd_levels[probability]
         if probability not in self._levels:
@@ -273,7 +299,7 @@ class TemperedPosterior:
         """float64 [2] centre of the most probable cell (the same in both posteriors)."""
         return self.point.map_m
 
-    @cached_property
+    @_cached
     def cov_m2(self) -> np.ndarray:
         """float64 [2, 2] the spread's second moment about the point's mean (its covariance, plus the cell's extent,
         plus the outer product of the two means' difference)."""

@@ -74,7 +74,7 @@ class ServedMap:
         masses = dict(zip(REGION_PROBABILITIES, w.region_masses, strict=True))
         return {"alpha": w.alpha, "beta": w.beta, "region_masses": masses, "spacing_m": m.grid.spacing_m,
                 "n_labels": m.n_labels, "spread_floor_db": float(m.info.get("spread_floor_db", 0.0)),
-                "log_distance_weight": m.log_distance.weight if m.log_distance else 0.0}  # fmt: skip
+                "log_distance_weight": m.log_distance_weight}  # fmt: skip
 
 
 @dataclass(frozen=True)
