@@ -1,5 +1,5 @@
-"""The local frame's lat/lon lattice: bilinear interpolation of PROJ's conversion, within millimetres of it on a
-500 m lattice, across the antimeridian and near a pole too."""
+"""The local frame's lat/lon lattice: bilinear interpolation of PROJ's conversion, within a fraction of a millimetre
+of it on a 500 m lattice, across the antimeridian and near a pole too."""
 
 import numpy as np
 import pytest
@@ -16,15 +16,15 @@ def _errors_m(frame: LocalFrame, lattice: LatLonLattice, points_m: np.ndarray) -
     ("origin", "spacing_m", "half_width_m", "bound_m"),
     [
         ((45.3, 8.1), 5.0, 1_000.0, 1e-6),
-        ((45.3, 8.1), 500.0, 100_000.0, 0.006),
-        ((0.0, 30.0), 500.0, 100_000.0, 0.006),
-        ((70.0, 20.0), 500.0, 100_000.0, 0.006),
-        ((-17.7, 179.9), 500.0, 100_000.0, 0.006),  # across the antimeridian
-        ((89.5, 0.0), 500.0, 100_000.0, 0.006),  # around the north pole
-        ((45.3, 8.1), 2000.0, 100_000.0, 0.1),
+        ((45.3, 8.1), 500.0, 100_000.0, 0.0002),
+        ((0.0, 30.0), 500.0, 100_000.0, 0.0002),
+        ((70.0, 20.0), 500.0, 100_000.0, 0.0002),
+        ((-17.7, 179.9), 500.0, 100_000.0, 0.0002),  # across the antimeridian
+        ((89.5, 0.0), 500.0, 100_000.0, 0.0002),  # around the north pole
+        ((45.3, 8.1), 2000.0, 100_000.0, 0.003),
     ],
 )
-def test_points_on_and_between_the_lattice_lines_are_within_millimetres_of_proj(
+def test_points_on_and_between_the_lattice_lines_are_within_a_fraction_of_a_millimetre_of_proj(
     origin, spacing_m, half_width_m, bound_m
 ):
     frame = LocalFrame(*origin)

@@ -63,10 +63,11 @@ class LatLonLattice:
     [ny, nx, 3]: x towards lat 0 lon 0, z towards the north pole), so that a cell across the antimeridian or around
     a pole interpolates as any other.
 
-    The frame's projection is smooth: within one lattice cell it departs from linear by a few times spacing² / (8 ·
-    the Earth's radius), growing with the distance from the frame's origin — measured (tests/test_geo.py) at most
-    5 mm on a 500 m lattice 100 km around the origin. For the many points of a region's outline drawn on the lattice,
-    it costs a few operations a point where PROJ computes a geodesic."""
+    The frame's projection and the unit vectors are smooth: within one lattice cell they depart from linear by about
+    the square of the spacing — measured (tests/test_geo.py) at most 0.13 mm from PROJ's conversion on a 500 m
+    lattice 100 km around the origin, at any latitude and across the antimeridian, and 2 mm on a 2 km one. For the
+    many points of a region's outline drawn on the lattice, it costs a few operations a point where PROJ computes a
+    geodesic."""
 
     east0_m: float
     north0_m: float
