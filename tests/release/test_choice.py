@@ -522,8 +522,10 @@ def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_and
 
     from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents, measured
     from heimdall.radiomap import io as map_io
+    from heimdall.radiomap.answer_arrays import answers_of
     from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
     from heimdall.release.choice import ship
+    from heimdall.release.judged_answers import model_answers
     from heimdall.release.map_attach import read_network
 
     train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
@@ -562,3 +564,9 @@ def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_and
         got = carried.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i]).mean_m
         want = misled.with_log_distance_weight(expected).localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i])
         np.testing.assert_allclose(got, want.mean_m, rtol=1e-6)
+    # the shipped map model's own answers, as the service and predict give them, are the weighed map's
+    served = model_answers((tmp_path / "map.onnx").read_bytes(), val, "shipped")
+    weighed = answers_of(misled.with_log_distance_weight(weight), m.snr_db, m.noise_dbm, m.present, heard=m.heard)
+    both = np.isfinite(served.mean_m).all(axis=1) & np.isfinite(weighed.mean_m).all(axis=1)
+    assert both.sum() >= len(both) // 2
+    np.testing.assert_allclose(served.mean_m[both], weighed.mean_m[both], rtol=0, atol=1e-6)
