@@ -12,18 +12,16 @@ from heimdall.errors import RadioMapFormatError
 from heimdall.evaluation.grid_estimators import measured
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.radiomap import io as map_io
-from heimdall.radiomap.fit import MapOptions, fit_radio_map
 from heimdall.radiomap.log_distance import MIN_HEARD, LogDistanceSearch
 from heimdall.radiomap.posterior import DISAGREEMENT_D2
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_store):
-    """A map fitted on the tiny store's training labels (2 km grid), and its validation split."""
+def fitted(map_model_file, tiny_store):
+    """The map `heimdall map fit` fitted on the tiny store's training labels (2 km grid; the session's, as its model
+    carries it, unweighed), the training and the validation split."""
     train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", 60)
-    radio_map = fit_radio_map(
-        train.scenario, measured(train).labelled(train.target_m), None, MapOptions(spacing_m=2000.0)
-    )
+    radio_map = map_io.from_onnx(onnx.load(str(map_model_file))).with_log_distance_weight(0.0)
     return radio_map, train, val
 
 
