@@ -47,7 +47,7 @@ from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_m
 from heimdall.datasets.place_split import distance_to_nearest_m, place_scales_m, split_by_place
 from heimdall.datasets.power_import import import_table
 from heimdall.datasets.spec import ImportOptions
-from heimdall.evaluation.grid_estimators import hybrid_exponents, measured
+from heimdall.evaluation.grid_estimators import as_shipped, hybrid_exponents, measured
 from heimdall.evaluation.test_set import Predict, TestSet, load_test_set
 from heimdall.metrics import error_m
 from heimdall.radiomap.batch import Unanswered
@@ -345,10 +345,7 @@ def run_case(
         weights = Weights(
             *choice.exponents[choice.localizer], choice.region_masses.get(choice.localizer, HPD_PROBABILITIES)
         )
-        floored = radio_map.with_spread_floor(
-            choice.spread_floor_db.get(choice.localizer, 0.0)
-        ).with_log_distance_weight(choice.log_distance_weight.get(choice.localizer, 0.0))
-        shipped = grid_answers(floored, te, net_mean, net_cov, weights)
+        shipped = grid_answers(as_shipped(radio_map, choice.summary()), te, net_mean, net_cov, weights)
     out["shipped"] = region_summary(
         shipped,
         te.target_m,

@@ -9,6 +9,7 @@ noise (simulated stores only): a floor in NLL.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +170,14 @@ def log_distance_weight_chosen(
     maps = {weight: radio_map.with_log_distance_weight(weight) for weight in tried}
     best, medians, _ = variant_chosen(maps, validation, on_progress, workers, "log-distance weight", known_points_m)
     return _report("log_distance_weight", best, medians)
+
+
+def as_shipped(radio_map: RadioMap, chosen: Mapping[str, Any]) -> RadioMap:
+    """The map as a model carries it: its spreads floored at chosen["spread_floor_db"] and its log-distance partner
+    weighed in at chosen["log_distance_weight"] (hybrid_exponents' result, a FIT_KEY entry or a choice's summary;
+    absent or null: 0) — both 0 unless the map alone is shipped."""
+    floor_db, weight = (float(chosen.get(key) or 0.0) for key in ("spread_floor_db", "log_distance_weight"))
+    return radio_map.with_spread_floor(floor_db).with_log_distance_weight(weight)
 
 
 def _report(key: str, best: float, medians: dict[float, float]) -> dict:
@@ -387,9 +396,7 @@ def grid_estimates(
         if predict is not None and validation is not None:
             chosen = hybrid_exponents(radio_map, validation, predict, on_progress, workers)
             weights = Weights(chosen["alpha"], chosen["beta"], tuple(chosen["region_masses"]))
-            weighed = radio_map.with_spread_floor(chosen["spread_floor_db"]).with_log_distance_weight(
-                chosen["log_distance_weight"]
-            )  # as `map fit` would attach it
+            weighed = as_shipped(radio_map, chosen)  # as `map fit` would attach it
             notes["hybrid"] = chosen
         elif predict is not None:
             notes["hybrid"] = "no validation split to choose the exponents on: not evaluated"

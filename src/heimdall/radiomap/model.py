@@ -113,10 +113,9 @@ class RadioMap:
     @cached_property
     def _log_distance_search(self) -> LogDistanceSearch | None:
         """The partner's answers over this map's grid (None without a partner weighed in)."""
-        partner = self.log_distance
-        if partner is None or partner.weight == 0:
+        if self.log_distance is None or self.log_distance_weight == 0:
             return None
-        return LogDistanceSearch(partner, self.grid, self.rx_position_m)
+        return LogDistanceSearch(self.log_distance, self.grid, self.rx_position_m)
 
     @cached_property
     def table(self) -> LikelihoodTable:

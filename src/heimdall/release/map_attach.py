@@ -25,7 +25,7 @@ from heimdall.budget import Progress, TimeBudget
 from heimdall.datasets.generate import dataset_fingerprint
 from heimdall.errors import ExportError
 from heimdall.evaluation.evaluate import map_splits, onnx_predictions
-from heimdall.evaluation.grid_estimators import fit_map, hybrid_exponents
+from heimdall.evaluation.grid_estimators import as_shipped, fit_map, hybrid_exponents
 from heimdall.evaluation.test_set import TestSet, load_test_set
 from heimdall.manifest import encode_manifest, new_manifest, sidecar_path
 from heimdall.onnx_guard import check_model_size, require_self_contained
@@ -186,9 +186,7 @@ def attach_map(
     import onnxruntime as ort
 
     fit = {**fit, "network_sha256": hashlib.sha256(network.data).hexdigest()}
-    radio_map = radio_map.with_spread_floor(float(fit.get("spread_floor_db", 0.0))).with_log_distance_weight(
-        float(fit.get("log_distance_weight", 0.0))
-    )
+    radio_map = as_shipped(radio_map, fit)
     proto = type(network.proto)()
     proto.CopyFrom(network.proto)  # the network's own stays as read: it can carry another map
     map_io.attach(proto, radio_map)
