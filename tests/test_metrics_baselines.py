@@ -94,6 +94,32 @@ def test_censoring_moves_the_posterior_away_from_silent_receivers():
     censored, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0, censor_dbm=np.full(4, float(power.min())))
     far = SQUARE[2]
     assert np.linalg.norm(censored - far) > np.linalg.norm(plain - far)
+    # floors given per transmission: NaN is a receiver that was not recording, read as absent, not as censored
+    floors = np.full((1, 4), np.nan)
+    not_recording, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0, censor_dbm=floors)
+    np.testing.assert_allclose(not_recording, plain, atol=1e-6)
+    floors[0, 2] = float(power.min())
+    per_row, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0, censor_dbm=floors)
+    np.testing.assert_allclose(per_row, censored, atol=1e-6)
+
+
+def test_the_posterior_moments_hold_far_from_the_origin():
+    # the same network and transmitter 150 km east and north (the far side of a 300 km region): the covariance is
+    # the same, not lost to cancellation in the second moments
+    model = log_distance_model(SQUARE, 3.0)
+    truth = np.array([[10_000.0, -4_000.0]])
+    power = 20.0 + model(truth)
+    heard = np.ones((1, 4), bool)
+    grid = Grid((-50_000.0, -50_000.0, 50_000.0, 50_000.0), 500.0)
+    mean, cov = rss_posterior(power, heard, model, grid, sigma_db=0.5)
+    shift = np.array([150_000.0, 150_000.0])
+    far = log_distance_model(SQUARE + shift, 3.0)
+    e0, n0, e1, n1 = grid.bounds_m
+    far_grid = Grid((e0 + shift[0], n0 + shift[1], e1 + shift[0], n1 + shift[1]), 500.0)
+    far_mean, far_cov = rss_posterior(power, heard, far, far_grid, sigma_db=0.5)
+    np.testing.assert_allclose(far_mean - shift, mean, atol=1e-3)
+    np.testing.assert_allclose(far_cov, cov, rtol=1e-6)
+    assert (np.linalg.eigvalsh(cov[0]) > 0).all()
 
 
 def test_crlb_of_a_symmetric_geometry_matches_the_closed_form():

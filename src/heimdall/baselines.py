@@ -9,7 +9,8 @@
   profiled log-likelihood at the optimum.
 * `log_distance_crlb`: the Cramér–Rao bound of the log-distance model with unknown transmit power.
 
-Only receivers that heard the transmission enter the likelihood (censoring is not modelled).
+Only receivers that heard the transmission enter rss_ml's likelihood (censoring is not modelled there);
+rss_posterior also reads the silent ones as censored when given their floors.
 Shapes: power_dbm, heard [n, R]; positions [n, 2] metres; covariances [n, 2, 2] m².
 """
 
@@ -96,18 +97,16 @@ def rss_ml(
     grid: Grid,
     sigma_db: float,
     chunk: int = 512,
-    grid_means: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood positions [n, 2] and covariances [n, 2, 2] from received powers.
 
-    The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out. grid_means: mean_model
-    at grid.points() [P, R] and its square, when already computed (one transmission at a time: once for all).
+    The likelihood is Gaussian in dB with std sigma_db around μ_r(x) + P0, P0 profiled out.
     """
     power = np.where(heard, power_dbm, 0.0).astype(np.float64)
     w = heard.astype(np.float64)
     pts = grid.points()
-    m_grid = mean_model(pts) if grid_means is None else grid_means[0]
-    m_grid_sq = m_grid**2 if grid_means is None else grid_means[1]
+    m_grid = mean_model(pts)
+    m_grid_sq = m_grid**2
     out_pos = np.empty((len(power), 2))
     for s in range(0, len(power), chunk):
         sl = slice(s, s + chunk)
@@ -133,13 +132,16 @@ def rss_posterior(
     censor_dbm: np.ndarray | None = None,
     p0_range_dbm: tuple[float, float] | None = None,
     chunk: int = 64,
+    grid_means: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean [n, 2] and covariance [n, 2, 2] over the grid (uniform prior on the area).
 
     With a flat prior on P0, integrating it out leaves exp(−cost/(2σ²)) up to a constant per transmission.
     Optional information, evaluated at the profiled P0*(x): `p0_range_dbm`, the known range of P0 (a
-    Gaussian penalty outside it, std σ/√n_heard); `censor_dbm` [R], the power below which a receiver does not
-    hear, so each silent receiver contributes log Φ((censor − P0* − μ_r(x))/σ).
+    Gaussian penalty outside it, std σ/√n_heard); `censor_dbm` [R] or [n, R], the power at or below which a
+    receiver does not hear (dBm; NaN: a receiver that was not recording), so each silent receiver contributes
+    log Φ((censor − P0* − μ_r(x))/σ). grid_means: mean_model at grid.points() [P, R] and its square, when already
+    computed (one transmission at a time: once for all).
     The posterior mean minimises the expected squared error (the Bayes-optimal point estimate); on a rugged
     likelihood (small-scale shadowing known exactly) it is the floor a learned model can approach, where the
     maximum-likelihood point jumps between distant, nearly equal optima.
@@ -149,34 +151,40 @@ def rss_posterior(
     power = np.where(heard, power_dbm, 0.0).astype(np.float64)
     w = heard.astype(np.float64)
     pts = grid.points()
-    m_grid = mean_model(pts)
-    pts32 = pts.astype(np.float32)
-    second = np.stack([pts[:, 0] ** 2, pts[:, 0] * pts[:, 1], pts[:, 1] ** 2], -1).astype(np.float32)
+    m_grid = mean_model(pts) if grid_means is None else grid_means[0]
+    m_grid_sq = m_grid**2 if grid_means is None else grid_means[1]
+    censor = None if censor_dbm is None else np.broadcast_to(np.asarray(censor_dbm, np.float64), power.shape)
+    centre = pts.mean(axis=0)  # moments about the grid's centre, in float64: no cancellation on a 300 km area
+    rel = pts - centre
+    second = np.stack([rel[:, 0] ** 2, rel[:, 0] * rel[:, 1], rel[:, 1] ** 2], -1)
     mean = np.empty((len(power), 2))
     cov = np.empty((len(power), 2, 2))
     for s in range(0, len(power), chunk):
         sl = slice(s, s + chunk)
         a, ws = power[sl] * w[sl], w[sl]
         n_h = np.maximum(ws.sum(-1), 1.0)[:, None]
-        log_w = (_grid_cost(power[sl], ws, m_grid) / (-2 * sigma_db**2)).astype(np.float32)
+        log_w = (_grid_cost(power[sl], ws, m_grid, m_grid_sq) / (-2 * sigma_db**2)).astype(np.float32)
         if censor_dbm is not None or p0_range_dbm is not None:
             p0 = ((a.sum(-1)[:, None] - ws @ m_grid.T) / n_h).astype(np.float32)
             if p0_range_dbm is not None:
                 lo, hi = p0_range_dbm
                 excess = np.maximum(lo - p0, 0) + np.maximum(p0 - hi, 0)
                 log_w -= excess**2 * (n_h / (2 * sigma_db**2)).astype(np.float32)
-            if censor_dbm is not None:
-                for r in range(len(censor_dbm)):
-                    rows = np.flatnonzero(~heard[sl][:, r])
+            if censor is not None:
+                for r in range(power.shape[1]):
+                    level = censor[sl, r]
+                    rows = np.flatnonzero(~heard[sl][:, r] & np.isfinite(level))
                     if len(rows):
-                        z = (np.float32(censor_dbm[r]) - p0[rows] - m_grid[:, r].astype(np.float32)) / sigma_db
+                        floor = level[rows, None].astype(np.float32)
+                        z = (floor - p0[rows] - m_grid[:, r].astype(np.float32)) / sigma_db
                         log_w[rows] += log_ndtr(np.minimum(z, 8.0))
         log_w -= log_w.max(axis=1, keepdims=True)
         np.exp(log_w, out=log_w)
-        total = log_w.sum(axis=1, keepdims=True, dtype=np.float64)
-        m = (log_w @ pts32) / total
-        m2 = (log_w @ second) / total
-        mean[sl] = m
+        weights = log_w.astype(np.float64)
+        total = weights.sum(axis=1, keepdims=True)
+        m = (weights @ rel) / total
+        m2 = (weights @ second) / total
+        mean[sl] = m + centre
         cov[sl, 0, 0] = m2[:, 0] - m[:, 0] ** 2
         cov[sl, 0, 1] = cov[sl, 1, 0] = m2[:, 1] - m[:, 0] * m[:, 1]
         cov[sl, 1, 1] = m2[:, 2] - m[:, 1] ** 2

@@ -12,8 +12,10 @@ from heimdall.errors import RadioMapFormatError
 from heimdall.evaluation.grid_estimators import measured
 from heimdall.evaluation.test_set import load_test_set
 from heimdall.radiomap import io as map_io
-from heimdall.radiomap.log_distance import MIN_HEARD, LogDistanceSearch
+from heimdall.radiomap.grid import MapGrid
+from heimdall.radiomap.log_distance import MAX_SEARCH_POINTS, MIN_HEARD, LogDistanceSearch
 from heimdall.radiomap.posterior import DISAGREEMENT_D2
+from heimdall.scale import SEARCH_PER_MAP_SPACING
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +54,29 @@ def test_the_weighed_posterior_is_the_maps_times_the_partners_gaussian_unless_th
     weighed = radio_map.with_log_distance_weight(weight)
     search = LogDistanceSearch(weighed.log_distance, radio_map.grid, radio_map.rx_position_m)
     m = measured(val)
-    multiplied = 0
+    multiplied = read_censored = 0
     for i in range(len(val.target_m)):
-        post = radio_map.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i])
-        got = weighed.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], m.heard[i])
-        power = np.where(m.heard[i], m.snr_db[i] + m.noise_dbm[i], 0.0)
-        partner = search.answer(power, m.heard[i])
-        if partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
-            assert partner is not None or m.heard[i].sum() < MIN_HEARD
-            np.testing.assert_array_equal(got.box, post.box)
-            continue
-        multiplied += 1
-        expected = post.times_gaussian(*partner, 1.0, weight)
-        np.testing.assert_allclose(got.box, expected.box, rtol=1e-12, atol=1e-300)
-        assert not np.array_equal(got.box, post.box)
-    assert multiplied >= len(val.target_m) // 2
+        # as measured, and with its weakest receiver read as silent: a censored reading at its floor (noise power)
+        silenced = m.heard[i].copy()
+        silenced[np.flatnonzero(m.heard[i])[np.argmin(m.snr_db[i][m.heard[i]])]] = False
+        for heard in (m.heard[i], silenced):
+            post = radio_map.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], heard)
+            got = weighed.localize(m.snr_db[i], m.noise_dbm[i], m.present[i], heard)
+            censored = m.present[i] & ~heard & np.isfinite(m.noise_dbm[i])
+            power = np.where(heard, m.snr_db[i] + m.noise_dbm[i], np.where(censored, m.noise_dbm[i], 0.0))
+            partner = search.answer(power, heard, censored)
+            if partner is not None and censored.any():  # the floor of a silent receiver moves the partner's answer
+                read_censored += not np.allclose(search.answer(power, heard, np.zeros_like(censored))[0], partner[0])
+            if partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
+                assert partner is not None or heard.sum() < MIN_HEARD
+                np.testing.assert_array_equal(got.box, post.box)
+                continue
+            multiplied += 1
+            expected = post.times_gaussian(*partner, 1.0, weight)
+            np.testing.assert_allclose(got.box, expected.box, rtol=1e-12, atol=1e-300)
+            assert not np.array_equal(got.box, post.box)
+    assert multiplied >= len(val.target_m)
+    assert read_censored >= len(val.target_m) // 2
 
 
 def test_the_partner_and_its_weight_round_trip_through_the_map_file_and_bad_values_are_refused(fitted):
@@ -99,3 +109,16 @@ def test_the_partner_and_its_weight_round_trip_through_the_map_file_and_bad_valu
         entry.value = json.dumps(description)
         with pytest.raises(RadioMapFormatError, match=field):
             map_io.from_onnx(bad)
+
+
+def test_the_partners_search_points_cover_the_map_and_are_bounded_whatever_its_size():
+    small = MapGrid(-1_000.0, -500.0, 100.0, 30, 20)  # 600 cells: search points 4 cells apart
+    grid = LogDistanceSearch.search_grid(small)
+    assert grid.spacing_m == 100.0 * SEARCH_PER_MAP_SPACING
+    assert grid.bounds_m == (-1_050.0, -550.0, 1_950.0, 1_450.0)  # the cells' outer edges
+    large = MapGrid(0.0, 0.0, 5.0, 4_000, 3_000)  # 12 million cells: 750,000 points 4 cells apart
+    grid = LogDistanceSearch.search_grid(large)
+    points = grid.points()
+    assert len(points) <= MAX_SEARCH_POINTS * 1.05
+    assert points[:, 0].min() <= 0.0 and points[:, 0].max() >= 4_000 * 5.0 - grid.spacing_m
+    assert points[:, 1].min() <= 0.0 and points[:, 1].max() >= 3_000 * 5.0 - grid.spacing_m

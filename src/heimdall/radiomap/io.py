@@ -24,7 +24,6 @@ from heimdall.radiomap.likelihood import STEP_DB
 from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS, LogDistancePartner, LogDistanceSearch
 from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.model import RadioMap
-from heimdall.scale import SEARCH_PER_MAP_SPACING
 
 if TYPE_CHECKING:  # onnx is imported where a map is written or read
     import onnx
@@ -269,8 +268,8 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
     # of the cells the service draws regions on (heimdall.geo.LatLonLattice, a border of one cell)
     lattice = LatLonLattice.BYTES_PER_NODE * (m.grid.nx + 2) * (m.grid.ny + 2)
     # and where a log-distance partner is weighed in, its model's means at its search points
-    points = m.grid.n_cells / SEARCH_PER_MAP_SPACING**2 + m.grid.nx + m.grid.ny + 1
-    partner = LogDistanceSearch.BYTES_PER_VALUE * m.n_receivers * points if m.log_distance_weight > 0 else 0
+    points = len(LogDistanceSearch.search_grid(m.grid).points()) if m.log_distance_weight > 0 else 0
+    partner = LogDistanceSearch.BYTES_PER_VALUE * m.n_receivers * points
     need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice + int(partner)
     why = over_budget(need)
     if why is not None:

@@ -3,15 +3,17 @@ map's posterior.
 
     p(x) ∝ p_map(x) · N(x; μ_ld, Σ_ld)^γ
 
-μ_ld is the maximum-likelihood position of the log-distance model fitted on the same labels (heimdall.baselines:
-μ_r(x) = K_r − 10·n·log10 |x − x_r|, the transmit power profiled out, Gaussian residuals of σ dB; heard receivers
-only), Σ_ld the curvature covariance there. Where the two answers disagree beyond both their spreads (the squared
+μ_ld and Σ_ld are the posterior mean and covariance, over a search grid, of the log-distance model fitted on the same
+labels (heimdall.baselines.rss_posterior: μ_r(x) = K_r − 10·n·log10 |x − x_r|, the transmit power profiled out,
+Gaussian residuals of σ dB at the receivers that hear, and each present receiver that does not hear read as censored
+at its floor, log Φ((floor − P0* − μ_r(x))/σ)). Where the two answers disagree beyond both their spreads (the squared
 Mahalanobis distance of their means under Σ_map + Σ_ld above DISAGREEMENT_D2, the rule the network answers to) or
 fewer than MIN_HEARD receivers hear, the map's posterior stands alone. γ = 0: the map alone.
 
 Why: away from its labels a map's residual fields hold little, and its mean is the scenario's physics; the
 log-distance model's few parameters, fitted to the same labels, err differently there. On the real network's spatial
-draws (docs/RADIOMAP.md) their product was better than either. γ is chosen on validation like the spread floor
+draws (docs/RADIOMAP.md) their product was better than either, and reading the silent receivers as censored made the
+partner better than log-distance ML, which reads only those that hear. γ is chosen on validation like the spread floor
 (heimdall.evaluation.grid_estimators.log_distance_weight_chosen) and carried by a model whose map answers alone.
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_ml
+from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_posterior
 from heimdall.radiomap.grid import MapGrid
 from heimdall.scale import SEARCH_PER_MAP_SPACING
 
@@ -30,6 +32,7 @@ MAX_FIT_LABELS = 20_000  # labels the partner is fitted on at most (a random sub
 MAX_FIT_BYTES = 256 * 2**20  # ... and fewer where its least squares' design ([n, R, R + 1] float64, 3 copies) is larger
 MIN_FIT_LABELS = 20  # labelled transmissions heard by MIN_HEARD receivers or more needed to fit it
 LOG_DISTANCE_WEIGHTS = (0.0, 0.5, 1.0)  # γ tried on validation, none first
+MAX_SEARCH_POINTS = 4096  # the partner's search points over the map's area, about, at most
 
 
 @dataclass(frozen=True)
@@ -65,30 +68,41 @@ class LogDistancePartner:
 
 
 class LogDistanceSearch:
-    """A partner's answers over one map's grid: its model's mean at the search points (MapGrid spacing ×
-    SEARCH_PER_MAP_SPACING over the grid's area) and its square computed once, then one grid search per
-    transmission."""
+    """A partner's answers over one map's grid: its model's mean at the search points (`search_grid`) and its square
+    computed once, then one posterior over them per transmission."""
 
     BYTES_PER_VALUE = 48  # per search point and receiver while built (distances, their offsets, log) and kept (16)
 
+    @staticmethod
+    def search_grid(grid: MapGrid) -> Grid:
+        """The search points over a map grid's area: SEARCH_PER_MAP_SPACING map cells apart, or wider where that
+        would make more than about MAX_SEARCH_POINTS (what an answer costs is bounded whatever the map's size)."""
+        half = grid.spacing_m / 2
+        width_m, height_m = grid.nx * grid.spacing_m, grid.ny * grid.spacing_m
+        spacing_m = max(grid.spacing_m * SEARCH_PER_MAP_SPACING, float(np.sqrt(width_m * height_m / MAX_SEARCH_POINTS)))
+        return Grid(
+            (grid.east0_m - half, grid.north0_m - half, grid.east0_m - half + width_m, grid.north0_m - half + height_m),
+            spacing_m,
+        )
+
     def __init__(self, partner: LogDistancePartner, grid: MapGrid, rx_position_m: np.ndarray) -> None:
         self.partner = partner
-        half = grid.spacing_m / 2
-        east1, north1 = grid.east0_m + (grid.nx - 1) * grid.spacing_m, grid.north0_m + (grid.ny - 1) * grid.spacing_m
-        self.grid = Grid(
-            (grid.east0_m - half, grid.north0_m - half, east1 + half, north1 + half),
-            grid.spacing_m * SEARCH_PER_MAP_SPACING,
-        )
+        self.grid = self.search_grid(grid)
         self.model = log_distance_model(rx_position_m, partner.exponent, partner.offsets_db)
         means = self.model(self.grid.points())
         self.grid_means = means, means**2
 
-    def answer(self, power_dbm: np.ndarray, heard: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mean [2] m, covariance [2, 2] m²) of one transmission (power_dbm float [R], heard bool [R]), or None when
-        fewer than MIN_HEARD receivers hear it."""
+    def answer(
+        self, power_dbm: np.ndarray, heard: np.ndarray, censored: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean [2] m, covariance [2, 2] m²) of one transmission (power_dbm float [R]: the measured power where
+        heard, the floor where censored; heard, censored bool [R]; neither: not recording), or None when fewer than
+        MIN_HEARD receivers hear it."""
         if np.count_nonzero(heard) < MIN_HEARD:
             return None
-        mean, cov = rss_ml(
-            power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, grid_means=self.grid_means
-        )
+        floors = np.where(censored, power_dbm, np.nan)
+        mean, cov = rss_posterior(
+            power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, floors[None], chunk=1,
+            grid_means=self.grid_means,
+        )  # fmt: skip
         return mean[0], cov[0]

@@ -248,7 +248,9 @@ class RadioMap:
         heard[m.rx[~m.censored]] = True
         power = np.zeros(self.n_receivers)
         power[m.rx] = m.level_dbm
-        partner = search.answer(power, heard)
+        censored = np.zeros(self.n_receivers, bool)
+        censored[m.rx[m.censored]] = True
+        partner = search.answer(power, heard, censored)
         if partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
             return post
         return post.times_gaussian(*partner, 1.0, search.partner.weight)
