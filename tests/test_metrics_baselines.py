@@ -101,6 +101,20 @@ def test_censoring_moves_the_posterior_away_from_silent_receivers():
     floors[0, 2] = float(power.min())
     per_row, _ = rss_posterior(power, heard, model, grid, sigma_db=8.0, censor_dbm=floors)
     np.testing.assert_allclose(per_row, censored, atol=1e-6)
+    # three transmissions in chunks of two, each with its own floors: each as if alone
+    truths = np.array([[-20_000.0, -20_000.0], [15_000.0, -5_000.0], [0.0, 20_000.0]])
+    powers = 20.0 + model(truths)
+    heard = np.array([[True, True, False, True], [False, True, True, True], [True, True, True, False]])
+    row_floors = np.where(heard, np.nan, np.array([[-95.0], [-70.0], [np.nan]]))
+    together, together_cov = rss_posterior(powers, heard, model, grid, sigma_db=8.0, censor_dbm=row_floors, chunk=2)
+    for i in range(3):
+        alone, alone_cov = rss_posterior(powers[i : i + 1], heard[i : i + 1], model, grid, sigma_db=8.0,
+                                         censor_dbm=row_floors[i : i + 1])  # fmt: skip
+        np.testing.assert_allclose(together[i], alone[0], atol=1e-6)
+        np.testing.assert_allclose(together_cov[i], alone_cov[0], rtol=1e-9)
+    uncensored = rss_posterior(powers[:2], heard[:2], model, grid, sigma_db=8.0)[0]
+    assert np.linalg.norm(together[0] - uncensored[0]) > 100.0  # rows 0 and 1 read their floors, row 2 has none
+    assert np.linalg.norm(together[1] - uncensored[1]) > 100.0
 
 
 def test_the_posterior_moments_hold_far_from_the_origin():

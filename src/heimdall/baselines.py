@@ -4,7 +4,7 @@
 * `rss_posterior`: the posterior mean and covariance over the same grid (the Bayes-optimal estimate).
 * `rss_ml`: maximum likelihood from received powers with the transmit power profiled out analytically,
   for any mean-power model μ_r(x) (the log-distance model for the classical estimator; the true path loss
-  plus the true shadowing fields and gain offsets for the oracle). Grid search over the area, then two
+  plus the true shadowing fields and gain offsets for the oracle). Grid search over the area, then three
   rounds of local refinement, vectorised over transmissions; its covariance comes from the curvature of the
   profiled log-likelihood at the optimum.
 * `log_distance_crlb`: the Cramér–Rao bound of the log-distance model with unknown transmit power.
@@ -139,7 +139,7 @@ def rss_posterior(
     With a flat prior on P0, integrating it out leaves exp(−cost/(2σ²)) up to a constant per transmission.
     Optional information, evaluated at the profiled P0*(x): `p0_range_dbm`, the known range of P0 (a
     Gaussian penalty outside it, std σ/√n_heard); `censor_dbm` [R] or [n, R], the power at or below which a
-    receiver does not hear (dBm; NaN: a receiver that was not recording), so each silent receiver contributes
+    receiver does not hear (dBm; NaN or ±inf: a receiver that was not recording), so each silent receiver contributes
     log Φ((censor − P0* − μ_r(x))/σ). grid_means: mean_model at grid.points() [P, R] and its square, when already
     computed (one transmission at a time: once for all).
     The posterior mean minimises the expected squared error (the Bayes-optimal point estimate); on a rugged
@@ -172,11 +172,11 @@ def rss_posterior(
                 log_w -= excess**2 * (n_h / (2 * sigma_db**2)).astype(np.float32)
             if censor is not None:
                 for r in range(power.shape[1]):
-                    level = censor[sl, r]
-                    rows = np.flatnonzero(~heard[sl][:, r] & np.isfinite(level))
+                    floor_dbm = censor[sl, r]
+                    rows = np.flatnonzero(~heard[sl][:, r] & np.isfinite(floor_dbm))
                     if len(rows):
-                        floor = level[rows, None].astype(np.float32)
-                        z = (floor - p0[rows] - m_grid[:, r].astype(np.float32)) / sigma_db
+                        at_floor_dbm = floor_dbm[rows, None].astype(np.float32)
+                        z = (at_floor_dbm - p0[rows] - m_grid[:, r].astype(np.float32)) / sigma_db
                         log_w[rows] += log_ndtr(np.minimum(z, 8.0))
         log_w -= log_w.max(axis=1, keepdims=True)
         np.exp(log_w, out=log_w)

@@ -116,9 +116,10 @@ def test_the_partners_search_points_cover_the_map_and_are_bounded_whatever_its_s
     grid = LogDistanceSearch.search_grid(small)
     assert grid.spacing_m == 100.0 * SEARCH_PER_MAP_SPACING
     assert grid.bounds_m == (-1_050.0, -550.0, 1_950.0, 1_450.0)  # the cells' outer edges
-    large = MapGrid(0.0, 0.0, 5.0, 4_000, 3_000)  # 12 million cells: 750,000 points 4 cells apart
-    grid = LogDistanceSearch.search_grid(large)
-    points = grid.points()
-    assert len(points) <= MAX_SEARCH_POINTS * 1.05
-    assert points[:, 0].min() <= 0.0 and points[:, 0].max() >= 4_000 * 5.0 - grid.spacing_m
-    assert points[:, 1].min() <= 0.0 and points[:, 1].max() >= 3_000 * 5.0 - grid.spacing_m
+    # 3.75 million cells (234,000 points 4 cells apart), and 2 million in a strip 5,000 times longer than wide
+    for nx, ny in ((2_500, 1_500), (100_000, 20), (20, 100_000)):
+        grid = LogDistanceSearch.search_grid(MapGrid(0.0, 0.0, 5.0, nx, ny))
+        points = grid.points()
+        assert len(points) <= MAX_SEARCH_POINTS
+        for axis, n in ((0, nx), (1, ny)):  # every cell within a search spacing of a point
+            assert points[:, axis].min() <= 0.0 and points[:, axis].max() >= (n - 1) * 5.0 - grid.spacing_m

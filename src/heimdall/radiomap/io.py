@@ -270,7 +270,7 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
     # and where a log-distance partner is weighed in, its model's means at its search points
     points = len(LogDistanceSearch.search_grid(m.grid).points()) if m.log_distance_weight > 0 else 0
     partner = LogDistanceSearch.BYTES_PER_VALUE * m.n_receivers * points
-    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice + int(partner)
+    need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice + partner
     why = over_budget(need)
     if why is not None:
         raise RadioMapFormatError(f"metadata {METADATA_KEY}: a map too large for the memory budget: it needs {why}")

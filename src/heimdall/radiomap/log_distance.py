@@ -32,7 +32,7 @@ MAX_FIT_LABELS = 20_000  # labels the partner is fitted on at most (a random sub
 MAX_FIT_BYTES = 256 * 2**20  # ... and fewer where its least squares' design ([n, R, R + 1] float64, 3 copies) is larger
 MIN_FIT_LABELS = 20  # labelled transmissions heard by MIN_HEARD receivers or more needed to fit it
 LOG_DISTANCE_WEIGHTS = (0.0, 0.5, 1.0)  # γ tried on validation, none first
-MAX_SEARCH_POINTS = 4096  # the partner's search points over the map's area, about, at most
+MAX_SEARCH_POINTS = 4096  # the partner's search points over the map's area, at most
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,14 @@ class LogDistanceSearch:
     @staticmethod
     def search_grid(grid: MapGrid) -> Grid:
         """The search points over a map grid's area: SEARCH_PER_MAP_SPACING map cells apart, or wider where that
-        would make more than about MAX_SEARCH_POINTS (what an answer costs is bounded whatever the map's size)."""
+        would make more than MAX_SEARCH_POINTS (what an answer costs is bounded whatever the map's size and shape)."""
         half = grid.spacing_m / 2
         width_m, height_m = grid.nx * grid.spacing_m, grid.ny * grid.spacing_m
-        spacing_m = max(grid.spacing_m * SEARCH_PER_MAP_SPACING, float(np.sqrt(width_m * height_m / MAX_SEARCH_POINTS)))
+        # Grid.points puts at most w/s + 1.5 points along a side w at spacing s: the smallest s with
+        # (W/s + 1.5)(H/s + 1.5) ≤ MAX_SEARCH_POINTS, a quadratic in 1/s
+        a, b, c = width_m * height_m, 1.5 * (width_m + height_m), 2.25 - MAX_SEARCH_POINTS
+        widest = 2 * a / (-b + np.sqrt(b * b - 4 * a * c))
+        spacing_m = max(grid.spacing_m * SEARCH_PER_MAP_SPACING, float(widest))
         return Grid(
             (grid.east0_m - half, grid.north0_m - half, grid.east0_m - half + width_m, grid.north0_m - half + height_m),
             spacing_m,
@@ -100,9 +104,9 @@ class LogDistanceSearch:
         MIN_HEARD receivers hear it."""
         if np.count_nonzero(heard) < MIN_HEARD:
             return None
-        floors = np.where(censored, power_dbm, np.nan)
+        floor_dbm = np.where(censored, power_dbm, np.nan)[None] if np.any(censored) else None
         mean, cov = rss_posterior(
-            power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, floors[None], chunk=1,
+            power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, floor_dbm, chunk=1,
             grid_means=self.grid_means,
         )  # fmt: skip
         return mean[0], cov[0]
