@@ -123,6 +123,32 @@ def rss_ml(
     return out_pos, cov
 
 
+@dataclass(frozen=True)
+class PosteriorGrid:
+    """What rss_posterior reads of a grid and a mean model, computed once (`of`) where many calls share them: the
+    model's means at the grid's points [P, R] dB and their squares, the points about their centre [P, 2] m, their
+    second moments (east², east·north, north²) [P, 3] m² and the centre [2] m (moments are taken about it in float64:
+    no cancellation on a 300 km area)."""
+
+    means_db: np.ndarray
+    means_sq_db2: np.ndarray
+    relative_m: np.ndarray
+    second_m2: np.ndarray
+    centre_m: np.ndarray
+
+    BYTES_PER_POINT = 56  # relative_m, second_m2 and the points they came from (float64), besides 16 per receiver
+
+    @classmethod
+    def of(cls, grid: Grid, mean_model: MeanModel) -> PosteriorGrid:
+        """The terms of `grid` under `mean_model`."""
+        pts = grid.points()
+        means = mean_model(pts)
+        centre = pts.mean(axis=0)
+        rel = pts - centre
+        second = np.stack([rel[:, 0] ** 2, rel[:, 0] * rel[:, 1], rel[:, 1] ** 2], -1)
+        return cls(means, means**2, rel, second, centre)
+
+
 def rss_posterior(
     power_dbm: np.ndarray,
     heard: np.ndarray,
@@ -132,7 +158,7 @@ def rss_posterior(
     censor_dbm: np.ndarray | None = None,
     p0_range_dbm: tuple[float, float] | None = None,
     chunk: int = 64,
-    grid_means: tuple[np.ndarray, np.ndarray] | None = None,
+    precomputed: PosteriorGrid | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean [n, 2] and covariance [n, 2, 2] over the grid (uniform prior on the area).
 
@@ -140,8 +166,8 @@ def rss_posterior(
     Optional information, evaluated at the profiled P0*(x): `p0_range_dbm`, the known range of P0 (a
     Gaussian penalty outside it, std σ/√n_heard); `censor_dbm` [R] or [n, R], the power at or below which a
     receiver does not hear (dBm; NaN or ±inf: a receiver that was not recording), so each silent receiver contributes
-    log Φ((censor − P0* − μ_r(x))/σ). grid_means: mean_model at grid.points() [P, R] and its square, when already
-    computed (one transmission at a time: once for all).
+    log Φ((censor − P0* − μ_r(x))/σ). precomputed: PosteriorGrid.of(grid, mean_model), when already computed (one
+    transmission at a time: once for all).
     The posterior mean minimises the expected squared error (the Bayes-optimal point estimate); on a rugged
     likelihood (small-scale shadowing known exactly) it is the floor a learned model can approach, where the
     maximum-likelihood point jumps between distant, nearly equal optima.
@@ -150,13 +176,9 @@ def rss_posterior(
 
     power = np.where(heard, power_dbm, 0.0).astype(np.float64)
     w = heard.astype(np.float64)
-    pts = grid.points()
-    m_grid = mean_model(pts) if grid_means is None else grid_means[0]
-    m_grid_sq = m_grid**2 if grid_means is None else grid_means[1]
+    terms = PosteriorGrid.of(grid, mean_model) if precomputed is None else precomputed
+    m_grid, m_grid_sq = terms.means_db, terms.means_sq_db2
     censor = None if censor_dbm is None else np.broadcast_to(np.asarray(censor_dbm, np.float64), power.shape)
-    centre = pts.mean(axis=0)  # moments about the grid's centre, in float64: no cancellation on a 300 km area
-    rel = pts - centre
-    second = np.stack([rel[:, 0] ** 2, rel[:, 0] * rel[:, 1], rel[:, 1] ** 2], -1)
     mean = np.empty((len(power), 2))
     cov = np.empty((len(power), 2, 2))
     for s in range(0, len(power), chunk):
@@ -182,9 +204,9 @@ def rss_posterior(
         np.exp(log_w, out=log_w)
         weights = log_w.astype(np.float64)
         total = weights.sum(axis=1, keepdims=True)
-        m = (weights @ rel) / total
-        m2 = (weights @ second) / total
-        mean[sl] = m + centre
+        m = (weights @ terms.relative_m) / total
+        m2 = (weights @ terms.second_m2) / total
+        mean[sl] = m + terms.centre_m
         cov[sl, 0, 0] = m2[:, 0] - m[:, 0] ** 2
         cov[sl, 0, 1] = cov[sl, 1, 0] = m2[:, 1] - m[:, 0] * m[:, 1]
         cov[sl, 1, 1] = m2[:, 2] - m[:, 1] ** 2

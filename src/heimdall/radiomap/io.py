@@ -269,7 +269,7 @@ def from_onnx(model: onnx.ModelProto) -> RadioMap:
     lattice = LatLonLattice.BYTES_PER_NODE * (m.grid.nx + 2) * (m.grid.ny + 2)
     # and where a log-distance partner is weighed in, its model's means at its search points
     points = len(LogDistanceSearch.search_grid(m.grid).points()) if m.log_distance_weight > 0 else 0
-    partner = LogDistanceSearch.BYTES_PER_VALUE * m.n_receivers * points
+    partner = (LogDistanceSearch.BYTES_PER_VALUE * m.n_receivers + LogDistanceSearch.BYTES_PER_POINT) * points
     need = m.mean_dbm.nbytes + m.spread_db.nbytes + m.spread_db.size + m.table_bytes + lattice + partner
     why = over_budget(need)
     if why is not None:

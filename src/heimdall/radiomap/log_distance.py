@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from heimdall.baselines import Grid, fit_log_distance, log_distance_model, rss_posterior
+from heimdall.baselines import Grid, PosteriorGrid, fit_log_distance, log_distance_model, rss_posterior
 from heimdall.radiomap.grid import MapGrid
 from heimdall.scale import SEARCH_PER_MAP_SPACING
 
@@ -68,10 +68,11 @@ class LogDistancePartner:
 
 
 class LogDistanceSearch:
-    """A partner's answers over one map's grid: its model's mean at the search points (`search_grid`) and its square
-    computed once, then one posterior over them per transmission."""
+    """A partner's answers over one map's grid: what the posterior reads of its model at the search points
+    (`search_grid`; heimdall.baselines.PosteriorGrid) computed once, then one posterior over them per transmission."""
 
     BYTES_PER_VALUE = 48  # per search point and receiver while built (distances, their offsets, log) and kept (16)
+    BYTES_PER_POINT = PosteriorGrid.BYTES_PER_POINT
 
     @staticmethod
     def search_grid(grid: MapGrid) -> Grid:
@@ -93,8 +94,7 @@ class LogDistanceSearch:
         self.partner = partner
         self.grid = self.search_grid(grid)
         self.model = log_distance_model(rx_position_m, partner.exponent, partner.offsets_db)
-        means = self.model(self.grid.points())
-        self.grid_means = means, means**2
+        self.terms = PosteriorGrid.of(self.grid, self.model)
 
     def answer(
         self, power_dbm: np.ndarray, heard: np.ndarray, censored: np.ndarray
@@ -107,6 +107,6 @@ class LogDistanceSearch:
         floor_dbm = np.where(censored, power_dbm, np.nan)[None] if np.any(censored) else None
         mean, cov = rss_posterior(
             power_dbm[None], heard[None], self.model, self.grid, self.partner.sigma_db, floor_dbm, chunk=1,
-            grid_means=self.grid_means,
+            precomputed=self.terms,
         )  # fmt: skip
         return mean[0], cov[0]
