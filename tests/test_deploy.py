@@ -198,6 +198,10 @@ def test_the_s3_service_lets_only_the_s3_api_be_reached(tmp_path):
             proc.wait()
         log.close()
     assert not _processes_with("TEAM_DATA", str(data))
+    # and SeaweedFS's unix sockets, named after its ports (gRPC: port + 10000), are gone from /tmp
+    ports = {str(p + offset) for p in (master, volume, filer, gateway) for offset in (0, 10000)}
+    left = [sock.name for sock in Path("/tmp").glob("seaweedfs-*.sock") if sock.stem.rsplit("-", 1)[1] in ports]
+    assert not left, left
 
 
 def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> str:
