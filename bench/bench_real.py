@@ -335,7 +335,7 @@ def run_case(
         out["network"] = region_summary(gaussian_answers(net_mean, net_cov, te.target_m), te.target_m)
         cand = fit_entry["candidates"][HYBRID]
         out["hybrid"] = region_summary(
-            grid_answers(radio_map, te, net_mean, net_cov,
+            grid_answers(radio_map.with_log_distance_weight(cand["log_distance_weight"]), te, net_mean, net_cov,
                          Weights(cand["alpha"], cand["beta"], tuple(cand["region_masses"]))), te.target_m,
             {"alpha": cand["alpha"], "beta": cand["beta"], "temperature": cand["temperature"]},
         )  # fmt: skip

@@ -515,7 +515,7 @@ def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_
     assert "weighted centroid" in captured.err  # the printed table's centroid row
 
 
-def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_and_shipped_so_alone(
+def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_alone_and_in_the_hybrid(
     model_file, tiny_store, tmp_path
 ):
     import dataclasses
@@ -551,10 +551,13 @@ def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_and
     assert weight in LOG_DISTANCE_WEIGHTS and weight > 0 and medians[f"{weight:g}"] <= 0.98 * medians["0"]
     assert fit["candidates"]["map"]["log_distance_weight"] == weight
     assert fit["candidates"]["map"]["median_error_m"] < alone["candidates"]["map"]["median_error_m"]
-    assert fit["candidates"]["hybrid"] == alone["candidates"]["hybrid"]  # the hybrid reads the map as fitted
-    assert "the log-distance model fitted on its labels weighed in at" in choose(fit, "map").reason
-    # shipped: the map alone carries the weight (its answers are the weighed map's), the hybrid the map as fitted
-    for localizer, expected in (("map", weight), ("hybrid", 0.0)):
+    # the hybrid reads the map with the same partner (its spreads as fitted), and gains from it too
+    assert fit["candidates"]["hybrid"]["log_distance_weight"] == weight
+    assert fit["candidates"]["hybrid"]["median_error_m"] < alone["candidates"]["hybrid"]["median_error_m"]
+    for localizer in ("map", "hybrid"):
+        assert "the log-distance model fitted on its labels weighed in at" in choose(fit, localizer).reason
+    # shipped: the map carries the weight whether it answers alone or with the network
+    for localizer, expected in (("map", weight), ("hybrid", weight)):
         attached = ship(choose(fit, localizer), network, misled, fit, tmp_path / f"{localizer}.onnx")
         assert attached is not None and attached.fit["log_distance_weight"] == expected
         carried = map_io.from_onnx(onnx.load(str(attached.path)))

@@ -37,10 +37,10 @@ def test_map_fit_writes_a_new_model_carrying_the_map(map_model_file, model_file,
     assert fit["spread_floor_db"] == (floor if fit["beta"] == 0 else 0.0)
     assert radio_map.spread_db.min() >= fit["spread_floor_db"]
     assert radio_map.info.get("spread_floor_db", 0.0) == fit["spread_floor_db"]
-    # so is its log-distance partner's weight; the partner itself is carried either way
+    # its log-distance partner's weight, chosen on validation, is the carried map's with the network or without
     weight, tried = fit["log_distance"]["log_distance_weight"], fit["log_distance"]["median_error_m"]
     assert set(tried) == {f"{w:g}" for w in LOG_DISTANCE_WEIGHTS}
-    assert fit["log_distance_weight"] == (weight if fit["beta"] == 0 else 0.0)
+    assert fit["log_distance_weight"] == weight
     assert radio_map.log_distance is not None and radio_map.log_distance.weight == fit["log_distance_weight"]
     # the shipped model names the store and hashes it; no path of the machine that fitted it is in it
     assert not [k for k, v in meta.items() if str(tiny_store.resolve().parent) in v]

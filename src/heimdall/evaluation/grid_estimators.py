@@ -175,7 +175,7 @@ def log_distance_weight_chosen(
 def as_shipped(radio_map: RadioMap, chosen: Mapping[str, Any]) -> RadioMap:
     """The map as a model carries it: its spreads floored at chosen["spread_floor_db"] and its log-distance partner
     weighed in at chosen["log_distance_weight"] (hybrid_exponents' result, a FIT_KEY entry or a choice's summary;
-    absent or null: 0) — both 0 unless the map alone is shipped."""
+    absent or null: 0) — the floor 0 unless the map alone is shipped, the weight 0 when the network alone is."""
     floor_db, weight = (float(chosen.get(key) or 0.0) for key in ("spread_floor_db", "log_distance_weight"))
     return radio_map.with_spread_floor(floor_db).with_log_distance_weight(weight)
 
@@ -251,9 +251,10 @@ def hybrid_exponents(
     of each localizer on the same transmissions and footing — `network` (its Gaussian), `map` (the best α with β = 0,
     the map's spreads floored at `spread_floor_db`, spread_floor_chosen among `spread_floors_db`, then its
     log-distance partner weighed in at `log_distance_weight` among `log_distance_weights`, chosen the same way on the
-    floored map: heimdall.radiomap.log_distance) and `hybrid` (the best α, β with β >
-    0, the map as fitted: a wider map would hand more of each answer to a network that validation may judge well
-    where it extrapolates badly), the map and the hybrid at the temperature that brings their 95 % regions to their
+    floored map: heimdall.radiomap.log_distance) and `hybrid` (the best α, β with β > 0, the map with the same
+    partner weight but its spreads as fitted: a wider map would hand more of each answer to a network that validation
+    may judge well where it extrapolates badly, while the partner, which reads the same physics on every block, hands
+    it less), the map and the hybrid at the temperature that brings their 95 % regions to their
     coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents already divided by it;
     `region_masses`, the 50 % region's mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its
     coverage out of sample and `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule
@@ -265,7 +266,7 @@ def hybrid_exponents(
     (`median_error_far_m`, heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers`
     threads (None: every CPU), on_progress("validation", done, total) as they are computed; transmissions the map
     cannot read are left out."""
-    radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted: the hybrid's, where both choices start
+    radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted, where both choices start
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
     as_fitted = np.full((len(vm), 2), np.nan)
@@ -277,9 +278,16 @@ def hybrid_exponents(
     partner = log_distance_weight_chosen(
         floored, validation, on_progress, workers, log_distance_weights, {log_distance_weights[0]: floor_points}
     )
-    alone = floored.with_log_distance_weight(partner["log_distance_weight"])
-    map_posts = posts if alone is radio_map else _answered(alone, vm, workers, on_progress, "validation")[1]
-    assert len(map_posts) == len(posts)  # which transmissions a map can read depends on neither
+    # the hybrid reads the map with the same partner, its spreads as fitted
+    hybrid_map = radio_map.with_log_distance_weight(partner["log_distance_weight"])
+    alone = hybrid_map if floored is radio_map else floored.with_log_distance_weight(partner["log_distance_weight"])
+
+    def posteriors(variant: RadioMap) -> list[GridPosterior]:
+        return posts if variant is radio_map else _answered(variant, vm, workers, on_progress, "validation")[1]
+
+    hybrid_posts = posteriors(hybrid_map)
+    map_posts = hybrid_posts if alone is hybrid_map else posteriors(alone)
+    assert len(map_posts) == len(hybrid_posts) == len(posts)  # which transmissions a map can read depends on neither
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     cal = calibration_summary(net_mean, net_cov, truth)
@@ -293,9 +301,12 @@ def hybrid_exponents(
             **_medians(error_m(net_mean, truth), far),
         }
     }
-    nlls = exponent_nlls(posts, net_mean, net_cov, truth, workers)
-    map_nlls = nlls if map_posts is posts else exponent_nlls(map_posts, net_mean, net_cov, truth, workers)
-    for name, beta_positive, these, these_nlls in (("map", False, map_posts, map_nlls), ("hybrid", True, posts, nlls)):
+    nlls = exponent_nlls(hybrid_posts, net_mean, net_cov, truth, workers)
+    map_nlls = nlls if map_posts is hybrid_posts else exponent_nlls(map_posts, net_mean, net_cov, truth, workers)
+    for name, beta_positive, these, these_nlls in (
+        ("map", False, map_posts, map_nlls),
+        ("hybrid", True, hybrid_posts, nlls),
+    ):
         alpha, beta, _ = best_exponents(these_nlls, beta_positive)
         scores, point_error_m = temperature_scores(these, net_mean, net_cov, truth, alpha, beta, workers)
         k = calibrating_temperature(scores[:, :, 2].mean(axis=0))
@@ -309,7 +320,7 @@ def hybrid_exponents(
             "temperature": t,
             "region_masses": list(masses),
             "spread_floor_db": floor["spread_floor_db"] if name == "map" else 0.0,
-            "log_distance_weight": partner["log_distance_weight"] if name == "map" else 0.0,
+            "log_distance_weight": partner["log_distance_weight"],
             "coverage_region50": float(coverage50),
             "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
             "coverage_region95": float(scores[:, k, 2].mean()),
@@ -317,7 +328,7 @@ def hybrid_exponents(
             **_medians(point_error_m, far),
         }
     candidates["hybrid"]["network_set_aside"] = sum(
-        network_set_aside(p, net_mean[i], net_cov[i]) is not None for i, p in enumerate(posts)
+        network_set_aside(p, net_mean[i], net_cov[i]) is not None for i, p in enumerate(hybrid_posts)
     )
     shipped = min(("map", "hybrid"), key=lambda name: candidates[name]["nll"])
     return {

@@ -124,10 +124,10 @@ def choose(fit: dict[str, Any], forced: str) -> Choice:
                 f"; the map's spreads floored at {level} dB (validation median {format_distance(tried[level])} "
                 f"against {format_distance(tried['0'])} unfloored)"
             )
-        if localizer == MAP and partner[MAP] > 0:
-            level, tried = f"{partner[MAP]:g}", fit["log_distance"]["median_error_m"]
+        if localizer in partner and partner[localizer] > 0:
+            level, tried = f"{partner[localizer]:g}", fit["log_distance"]["median_error_m"]
             reason += (
-                f"; the log-distance model fitted on its labels weighed in at {level} (validation median "
+                f"; the log-distance model fitted on its labels weighed in at {level} (the map's validation median "
                 f"{format_distance(tried[level])} against {format_distance(tried['0'])} without)"
             )
         return Choice(

@@ -178,8 +178,8 @@ def fit_store_map(
 def attach_map(
     network: NetworkModel, radio_map: RadioMap, fit: dict[str, Any], out: Path, signer: SigningKey | None = None
 ) -> AttachedMap:
-    """Write `network` with `radio_map` — its spreads floored at fit["spread_floor_db"] and its log-distance partner
-    weighed in at fit["log_distance_weight"] when the map alone is shipped
+    """Write `network` with `radio_map` — its spreads floored at fit["spread_floor_db"] (when the map alone is
+    shipped) and its log-distance partner weighed in at fit["log_distance_weight"]
     (heimdall.evaluation.grid_estimators.hybrid_exponents) — and the FIT_KEY entry `fit` (alpha, beta, provenance;
     the network's sha256 added) to `out` once it loads, then its manifest beside it (signed by `signer` when
     given)."""
