@@ -24,10 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-## test: install, then run the first tier of tests (in process, one worker process per core up to four, each test
+## test: install, then run the first tier of tests (in process, one worker process per logical CPU up to four, each test
 ## file's tests in one worker; prints the 15 slowest)
 test: $(STAMP)
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -n logical --maxprocesses 4 --dist loadfile
 
 ## test-system: the second tier: tests that start servers, several processes, a browser or a long training
 test-system: $(STAMP)

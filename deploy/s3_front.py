@@ -6,13 +6,14 @@ master, volume server or filer (HTTP or gRPC), nor the gateway's own gRPC port.
 
 Bytes pass unchanged in both directions (an S3 signature covers the Host header the client sent). SIGTERM or SIGINT
 stops the forwarding, then SeaweedFS (SIGTERM, SIGKILL after STOP_TIMEOUT_S); when SeaweedFS exits, so does this,
-with its exit status, once it has removed the unix sockets SeaweedFS leaves in /tmp. Standard library only: it runs
+with its exit status, once it has removed the unix sockets this SeaweedFS made in /tmp. Standard library only: it runs
 in the team image beside `weed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -49,16 +50,27 @@ async def _forward(s3_port: int, reader: asyncio.StreamReader, writer: asyncio.S
         inner_writer.close()
 
 
-def remove_sockets(command: list[str]) -> None:
-    """Remove the unix sockets SeaweedFS names after its services' ports (seaweedfs-NAME-PORT.sock, also for their
-    gRPC ports), the ports read from the command's `-….port=N` flags: it leaves them behind when it stops."""
+def sockets(command: list[str]) -> dict[Path, int]:
+    """The unix sockets now in SOCKET_DIR that SeaweedFS would name after the ports of `command`
+    (seaweedfs-NAME-PORT.sock, for every `-….port…=N` flag and each such port + GRPC_OFFSET), with their inodes."""
     ports = set()
     for arg in command:
         flag, _, value = arg.partition("=")
-        if flag.startswith("-") and flag.endswith("port") and value.isdigit() and int(value) > 0:
+        if flag.startswith("-") and "port" in flag and value.isdecimal() and int(value) > 0:
             ports |= {int(value), int(value) + GRPC_OFFSET}
+    found = {}
     for port in ports:
         for sock in SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                found[sock] = sock.stat().st_ino
+    return found
+
+
+def remove_new_sockets(command: list[str], before: dict[Path, int]) -> None:
+    """Remove the sockets of `command`'s ports that were not there, as they were, before SeaweedFS started (those
+    it made and leaves behind when it stops; never another instance's)."""
+    for sock, inode in sockets(command).items():
+        if before.get(sock) != inode:
             sock.unlink(missing_ok=True)
 
 
@@ -68,6 +80,7 @@ async def main(argv: list[str]) -> int:
         sys.exit("usage: s3_front.py LISTEN_HOST:PORT S3_PORT -- COMMAND...")
     host, _, port = argv[0].rpartition(":")
     s3_port, command = int(argv[1]), argv[3:]
+    before = sockets(command)
     weed = await asyncio.create_subprocess_exec(*command)
     server = await asyncio.start_server(lambda r, w: _forward(s3_port, r, w), host, int(port))
     stop = asyncio.Event()
@@ -85,7 +98,7 @@ async def main(argv: list[str]) -> int:
         except TimeoutError:
             weed.kill()
             await weed.wait()
-    remove_sockets(command)
+    remove_new_sockets(command, before)
     return 0 if stopped_here else weed.returncode
 
 

@@ -1,20 +1,9 @@
-import os
-
 import numpy as np
 import pytest
 
 from heimdall.scenario.builtin import load_scenario
 from heimdall.sim.generator import build_world, simulate_block
-from tiny import cores_per_worker, tiny_train_args
-
-
-def pytest_configure(config):
-    """A pytest-xdist worker (`make test`) keeps torch to its share of the cores: the workers' intra-op threads
-    together do not outnumber the cores (oversubscribed, they spin-wait on each other)."""
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        import torch
-
-        torch.set_num_threads(cores_per_worker())
+from tiny import tiny_train_args
 
 
 @pytest.fixture(scope="session")

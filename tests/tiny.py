@@ -1,19 +1,9 @@
-"""The tiny training the tests share: a one-block, 32-wide network on at most 2 threads, the test process's share
-of the cores (seconds per epoch on the test stores), and the `heimdall train` argument list that runs it."""
+"""The tiny training the tests share: a one-block, 32-wide network on 2 threads (seconds per epoch on the test
+stores), and the `heimdall train` argument list that runs it."""
 
-import os
 from pathlib import Path
 
-from heimdall.radiomap.batch import cpu_count
-
-
-def cores_per_worker() -> int:
-    """The cores one test process may use: all of them, or its share among pytest-xdist's workers (`make test`)."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, cpu_count() // workers)
-
-
-TINY_NETWORK = ("--d-model", "32", "--n-layers", "1", "--threads", str(min(2, cores_per_worker())))
+TINY_NETWORK = ("--d-model", "32", "--n-layers", "1", "--threads", "2")
 
 
 def tiny_train_args(

@@ -163,7 +163,7 @@ def log_distance_weight_chosen(
     known_points_m: dict[float, np.ndarray] | None = None,
 ) -> dict:
     """The weight of `weights` (0 first) to weigh the map's log-distance partner in at
-    (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance) when it answers alone, chosen as
+    (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance), chosen on the map answering alone as
     spread_floor_chosen chooses a floor, and what was measured: `log_distance_weight`, `median_error_m`. A map
     without a partner keeps 0 and is not scored again."""
     tried = weights if radio_map.log_distance is not None else weights[:1]
@@ -279,15 +279,15 @@ def hybrid_exponents(
         floored, validation, on_progress, workers, log_distance_weights, {log_distance_weights[0]: floor_points}
     )
     # the hybrid reads the map with the same partner, its spreads as fitted
-    hybrid_map = radio_map.with_log_distance_weight(partner["log_distance_weight"])
-    alone = hybrid_map if floored is radio_map else floored.with_log_distance_weight(partner["log_distance_weight"])
-
-    def posteriors(variant: RadioMap) -> list[GridPosterior]:
-        return posts if variant is radio_map else _answered(variant, vm, workers, on_progress, "validation")[1]
-
-    hybrid_posts = posteriors(hybrid_map)
-    map_posts = hybrid_posts if alone is hybrid_map else posteriors(alone)
-    assert len(map_posts) == len(hybrid_posts) == len(posts)  # which transmissions a map can read depends on neither
+    weight = partner["log_distance_weight"]
+    hybrid_map = radio_map.with_log_distance_weight(weight)
+    alone = hybrid_map if floored is radio_map else floored.with_log_distance_weight(weight)
+    hybrid_posts = (
+        posts if hybrid_map is radio_map else _answered(hybrid_map, vm, workers, on_progress, "validation")[1]
+    )
+    map_posts = hybrid_posts if alone is hybrid_map else _answered(alone, vm, workers, on_progress, "validation")[1]
+    assert len(map_posts) == len(hybrid_posts) == len(rows)  # which transmissions a map can read depends on neither
+    del posts  # the map as fitted's posteriors, held no longer than a candidate reads them (memory)
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]
     cal = calibration_summary(net_mean, net_cov, truth)
@@ -320,7 +320,7 @@ def hybrid_exponents(
             "temperature": t,
             "region_masses": list(masses),
             "spread_floor_db": floor["spread_floor_db"] if name == "map" else 0.0,
-            "log_distance_weight": partner["log_distance_weight"],
+            "log_distance_weight": weight,
             "coverage_region50": float(coverage50),
             "coverage_region50_as_claimed": float(scores[:, k, 1].mean()),
             "coverage_region95": float(scores[:, k, 2].mean()),
@@ -336,7 +336,7 @@ def hybrid_exponents(
         "spread_floor_db": candidates[shipped]["spread_floor_db"],
         "log_distance_weight": candidates[shipped]["log_distance_weight"],
         "validation_nll": candidates[shipped]["nll"],
-        "validation_n": len(posts),
+        "validation_n": len(rows),
         "candidates": candidates,
         "spread_floor": floor,
         "log_distance": partner,
