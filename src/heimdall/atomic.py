@@ -38,6 +38,19 @@ def fsync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def sync_folder(folder: str | Path) -> None:
+    """Make every file written in `folder` (and its entries) durable before the folder is published by a rename: one
+    sync of the file systems where the platform has it (a folder of thousands of files costs one flush, not one fsync
+    each), else an fsync of each file and of the folder."""
+    if hasattr(os, "sync"):
+        os.sync()
+        return
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            fsync_file(path)
+    fsync_dir(folder)
+
+
 def replace_durably(source: str | Path, target: str | Path) -> None:
     """Rename `source` over `target` (same folder) and fsync the folder."""
     os.replace(source, target)

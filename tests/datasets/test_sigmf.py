@@ -5,6 +5,7 @@ import base64
 import csv
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,11 +42,22 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+ROUND_TRIP = DatasetSpec(n_transmissions=400, seed=21)
+
+
+@pytest.fixture(scope="module")
+def direct_store(nw_italy, tmp_path_factory):
+    """ROUND_TRIP's transmissions simulated straight into a store."""
+    out = tmp_path_factory.mktemp("direct")
+    generate_dataset(nw_italy, out, ROUND_TRIP)
+    return out
+
+
 @pytest.fixture(scope="module")
 def sigmf_dir(nw_italy, tmp_path_factory):
-    """The transmissions of tiny_store (same spec) as SigMF collections in train/val/test folders."""
+    """The same transmissions (same spec) as SigMF collections in train/val/test folders."""
     out = tmp_path_factory.mktemp("sigmf")
-    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=1500, seed=21), output="sigmf")
+    generate_dataset(nw_italy, out, ROUND_TRIP, output="sigmf")
     return out
 
 
@@ -58,9 +70,11 @@ def imported(sigmf_dir, nw_italy, tmp_path_factory):
     return out
 
 
-def test_round_trip_equals_direct_store(imported, tiny_store):
+def test_round_trip_equals_direct_store(imported, direct_store):
+    rows = {}
     for split in ("train", "val", "test"):
-        with h5py.File(tiny_store / f"{split}.h5") as a, h5py.File(imported / f"{split}.h5") as b:
+        with h5py.File(direct_store / f"{split}.h5") as a, h5py.File(imported / f"{split}.h5") as b:
+            rows[split] = len(a["features"])
             assert a.attrs["scenario_sha256"] == b.attrs["scenario_sha256"]
             assert a.attrs["feature_params"] == b.attrs["feature_params"]
             np.testing.assert_allclose(b["features"][...], a["features"][...], rtol=0, atol=1e-4)
@@ -74,7 +88,7 @@ def test_round_trip_equals_direct_store(imported, tiny_store):
             names = b["meta/collection"].asstr()[...]
             assert names[0] == "tx-0000000" and len(set(names)) == len(names)
     report = json.loads((imported / "import-report.json").read_text())
-    assert report["splits"] == {"train": 1200, "val": 150, "test": 150} and report["skipped"] == []
+    assert report["splits"] == rows and sum(rows.values()) == ROUND_TRIP.n_transmissions and report["skipped"] == []
 
 
 def test_import_keeps_weakly_heard_transmissions_and_counts_each_class(imported):
@@ -84,6 +98,37 @@ def test_import_keeps_weakly_heard_transmissions_and_counts_each_class(imported)
     expected = {"1": n_heard == 1, "2": n_heard == 2, "3": n_heard == 3, "4+": n_heard >= 4}
     assert counts == {k: int(v.sum()) for k, v in expected.items() if v.any()}
     assert counts["1"] + counts["2"] > 0.2 * len(n_heard)
+
+
+def test_a_simulated_split_is_synced_once_then_published(nw_italy, tmp_path, monkeypatch):
+    """Each split's files are written plainly into its .partial folder, the file systems synced once, then the
+    folder renamed into place and its parent fsynced: durable without an fsync (and a rename) per file."""
+    events: list[tuple[str, ...]] = []
+    real_sync, real_replace, real_fsync = os.sync, os.replace, os.fsync
+
+    def sync() -> None:
+        events.append(("sync",))
+        real_sync()
+
+    def replace(source, target) -> None:
+        events.append(("replace", Path(source).name, Path(target).name))
+        real_replace(source, target)
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "sync", sync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=20, seed=1), output="sigmf")
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
+    assert len(files) == 20 * (2 * len(nw_italy.receivers) + 1)  # every recording's data and meta, each collection
+    splits = ("train", "val", "test")
+    assert events == [
+        e for split in splits for e in (("sync",), ("replace", f"{split}.partial", split), ("fsync", str(out)))
+    ]
 
 
 def test_sigmf_package_reads_our_collections(sigmf_dir):

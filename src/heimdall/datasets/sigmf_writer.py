@@ -3,7 +3,8 @@ simulated transmissions written as SigMF collections (`heimdall simulate --forma
 
 A split goes to ``<out>/<split>/`` (``<out>/<split>-<i>-of-<N>/`` for a shard), one collection per
 transmission named ``tx-<index>``, every receiver of the scenario recorded (heard or not, as a real
-network records). The folder is written as ``<split>.partial`` and renamed when complete.
+network records). The folder is written as ``<split>.partial``, its files plainly (nothing reads it before it is
+complete), then synced once and renamed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.atomic import atomic_write_bytes, atomic_write_text
+from heimdall.atomic import atomic_write_bytes, fsync_dir, sync_folder
 from heimdall.datasets.sigmf_files import COLLECTION_SUFFIX, DATA_SUFFIX, DATATYPES, META_SUFFIX
 from heimdall.scenario.domain import Scenario
 
@@ -36,6 +37,14 @@ def encode(iq: np.ndarray, datatype: str) -> bytes:
         return pairs.astype(kind).tobytes()
     info = np.iinfo(kind)
     return np.clip(np.round(pairs / scale + offset), info.min, info.max).astype(kind).tobytes()
+
+
+def _write(path: Path, data: bytes, atomic: bool) -> None:
+    """`data` to `path`: atomically (heimdall.atomic), or plainly into a folder not yet published."""
+    if atomic:
+        atomic_write_bytes(path, data)
+    else:
+        path.write_bytes(data)
 
 
 def point(lat: float, lon: float, alt_m: float | None = None) -> dict:
@@ -64,8 +73,10 @@ def write_recording(
     power_calibration_dbm: float,
     description: str = "",
     extra_global: dict | None = None,
+    atomic: bool = True,
 ) -> Path:
-    """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta``; returns the meta path."""
+    """Write ``<stem>.sigmf-data`` then ``<stem>.sigmf-meta`` (each atomically; atomic=False: plainly, into a folder
+    published later as a whole); returns the meta path."""
     data = encode(iq, datatype)
     meta = {
         "global": {
@@ -85,9 +96,9 @@ def write_recording(
         "captures": [{"core:sample_start": 0, "core:frequency": float(frequency_hz), "core:datetime": datetime}],
         "annotations": [{"core:sample_start": 0, "core:sample_count": len(iq)}],
     }
-    atomic_write_bytes(folder / f"{stem}{DATA_SUFFIX}", data)
+    _write(folder / f"{stem}{DATA_SUFFIX}", data, atomic)
     path = folder / f"{stem}{META_SUFFIX}"
-    atomic_write_text(path, json.dumps(meta, indent=1))
+    _write(path, json.dumps(meta, indent=1).encode(), atomic)
     return path
 
 
@@ -97,8 +108,9 @@ def write_collection(
     meta_paths: list[Path],
     transmitter_lat_lon: tuple[float, float] | None,
     description: str = "",
+    atomic: bool = True,
 ) -> Path:
-    """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512)."""
+    """Write ``<name>.sigmf-collection`` naming the given recordings (with their sha512; atomic as write_recording)."""
     col: dict[str, Any] = {
         "core:version": SIGMF_VERSION,
         "core:extensions": [HEIMDALL_EXTENSION],
@@ -111,7 +123,7 @@ def write_collection(
     if transmitter_lat_lon is not None:
         col["heimdall:transmitter"] = point(*transmitter_lat_lon)
     path = folder / f"{name}{COLLECTION_SUFFIX}"
-    atomic_write_text(path, json.dumps({"collection": col}, indent=1))
+    _write(path, json.dumps({"collection": col}, indent=1).encode(), atomic)
     return path
 
 
@@ -162,6 +174,7 @@ class SigMFSplitWriter:
                     receiver_id=rx.id,
                     power_calibration_dbm=ch.full_scale_dbm,
                     description=f"simulated {sc.name}: receiver {rx.name}",
+                    atomic=False,
                 )
                 for r, (rx, stem) in enumerate(zip(sc.receivers, self._stems, strict=False))
             ]
@@ -172,14 +185,18 @@ class SigMFSplitWriter:
                 metas,
                 (float(lat), float(lon)),
                 description=f"simulated {sc.name} transmission {self._n}",
+                atomic=False,
             )
             self._n += 1
 
     def commit(self) -> Path:
-        """Move the finished folder into place (replacing an older one); returns its path."""
+        """Make the finished folder's files durable, move it into place (replacing an older one) and make the rename
+        durable; returns its path."""
+        sync_folder(self.partial)
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
