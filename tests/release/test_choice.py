@@ -442,7 +442,7 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
 ):
     import dataclasses
 
-    from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB, fit_map, hybrid_exponents, spread_floor_chosen
+    from heimdall.evaluation.grid_estimators import SPREAD_FLOORS_DB, fit_map, hybrid_exponents, map_variant_chosen
     from heimdall.radiomap import io as map_io
     from heimdall.release.choice import ship
     from heimdall.release.map_attach import read_network
@@ -457,7 +457,8 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
         mean_dbm=(fitted.mean_dbm + np.where(wrong, 15.0, 0.0)).astype(np.float32),
         spread_db=np.where(wrong, 0.0, 8.0).astype(np.float32) + np.zeros_like(fitted.spread_db),
     )
-    report, floored_points = spread_floor_chosen(sure, val)
+    no_partner = (0.0,)  # the log-distance partner is chosen in the next test
+    report, _, floored_points = map_variant_chosen(sure, val, weights=no_partner)
     medians, floor = report["median_error_m"], report["spread_floor_db"]
     floored = sure.with_spread_floor(floor)
     assert floor in SPREAD_FLOORS_DB and floor > 0 and medians[f"{floor:g}"] <= 0.98 * medians["0"]
@@ -470,7 +471,7 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
     np.testing.assert_array_equal(floored.spread_db[:, ~wrong], 8.0)  # spreads above the floor are kept
     # a map whose spreads are all above every floor: the floors change nothing, none is kept
     even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
-    unchanged, _ = spread_floor_chosen(even, val)
+    unchanged, _, _ = map_variant_chosen(even, val, weights=no_partner)
     assert unchanged["spread_floor_db"] == 0.0 and len(set(unchanged["median_error_m"].values())) == 1
     assert even.with_spread_floor(0.0) is even
 
@@ -478,7 +479,6 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
     shutil.copy(model_file, tmp_path / "model.onnx")
     network = read_network(tmp_path / "model.onnx", tmp_path / "model-map.onnx")
     predict = lambda t: onnx_predictions(network.data, t)  # noqa: E731
-    no_partner = (0.0,)  # the log-distance partner is chosen in the next test
     fit = hybrid_exponents(sure, val, predict, labels_m=train.target_m, log_distance_weights=no_partner)
     unfloored = hybrid_exponents(
         sure, val, predict, labels_m=train.target_m, spread_floors_db=(0.0,), log_distance_weights=no_partner
@@ -517,6 +517,52 @@ def test_a_network_trained_too_briefly_is_not_shipped_over_a_map_that_beats_the_
     assert choice["localizer"] in ("map", "hybrid") and not choice["worse_than_centroid"]
     assert "worse than the weighted centroid on validation: network" in choice["reason"]
     assert "weighted centroid" in captured.err  # the printed table's centroid row
+
+
+def test_the_maps_spread_floor_and_partner_weight_are_chosen_together_on_validation(tiny_store):
+    import dataclasses
+
+    from heimdall.evaluation.grid_estimators import (
+        SPREAD_FLOORS_DB,
+        VARIANT_GAIN,
+        fit_map,
+        map_variant_chosen,
+        measured,
+    )
+    from heimdall.radiomap.batch import Unanswered
+    from heimdall.radiomap.log_distance import LOG_DISTANCE_WEIGHTS
+
+    train, val = load_test_set(tiny_store / "train.h5"), load_test_set(tiny_store / "val.h5", VALIDATION_SAMPLES)
+    fitted, _ = fit_map(train, train, MapOptions(spacing_m=2000.0))
+    # fields off by ±20 dB (the partner helps) and three receivers sure of them (a floor helps)
+    east, north = fitted.grid.centres(np.arange(fitted.grid.n_cells)).T
+    phase = np.arange(fitted.n_receivers)[None, :]
+    field_db = 20.0 * np.sin(east[:, None] / 23e3 + phase) * np.cos(north[:, None] / 31e3 + 2 * phase)
+    sure = np.arange(fitted.n_receivers) < 3
+    misled = dataclasses.replace(
+        fitted,
+        mean_dbm=(fitted.mean_dbm + field_db).astype(np.float32),
+        spread_db=np.where(sure, 2.0, 10.0).astype(np.float32) + np.zeros_like(fitted.spread_db),
+    )
+    floor_report, weight_report, points = map_variant_chosen(misled, val)
+    # every pair scored here, independently of the choice
+    m, medians = measured(val), {}
+    for floor in SPREAD_FLOORS_DB:
+        for weight in LOG_DISTANCE_WEIGHTS:
+            variant = misled.with_spread_floor(floor).with_log_distance_weight(weight)
+            posteriors = variant.posteriors(m.snr_db, m.noise_dbm, m.present, None, m.heard)
+            got = np.array([(np.nan, np.nan) if isinstance(p, Unanswered) else p.mean_m for p in posteriors])
+            answered = np.isfinite(got).all(axis=1)
+            medians[floor, weight] = float(np.median(np.hypot(*(got[answered] - val.target_m[answered]).T)))
+    best = min(medians, key=medians.__getitem__)
+    assert medians[best] <= (1 - VARIANT_GAIN) * medians[0.0, 0.0] and best[0] > 0 and best[1] > 0
+    chosen = floor_report["spread_floor_db"], weight_report["log_distance_weight"]
+    assert chosen == best
+    floor, weight = chosen
+    assert floor_report["median_error_m"] == pytest.approx({f"{f:g}": medians[f, weight] for f in SPREAD_FLOORS_DB})
+    assert weight_report["median_error_m"] == pytest.approx({f"{w:g}": medians[floor, w] for w in LOG_DISTANCE_WEIGHTS})
+    answered = np.isfinite(points).all(axis=1)  # the points returned are the chosen map's
+    assert np.median(np.hypot(*(points[answered] - val.target_m[answered]).T)) == pytest.approx(medians[best])
 
 
 def test_a_map_whose_fields_mislead_is_weighed_with_its_log_distance_partner_alone_and_in_the_hybrid(

@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from heimdall.radiomap.posterior import GridPosterior
 
 PROGRESS_EVERY = 50  # transmissions between two progress reports
-SPREAD_FLOORS_DB = (0.0, 4.0, 6.0, 8.0)  # the map's spread floors spread_floor_chosen tries, none first
-VARIANT_GAIN = 0.02  # the share of the validation median error a spread floor or a partner's weight must save
+Level = tuple[float, float]  # a map's variant: (spread floor dB, log-distance weight)
+SPREAD_FLOORS_DB = (0.0, 4.0, 6.0, 8.0)  # the map's spread floors map_variant_chosen tries, none first
+VARIANT_GAIN = 0.02  # the share of the validation median error a floor and partner weight must save
 PROVENANCE_CHARS = 300
 PROVENANCE_KEYS = ("how", "labels_used", "spacing_m", "store_sha256", "store_files", "fitted", "map_version")
 
@@ -132,44 +133,38 @@ def fit_map(
     )
 
 
-def spread_floor_chosen(
+def map_variant_chosen(
     radio_map: RadioMap,
     validation: TestSet,
     on_progress: Progress | None = None,
     workers: int | None = None,
     floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
-    known_points_m: dict[float, np.ndarray] | None = None,
-) -> tuple[dict, np.ndarray]:
-    """The floor (dB) of `floors_db` (0 first) to raise the map's spreads to (RadioMap.with_spread_floor) when it
-    answers alone, what was measured — `spread_floor_db`, the level whose point (the posterior mean) has the lowest
-    median error on the validation split, above 0 only when it lowers the unfloored map's by VARIANT_GAIN at least,
-    and `median_error_m`, each level's — and the floored map's points [n, 2] m (NaN where unanswered).
+    weights: tuple[float, ...] = LOG_DISTANCE_WEIGHTS,
+    known_points_m: np.ndarray | None = None,
+) -> tuple[dict, dict, np.ndarray]:
+    """The spread floor of `floors_db` (dB; RadioMap.with_spread_floor) and the log-distance partner's weight of
+    `weights` (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance) the map answers alone with — both 0
+    first — chosen together: the pair whose point (the posterior mean) has the lowest median error on the validation
+    split, (0, 0) unless another pair lowers its median by VARIANT_GAIN at least. Returns what was measured — the
+    floor's report (`spread_floor_db`, `median_error_m`: each floor's at the chosen weight), the weight's
+    (`log_distance_weight`, `median_error_m`: each weight's at the chosen floor) — and the chosen map's points [n, 2] m
+    (NaN where unanswered). A map without a partner keeps the weight 0 and is not scored again.
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
-    split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there. One pass
-    over the validation split per level not in `known_points_m` (level → the points already computed);
-    on_progress("spread floor", done, total)."""
-    maps = {floor: radio_map.with_spread_floor(floor) for floor in floors_db}
-    best, medians, points = variant_chosen(maps, validation, on_progress, workers, "spread floor", known_points_m)
-    return _report("spread_floor_db", best, medians), points[best]
-
-
-def log_distance_weight_chosen(
-    radio_map: RadioMap,
-    validation: TestSet,
-    on_progress: Progress | None = None,
-    workers: int | None = None,
-    weights: tuple[float, ...] = LOG_DISTANCE_WEIGHTS,
-    known_points_m: dict[float, np.ndarray] | None = None,
-) -> dict:
-    """The weight of `weights` (0 first) to weigh the map's log-distance partner in at
-    (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance), chosen on the map answering alone as
-    spread_floor_chosen chooses a floor, and what was measured: `log_distance_weight`, `median_error_m`. A map
-    without a partner keeps 0 and is not scored again."""
+    split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there, and the
+    partner, a few parameters fitted to the same labels, errs differently there. The two interact (the partner makes
+    a floor pay where the map alone would not), so they are chosen as the pair the map ships with. One pass over the
+    validation split per pair, but the first when `known_points_m` (the map as it is) is given;
+    on_progress("spread floor and log-distance weight", done, total)."""
     tried = weights if radio_map.log_distance is not None else weights[:1]
-    maps = {weight: radio_map.with_log_distance_weight(weight) for weight in tried}
-    best, medians, _ = variant_chosen(maps, validation, on_progress, workers, "log-distance weight", known_points_m)
-    return _report("log_distance_weight", best, medians)
+    pairs = [(floor, weight) for floor in floors_db for weight in tried]
+    maps = {pair: radio_map.with_spread_floor(pair[0]).with_log_distance_weight(pair[1]) for pair in pairs}
+    known = {pairs[0]: known_points_m} if known_points_m is not None else None
+    stage = "spread floor and log-distance weight"
+    (floor, weight), medians, points = variant_chosen(maps, validation, on_progress, workers, stage, known)
+    floor_report = _report("spread_floor_db", floor, {f: medians[(f, weight)] for f in floors_db})
+    weight_report = _report("log_distance_weight", weight, {w: medians[(floor, w)] for w in tried})
+    return floor_report, weight_report, points[(floor, weight)]
 
 
 def as_shipped(radio_map: RadioMap, chosen: Mapping[str, Any]) -> RadioMap:
@@ -186,13 +181,13 @@ def _report(key: str, best: float, medians: dict[float, float]) -> dict:
 
 
 def variant_chosen(
-    maps: dict[float, RadioMap],
+    maps: dict[Level, RadioMap],
     validation: TestSet,
     on_progress: Progress | None,
     workers: int | None,
     stage: str,
-    known_points_m: dict[float, np.ndarray] | None = None,
-) -> tuple[float, dict[float, float], dict[float, np.ndarray]]:
+    known_points_m: dict[Level, np.ndarray] | None = None,
+) -> tuple[Level, dict[Level, float], dict[Level, np.ndarray]]:
     """Of variants of one map answering alone (level → map; the first level the map as it is), the level whose point
     (the posterior mean) has the lowest median error on the validation split, the first level unless another lowers
     its median by VARIANT_GAIN at least; with each level's median (m) and points ([n, 2] m, NaN where unanswered).
@@ -209,7 +204,7 @@ def variant_chosen(
             done = k * len(vm) + i + 1
             if on_progress and (done % PROGRESS_EVERY == 0 or done == total):
                 on_progress(stage, done, total)
-    medians: dict[float, float] = {}
+    medians: dict[Level, float] = {}
     for level in maps:
         point = points[level]
         answered = np.isfinite(point).all(axis=1)
@@ -249,35 +244,32 @@ def hybrid_exponents(
     """The hybrid's exponents chosen on the validation split: alpha, beta, validation_nll (mean, nats per km²),
     validation_n, spread_floor_db and log_distance_weight (of the one with the lower NLL), `candidates`: the mean NLL
     of each localizer on the same transmissions and footing — `network` (its Gaussian), `map` (the best α with β = 0,
-    the map's spreads floored at `spread_floor_db`, spread_floor_chosen among `spread_floors_db`, then its
-    log-distance partner weighed in at `log_distance_weight` among `log_distance_weights`, chosen the same way on the
-    floored map: heimdall.radiomap.log_distance) and `hybrid` (the best α, β with β > 0, the map with the same
-    partner weight but its spreads as fitted: a wider map would hand more of each answer to a network that validation
-    may judge well where it extrapolates badly, while the partner, which reads the same physics on every block, hands
-    it less), the map and the hybrid at the temperature that brings their 95 % regions to their
+    the map's spreads floored at `spread_floor_db` among `spread_floors_db` and its log-distance partner weighed in at
+    `log_distance_weight` among `log_distance_weights`, chosen together: map_variant_chosen) and `hybrid` (the best
+    α, β with β > 0, the map with the same partner weight but its spreads as fitted: a wider map would hand more of
+    each answer to a network that validation may judge well where it extrapolates badly, while the partner, which
+    reads the same physics on every block, hands it less), the map and the hybrid at the temperature that brings their
+    95 % regions to their
     coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents already divided by it;
     `region_masses`, the 50 % region's mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its
     coverage out of sample and `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule
     reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and
     the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`,
     the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside) — `spread_floor`
-    and `log_distance`, what the two choices measured, and `centroid`: the weighted centroid's. `labels_m` [k, 2]:
-    the training labels; the medians are also given on the validation transmissions far from all of them
-    (`median_error_far_m`, heimdall.datasets.place_split) when there are at least MIN_FAR. Posteriors in `workers`
-    threads (None: every CPU), on_progress("validation", done, total) as they are computed; transmissions the map
-    cannot read are left out."""
-    radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted, where both choices start
+    and `log_distance`, what the choice of the floor and the weight measured (map_variant_chosen), and `centroid`:
+    the weighted centroid's. `labels_m` [k, 2]: the training labels; the medians are also given on the validation
+    transmissions far from all of them (`median_error_far_m`, heimdall.datasets.place_split) when there are at least
+    MIN_FAR. Posteriors in `workers` threads (None: every CPU), on_progress("validation", done, total) as they are
+    computed; transmissions the map cannot read are left out."""
+    radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted, where the choice starts
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
     as_fitted = np.full((len(vm), 2), np.nan)
     as_fitted[rows] = np.reshape([p.mean_m for p in posts], (-1, 2))
-    floor, floor_points = spread_floor_chosen(
-        radio_map, validation, on_progress, workers, spread_floors_db, {spread_floors_db[0]: as_fitted}
+    floor, partner, _ = map_variant_chosen(
+        radio_map, validation, on_progress, workers, spread_floors_db, log_distance_weights, as_fitted
     )
     floored = radio_map.with_spread_floor(floor["spread_floor_db"])
-    partner = log_distance_weight_chosen(
-        floored, validation, on_progress, workers, log_distance_weights, {log_distance_weights[0]: floor_points}
-    )
     # the hybrid reads the map with the same partner, its spreads as fitted
     weight = partner["log_distance_weight"]
     hybrid_map = radio_map.with_log_distance_weight(weight)

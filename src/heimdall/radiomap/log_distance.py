@@ -13,9 +13,9 @@ fewer than MIN_HEARD receivers hear, the map's posterior stands alone. γ = 0: t
 Why: away from its labels a map's residual fields hold little, and its mean is the scenario's physics; the
 log-distance model's few parameters, fitted to the same labels, err differently there. On the real network's spatial
 draws (docs/RADIOMAP.md) their product was better than either, and reading the silent receivers as censored made the
-partner better than log-distance ML, which reads only those that hear. γ is chosen on validation like the spread floor
-(heimdall.evaluation.grid_estimators.log_distance_weight_chosen) and carried by a model whose map answers, alone or
-with its network (the hybrid reads the same weighed map).
+partner better than log-distance ML, which reads only those that hear. γ is chosen on validation together with the
+spread floor (heimdall.evaluation.grid_estimators.map_variant_chosen) and carried by a model whose map answers, alone
+or with its network (the hybrid reads the same weighed map).
 """
 
 from __future__ import annotations

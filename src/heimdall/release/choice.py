@@ -45,7 +45,7 @@ class Choice:
     """The localizer shipped and why; `nll`: each candidate's mean validation NLL (empty when not compared);
     `exponents`: (α, β) of the map and the hybrid candidates (tempered), or of the map shipped without
     comparison; `temperature` and `region_masses` (heimdall.radiomap.hybrid.Weights), `spread_floor_db` (the
-    floor its map's spreads are raised to, heimdall.evaluation.grid_estimators.spread_floor_chosen) and
+    floor its map's spreads are raised to, heimdall.evaluation.grid_estimators.map_variant_chosen) and
     `log_distance_weight` (its map's log-distance partner's, heimdall.radiomap.log_distance): theirs;
     `medians`: each candidate's validation median errors (`median_error_m`, and `median_error_far_m` away from the
     training labels), `centroid` the weighted centroid's; `worse_than_centroid`: the localizer shipped is worse

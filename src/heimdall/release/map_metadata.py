@@ -6,10 +6,10 @@ already applied: alpha and beta are the chosen exponents divided by T, so whoeve
 the answer's point from p_map · N_net^(β/α), its spread from that raised to α: heimdall.radiomap.hybrid.Weights),
 `worse_than_centroid` (the choice found no localizer better than the weighted centroid on validation),
 `spread_floor_db` (the floor the carried map's spreads were raised to: the map candidate's when the map alone is
-shipped, else 0; `spread_floor` what each floor gave on validation, heimdall.evaluation.grid_estimators
-.spread_floor_chosen), `log_distance_weight` (the weight the carried map's log-distance partner is weighed in at,
-chosen the same way on the map candidate, and the hybrid's too; `log_distance` what each weight gave:
-heimdall.radiomap.log_distance), and the map's
+shipped, else 0; `spread_floor` what each floor gave on validation at the chosen weight,
+heimdall.evaluation.grid_estimators.map_variant_chosen), `log_distance_weight` (the weight the carried map's
+log-distance partner is weighed in at, chosen together with the floor on the map candidate, and the hybrid's too;
+`log_distance` what each weight gave at the chosen floor: heimdall.radiomap.log_distance), and the map's
 provenance (`how`, `labels_used`, `store`, `store_sha256`, `fitted`, …),
 written by heimdall.release.map_attach and read by whoever answers with the map.
 """
