@@ -472,7 +472,10 @@ def test_a_map_too_sure_of_a_few_wrong_receivers_is_floored_on_validation_and_sh
     # a map whose spreads are all above every floor: the floors change nothing, none is kept
     even = dataclasses.replace(fitted, spread_db=np.full_like(fitted.spread_db, SPREAD_FLOORS_DB[-1]))
     unchanged, _, _ = map_variant_chosen(even, val, weights=no_partner)
-    assert unchanged["spread_floor_db"] == 0.0 and len(set(unchanged["median_error_m"].values())) == 1
+    assert unchanged["spread_floor_db"] == 0.0
+    assert all(
+        m == pytest.approx(unchanged["median_error_m"]["0"], rel=1e-9) for m in unchanged["median_error_m"].values()
+    )
     assert even.with_spread_floor(0.0) is even
 
     # in the choice the map candidate reads the floored map and the hybrid the map as fitted
@@ -554,8 +557,11 @@ def test_the_maps_spread_floor_and_partner_weight_are_chosen_together_on_validat
             got = np.array([(np.nan, np.nan) if isinstance(p, Unanswered) else p.mean_m for p in posteriors])
             answered = np.isfinite(got).all(axis=1)
             medians[floor, weight] = float(np.median(np.hypot(*(got[answered] - val.target_m[answered]).T)))
-    best = min(medians, key=medians.__getitem__)
-    assert medians[best] <= (1 - VARIANT_GAIN) * medians[0.0, 0.0] and best[0] > 0 and best[1] > 0
+    # of the pairs where each setting above 0 saves VARIANT_GAIN against the same pair without it, the lowest
+    saves = lambda pair, other: medians[pair] <= (1 - VARIANT_GAIN) * medians[other]  # noqa: E731
+    earned = [(f, w) for f, w in medians if (f == 0 or saves((f, w), (0.0, w))) and (w == 0 or saves((f, w), (f, 0.0)))]
+    best = min(earned, key=medians.__getitem__)
+    assert best[0] > 0 and best[1] > 0  # here both pay
     chosen = floor_report["spread_floor_db"], weight_report["log_distance_weight"]
     assert chosen == best
     floor, weight = chosen

@@ -144,24 +144,36 @@ def map_variant_chosen(
 ) -> tuple[dict, dict, np.ndarray]:
     """The spread floor of `floors_db` (dB; RadioMap.with_spread_floor) and the log-distance partner's weight of
     `weights` (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance) the map answers alone with — both 0
-    first — chosen together: the pair whose point (the posterior mean) has the lowest median error on the validation
-    split, (0, 0) unless another pair lowers its median by VARIANT_GAIN at least. Returns what was measured — the
-    floor's report (`spread_floor_db`, `median_error_m`: each floor's at the chosen weight), the weight's
-    (`log_distance_weight`, `median_error_m`: each weight's at the chosen floor) — and the chosen map's points [n, 2] m
-    (NaN where unanswered). A map without a partner keeps the weight 0 and is not scored again.
+    first — chosen together: of the pairs in which each setting above 0 lowers the median error of the point (the
+    posterior mean) on the validation split by VARIANT_GAIN at least against the same pair without it, (0, 0)
+    included, the one with the lowest median. Returns what was measured — the floor's report (`spread_floor_db`,
+    `median_error_m`: each floor's at the chosen weight), the weight's (`log_distance_weight`, `median_error_m`: each
+    weight's at the chosen floor) — and the chosen map's points [n, 2] m (NaN where unanswered). A map without a
+    partner keeps the weight 0 and is not scored again.
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
     split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there, and the
     partner, a few parameters fitted to the same labels, errs differently there. The two interact (the partner makes
     a floor pay where the map alone would not), so they are chosen as the pair the map ships with. One pass over the
-    validation split per pair, but the first when `known_points_m` (the map as it is) is given;
+    validation split per pair, but (0, 0) when `known_points_m` (its points: the map with floor and weight 0) is given;
     on_progress("spread floor and log-distance weight", done, total)."""
+    if floors_db[0] != 0 or weights[0] != 0:
+        raise ValueError(f"floors_db {floors_db}, weights {weights}: expected 0 first (the map as it is)")
     tried = weights if radio_map.log_distance is not None else weights[:1]
     pairs = [(floor, weight) for floor in floors_db for weight in tried]
-    maps = {pair: radio_map.with_spread_floor(pair[0]).with_log_distance_weight(pair[1]) for pair in pairs}
+    floored = {floor: radio_map.with_spread_floor(floor) for floor in floors_db}
+    maps = {(floor, weight): floored[floor].with_log_distance_weight(weight) for floor, weight in pairs}
     known = {pairs[0]: known_points_m} if known_points_m is not None else None
-    stage = "spread floor and log-distance weight"
-    (floor, weight), medians, points = variant_chosen(maps, validation, on_progress, workers, stage, known)
+    medians, points = variant_medians(
+        maps, validation, on_progress, workers, "spread floor and log-distance weight", known
+    )
+
+    def earns(pair: Level) -> bool:  # each setting above 0 saves VARIANT_GAIN against the same pair without it
+        floor, weight = pair
+        saves = lambda other: medians[pair] <= (1 - VARIANT_GAIN) * medians[other]  # noqa: E731
+        return (floor == 0 or saves((0.0, weight))) and (weight == 0 or saves((floor, 0.0)))
+
+    floor, weight = min((pair for pair in pairs if earns(pair)), key=lambda pair: (medians[pair], pair))
     floor_report = _report("spread_floor_db", floor, {f: medians[(f, weight)] for f in floors_db})
     weight_report = _report("log_distance_weight", weight, {w: medians[(floor, w)] for w in tried})
     return floor_report, weight_report, points[(floor, weight)]
@@ -180,18 +192,17 @@ def _report(key: str, best: float, medians: dict[float, float]) -> dict:
     return {key: best, "median_error_m": {f"{level:g}": m for level, m in medians.items()}}
 
 
-def variant_chosen(
+def variant_medians(
     maps: dict[Level, RadioMap],
     validation: TestSet,
     on_progress: Progress | None,
     workers: int | None,
     stage: str,
     known_points_m: dict[Level, np.ndarray] | None = None,
-) -> tuple[Level, dict[Level, float], dict[Level, np.ndarray]]:
-    """Of variants of one map answering alone (level → map; the first level the map as it is), the level whose point
-    (the posterior mean) has the lowest median error on the validation split, the first level unless another lowers
-    its median by VARIANT_GAIN at least; with each level's median (m) and points ([n, 2] m, NaN where unanswered).
-    One pass over the validation split per level not in `known_points_m`; on_progress(stage, done, total)."""
+) -> tuple[dict[Level, float], dict[Level, np.ndarray]]:
+    """Each variant's (level → map answering alone) median error (m) of its point — the posterior mean — on the
+    validation split, and its points ([n, 2] m, NaN where unanswered). One pass over the validation split per level
+    not in `known_points_m`; on_progress(stage, done, total)."""
     vm = measured(validation)
     points = dict(known_points_m or {})
     todo = [level for level in maps if level not in points]
@@ -210,11 +221,7 @@ def variant_chosen(
         answered = np.isfinite(point).all(axis=1)
         errors = error_m(point[answered], validation.target_m[answered])
         medians[level] = float(np.median(errors)) if len(errors) else float("inf")
-    first = next(iter(maps))
-    best = min(maps, key=lambda level: (medians[level], level))
-    if medians[best] > (1 - VARIANT_GAIN) * medians[first]:
-        best = first
-    return best, medians, points
+    return medians, points
 
 
 def _answered(
