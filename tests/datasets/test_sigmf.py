@@ -100,15 +100,22 @@ def test_import_keeps_weakly_heard_transmissions_and_counts_each_class(imported)
     assert counts["1"] + counts["2"] > 0.2 * len(n_heard)
 
 
-def test_a_simulated_split_is_synced_once_then_published(nw_italy, tmp_path, monkeypatch):
-    """Each split's files are written plainly into its .partial folder, the file systems synced once, then the
-    folder renamed into place and its parent fsynced: durable without an fsync (and a rename) per file."""
-    events: list[tuple[str, ...]] = []
-    real_sync, real_replace, real_fsync = os.sync, os.replace, os.fsync
+@pytest.mark.parametrize("syncfs", [True, False], ids=["one-syncfs", "fsync-each-file"])
+def test_a_simulated_split_is_made_durable_then_published(syncfs, nw_italy, tmp_path, monkeypatch):
+    """Each split's files are written plainly into its .partial folder and made durable at once — one syncfs of its
+    file system on Linux, else an fsync of each file and of the folder — then the folder is renamed into place and
+    its parent fsynced: no temporary file, fsync and rename per file. A second run moves the older split aside
+    before publishing and removes it after."""
+    from heimdall import atomic
 
-    def sync() -> None:
-        events.append(("sync",))
-        real_sync()
+    if syncfs and atomic._syncfs is None:
+        pytest.skip("syncfs is Linux's")
+    events: list[tuple[str, ...]] = []
+    real_syncfs, real_replace, real_fsync = atomic._syncfs, os.replace, os.fsync
+
+    def recording_syncfs(fd: int) -> int:
+        events.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_syncfs(fd)
 
     def replace(source, target) -> None:
         events.append(("replace", Path(source).name, Path(target).name))
@@ -118,17 +125,39 @@ def test_a_simulated_split_is_synced_once_then_published(nw_italy, tmp_path, mon
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "sync", sync)
+    monkeypatch.setattr(atomic, "_syncfs", recording_syncfs if syncfs else None)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(os, "fsync", fsync)
     out = tmp_path / "out"
-    generate_dataset(nw_italy, out, DatasetSpec(n_transmissions=20, seed=1), output="sigmf")
-    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
-    assert len(files) == 20 * (2 * len(nw_italy.receivers) + 1)  # every recording's data and meta, each collection
+    spec = DatasetSpec(n_transmissions=20, seed=1)
+    generate_dataset(nw_italy, out, spec, output="sigmf")
+    files = {split: sorted(p for p in (out / split).iterdir()) for split in ("train", "val", "test")}
+    assert sum(map(len, files.values())) == 20 * (2 * len(nw_italy.receivers) + 1)  # data and meta, collections
+
+    expected: list[tuple[str, ...]] = []
+    for split in files:
+        partial = out / f"{split}.partial"
+        if syncfs:
+            expected.append(("syncfs", str(partial)))
+        else:
+            expected += [("fsync", str(partial / p.name)) for p in files[split]] + [("fsync", str(partial))]
+        expected += [("replace", f"{split}.partial", split), ("fsync", str(out))]
+
+    def per_file(event: tuple[str, ...]) -> bool:
+        return event[0] == "fsync" and Path(event[1]).parent.name.endswith(".partial")
+
+    assert [e for e in events if not per_file(e)] == [e for e in expected if not per_file(e)]
+    assert sorted(filter(per_file, events)) == sorted(filter(per_file, expected))  # in rglob's order
+    for split in files:  # each file before its folder is published
+        published = events.index(("replace", f"{split}.partial", split))
+        assert all(events.index(e) < published for e in expected if per_file(e) and f"/{split}.partial/" in e[1])
+    # again over the same folder: the older split moved aside, the new one published, the older removed
+    events.clear()
+    generate_dataset(nw_italy, out, spec, output="sigmf")
+    replaces = [e for e in events if e[0] == "replace"]
     splits = ("train", "val", "test")
-    assert events == [
-        e for split in splits for e in (("sync",), ("replace", f"{split}.partial", split), ("fsync", str(out)))
-    ]
+    assert replaces == [e for s in splits for e in (("replace", s, f"{s}.old"), ("replace", f"{s}.partial", s))]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(splits)
 
 
 def test_sigmf_package_reads_our_collections(sigmf_dir):

@@ -4,7 +4,7 @@ simulated transmissions written as SigMF collections (`heimdall simulate --forma
 A split goes to ``<out>/<split>/`` (``<out>/<split>-<i>-of-<N>/`` for a shard), one collection per
 transmission named ``tx-<index>``, every receiver of the scenario recorded (heard or not, as a real
 network records). The folder is written as ``<split>.partial``, its files plainly (nothing reads it before it is
-complete), then synced once and renamed.
+complete), then made durable at once (heimdall.atomic.sync_folder) and renamed.
 """
 
 from __future__ import annotations
@@ -190,13 +190,16 @@ class SigMFSplitWriter:
             self._n += 1
 
     def commit(self) -> Path:
-        """Make the finished folder's files durable, move it into place (replacing an older one) and make the rename
-        durable; returns its path."""
+        """Make the finished folder's files durable, move it into place and make the rename durable; an older folder
+        of that name is moved aside first and removed last (never half-deleted under the name). Returns its path."""
         sync_folder(self.partial)
+        older = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
-            shutil.rmtree(self.path)
+            shutil.rmtree(older, ignore_errors=True)
+            os.replace(self.path, older)
         os.replace(self.partial, self.path)
         fsync_dir(self.path.parent)
+        shutil.rmtree(older, ignore_errors=True)
         return self.path
 
     def abort(self) -> None:
