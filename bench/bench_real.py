@@ -19,7 +19,7 @@ each split is drawn once per seed and the figures are also pooled over the draws
 test blocks is a rough figure: the blocks differ a lot).
 
 The shipped localizer is what `heimdall train` would ship (heimdall.evaluation.grid_estimators.hybrid_exponents on
-the validation split — the map candidate's spreads floored at the level chosen there — then
+the validation split — the map candidate's spread floor and log-distance weight chosen there — then
 heimdall.release.choice.choose, its weighted-centroid check included): with --with-network among the network, the map
 and the hybrid, the network trained here (`heimdall train` on a store imported from the case's labels and validation
 rows, --network-budget-min, a small network) and its and the hybrid's rows added; without it the map as `--localizer

@@ -256,10 +256,10 @@ def hybrid_exponents(
     α, β with β > 0, the map with the same partner weight but its spreads as fitted: a wider map would hand more of
     each answer to a network that validation may judge well where it extrapolates badly, while the partner, which
     reads the same physics on every block, hands it less), the map and the hybrid at the temperature that brings their
-    95 % regions to their
-    coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents already divided by it;
-    `region_masses`, the 50 % region's mass recalibrated after it, heimdall.radiomap.hybrid.recalibrated_masses, its
-    coverage out of sample and `coverage_region50_as_claimed` beside it) — with its calibration as the champion rule
+    95 % regions to their coverage (heimdall.radiomap.hybrid.calibrating_temperature; `temperature`, exponents
+    already divided by it; `region_masses`, the 50 % region's mass recalibrated after it,
+    heimdall.radiomap.hybrid.recalibrated_masses, its coverage out of sample and `coverage_region50_as_claimed` beside
+    it) — with its calibration as the champion rule
     reads it (the network's 1σ/2σ ellipses, the others' 50 %/95 % regions) and its median error (m; the map's and
     the hybrid's from their answer's point, heimdall.radiomap.hybrid.answer), the hybrid's with `network_set_aside`,
     the transmissions whose network it sets aside (heimdall.radiomap.hybrid.network_set_aside) — `spread_floor`
