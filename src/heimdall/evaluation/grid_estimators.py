@@ -9,7 +9,7 @@ noise (simulated stores only): a floor in NLL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from heimdall.errors import ModelLoadError
 from heimdall.evaluation.test_set import short_source
 from heimdall.metrics import calibration_summary, error_m
 from heimdall.radiomap.answer_arrays import AnswerCollector, MapAnswers, collect
-from heimdall.radiomap.batch import Unanswered
+from heimdall.radiomap.batch import Unanswered, all_in_threads, in_threads
 from heimdall.radiomap.fit import MapOptions, Measured, fit_radio_map
 from heimdall.radiomap.hybrid import (
     TEMPERATURES,
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY = 50  # transmissions between two progress reports
 Level = tuple[float, float]  # a map's variant: (spread floor dB, log-distance weight)
+Posteriors = tuple[np.ndarray, list["GridPosterior"]]  # the rows int [k] a map reads and their posteriors
+PartnerAnswer = tuple[np.ndarray, np.ndarray] | None  # the log-distance partner's (mean [2] m, covariance [2, 2] m²)
 SPREAD_FLOORS_DB = (0.0, 4.0, 6.0, 8.0)  # the map's spread floors map_variant_chosen tries, none first
 VARIANT_GAIN = 0.02  # the share of the validation median error a floor and partner weight must save
 PROVENANCE_CHARS = 300
@@ -140,7 +142,8 @@ def map_variant_chosen(
     workers: int | None = None,
     floors_db: tuple[float, ...] = SPREAD_FLOORS_DB,
     weights: tuple[float, ...] = LOG_DISTANCE_WEIGHTS,
-    known_points_m: np.ndarray | None = None,
+    as_fitted: Posteriors | None = None,
+    answers: list[PartnerAnswer] | None = None,
 ) -> tuple[dict, dict, np.ndarray]:
     """The spread floor of `floors_db` (dB; RadioMap.with_spread_floor) and the log-distance partner's weight of
     `weights` (RadioMap.with_log_distance_weight; heimdall.radiomap.log_distance) the map answers alone with — both 0
@@ -149,34 +152,71 @@ def map_variant_chosen(
     included, the one with the lowest median. Returns what was measured — the floor's report (`spread_floor_db`,
     `median_error_m`: each floor's at the chosen weight), the weight's (`log_distance_weight`, `median_error_m`: each
     weight's at the chosen floor) — and the chosen map's points [n, 2] m (NaN where unanswered). A map without a
-    partner keeps the weight 0 and is not scored again.
+    partner keeps the weight 0.
 
     A map fitted where its labels are dense claims small spreads; at places away from them, as a spatial validation
     split shows, the posterior from such spreads can lean on a few receivers whose maps do not hold there, and the
     partner, a few parameters fitted to the same labels, errs differently there. The two interact (the partner makes
-    a floor pay where the map alone would not), so they are chosen as the pair the map ships with. One pass over the
-    validation split per pair, but (0, 0) when `known_points_m` (its points: the map with floor and weight 0) is given;
-    on_progress("spread floor and log-distance weight", done, total)."""
+    a floor pay where the map alone would not), so they are chosen as the pair the map ships with. One pass of the
+    map's kernel over the validation split per floor — but the floor 0 when `as_fitted` (the map's own posteriors of
+    the transmissions it reads, weight 0: _answered) is given — and one of the partner's unless `answers` (each
+    transmission's partner_answers) are: each weight is the kernel's posterior times the partner's answer
+    (RadioMap.weighed_in); on_progress("spread floor and log-distance weight", done, total)."""
     if floors_db[0] != 0 or weights[0] != 0:
         raise ValueError(f"floors_db {floors_db}, weights {weights}: expected 0 first (the map as it is)")
-    tried = weights if radio_map.log_distance is not None else weights[:1]
-    pairs = [(floor, weight) for floor in floors_db for weight in tried]
-    floored = {floor: radio_map.with_spread_floor(floor) for floor in floors_db}
-    maps = {(floor, weight): floored[floor].with_log_distance_weight(weight) for floor, weight in pairs}
-    known = {pairs[0]: known_points_m} if known_points_m is not None else None
-    medians, points = variant_medians(
-        maps, validation, on_progress, workers, "spread floor and log-distance weight", known
-    )
+    own = radio_map.with_log_distance_weight(0.0)
+    tried = weights if own.log_distance is not None else weights[:1]
+    vm = measured(validation)
+    if answers is None and len(tried) > 1:
+        answers = partner_answers(own, vm, workers)
+    stage = "spread floor and log-distance weight"
+    todo = [floor for floor in floors_db if floor != 0 or as_fitted is None]
+    total, done = len(todo) * len(vm), 0
+    points = {(f, w): np.full((len(vm), 2), np.nan) for f in floors_db for w in tried}
+
+    def weighed(post: GridPosterior, i: int) -> np.ndarray:  # [W, 2] its points at each weight
+        answer = None if answers is None else answers[i]
+        return np.array([RadioMap.weighed_in(post, answer, w).mean_m for w in tried])
+
+    def score(floor: float, rows: np.ndarray, fn: Callable[[int], np.ndarray]) -> None:  # fn(k): row k's points
+        nonlocal done
+        for row, answered in zip(rows, in_threads(fn, len(rows), workers), strict=True):
+            if not isinstance(answered, Unanswered):
+                for w, point in zip(tried, answered, strict=True):
+                    points[(floor, w)][row] = point
+            if floor in todo:
+                done += 1
+                if on_progress and (done % PROGRESS_EVERY == 0 or done == total):
+                    on_progress(stage, done, total)
+
+    def kernel_pass(floored: RadioMap) -> Callable[[int], np.ndarray]:  # transmission i's points on `floored`
+        return lambda i: weighed(floored.localize(vm.snr_db[i], vm.noise_dbm[i], vm.present[i], vm.heard[i]), i)
+
+    if as_fitted is not None:
+        rows, posts = as_fitted
+        score(0.0, rows, lambda k: weighed(posts[k], int(rows[k])))
+    for floor in todo:
+        score(floor, np.arange(len(vm)), kernel_pass(own.with_spread_floor(floor)))
+    medians = {pair: _median_error_m(point, validation.target_m) for pair, point in points.items()}
 
     def earns(pair: Level) -> bool:  # each setting above 0 saves VARIANT_GAIN against the same pair without it
         floor, weight = pair
         saves = lambda other: medians[pair] <= (1 - VARIANT_GAIN) * medians[other]  # noqa: E731
         return (floor == 0 or saves((0.0, weight))) and (weight == 0 or saves((floor, 0.0)))
 
-    floor, weight = min((pair for pair in pairs if earns(pair)), key=lambda pair: (medians[pair], pair))
+    floor, weight = min((pair for pair in points if earns(pair)), key=lambda pair: (medians[pair], pair))
     floor_report = _report("spread_floor_db", floor, {f: medians[(f, weight)] for f in floors_db})
     weight_report = _report("log_distance_weight", weight, {w: medians[(floor, w)] for w in tried})
     return floor_report, weight_report, points[(floor, weight)]
+
+
+def partner_answers(radio_map: RadioMap, vm: Measured, workers: int | None) -> list[PartnerAnswer]:
+    """Each transmission's answer of the map's log-distance partner (RadioMap.partner_answer; None where it gives
+    none or the map cannot read the transmission), in `workers` threads."""
+    answers = in_threads(
+        lambda i: radio_map.partner_answer(vm.snr_db[i], vm.noise_dbm[i], vm.present[i], vm.heard[i]), len(vm), workers
+    )
+    return [None if isinstance(a, Unanswered) else a for a in answers]
 
 
 def as_shipped(radio_map: RadioMap, chosen: Mapping[str, Any]) -> RadioMap:
@@ -192,36 +232,11 @@ def _report(key: str, best: float, medians: dict[float, float]) -> dict:
     return {key: best, "median_error_m": {f"{level:g}": m for level, m in medians.items()}}
 
 
-def variant_medians(
-    maps: dict[Level, RadioMap],
-    validation: TestSet,
-    on_progress: Progress | None,
-    workers: int | None,
-    stage: str,
-    known_points_m: dict[Level, np.ndarray] | None = None,
-) -> tuple[dict[Level, float], dict[Level, np.ndarray]]:
-    """Each variant's (level → map answering alone) median error (m) of its point — the posterior mean — on the
-    validation split, and its points ([n, 2] m, NaN where unanswered). One pass over the validation split per level
-    not in `known_points_m`; on_progress(stage, done, total)."""
-    vm = measured(validation)
-    points = dict(known_points_m or {})
-    todo = [level for level in maps if level not in points]
-    total = len(todo) * len(vm)
-    for k, level in enumerate(todo):
-        points[level] = np.full((len(vm), 2), np.nan)
-        for i, p in enumerate(maps[level].posteriors(vm.snr_db, vm.noise_dbm, vm.present, workers, vm.heard)):
-            if not isinstance(p, Unanswered):
-                points[level][i] = p.mean_m
-            done = k * len(vm) + i + 1
-            if on_progress and (done % PROGRESS_EVERY == 0 or done == total):
-                on_progress(stage, done, total)
-    medians: dict[Level, float] = {}
-    for level in maps:
-        point = points[level]
-        answered = np.isfinite(point).all(axis=1)
-        errors = error_m(point[answered], validation.target_m[answered])
-        medians[level] = float(np.median(errors)) if len(errors) else float("inf")
-    return medians, points
+def _median_error_m(points_m: np.ndarray, truth_m: np.ndarray) -> float:
+    """The median error (m) of points [n, 2] (NaN where unanswered: left out) against truth [n, 2]; inf when none."""
+    answered = np.isfinite(points_m).all(axis=1)
+    errors = error_m(points_m[answered], truth_m[answered])
+    return float(np.median(errors)) if len(errors) else float("inf")
 
 
 def _answered(
@@ -271,20 +286,25 @@ def hybrid_exponents(
     radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted, where the choice starts
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
-    as_fitted = np.full((len(vm), 2), np.nan)
-    as_fitted[rows] = np.reshape([p.mean_m for p in posts], (-1, 2))
+    answers = partner_answers(radio_map, vm, workers) if radio_map.log_distance is not None else None
     floor, partner, _ = map_variant_chosen(
-        radio_map, validation, on_progress, workers, spread_floors_db, log_distance_weights, as_fitted
+        radio_map, validation, on_progress, workers, spread_floors_db, log_distance_weights, (rows, posts), answers
     )
-    floored = radio_map.with_spread_floor(floor["spread_floor_db"])
-    # the hybrid reads the map with the same partner, its spreads as fitted
     weight = partner["log_distance_weight"]
-    hybrid_map = radio_map.with_log_distance_weight(weight)
-    alone = hybrid_map if floored is radio_map else floored.with_log_distance_weight(weight)
-    hybrid_posts = (
-        posts if hybrid_map is radio_map else _answered(hybrid_map, vm, workers, on_progress, "validation")[1]
+
+    def weighed_in(these: list[GridPosterior]) -> list[GridPosterior]:  # the partner weighed in at `weight`
+        if weight == 0 or answers is None:
+            return these
+        return all_in_threads(lambda k: RadioMap.weighed_in(these[k], answers[rows[k]], weight), len(these), workers)
+
+    # the hybrid reads the map with the same partner, its spreads as fitted
+    hybrid_posts = weighed_in(posts)
+    floor_db = floor["spread_floor_db"]
+    map_posts = (
+        hybrid_posts
+        if floor_db == 0
+        else weighed_in(_answered(radio_map.with_spread_floor(floor_db), vm, workers, on_progress, "validation")[1])
     )
-    map_posts = hybrid_posts if alone is hybrid_map else _answered(alone, vm, workers, on_progress, "validation")[1]
     assert len(map_posts) == len(hybrid_posts) == len(rows)  # which transmissions a map can read depends on neither
     del posts  # the map as fitted's posteriors, held no longer than a candidate reads them (memory)
     net_mean, net_cov = predict(validation)

@@ -103,6 +103,8 @@ class RadioMap:
         weighed = replace(self, log_distance=partner.weighted(weight))
         weighed.share_table(self)
         weighed.__dict__["_kernel_map"] = self._kernel_map  # nor do the means or spreads change
+        if "_log_distance_search" in self.__dict__:  # nor the partner's answers
+            weighed.__dict__["_log_distance_search"] = self._log_distance_search
         return weighed
 
     @property
@@ -112,8 +114,8 @@ class RadioMap:
 
     @cached_property
     def _log_distance_search(self) -> LogDistanceSearch | None:
-        """The partner's answers over this map's grid (None without a partner weighed in)."""
-        if self.log_distance is None or self.log_distance_weight == 0:
+        """The partner's answers over this map's grid, whatever its weight (None without a partner)."""
+        if self.log_distance is None:
             return None
         return LogDistanceSearch(self.log_distance, self.grid, self.rx_position_m)
 
@@ -241,19 +243,41 @@ class RadioMap:
             g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()
         )
         post = GridPosterior.on_box(g, box, j0, i0, log_evidence)
+        weight = self.log_distance_weight
+        return post if weight == 0 else self.weighed_in(post, self._partner_answer(m), weight)
+
+    def partner_answer(
+        self,
+        snr_db: np.ndarray,
+        noise_dbm: np.ndarray,
+        present: np.ndarray | None = None,
+        heard: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The log-distance partner's answer to one transmission (read as `localize` reads it), whatever the weight it
+        is weighed in at: (mean [2] m, covariance [2, 2] m²), or None without a partner or when too few receivers
+        hear it. MapInputError as `localize`."""
+        return self._partner_answer(self._measured(snr_db, noise_dbm, present, heard))
+
+    def _partner_answer(self, m: _Measured) -> tuple[np.ndarray, np.ndarray] | None:
         search = self._log_distance_search
         if search is None:
-            return post
+            return None
         heard = np.zeros(self.n_receivers, bool)
         heard[m.rx[~m.censored]] = True
         power = np.zeros(self.n_receivers)
         power[m.rx] = m.level_dbm
         censored = np.zeros(self.n_receivers, bool)
         censored[m.rx[m.censored]] = True
-        partner = search.answer(power, heard, censored)
-        if partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
+        return search.answer(power, heard, censored)
+
+    @staticmethod
+    def weighed_in(post: GridPosterior, partner: tuple[np.ndarray, np.ndarray] | None, weight: float) -> GridPosterior:
+        """The map's own posterior `post` times the partner's answer (partner_answer) to the power `weight`,
+        renormalised; `post` itself at weight 0, without an answer, or where the two disagree beyond both their
+        spreads (DISAGREEMENT_D2: the partner's few parameters do not hold there)."""
+        if weight == 0 or partner is None or post.disagreement_d2(*partner) > DISAGREEMENT_D2:
             return post
-        return post.times_gaussian(*partner, 1.0, search.partner.weight)
+        return post.times_gaussian(*partner, 1.0, weight)
 
     def posteriors(
         self,
