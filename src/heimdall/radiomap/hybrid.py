@@ -143,10 +143,12 @@ def exponent_nlls(
     # the network alone is judged as a network, with its own (unpruned) Gaussian: network_nll
     pairs = [(a, b) for a, b in itertools.product(EXPONENTS, EXPONENTS) if 0.0 < a and b <= MAX_NETWORK_WEIGHT * a]
 
-    def nlls(i: int) -> list[float]:
-        truth, post, mean, cov = truth_m[i][None], posts[i], net_mean_m[i], net_cov_m2[i]
+    alphas, betas = np.array(pairs, np.float64).T
+
+    def nlls(i: int) -> np.ndarray:
+        post, mean, cov = posts[i], net_mean_m[i], net_cov_m2[i]
         kept = 0.0 if network_set_aside(post, mean, cov) is not None else 1.0
-        return [-post.times_gaussian(mean, cov, a, b * kept).log_density_at(truth)[0] for a, b in pairs]
+        return -post.products_log_density_at(truth_m[i], mean, cov, alphas, betas * kept)
 
     per_transmission = np.array(all_in_threads(nlls, len(posts), workers), np.float64).reshape(-1, len(pairs))
     return {pair: float(np.mean(per_transmission[:, k])) for k, pair in enumerate(pairs)}
@@ -199,14 +201,14 @@ def temperature_scores(
     and the 95 % region (0 or 1); and the distance (m) of each truth from the answer's point, which the temperature
     does not move. The transmissions in `workers` threads (None: every CPU)."""
 
-    def scores(i: int) -> list[float]:
-        truth = truth_m[i][None]
+    exponents = alpha / np.array(TEMPERATURES)
+
+    def scores(i: int) -> np.ndarray:
         point = point_posterior(posts[i], net_mean_m[i], net_cov_m2[i], Weights(alpha, beta))
-        out = [float(np.hypot(*(point.mean_m - truth_m[i])))]
-        for t in TEMPERATURES:
-            q = TemperedPosterior(point, alpha / t)
-            out += [-q.log_density_at(truth)[0], *(float(q.in_hpd(truth, level)[0]) for level in (0.5, 0.95))]
-        return out
+        # TemperedPosterior(point, α/T)'s spread, read at the truth without building it
+        log_density, inside = point.tempered_reads_at(truth_m[i], exponents, (0.5, 0.95))
+        per_temperature = np.column_stack([-log_density, inside]).ravel()
+        return np.concatenate([[np.hypot(*(point.mean_m - truth_m[i]))], per_temperature])
 
     per_transmission = np.array(all_in_threads(scores, len(posts), workers), np.float64)
     return per_transmission[:, 1:].reshape(len(posts), len(TEMPERATURES), 3), per_transmission[:, 0]

@@ -497,3 +497,61 @@ def tempered(
                 log_map[j, i] = value
                 lanes[lane] = value if value > lanes[lane] else lanes[lane]
     return lanes.max()
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def product_log_masses(
+    log_w: np.ndarray, quad: np.ndarray, at: int, alphas: np.ndarray, betas: np.ndarray
+) -> np.ndarray:
+    """For the cells holding a posterior's mass (log_w float64 [n]: their log weights; quad [n]: (x − μ)ᵀ Σ⁻¹ (x − μ)
+    at their centres) and each pair of alphas, betas [P]: the log weight of cell `at` (an index into them; −1: none,
+    −inf) in the renormalised product α·max(log_w, −700) − ½β·quad (`tempered`'s), without writing the product."""
+    n, n_pairs = log_w.shape[0], alphas.shape[0]
+    out = np.full(n_pairs, -np.inf)
+    values = np.empty(n)
+    for p in range(n_pairs):
+        a, half_b = alphas[p], 0.5 * betas[p]
+        lanes = np.full(LANES, -np.inf)
+        for k0 in range(0, n, LANES):
+            for lane in range(min(LANES, n - k0)):
+                v = a * max(log_w[k0 + lane], -700.0) - half_b * quad[k0 + lane]
+                values[k0 + lane] = v
+                lanes[lane] = v if v > lanes[lane] else lanes[lane]
+        top = lanes.max()
+        sums = np.zeros(LANES)
+        for k0 in range(0, n, LANES):
+            for lane in range(min(LANES, n - k0)):
+                sums[lane] += np.exp(values[k0 + lane] - top)
+        if at >= 0:
+            out[p] = values[at] - top - np.log(sums.sum())
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def tempered_log_masses(
+    log_w: np.ndarray, at: int, exponents: np.ndarray, margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For the cells holding a posterior's mass (log_w float64 [n]: their log weights) and each exponent e [T] > 0
+    of the posterior raised to it and renormalised (GridPosterior.tempered): the log weight of cell `at` (an index
+    into them; −1: none, −inf) and the mass of the cells heavier than it by more than `margin` in log (all of it
+    when `at` is −1) — (float64 [T], float64 [T]), without writing the tempered weights."""
+    n, n_exp = log_w.shape[0], exponents.shape[0]
+    top = -np.inf
+    for k in range(n):
+        top = log_w[k] if log_w[k] > top else top
+    log_at, heavier = np.full(n_exp, -np.inf), np.ones(n_exp)
+    for t in range(n_exp):
+        e = exponents[t]
+        threshold = e * (log_w[at] - top) + margin if at >= 0 else -np.inf
+        sums, above = np.zeros(LANES), np.zeros(LANES)
+        for k0 in range(0, n, LANES):
+            for lane in range(min(LANES, n - k0)):
+                v = e * (log_w[k0 + lane] - top)
+                w = np.exp(v)
+                sums[lane] += w
+                above[lane] += w if v > threshold else 0.0
+        total = sums.sum()
+        heavier[t] = above.sum() / total
+        if at >= 0:
+            log_at[t] = e * (log_w[at] - top) - np.log(total)
+    return log_at, heavier

@@ -19,6 +19,7 @@ LOG_DENSITY_FLOOR = np.log(1e-12)  # per km², for points in cells the posterior
 MAX_MODES = 5
 DISAGREEMENT_D2 = 13.8  # χ² (2 degrees of freedom) 99.9 % point: two answers apart beyond both their spreads
 HPD_PROBABILITIES = (0.5, 0.95)  # the HPD regions an answer reads (their levels are found together)
+HPD_MARGIN = 1e-12  # log: a point whose density is this close to a region's level lies in it (rounding)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,43 @@ class GridPosterior:
     def in_hpd(self, points_m: np.ndarray, probability: float) -> np.ndarray:
         """Bool [n]: each point lies in the `probability` HPD region."""
         log_level = np.log(self.hpd_level(probability) / self.grid.cell_area_km2)
-        return self.log_density_at(points_m) >= log_level - 1e-12
+        return self.log_density_at(points_m) >= log_level - HPD_MARGIN
+
+    def products_log_density_at(
+        self, point_m: np.ndarray, mean_m: np.ndarray, cov_m2: np.ndarray, alphas: np.ndarray, betas: np.ndarray
+    ) -> np.ndarray:
+        """float64 [P]: times_gaussian(mean_m, cov_m2, α, β).log_density_at(point_m [2])[0] for each pair of alphas,
+        betas [P], without building the products (what a choice among exponents reads of each)."""
+        log_w, at = self._log_held_at(point_m)
+        east, north = self.grid.centres(self.cells).T
+        inv = np.linalg.inv(cov_m2)
+        de, dn = east - mean_m[0], north - mean_m[1]
+        quad = inv[0, 0] * de * de + (inv[0, 1] + inv[1, 0]) * de * dn + inv[1, 1] * dn * dn
+        log_mass = kernel.product_log_masses(
+            log_w, quad, at, np.asarray(alphas, np.float64), np.asarray(betas, np.float64)
+        )
+        return np.maximum(log_mass - np.log(self.grid.cell_area_km2), LOG_DENSITY_FLOOR)
+
+    def tempered_reads_at(
+        self, point_m: np.ndarray, exponents: np.ndarray, probabilities: tuple[float, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 [T], bool [T, len(probabilities)]): for each exponent [T] > 0, tempered(exponent)'s log_density_at
+        and in_hpd of each probability at point_m [2], without building the tempered posteriors (what a choice of the
+        temperature reads of each); a point where this posterior holds no mass lies in no region."""
+        log_w, at = self._log_held_at(point_m)
+        log_mass, heavier = kernel.tempered_log_masses(log_w, at, np.asarray(exponents, np.float64), HPD_MARGIN)
+        log_density = np.maximum(log_mass - np.log(self.grid.cell_area_km2), LOG_DENSITY_FLOOR)
+        inside = (at >= 0) & (heavier[:, None] < np.asarray(probabilities)[None, :])
+        return log_density, inside
+
+    def _log_held_at(self, point_m: np.ndarray) -> tuple[np.ndarray, int]:
+        """(float64 [n]: the log weights of the cells holding mass, the index among them of the cell of point_m [2],
+        −1 where none holds it)."""
+        cells = self.cells
+        cell = int(self.grid.cell_of(np.reshape(point_m, (1, 2)))[0])
+        k = int(np.searchsorted(cells, cell))
+        at = k if cell >= 0 and k < len(cells) and cells[k] == cell else -1
+        return np.log(self.weights), at
 
     def modes(self, probability: float = 0.95, max_modes: int = MAX_MODES) -> list[Mode]:
         """The connected parts (8-neighbourhood) of the HPD region, most massive first."""
