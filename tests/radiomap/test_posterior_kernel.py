@@ -193,6 +193,35 @@ def test_modes_and_regions_equal_those_drawn_on_the_whole_grid(radio_map, measur
                 np.testing.assert_array_equal(a[: len(b)], b)  # region() closes a ring contourpy left open
 
 
+def test_reads_at_a_point_of_tempered_posteriors_and_products_equal_those_of_the_built_ones(radio_map, measured):
+    """What the choice reads of each temperature and each pair of exponents at the truth — the log density and
+    whether a region holds it — equals what the tempered posterior or the product, built, gives: at points in the
+    posterior's cells, on the edge of its regions, where it holds no mass and off the grid."""
+    rng = np.random.default_rng(7)
+    exponents = np.array([0.1, 0.5, 1.0, 1.7, 4.0])
+    alphas, betas = np.array([0.25, 0.5, 1.0, 1.0, 0.75]), np.array([0.0, 0.25, 0.0, 1.0, 0.5])
+    g = radio_map.grid
+    for i in _cases(measured)[:5]:
+        post = radio_map.localize(measured.snr_db[i], measured.noise_dbm[i], measured.present[i])
+        held = g.centres(post.cells)
+        ordered = post.cells[np.argsort(-post.weights)]
+        at_edge = g.centres(ordered[np.searchsorted(np.cumsum(np.sort(post.weights)[::-1]), [0.5, 0.95])])
+        empty = g.centres(np.setdiff1d(np.arange(g.n_cells), post.cells)[:1])
+        points = [*held[rng.choice(len(held), 6)], *at_edge, *empty, post.mean_m + 1e9]
+        mean_m = post.mean_m + rng.normal(0, 20e3, 2)
+        cov_m2 = np.array([[4e8, 1e8], [1e8, 2.5e8]])
+        for point in points:
+            log_density, inside = post.tempered_reads_at(point, exponents, (0.5, 0.95))
+            for t, e in enumerate(exponents):
+                built = post.tempered(e)
+                assert log_density[t] == pytest.approx(built.log_density_at(point)[0], abs=1e-9)
+                assert list(inside[t]) == [bool(built.in_hpd(point, p)[0]) for p in (0.5, 0.95)]
+            products = post.products_log_density_at(point, mean_m, cov_m2, alphas, betas)
+            for k, (a, b) in enumerate(zip(alphas, betas, strict=True)):
+                built = post.times_gaussian(mean_m, cov_m2, a, b).log_density_at(point)[0]
+                assert products[k] == pytest.approx(built, abs=1e-9)
+
+
 def test_kernels_compile_and_cache_where_the_package_is_read_only(tmp_path):
     """A read-only install with no writable home: numba cannot cache beside the source nor in the user's folder;
     the kernels still load, cached in the temporary folder (a second process reads them from there)."""

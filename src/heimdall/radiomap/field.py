@@ -245,14 +245,24 @@ def krige(
         dist, idx = dist.reshape(len(q), k), idx.reshape(len(q), k)
         if exclude_self:
             dist, idx = dist[:, 1:], idx[:, 1:]
-        e, n = east[idx], north[idx]
-        kxx = h.covariance(np.hypot(e[:, :, None] - e[:, None, :], n[:, :, None] - n[:, None, :]))
-        diag = np.arange(idx.shape[1])
-        kxx[:, diag, diag] += noise_var_db2[idx] + h.nugget_db**2
+        # nearby places share their neighbours: one system per distinct set of them (sorted), solved for the
+        # weights of the residuals and the inverse that each place's variance reads
+        order = np.argsort(idx, axis=1)
+        idx, dist = np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+        rows = np.ascontiguousarray(idx).view(np.dtype((np.void, idx.itemsize * idx.shape[1]))).ravel()
+        _, first, which = np.unique(rows, return_index=True, return_inverse=True)  # (np.unique(axis=0): 12× slower)
+        sets = idx[first]
+        e, n = east[sets], north[sets]
+        de, dn = e[:, :, None] - e[:, None, :], n[:, :, None] - n[:, None, :]
+        kxx = h.covariance(np.sqrt(de * de + dn * dn))
+        diag = np.arange(sets.shape[1])
+        kxx[:, diag, diag] += noise_var_db2[sets] + h.nugget_db**2
+        rhs = np.concatenate([residual_db[sets][:, :, None], np.broadcast_to(np.eye(len(diag)), kxx.shape)], axis=2)
+        sol = np.linalg.solve(kxx, rhs)  # [sets, k, 1 + k]: K⁻¹r, K⁻¹
         kx = h.covariance(dist)
-        sol = np.linalg.solve(kxx, np.stack([residual_db[idx], kx], axis=-1))
-        mean[s : s + len(q)] = (kx * sol[..., 0]).sum(1)
-        var[s : s + len(q)] = np.maximum(h.variance_db2 - (kx * sol[..., 1]).sum(1), 1e-6)
+        mean[s : s + len(q)] = (kx * sol[which, :, 0]).sum(1)
+        explained = np.einsum("qi,qij,qj->q", kx, sol[which, :, 1:], kx)
+        var[s : s + len(q)] = np.maximum(h.variance_db2 - explained, 1e-6)
     return mean, var
 
 

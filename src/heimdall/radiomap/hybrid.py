@@ -200,7 +200,6 @@ def temperature_scores(
     with exponents α/T, β/T (β = 0: the map alone; `answer`), its NLL (per km²) and whether it lies inside the 50 %
     and the 95 % region (0 or 1); and the distance (m) of each truth from the answer's point, which the temperature
     does not move. The transmissions in `workers` threads (None: every CPU)."""
-
     exponents = alpha / np.array(TEMPERATURES)
 
     def scores(i: int) -> np.ndarray:
