@@ -1,6 +1,7 @@
 """A radio map read back from a model file (heimdall.radiomap.io.from_onnx): every value bounded to what `map fit`
 makes, the likelihood table built at load and its size checked against the memory budget."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -57,6 +58,21 @@ def test_a_whole_map_loads_with_its_likelihood_table_built():
     assert m.table.values.shape[:2] == (2, len(m.table.spread_levels_db)) and m.n_labels == 40
     post = m.localize(np.array([20.0, 5.0]), np.array([-120.0, -120.0]))
     assert np.isclose(post.weights.sum(), 1.0) and np.isfinite(post.log_evidence)
+
+
+def test_a_map_read_back_shares_the_likelihood_table_of_the_same_noise_and_fading_components():
+    """A model written then read back (as training checks it) builds its table once: a map of the same noise and
+    fading components, by value, shares the table, read-only; another noise or component gets its own."""
+    m = small_map()
+    table = m.table
+    assert map_io.from_onnx(map_io.to_onnx(m, {})).table is table
+    with pytest.raises(ValueError, match="read-only"):
+        table.values[0, 0, 0, 0] = 0.0
+    for other in (
+        dataclasses.replace(m, noise=PowerNoise(0.05, 0.04)),
+        dataclasses.replace(m, kernels=(FadingKernel.gaussian(2.0), FadingKernel.gaussian(5.5))),
+    ):
+        assert other.table is not table and not np.array_equal(other.table.values, table.values)
 
 
 def test_a_map_with_its_spreads_floored_reads_back_floored_and_answers_as_such():

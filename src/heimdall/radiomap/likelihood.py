@@ -19,6 +19,9 @@ power): P(u ≤ 0 dB | z), the cumulative probability of every measured SNR up t
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +39,7 @@ OUTLIER_PROBABILITY = 1e-3
 OUTLIER_SPAN_DB = 100.0  # an outlier measurement is uniform over this many dB
 SPREAD_LEVELS_DB = (0.0, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0, 10.0, 11.0, 12.5, 15.0)
 _LN10_10 = np.log(10.0) / 10.0
+TABLES_KEPT = 4  # the last tables built in a process, shared by maps of the same noise and fading components
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,31 @@ def build_table(
             ll = np.log(np.maximum(conv, 1e-300)) + top
             out[c, s] = np.logaddexp(ll, log_outlier)
     return LikelihoodTable(values=out, floor_snr_db=noise.floor_snr_db, spread_levels_db=np.asarray(spread_levels_db))
+
+
+_tables: OrderedDict[bytes, LikelihoodTable] = OrderedDict()
+_tables_lock = threading.Lock()
+
+
+def shared_table(noise: PowerNoise, kernels: list[FadingKernel]) -> LikelihoodTable:
+    """build_table(noise, kernels), or the table of the same noise and components (by their values) among the last
+    TABLES_KEPT built in this process: a model written then read back, or loaded again, builds it once."""
+    digest = hashlib.sha256(repr((noise, SPREAD_LEVELS_DB, len(kernels))).encode())
+    for k in kernels:
+        weights = np.ascontiguousarray(k.log_weight, np.float64)
+        digest.update(np.array([k.start_db, k.step_db, len(weights)], np.float64).tobytes() + weights.tobytes())
+    key = digest.digest()
+    with _tables_lock:
+        if key in _tables:
+            _tables.move_to_end(key)
+            return _tables[key]
+    table = build_table(noise, kernels)
+    table.values.flags.writeable = False  # shared: nobody writes it
+    with _tables_lock:
+        _tables[key] = table
+        while len(_tables) > TABLES_KEPT:
+            _tables.popitem(last=False)
+    return table
 
 
 def _log_measurement(noise: PowerNoise, u_db: np.ndarray, z_db: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from heimdall.radiomap.batch import MapInputError, Unanswered, in_threads
 from heimdall.radiomap.fading_kernel import FadingKernel
 from heimdall.radiomap.grid import MapGrid
 from heimdall.radiomap.kernel import STRIDE
-from heimdall.radiomap.likelihood import CENSORED_SNR_DB, LikelihoodTable, build_table, table_shape
+from heimdall.radiomap.likelihood import CENSORED_SNR_DB, LikelihoodTable, shared_table, table_shape
 from heimdall.radiomap.log_distance import LogDistancePartner, LogDistanceSearch
 from heimdall.radiomap.measurement_noise import PowerNoise
 from heimdall.radiomap.posterior import DISAGREEMENT_D2, GridPosterior
@@ -121,8 +121,9 @@ class RadioMap:
 
     @cached_property
     def table(self) -> LikelihoodTable:
-        """The likelihood table of the map's noise and fading components (built once, on first use)."""
-        return build_table(self.noise, list(self.kernels))
+        """The likelihood table of the map's noise and fading components (built on first use, or shared with a map of
+        the same ones built before in this process: likelihood.shared_table)."""
+        return shared_table(self.noise, list(self.kernels))
 
     @property
     def table_bytes(self) -> int:
