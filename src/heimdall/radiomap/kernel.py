@@ -19,12 +19,8 @@ The maths is stated in heimdall.radiomap.model; this is its one implementation. 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 from numba import njit
@@ -37,46 +33,13 @@ def _probe() -> int:
     return 0
 
 
-_UID = os.getuid() if hasattr(os, "getuid") else 0
-
 # numba caches the compiled kernels beside this file or in the user's cache folder (NUMBA_CACHE_DIR when set); where
 # neither is writable (a read-only install, no home), it would refuse to define them: use the temporary folder
 try:
     njit(cache=True)(_probe)
 except RuntimeError:
-    cache_dir = os.path.join(tempfile.gettempdir(), f"heimdall-numba-{_UID}")
+    cache_dir = os.path.join(tempfile.gettempdir(), f"heimdall-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
     numba_config.CACHE_DIR = cache_dir  # type: ignore[attr-defined]  # numba sets it from NUMBA_CACHE_DIR
-
-_COMPILE_LOCK_FILE = os.path.join(tempfile.gettempdir(), f"heimdall-numba-{_UID}.lock")
-_compile_lock = threading.Lock()
-
-
-def first_call_locked(kernel: Callable[..., Any], *args: Any) -> Any:
-    """kernel(*args); while the kernel has no compiled version in this process (its first call compiles it, or loads
-    it from numba's cache), under a lock shared by this user's processes (a file in the temporary folder; POSIX):
-    processes starting together on a fresh install — test workers, service replicas — wait while the first
-    compiles it (half a minute), then load its cache, instead of each compiling it on the same cores."""
-    if getattr(kernel, "signatures", None):
-        return kernel(*args)
-    with _compile_lock, _file_lock(_COMPILE_LOCK_FILE):
-        return kernel(*args)
-
-
-@contextlib.contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if need be) while inside; none where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: each process compiles its own
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
 
 POWER_STEP_DB = 1.0
 STRIDE = int(round(POWER_STEP_DB / STEP_DB))  # table columns of Δ per power step

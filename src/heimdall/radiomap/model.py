@@ -240,9 +240,8 @@ class RadioMap:
         (with_log_distance_weight), the product with the partner's answer (heimdall.radiomap.log_distance)."""
         m = self._measured(snr_db, noise_dbm, present, heard)
         g = self.grid
-        box, j0, i0, log_evidence = kernel.first_call_locked(
-            kernel.localize,
-            *(g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()),
+        box, j0, i0, log_evidence = kernel.localize(
+            g.nx, g.ny, g.coarse_factor, self._blocks, PRUNE_MASS, REFINED_BLOCKS, self._kernel_map, m.args()
         )
         post = GridPosterior.on_box(g, box, j0, i0, log_evidence)
         weight = self.log_distance_weight
@@ -316,7 +315,7 @@ class RadioMap:
         m = self._measured(snr_db, noise_dbm, present, heard)
         cells = np.ascontiguousarray(cells, np.int64)
         out, mean, var = np.empty(len(cells)), np.empty(len(cells)), np.empty(len(cells))
-        kernel.first_call_locked(kernel.log_posterior, cells, self._kernel_map, m.args(), out, mean, var)
+        kernel.log_posterior(cells, self._kernel_map, m.args(), out, mean, var)
         return out, mean, var
 
     def predictive(
