@@ -54,6 +54,7 @@ def test_splits_never_share_a_transmission(small):
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
 
 
+@pytest.mark.system  # worker processes (the second tier)
 def test_byte_identical_whatever_the_worker_count(nw_italy, tmp_path):
     spec = DatasetSpec(n_transmissions=1200, seed=11, iq_per_split=4)
     generate_dataset(nw_italy, tmp_path / "w1", spec, workers=1)
@@ -79,6 +80,7 @@ def test_shards_are_disjoint_and_reproducible(nw_italy, tmp_path):
     assert _digest(files[1]) == before
 
 
+@pytest.mark.system  # worker processes (the second tier)
 def test_shards_simulated_as_separate_jobs_equal_one_run_of_both(nw_italy, tmp_path):
     """Two cluster jobs (`heimdall simulate --shard 0/2` and `1/2`, each in its own folder, different worker counts)
     collected into one folder give the files, and the training reader the rows, of one run making both shards."""

@@ -222,6 +222,7 @@ def test_reads_at_a_point_of_tempered_posteriors_and_products_equal_those_of_the
                 assert products[k] == pytest.approx(built, abs=1e-9)
 
 
+@pytest.mark.system  # two processes, each compiling a kernel (the second tier)
 def test_kernels_compile_and_cache_where_the_package_is_read_only(tmp_path):
     """A read-only install with no writable home: numba cannot cache beside the source nor in the user's folder;
     the kernels still load, cached in the temporary folder (a second process reads them from there)."""
