@@ -164,6 +164,20 @@ def test_hpd_levels_equal_those_of_a_full_sort():
         np.testing.assert_array_equal(kernel.hpd_levels(w, probabilities), ordered[at])
 
 
+def test_the_refined_blocks_cut_equals_a_partition():
+    """The k-th smallest weight the posterior cuts its refined blocks at (quickselect) is np.partition's, with
+    ties, one value, and k at either end."""
+    rng = np.random.default_rng(4)
+    for trial in range(500):
+        values = rng.exponential(1.0, rng.integers(1, 400))
+        if trial % 3 == 0:
+            values = np.round(values, 1)  # ties
+        if trial % 7 == 0:
+            values[:] = 0.25
+        for k in {0, len(values) - 1, int(rng.integers(len(values)))}:
+            assert kernel._kth_smallest(values.copy(), k) == np.partition(values, k)[k]
+
+
 def test_modes_and_regions_equal_those_drawn_on_the_whole_grid(radio_map, measured):
     """Modes against scipy's labels, regions against contourpy's own entry point, both on the whole grid."""
     import contourpy

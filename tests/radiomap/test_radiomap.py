@@ -558,3 +558,30 @@ def test_a_point_s_own_measurement_joined_to_its_leave_one_out_prediction_is_kri
     with_all, _ = field.krige(pts, pts, e, nv, h)
     np.testing.assert_allclose(field.with_own_measurement(loo_mean, loo_var, e, nv, h), with_all, rtol=1e-9)
     assert not np.allclose(loo_mean, with_all)  # each point's own measurement does move it
+
+
+def test_kriging_on_a_grid_equals_each_place_solved_from_its_own_neighbours():
+    """Places that share their neighbours share one system (field.krige): each place's mean and variance equal simple
+    kriging solved for it alone from its NEIGHBOURS nearest points; one point left out of itself gives the prior."""
+    from scipy.spatial import cKDTree
+
+    from heimdall.radiomap import field
+
+    rng = np.random.default_rng(8)
+    pts = rng.uniform(0, 20_000.0, (120, 2))
+    e, nv = rng.normal(0, 4, len(pts)), rng.uniform(0.5, 4.0, len(pts))
+    h = field.FieldHyper((4.0, 2.0), (5000.0, 700.0), 0.5)
+    east, north = np.meshgrid(np.arange(0, 20_000.0, 250.0), np.arange(0, 20_000.0, 350.0))  # two chunks
+    at = np.stack([east.ravel(), north.ravel()], -1)
+    mean, var = field.krige(at, pts, e, nv, h)
+    dist, idx = cKDTree(pts).query(at, field.NEIGHBOURS)
+    assert len({tuple(sorted(row)) for row in idx}) < len(at) / 2  # the sharing is exercised
+    for q in rng.choice(len(at), 40, replace=False):
+        near = idx[q]
+        k = h.covariance(np.linalg.norm(pts[near][:, None] - pts[near][None], axis=-1))
+        k += np.diag(nv[near] + h.nugget_db**2)
+        kx = h.covariance(dist[q])
+        assert mean[q] == pytest.approx(kx @ np.linalg.solve(k, e[near]), rel=1e-9, abs=1e-12)
+        assert var[q] == pytest.approx(h.variance_db2 - kx @ np.linalg.solve(k, kx), rel=1e-9)
+    alone_mean, alone_var = field.krige(pts[:1], pts[:1], e[:1], nv[:1], h, exclude_self=True)
+    assert alone_mean[0] == 0.0 and alone_var[0] == pytest.approx(h.variance_db2)

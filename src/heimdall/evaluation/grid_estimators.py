@@ -159,9 +159,10 @@ def map_variant_chosen(
     partner, a few parameters fitted to the same labels, errs differently there. The two interact (the partner makes
     a floor pay where the map alone would not), so they are chosen as the pair the map ships with. One pass of the
     map's kernel over the validation split per floor — but the floor 0 when `as_fitted` (the map's own posteriors of
-    the transmissions it reads, weight 0: _answered) is given — and one of the partner's unless `answers` (each
-    transmission's partner_answers) are: each weight is the kernel's posterior times the partner's answer
-    (RadioMap.weighed_in); on_progress("spread floor and log-distance weight", done, total)."""
+    the transmissions it reads, neither floor nor partner weighed in: _answered) is given — and one of the
+    partner's unless `answers` (each transmission's partner_answers) are: each weight is the kernel's posterior
+    times the partner's answer (RadioMap.weighed_in); on_progress("spread floor and log-distance weight", done,
+    total)."""
     if floors_db[0] != 0 or weights[0] != 0:
         raise ValueError(f"floors_db {floors_db}, weights {weights}: expected 0 first (the map as it is)")
     own = radio_map.with_log_distance_weight(0.0)
@@ -169,6 +170,8 @@ def map_variant_chosen(
     vm = measured(validation)
     if answers is None and len(tried) > 1:
         answers = partner_answers(own, vm, workers)
+    if answers is not None and len(answers) != len(vm):
+        raise ValueError(f"answers: {len(answers)}, expected one per validation transmission ({len(vm)})")
     stage = "spread floor and log-distance weight"
     todo = [floor for floor in floors_db if floor != 0 or as_fitted is None]
     total, done = len(todo) * len(vm), 0
@@ -286,26 +289,29 @@ def hybrid_exponents(
     radio_map = radio_map.with_log_distance_weight(0.0)  # the map as fitted, where the choice starts
     vm = measured(validation)
     rows, posts = _answered(radio_map, vm, workers, on_progress, "validation")
-    answers = partner_answers(radio_map, vm, workers) if radio_map.log_distance is not None else None
+    weighs = radio_map.log_distance is not None and len(log_distance_weights) > 1
+    answers = partner_answers(radio_map, vm, workers) if weighs else None
     floor, partner, _ = map_variant_chosen(
         radio_map, validation, on_progress, workers, spread_floors_db, log_distance_weights, (rows, posts), answers
     )
     weight = partner["log_distance_weight"]
 
-    def weighed_in(these: list[GridPosterior]) -> list[GridPosterior]:  # the partner weighed in at `weight`
+    def with_partner(these: list[GridPosterior]) -> list[GridPosterior]:  # the partner weighed in at `weight`
         if weight == 0 or answers is None:
             return these
         return all_in_threads(lambda k: RadioMap.weighed_in(these[k], answers[rows[k]], weight), len(these), workers)
 
     # the hybrid reads the map with the same partner, its spreads as fitted
-    hybrid_posts = weighed_in(posts)
+    hybrid_posts = with_partner(posts)
     floor_db = floor["spread_floor_db"]
-    map_posts = (
-        hybrid_posts
-        if floor_db == 0
-        else weighed_in(_answered(radio_map.with_spread_floor(floor_db), vm, workers, on_progress, "validation")[1])
-    )
-    assert len(map_posts) == len(hybrid_posts) == len(rows)  # which transmissions a map can read depends on neither
+    map_posts = hybrid_posts
+    if floor_db != 0:
+        floored_rows, floored_posts = _answered(
+            radio_map.with_spread_floor(floor_db), vm, workers, on_progress, "validation"
+        )
+        # which transmissions a map can read depends on neither its spreads nor its partner
+        assert np.array_equal(floored_rows, rows)
+        map_posts = with_partner(floored_posts)
     del posts  # the map as fitted's posteriors, held no longer than a candidate reads them (memory)
     net_mean, net_cov = predict(validation)
     net_mean, net_cov, truth = net_mean[rows], net_cov[rows], validation.target_m[rows]

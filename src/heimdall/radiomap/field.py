@@ -245,6 +245,9 @@ def krige(
         dist, idx = dist.reshape(len(q), k), idx.reshape(len(q), k)
         if exclude_self:
             dist, idx = dist[:, 1:], idx[:, 1:]
+        if idx.shape[1] == 0:  # one point, left out: the prior
+            mean[s : s + len(q)], var[s : s + len(q)] = 0.0, h.variance_db2
+            continue
         # nearby places share their neighbours: one system per distinct set of them (sorted), solved for the
         # weights of the residuals and the inverse that each place's variance reads
         order = np.argsort(idx, axis=1)

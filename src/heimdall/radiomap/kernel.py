@@ -242,8 +242,8 @@ def hpd_levels(weights: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _kth_smallest(values: np.ndarray, k: int) -> float:
-    """The k-th smallest of values (float64 [n], 0 ≤ k < n; values is reordered): np.partition(values, k)[k] by
-    quickselect (np.partition takes seconds more to compile)."""
+    """The k-th smallest of values (float64 [n], no NaN, 0 ≤ k < n; values is reordered): np.partition(values, k)[k]
+    by quickselect (np.partition takes seconds more to compile)."""
     lo, hi = 0, values.shape[0] - 1
     while lo < hi:
         pivot = values[(lo + hi) // 2]

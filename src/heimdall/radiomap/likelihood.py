@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +39,6 @@ OUTLIER_PROBABILITY = 1e-3
 OUTLIER_SPAN_DB = 100.0  # an outlier measurement is uniform over this many dB
 SPREAD_LEVELS_DB = (0.0, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0, 10.0, 11.0, 12.5, 15.0)
 _LN10_10 = np.log(10.0) / 10.0
-TABLES_KEPT = 4  # the last tables built in a process, shared by maps of the same noise and fading components
 
 
 @dataclass(frozen=True)
@@ -116,28 +115,30 @@ def build_table(
     return LikelihoodTable(values=out, floor_snr_db=noise.floor_snr_db, spread_levels_db=np.asarray(spread_levels_db))
 
 
-_tables: OrderedDict[bytes, LikelihoodTable] = OrderedDict()
+_tables: weakref.WeakValueDictionary[bytes, LikelihoodTable] = weakref.WeakValueDictionary()
+_last_table: list[LikelihoodTable] = []  # the last one built, kept while no map holds it (a model read back next)
 _tables_lock = threading.Lock()
 
 
 def shared_table(noise: PowerNoise, kernels: list[FadingKernel]) -> LikelihoodTable:
-    """build_table(noise, kernels), or the table of the same noise and components (by their values) among the last
-    TABLES_KEPT built in this process: a model written then read back, or loaded again, builds it once."""
+    """build_table(noise, kernels), or the table of the same noise and components (by their values) that a map alive
+    in this process holds, or that was built last: a model written then read back, or loaded again, builds it once,
+    and no table outlives its maps but the last one built."""
     digest = hashlib.sha256(repr((noise, SPREAD_LEVELS_DB, len(kernels))).encode())
     for k in kernels:
-        weights = np.ascontiguousarray(k.log_weight, np.float64)
-        digest.update(np.array([k.start_db, k.step_db, len(weights)], np.float64).tobytes() + weights.tobytes())
+        weights = np.asarray(k.log_weight)
+        digest.update(repr((k.start_db, k.step_db, weights.dtype.str, weights.shape)).encode())
+        digest.update(np.ascontiguousarray(weights).tobytes())
     key = digest.digest()
     with _tables_lock:
-        if key in _tables:
-            _tables.move_to_end(key)
-            return _tables[key]
-    table = build_table(noise, kernels)
-    table.values.flags.writeable = False  # shared: nobody writes it
-    with _tables_lock:
-        _tables[key] = table
-        while len(_tables) > TABLES_KEPT:
-            _tables.popitem(last=False)
+        table = _tables.get(key)
+    if table is None:
+        table = build_table(noise, kernels)
+        table.values.flags.writeable = False  # shared: nobody writes it
+        table.spread_levels_db.flags.writeable = False
+        with _tables_lock:
+            _tables[key] = table
+            _last_table[:] = [table]
     return table
 
 

@@ -103,7 +103,7 @@ class RadioMap:
         weighed = replace(self, log_distance=partner.weighted(weight))
         weighed.share_table(self)
         weighed.__dict__["_kernel_map"] = self._kernel_map  # nor do the means or spreads change
-        if "_log_distance_search" in self.__dict__:  # nor the partner's answers
+        if "_log_distance_search" in self.__dict__:  # nor the partner's answers (its weight is read from the map)
             weighed.__dict__["_log_distance_search"] = self._log_distance_search
         return weighed
 
@@ -260,6 +260,7 @@ class RadioMap:
         return self._partner_answer(self._measured(snr_db, noise_dbm, present, heard))
 
     def _partner_answer(self, m: _Measured) -> tuple[np.ndarray, np.ndarray] | None:
+        """partner_answer of a transmission as the kernels read it: its censored readings as such."""
         search = self._log_distance_search
         if search is None:
             return None
