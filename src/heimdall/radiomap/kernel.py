@@ -537,6 +537,8 @@ def product_log_masses(
     −inf) in the renormalised product α·max(log_w, −700) − ½β·quad (`tempered`'s), without writing the product."""
     n, n_pairs = log_w.shape[0], alphas.shape[0]
     out = np.full(n_pairs, -np.inf)
+    if at < 0:  # no cell: nothing to normalise
+        return out
     values = np.empty(n)
     for p in range(n_pairs):
         a, half_b = alphas[p], 0.5 * betas[p]
@@ -551,8 +553,7 @@ def product_log_masses(
         for k0 in range(0, n, LANES):
             for lane in range(min(LANES, n - k0)):
                 sums[lane] += np.exp(values[k0 + lane] - top)
-        if at >= 0:
-            out[p] = values[at] - top - np.log(sums.sum())
+        out[p] = values[at] - top - np.log(sums.sum())
     return out
 
 
@@ -565,13 +566,15 @@ def tempered_log_masses(
     into them; −1: none, −inf) and the mass of the cells heavier than it by more than `margin` in log (all of it
     when `at` is −1) — (float64 [T], float64 [T]), without writing the tempered weights."""
     n, n_exp = log_w.shape[0], exponents.shape[0]
+    log_at, heavier = np.full(n_exp, -np.inf), np.ones(n_exp)
+    if at < 0:  # no cell: every cell is heavier
+        return log_at, heavier
     top = -np.inf
     for k in range(n):
         top = log_w[k] if log_w[k] > top else top
-    log_at, heavier = np.full(n_exp, -np.inf), np.ones(n_exp)
     for t in range(n_exp):
         e = exponents[t]
-        threshold = e * (log_w[at] - top) + margin if at >= 0 else -np.inf
+        threshold = e * (log_w[at] - top) + margin
         sums, above = np.zeros(LANES), np.zeros(LANES)
         for k0 in range(0, n, LANES):
             for lane in range(min(LANES, n - k0)):
@@ -581,6 +584,5 @@ def tempered_log_masses(
                 above[lane] += w if v > threshold else 0.0
         total = sums.sum()
         heavier[t] = above.sum() / total
-        if at >= 0:
-            log_at[t] = e * (log_w[at] - top) - np.log(total)
+        log_at[t] = e * (log_w[at] - top) - np.log(total)
     return log_at, heavier
